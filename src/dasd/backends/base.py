@@ -1,0 +1,111 @@
+"""What every generation backend takes and gives back.
+
+A backend turns `GenerationRequest`s (one sample each: prompt, sampling parameters, per-sample seed)
+into `GenerationResult`s, yielded as they finish (in any order). A result carries the raw generated
+text, the character span of every generated token in that text, and the log-probability of each
+sampled token under the model's raw distribution (temperature 1, no top-k/top-p) — or
+`logprob_mode="processed"` where a server could only give the sampling distribution's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..config import StageConfig
+
+
+class BackendConfig(StageConfig):
+    """Generation backend; one section shared by sampling, rollouts, continuation and evaluation."""
+
+    name: Literal["hf", "openai", "vllm"] = Field("hf", description="hf: local transformers; openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp); vllm: offline vLLM engine (GPU, optional extra)")
+    model: str = Field(..., description="model folder or hub-style name (hf, vllm), or the served model name (openai)")
+    tokenizer: str | None = Field(None, description="tokenizer folder or asset name (smollm2, qwen3, llama3, o200k_harmony); defaults to `model` for hf/vllm. For openai it enables completions mode and exact token decoding")
+    # --- hf ---
+    device: str = Field("auto", description="hf: cpu, cuda, cuda:1 … or auto (cuda when available)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="hf/vllm weights dtype; auto = bfloat16 on GPU, float32 on CPU")
+    batch_size: int = Field(16, ge=1, description="hf: sequences generated together (left-padded)")
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field("auto", description="hf attention kernel; auto = flash_attention_2 on GPU when installed, else sdpa")
+    # --- openai ---
+    base_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"], description="openai: one or more server URLs ending in /v1; requests are spread over them and a failed request moves to the next")
+    api_key: str | None = Field(None, description="openai: API key (default: $OPENAI_API_KEY, else 'EMPTY')")
+    mode: Literal["chat", "completions"] = Field("chat", description="openai: chat = /v1/chat/completions with messages; completions = /v1/completions with the prompt rendered locally (needs `tokenizer`, or prompt_format=harmony)")
+    concurrency: int = Field(16, ge=1, description="openai: requests in flight at once")
+    max_retries: int = Field(8, ge=0, description="openai: retries per request on 429/5xx/timeouts/dropped connections")
+    backoff_initial_s: float = Field(0.5, gt=0, description="openai: first retry delay; doubles each retry, with full jitter")
+    backoff_max_s: float = Field(30.0, gt=0, description="openai: longest retry delay")
+    request_timeout_s: float = Field(600.0, gt=0, description="openai: seconds before a request counts as timed out (and is retried)")
+    logprob_mode: Literal["raw", "processed"] = Field("raw", description="what the server's log-probs are: raw (vLLM's default raw_logprobs) or processed (after temperature/top-p)")
+    token_ids_in_logprobs: bool = Field(True, description="openai: ask for tokens as ids (vLLM's return_tokens_as_token_ids) and decode them locally when `tokenizer` is set — exact offsets")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="openai: extra JSON fields sent with every request (e.g. {skip_special_tokens: false})")
+    # --- vllm ---
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model replica")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: fraction of GPU memory for weights and KV cache")
+    max_model_len: int | None = Field(None, description="vllm: context length (default: the model's)")
+
+
+@dataclass
+class GenerationRequest:
+    id: str
+    messages: list[dict[str, str]]
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 1024
+    seed: int = 0
+    # Text that continues the prompt as the start of the assistant turn (mixed-policy continuation).
+    assistant_prefix: str | None = None
+
+
+@dataclass
+class GenerationResult:
+    id: str
+    raw_text: str = ""
+    token_spans: list[tuple[int, int]] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)  # when the backend knows them
+    finish_reason: str = "stop"  # stop | length | tool_call (from the server) | error
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    prefilled_open: bool = False  # the rendered prompt already opened <think>
+    logprob_mode: str = "raw"
+    retries: int = 0
+    error: str | None = None
+    # Reasoning/content given separately by a server (chat mode with a reasoning parser).
+    server_reasoning: str | None = None
+    server_content: str | None = None
+
+
+class Backend:
+    """Interface: `generate` yields one result per request, in completion order."""
+
+    name = "base"
+
+    def generate(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+def make_backend(config: BackendConfig, *, chat_template_kwargs: dict[str, Any] | None = None,
+                 prompt_format: str = "chat_template", reasoning_format: str = "think") -> Backend:
+    if config.name == "hf":
+        from .hf import HFBackend
+
+        return HFBackend(config, chat_template_kwargs=chat_template_kwargs or {})
+    if config.name == "openai":
+        from .openai_compat import OpenAIBackend
+
+        return OpenAIBackend(config, chat_template_kwargs=chat_template_kwargs or {}, prompt_format=prompt_format)
+    if config.name == "vllm":
+        from .vllm_engine import VLLMBackend
+
+        return VLLMBackend(config, chat_template_kwargs=chat_template_kwargs or {})
+    raise ValueError(config.name)

@@ -1,0 +1,257 @@
+"""Local generation with transformers: batched, left-padded, raw log-probs, per-sample seeds.
+
+Sampling happens in `RowSampler`, a logits processor that sees the model's raw logits (the only
+processor: the model's own generation defaults are replaced by a neutral config at load time), so:
+
+* the log-prob recorded for each sampled token is `log_softmax(raw logits)` — temperature 1, no
+  top-k/top-p — even when sampling at 0.6 (DESIGN §3), and no `output_logits` tensor of
+  steps × batch × vocab is kept in memory;
+* each row draws from its own `torch.Generator` seeded from the response id, so a sample does
+  not depend on which other samples shared its batch (resume and batch size do not change it,
+  up to floating-point differences in padded batches);
+* temperature, top-p and top-k are applied to a copy for the draw; `top_k=0` means off (HF would
+  otherwise apply a default top-k of 50).
+
+The processor returns a one-hot mask of the drawn token, and `generate` runs greedy on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import DasdError
+from ..prompts import render_chat_prompt
+from ..tokens import TokenBytes
+from .base import Backend, BackendConfig, GenerationRequest, GenerationResult
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DasdError(f"backend.device={name} but no CUDA GPU is visible")
+    return name
+
+
+def resolve_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def resolve_attention(name: str, device: str) -> str:
+    if name != "auto":
+        return name
+    if device.startswith("cuda"):
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def load_model_and_tokenizer(model_name: str, tokenizer_name: str | None, *, device: str, dtype, attn_implementation: str):
+    """Load an HF causal LM (folder, GGUF file, or the `smollm2` asset) and its tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    from ..assets import QUICKTOK_ENCODINGS, load_tokenizer, smollm2_gguf_path
+
+    load_kwargs: dict[str, Any] = {}
+    if model_name == "smollm2":
+        gguf = smollm2_gguf_path()
+        model_path, load_kwargs["gguf_file"] = str(gguf.parent), gguf.name
+        tokenizer = load_tokenizer(tokenizer_name or "smollm2")
+    elif model_name.endswith(".gguf"):
+        gguf = Path(model_name)
+        model_path, load_kwargs["gguf_file"] = str(gguf.parent), gguf.name
+        if tokenizer_name:
+            tokenizer = load_tokenizer(tokenizer_name)
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model_path, gguf_file=gguf.name)
+    else:
+        model_path = model_name
+        if not Path(model_name).exists() and model_name not in ("smollm2", *QUICKTOK_ENCODINGS):
+            raise DasdError(f"backend.model: {model_name} is not a local folder (dasd never downloads weights)")
+        tokenizer = load_tokenizer(tokenizer_name or model_name)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=dtype, attn_implementation=attn_implementation, **load_kwargs
+    ).to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    ids: list[int] = []
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    for value in (configured if isinstance(configured, list) else [configured]):
+        if value is not None and value not in ids:
+            ids.append(int(value))
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(int(tokenizer.eos_token_id))
+    return ids
+
+
+class RowSampler:
+    """Logits processor: record raw log-probs, draw one token per row with its own generator."""
+
+    def __init__(self, requests: list[GenerationRequest], device):
+        import torch
+
+        self.requests = requests
+        self.generators = []
+        for request in requests:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(request.seed)
+            self.generators.append(generator)
+        self.step_logprobs: list[Any] = []
+        self.step_tokens: list[Any] = []
+        shared = {(r.temperature, r.top_p, r.top_k) for r in requests}
+        self.shared_params = next(iter(shared)) if len(shared) == 1 else None
+
+    @staticmethod
+    def _warp(logits, temperature: float, top_p: float, top_k: int):
+        import torch
+
+        logits = logits / temperature
+        if top_k and top_k > 0 and top_k < logits.shape[-1]:
+            kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            probs = torch.softmax(sorted_logits, dim=-1)
+            mass_before = torch.cumsum(probs, dim=-1) - probs
+            sorted_logits = sorted_logits.masked_fill(mass_before > top_p, float("-inf"))
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        return torch.softmax(logits, dim=-1)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        raw = scores.float()
+        logprobs = torch.log_softmax(raw, dim=-1)
+        chosen = torch.empty(raw.shape[0], dtype=torch.long, device=raw.device)
+        if self.shared_params is not None and self.shared_params[0] > 0:
+            probs = self._warp(raw, *self.shared_params)
+            for row, generator in enumerate(self.generators):
+                chosen[row] = torch.multinomial(probs[row], 1, generator=generator)[0]
+        else:
+            for row, (request, generator) in enumerate(zip(self.requests, self.generators)):
+                if request.temperature <= 0:
+                    chosen[row] = torch.argmax(raw[row])
+                else:
+                    probs = self._warp(raw[row : row + 1], request.temperature, request.top_p, request.top_k)
+                    chosen[row] = torch.multinomial(probs[0], 1, generator=generator)[0]
+        self.step_logprobs.append(logprobs.gather(1, chosen[:, None])[:, 0])
+        self.step_tokens.append(chosen)
+        forced = torch.full_like(scores, float("-inf"))
+        forced.scatter_(1, chosen[:, None], 0.0)
+        return forced
+
+
+class HFBackend(Backend):
+    name = "hf"
+
+    def __init__(self, config: BackendConfig, *, chat_template_kwargs: dict[str, Any]):
+        import torch
+        from transformers import GenerationConfig
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.attn = resolve_attention(config.attn_implementation, self.device)
+        self.chat_template_kwargs = chat_template_kwargs
+        self.model, self.tokenizer = load_model_and_tokenizer(
+            config.model, config.tokenizer, device=self.device, dtype=self.dtype, attn_implementation=self.attn
+        )
+        self.stop_ids = stop_token_ids(self.model, self.tokenizer)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self.pad_id = int(pad)
+        # Replace the checkpoint's generation defaults (repetition penalty, top-k, …) with neutral
+        # ones: RowSampler must be the only thing that touches the logits.
+        self.model.generation_config = GenerationConfig(eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
+        self.token_bytes = TokenBytes(self.tokenizer)
+        self.torch = torch
+        self.generated_tokens = 0
+        self.generate_seconds = 0.0
+
+    # -- prompts --------------------------------------------------------------------------------
+    def render(self, request: GenerationRequest) -> tuple[list[int], bool]:
+        """Prompt token ids for a request, and whether the rendered prompt already opened `<think>`."""
+        return render_chat_prompt(self.tokenizer, request.messages, assistant_prefix=request.assistant_prefix,
+                                  chat_template_kwargs=self.chat_template_kwargs)
+
+    # -- generation -----------------------------------------------------------------------------
+    def generate(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
+        rendered = [(request, *self.render(request)) for request in requests]
+        groups: dict[int, list] = defaultdict(list)
+        for item in rendered:
+            groups[item[0].max_new_tokens].append(item)
+        for max_new_tokens, items in groups.items():
+            # Longest prompts first: similar lengths share a batch (less padding), and an
+            # out-of-memory shows up in the first batch rather than at the end.
+            items.sort(key=lambda item: -len(item[1]))
+            for start in range(0, len(items), self.config.batch_size):
+                yield from self._generate_batch(items[start : start + self.config.batch_size], max_new_tokens)
+
+    def _generate_batch(self, items, max_new_tokens: int) -> Iterator[GenerationResult]:
+        torch = self.torch
+        from transformers import LogitsProcessorList
+
+        requests = [item[0] for item in items]
+        width = max(len(item[1]) for item in items)
+        input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, (_, ids, _) in enumerate(items):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+        sampler = RowSampler(requests, self.device)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            sequences = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask.to(self.device),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                logits_processor=LogitsProcessorList([sampler]),
+                eos_token_id=self.stop_ids,
+                pad_token_id=self.pad_id,
+            )
+        self.generate_seconds += time.perf_counter() - started
+        generated = sequences[:, width:].cpu()
+        step_logprobs = torch.stack(sampler.step_logprobs, dim=1).cpu() if sampler.step_logprobs else None
+        step_tokens = torch.stack(sampler.step_tokens, dim=1).cpu() if sampler.step_tokens else None
+        stop = set(self.stop_ids)
+        for row, (request, prompt_ids, prefilled) in enumerate(items):
+            tokens = generated[row].tolist()
+            end, finish = len(tokens), "length"
+            for position, token in enumerate(tokens):
+                if token in stop:
+                    end, finish = position, "stop"
+                    break
+            tokens = tokens[:end]
+            if step_tokens is not None and tokens and step_tokens[row, : len(tokens)].tolist() != tokens:
+                raise RuntimeError("generate() did not follow the sampler: another logits processor is active")
+            logprobs = step_logprobs[row, : len(tokens)].tolist() if tokens else []
+            text, spans = self.token_bytes.text_and_spans(tokens)
+            completion_tokens = len(tokens) + (1 if finish == "stop" else 0)
+            self.generated_tokens += completion_tokens
+            yield GenerationResult(
+                id=request.id, raw_text=text, token_spans=spans, token_logprobs=logprobs, token_ids=tokens, finish_reason=finish,
+                completion_tokens=completion_tokens, prompt_tokens=len(prompt_ids), prefilled_open=prefilled,
+                logprob_mode="raw",
+            )
+
+    def stats(self) -> dict[str, Any]:
+        return {"device": self.device, "dtype": str(self.dtype).replace("torch.", ""), "attention": self.attn}

@@ -1,0 +1,263 @@
+"""Generation through any OpenAI-compatible server (vLLM, SGLang, llama.cpp) with the async `openai` client.
+
+* bounded concurrency: `concurrency` workers share one queue of requests;
+* several servers: request i starts on `base_urls[i % n]`; a failed attempt moves to the next URL;
+* retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped connections and
+  unreadable responses (the client's own retries are off, so every retry is counted here);
+  a server's `Retry-After` is honoured;
+* `chat` mode sends messages; `completions` mode renders the prompt locally — the teacher's chat
+  template, or harmony for gpt-oss — and sends its token ids, so the server sees exactly the
+  prompt we mean;
+* tokens come back as ids (`return_tokens_as_token_ids`, vLLM) and are decoded with the local
+  tokenizer when one is configured; otherwise from the chat `bytes` field or token strings. The
+  generated text is rebuilt from the tokens, so every token has an exact character span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import random
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import DasdError
+from ..prompts import render_chat_prompt
+from ..tokens import TokenBytes, decode_bytes_with_spans
+from .base import Backend, BackendConfig, GenerationRequest, GenerationResult
+
+FINISH_MAP = {"stop": "stop", "length": "length", "tool_calls": "tool_call", "function_call": "tool_call", "eos": "stop"}
+
+
+class RetryableResponse(Exception):
+    """The server answered, but with something unusable (e.g. no choices); try again."""
+
+
+def _token_piece(token: str, entry_bytes: Any, token_bytes: TokenBytes | None) -> bytes:
+    if token.startswith("token_id:") and token_bytes is not None:
+        return token_bytes.pieces([int(token[len("token_id:"):])])[0]
+    if entry_bytes is not None:
+        return bytes(entry_bytes)
+    if token.startswith("bytes:"):
+        # vLLM's spelling of a token that is not valid UTF-8 on its own: "bytes:\\xe2\\x80"
+        return token[len("bytes:"):].encode("latin-1").decode("unicode_escape").encode("latin-1")
+    return token.encode("utf-8")
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+
+    def __init__(self, config: BackendConfig, *, chat_template_kwargs: dict[str, Any], prompt_format: str = "chat_template"):
+        self.config = config
+        self.chat_template_kwargs = chat_template_kwargs
+        self.prompt_format = prompt_format
+        self.tokenizer = None
+        self.token_bytes: TokenBytes | None = None
+        if config.tokenizer:
+            from ..assets import load_tokenizer
+
+            self.tokenizer = load_tokenizer(config.tokenizer)
+            self.token_bytes = TokenBytes(self.tokenizer)
+        if config.mode == "completions" and self.tokenizer is None and prompt_format != "harmony":
+            raise DasdError("backend.mode=completions renders the prompt locally: set backend.tokenizer (or prompt_format=harmony)")
+        if not config.base_urls:
+            raise DasdError("backend.base_urls is empty")
+        self.api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.retries = 0
+        self.retry_reasons: dict[str, int] = {}
+        self.requests_sent = 0
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    # -- prompts --------------------------------------------------------------------------------
+    def render_prompt_ids(self, request: GenerationRequest) -> tuple[list[int], bool]:
+        if self.prompt_format == "harmony":
+            from .. import harmony
+
+            effort = str(self.chat_template_kwargs.get("reasoning_effort", "medium"))
+            return harmony.render_prompt_ids(request.messages, reasoning_effort=effort, assistant_prefix=request.assistant_prefix), False
+        return render_chat_prompt(self.tokenizer, request.messages, assistant_prefix=request.assistant_prefix,
+                                  chat_template_kwargs=self.chat_template_kwargs)
+
+    # -- one request ----------------------------------------------------------------------------
+    def _extra_body(self, request: GenerationRequest) -> dict[str, Any]:
+        body = dict(self.config.extra_body)
+        if request.top_k and request.top_k > 0:
+            body["top_k"] = request.top_k
+        if self.config.token_ids_in_logprobs and self.token_bytes is not None:
+            body["return_tokens_as_token_ids"] = True
+        return body
+
+    async def _chat(self, client, request: GenerationRequest) -> GenerationResult:
+        body = self._extra_body(request)
+        messages = list(request.messages)
+        if request.assistant_prefix is not None:
+            messages.append({"role": "assistant", "content": request.assistant_prefix})
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        if self.chat_template_kwargs:
+            body["chat_template_kwargs"] = self.chat_template_kwargs
+        response = await client.chat.completions.create(
+            model=self.config.model, messages=messages, temperature=request.temperature, top_p=request.top_p,
+            max_tokens=request.max_new_tokens, seed=request.seed % (2**31), logprobs=True, n=1, extra_body=body,
+        )
+        if not response.choices:
+            raise RetryableResponse("response without choices")
+        choice = response.choices[0]
+        message = choice.message
+        extra = getattr(message, "model_extra", None) or {}
+        reasoning = getattr(message, "reasoning_content", None) or extra.get("reasoning_content") or extra.get("reasoning")
+        finish = FINISH_MAP.get(choice.finish_reason or "stop", "stop")
+        if getattr(message, "tool_calls", None):
+            finish = "tool_call"
+        result = GenerationResult(id=request.id, finish_reason=finish, logprob_mode=self.config.logprob_mode,
+                                  server_reasoning=reasoning, server_content=message.content or "")
+        entries = choice.logprobs.content if choice.logprobs and choice.logprobs.content else []
+        if entries:
+            pieces = [_token_piece(entry.token, entry.bytes, self.token_bytes) for entry in entries]
+            result.raw_text, result.token_spans = decode_bytes_with_spans(pieces)
+            result.token_logprobs = [float(entry.logprob) for entry in entries]
+            if all(entry.token.startswith("token_id:") for entry in entries):
+                result.token_ids = [int(entry.token[len("token_id:"):]) for entry in entries]
+        else:
+            result.raw_text = None
+        usage = response.usage
+        result.completion_tokens = usage.completion_tokens if usage else len(entries)
+        result.prompt_tokens = usage.prompt_tokens if usage else 0
+        return result
+
+    async def _completion(self, client, request: GenerationRequest) -> GenerationResult:
+        prompt_ids, prefilled = self.render_prompt_ids(request)
+        body = self._extra_body(request)
+        response = await client.completions.create(
+            model=self.config.model, prompt=prompt_ids, temperature=request.temperature, top_p=request.top_p,
+            max_tokens=request.max_new_tokens, seed=request.seed % (2**31), logprobs=1, n=1, echo=False, extra_body=body,
+        )
+        if not response.choices:
+            raise RetryableResponse("response without choices")
+        choice = response.choices[0]
+        result = GenerationResult(id=request.id, finish_reason=FINISH_MAP.get(choice.finish_reason or "stop", "stop"),
+                                  prefilled_open=prefilled, logprob_mode=self.config.logprob_mode)
+        logprobs = choice.logprobs
+        tokens = list(logprobs.tokens) if logprobs and logprobs.tokens else []
+        if tokens:
+            pieces = [_token_piece(token, None, self.token_bytes) for token in tokens]
+            result.raw_text, result.token_spans = decode_bytes_with_spans(pieces)
+            result.token_logprobs = [float(value) if value is not None else float("nan") for value in logprobs.token_logprobs]
+            if all(token.startswith("token_id:") for token in tokens):
+                result.token_ids = [int(token[len("token_id:"):]) for token in tokens]
+        else:
+            result.raw_text = choice.text or ""
+        usage = response.usage
+        result.completion_tokens = usage.completion_tokens if usage else len(tokens)
+        result.prompt_tokens = usage.prompt_tokens if usage else len(prompt_ids)
+        return result
+
+    async def _with_retries(self, clients, request: GenerationRequest, index: int) -> GenerationResult:
+        import openai
+
+        attempt, server = 0, index % len(clients)
+        while True:
+            client = clients[server]
+            try:
+                with self._lock:
+                    self.requests_sent += 1
+                if self.config.mode == "chat":
+                    result = await self._chat(client, request)
+                else:
+                    result = await self._completion(client, request)
+                result.retries = attempt
+                return result
+            except openai.APIStatusError as exc:
+                retryable = exc.status_code == 429 or exc.status_code >= 500 or exc.status_code == 408
+                reason, error, retry_after = f"http_{exc.status_code}", exc, _retry_after(exc)
+            except (openai.APIConnectionError, openai.APIResponseValidationError, RetryableResponse, ValueError) as exc:
+                retryable = True
+                reason = "timeout" if isinstance(exc, openai.APITimeoutError) else type(exc).__name__
+                error, retry_after = exc, None
+            if not retryable or attempt >= self.config.max_retries:
+                with self._lock:
+                    self.failures += 1
+                return GenerationResult(id=request.id, finish_reason="error", retries=attempt,
+                                        error=f"{reason}: {str(error).splitlines()[0][:300] if str(error) else type(error).__name__}")
+            attempt += 1
+            with self._lock:
+                self.retries += 1
+                self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
+            delay = random.uniform(0, min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** (attempt - 1)))
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.config.backoff_max_s))
+            server = (server + 1) % len(clients)
+            await asyncio.sleep(delay)
+
+    async def _run(self, requests: list[GenerationRequest], results: queue.Queue, stop: threading.Event) -> None:
+        import openai
+
+        clients = [
+            openai.AsyncOpenAI(base_url=url, api_key=self.api_key, max_retries=0, timeout=self.config.request_timeout_s)
+            for url in self.config.base_urls
+        ]
+        pending: asyncio.Queue = asyncio.Queue()
+        for index, request in enumerate(requests):
+            pending.put_nowait((index, request))
+
+        async def worker() -> None:
+            while not stop.is_set():
+                try:
+                    index, request = pending.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                try:
+                    result = await self._with_retries(clients, request, index)
+                except Exception as exc:  # a bug in parsing must not hang the consumer
+                    result = GenerationResult(id=request.id, finish_reason="error", error=f"{type(exc).__name__}: {exc}")
+                results.put(result)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(self.config.concurrency, max(1, len(requests))))))
+        finally:
+            for client in clients:
+                await client.close()
+
+    def generate(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
+        if not requests:
+            return
+        results: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                asyncio.run(self._run(requests, results, stop))
+            except BaseException as exc:  # surface event-loop failures in the caller
+                failure.append(exc)
+            finally:
+                results.put(None)
+
+        thread = threading.Thread(target=run, name="dasd-openai", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = results.get()
+                if item is None:
+                    break
+                yield item
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+        if failure:
+            raise failure[0]
+
+    def stats(self) -> dict[str, Any]:
+        return {"requests_sent": self.requests_sent, "retries": self.retries, "retry_reasons": dict(self.retry_reasons),
+                "failed_requests": self.failures, "servers": len(self.config.base_urls)}
+
+
+def _retry_after(exc) -> float | None:
+    try:
+        value = exc.response.headers.get("retry-after")
+        return float(value) if value is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+

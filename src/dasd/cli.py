@@ -1,0 +1,74 @@
+"""The `dasd` command: one entry point, one subcommand per stage.
+
+Every stage takes `--config FILE.yaml` plus `key=value` overrides (dotted keys for nested sections,
+values parsed as YAML), prints a progress bar and a summary, writes its resolved config next to its
+output, and exits with status 2 and a one-line reason on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .config import describe_config, load_config
+from .errors import DasdError
+
+# name -> (module, config class, one-line description). Later stages register here.
+STAGES: dict[str, tuple[str, str, str]] = {
+    "sample": ("dasd.stages.sample", "SampleConfig", "temperature-scheduled teacher sampling with raw log-probs (resumable)"),
+}
+
+
+def _stage_parser(subparsers, name: str, module_name: str, class_name: str, summary: str):
+    module = importlib.import_module(module_name)
+    config_class = getattr(module, class_name)
+    doc = (module.__doc__ or summary).strip()
+    epilog = "configuration keys (YAML file and/or key=value overrides):\n" + "\n".join(describe_config(config_class))
+    parser = subparsers.add_parser(
+        name, help=summary, description=doc, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with the stage's configuration")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. backend.batch_size=8")
+    parser.set_defaults(_module=module, _config_class=config_class)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dasd",
+        description="Distribution-Aligned Sequence Distillation: distil long chain-of-thought from a teacher LLM into a small student.",
+        epilog="Run `dasd STAGE --help` for a stage's options.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"dasd {__version__}")
+    subparsers = parser.add_subparsers(dest="stage", metavar="STAGE")
+    for name, (module_name, class_name, summary) in STAGES.items():
+        _stage_parser(subparsers, name, module_name, class_name, summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # dasd never downloads weights or data
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.stage:
+        parser.print_help()
+        return 0
+    try:
+        config = load_config(args._config_class, args.config, args.overrides)
+        args._module.run(config)
+    except DasdError as exc:
+        print(f"dasd {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dasd {args.stage}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

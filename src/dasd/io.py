@@ -1,0 +1,238 @@
+"""Record files: read JSONL / JSONL.gz / Parquet / saved HF datasets; append-only resumable writing.
+
+Every stage reads records with `read_records` and writes them with `RecordWriter`:
+
+* one JSON object per line, UTF-8, written with a single `write` and flushed, so a killed process
+  leaves at most one partial trailing line — which the next `RecordWriter` on that file cuts off;
+* a rerun skips ids already present (`writer.done`), so long jobs resume where they stopped;
+* failures never enter the output: they go to an `ErrorLog` beside it, and a rerun retries them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")
+
+
+def _open_text(path: Path):
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _is_hf_dataset_dir(path: Path) -> bool:
+    return path.is_dir() and (
+        (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+        or (path / "state.json").exists()
+    )
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield `(line_number, record)` from a JSONL(.gz) file, a Parquet file or a saved HF dataset.
+
+    Line numbers are 1-based lines for JSONL and 1-based row numbers otherwise. Blank lines are
+    skipped. Raises `InputError` naming the file and line for a missing file, bad JSON or a
+    non-object line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(str(path), None, None, "file not found")
+    if _is_hf_dataset_dir(path):
+        yield from _iter_hf_dataset(path)
+        return
+    if path.is_dir():
+        raise InputError(str(path), None, None, "is a folder, not a JSONL/Parquet file or a saved dataset")
+    if path.suffix == ".parquet":
+        yield from _iter_parquet(path)
+        return
+    try:
+        with _open_text(path) as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(str(path), line_number, None, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+                if not isinstance(record, dict):
+                    raise InputError(str(path), line_number, None, f"expected a JSON object, got {type(record).__name__}")
+                yield line_number, record
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+        raise InputError(str(path), None, None, f"cannot read file: {exc}") from None
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table_file = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise InputError(str(path), None, None, f"cannot read Parquet: {exc}") from None
+    row_number = 0
+    for batch in table_file.iter_batches(batch_size=1024):
+        for record in batch.to_pylist():
+            row_number += 1
+            yield row_number, record
+
+
+def _iter_hf_dataset(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import datasets
+
+    try:
+        dataset = datasets.load_from_disk(str(path))
+    except Exception as exc:
+        raise InputError(str(path), None, None, f"cannot load saved dataset: {exc}") from None
+    if isinstance(dataset, datasets.DatasetDict):
+        if "train" not in dataset:
+            raise InputError(str(path), None, None, f"dataset has splits {list(dataset)}; expected 'train'")
+        dataset = dataset["train"]
+    for row_number, record in enumerate(dataset, start=1):
+        yield row_number, dict(record)
+
+
+def read_records(path: str | os.PathLike, *, allow_empty: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    """All records of a file as `(line_number, record)`; an empty input is an error unless allowed."""
+    records = list(iter_records(path))
+    if not records and not allow_empty:
+        raise InputError(str(path), None, None, "no records (empty file)")
+    return records
+
+
+def dumps_record(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+class RecordWriter:
+    """Append-only JSONL writer that resumes by `id`.
+
+    Opening repairs a partial last line left by a crash (it is cut off, so its record is redone),
+    then loads the ids already written into `done`. `write` appends one complete line and flushes.
+    The file and its folder are only created by the first `write` (or `touch`), so a run that fails
+    validation leaves nothing behind.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, id_field: str = "id"):
+        self.path = Path(path)
+        if self.path.name.endswith(".gz"):
+            raise ValueError(f"{self.path}: outputs are plain .jsonl (append-safe); compress afterwards")
+        self.id_field = id_field
+        self.done: set[str] = set()
+        self.repaired_bytes = 0
+        self._handle = None
+        if self.path.exists():
+            self._repair_and_load()
+
+    def _repair_and_load(self) -> None:
+        good_end = 0
+        with open(self.path, "rb") as handle:
+            data = handle.read()
+        position = 0
+        while position < len(data):
+            newline = data.find(b"\n", position)
+            if newline < 0:
+                break  # partial last line: no newline, so the write did not finish
+            line = data[position:newline]
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a torn write followed by later appends cannot happen; stop at the damage
+                record_id = record.get(self.id_field) if isinstance(record, dict) else None
+                if record_id is not None:
+                    self.done.add(str(record_id))
+            position = newline + 1
+            good_end = position
+        if good_end < len(data):
+            self.repaired_bytes = len(data) - good_end
+            with open(self.path, "r+b") as handle:
+                handle.truncate(good_end)
+
+    def touch(self) -> None:
+        """Create the (empty) output file now, e.g. when a run has nothing to write."""
+        self._ensure_open()
+
+    def _ensure_open(self):
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", encoding="utf-8")
+        return self._handle
+
+    def write(self, record: dict[str, Any]) -> None:
+        record_id = str(record[self.id_field])
+        handle = self._ensure_open()
+        handle.write(dumps_record(record) + "\n")
+        handle.flush()
+        self.done.add(record_id)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ErrorLog:
+    """Failures of this run, one JSON line each (`id`, `error`, `time`); started afresh per run.
+
+    Failed records are retried by the next run, so stale entries from an earlier run would only
+    mislead; the file is emptied when the first failure of a run is logged (and removed at the
+    start of a run by `reset`).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.count = 0
+        self._handle = None
+
+    def reset(self) -> None:
+        if self.path.exists():
+            self.path.unlink()
+
+    def log(self, record_id: str, error: str, **extra: Any) -> None:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", encoding="utf-8")
+        entry = {"id": record_id, "error": error, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        self._handle.write(dumps_record(entry) + "\n")
+        self._handle.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def sidecar(output: str | os.PathLike, kind: str, suffix: str) -> Path:
+    """`runs/x/responses.jsonl` -> `runs/x/responses.<kind><suffix>` (errors, config, summary files)."""
+    output = Path(output)
+    name = output.name
+    for ext in (".jsonl.gz", ".jsonl", ".json"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return output.with_name(f"{name}.{kind}{suffix}")
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Write a small JSON/text file via a temporary file and rename, so readers never see half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, indent=2)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

