@@ -89,7 +89,7 @@ class VLLMServer:
 class FaultProxy:
     """HTTP proxy to an upstream server that fails a fraction of requests on purpose.
 
-    Faults, chosen at random (seeded) for `fault_rate` of the requests: `http_500`, `http_429`
+    Faults, for a random (seeded) `fault_rate` of the requests, in turn: `http_500`, `http_429`
     (with `Retry-After: 0`), `drop` (connection closed before any response) and `cut` (the
     upstream's answer is sent half-way, then the connection is closed).
     """
@@ -117,8 +117,10 @@ class FaultProxy:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await request.read()
-            fault = self.KINDS[self.random.randrange(len(self.KINDS))] if self.random.random() < self.fault_rate else None
-            if fault:
+            fault = None
+            if self.random.random() < self.fault_rate:
+                # kinds in turn, so every kind shows up once there are four faults
+                fault = self.KINDS[sum(self.injected.values()) % len(self.KINDS)]
                 self.injected[fault] += 1
             if fault == "http_500":
                 return web.json_response({"error": {"message": "injected 500"}}, status=500)

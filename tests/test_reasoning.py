@@ -163,3 +163,11 @@ def test_harmony_offsets_with_several_analysis_messages():
     mapped = map_token_offsets(spans, list(range(len(pieces))), parsed)
     assert [parsed.reasoning[s:e] for s, e in mapped["reasoning"]["offsets"]] == ["First", " thought", ".", "Second", "."]
     assert [parsed.content[s:e] for s, e in mapped["content"]["offsets"]] == ["Done", "."]
+
+
+def test_token_strings_from_servers_become_exact_bytes():
+    from dasd.backends.openai_compat import _token_piece
+
+    assert _token_piece("bytes:\\xe2\\x80", None, None) == b"\xe2\x80"  # vLLM's spelling of a partial character
+    assert _token_piece(" caf\u00e9", None, None) == " café".encode()
+    assert _token_piece("ignored", [99, 97, 102], None) == b"caf"  # chat `bytes` field wins over the string

@@ -46,6 +46,27 @@ def _token_piece(token: str, entry_bytes: Any, token_bytes: TokenBytes | None) -
     return token.encode("utf-8")
 
 
+def drop_end_token(result: GenerationResult, special_ids: set[int] | None) -> None:
+    """Servers (vLLM) list the end-of-turn token among the log-probs of a stopped response; it is not
+    part of the answer (the server's own text leaves it out), so it is dropped here as the hf backend
+    does. With token ids we know it by id; otherwise by the server's text not containing it."""
+    if result.finish_reason != "stop" or not result.token_spans or result.raw_text is None:
+        return
+    if result.token_ids and special_ids is not None:
+        is_end = result.token_ids[-1] in special_ids
+    else:
+        last_start = result.token_spans[-1][0]
+        content = (result.server_content or "").rstrip()
+        is_end = bool(content) and not result.raw_text.rstrip().endswith(content) and result.raw_text[:last_start].rstrip().endswith(content)
+    if is_end:
+        last_start = result.token_spans[-1][0]
+        result.raw_text = result.raw_text[:last_start]
+        result.token_spans = result.token_spans[:-1]
+        result.token_logprobs = result.token_logprobs[:-1]
+        if result.token_ids:
+            result.token_ids = result.token_ids[:-1]
+
+
 class OpenAIBackend(Backend):
     name = "openai"
 
@@ -60,6 +81,7 @@ class OpenAIBackend(Backend):
 
             self.tokenizer = load_tokenizer(config.tokenizer)
             self.token_bytes = TokenBytes(self.tokenizer)
+        self.special_ids = set(self.tokenizer.all_special_ids) if self.tokenizer is not None else None
         if config.mode == "completions" and self.tokenizer is None and prompt_format != "harmony":
             raise DasdError("backend.mode=completions renders the prompt locally: set backend.tokenizer (or prompt_format=harmony)")
         if not config.base_urls:
@@ -113,6 +135,10 @@ class OpenAIBackend(Backend):
             finish = "tool_call"
         result = GenerationResult(id=request.id, finish_reason=finish, logprob_mode=self.config.logprob_mode,
                                   server_reasoning=reasoning, server_content=message.content or "")
+        if self.tokenizer is not None and request.assistant_prefix is None:
+            # The server renders the prompt; with the same template locally we still learn whether
+            # it opened <think> itself (then a truncated response has no tags at all).
+            result.prefilled_open = self.render_prompt_ids(request)[1]
         entries = choice.logprobs.content if choice.logprobs and choice.logprobs.content else []
         if entries:
             pieces = [_token_piece(entry.token, entry.bytes, self.token_bytes) for entry in entries]
@@ -122,6 +148,7 @@ class OpenAIBackend(Backend):
                 result.token_ids = [int(entry.token[len("token_id:"):]) for entry in entries]
         else:
             result.raw_text = None
+        drop_end_token(result, self.special_ids)
         usage = response.usage
         result.completion_tokens = usage.completion_tokens if usage else len(entries)
         result.prompt_tokens = usage.prompt_tokens if usage else 0
@@ -138,7 +165,8 @@ class OpenAIBackend(Backend):
             raise RetryableResponse("response without choices")
         choice = response.choices[0]
         result = GenerationResult(id=request.id, finish_reason=FINISH_MAP.get(choice.finish_reason or "stop", "stop"),
-                                  prefilled_open=prefilled, logprob_mode=self.config.logprob_mode)
+                                  prefilled_open=prefilled, logprob_mode=self.config.logprob_mode,
+                                  server_content=choice.text or "")
         logprobs = choice.logprobs
         tokens = list(logprobs.tokens) if logprobs and logprobs.tokens else []
         if tokens:
@@ -149,6 +177,7 @@ class OpenAIBackend(Backend):
                 result.token_ids = [int(token[len("token_id:"):]) for token in tokens]
         else:
             result.raw_text = choice.text or ""
+        drop_end_token(result, self.special_ids)
         usage = response.usage
         result.completion_tokens = usage.completion_tokens if usage else len(tokens)
         result.prompt_tokens = usage.prompt_tokens if usage else len(prompt_ids)
