@@ -18,6 +18,8 @@ from .errors import DasdError
 # name -> (module, config class, one-line description). Later stages register here.
 STAGES: dict[str, tuple[str, str, str]] = {
     "sample": ("dasd.stages.sample", "SampleConfig", "temperature-scheduled teacher sampling with raw log-probs (resumable)"),
+    "score": ("dasd.stages.score", "ScoreConfig", "sentence-level teacher vs student probabilities and classes (cross-tokenizer)"),
+    "select": ("dasd.stages.select", "SelectConfig", "keep per question the responses richest in teacher sentences (DAS), or random (RS)"),
 }
 
 

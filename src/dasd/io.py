@@ -10,6 +10,7 @@ Every stage reads records with `read_records` and writes them with `RecordWriter
 
 from __future__ import annotations
 
+import glob
 import gzip
 import json
 import os
@@ -37,12 +38,21 @@ def _is_hf_dataset_dir(path: Path) -> bool:
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield `(line_number, record)` from a JSONL(.gz) file, a Parquet file or a saved HF dataset.
+    """Yield `(line_number, record)` from a JSONL(.gz) file, a Parquet file or a saved HF dataset
+    (or every file a glob pattern matches).
 
     Line numbers are 1-based lines for JSONL and 1-based row numbers otherwise. Blank lines are
     skipped. Raises `InputError` naming the file and line for a missing file, bad JSON or a
     non-object line.
     """
+    if any(char in str(path) for char in "*?["):
+        # A glob (e.g. the shards of a multi-process run): the files in name order, one after another.
+        matches = sorted(glob.glob(str(path)))
+        if not matches:
+            raise InputError(str(path), None, None, "no file matches this pattern")
+        for match in matches:
+            yield from iter_records(match)
+        return
     path = Path(path)
     if not path.exists():
         raise InputError(str(path), None, None, "file not found")

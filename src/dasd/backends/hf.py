@@ -18,6 +18,7 @@ The processor returns a one-hot mask of the drawn token, and `generate` runs gre
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -27,16 +28,19 @@ from typing import Any
 from ..errors import DasdError
 from ..prompts import render_chat_prompt
 from ..tokens import TokenBytes
-from .base import Backend, BackendConfig, GenerationRequest, GenerationResult
+from .base import Backend, BackendConfig, GenerationRequest, GenerationResult, ModelConfig
 
 
 def resolve_device(name: str) -> str:
     import torch
 
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        local_rank = os.environ.get("LOCAL_RANK")  # one GPU per process under accelerate/torchrun
+        return f"cuda:{local_rank}" if local_rank is not None else "cuda"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DasdError(f"backend.device={name} but no CUDA GPU is visible")
+        raise DasdError(f"device={name} but no CUDA GPU is visible")
     return name
 
 
@@ -91,6 +95,22 @@ def load_model_and_tokenizer(model_name: str, tokenizer_name: str | None, *, dev
     ).to(device)
     model.eval()
     return model, tokenizer
+
+
+def load_model(config: ModelConfig):
+    """(model, tokenizer, device) for a `ModelConfig` section, with auto device/dtype/attention resolved."""
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    attention = resolve_attention(config.attn_implementation, device)
+    model, tokenizer = load_model_and_tokenizer(config.model, config.tokenizer, device=device, dtype=dtype, attn_implementation=attention)
+    if device.startswith("cuda") and attention == "sdpa":
+        import torch
+
+        # cuDNN's SDPA builds a plan per new sequence length; decoding makes a new length every
+        # step, and on an H100 that planning cost made the first pass over new shapes ~3x slower
+        # than the flash/memory-efficient SDPA kernels (benchmarks/gpu_sample.py).
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    return model, tokenizer, device
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -201,17 +221,11 @@ class HFBackend(Backend):
             self.dtype = next(model.parameters()).dtype
             self.attn = getattr(model.config, "_attn_implementation", "unknown")
         else:
-            self.device = resolve_device(config.device)
-            self.dtype = resolve_dtype(config.dtype, self.device)
-            self.attn = resolve_attention(config.attn_implementation, self.device)
-            self.model, self.tokenizer = load_model_and_tokenizer(
-                config.model, config.tokenizer, device=self.device, dtype=self.dtype, attn_implementation=self.attn
-            )
-        if str(self.device).startswith("cuda") and self.attn == "sdpa":
-            # cuDNN's SDPA builds a plan per new sequence length; decoding makes a new length every
-            # step, and on an H100 that planning cost made the first pass over new shapes ~3x slower
-            # than the flash/memory-efficient SDPA kernels (benchmarks/gpu_sample.py).
-            torch.backends.cuda.enable_cudnn_sdp(False)
+            self.model, self.tokenizer, self.device = load_model(config)
+            self.dtype = next(self.model.parameters()).dtype
+            self.attn = self.model.config._attn_implementation
+        if str(self.device).startswith("cuda"):
+            torch.backends.cuda.enable_cudnn_sdp(False)  # see load_model
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.pad_id = int(pad)

@@ -1,0 +1,82 @@
+"""How the student sees a response: its chat template around the question, then the think-tagged answer.
+
+The same rendering serves scoring (`dasd score`: the student's log-probs of the text it would be
+trained on), the length filter and training, so all three agree token for token:
+
+    prompt     = student chat template(system prompt + question turns, add_generation_prompt=True)
+    completion = "<think>\\n{reasoning}\\n</think>\\n\\n{content}" (+ the end-of-turn token)
+
+The prompt and the completion are tokenized separately (the completion with character offsets), so
+no token straddles the two and every completion token maps back into `reasoning` or `content`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+def think_text(reasoning: str, content: str) -> tuple[str, int, int]:
+    """`<think>\\n{reasoning}\\n</think>\\n\\n{content}`, and where reasoning and content start in it."""
+    head = "<think>\n"
+    middle = "\n</think>\n\n"
+    return head + reasoning + middle + content, len(head), len(head) + len(reasoning) + len(middle)
+
+
+def with_system_prompt(messages: list[dict[str, str]], system_prompt: str | None) -> list[dict[str, str]]:
+    """Replace the question's own system/developer messages by `system_prompt` (None: keep them)."""
+    if system_prompt is None:
+        return list(messages)
+    turns = [message for message in messages if message["role"] not in ("system", "developer")]
+    return [{"role": "system", "content": system_prompt}] + turns
+
+
+@dataclass
+class StudentText:
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    completion_spans: list[tuple[int, int]]  # character span of each completion token in `completion`
+    completion: str
+    reasoning_start: int  # where `reasoning` starts inside `completion`
+    content_start: int
+    end_token: bool  # whether completion_ids ends with the end-of-turn token (it has no span)
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.completion_ids)
+
+
+def render_student(tokenizer, messages: list[dict[str, str]], reasoning: str, content: str, *,
+                   system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, add_end_token: bool = False,
+                   chat_template_kwargs: dict | None = None) -> StudentText:
+    prompt = tokenizer.apply_chat_template(with_system_prompt(messages, system_prompt), tokenize=False,
+                                           add_generation_prompt=True, **(chat_template_kwargs or {}))
+    completion, reasoning_start, content_start = think_text(reasoning, content)
+    if prompt.rstrip().endswith("<think>"):
+        # The template opens the think block itself (Qwen3 thinking models): do not open it twice.
+        cut = len("<think>")
+        completion, reasoning_start, content_start = completion[cut:], reasoning_start - cut, content_start - cut
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    encoded = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+    completion_ids = list(encoded["input_ids"])
+    spans = [tuple(span) for span in encoded["offset_mapping"]]
+    if add_end_token and tokenizer.eos_token_id is not None:
+        completion_ids.append(tokenizer.eos_token_id)
+    return StudentText(prompt_ids, completion_ids, spans, completion, reasoning_start, content_start, add_end_token)
+
+
+def completion_part_logprobs(text: StudentText, reasoning: str, content: str, logprobs: list[float]) -> dict:
+    """Per-token log-probs of the completion -> `{reasoning: {offsets, logprobs}, content: {...}}`.
+
+    The same structure (and the same token-to-part rule, `reasoning.map_token_offsets`) as the
+    teacher's `teacher_logprobs`; the end-of-turn token and the tag tokens belong to neither part.
+    """
+    from .reasoning import ParsedResponse, Segment, map_token_offsets
+
+    segments = [Segment(part, start, start + len(value), 0)
+                for part, start, value in (("reasoning", text.reasoning_start, reasoning), ("content", text.content_start, content))
+                if value]
+    parsed = ParsedResponse(reasoning, content, "stop", segments)
+    spans = list(text.completion_spans)
+    return map_token_offsets(spans, logprobs[: len(spans)], parsed)

@@ -1,0 +1,209 @@
+"""Sentence-level teacher vs student probabilities, and the student's token log-probs, fast.
+
+Token -> sentence rule (the same for every tokenizer, so teacher and student sentences line up
+although their tokens do not): a token belongs to the sentence that contains its first
+non-whitespace character; a token made only of whitespace belongs to the next sentence (the last
+one if none follows). Every token of a part thus lands in exactly one sentence.
+
+Sentence log-prob = mean of its tokens' log-probs, so `exp(logprob)` is the geometric-mean token
+probability (DESIGN §2).
+
+`StudentScorer` computes the student's log-prob of every completion token, teacher-forced, with:
+* length-sorted batches under a token budget; with `pack=True` several samples share a row
+  (first-fit decreasing), `position_ids` restarting per sample and `use_cache=False`, which makes
+  transformers build a block-diagonal causal mask: no attention across packed samples (checked
+  against one-sample-at-a-time scoring in tests/test_score.py). That pays off with flash-attention's
+  varlen kernels; with SDPA the mask is dense and one sample per forward measured faster on CPU and
+  on an H100 (benchmarks/RESULTS.md), so `dasd score` packs only under flash_attention_2;
+* log-softmax only at the scored positions, in chunks, so a long response never materialises a
+  length × vocabulary logits tensor (the prompt's positions never reach the LM head).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+SENTENCE_TYPES = ("teacher", "student", "shared")
+
+
+def assign_tokens(token_spans: Sequence[Sequence[int]], sentence_spans: Sequence[tuple[int, int]], text: str) -> list[int]:
+    """Sentence index of each token (see the module docstring for the rule)."""
+    if not sentence_spans:
+        return [-1] * len(token_spans)
+    starts = [start for start, _ in sentence_spans]
+    owners = []
+    for start, end in token_spans:
+        anchor = start
+        while anchor < end and text[anchor].isspace():
+            anchor += 1
+        if anchor < end:
+            index = bisect.bisect_right(starts, anchor) - 1  # sentence starting at or before the char
+            owners.append(max(index, 0))
+        else:
+            # whitespace (or empty) token: the next sentence, else the last
+            index = bisect.bisect_left(starts, start)
+            owners.append(min(index, len(sentence_spans) - 1))
+    return owners
+
+
+def sentence_means(owners: list[int], logprobs: Sequence[float], count: int) -> list[float | None]:
+    totals, counts = [0.0] * count, [0] * count
+    for owner, logprob in zip(owners, logprobs):
+        if 0 <= owner < count:
+            totals[owner] += logprob
+            counts[owner] += 1
+    return [totals[i] / counts[i] if counts[i] else None for i in range(count)]
+
+
+def classify(teacher_logprob: float, student_logprob: float, *, beta: float = 0.1, space: str = "prob") -> str:
+    """teacher if the teacher is more confident by more than beta, student if less, else shared.
+
+    `space="prob"`: d = p_T - p_S with p = exp(mean log-prob) (the report's definition);
+    `space="logratio"`: d = log p_T - log p_S.
+    """
+    if space == "prob":
+        difference = math.exp(teacher_logprob) - math.exp(student_logprob)
+    elif space == "logratio":
+        difference = teacher_logprob - student_logprob
+    else:
+        raise ValueError(f"unknown space {space!r} (prob or logratio)")
+    if difference > beta:
+        return "teacher"
+    if difference < -beta:
+        return "student"
+    return "shared"
+
+
+@dataclass
+class SentenceScore:
+    part: str
+    start: int
+    end: int
+    teacher_logprob: float
+    student_logprob: float
+    type: str
+
+    def as_dict(self) -> dict:
+        return {"part": self.part, "start": self.start, "end": self.end, "teacher_logprob": self.teacher_logprob,
+                "student_logprob": self.student_logprob, "type": self.type}
+
+
+# --- the student's token log-probs ---------------------------------------------------------------
+
+@dataclass
+class ScoringItem:
+    key: int
+    input_ids: list[int]  # prompt + completion
+    first_scored: int  # index of the first completion token in input_ids
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+
+def plan_batches(items: list[ScoringItem], tokens_per_batch: int, *, pack: bool = True) -> list[list[list[ScoringItem]]]:
+    """Batches of rows of items. Items sorted longest first; each batch's row width is its longest
+    item; shorter items share rows first-fit; rows × width stays within `tokens_per_batch` (a
+    longer single item gets a batch of its own)."""
+    ordered = sorted(items, key=lambda item: -item.length)
+    batches: list[list[list[ScoringItem]]] = []
+    index = 0
+    while index < len(ordered):
+        width = ordered[index].length
+        rows: list[list[ScoringItem]] = []
+        room: list[int] = []
+        while index < len(ordered):
+            item = ordered[index]
+            placed = False
+            if pack:
+                for row_index, free in enumerate(room):
+                    if item.length <= free:
+                        rows[row_index].append(item)
+                        room[row_index] -= item.length
+                        placed = True
+                        break
+            if not placed:
+                if rows and (len(rows) + 1) * width > tokens_per_batch:
+                    break
+                rows.append([item])
+                room.append(width - item.length)
+            index += 1
+        batches.append(rows)
+    return batches
+
+
+def _logits_postprocessed(config) -> bool:
+    """Architectures that change logits after the LM head (soft-capping, scaling) need the full forward."""
+    return any(getattr(config, name, None) not in (None, 1.0, 0.0) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+
+
+class StudentScorer:
+    def __init__(self, model, *, tokens_per_batch: int = 16384, pack: bool = True, pad_id: int = 0, logit_chunk: int = 2048):
+        self.model = model
+        self.tokens_per_batch = tokens_per_batch
+        self.pack = pack
+        self.pad_id = pad_id
+        self.logit_chunk = logit_chunk
+        self.device = next(model.parameters()).device
+        self.full_forward = _logits_postprocessed(model.config)
+        self.tokens_scored = 0
+        self.padding_tokens = 0
+        self.forward_tokens = 0
+
+    def score(self, items: list[ScoringItem]) -> dict[int, list[float]]:
+        """key -> log-probs of input_ids[first_scored:] (each predicted from the tokens before it)."""
+        out: dict[int, list[float]] = {}
+        for rows in plan_batches(items, self.tokens_per_batch, pack=self.pack):
+            out.update(self._score_rows(rows))
+        return out
+
+    def _score_rows(self, rows: list[list[ScoringItem]]) -> dict[int, list[float]]:
+        import torch
+
+        width = max(sum(item.length for item in row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        targets = []  # (row, position, token, key, k)
+        for row_index, row in enumerate(rows):
+            cursor = 0
+            for item in row:
+                length = item.length
+                input_ids[row_index, cursor : cursor + length] = torch.tensor(item.input_ids)
+                position_ids[row_index, cursor : cursor + length] = torch.arange(length)
+                for offset in range(item.first_scored, length):
+                    targets.append((row_index, cursor + offset, item.input_ids[offset], item.key))
+                cursor += length
+            # padding is its own "sequence" (positions restart), so it attends to nothing real
+            position_ids[row_index, cursor:] = torch.arange(width - cursor)
+        self.forward_tokens += len(rows) * width
+        self.padding_tokens += sum(width - sum(item.length for item in row) for row in rows)
+        self.tokens_scored += len(targets)
+        with torch.inference_mode():
+            rows_t = torch.tensor([t[0] for t in targets], device=self.device)
+            cols_t = torch.tensor([t[1] for t in targets], device=self.device)
+            tokens_t = torch.tensor([t[2] for t in targets], device=self.device)
+            if self.full_forward:
+                logits = self.model(input_ids=input_ids.to(self.device), position_ids=position_ids.to(self.device), use_cache=False).logits
+                picked = torch.log_softmax(logits[rows_t, cols_t - 1].float(), dim=-1).gather(1, tokens_t[:, None])[:, 0]
+            else:
+                base = getattr(self.model, self.model.base_model_prefix)
+                hidden = base(input_ids=input_ids.to(self.device), position_ids=position_ids.to(self.device), use_cache=False).last_hidden_state
+                head = self.model.get_output_embeddings()
+                picked_chunks = []
+                for start in range(0, len(targets), self.logit_chunk):
+                    stop = start + self.logit_chunk
+                    states = hidden[rows_t[start:stop], cols_t[start:stop] - 1]
+                    logprobs = torch.log_softmax(head(states).float(), dim=-1)
+                    picked_chunks.append(logprobs.gather(1, tokens_t[start:stop, None])[:, 0])
+                picked = torch.cat(picked_chunks) if picked_chunks else torch.zeros(0)
+        values = picked.float().cpu().tolist()
+        out: dict[int, list[float]] = {}
+        for (_, _, _, key), value in zip(targets, values):
+            out.setdefault(key, []).append(value)
+        for row in rows:
+            for item in row:
+                out.setdefault(item.key, [])
+        return out

@@ -1,0 +1,147 @@
+"""`dasd select`: per question, keep the responses richest in teacher sentences (DAS) — or the RS baseline.
+
+    dasd select input=runs/x/scored.jsonl output=runs/x/selected.jsonl strategy=count k=1
+    dasd select input=runs/x/scored.jsonl output=runs/x/random.jsonl strategy=random k=1   # RS baseline
+
+Candidates are a question's scored responses that passed filtering (a record with
+`filter.keep == false` is never selected; without a filter every record is a candidate), grouped per
+temperature by default, so that both SFT stages get data for each question. Strategies:
+
+* `count` (default; the companion study found it best): most teacher sentences;
+* `ratio`: largest share of teacher sentences;
+* `longest`: most teacher tokens (characters when there are no log-probs);
+* `random`: random sampling with the same budget (the RS baseline).
+
+Ties are broken by a seeded random order, so the result is deterministic for a seed. An optional
+global `budget` then keeps the best `budget` of the selected records (a random subset for `random`).
+The output is rewritten whole (atomically) on each run; the summary holds the histogram of
+teacher-sentence counts of kept vs dropped responses per temperature.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..config import StageConfig, dump_config
+from ..errors import InputError
+from ..io import dumps_record, iter_records, sidecar, write_json_atomic
+from ..progress import format_summary
+from ..records import stable_seed
+
+
+class SelectConfig(StageConfig):
+    input: str = Field(..., description="scored response records (a glob reads several shard files)")
+    output: str = Field(..., description="selected records JSONL (rewritten whole on each run)")
+    strategy: Literal["count", "ratio", "longest", "random"] = Field("count", description="count: most teacher sentences (DAS); ratio: largest teacher share; longest: most teacher tokens; random: the RS baseline")
+    k: int = Field(1, ge=1, description="responses kept per question (per temperature when per_temperature)")
+    per_temperature: bool = Field(True, description="select separately at each temperature (stage 1 / stage 2 data)")
+    budget: int | None = Field(None, ge=1, description="optional cap on the total number of selected records")
+    seed: int = Field(0, description="seed of the random strategy and of tie-breaking")
+    histogram_bins: list[int] = Field(default_factory=lambda: [0, 1, 2, 5, 10, 20, 50, 100, 200], description="lower edges of the teacher-sentence-count histogram bins in the summary")
+
+
+def _length(record: dict[str, Any]) -> int:
+    teacher = record.get("teacher_logprobs")
+    if isinstance(teacher, dict):
+        return sum(len((teacher.get(part) or {}).get("logprobs") or []) for part in ("reasoning", "content"))
+    return len(record.get("reasoning") or "") + len(record.get("content") or "")
+
+
+def strategy_score(record: dict[str, Any], strategy: str, seed: int) -> float:
+    if strategy == "count":
+        return float(record["das"]["teacher"])
+    if strategy == "ratio":
+        return record["das"]["teacher"] / record["das"]["n"] if record["das"]["n"] else 0.0
+    if strategy == "longest":
+        return float(_length(record))
+    return stable_seed(seed, "random", record["id"]) / float(1 << 63)
+
+
+def _bin(value: int, edges: list[int]) -> str:
+    lower = max((edge for edge in edges if edge <= value), default=edges[0])
+    higher = [edge for edge in edges if edge > lower]
+    return f"{lower}-{higher[0] - 1}" if higher else f"{lower}+"
+
+
+def run(config: SelectConfig) -> dict[str, Any]:
+    candidates: list[dict[str, Any]] = []
+    not_candidates = 0
+    for line, record in iter_records(config.input):
+        if "id" not in record or "question_id" not in record:
+            raise InputError(config.input, line, "id" if "id" not in record else "question_id", "missing")
+        if isinstance(record.get("filter"), dict) and record["filter"].get("keep") is False:
+            not_candidates += 1
+            continue
+        if config.strategy in ("count", "ratio") and not isinstance(record.get("das"), dict):
+            raise InputError(config.input, line, "das", f"missing: strategy={config.strategy} needs scored records (run dasd score first)")
+        candidates.append(record)
+    if not candidates and not not_candidates:
+        raise InputError(config.input, None, None, "no records (empty file)")
+
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for record in candidates:
+        groups[(record["question_id"], record.get("temperature") if config.per_temperature else None)].append(record)
+
+    def rank_key(record: dict[str, Any]) -> tuple[float, float]:
+        # higher score first; ties in a seeded random order
+        return (-strategy_score(record, config.strategy, config.seed), stable_seed(config.seed, "tie", record["id"]) / float(1 << 63))
+
+    selected: list[dict[str, Any]] = []
+    for key in sorted(groups, key=lambda key: (str(key[0]), str(key[1]))):
+        ranked = sorted(groups[key], key=rank_key)
+        for rank, record in enumerate(ranked[: config.k]):
+            selected.append({**record, "select": {"strategy": config.strategy, "rank": rank,
+                                                   "score": strategy_score(record, config.strategy, config.seed)}})
+    if config.budget is not None and len(selected) > config.budget:
+        selected = sorted(selected, key=rank_key)[: config.budget]
+        selected.sort(key=lambda record: (str(record["question_id"]), str(record.get("temperature")), record["select"]["rank"]))
+    kept_ids = {record["id"] for record in selected}
+
+    output = Path(config.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_name(output.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        for record in selected:
+            handle.write(dumps_record(record) + "\n")
+    os.replace(temporary, output)
+    dump_config(config, sidecar(output, "config", ".yaml"))
+
+    histogram: dict[str, dict[str, Counter]] = defaultdict(lambda: {"kept": Counter(), "dropped": Counter()})
+    means: dict[str, dict[str, list[int]]] = defaultdict(lambda: {"kept": [], "dropped": []})
+    for record in candidates:
+        if not isinstance(record.get("das"), dict):
+            continue
+        temperature = f"{record.get('temperature')}"
+        side = "kept" if record["id"] in kept_ids else "dropped"
+        histogram[temperature][side][_bin(record["das"]["teacher"], config.histogram_bins)] += 1
+        means[temperature][side].append(record["das"]["teacher"])
+    per_temperature = {
+        temperature: {
+            side: {"count": len(means[temperature][side]),
+                   "mean_teacher_sentences": round(sum(means[temperature][side]) / len(means[temperature][side]), 3) if means[temperature][side] else None,
+                   "histogram": dict(histogram[temperature][side])}
+            for side in ("kept", "dropped")
+        }
+        for temperature in sorted(histogram)
+    }
+    summary = {
+        "stage": "select", "output": str(output), "strategy": config.strategy, "k": config.k,
+        "questions": len({key[0] for key in groups}), "candidates": len(candidates),
+        "excluded_by_filter": not_candidates, "selected": len(selected), "per_temperature": per_temperature,
+    }
+    write_json_atomic(sidecar(output, "summary", ".json"), summary)
+    rows = [("questions", summary["questions"]), ("candidates", len(candidates)), ("excluded by filter", not_candidates),
+            ("selected", len(selected))]
+    for temperature, sides in per_temperature.items():
+        for side in ("kept", "dropped"):
+            info = sides[side]
+            bars = ", ".join(f"{bin_}:{count}" for bin_, count in sorted(info["histogram"].items(), key=lambda item: int(item[0].split("-")[0].rstrip("+"))))
+            rows.append((f"T={temperature} {side}", f"{info['count']} responses, mean teacher sentences {info['mean_teacher_sentences']}  [{bars}]"))
+    print(format_summary(f"dasd select ({config.strategy}, k={config.k}) -> {output}", rows), file=sys.stdout, flush=True)
+    return summary

@@ -1,0 +1,83 @@
+"""`dasd select`: DAS strategies, the RS baseline with the same budget, filtering, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dasd.cli import main
+from dasd.config import load_config
+from dasd.stages import select
+
+from .conftest import read_jsonl, write_jsonl
+
+
+def _record(question: str, index: int, teacher: int, n: int, temperature: float = 0.6, length: int = 10, keep=None):
+    record = {"id": f"{question}:t{temperature:g}:{index}", "question_id": question, "temperature": temperature,
+              "reasoning": "x" * length, "content": "y", "das": {"teacher": teacher, "student": 0, "shared": n - teacher, "n": n}}
+    if keep is not None:
+        record["filter"] = {"keep": keep, "reason": None if keep else "structure"}
+    return record
+
+
+RECORDS = [
+    _record("q1", 0, teacher=2, n=10, length=50), _record("q1", 1, teacher=5, n=20, length=10), _record("q1", 2, teacher=3, n=4, length=30),
+    _record("q1", 0, teacher=9, n=10, temperature=1.0), _record("q1", 1, teacher=1, n=10, temperature=1.0),
+    _record("q2", 0, teacher=7, n=8, keep=False), _record("q2", 1, teacher=4, n=8, keep=True), _record("q2", 2, teacher=0, n=8, keep=True),
+]
+
+
+def _run(tmp_path, *overrides, records=RECORDS):
+    path = write_jsonl(tmp_path / "scored.jsonl", records)
+    output = tmp_path / "selected.jsonl"
+    summary = select.run(load_config(select.SelectConfig, None, [f"input={path}", f"output={output}", *overrides]))
+    return [r["id"] for r in read_jsonl(output)], summary
+
+
+@pytest.mark.parametrize("strategy, expected", [
+    ("count", {"q1:t0.6:1", "q1:t1:0", "q2:t0.6:1"}),    # most teacher sentences; q2's best was filtered out
+    ("ratio", {"q1:t0.6:2", "q1:t1:0", "q2:t0.6:1"}),    # 3/4 beats 5/20
+    ("longest", {"q1:t0.6:0"}),  # the 50-character reasoning; the other groups are ties
+])
+def test_strategies_pick_the_expected_response(tmp_path, strategy, expected):
+    ids, summary = _run(tmp_path, f"strategy={strategy}")
+    assert len(ids) == 3 and summary["excluded_by_filter"] == 1
+    assert expected <= set(ids) and (strategy == "longest" or set(ids) == expected)
+
+
+def test_random_baseline_has_the_same_budget_and_is_seeded(tmp_path):
+    das, _ = _run(tmp_path, "strategy=count", "k=2")
+    rs, _ = _run(tmp_path, "strategy=random", "k=2", "seed=3")
+    rs_again, _ = _run(tmp_path, "strategy=random", "k=2", "seed=3")
+    assert len(rs) == len(das) == 6 and rs == rs_again
+    seeds = {tuple(_run(tmp_path, "strategy=random", "k=1", f"seed={seed}")[0]) for seed in range(12)}
+    assert len(seeds) > 1  # different seeds, different picks
+
+
+def test_global_budget_and_pooled_temperatures(tmp_path):
+    ids, summary = _run(tmp_path, "budget=2")
+    assert ids == ["q1:t1:0", "q1:t0.6:1"] or set(ids) == {"q1:t1:0", "q1:t0.6:1"}  # the two highest counts (9, 5)
+    pooled, _ = _run(tmp_path, "per_temperature=false")
+    assert set(pooled) == {"q1:t1:0", "q2:t0.6:1"}
+    assert summary["per_temperature"]["0.6"]["kept"]["count"] == 1
+
+
+def test_summary_histograms_kept_vs_dropped(tmp_path):
+    _, summary = _run(tmp_path)
+    low = summary["per_temperature"]["0.6"]
+    assert low["kept"]["count"] == 2 and low["dropped"]["count"] == 3
+    assert low["kept"]["mean_teacher_sentences"] == 4.5
+    assert sum(low["dropped"]["histogram"].values()) == 3
+    saved = json.loads((tmp_path / "selected.summary.json").read_text())
+    assert saved["selected"] == 3
+
+
+def test_count_strategy_needs_scored_records(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "raw.jsonl", [{"id": "a", "question_id": "q"}])
+    status = main(["select", f"input={path}", f"output={tmp_path / 'out.jsonl'}"])
+    assert status == 2 and "raw.jsonl:1: field 'das': missing" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()
+    # random needs no scores
+    ids, _ = _run(tmp_path, "strategy=random", records=[{"id": "a", "question_id": "q"}, {"id": "b", "question_id": "q"}])
+    assert len(ids) == 1
