@@ -229,3 +229,21 @@ def test_released_data_with_logprobs_is_joined_and_decoded(tmp_path, tiny_llama_
     # the log-probs kept are the ones of the tokens inside the parts, in order
     assert first["teacher_logprobs"]["reasoning"]["logprobs"] == sorted(first["teacher_logprobs"]["reasoning"]["logprobs"], reverse=True)
     assert [s["part"] for s in first["sentences"]].count("reasoning") == 2
+
+
+def test_shards_under_a_launcher_cover_every_record_once(tmp_path, tiny_llama_smollm2, monkeypatch):
+    """RANK/WORLD_SIZE (set by accelerate launch / torchrun) split the records into shard files."""
+    records = [{"id": f"r{i}", "messages": [{"role": "user", "content": f"Q{i}?"}], "reasoning": f"Step {i}.", "content": "A.",
+                "teacher_logprobs": {"reasoning": {"offsets": [[0, len(f"Step {i}.")]], "logprobs": [-0.5]},
+                                     "content": {"offsets": [[0, 2]], "logprobs": [-0.1]}}} for i in range(12)]
+    path = write_jsonl(tmp_path / "in.jsonl", records)
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    for rank in range(3):
+        monkeypatch.setenv("RANK", str(rank))
+        score.run(load_config(score.ScoreConfig, None, [f"input={path}", f"output={tmp_path / 'scored.jsonl'}", f"student.model={tiny_llama_smollm2}"]))
+    shards = sorted(tmp_path.glob("scored.shard-*-of-3.jsonl"))
+    assert len(shards) == 3
+    from dasd.io import read_records
+
+    ids = [record["id"] for _, record in read_records(str(tmp_path / "scored.shard-*-of-3.jsonl"))]
+    assert sorted(ids) == sorted(f"r{i}" for i in range(12))
