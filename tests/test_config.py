@@ -71,7 +71,8 @@ def test_every_shipped_yaml_loads():
     shipped = sorted((REPO / "configs").glob("*.yaml"))
     assert shipped, "configs/ should hold example configs"
     for path in shipped:
-        stage = path.stem.split("-")[-1]
+        # configs are named STAGE.yaml or PREFIX-STAGE.yaml
+        stage = next(name for name in sorted(STAGES, key=len, reverse=True) if path.stem == name or path.stem.endswith("-" + name))
         module_name, class_name, _ = STAGES[stage]
         config_class = getattr(importlib.import_module(module_name), class_name)
         load_config(config_class, str(path))

@@ -19,7 +19,9 @@ from .errors import DasdError
 STAGES: dict[str, tuple[str, str, str]] = {
     "sample": ("dasd.stages.sample", "SampleConfig", "temperature-scheduled teacher sampling with raw log-probs (resumable)"),
     "score": ("dasd.stages.score", "ScoreConfig", "sentence-level teacher vs student probabilities and classes (cross-tokenizer)"),
+    "filter": ("dasd.stages.filter", "FilterConfig", "quality filters (structure, length, repetition, correctness, duplicates) with counts per reason"),
     "select": ("dasd.stages.select", "SelectConfig", "keep per question the responses richest in teacher sentences (DAS), or random (RS)"),
+    "build-sft": ("dasd.stages.build_sft", "BuildSFTConfig", "selected responses -> SFT records per stage, with TRL and LLaMA-Factory exports"),
 }
 
 

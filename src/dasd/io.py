@@ -117,6 +117,18 @@ def read_records(path: str | os.PathLike, *, allow_empty: bool = False) -> list[
     return records
 
 
+def batched(items, size: int):
+    """Lists of up to `size` consecutive items (itertools.batched, which Python 3.11 lacks)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def dumps_record(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
@@ -187,6 +199,11 @@ class RecordWriter:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+    def finish(self) -> None:
+        """Close, leaving an (empty) output file even when nothing was written this run."""
+        self._ensure_open()
+        self.close()
 
     def __enter__(self) -> RecordWriter:
         return self

@@ -170,8 +170,7 @@ def run(config: SampleConfig) -> dict[str, Any]:
             backend.close()
             elapsed = progress.elapsed
     else:
-        writer.touch()
-        writer.close()
+        writer.finish()
 
     written = sum(count for reason, count in finish_counts.items() if reason != "failed")
     summary = {

@@ -37,7 +37,7 @@ from pydantic import Field
 from ..backends.base import ModelConfig
 from ..config import StageConfig, dump_config
 from ..errors import ConfigError
-from ..io import ErrorLog, RecordWriter, iter_records, sidecar, write_json_atomic
+from ..io import ErrorLog, RecordWriter, batched, iter_records, sidecar, write_json_atomic
 from ..progress import Progress, format_summary
 from ..records import stable_hash
 from ..render import DEFAULT_SYSTEM_PROMPT, completion_part_logprobs, render_student
@@ -205,11 +205,11 @@ def run(config: ScoreConfig) -> dict[str, Any]:
             sentence_types.update(das)
             progress.update(1, len(text.completion_ids))
 
-    chunk: list[dict[str, Any]] = []
-    try:
+    def pending():
+        nonlocal seen
         for record, error in itertools.chain([first], source):
             if config.limit and seen >= config.limit:
-                break
+                return
             seen += 1
             record_id = str(record.get("id"))
             if shard and int(stable_hash(record_id, length=8), 16) % shard[1] != shard[0]:
@@ -225,19 +225,15 @@ def run(config: ScoreConfig) -> dict[str, Any]:
                 reasons[error.split(":")[0]] += 1
                 progress.update(1)
                 continue
-            chunk.append(record)
-            if len(chunk) >= config.chunk_records:
-                flush(chunk)
-                chunk = []
-        if chunk:
+            yield record
+
+    try:
+        for chunk in batched(pending(), config.chunk_records):
             flush(chunk)
     finally:
         progress.close()
-        writer.close()
+        writer.finish()
         errors.close()
-    if not writer.path.exists():
-        writer.touch()
-        writer.close()
 
     elapsed = progress.elapsed
     summary = {
