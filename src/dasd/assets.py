@@ -148,8 +148,12 @@ def load_tokenizer(name_or_path: str):
     """An HF tokenizer by asset name (`smollm2`, `qwen3`, `llama3`, `o200k_harmony`) or folder path."""
     from transformers import AutoTokenizer
 
-    path = tokenizer_dir(name_or_path) if name_or_path in ("smollm2", *QUICKTOK_ENCODINGS) else name_or_path
-    return AutoTokenizer.from_pretrained(str(path))
+    if name_or_path in ("smollm2", *QUICKTOK_ENCODINGS):
+        return AutoTokenizer.from_pretrained(str(tokenizer_dir(name_or_path)))
+    if not Path(name_or_path).exists():
+        raise DasdError(f"tokenizer {name_or_path!r} is neither a local folder nor an asset "
+                        f"(smollm2, {', '.join(QUICKTOK_ENCODINGS)}); dasd never downloads")
+    return AutoTokenizer.from_pretrained(str(name_or_path))
 
 
 def _build_smollm2_tokenizer(out: Path) -> None:

@@ -22,6 +22,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "filter": ("dasd.stages.filter", "FilterConfig", "quality filters (structure, length, repetition, correctness, duplicates) with counts per reason"),
     "select": ("dasd.stages.select", "SelectConfig", "keep per question the responses richest in teacher sentences (DAS), or random (RS)"),
     "build-sft": ("dasd.stages.build_sft", "BuildSFTConfig", "selected responses -> SFT records per stage, with TRL and LLaMA-Factory exports"),
+    "train": ("dasd.stages.train", "TrainConfig", "temperature-scheduled multi-stage SFT on TRL (packing, ZeRO-3 ready, resumable)"),
 }
 
 

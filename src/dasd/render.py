@@ -47,23 +47,33 @@ class StudentText:
         return len(self.prompt_ids) + len(self.completion_ids)
 
 
-def render_student(tokenizer, messages: list[dict[str, str]], reasoning: str, content: str, *,
-                   system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, add_end_token: bool = False,
-                   chat_template_kwargs: dict | None = None) -> StudentText:
-    prompt = tokenizer.apply_chat_template(with_system_prompt(messages, system_prompt), tokenize=False,
-                                           add_generation_prompt=True, **(chat_template_kwargs or {}))
-    completion, reasoning_start, content_start = think_text(reasoning, content)
-    if prompt.rstrip().endswith("<think>"):
+def render_completion(tokenizer, prompt_messages: list[dict[str, str]], completion: str, *, add_end_token: bool = False,
+                      chat_template_kwargs: dict | None = None) -> tuple[list[int], list[int], list[tuple[int, int]], str]:
+    """(prompt ids, completion ids, completion token spans, completion text) for a prompt and an
+    assistant text; the end-of-turn token (no span) is appended when asked."""
+    prompt = tokenizer.apply_chat_template(list(prompt_messages), tokenize=False, add_generation_prompt=True,
+                                           **(chat_template_kwargs or {}))
+    if prompt.rstrip().endswith("<think>") and completion.startswith("<think>"):
         # The template opens the think block itself (Qwen3 thinking models): do not open it twice.
-        cut = len("<think>")
-        completion, reasoning_start, content_start = completion[cut:], reasoning_start - cut, content_start - cut
+        completion = completion[len("<think>"):]
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     encoded = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
     completion_ids = list(encoded["input_ids"])
     spans = [tuple(span) for span in encoded["offset_mapping"]]
     if add_end_token and tokenizer.eos_token_id is not None:
         completion_ids.append(tokenizer.eos_token_id)
-    return StudentText(prompt_ids, completion_ids, spans, completion, reasoning_start, content_start, add_end_token)
+    return prompt_ids, completion_ids, spans, completion
+
+
+def render_student(tokenizer, messages: list[dict[str, str]], reasoning: str, content: str, *,
+                   system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, add_end_token: bool = False,
+                   chat_template_kwargs: dict | None = None) -> StudentText:
+    completion, reasoning_start, content_start = think_text(reasoning, content)
+    prompt_ids, completion_ids, spans, rendered = render_completion(
+        tokenizer, with_system_prompt(messages, system_prompt), completion, add_end_token=add_end_token,
+        chat_template_kwargs=chat_template_kwargs)
+    cut = len(completion) - len(rendered)  # the template opened <think> itself
+    return StudentText(prompt_ids, completion_ids, spans, rendered, reasoning_start - cut, content_start - cut, add_end_token)
 
 
 def completion_part_logprobs(text: StudentText, reasoning: str, content: str, logprobs: list[float]) -> dict:

@@ -1,0 +1,199 @@
+"""Parts of `dasd train`: tokenized examples with their loss masks, padding-free packing, a weighted loss.
+
+Training itself is TRL's `SFTTrainer`; dasd prepares the data so that:
+
+* the loss covers the assistant turn only, with any chat template: the prompt is rendered with the
+  student's template (`add_generation_prompt=True`) and the completion — the think-tagged response
+  and the end-of-turn token — is tokenized on its own (`dasd.render.render_completion`), so the
+  label mask is exact without `{% generation %}` tags;
+* the mixed-policy mask variant puts no loss on the first `loss_mask_prefix_chars` characters of the
+  assistant text (the student-written prefix) when `mask_student_prefix` is on;
+* a sample longer than `max_length` is dropped and counted, or is an error — never truncated;
+* packing is TRL's best-fit-decreasing `pack_dataset`, padding-free: each packed row carries its
+  sequence lengths, the collator flattens rows into one sequence with `position_ids` restarting per
+  sample — flash-attention's varlen kernels on GPU, and on CPU the block-diagonal mask transformers
+  builds from `position_ids` when no attention mask and no cache are given (TRL turns caching off);
+* per-sample `weight`s become per-token weights that `WeightedSFTTrainer` multiplies into the loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .render import render_completion
+
+
+@dataclass
+class PreparedData:
+    examples: list[dict[str, Any]]
+    dropped: Counter = field(default_factory=Counter)
+    tokens: int = 0
+    trained_tokens: int = 0
+    weighted: bool = False
+
+
+def prepare_examples(records: list[tuple[int, dict[str, Any]]], tokenizer, *, max_length: int, mask_student_prefix: bool,
+                     too_long: str = "drop", path: str = "<input>", chat_template_kwargs: dict | None = None) -> PreparedData:
+    """SFT records -> `{input_ids, labels[, token_weights]}` (labels -100 outside the trained part)."""
+    from .errors import InputError
+
+    prepared = PreparedData([])
+    weights_seen = set()
+    for line, record in records:
+        messages = record.get("messages")
+        if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "assistant":
+            raise InputError(path, line, "messages", "must end with the assistant turn to train on")
+        completion_text = messages[-1].get("content") or ""
+        if not completion_text.strip():
+            raise InputError(path, line, "messages", "the assistant turn is empty")
+        prompt_ids, completion_ids, spans, rendered = render_completion(
+            tokenizer, messages[:-1], completion_text, add_end_token=True, chat_template_kwargs=chat_template_kwargs)
+        length = len(prompt_ids) + len(completion_ids)
+        if length > max_length:
+            if too_long == "error":
+                raise InputError(path, line, "messages", f"{length} tokens > max_length {max_length} (set too_long=drop to skip such samples)")
+            prepared.dropped["too_long"] += 1
+            continue
+        labels = [-100] * len(prompt_ids) + list(completion_ids)
+        prefix_chars = record.get("loss_mask_prefix_chars")
+        if mask_student_prefix and prefix_chars:
+            shift = len(completion_text) - len(rendered)  # characters the template's own <think> took
+            for index, (start, _) in enumerate(spans):
+                if start + shift < prefix_chars:
+                    labels[len(prompt_ids) + index] = -100
+        weight = 1.0 if record.get("weight") is None else float(record["weight"])
+        if weight < 0 or not math.isfinite(weight):
+            raise InputError(path, line, "weight", f"must be a finite number >= 0 (got {record['weight']!r})")
+        weights_seen.add(weight)
+        example = {"input_ids": prompt_ids + completion_ids, "labels": labels, "weight": weight}
+        prepared.examples.append(example)
+        prepared.tokens += length
+        prepared.trained_tokens += sum(1 for label in labels if label != -100)
+    prepared.weighted = weights_seen != {1.0} and bool(weights_seen)
+    for example in prepared.examples:
+        weight = example.pop("weight")
+        if prepared.weighted:
+            example["token_weights"] = [weight] * len(example["input_ids"])
+    return prepared
+
+
+@dataclass
+class PaddingFreeCollator:
+    """Flattens a batch of (packed) rows into one sequence with per-sample `position_ids`.
+
+    Like TRL's padding-free collator, plus `token_weights`, and it counts real vs padding tokens (none
+    in padding-free mode; `padding_free=False` pads rows instead, for comparison).
+    """
+
+    pad_token_id: int
+    padding_free: bool = True
+    real_tokens: int = 0
+    padded_tokens: int = 0
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        positions = []
+        for example in examples:
+            lengths = example.get("seq_lengths") or [len(example["input_ids"])]
+            positions.append(torch.cat([torch.arange(length) for length in lengths]))
+        ids = [torch.tensor(example["input_ids"]) for example in examples]
+        labels = [torch.tensor(example["labels"]) for example in examples]
+        weights = [torch.tensor(example["token_weights"], dtype=torch.float32) for example in examples] if "token_weights" in examples[0] else None
+        self.real_tokens += sum(len(x) for x in ids)
+        if self.padding_free:
+            batch = {"input_ids": torch.cat(ids)[None], "labels": torch.cat(labels)[None], "position_ids": torch.cat(positions)[None]}
+            # the first token of every sample has no previous token of its own sample to be predicted from
+            batch["labels"][batch["position_ids"] == 0] = -100
+            if weights is not None:
+                batch["token_weights"] = torch.cat(weights)[None]
+            return batch
+        width = max(len(x) for x in ids)
+        self.padded_tokens += width * len(ids) - sum(len(x) for x in ids)
+        pad = lambda tensors, value: torch.stack([torch.cat([t, torch.full((width - len(t),), value, dtype=t.dtype)]) for t in tensors])  # noqa: E731
+        batch = {"input_ids": pad(ids, self.pad_token_id), "labels": pad(labels, -100),
+                 "attention_mask": pad([torch.ones(len(x), dtype=torch.long) for x in ids], 0)}
+        if weights is not None:
+            batch["token_weights"] = pad(weights, 0.0)
+        return batch
+
+    @property
+    def padding_fraction(self) -> float:
+        total = self.real_tokens + self.padded_tokens
+        return self.padded_tokens / total if total else 0.0
+
+
+def weighted_token_loss(log_probs: torch.Tensor, weights: torch.Tensor | None, num_tokens) -> torch.Tensor:
+    """Sum of -log p over trained tokens (weighted) / number of trained tokens, as TRL normalises."""
+    per_token = -log_probs
+    if weights is not None:
+        per_token = per_token * weights.to(per_token.dtype)
+    return per_token.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+
+
+def make_weighted_trainer_class():
+    """`SFTTrainer` with per-token weights: imported lazily (TRL is heavy) and built once."""
+    from trl import SFTTrainer
+
+    class WeightedSFTTrainer(SFTTrainer):
+        """Multiplies TRL's per-token loss by `token_weights` when a batch carries them.
+
+        Without weights it is TRL's own `compute_loss`. With weights it takes TRL's fused-LM-head path
+        (`fused_lm_head=True`: per-token log-probs of the next-token labels, no full logits), weights
+        each token, normalises by the trained-token count exactly as TRL does, and keeps TRL's metrics.
+        """
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weights = inputs.pop("token_weights", None)
+            if weights is None or return_outputs:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            mode = "train" if self.model.training else "eval"
+            inputs["use_cache"] = False
+            outputs = model(**inputs, fused_lm_head=True)
+            num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = weighted_token_loss(outputs.log_probs, weights[:, 1:], num_tokens)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            num_valid = self.accelerator.gather_for_metrics(outputs.label_mask.sum()).sum()
+            if outputs.entropy is not None:
+                entropy = self.accelerator.gather_for_metrics(outputs.entropy.detach().sum()).sum()
+                self._metrics[mode]["entropy"].append((entropy / num_valid).item() if num_valid > 0 else 0.0)
+            if outputs.is_top1 is not None:
+                correct = self.accelerator.gather_for_metrics(outputs.is_top1.sum()).sum()
+                self._metrics[mode]["mean_token_accuracy"].append((correct / num_valid).item() if num_valid > 0 else 0.0)
+            return loss
+
+    return WeightedSFTTrainer
+
+
+def cosine_with_floor(step: int, *, total_steps: int, warmup_steps: int, peak: float, floor: float) -> float:
+    """The learning rate of optimizer step `step` (0-based) under transformers' `cosine_with_min_lr`:
+    linear warmup from 0, then a half cosine from `peak` down to `floor` at the last step."""
+    if step < warmup_steps:
+        return peak * step / max(1, warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return peak * (factor * (1 - floor / peak) + floor / peak)
+
+
+def plot_loss_curve(log_history: list[dict[str, Any]], path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
+    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=110)
+    if points:
+        steps, losses = zip(*points)
+        axis.plot(steps, losses, marker="o" if len(points) < 40 else None, linewidth=1.5)
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("training loss")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

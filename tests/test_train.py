@@ -1,0 +1,255 @@
+"""`dasd train`: packing without cross-contamination, assistant-only loss, two stages, resume, two processes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dasd.config import load_config
+from dasd.errors import InputError
+from dasd.stages import train
+from dasd.training import PaddingFreeCollator, cosine_with_floor, prepare_examples
+
+from .conftest import write_jsonl
+
+
+def sft_records(count: int, *, system: str = "You are a helpful assistant.", stage: str = "low_temp", start: int = 0):
+    records = []
+    for index in range(start, start + count):
+        a, b = 2 + index % 7, 3 + (index * 3) % 6
+        padding = " Let me add carefully." * (index % 4)  # mixed lengths
+        records.append({"id": f"s{index}", "stage": stage, "weight": 1.0, "messages": [
+            {"role": "system", "content": system}, {"role": "user", "content": f"What is {a} + {b}?"},
+            {"role": "assistant", "content": f"<think>\nI add {a} and {b}.{padding} That gives {a + b}.\n</think>\n\nThe answer is {a + b}."}]})
+    return records
+
+
+def _examples(tokenizer, records, **kwargs):
+    return prepare_examples(list(enumerate(records, 1)), tokenizer, max_length=kwargs.pop("max_length", 1024),
+                            mask_student_prefix=kwargs.pop("mask_student_prefix", False), **kwargs)
+
+
+def _per_token_losses(model, batch):
+    inputs = {key: value for key, value in batch.items() if key in ("input_ids", "position_ids", "attention_mask")}
+    logits = model(**inputs, use_cache=False).logits.float()
+    labels = batch["labels"]
+    losses = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                               ignore_index=-100, reduction="none")
+    return losses.view(labels.shape[0], -1), labels[:, 1:] != -100
+
+
+def test_packed_loss_and_gradients_equal_unpacked(tiny_llama_smollm2, smollm2_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_smollm2), dtype=torch.float32)
+    examples = _examples(smollm2_tokenizer, sft_records(6)).examples
+    assert len({len(e["input_ids"]) for e in examples}) > 2  # mixed lengths
+    results = {}
+    for mode, padding_free in (("packed", True), ("padded", False)):
+        model.zero_grad()
+        batch = PaddingFreeCollator(pad_token_id=smollm2_tokenizer.pad_token_id, padding_free=padding_free)(examples)
+        if padding_free:
+            assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+        losses, mask = _per_token_losses(model, batch)
+        loss = losses[mask].mean()
+        loss.backward()
+        results[mode] = (loss.item(), {name: p.grad.clone() for name, p in model.named_parameters()})
+    assert abs(results["packed"][0] - results["padded"][0]) < 1e-5
+    worst = max((results["packed"][1][name] - results["padded"][1][name]).abs().max().item() for name in results["packed"][1])
+    assert worst < 1e-5
+
+
+def test_a_packed_samples_loss_does_not_depend_on_its_neighbours(tiny_llama_smollm2, smollm2_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_smollm2), dtype=torch.float32)
+    target = _examples(smollm2_tokenizer, sft_records(1)).examples[0]
+    sums = []
+    for neighbours in (sft_records(3, start=10), sft_records(2, start=20, system="Be terse.")):
+        examples = [*_examples(smollm2_tokenizer, neighbours).examples[:1], target, *_examples(smollm2_tokenizer, neighbours).examples[1:]]
+        batch = PaddingFreeCollator(pad_token_id=0)(examples)
+        with torch.no_grad():
+            losses, mask = _per_token_losses(model, batch)
+        start = len(examples[0]["input_ids"])
+        window = slice(start, start + len(target["input_ids"]) - 1)
+        sums.append(losses[0, window][mask[0, window]].sum().item())
+    assert abs(sums[0] - sums[1]) < 1e-4
+
+
+def test_prompt_tokens_carry_no_loss(smollm2_tokenizer, qwen3_tokenizer):
+    for tokenizer in (smollm2_tokenizer, qwen3_tokenizer):
+        plain = _examples(tokenizer, sft_records(1)).examples[0]
+        other = _examples(tokenizer, sft_records(1, system="A completely different and much longer system prompt here.")).examples[0]
+        trained = lambda example: [label for label in example["labels"] if label != -100]  # noqa: E731
+        assert trained(plain) == trained(other)  # changing the prompt changes no label
+        prompt_length = len(plain["input_ids"]) - len(trained(plain))
+        assert all(label == -100 for label in plain["labels"][:prompt_length])
+        assert trained(plain)[-1] == tokenizer.eos_token_id  # the model learns to stop
+        assert tokenizer.decode(trained(plain)[:-1]).startswith("<think>\nI add")
+
+
+def test_mask_variant_puts_no_loss_on_the_student_prefix(smollm2_tokenizer):
+    record = sft_records(1)[0]
+    prefix = "<think>\nI add 2 and 3."
+    record["loss_mask_prefix_chars"] = len(prefix)
+    full = _examples(smollm2_tokenizer, [record]).examples[0]
+    masked = _examples(smollm2_tokenizer, [record], mask_student_prefix=True).examples[0]
+    trained = [token for token, label in zip(masked["input_ids"], masked["labels"]) if label != -100]
+    assert smollm2_tokenizer.decode(trained).startswith(" That gives 5.")
+    assert sum(label != -100 for label in full["labels"]) > len(trained)
+
+
+def test_bad_sft_input(tmp_path, smollm2_tokenizer, tiny_llama_smollm2):
+    no_assistant = {"id": "x", "messages": [{"role": "user", "content": "Hi"}]}
+    with pytest.raises(InputError, match=r"sft.jsonl:1: field 'messages': must end with the assistant turn"):
+        prepare_examples([(1, no_assistant)], smollm2_tokenizer, max_length=100, mask_student_prefix=False, path="sft.jsonl")
+    long_record = sft_records(1)[0]
+    dropped = prepare_examples([(1, long_record)], smollm2_tokenizer, max_length=20, mask_student_prefix=False)
+    assert dropped.examples == [] and dropped.dropped == {"too_long": 1}
+    with pytest.raises(InputError, match="max_length 20"):
+        prepare_examples([(1, long_record)], smollm2_tokenizer, max_length=20, mask_student_prefix=False, too_long="error")
+    empty = write_jsonl(tmp_path / "empty.jsonl", [])
+    config = load_config(train.TrainConfig, None, [f"output_dir={tmp_path / 'run'}", f"student.model={tiny_llama_smollm2}",
+                                                  f"stages=[{{name: a, data: {empty}}}]"])
+    with pytest.raises(InputError, match="empty"):
+        train.run(config)
+
+
+def _config(tmp_path, model, stages, *overrides):
+    return load_config(train.TrainConfig, None, [
+        f"output_dir={tmp_path / 'run'}", f"student.model={model}", f"stages={json.dumps(stages)}",
+        "global_batch_size=2", "max_length=256", "learning_rate=3e-3", "min_learning_rate=3e-4", "epochs=3", *overrides,
+    ])
+
+
+def test_two_stages_schedule_and_learning(tmp_path, tiny_llama_smollm2):
+    from transformers import AutoModelForCausalLM, TrainerCallback
+
+    low = write_jsonl(tmp_path / "low.jsonl", sft_records(16))
+    high = write_jsonl(tmp_path / "high.jsonl", sft_records(16, start=16, stage="high_temp"))
+    starts = {}
+
+    class FirstWeights(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            starts[Path(args.output_dir).name] = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    config = _config(tmp_path, tiny_llama_smollm2, [{"name": "low_temp", "data": str(low)}, {"name": "high_temp", "data": str(high)}],
+                     "max_length=128", "epochs=4")
+    result = train.run(config, callbacks=[FirstWeights()])
+    run = tmp_path / "run"
+    for name in ("low_temp", "high_temp"):
+        assert (run / name / "final" / "model.safetensors").exists() and (run / name / "loss.png").stat().st_size > 1000
+        assert (run / name / "metrics.json").exists()
+    # stage 2 started from stage 1's final weights
+    stage1 = AutoModelForCausalLM.from_pretrained(str(run / "low_temp" / "final"), dtype=torch.float32)
+    for name, parameter in stage1.named_parameters():
+        assert torch.equal(parameter, starts["high_temp"][name]), name
+    original = AutoModelForCausalLM.from_pretrained(str(tiny_llama_smollm2), dtype=torch.float32)
+    assert not torch.equal(next(original.parameters()), starts["high_temp"][next(iter(starts["high_temp"]))])
+    # the learning rate follows cosine-with-floor after linear warmup
+    history = json.loads((run / "low_temp" / "log_history.json").read_text())
+    rates = [entry["learning_rate"] for entry in history if "learning_rate" in entry]
+    total = result["stages"][0]["optimizer_steps"]
+    warmup = math.ceil(0.1 * total)
+    expected = [cosine_with_floor(step, total_steps=total, warmup_steps=warmup, peak=3e-3, floor=3e-4) for step in range(total)]
+    assert len(rates) == total and max(abs(a - b) for a, b in zip(rates, expected)) < 1e-9
+    assert abs(rates[-1] - cosine_with_floor(total - 1, total_steps=total, warmup_steps=warmup, peak=3e-3, floor=3e-4)) < 1e-12
+    # the loss goes down on this learnable set
+    first, final = result["stages"][0]["first_loss"], result["stages"][1]["final_loss"]
+    assert final < 0.7 * first, (first, final)
+    # a rerun does nothing
+    again = train.run(config)
+    assert all(stage.get("skipped") for stage in again["stages"])
+
+
+def test_kill_in_stage_two_resumes_without_redoing_stage_one(tmp_path, tiny_llama_smollm2):
+    low = write_jsonl(tmp_path / "low.jsonl", sft_records(8))
+    high = write_jsonl(tmp_path / "high.jsonl", sft_records(24, start=8, stage="high_temp"))
+    stages = json.dumps([{"name": "low_temp", "data": str(low), "epochs": 1}, {"name": "high_temp", "data": str(high), "epochs": 4}])
+    command = [sys.executable, "-m", "dasd", "train", f"output_dir={tmp_path / 'run'}", f"student.model={tiny_llama_smollm2}",
+               f"stages={stages}", "global_batch_size=2", "max_length=256", "save_steps=1", "packing=false"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    stage2 = tmp_path / "run" / "high_temp"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(stage2.glob("checkpoint-3")):
+        if process.poll() is not None:
+            pytest.fail("training ended before it could be killed")
+        time.sleep(0.1)
+    time.sleep(0.5)  # let the checkpoint be written whole
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    marker = tmp_path / "run" / "low_temp" / "final" / train.STAGE_MARKER
+    before = marker.stat().st_mtime_ns
+    assert not (stage2 / "final" / train.STAGE_MARKER).exists()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    assert marker.stat().st_mtime_ns == before  # stage 1 was not redone
+    metrics = json.loads((stage2 / "metrics.json").read_text())
+    assert metrics["resumed_from"] and "checkpoint-" in metrics["resumed_from"]
+    assert metrics["optimizer_steps"] == 48  # 24 samples / 2 per step × 4 epochs, the same as an uninterrupted run
+
+
+def test_two_processes_under_accelerate_agree_with_one(tmp_path, tiny_llama_smollm2):
+    from safetensors.torch import load_file
+
+    data = write_jsonl(tmp_path / "data.jsonl", sft_records(8))
+    common = [f"student.model={tiny_llama_smollm2}", f"stages=[{{name: s, data: {data}}}]", "global_batch_size=4",
+              "max_length=256", "packing=false", "epochs=1", "learning_rate=1e-3"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run([sys.executable, "-m", "dasd", "train", f"output_dir={tmp_path / 'one'}", *common], check=True, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    # accelerate's --cpu flag starts a single process unless MPI is installed; its torchrun launcher
+    # (--multi_gpu) starts two, and on a machine without GPUs the trainer joins them over gloo.
+    subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "-m", "dasd", "train", f"output_dir={tmp_path / 'two'}", *common],
+                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    one, two = (json.loads((tmp_path / name / "s" / "metrics.json").read_text()) for name in ("one", "two"))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert (one["gradient_accumulation_steps"], two["gradient_accumulation_steps"]) == (4, 2)
+    a, b = (load_file(str(tmp_path / name / "s" / "final" / "model.safetensors")) for name in ("one", "two"))
+    start = load_file(str(Path(tiny_llama_smollm2) / "model.safetensors"))
+    moved = max((a[key] - start[key]).abs().max().item() for key in a)
+    worst = max((a[key] - b[key]).abs().max().item() for key in a)
+    # measured: moved 1.0e-3, difference 7.5e-9 (float summation order)
+    assert moved > 1e-4 and worst < 1e-6, (moved, worst)
+
+
+def test_per_sample_weights_scale_the_loss(tmp_path, tiny_llama_smollm2, smollm2_tokenizer):
+    """WeightedSFTTrainer.compute_loss: weight w multiplies a sample's token losses (TRL's normalisation kept)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig
+
+    from dasd.training import make_weighted_trainer_class
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_smollm2), dtype=torch.float32)
+    records = sft_records(2)
+    losses = {}
+    for weights in ((1.0, 1.0), (2.0, 2.0), (1.0, 0.0)):
+        for record, weight in zip(records, weights):
+            record["weight"] = weight
+        prepared = _examples(smollm2_tokenizer, records)
+        collator = PaddingFreeCollator(pad_token_id=0)
+        args = SFTConfig(output_dir=str(tmp_path / "t"), report_to="none", use_cpu=True, remove_unused_columns=False,
+                         dataset_kwargs={"skip_prepare_dataset": True}, max_length=None)
+        trainer = make_weighted_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(prepared.examples),
+                                                processing_class=smollm2_tokenizer, data_collator=collator)
+        batch = collator(prepared.examples)
+        model.eval()
+        with torch.no_grad():
+            losses[weights] = trainer.compute_loss(trainer.model, dict(batch)).item()
+            if weights == (1.0, 0.0):
+                per_token, mask = _per_token_losses(model, batch)
+                first = len(prepared.examples[0]["input_ids"])
+                expected = per_token[0, :first][mask[0, :first]].sum().item() / mask.sum().item()
+    assert "token_weights" not in _examples(smollm2_tokenizer, sft_records(2)).examples[0]  # all-1 weights: TRL's own path
+    assert abs(losses[(2.0, 2.0)] - 2 * losses[(1.0, 1.0)]) < 1e-5
+    assert abs(losses[(1.0, 0.0)] - expected) < 1e-5
