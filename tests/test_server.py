@@ -160,3 +160,20 @@ def test_requests_that_keep_failing_go_to_the_errors_file_and_a_rerun_finishes(t
     output, summary = _run_stage(tmp_path, "down", questions, f"backend.base_urls=[{server.url}]", *common)
     assert summary["responses_written"] == 8 and summary["failed"] == 0
     assert not (output.parent / "responses.errors.jsonl").exists()
+
+
+def test_eval_through_the_server(tmp_path, server, taught_teacher):
+    from dasd.stages import eval as eval_stage
+
+    questions = write_jsonl(tmp_path / "add.jsonl", _questions(6))
+    config = load_config(eval_stage.EvalConfig, None, [
+        f"output_dir={tmp_path / 'eval'}", "backend.name=openai", "backend.model=teacher", f"backend.base_urls=[{server.url}]",
+        "backend.mode=completions", f"backend.tokenizer={taught_teacher}", f"benchmarks=[{questions}, 'rg:chain_sum:3']", "n=4",
+        "max_new_tokens=40", "system_prompt=null", "math_prompt_suffix=null"])
+    summary = eval_stage.run(config)["benchmarks"]
+    assert summary["add"]["samples"] == 24 and summary["add"]["complete"]
+    results = read_jsonl(tmp_path / "eval" / "add" / "results.jsonl")
+    # integer answers: a sample is correct exactly when its final answer is the reference number
+    assert all(r["correct"] == (not r["truncated"] and r["predicted"] == r["answer"]) for r in results)
+    assert summary["add"]["avg_at_k"] == sum(r["correct"] for r in results) / 24
+    assert summary["rg_chain_sum"]["samples"] == 12 and summary["rg_chain_sum"]["reasoning_gym"]["agreement_with_ours"] == 1.0

@@ -23,6 +23,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "select": ("dasd.stages.select", "SelectConfig", "keep per question the responses richest in teacher sentences (DAS), or random (RS)"),
     "build-sft": ("dasd.stages.build_sft", "BuildSFTConfig", "selected responses -> SFT records per stage, with TRL and LLaMA-Factory exports"),
     "train": ("dasd.stages.train", "TrainConfig", "temperature-scheduled multi-stage SFT on TRL (packing, ZeRO-3 ready, resumable)"),
+    "eval": ("dasd.stages.eval", "EvalConfig", "avg@k / pass@k evaluation with answer verification (AIME, reasoning-gym, your files)"),
 }
 
 
@@ -36,6 +37,8 @@ def _stage_parser(subparsers, name: str, module_name: str, class_name: str, summ
     )
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with the stage's configuration")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. backend.batch_size=8")
+    if hasattr(module, "extra_arguments"):  # stage-specific flags, e.g. `dasd eval --compare A B`
+        module.extra_arguments(parser)
     parser.set_defaults(_module=module, _config_class=config_class)
     return parser
 
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if hasattr(args._module, "handle_extra") and args._module.handle_extra(args):
+            return 0
         config = load_config(args._config_class, args.config, args.overrides)
         args._module.run(config)
     except DasdError as exc:

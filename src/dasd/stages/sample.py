@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field
@@ -66,38 +67,38 @@ def _shard_filter(shard: str | None):
     return lambda question_id: int(stable_hash(question_id, length=8), 16) % count == index
 
 
-def build_requests(config: SampleConfig, questions: list[dict[str, Any]], done: set[str]) -> tuple[list[GenerationRequest], dict[str, tuple]]:
+def build_requests(questions: list[dict[str, Any]], done: set[str], *, schedule: list[TemperatureStep], top_p: float,
+                   top_k: int, max_new_tokens: int, seed: int, system_prompt: str | None) -> tuple[list[GenerationRequest], dict[str, tuple]]:
     """One request per (question, schedule step, sample index) whose response id is not written yet."""
     requests, context = [], {}
     for question in questions:
         messages = question["messages"]
-        if config.system_prompt and messages[0]["role"] not in ("system", "developer"):
-            messages = [{"role": "system", "content": config.system_prompt}] + messages
-        for step in config.schedule:
+        if system_prompt and messages[0]["role"] not in ("system", "developer"):
+            messages = [{"role": "system", "content": system_prompt}] + messages
+        for step in schedule:
             for index in range(step.n):
                 rid = response_id(question["id"], step.temperature, index)
                 if rid in done:
                     continue
                 request = GenerationRequest(
-                    id=rid, messages=messages, temperature=step.temperature, top_p=step.top_p or config.top_p,
-                    top_k=config.top_k, max_new_tokens=step.max_new_tokens or config.max_new_tokens,
-                    seed=stable_seed(config.seed, rid),
+                    id=rid, messages=messages, temperature=step.temperature, top_p=step.top_p or top_p,
+                    top_k=top_k, max_new_tokens=step.max_new_tokens or max_new_tokens, seed=stable_seed(seed, rid),
                 )
                 requests.append(request)
                 context[rid] = (question, index)
     return requests, context
 
 
-def response_record(config: SampleConfig, question: dict[str, Any], index: int, request: GenerationRequest,
-                    result: GenerationResult) -> dict[str, Any]:
+def response_record(question: dict[str, Any], index: int, request: GenerationRequest, result: GenerationResult, *,
+                    reasoning_format: str, model_name: str, keep_logprobs: bool = True) -> dict[str, Any]:
     """The DESIGN §3 response record for one generation result."""
     if result.server_reasoning is not None:
         parsed = parse_fields(result.raw_text, result.server_reasoning, result.server_content, finish_reason=result.finish_reason)
     else:
         text = result.raw_text if result.raw_text is not None else (result.server_content or "")
-        parsed = parse_response(text, config.reasoning_format, finish_reason=result.finish_reason, prefilled_open=result.prefilled_open)
+        parsed = parse_response(text, reasoning_format, finish_reason=result.finish_reason, prefilled_open=result.prefilled_open)
     teacher_logprobs = None
-    if result.raw_text is not None and result.token_spans:
+    if keep_logprobs and result.raw_text is not None and result.token_spans:
         teacher_logprobs = map_token_offsets(result.token_spans, result.token_logprobs, parsed)
     finish = parsed.finish_reason
     if result.finish_reason == "tool_call":
@@ -111,7 +112,7 @@ def response_record(config: SampleConfig, question: dict[str, Any], index: int, 
         "temperature": request.temperature,
         "top_p": request.top_p,
         "top_k": request.top_k,
-        "model": config.model_name or config.backend.model,
+        "model": model_name,
         "seed": request.seed,
         "sample_index": index,
         "reasoning": parsed.reasoning,
@@ -124,6 +125,44 @@ def response_record(config: SampleConfig, question: dict[str, Any], index: int, 
     }
 
 
+@dataclass
+class GenerationOutcome:
+    finish_counts: Counter = field(default_factory=Counter)  # finish reasons, plus "failed"
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+def generate_records(backend, requests: list[GenerationRequest], context: dict[str, tuple], writer: RecordWriter,
+                     errors: ErrorLog, label: str, *, reasoning_format: str, model_name: str,
+                     keep_logprobs: bool = True) -> GenerationOutcome:
+    """Run `requests` through `backend`, writing one response record per success (as it completes)
+    and one errors-file line per failure. `context[id]` is `(question, sample index)`. Closes the
+    writer and the error log."""
+    outcome = GenerationOutcome()
+    by_id = {request.id: request for request in requests}
+    progress = Progress(len(requests), label)
+    try:
+        for result in backend.generate(requests):
+            request = by_id[result.id]
+            if result.error:
+                errors.log(result.id, result.error, retries=result.retries)
+                outcome.finish_counts["failed"] += 1
+            else:
+                question, index = context[result.id]
+                record = response_record(question, index, request, result, reasoning_format=reasoning_format,
+                                         model_name=model_name, keep_logprobs=keep_logprobs)
+                writer.write(record)
+                outcome.finish_counts[record["finish_reason"]] += 1
+                outcome.tokens += result.completion_tokens
+            progress.update(1, result.completion_tokens)
+    finally:
+        progress.close()
+        writer.finish()
+        errors.close()
+        outcome.seconds = progress.elapsed
+    return outcome
+
+
 def run(config: SampleConfig) -> dict[str, Any]:
     # 1. Validate every input before anything is written.
     questions = load_questions(config.input)
@@ -134,43 +173,27 @@ def run(config: SampleConfig) -> dict[str, Any]:
 
     # 2. Resume: ids already in the output are done; a torn last line is cut off.
     writer = RecordWriter(config.output)
-    requests, context = build_requests(config, questions, writer.done)
+    requests, context = build_requests(questions, writer.done, schedule=config.schedule, top_p=config.top_p, top_k=config.top_k,
+                                       max_new_tokens=config.max_new_tokens, seed=config.seed, system_prompt=config.system_prompt)
     expected = sum(step.n for step in config.schedule) * len(questions)
     errors = ErrorLog(sidecar(config.output, "errors", ".jsonl"))
     errors.reset()
     dump_config(config, sidecar(config.output, "config", ".yaml"))
 
-    finish_counts: Counter = Counter()
-    tokens = 0
     backend_stats: dict[str, Any] = {}
-    elapsed = 0.0
+    outcome = GenerationOutcome()
     if requests:
         backend = make_backend(config.backend, chat_template_kwargs=config.chat_template_kwargs,
                                prompt_format=config.prompt_format, reasoning_format=config.reasoning_format)
-        by_id = {request.id: request for request in requests}
-        progress = Progress(len(requests), f"sample [{config.backend.name}]")
         try:
-            for result in backend.generate(requests):
-                request = by_id[result.id]
-                if result.error:
-                    errors.log(result.id, result.error, retries=result.retries)
-                    finish_counts["failed"] += 1
-                else:
-                    question, index = context[result.id]
-                    record = response_record(config, question, index, request, result)
-                    writer.write(record)
-                    finish_counts[record["finish_reason"]] += 1
-                    tokens += result.completion_tokens
-                progress.update(1, result.completion_tokens)
+            outcome = generate_records(backend, requests, context, writer, errors, f"sample [{config.backend.name}]",
+                                       reasoning_format=config.reasoning_format, model_name=config.model_name or config.backend.model)
         finally:
-            progress.close()
-            writer.close()
-            errors.close()
             backend_stats = backend.stats()
             backend.close()
-            elapsed = progress.elapsed
     else:
         writer.finish()
+    finish_counts, tokens, elapsed = outcome.finish_counts, outcome.tokens, outcome.seconds
 
     written = sum(count for reason, count in finish_counts.items() if reason != "failed")
     summary = {
