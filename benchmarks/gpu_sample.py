@@ -83,7 +83,6 @@ def fidelity(tokenizer, dtype) -> dict:
 
 
 def throughput(backend, count: int, max_new_tokens: int, batch_size: int) -> float:
-    import torch
 
     backend.config.batch_size = batch_size
     sync()

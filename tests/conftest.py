@@ -91,6 +91,29 @@ def taught_teacher() -> Path:
     return _cached_model("taught-llama-smollm2-v1", build)
 
 
+def kill_when(command: list[str], ready, *, timeout: float = 120.0) -> None:
+    """Start `command`, wait until `ready()` is true, then kill -9 it (a crash at that point)."""
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + timeout
+    while not ready():
+        if process.poll() is not None:
+            pytest.fail(f"{command[2:4]} ended before it could be killed")
+        if time.time() > deadline:
+            process.kill()
+            pytest.fail(f"{command[2:4]} did not reach the kill point in {timeout:.0f}s")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def line_count(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
 def write_jsonl(path: Path, records) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:

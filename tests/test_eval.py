@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -16,12 +13,12 @@ from dasd.answers import BoundedVerifier, grade_many
 from dasd.benchmarks import load_benchmark
 from dasd.cli import main
 from dasd.config import load_config
-from dasd.errors import ConfigError, InputError
+from dasd.errors import ConfigError
 from dasd.metrics import avg_at_k, compare, mean_pass_at_k, pass_at_k, standard_error
 from dasd.reasoning import parse_response
 from dasd.stages import eval as eval_stage
 
-from .conftest import read_jsonl, write_jsonl
+from .conftest import kill_when, line_count, read_jsonl, write_jsonl
 
 
 def test_estimators_on_hand_computed_cases():
@@ -100,15 +97,8 @@ def test_resume_after_kill(tmp_path, tiny_llama_smollm2):
     questions = write_jsonl(tmp_path / "q.jsonl", [{"id": f"q{i}", "prompt": f"Count to {i}.", "answer": str(i)} for i in range(12)])
     command = [sys.executable, "-m", "dasd", "eval", f"output_dir={tmp_path / 'eval'}", f"backend.model={tiny_llama_smollm2}",
                f"benchmarks=[{questions}]", "n=6", "max_new_tokens=48", "backend.batch_size=1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     samples = tmp_path / "eval" / "q" / "samples.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (samples.exists() and samples.read_bytes().count(b"\n") >= 10):
-        if process.poll() is not None:
-            pytest.fail("eval finished before it could be killed")
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when(command, lambda: line_count(samples) >= 10)
     assert samples.read_bytes().count(b"\n") < 72
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     ids = [record["id"] for record in read_jsonl(samples)]

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from dasd.cli import main
 from dasd.config import load_config
 from dasd.stages import sample
 
-from .conftest import REPO, read_jsonl, write_jsonl
+from .conftest import REPO, kill_when, line_count, read_jsonl, write_jsonl
 
 
 def _requests(temperature: float, count: int = 6, max_new_tokens: int = 24, **sampling) -> list[GenerationRequest]:
@@ -155,20 +152,10 @@ def test_kill_9_mid_run_then_rerun_gives_every_id_once(tmp_path, tiny_llama_smol
     command = [sys.executable, "-m", "dasd", "sample", f"input={questions}", f"output={output}",
                f"backend.model={tiny_llama_smollm2}", "backend.batch_size=1", "max_new_tokens=48",
                "schedule=[{temperature: 0.6, n: 1}, {temperature: 1.0, n: 1}]"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if output.exists() and output.read_bytes().count(b"\n") >= 10:
-            break
-        if process.poll() is not None:
-            pytest.fail("sampler ended before it could be killed")
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when(command, lambda: line_count(output) >= 10)
     partial = output.read_bytes().count(b"\n")
     assert 10 <= partial < 80
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     lines = output.read_text().splitlines()
     records = [json.loads(line) for line in lines]  # every line is whole JSON
     ids = [r["id"] for r in records]
@@ -187,3 +174,15 @@ def test_real_smollm2_demo_config(tmp_path):
     assert summary["responses_written"] == 24 and summary["failed"] == 0
     records = read_jsonl(output)
     assert all(r["content"] or r["reasoning"] for r in records)
+
+
+def test_rows_with_different_budgets_share_a_batch_and_stop_at_their_own(tiny_llama_smollm2):
+    backend = HFBackend(BackendConfig(model=str(tiny_llama_smollm2), batch_size=8), chat_template_kwargs={})
+    requests = [GenerationRequest(id=f"r{i}", messages=[{"role": "user", "content": "Go on."}], temperature=1.0,
+                                  max_new_tokens=budget, seed=i) for i, budget in enumerate([3, 9, 17, 30])]
+    together = {r.id: r for r in backend.generate(requests)}
+    for request in requests:
+        result = together[request.id]
+        assert result.finish_reason == "length" and len(result.token_ids) == request.max_new_tokens
+        alone = next(backend.generate([request]))  # the same sample when generated on its own
+        assert alone.token_ids == result.token_ids

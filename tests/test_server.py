@@ -177,3 +177,30 @@ def test_eval_through_the_server(tmp_path, server, taught_teacher):
     assert all(r["correct"] == (not r["truncated"] and r["predicted"] == r["answer"]) for r in results)
     assert summary["add"]["avg_at_k"] == sum(r["correct"] for r in results) / 24
     assert summary["rg_chain_sum"]["samples"] == 12 and summary["rg_chain_sum"]["reasoning_gym"]["agreement_with_ours"] == 1.0
+
+
+@pytest.mark.parametrize("mode", ["completions", "chat"])
+def test_mix_continuation_through_the_server(tmp_path, server, taught_teacher, mode):
+    """The teacher continues the student's prefix through vLLM: completions with the prompt rendered
+    locally, or chat with continue_final_message."""
+    from dasd.stages import mix
+
+    from .test_mix import curated
+
+    path = write_jsonl(tmp_path / "curated.jsonl", curated(12))
+    output = tmp_path / "mix" / "mixed.jsonl"
+    config = load_config(mix.MixConfig, None, [
+        f"input={path}", f"output={output}", f"student.model={taught_teacher}", "teacher.name=openai", "teacher.model=teacher",
+        f"teacher.base_urls=[{server.url}]", f"teacher.mode={mode}", f"teacher.tokenizer={taught_teacher}", "teacher_max_new_tokens=24",
+        "teacher_temperature=0", "system_prompt=null"])
+    summary = mix.run(config)
+    continuations = read_jsonl(output.parent / "mixed.continuations.jsonl")
+    assert continuations and summary["continued"] == len(continuations)
+    # the server saw the prefix as the start of the assistant turn and wrote the rest of it
+    closed = [c for c in continuations if c["continuation"].lstrip().startswith("</think>") or "</think>" in c["continuation"]]
+    assert len(closed) >= len(continuations) // 2, [c["continuation"] for c in continuations]
+    assert all(not c["continuation"].startswith("<think>") for c in continuations)
+    assert all(len(c["continuation_logprobs"]["offsets"]) == len(c["continuation_logprobs"]["logprobs"]) > 0 for c in continuations)
+    mixed = [r for r in read_jsonl(output) + read_jsonl(output.parent / "mixed.rejected.jsonl") if r["source"] == "mixed_policy"]
+    by_id = {c["id"]: c for c in continuations}
+    assert all(r["messages"][-1]["content"] == "<think>\n" + by_id[r["id"]]["prefix"] + by_id[r["id"]]["continuation"] for r in mixed)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from dasd.errors import InputError
 from dasd.stages import train
 from dasd.training import PaddingFreeCollator, cosine_with_floor, prepare_examples
 
-from .conftest import write_jsonl
+from .conftest import kill_when, write_jsonl
 
 
 def sft_records(count: int, *, system: str = "You are a helpful assistant.", stage: str = "low_temp", start: int = 0):
@@ -177,16 +175,9 @@ def test_kill_in_stage_two_resumes_without_redoing_stage_one(tmp_path, tiny_llam
     stages = json.dumps([{"name": "low_temp", "data": str(low), "epochs": 1}, {"name": "high_temp", "data": str(high), "epochs": 4}])
     command = [sys.executable, "-m", "dasd", "train", f"output_dir={tmp_path / 'run'}", f"student.model={tiny_llama_smollm2}",
                f"stages={stages}", "global_batch_size=2", "max_length=256", "save_steps=1", "packing=false"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     stage2 = tmp_path / "run" / "high_temp"
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(stage2.glob("checkpoint-3")):
-        if process.poll() is not None:
-            pytest.fail("training ended before it could be killed")
-        time.sleep(0.1)
-    time.sleep(0.5)  # let the checkpoint be written whole
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    # killed once checkpoint-3 exists (a later checkpoint may be half-written: resume must skip it)
+    kill_when(command, lambda: (stage2 / "checkpoint-3" / "trainer_state.json").exists(), timeout=240)
     marker = tmp_path / "run" / "low_temp" / "final" / train.STAGE_MARKER
     before = marker.stat().st_mtime_ns
     assert not (stage2 / "final" / train.STAGE_MARKER).exists()

@@ -23,6 +23,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "select": ("dasd.stages.select", "SelectConfig", "keep per question the responses richest in teacher sentences (DAS), or random (RS)"),
     "build-sft": ("dasd.stages.build_sft", "BuildSFTConfig", "selected responses -> SFT records per stage, with TRL and LLaMA-Factory exports"),
     "train": ("dasd.stages.train", "TrainConfig", "temperature-scheduled multi-stage SFT on TRL (packing, ZeRO-3 ready, resumable)"),
+    "mix": ("dasd.stages.mix", "MixConfig", "mixed-policy distillation: student prefixes cut at a sentence, teacher continuations"),
     "eval": ("dasd.stages.eval", "EvalConfig", "avg@k / pass@k evaluation with answer verification (AIME, reasoning-gym, your files)"),
 }
 

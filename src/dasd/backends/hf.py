@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,7 +152,7 @@ class SeededSampler:
     Temperature 0 rows take the argmax of the raw logits.
     """
 
-    def __init__(self, requests: list[GenerationRequest], device):
+    def __init__(self, requests: list[GenerationRequest], device, end_id: int | None = None):
         import torch
 
         self.step = 0
@@ -162,6 +161,10 @@ class SeededSampler:
         self.top_p = torch.tensor([request.top_p for request in requests], dtype=torch.float32, device=device)[:, None]
         self.top_k = torch.tensor([max(request.top_k, 0) for request in requests], dtype=torch.long, device=device)[:, None]
         self.greedy = (self.temperatures[:, 0] <= 0)
+        # A row that reached its own max_new_tokens is ended with `end_id` (the batch may allow more);
+        # the backend cuts the row at its budget, so the forced token never shows.
+        self.limits = torch.tensor([request.max_new_tokens for request in requests], dtype=torch.long, device=device)
+        self.end_id = end_id
         self.any_top_p = bool((self.top_p < 1.0).any())
         self.any_top_k = bool((self.top_k > 0).any())
         self.step_logprobs: list[Any] = []
@@ -197,6 +200,8 @@ class SeededSampler:
         target = seeded_uniform(self.seeds, self.step)[:, None] * cumulative[:, -1:]
         drawn = torch.searchsorted(cumulative, target).clamp_(max=raw.shape[-1] - 1)[:, 0]
         chosen = torch.where(self.greedy, torch.argmax(raw, dim=-1), drawn)
+        if self.end_id is not None:
+            chosen = torch.where(self.step >= self.limits, torch.full_like(chosen, self.end_id), chosen)
         self.step += 1
         self.step_logprobs.append(logprobs.gather(1, chosen[:, None])[:, 0])
         self.step_tokens.append(chosen)
@@ -246,15 +251,13 @@ class HFBackend(Backend):
     # -- generation -----------------------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
         rendered = [(request, *self.render(request)) for request in requests]
-        groups: dict[int, list] = defaultdict(list)
-        for item in rendered:
-            groups[item[0].max_new_tokens].append(item)
-        for max_new_tokens, items in groups.items():
-            # Longest prompts first: similar lengths share a batch (less padding), and an
-            # out-of-memory shows up in the first batch rather than at the end.
-            items.sort(key=lambda item: -len(item[1]))
-            for start in range(0, len(items), self.config.batch_size):
-                yield from self._generate_batch(items[start : start + self.config.batch_size], max_new_tokens)
+        # Similar budgets, then longest prompts first, share a batch: little padding, little waste on
+        # rows that reached their own budget (the sampler ends those rows there), and an out-of-memory
+        # shows up in the first batch rather than at the end.
+        rendered.sort(key=lambda item: (item[0].max_new_tokens, -len(item[1])))
+        for start in range(0, len(rendered), self.config.batch_size):
+            batch = rendered[start : start + self.config.batch_size]
+            yield from self._generate_batch(batch, max(item[0].max_new_tokens for item in batch))
 
     def _generate_batch(self, items, max_new_tokens: int) -> Iterator[GenerationResult]:
         torch = self.torch
@@ -267,7 +270,7 @@ class HFBackend(Backend):
         for row, (_, ids, _) in enumerate(items):
             input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids):] = 1
-        sampler = SeededSampler(requests, self.device)
+        sampler = SeededSampler(requests, self.device, end_id=self.stop_ids[0])
         started = time.perf_counter()
         with torch.inference_mode():
             sequences = self.model.generate(
@@ -285,7 +288,7 @@ class HFBackend(Backend):
         step_tokens = torch.stack(sampler.step_tokens, dim=1).cpu() if sampler.step_tokens else None
         stop = set(self.stop_ids)
         for row, (request, prompt_ids, prefilled) in enumerate(items):
-            tokens = generated[row].tolist()
+            tokens = generated[row].tolist()[: request.max_new_tokens]
             end, finish = len(tokens), "length"
             for position, token in enumerate(tokens):
                 if token in stop:

@@ -2,7 +2,7 @@
 
     dasd build-sft input=runs/x/selected.jsonl output=runs/x/sft/sft.jsonl student_tokenizer=path/to/student
 
-Each response becomes `{id, messages, weight, stage, source, question_id, temperature}` with
+Each response becomes `{id, messages, weight, stage, source, question_id, temperature, answer, domain}` with
 `messages` = system prompt ("You are a helpful assistant." by default, as in all of the report's
 stages), the question's turns, and the assistant turn `<think>\\n{reasoning}\\n</think>\\n\\n{content}`.
 `stage` is `low_temp` for responses sampled at temperature <= `low_temperature_max` (0.8), else
@@ -68,7 +68,9 @@ def sft_record(record: dict[str, Any], config: BuildSFTConfig) -> dict[str, Any]
     else:
         stage = "low_temp" if float(temperature) <= config.low_temperature_max else "high_temp"
     out = {"id": record["id"], "messages": messages, "weight": config.weight, "stage": stage, "source": config.source,
-           "question_id": record.get("question_id"), "temperature": temperature}
+           "question_id": record.get("question_id"), "temperature": temperature,
+           # kept for later stages (mixed-policy filters grade continuations against it)
+           "answer": record.get("answer"), "domain": record.get("domain")}
     if record.get("loss_mask_prefix_chars") is not None:
         out["loss_mask_prefix_chars"] = record["loss_mask_prefix_chars"]
     return out

@@ -1,0 +1,123 @@
+"""`dasd mix`: budgets in student tokens, cuts at sentence ends, exact prefix + continuation, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+
+from dasd.config import load_config
+from dasd.mixing import cut_position
+from dasd.prompts import render_chat_prompt
+from dasd.render import think_text
+from dasd.sentences import split_sentences
+from dasd.stages import mix, train
+
+from .conftest import kill_when, line_count, read_jsonl, write_jsonl
+
+
+def curated(count: int = 8):
+    """Curated SFT records with short teacher answers, so the (verbose) student runs past 1.5x."""
+    records = []
+    pairs = [(a, b) for a in range(2, 6) for b in range(3, 5)]
+    for a, b in (pairs * 4)[:count]:
+        records.append({"id": f"q{a}{b}-{len(records)}:t0.6:0", "question_id": f"q{a}{b}-{len(records)}", "answer": str(a + b),
+                        "domain": "math", "stage": "low_temp", "messages": [
+                            {"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": f"What is {a} + {b}?"},
+                            {"role": "assistant", "content": f"<think>\nSum.\n</think>\n\n{a + b}"}]})
+    return records
+
+
+def _run(tmp_path, student, teacher, *overrides, count: int = 8):
+    path = write_jsonl(tmp_path / "curated.jsonl", curated(count))
+    output = tmp_path / "mix" / "mixed.jsonl"
+    config = load_config(mix.MixConfig, None, [f"input={path}", f"output={output}", f"student.model={student}", f"teacher.model={teacher}",
+                                              "teacher_max_new_tokens=24", "system_prompt=null", *overrides])
+    return output, mix.run(config)
+
+
+def test_cut_positions_are_sentence_ends_in_the_second_half_and_seeded():
+    text = " ".join(f"Sentence number {i} is here." for i in range(40))
+    ends = {end for _, end in split_sentences(text)}
+    cuts = [cut_position(text, seed=seed, key="q") for seed in range(20)]
+    assert all(cut in ends and len(text) / 2 <= cut < len(text) for cut in cuts)
+    assert len(set(cuts)) > 5  # uniform over the second half, not a fixed point
+    assert cut_position(text, seed=3, key="q") == cut_position(text, seed=3, key="q")
+    assert cut_position("One long sentence without any end", seed=0, key="q") is None
+
+
+def test_two_tokenizers_budget_cut_and_exact_join(tmp_path, taught_teacher, tiny_qwen3, smollm2_tokenizer, qwen3_tokenizer):
+    # student: the taught model (SmolLM2 tokenizer); teacher: a Qwen3-architecture model with the Qwen3 tokenizer
+    output, summary = _run(tmp_path, taught_teacher, tiny_qwen3, "off_policy=2")
+    folder = output.parent
+    cutoff = {p["question_id"]: p for p in read_jsonl(folder / "mixed.cutoff.jsonl")}
+    rollouts = {r["question_id"]: r for r in read_jsonl(folder / "mixed.rollouts.jsonl")}
+    assert len(rollouts) == 8 and summary["rollouts"] == 8 and summary["truncated"] >= 4
+    for record in curated(8):
+        reasoning, content = "Sum.", record["answer"]
+        teacher_tokens = len(smollm2_tokenizer(think_text(reasoning, content)[0], add_special_tokens=False)["input_ids"])
+        point = cutoff[record["question_id"]]
+        # the budget is 1.5x the teacher response counted in *student* tokens
+        assert point["teacher_tokens"] == teacher_tokens and point["budget"] == math.ceil(1.5 * teacher_tokens)
+        rollout = rollouts[record["question_id"]]
+        assert rollout["usage"]["completion_tokens"] <= point["budget"]
+        if point["truncated"]:
+            assert rollout["usage"]["completion_tokens"] == point["budget"]
+    continuations = read_jsonl(folder / "mixed.continuations.jsonl")
+    assert continuations and summary["continued"] == len(continuations)
+    for item in continuations:
+        student_text = rollouts[item["question_id"]]["reasoning"]
+        cut = item["cut"]
+        assert item["prefix"] == student_text[:cut]  # exactly the student's text up to the cut
+        assert len(student_text) / 2 <= cut < len(student_text)
+        assert cut in {end for _, end in split_sentences(student_text)}
+        # what the teacher saw: its own chat template, its own tokenizer, the turn opened with the prefix
+        ids, _ = render_chat_prompt(qwen3_tokenizer, [{"role": "user", "content": rollouts[item["question_id"]]["messages"][-1]["content"]}],
+                                    assistant_prefix="<think>\n" + item["prefix"])
+        rendered = qwen3_tokenizer.decode(ids)
+        assert rendered.startswith("<|im_start|>user\n") and rendered.endswith("<|im_start|>assistant\n<think>\n" + item["prefix"])
+    records = {r["id"]: r for r in read_jsonl(output) + read_jsonl(folder / "mixed.rejected.jsonl") if r["source"] == "mixed_policy"}
+    assert len(records) == len(continuations)
+    for item in continuations:
+        record = records[item["id"]]
+        assistant = record["messages"][-1]["content"]
+        assert assistant == "<think>\n" + item["prefix"] + item["continuation"]  # exactly prefix + continuation
+        assert record["loss_mask_prefix_chars"] == len("<think>\n" + item["prefix"])
+        assert record["stage"] == "mixed_policy"
+    assert len([r for r in read_jsonl(output) if r["source"] == "off_policy"]) == 2
+    assert (folder / "mixed.cutoff.png").stat().st_size > 1000
+
+
+def test_kept_records_train_as_the_mixed_policy_stage(tmp_path, taught_teacher):
+    output, summary = _run(tmp_path, taught_teacher, taught_teacher, "teacher_temperature=0", count=16)
+    assert summary["kept"] >= 1, summary
+    kept = [r for r in read_jsonl(output) if r["source"] == "mixed_policy"]
+    assert all(r["filter"]["keep"] for r in kept)
+    config = load_config(train.TrainConfig, None, [
+        f"output_dir={tmp_path / 'train'}", f"student.model={taught_teacher}", f"stages=[{{name: mixed_policy, data: {output}, epochs: 1}}]",
+        "global_batch_size=1", "max_length=256", "mask_student_prefix=true", "learning_rate=1e-4"])
+    metrics = train.run(config)["stages"][0]
+    assert metrics["mask_student_prefix"] is True and metrics["optimizer_steps"] >= 1
+    # with the mask variant only the teacher-written part is trained on
+    assert metrics["trained_tokens_per_epoch"] < metrics["tokens_per_epoch"]
+
+
+def test_kill_and_rerun_loses_and_duplicates_nothing(tmp_path, taught_teacher):
+    path = write_jsonl(tmp_path / "curated.jsonl", curated(32))
+    output = tmp_path / "mix" / "mixed.jsonl"
+    command = [sys.executable, "-m", "dasd", "mix", f"input={path}", f"output={output}", f"student.model={taught_teacher}",
+               f"teacher.model={taught_teacher}", "teacher_max_new_tokens=24", "system_prompt=null", "student.batch_size=1",
+               "teacher.batch_size=1"]
+    rollouts = output.parent / "mixed.rollouts.jsonl"
+    kill_when(command, lambda: line_count(rollouts) >= 8)
+    assert rollouts.read_bytes().count(b"\n") < 32
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    ids = [r["id"] for r in read_jsonl(rollouts)]
+    assert len(ids) == len(set(ids)) == 32
+    continuations = [r["id"] for r in read_jsonl(output.parent / "mixed.continuations.jsonl")]
+    assert len(continuations) == len(set(continuations))
+    summary = json.loads((output.parent / "mixed.summary.json").read_text())
+    assert summary["continued"] == len(continuations) == summary["cut"]
+    assert summary["kept"] + sum(summary["drop_reasons"].values()) == summary["rollouts"]
