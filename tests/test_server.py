@@ -204,3 +204,27 @@ def test_mix_continuation_through_the_server(tmp_path, server, taught_teacher, m
     mixed = [r for r in read_jsonl(output) + read_jsonl(output.parent / "mixed.rejected.jsonl") if r["source"] == "mixed_policy"]
     by_id = {c["id"]: c for c in continuations}
     assert all(r["messages"][-1]["content"] == "<think>\n" + by_id[r["id"]]["prefix"] + by_id[r["id"]]["continuation"] for r in mixed)
+
+
+def test_provenance_scores_a_remote_teacher_through_echo_log_probs(tmp_path, server, taught_teacher):
+    """The teacher's sentence log-probs from vLLM's prompt log-probs (completions + echo) equal a local
+    transformers pass of the same weights, so the same model in all three roles gives only shared sentences."""
+    from dasd.stages import provenance
+
+    from .test_provenance import _answers
+
+    outputs = _answers(tmp_path)
+    config = load_config(provenance.ProvenanceConfig, None, [
+        f"outputs={outputs}", "teacher.name=openai", "teacher.model=teacher", f"teacher.base_urls=[{server.url}]",
+        f"teacher.tokenizer={taught_teacher}", f"student.model={taught_teacher}", f"distilled.model={taught_teacher}", "min_samples=1"])
+    summary = provenance.run(config)
+    assert summary["responses"]["analysed"] == 8
+    assert all(summary["sentences"][group][kind] == 0 for group in ("correct", "incorrect") for kind in ("teacher", "student", "boosted"))
+    folder = outputs / "provenance"
+    remote = {r["id"]: r["parts"] for r in read_jsonl(folder / "logprobs.teacher.jsonl")}
+    local = {r["id"]: r["parts"] for r in read_jsonl(folder / "logprobs.student.jsonl")}
+    assert remote.keys() == local.keys() and len(remote) == 8
+    for record_id, parts in remote.items():
+        for part in ("reasoning", "content"):
+            assert parts[part]["offsets"] == local[record_id][part]["offsets"]
+            assert max(abs(a - b) for a, b in zip(parts[part]["logprobs"], local[record_id][part]["logprobs"])) < 1e-3

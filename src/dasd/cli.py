@@ -25,6 +25,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "train": ("dasd.stages.train", "TrainConfig", "temperature-scheduled multi-stage SFT on TRL (packing, ZeRO-3 ready, resumable)"),
     "mix": ("dasd.stages.mix", "MixConfig", "mixed-policy distillation: student prefixes cut at a sentence, teacher continuations"),
     "eval": ("dasd.stages.eval", "EvalConfig", "avg@k / pass@k evaluation with answer verification (AIME, reasoning-gym, your files)"),
+    "provenance": ("dasd.stages.provenance", "ProvenanceConfig", "teacher / student / shared / boosted sentences of a distilled model's answers, by position"),
     "run": ("dasd.stages.run", "PipelineConfig", "the whole recipe from one PIPELINE.yaml, cached and resumable"),
     "demo": ("dasd.stages.demo", "DemoConfig", "the full recipe on an embedded world of tiny models, on CPU, offline"),
     "report": ("dasd.stages.report", "ReportConfig", "one self-contained HTML page with the figures and tables of a run folder"),

@@ -64,6 +64,9 @@ class GenerationRequest:
     seed: int = 0
     # Text that continues the prompt as the start of the assistant turn (mixed-policy continuation).
     assistant_prefix: str | None = None
+    # Scoring instead of generating (openai backend, completions with echo): the log-probs of these
+    # token ids under the model, as `token_logprobs` of the result (the first is NaN).
+    score_token_ids: list[int] | None = None
 
 
 @dataclass

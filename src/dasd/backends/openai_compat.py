@@ -183,6 +183,29 @@ class OpenAIBackend(Backend):
         result.prompt_tokens = usage.prompt_tokens if usage else len(prompt_ids)
         return result
 
+    async def _score(self, client, request: GenerationRequest) -> GenerationResult:
+        """Teacher-forced log-probs of a given token sequence: `/v1/completions` with the ids as the
+        prompt, `echo` and `logprobs` (vLLM returns the prompt's log-probs, raw), one token generated."""
+        ids = list(request.score_token_ids or [])
+        body = dict(self.config.extra_body)
+        body["return_tokens_as_token_ids"] = True
+        response = await client.completions.create(model=self.config.model, prompt=ids, temperature=0.0, max_tokens=1,
+                                                   logprobs=1, echo=True, n=1, extra_body=body)
+        if not response.choices or response.choices[0].logprobs is None:
+            raise RetryableResponse("response without prompt log-probs (does the server support echo with logprobs?)")
+        logprobs = response.choices[0].logprobs
+        values = [float("nan") if value is None else float(value) for value in (logprobs.token_logprobs or [])][: len(ids)]
+        tokens = list(logprobs.tokens or [])[: len(ids)]
+        if len(values) < len(ids):
+            raise ValueError(f"the server returned {len(values)} prompt log-probs for {len(ids)} tokens")
+        if tokens and all(token.startswith("token_id:") for token in tokens):
+            returned = [int(token[len("token_id:"):]) for token in tokens]
+            if returned != ids:
+                first = next(index for index, (a, b) in enumerate(zip(returned, ids)) if a != b)
+                return GenerationResult(id=request.id, finish_reason="error",
+                                        error=f"token_mismatch: the server tokenized the prompt differently at token {first}")
+        return GenerationResult(id=request.id, token_logprobs=values, token_ids=ids, prompt_tokens=len(ids), finish_reason="stop")
+
     async def _with_retries(self, clients, request: GenerationRequest, index: int) -> GenerationResult:
         import openai
 
@@ -192,7 +215,9 @@ class OpenAIBackend(Backend):
             try:
                 with self._lock:
                     self.requests_sent += 1
-                if self.config.mode == "chat":
+                if request.score_token_ids is not None:
+                    result = await self._score(client, request)
+                elif self.config.mode == "chat":
                     result = await self._chat(client, request)
                 else:
                     result = await self._completion(client, request)

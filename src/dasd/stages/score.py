@@ -129,6 +129,38 @@ def score_sentences(record: dict[str, Any], student_parts: dict[str, dict], *, b
     return sentences, None
 
 
+def model_part_logprobs(scorer: StudentScorer, tokenizer, records: list[dict[str, Any]], *, system_prompt: str | None,
+                        chat_template_kwargs: dict[str, Any], max_length: int):
+    """For each record, (record, `{reasoning: {offsets, logprobs}, content: {...}}`, tokens) with the
+    model's own token log-probs, teacher-forced on the text as it sees it (`render_student`); parts is
+    None when the rendered text is longer than `max_length` (tokens is then that length)."""
+    items, rendered = [], {}
+    for key, record in enumerate(records):
+        text = render_student(tokenizer, record["messages"], record["reasoning"], record.get("content") or "",
+                              system_prompt=system_prompt, chat_template_kwargs=chat_template_kwargs)
+        if text.length > max_length:
+            continue
+        rendered[key] = text
+        items.append(ScoringItem(key=key, input_ids=text.prompt_ids + text.completion_ids, first_scored=len(text.prompt_ids)))
+    scored = scorer.score(items)
+    for key, record in enumerate(records):
+        text = rendered.get(key)
+        if text is None:
+            yield record, None, render_student(tokenizer, record["messages"], record["reasoning"], record.get("content") or "",
+                                               system_prompt=system_prompt, chat_template_kwargs=chat_template_kwargs).length
+            continue
+        yield record, completion_part_logprobs(text, record["reasoning"], record.get("content") or "", scored[key]), len(text.completion_ids)
+
+
+def make_scorer(model, tokenizer, batching: str, tokens_per_batch: int) -> tuple[StudentScorer, str]:
+    """The scorer for `batching` (auto: packed with flash-attention, else one sample per forward)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    if batching == "auto":
+        attention = getattr(model.config, "_attn_implementation", "sdpa")
+        batching = "packed" if attention == "flash_attention_2" else "single"
+    return StudentScorer(model, tokens_per_batch=1 if batching == "single" else tokens_per_batch, pack=batching == "packed", pad_id=int(pad)), batching
+
+
 def _records(config: ScoreConfig):
     if config.released_logprobs:
         from ..released import iter_released_responses
@@ -161,13 +193,7 @@ def run(config: ScoreConfig) -> dict[str, Any]:
 
     model, tokenizer, device = load_model(config.student)
     max_length = config.max_length or getattr(model.config, "max_position_embeddings", None) or 1 << 30
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    batching = config.batching
-    if batching == "auto":
-        attention = getattr(model.config, "_attn_implementation", "sdpa")
-        batching = "packed" if attention == "flash_attention_2" else "single"
-    scorer = StudentScorer(model, tokens_per_batch=1 if batching == "single" else config.tokens_per_batch,
-                           pack=batching == "packed", pad_id=int(pad))
+    scorer, batching = make_scorer(model, tokenizer, config.batching, config.tokens_per_batch)
 
     counts: Counter = Counter()
     reasons: Counter = Counter()
@@ -176,20 +202,12 @@ def run(config: ScoreConfig) -> dict[str, Any]:
     progress = Progress(0, f"score [{device}]", unit="rec")
 
     def flush(chunk: list[dict[str, Any]]) -> None:
-        items, rendered = [], {}
-        for key, record in enumerate(chunk):
-            text = render_student(tokenizer, record["messages"], record["reasoning"], record.get("content") or "",
-                                  system_prompt=config.system_prompt, chat_template_kwargs=config.chat_template_kwargs)
-            if text.length > max_length:
-                errors.log(record["id"], f"too_long: {text.length} student tokens > max_length {max_length}")
+        for record, parts, length in model_part_logprobs(scorer, tokenizer, chunk, system_prompt=config.system_prompt,
+                                                         chat_template_kwargs=config.chat_template_kwargs, max_length=max_length):
+            if parts is None:
+                errors.log(record["id"], f"too_long: {length} student tokens > max_length {max_length}")
                 reasons["too_long"] += 1
                 continue
-            rendered[key] = text
-            items.append(ScoringItem(key=key, input_ids=text.prompt_ids + text.completion_ids, first_scored=len(text.prompt_ids)))
-        scored = scorer.score(items)
-        for key, text in rendered.items():
-            record = chunk[key]
-            parts = completion_part_logprobs(text, record["reasoning"], record.get("content") or "", scored[key])
             sentences, error = score_sentences(record, parts, beta=config.beta, space=config.space)
             if error:
                 errors.log(record["id"], error)
@@ -203,7 +221,7 @@ def run(config: ScoreConfig) -> dict[str, Any]:
             writer.write(record)
             counts["scored"] += 1
             sentence_types.update(das)
-            progress.update(1, len(text.completion_ids))
+            progress.update(1, length)
 
     def pending():
         nonlocal seen
