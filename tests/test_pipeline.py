@@ -20,7 +20,7 @@ from .conftest import kill_when, read_jsonl
 # The demo, made small enough for CI: 12 training questions, 6 held-out questions × 2 samples, 1 epoch.
 REDUCED = ["train_questions=12", "eval_questions=6", "eval_n=2", "epochs=1", "mix_questions=8", "off_policy=2"]
 ALL_STEPS = ["sample", "score", "filter", "select_das", "build_sft_das", "train_das", "select_rs", "build_sft_rs", "train_rs",
-             "mix", "train_mixed", "eval_student", "eval_low_temp", "eval_high_temp", "eval_mixed_policy", "eval_rs_high_temp", "eval_teacher"]
+             "mix", "train_mixed", "eval_student", "eval_low_temp", "eval_high_temp", "eval_mixed_policy", "eval_rs_high_temp", "eval_teacher", "provenance"]
 
 
 def _status(work: Path) -> dict[str, str]:
@@ -88,6 +88,7 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(demo_run):
     summary = pipeline_run.run(pipeline_run.PipelineConfig.model_validate(spec))
     status = {step["step"]: step["status"] for step in summary["steps"]}
     assert status["eval_student"] == "ran" and status["eval_teacher"] == "ran"
+    assert "provenance" not in status  # it reads eval_high_temp, which is not evaluated this time
     assert all(status[step] == "cached" for step in ALL_STEPS[:11] if not status[step].startswith("skipped"))
     config = yaml.safe_load((work / "eval" / "student" / "eval.config.yaml").read_text())
     assert config["max_new_tokens"] == 64  # the old results were replaced, not resumed into
@@ -102,7 +103,9 @@ def test_report_is_one_self_contained_page_with_the_figures(demo_run, tmp_path):
         png = output.parent / f"{figure}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f'alt="{figure}"' in page
-    assert page.count("data:image/png;base64,") == 4 and "<img src=\"runs" not in page  # embedded, not linked
+    # the pipeline's provenance step adds Figures 5 and 6; all six are embedded, not linked
+    assert 'alt="positions"' in page and 'alt="example"' in page
+    assert page.count("data:image/png;base64,") == 6 and "<img src=\"runs" not in page
     assert "Evaluation" in page and "eval/teacher" in page and "±" in page
     assert "T=0.6" in page and "DAS" in page and "RS" in page
 
@@ -139,7 +142,7 @@ def test_dry_run_lists_the_plan_and_switching_off_stages(tmp_path, capsys):
     assert main(["run", str(path), "dry_run=true", "eval_models=[student, high_temp, mixed_policy, rs_high_temp]"]) == 0
     printed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     # no RS branch, no mix: the mixed_policy and rs models are not evaluated
-    assert printed == ["sample", "score", "filter", "select_das", "build_sft_das", "train_das", "eval_student", "eval_high_temp"]
+    assert printed == ["sample", "score", "filter", "select_das", "build_sft_das", "train_das", "eval_student", "eval_high_temp", "provenance"]
     assert not (tmp_path / "work").exists()
 
 

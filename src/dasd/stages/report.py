@@ -381,6 +381,7 @@ def build(config: ReportConfig) -> dict[str, Any]:
             figure = path.parent / f"{name}.png"
             if figure.exists():
                 parts.append(_embed(figure))
+                made[f"{_label(path, run_dir)}/{name}"] = str(figure)
         rows = [[kind, _percent(payload["share"]["correct"].get(kind)), _percent(payload["share"]["incorrect"].get(kind)),
                  "-" if payload["delta"].get(kind) is None else f"{payload['delta'][kind]:+.3f}"] for kind in ("teacher", "student", "shared", "boosted")]
         responses = payload["responses"]

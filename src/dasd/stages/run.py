@@ -1,13 +1,14 @@
 """`dasd run PIPELINE.yaml`: the whole recipe from one config, cached and resumable.
 
-    dasd run configs/pipeline.yaml
-    dasd run configs/pipeline.yaml workdir=runs/exp2 train.epochs=3 'stages={mix: false}'
+    dasd run configs/gpt-oss-qwen3-4b-run.yaml dry_run=true    # validate, and show what would run or be reused
+    dasd run configs/gpt-oss-qwen3-4b-run.yaml
+    dasd run configs/gpt-oss-qwen3-4b-run.yaml workdir=runs/exp2 train.epochs=3 'stages={mix: false, train_mixed: false}'
 
 Stages, in order (any can be switched off under `stages:`):
 
     sample → score → filter → select (DAS; and RS when rs_baseline) → build-sft → train low → high
     (DAS; and RS) → mix → train mixed_policy → eval (the student before training, after each stage,
-    the RS baseline, and the teacher)
+    the RS baseline, and the teacher) → provenance of one distilled model's answers
 
 Each stage writes under `<workdir>/<stage>/` with its resolved config beside its output. A stage's
 fingerprint is its resolved config plus the fingerprints of the stages it reads from (and the
@@ -34,7 +35,7 @@ from ..config import StageConfig, dump_config, format_validation_error
 from ..errors import ConfigError
 from ..io import write_json_atomic
 
-STEPS = ("sample", "score", "filter", "select", "build_sft", "train", "mix", "train_mixed", "eval")
+STEPS = ("sample", "score", "filter", "select", "build_sft", "train", "mix", "train_mixed", "eval", "provenance")
 EVAL_MODELS = ("student", "low_temp", "high_temp", "mixed_policy", "rs_high_temp", "teacher")
 
 
@@ -56,6 +57,7 @@ class PipelineConfig(StageConfig):
     mix: dict[str, Any] = Field(default_factory=dict, description="`dasd mix` settings (student/teacher are filled in)")
     train_mixed: dict[str, Any] = Field(default_factory=lambda: {"epochs": 1}, description="settings of the mixed_policy training stage (on top of `train`)")
     eval: dict[str, Any] = Field(default_factory=dict, description="`dasd eval` settings (backend and benchmarks are filled in; a `teacher:` sub-section overrides them for the teacher)")
+    provenance: dict[str, Any] = Field(default_factory=dict, description="`dasd provenance` settings for the answers of one evaluated model (`model:`, default high_temp); the three models are filled in")
     dry_run: bool = Field(False, description="check every step's config and print what would run or be reused, without running anything")
 
 
@@ -173,6 +175,19 @@ def plan(config: PipelineConfig) -> list[Step]:
         add(Step(f"eval_{label}", "dasd.stages.eval", "EvalConfig", {**overrides, "output_dir": str(eval_dir), "backend": backend,
                                                                     "benchmarks": list(config.eval_benchmarks)},
                  [eval_dir], producers[label], inputs=inputs, skip_if=skip), "eval")
+    analysed = config.provenance.get("model", "high_temp")
+    if analysed not in models or analysed in ("student", "teacher"):
+        raise ConfigError(f"provenance.model: {analysed!r} is not a distilled model (one of low_temp, high_temp, mixed_policy, rs_high_temp)")
+    if f"eval_{analysed}" in {step.name for step in steps}:
+        # the teacher sees the questions as it did when sampling: with sample's system prompt, or none
+        teacher_prompt = config.sample.get("system_prompt") or ""
+        settings = {k: v for k, v in config.provenance.items() if k != "model"}
+        add(Step("provenance", "dasd.stages.provenance", "ProvenanceConfig", {
+            **settings, "outputs": str(work / "eval" / analysed), "output_dir": str(work / "provenance"),
+            "teacher": {**teacher, "system_prompt": teacher_prompt, **settings.get("teacher", {})},
+            "student": {**config.student.model_dump(), **settings.get("student", {})},
+            "distilled": {**models[analysed], "device": config.student.device, "dtype": config.student.dtype, **settings.get("distilled", {})}},
+            [work / "provenance"], [f"eval_{analysed}"]), "provenance")
     return steps
 
 
@@ -268,6 +283,8 @@ def _headline(name: str, result: dict[str, Any]) -> str:
     if "stages" in result:
         return ", ".join(f"{s['stage']} loss {s['first_loss']:.2f}→{s['final_loss']:.2f}" for s in result["stages"]
                          if not s.get("skipped") and s.get("final_loss") is not None)
+    if "delta" in result and isinstance(result["delta"], dict):
+        return ", ".join(f"Δ {kind} {value:+.3f}" for kind, value in result["delta"].items() if value is not None)
     if "benchmarks" in result:
         return ", ".join(f"{b} {100 * m['avg_at_k']:.1f}" for b, m in result["benchmarks"].items())
     return ""

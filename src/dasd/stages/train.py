@@ -111,9 +111,18 @@ def _load_student(model_name: str, *, dtype, attention: str):
     from ..assets import smollm2_gguf_path
 
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attention}
-    if model_name == "smollm2":
-        gguf = smollm2_gguf_path()
-        return AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **kwargs)
+    if model_name == "smollm2" or model_name.endswith(".gguf"):
+        from transformers import GgufConfig
+
+        gguf = smollm2_gguf_path() if model_name == "smollm2" else Path(model_name)
+        # Training needs dense weights: unpack every GGUF block at load time, then drop the GGUF
+        # quantizer marker — the weights are plain tensors now, and with the marker the Trainer refuses
+        # to fine-tune ("purely quantized model") and save_pretrained would record a GGUF config.
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), **kwargs)
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        return model
     if not Path(model_name).exists():
         raise ConfigError(f"model {model_name!r} is not a local folder (dasd never downloads weights)")
     return AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
