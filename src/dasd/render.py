@@ -25,11 +25,12 @@ def think_text(reasoning: str, content: str) -> tuple[str, int, int]:
 
 
 def with_system_prompt(messages: list[dict[str, str]], system_prompt: str | None) -> list[dict[str, str]]:
-    """Replace the question's own system/developer messages by `system_prompt` (None: keep them)."""
+    """Replace the question's own system/developer messages by `system_prompt` (None: keep them;
+    "": remove them, for a model that was used without one)."""
     if system_prompt is None:
         return list(messages)
     turns = [message for message in messages if message["role"] not in ("system", "developer")]
-    return [{"role": "system", "content": system_prompt}] + turns
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + turns
 
 
 @dataclass

@@ -58,6 +58,32 @@ def sentence_means(owners: list[int], logprobs: Sequence[float], count: int) -> 
     return [totals[i] / counts[i] if counts[i] else None for i in range(count)]
 
 
+def sentence_scores_by_model(record: dict, parts_by_model: dict[str, dict]) -> tuple[list[tuple[str, int, int, dict[str, float]]], str | None]:
+    """Split the record's reasoning and content into sentences and give each the mean token log-prob
+    under every model: `parts_by_model` maps a name to `{reasoning: {offsets, logprobs}, content: …}`.
+    Returns `[(part, start, end, {model: mean})]`, or an error naming the first sentence that a model
+    has no token in (`sentence_without_<model>_tokens: part[start:end]`)."""
+    from .sentences import split_sentences
+
+    sentences = []
+    for part in ("reasoning", "content"):
+        text = record.get(part) or ""
+        spans = split_sentences(text)
+        if not spans:
+            continue
+        means = {}
+        for name, parts in parts_by_model.items():
+            entry = parts.get(part) or {"offsets": [], "logprobs": []}
+            means[name] = sentence_means(assign_tokens(entry["offsets"], spans, text), entry["logprobs"], len(spans))
+        for index, (start, end) in enumerate(spans):
+            values = {name: means[name][index] for name in parts_by_model}
+            for name, value in values.items():
+                if value is None or not math.isfinite(value):
+                    return [], f"sentence_without_{name}_tokens: {part}[{start}:{end}]"
+            sentences.append((part, start, end, values))
+    return sentences, None
+
+
 def classify(teacher_logprob: float, student_logprob: float, *, beta: float = 0.1, space: str = "prob") -> str:
     """teacher if the teacher is more confident by more than beta, student if less, else shared.
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,13 +44,11 @@ from ..config import StageConfig, dump_config
 from ..errors import ConfigError, InputError
 from ..io import ErrorLog, RecordWriter, batched, iter_records, write_json_atomic
 from ..progress import Progress, format_summary
-from ..render import StudentText, completion_part_logprobs, render_student
-from ..scoring import assign_tokens, sentence_means
-from ..sentences import split_sentences
+from ..render import StudentText, completion_part_logprobs, render_student, with_system_prompt
+from ..scoring import sentence_scores_by_model
 
 CLASSES = ("teacher", "student", "shared", "boosted")
 ROLES = ("teacher", "student", "distilled")
-PARTS = ("reasoning", "content")
 COLOURS = {"teacher": "#4c72b0", "student": "#dd8452", "shared": "#b0b0b0", "boosted": "#55a868"}
 HARMONY_FINAL = "<|end|><|start|>assistant<|channel|>final<|message|>"
 
@@ -122,13 +120,6 @@ def position_fractions(responses: list[dict[str, Any]], *, min_samples: int, max
 
 # --- rendering and scoring ------------------------------------------------------------------------
 
-def _messages(record: dict[str, Any], system_prompt: str | None) -> tuple[list[dict[str, str]], str | None]:
-    """(messages, system prompt for render_student): "" drops the records' system messages."""
-    if system_prompt == "":
-        return [m for m in record["messages"] if m["role"] not in ("system", "developer")], None
-    return record["messages"], system_prompt
-
-
 def render_harmony_response(messages: list[dict[str, str]], reasoning: str, content: str, *, reasoning_effort: str = "medium") -> StudentText:
     """A finished gpt-oss answer as token ids: the harmony prompt, the analysis message holding the
     reasoning, then the final message holding the answer — with each text token's span in
@@ -171,14 +162,9 @@ def _hf_logprobs(config: ScorerConfig, records: list[dict[str, Any]], settings: 
     max_length = getattr(model.config, "max_position_embeddings", None) or 1 << 30
     try:
         for chunk in batched(iter(records), settings.chunk_records):
-            by_prompt: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
-            for record in chunk:
-                messages, system_prompt = _messages(record, config.system_prompt)
-                by_prompt[system_prompt].append({**record, "messages": messages})
-            for system_prompt, group in by_prompt.items():
-                for record, parts, length in model_part_logprobs(scorer, tokenizer, group, system_prompt=system_prompt,
-                                                                 chat_template_kwargs=config.chat_template_kwargs, max_length=max_length):
-                    yield record["id"], parts, None if parts is not None else f"too_long: {length} tokens > {max_length}", length
+            for record, parts, length in model_part_logprobs(scorer, tokenizer, chunk, system_prompt=config.system_prompt,
+                                                             chat_template_kwargs=config.chat_template_kwargs, max_length=max_length):
+                yield record["id"], parts, None if parts is not None else f"too_long: {length} tokens > {max_length}", length
     finally:
         del model
 
@@ -194,15 +180,13 @@ def _openai_logprobs(config: ScorerConfig, records: list[dict[str, Any]], settin
         for chunk in batched(iter(records), settings.chunk_records):
             texts, requests = {}, []
             for record in chunk:
-                messages, system_prompt = _messages(record, config.system_prompt)
+                messages = with_system_prompt(record["messages"], config.system_prompt)
                 reasoning, content = record.get("reasoning") or "", record.get("content") or ""
                 if config.prompt_format == "harmony":
-                    if system_prompt:
-                        messages = [{"role": "system", "content": system_prompt}] + [m for m in messages if m["role"] not in ("system", "developer")]
                     effort = str(config.chat_template_kwargs.get("reasoning_effort", "medium"))
                     text = render_harmony_response(messages, reasoning, content, reasoning_effort=effort)
                 else:
-                    text = render_student(backend.tokenizer, messages, reasoning, content, system_prompt=system_prompt,
+                    text = render_student(backend.tokenizer, messages, reasoning, content, system_prompt=None,
                                           chat_template_kwargs=config.chat_template_kwargs)
                 texts[record["id"]] = (record, text)
                 requests.append(GenerationRequest(id=record["id"], messages=messages, temperature=0.0,
@@ -244,26 +228,13 @@ def score_role(role: str, config: ScorerConfig, records: list[dict[str, Any]], s
 
 def sentence_provenance(record: dict[str, Any], parts: dict[str, dict[str, dict]], settings: ProvenanceConfig) -> tuple[list[dict], str | None]:
     """The record's sentences with the three mean log-probs and their class, or an error."""
-    sentences = []
-    for part in PARTS:
-        text = record.get(part) or ""
-        spans = split_sentences(text)
-        if not spans:
-            continue
-        means = {}
-        for role in ROLES:
-            entry = parts[role].get(part) or {"offsets": [], "logprobs": []}
-            means[role] = sentence_means(assign_tokens(entry["offsets"], spans, text), entry["logprobs"], len(spans))
-        for index, (start, end) in enumerate(spans):
-            values = {role: means[role][index] for role in ROLES}
-            missing = [role for role, value in values.items() if value is None or not math.isfinite(value)]
-            if missing:
-                return [], f"sentence_without_tokens: {part}[{start}:{end}] has no {'/'.join(missing)} tokens"
-            kind = classify_provenance(values["teacher"], values["student"], values["distilled"], alpha=settings.alpha,
-                                       beta=settings.beta, space=settings.space)
-            sentences.append({"part": part, "start": start, "end": end, **{f"{role}_logprob": values[role] for role in ROLES},
-                              "type": kind})
-    return sentences, None
+    scored, error = sentence_scores_by_model(record, {role: parts[role] for role in ROLES})
+    if error:
+        return [], error
+    return [{"part": part, "start": start, "end": end, **{f"{role}_logprob": means[role] for role in ROLES},
+             "type": classify_provenance(means["teacher"], means["student"], means["distilled"], alpha=settings.alpha,
+                                         beta=settings.beta, space=settings.space)}
+            for part, start, end, means in scored], None
 
 
 # --- inputs ---------------------------------------------------------------------------------------

@@ -127,9 +127,7 @@ def plan(config: PipelineConfig) -> list[Step]:
                  {"student_tokenizer": student_tokenizer, **config.build_sft, "input": str(select_out), "output": str(sft_out)},
                  [sft_out.parent], [f"select_{branch}"]), "build_sft")
         train_dir = work / "train" / branch
-        stages = [{"name": "low_temp", "data": str(sft_out.with_name("sft.low_temp.jsonl"))},
-                  {"name": "high_temp", "data": str(sft_out.with_name("sft.high_temp.jsonl"))}]
-        add(Step(f"train_{branch}", "dasd.stages.train", "TrainConfig", {**config.train, "output_dir": str(train_dir), "student": student, "stages": stages},
+        add(Step(f"train_{branch}", "dasd.stages.train", "TrainConfig", {**config.train, "output_dir": str(train_dir), "student": student, "stages": stages_for(work, branch)},
                  [train_dir / "low_temp", train_dir / "high_temp"], [f"build_sft_{branch}"]), "train")
     das_final = work / "train" / "das" / "high_temp" / "final"
     mix_out = work / "mix" / "mixed.jsonl"

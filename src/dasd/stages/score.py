@@ -41,8 +41,7 @@ from ..io import ErrorLog, RecordWriter, batched, iter_records, sidecar, write_j
 from ..progress import Progress, format_summary
 from ..records import stable_hash
 from ..render import DEFAULT_SYSTEM_PROMPT, completion_part_logprobs, render_student
-from ..scoring import ScoringItem, SentenceScore, StudentScorer, assign_tokens, classify, sentence_means
-from ..sentences import split_sentences
+from ..scoring import ScoringItem, SentenceScore, StudentScorer, classify, sentence_scores_by_model
 
 PARTS = ("reasoning", "content")
 
@@ -109,24 +108,12 @@ def check_teacher_logprobs(record: dict[str, Any]) -> str | None:
 
 
 def score_sentences(record: dict[str, Any], student_parts: dict[str, dict], *, beta: float, space: str) -> tuple[list[SentenceScore], str | None]:
-    sentences: list[SentenceScore] = []
-    for part in PARTS:
-        text = record.get(part) or ""
-        spans = split_sentences(text)
-        if not spans:
-            continue
-        teacher = record["teacher_logprobs"].get(part) or {"offsets": [], "logprobs": []}
-        teacher_means = sentence_means(assign_tokens(teacher["offsets"], spans, text), teacher["logprobs"], len(spans))
-        student = student_parts[part]
-        student_means = sentence_means(assign_tokens(student["offsets"], spans, text), student["logprobs"], len(spans))
-        for (start, end), teacher_mean, student_mean in zip(spans, teacher_means, student_means):
-            if teacher_mean is None:
-                return [], f"sentence_without_teacher_tokens: {part}[{start}:{end}]"
-            if student_mean is None:
-                return [], f"sentence_without_student_tokens: {part}[{start}:{end}]"
-            sentences.append(SentenceScore(part, start, end, teacher_mean, student_mean,
-                                           classify(teacher_mean, student_mean, beta=beta, space=space)))
-    return sentences, None
+    scored, error = sentence_scores_by_model(record, {"teacher": record["teacher_logprobs"], "student": student_parts})
+    if error:
+        return [], error
+    return [SentenceScore(part, start, end, means["teacher"], means["student"],
+                          classify(means["teacher"], means["student"], beta=beta, space=space))
+            for part, start, end, means in scored], None
 
 
 def model_part_logprobs(scorer: StudentScorer, tokenizer, records: list[dict[str, Any]], *, system_prompt: str | None,
@@ -134,20 +121,13 @@ def model_part_logprobs(scorer: StudentScorer, tokenizer, records: list[dict[str
     """For each record, (record, `{reasoning: {offsets, logprobs}, content: {...}}`, tokens) with the
     model's own token log-probs, teacher-forced on the text as it sees it (`render_student`); parts is
     None when the rendered text is longer than `max_length` (tokens is then that length)."""
-    items, rendered = [], {}
-    for key, record in enumerate(records):
-        text = render_student(tokenizer, record["messages"], record["reasoning"], record.get("content") or "",
-                              system_prompt=system_prompt, chat_template_kwargs=chat_template_kwargs)
+    rendered = [render_student(tokenizer, record["messages"], record["reasoning"], record.get("content") or "",
+                               system_prompt=system_prompt, chat_template_kwargs=chat_template_kwargs) for record in records]
+    scored = scorer.score([ScoringItem(key=key, input_ids=text.prompt_ids + text.completion_ids, first_scored=len(text.prompt_ids))
+                           for key, text in enumerate(rendered) if text.length <= max_length])
+    for key, (record, text) in enumerate(zip(records, rendered)):
         if text.length > max_length:
-            continue
-        rendered[key] = text
-        items.append(ScoringItem(key=key, input_ids=text.prompt_ids + text.completion_ids, first_scored=len(text.prompt_ids)))
-    scored = scorer.score(items)
-    for key, record in enumerate(records):
-        text = rendered.get(key)
-        if text is None:
-            yield record, None, render_student(tokenizer, record["messages"], record["reasoning"], record.get("content") or "",
-                                               system_prompt=system_prompt, chat_template_kwargs=chat_template_kwargs).length
+            yield record, None, text.length
             continue
         yield record, completion_part_logprobs(text, record["reasoning"], record.get("content") or "", scored[key]), len(text.completion_ids)
 
