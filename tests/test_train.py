@@ -185,6 +185,7 @@ def test_kill_in_stage_two_resumes_without_redoing_stage_one(tmp_path, tiny_llam
     assert marker.stat().st_mtime_ns == before  # stage 1 was not redone
     metrics = json.loads((stage2 / "metrics.json").read_text())
     assert metrics["resumed_from"] and "checkpoint-" in metrics["resumed_from"]
+    assert not list(stage2.glob("checkpoint-*"))  # a finished stage keeps final/ only (keep_checkpoints=false)
     assert metrics["optimizer_steps"] == 48  # 24 samples / 2 per step × 4 epochs, the same as an uninterrupted run
 
 

@@ -6,8 +6,8 @@
 Stages run in order (default: `low_temp` on the low-temperature SFT file, then `high_temp` starting
 from `low_temp`'s final weights; `dasd mix` adds `mixed_policy`). Each stage writes into its own folder
 `<output_dir>/<stage>/`: checkpoints, `final/` (model + tokenizer), `metrics.json` and `loss.png`.
-A finished stage (its `final/dasd_stage.json` exists) is skipped on rerun; a killed stage resumes
-from its last checkpoint.
+A finished stage (its `final/dasd_stage.json` exists) is skipped on rerun and its checkpoints are
+deleted (`keep_checkpoints=true` keeps them); a killed stage resumes from its last checkpoint.
 
 Defaults are the report's: lr 5e-5 cosine-decayed to a floor of 1e-5, warmup 0.1, AdamW (0.9,
 0.95, 1e-8), weight decay 0.1, grad clip 1.0, global batch 64 (per-device batch × accumulation ×
@@ -79,7 +79,8 @@ class TrainConfig(StageConfig):
     seed: int = Field(42, description="training seed (data order, init of anything random)")
     logging_steps: int = Field(1, ge=1, description="log every N optimizer steps")
     save_steps: int = Field(50, ge=1, description="checkpoint every N optimizer steps (resume point after a crash)")
-    save_total_limit: int = Field(2, ge=1, description="checkpoints kept per stage")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept per stage while it trains")
+    keep_checkpoints: bool = Field(False, description="keep a finished stage's checkpoints (its model is in final/; they only serve resuming it, and hold the optimizer state: 3x the model)")
 
 
 def last_complete_checkpoint(stage_dir: Path) -> str | None:
@@ -226,6 +227,9 @@ def run_stage(config: TrainConfig, stage: TrainStage, init: str, stage_dir: Path
         write_json_atomic(stage_dir / "log_history.json", history)
         plot_loss_curve(history, stage_dir / "loss.png", f"{stage.name}: training loss")
         write_json_atomic(final_dir / STAGE_MARKER, metrics)  # written last: the stage is done
+        if not config.keep_checkpoints:
+            for checkpoint in stage_dir.glob("checkpoint-*"):
+                shutil.rmtree(checkpoint, ignore_errors=True)
     return metrics
 
 
