@@ -7,7 +7,7 @@ export DASD_CACHE ?= $(CURDIR)/.cache/dasd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-venv demo test test-all bench clean
+.PHONY: venv vllm-venv demo lint test test-slow test-all bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/cpu.txt pyproject.toml
@@ -31,11 +31,20 @@ demo: venv
 	$(VENV)/bin/dasd demo workdir=runs/demo
 	$(VENV)/bin/dasd report runs/demo
 
-# The default suite: everything but tests marked slow (CI runs exactly this).
-test: venv vllm-venv
+# ruff: lint and formatting (line length 120; settings in pyproject.toml).
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The default suite: lint, then everything but the tests marked slow (a few minutes on 2 cores).
+test: venv vllm-venv lint
 	DASD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(PY) -m pytest -m "not slow" -q
 
-test-all: venv vllm-venv
+# The long integration tests (kill -9 and resume, the real SmolLM2): CI runs them after `make test`.
+test-slow: venv vllm-venv
+	DASD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(PY) -m pytest -m slow -q
+
+test-all: venv vllm-venv lint
 	DASD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(PY) -m pytest -q
 
 bench: venv vllm-venv

@@ -29,8 +29,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _requests(count: int, max_new_tokens: int):
     from dasd.backends.base import GenerationRequest
 
-    return [GenerationRequest(id=f"r{i}", messages=[{"role": "user", "content": f"Question {i}: what is {i} + {2 * i}?"}],
-                              temperature=1.0, max_new_tokens=max_new_tokens, seed=i) for i in range(count)]
+    return [
+        GenerationRequest(
+            id=f"r{i}",
+            messages=[{"role": "user", "content": f"Question {i}: what is {i} + {2 * i}?"}],
+            temperature=1.0,
+            max_new_tokens=max_new_tokens,
+            seed=i,
+        )
+        for i in range(count)
+    ]
 
 
 def bench_hf(model_dir: Path, count: int, max_new_tokens: int, device: str) -> list[tuple[str, float, float]]:
@@ -63,8 +71,17 @@ def bench_openai(model_dir: Path, count: int, max_new_tokens: int, repeats: int 
     try:
         server.wait_ready()
         for concurrency in (1, 16):
-            backend = OpenAIBackend(BackendConfig(name="openai", model="bench", base_urls=[server.url], mode="completions",
-                                                  tokenizer=str(model_dir), concurrency=concurrency), chat_template_kwargs={})
+            backend = OpenAIBackend(
+                BackendConfig(
+                    name="openai",
+                    model="bench",
+                    base_urls=[server.url],
+                    mode="completions",
+                    tokenizer=str(model_dir),
+                    concurrency=concurrency,
+                ),
+                chat_template_kwargs={},
+            )
             # Warm-up at the measured concurrency: vLLM compiles its graph for each new batch shape,
             # so the first pass at a new concurrency is slower than the steady state.
             list(backend.generate(_requests(count, max_new_tokens)))
@@ -94,16 +111,21 @@ def main() -> None:
     from dasd.assets import _atomic_build, cache_dir
     from dasd.tiny import build_tiny_model
 
-    model_dir = _atomic_build(cache_dir() / "bench-models" / "llama-smollm2-h256-l4",
-                              lambda out: build_tiny_model("llama", "smollm2", out, seed=0, hidden_size=256, layers=4, heads=4,
-                                                           kv_heads=2, intermediate_size=768))
+    model_dir = _atomic_build(
+        cache_dir() / "bench-models" / "llama-smollm2-h256-l4",
+        lambda out: build_tiny_model(
+            "llama", "smollm2", out, seed=0, hidden_size=256, layers=4, heads=4, kv_heads=2, intermediate_size=768
+        ),
+    )
     # The server part runs first: once torch has run a model in this process, its idle worker threads
     # compete with the server for the 2 cores of the test machine and flatten the concurrency gain.
     server_rows = [] if args.skip_server else bench_openai(model_dir, args.requests, args.max_new_tokens)
     hf_rows = bench_hf(model_dir, args.requests, args.max_new_tokens, args.device)
 
-    print(f"\nsampling throughput — {args.requests} requests × {args.max_new_tokens} new tokens, "
-          f"model: random-init Llama h256×4 layers, SmolLM2 tokenizer (49,152), {os.cpu_count()} CPUs")
+    print(
+        f"\nsampling throughput — {args.requests} requests × {args.max_new_tokens} new tokens, "
+        f"model: random-init Llama h256×4 layers, SmolLM2 tokenizer (49,152), {os.cpu_count()} CPUs"
+    )
     print(f"{'measurement':32} {'rate':>12} {'seconds':>9}")
     for name, rate, seconds in hf_rows:
         print(f"{name:32} {rate:9.1f} tok/s {seconds:8.2f}")

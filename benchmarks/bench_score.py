@@ -46,17 +46,29 @@ def main() -> None:
     from dasd.tiny import build_tiny_model
 
     if args.shape == "tiny":
-        model_dir = _atomic_build(cache_dir() / "bench-models" / "llama-smollm2-h256-l4",
-                                  lambda out: build_tiny_model("llama", "smollm2", out, seed=0, hidden_size=256, layers=4, heads=4,
-                                                               kv_heads=2, intermediate_size=768))
+        model_dir = _atomic_build(
+            cache_dir() / "bench-models" / "llama-smollm2-h256-l4",
+            lambda out: build_tiny_model(
+                "llama", "smollm2", out, seed=0, hidden_size=256, layers=4, heads=4, kv_heads=2, intermediate_size=768
+            ),
+        )
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(args.device).eval()
         description = "random-init Llama h256×4, SmolLM2 vocab, float32"
     else:  # a random-init Qwen3-0.6B shape (real Qwen3 vocabulary size), bf16, built on the device
         from transformers import Qwen3Config
 
         torch.manual_seed(0)
-        config = Qwen3Config(vocab_size=151669, hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
-                             head_dim=128, intermediate_size=3072, max_position_embeddings=40960, tie_word_embeddings=True)
+        config = Qwen3Config(
+            vocab_size=151669,
+            hidden_size=1024,
+            num_hidden_layers=28,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+            intermediate_size=3072,
+            max_position_embeddings=40960,
+            tie_word_embeddings=True,
+        )
         with torch.device(args.device):
             model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa").eval()
         if args.device.startswith("cuda"):
@@ -65,7 +77,10 @@ def main() -> None:
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     rng = np.random.default_rng(0)
     lengths = np.clip(rng.lognormal(mean=np.log(1200), sigma=0.9, size=args.samples), 200, 8000).astype(int)
-    items = [ScoringItem(key=i, input_ids=rng.integers(100, 40000, size=int(n)).tolist(), first_scored=60) for i, n in enumerate(lengths)]
+    items = [
+        ScoringItem(key=i, input_ids=rng.integers(100, 40000, size=int(n)).tolist(), first_scored=60)
+        for i, n in enumerate(lengths)
+    ]
     scored_tokens = sum(item.length - item.first_scored for item in items)
 
     def naive() -> dict[int, list[float]]:
@@ -74,15 +89,23 @@ def main() -> None:
             for item in items:
                 ids = torch.tensor([item.input_ids], device=args.device)
                 logprobs = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)[0]
-                targets = ids[0, item.first_scored:]
+                targets = ids[0, item.first_scored :]
                 out[item.key] = logprobs[item.first_scored - 1 : -1].gather(1, targets[:, None])[:, 0].tolist()
         return out
 
     results, timings = {}, {}
-    for name, run in (("naive: full logits, 1 per forward", naive),
-                      ("ours: 1 per forward", lambda: StudentScorer(model, tokens_per_batch=1, pack=False).score(items)),
-                      ("ours: length-sorted batches", lambda: StudentScorer(model, tokens_per_batch=args.tokens_per_batch, pack=False).score(items)),
-                      ("ours: packed rows, length-sorted", lambda: StudentScorer(model, tokens_per_batch=args.tokens_per_batch, pack=True).score(items))):
+    for name, run in (
+        ("naive: full logits, 1 per forward", naive),
+        ("ours: 1 per forward", lambda: StudentScorer(model, tokens_per_batch=1, pack=False).score(items)),
+        (
+            "ours: length-sorted batches",
+            lambda: StudentScorer(model, tokens_per_batch=args.tokens_per_batch, pack=False).score(items),
+        ),
+        (
+            "ours: packed rows, length-sorted",
+            lambda: StudentScorer(model, tokens_per_batch=args.tokens_per_batch, pack=True).score(items),
+        ),
+    ):
         if args.device.startswith("cuda"):
             run()  # warm-up: kernels and allocator see these shapes once
         sync()
@@ -91,13 +114,21 @@ def main() -> None:
         sync()
         timings[name] = time.perf_counter() - started
     names = list(results)
-    worst = max(abs(a - b) for other in names[1:] for key in results[names[0]] for a, b in zip(results[names[0]][key], results[other][key]))
+    worst = max(
+        abs(a - b)
+        for other in names[1:]
+        for key in results[names[0]]
+        for a, b in zip(results[names[0]][key], results[other][key])
+    )
     packed = StudentScorer(model, tokens_per_batch=args.tokens_per_batch, pack=True)
     packed.score(items)
 
-    print(f"\nstudent scoring — {args.samples} samples, lengths lognormal clipped 200–8,000 "
-          f"(min {lengths.min()}, median {int(np.median(lengths))}, max {lengths.max()}), {scored_tokens:,} scored tokens, "
-          f"{description}, {args.device}, {os.cpu_count()} CPUs")
+    print(
+        f"\nstudent scoring — {args.samples} samples, lengths lognormal clipped 200–8,000 "
+        f"(min {lengths.min()}, median {int(np.median(lengths))}, max {lengths.max()}), "
+        f"{scored_tokens:,} scored tokens, "
+        f"{description}, {args.device}, {os.cpu_count()} CPUs"
+    )
     for name in names:
         print(f"  {name:36} {scored_tokens / timings[name]:10,.0f} tok/s  {timings[name]:7.2f} s")
     for name in names[1:]:

@@ -36,7 +36,11 @@ def main() -> None:
     segmenter = pysbd.Segmenter(language="en", clean=False)
     ours_right = sum([text[s:e] for s, e in split_sentences(text)] == expected for text, expected in LABELLED)
     theirs_right = sum(pysbd_split(segmenter, text) == expected for text, expected in LABELLED)
-    failures = [(text[:50], pysbd_split(segmenter, text)) for text, expected in LABELLED if pysbd_split(segmenter, text) != expected]
+    failures = [
+        (text[:50], pysbd_split(segmenter, text))
+        for text, expected in LABELLED
+        if pysbd_split(segmenter, text) != expected
+    ]
 
     long_text = "\n\n".join(text for text, _ in LABELLED) * 80
     started = time.perf_counter()
@@ -65,7 +69,10 @@ def main() -> None:
         sentence_spans = split_sentences(long_text)
         assign_tokens(token_spans, sentence_spans, long_text)
         seconds = time.perf_counter() - started
-        print(f"segmentation + alignment, {name}: {len(token_spans) / seconds:,.0f} tokens/s ({len(token_spans):,} tokens)")
+        print(
+            f"segmentation + alignment, {name}: {len(token_spans) / seconds:,.0f} tokens/s "
+            f"({len(token_spans):,} tokens)"
+        )
 
 
 if __name__ == "__main__":

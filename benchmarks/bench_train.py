@@ -1,7 +1,7 @@
 """Training throughput: dasd's padding-free packed path vs TRL's padded default, same model and data.
 
     .venv/bin/python benchmarks/bench_train.py                       # CPU: tiny model
-    python benchmarks/bench_train.py --gpu-4b [--liger]              # GPU: random-init Qwen3-4B shape, 16K tokens/sample
+    python benchmarks/bench_train.py --gpu-4b [--liger]   # GPU: random-init Qwen3-4B shape, 16K tokens/sample
 
 CPU part: a random-init Llama (hidden 256, 4 layers, SmolLM2 vocabulary) trained for a fixed number
 of optimizer steps by `dasd train` on a realistic length mix (lognormal, clipped), once with
@@ -29,7 +29,9 @@ sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("DASD_CACHE", str(REPO / ".cache" / "dasd"))
 
 
-def synthetic_sft(path: Path, count: int, *, low: int, high: int, median: int, vocab_words: int = 3000, seed: int = 0) -> None:
+def synthetic_sft(
+    path: Path, count: int, *, low: int, high: int, median: int, vocab_words: int = 3000, seed: int = 0
+) -> None:
     """SFT records whose assistant turns have lognormal lengths (in words) clipped to [low, high]."""
     import numpy as np
 
@@ -39,9 +41,19 @@ def synthetic_sft(path: Path, count: int, *, low: int, high: int, median: int, v
     with open(path, "w", encoding="utf-8") as handle:
         for index, length in enumerate(lengths):
             body = " ".join(words[int(k)] for k in rng.integers(0, vocab_words, size=int(length)))
-            handle.write(json.dumps({"id": f"s{index}", "messages": [
-                {"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": f"Task {index}"},
-                {"role": "assistant", "content": f"<think>\n{body}\n</think>\n\nDone."}]}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "id": f"s{index}",
+                        "messages": [
+                            {"role": "system", "content": "You are a helpful assistant."},
+                            {"role": "user", "content": f"Task {index}"},
+                            {"role": "assistant", "content": f"<think>\n{body}\n</think>\n\nDone."},
+                        ],
+                    }
+                )
+                + "\n"
+            )
 
 
 def cpu_benchmark(steps: int, max_length: int) -> None:
@@ -50,25 +62,44 @@ def cpu_benchmark(steps: int, max_length: int) -> None:
     from dasd.stages import train
     from dasd.tiny import build_tiny_model
 
-    model_dir = _atomic_build(cache_dir() / "bench-models" / "llama-smollm2-h256-l4",
-                              lambda out: build_tiny_model("llama", "smollm2", out, seed=0, hidden_size=256, layers=4, heads=4,
-                                                           kv_heads=2, intermediate_size=768))
+    model_dir = _atomic_build(
+        cache_dir() / "bench-models" / "llama-smollm2-h256-l4",
+        lambda out: build_tiny_model(
+            "llama", "smollm2", out, seed=0, hidden_size=256, layers=4, heads=4, kv_heads=2, intermediate_size=768
+        ),
+    )
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "sft.jsonl"
         synthetic_sft(data, 400, low=60, high=max_length // 4, median=200)  # words; ~2.5 tokens each
-        for name, overrides in (("packed (padding-free, BFD rows)", ["packing=true", "per_device_batch_size=1", "global_batch_size=1"]),
-                                ("padded (TRL default collation)", ["packing=false", "per_device_batch_size=4", "global_batch_size=4"])):
-            config = load_config(train.TrainConfig, None, [
-                f"output_dir={folder}/{len(results)}", f"student.model={model_dir}", f"stages=[{{name: s, data: {data}}}]",
-                f"max_length={max_length}", f"max_steps={steps}", "save_steps=100000", *overrides])
+        for name, overrides in (
+            ("packed (padding-free, BFD rows)", ["packing=true", "per_device_batch_size=1", "global_batch_size=1"]),
+            ("padded (TRL default collation)", ["packing=false", "per_device_batch_size=4", "global_batch_size=4"]),
+        ):
+            config = load_config(
+                train.TrainConfig,
+                None,
+                [
+                    f"output_dir={folder}/{len(results)}",
+                    f"student.model={model_dir}",
+                    f"stages=[{{name: s, data: {data}}}]",
+                    f"max_length={max_length}",
+                    f"max_steps={steps}",
+                    "save_steps=100000",
+                    *overrides,
+                ],
+            )
             metrics = train.run(config)["stages"][0]
             results[name] = metrics
-    print(f"\ntraining throughput — {steps} optimizer steps each, random-init Llama h256×4 (SmolLM2 vocab), fp32, "
-          f"max_length {max_length}, lognormal sample lengths, {os.cpu_count()} CPUs")
+    print(
+        f"\ntraining throughput — {steps} optimizer steps each, random-init Llama h256×4 (SmolLM2 vocab), fp32, "
+        f"max_length {max_length}, lognormal sample lengths, {os.cpu_count()} CPUs"
+    )
     for name, metrics in results.items():
-        print(f"  {name:34} {metrics['tokens_per_s']:9,.0f} tok/s   padding fraction {metrics['padding_fraction']:.3f}   "
-              f"tokens seen {metrics['tokens_seen']:,.0f}   loss {metrics['first_loss']:.3f}->{metrics['final_loss']:.3f}")
+        print(
+            f"  {name:34} {metrics['tokens_per_s']:9,.0f} tok/s   padding fraction {metrics['padding_fraction']:.3f}   "
+            f"tokens seen {metrics['tokens_seen']:,.0f}   loss {metrics['first_loss']:.3f}->{metrics['final_loss']:.3f}"
+        )
     (packed, padded) = results.values()
     print(f"  ratio packed / padded: {packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x")
 
@@ -80,8 +111,17 @@ def gpu_benchmark(steps: int, tokens: int, liger: bool) -> None:
     from dasd.training import PaddingFreeCollator
 
     assert torch.cuda.is_available(), "--gpu-4b needs a CUDA GPU"
-    config = Qwen3Config(vocab_size=151669, hidden_size=2560, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
-                         head_dim=128, intermediate_size=9728, max_position_embeddings=40960, tie_word_embeddings=True)
+    config = Qwen3Config(
+        vocab_size=151669,
+        hidden_size=2560,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        intermediate_size=9728,
+        max_position_embeddings=40960,
+        tie_word_embeddings=True,
+    )
     try:
         import flash_attn  # noqa: F401
 
@@ -119,9 +159,12 @@ def gpu_benchmark(steps: int, tokens: int, liger: bool) -> None:
     seconds = sorted(timings)[len(timings) // 2]
     rate = tokens / seconds
     mfu = 6 * parameters * rate / 989e12
-    print(f"Qwen3-4B shape ({parameters / 1e9:.2f}B parameters), {tokens} tokens/sample, attention {attention}, liger {liger}: "
-          f"{rate:,.0f} tok/s, MFU {mfu:.1%}, peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB "
-          f"(median of {steps} steps; gradient checkpointing on; {torch.cuda.get_device_name()})")
+    print(
+        f"Qwen3-4B shape ({parameters / 1e9:.2f}B parameters), {tokens} tokens/sample, attention "
+        f"{attention}, liger {liger}: "
+        f"{rate:,.0f} tok/s, MFU {mfu:.1%}, peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB "
+        f"(median of {steps} steps; gradient checkpointing on; {torch.cuda.get_device_name()})"
+    )
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import json
 import time
 from pathlib import Path
 
-
 DEVICE = "cuda"
 
 
@@ -34,11 +33,38 @@ def qwen3_config(vocab: int, shape: str):
     from transformers import Qwen3Config
 
     shapes = {
-        "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32, intermediate_size=256),
-        "0.6B": dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128, intermediate_size=3072),
-        "4B": dict(hidden_size=2560, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128, intermediate_size=9728),
+        "tiny": dict(
+            hidden_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            intermediate_size=256,
+        ),
+        "0.6B": dict(
+            hidden_size=1024,
+            num_hidden_layers=28,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+            intermediate_size=3072,
+        ),
+        "4B": dict(
+            hidden_size=2560,
+            num_hidden_layers=36,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+            intermediate_size=9728,
+        ),
     }
-    return Qwen3Config(vocab_size=vocab, max_position_embeddings=40960, tie_word_embeddings=shape != "4B", rope_theta=1e6, **shapes[shape])
+    return Qwen3Config(
+        vocab_size=vocab,
+        max_position_embeddings=40960,
+        tie_word_embeddings=shape != "4B",
+        rope_theta=1e6,
+        **shapes[shape],
+    )
 
 
 def make_backend(tokenizer, shape: str, dtype, batch_size: int):
@@ -50,17 +76,32 @@ def make_backend(tokenizer, shape: str, dtype, batch_size: int):
 
     torch.manual_seed(0)
     with torch.device(DEVICE):
-        model = AutoModelForCausalLM.from_config(qwen3_config(len(tokenizer), shape), dtype=dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(
+            qwen3_config(len(tokenizer), shape), dtype=dtype, attn_implementation="sdpa"
+        )
     model.eval()
     model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
-    return HFBackend(BackendConfig(model=f"qwen3-{shape}", batch_size=batch_size), chat_template_kwargs={}, model=model, tokenizer=tokenizer)
+    return HFBackend(
+        BackendConfig(model=f"qwen3-{shape}", batch_size=batch_size),
+        chat_template_kwargs={},
+        model=model,
+        tokenizer=tokenizer,
+    )
 
 
 def requests(count: int, max_new_tokens: int, temperature: float = 1.0):
     from dasd.backends.base import GenerationRequest
 
-    return [GenerationRequest(id=f"r{i}", messages=[{"role": "user", "content": f"Problem {i}: compute {i} * {i + 7} and explain."}],
-                              temperature=temperature, max_new_tokens=max_new_tokens, seed=i) for i in range(count)]
+    return [
+        GenerationRequest(
+            id=f"r{i}",
+            messages=[{"role": "user", "content": f"Problem {i}: compute {i} * {i + 7} and explain."}],
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=i,
+        )
+        for i in range(count)
+    ]
 
 
 def fidelity(tokenizer, dtype) -> dict:
@@ -74,7 +115,9 @@ def fidelity(tokenizer, dtype) -> dict:
         for result, req in zip(sorted(backend.generate(reqs), key=lambda r: int(r.id[1:])), reqs):
             prompt, _ = backend.render(req)
             with torch.no_grad():
-                logits = backend.model(input_ids=torch.tensor([prompt + result.token_ids], device=DEVICE), use_cache=False).logits.float()
+                logits = backend.model(
+                    input_ids=torch.tensor([prompt + result.token_ids], device=DEVICE), use_cache=False
+                ).logits.float()
             lp = torch.log_softmax(logits, -1)[0]
             ref = [lp[len(prompt) - 1 + k, t].item() for k, t in enumerate(result.token_ids)]
             worst = max(worst, max(abs(a - b) for a, b in zip(ref, result.token_logprobs)))
@@ -106,8 +149,16 @@ def native_sampling(backend, count: int, max_new_tokens: int, batch_size: int) -
         sync()
         started = time.perf_counter()
         with torch.inference_mode():
-            out = backend.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                         max_new_tokens=max_new_tokens, pad_token_id=backend.pad_id)
+            out = backend.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=backend.pad_id,
+            )
         sync()
         seconds += time.perf_counter() - started
         tokens += (out.shape[1] - width) * len(chunk)
@@ -129,7 +180,11 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    report = {"gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu", "torch": torch.__version__, "transformers": transformers.__version__}
+    report = {
+        "gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
     try:
         import flash_attn  # noqa: F401
 
@@ -169,14 +224,25 @@ def main() -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "gpu_sample.json").write_text(json.dumps(report, indent=2))
 
-    print(f"\nGPU: {report['gpu']}  torch {report['torch']}  transformers {report['transformers']}  flash_attn {report['flash_attn']}")
-    print(f"log-prob fidelity (max |recorded - teacher-forced|): fp32 {report['fidelity_fp32']}  bf16 {report['fidelity_bf16']}")
-    print(f"{'shape':6} {'b1':>7} {'b32 cold':>9} {'b32 warm':>9} {'native warm':>12} {'cudnn cold':>11} {'cudnn warm':>11} {'b32/b1':>7} {'ours/native':>12} {'GiB':>6}")
+    print(
+        f"\nGPU: {report['gpu']}  torch {report['torch']}  transformers {report['transformers']}  "
+        f"flash_attn {report['flash_attn']}"
+    )
+    print(
+        f"log-prob fidelity (max |recorded - teacher-forced|): fp32 {report['fidelity_fp32']}  "
+        f"bf16 {report['fidelity_bf16']}"
+    )
+    print(
+        f"{'shape':6} {'b1':>7} {'b32 cold':>9} {'b32 warm':>9} {'native warm':>12} {'cudnn cold':>11} "
+        f"{'cudnn warm':>11} {'b32/b1':>7} {'ours/native':>12} {'GiB':>6}"
+    )
     for row in rows:
-        print(f"{row['shape']:6} {row['tok_s_b1']:7.1f} {row['tok_s_b32_cold']:9.1f} {row['tok_s_b32_warm']:9.1f} "
-              f"{row['tok_s_b32_native_warm']:12.1f} {row.get('tok_s_b32_cudnn_cold', float('nan')):11.1f} "
-              f"{row.get('tok_s_b32_cudnn_warm', float('nan')):11.1f} {row['batched_over_single']:7.2f} "
-              f"{row['ours_over_native']:12.2f} {row['peak_mem_gib']:6.2f}")
+        print(
+            f"{row['shape']:6} {row['tok_s_b1']:7.1f} {row['tok_s_b32_cold']:9.1f} {row['tok_s_b32_warm']:9.1f} "
+            f"{row['tok_s_b32_native_warm']:12.1f} {row.get('tok_s_b32_cudnn_cold', float('nan')):11.1f} "
+            f"{row.get('tok_s_b32_cudnn_warm', float('nan')):11.1f} {row['batched_over_single']:7.2f} "
+            f"{row['ours_over_native']:12.2f} {row['peak_mem_gib']:6.2f}"
+        )
     print("(tokens/s; cold = first pass over new sequence shapes, warm = the same workload again)")
 
 

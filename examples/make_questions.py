@@ -28,7 +28,9 @@ def main() -> None:
         for task in args.tasks.split(","):
             dataset = reasoning_gym.create_dataset(task, size=args.per_task, seed=args.seed)
             for index, entry in enumerate(dataset):
-                meta = {key: value for key, value in entry["metadata"].items() if isinstance(value, (str, int, float, bool))}
+                meta = {
+                    key: value for key, value in entry["metadata"].items() if isinstance(value, (str, int, float, bool))
+                }
                 record = {
                     "id": f"{task}-{args.seed}-{index}",
                     "messages": [{"role": "user", "content": entry["question"]}],

@@ -36,10 +36,16 @@ def addition_conversations() -> list[list[dict[str, str]]]:
     conversations = []
     for a in range(2, 6):
         for b in range(3, 5):
-            conversations.append([
-                {"role": "user", "content": f"What is {a} + {b}?"},
-                {"role": "assistant", "content": f"<think>\nI add {a} and {b}. That gives {a + b}.\n</think>\n\nThe answer is {a + b}."},
-            ])
+            conversations.append(
+                [
+                    {"role": "user", "content": f"What is {a} + {b}?"},
+                    {
+                        "role": "assistant",
+                        "content": f"<think>\nI add {a} and {b}. That gives {a + b}.\n</think>\n\n"
+                        f"The answer is {a + b}.",
+                    },
+                ]
+            )
     return conversations
 
 
@@ -97,7 +103,9 @@ def kill_when(command: list[str], ready, *, timeout: float = 120.0) -> None:
     import subprocess
     import time
 
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     deadline = time.time() + timeout
     while not ready():
         if process.poll() is not None:
@@ -129,5 +137,13 @@ def read_jsonl(path: Path) -> list[dict]:
 
 @pytest.fixture
 def questions_file(tmp_path) -> Path:
-    records = [{"id": f"q{i}", "messages": [{"role": "user", "content": f"What is {i} + {i + 1}?"}], "answer": str(2 * i + 1), "domain": "math"} for i in range(3)]
+    records = [
+        {
+            "id": f"q{i}",
+            "messages": [{"role": "user", "content": f"What is {i} + {i + 1}?"}],
+            "answer": str(2 * i + 1),
+            "domain": "math",
+        }
+        for i in range(3)
+    ]
     return write_jsonl(tmp_path / "questions.jsonl", records)

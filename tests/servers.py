@@ -46,15 +46,42 @@ class VLLMServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.served_name = served_name
         self.log_path = log_path
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"), "VLLM_LOGGING_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1",
-               "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {
+            **os.environ,
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
+            "VLLM_LOGGING_LEVEL": "WARNING",
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         env.pop("PYTHONPATH", None)
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
-            [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-             "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(self.port),
-             "--dtype", "float32", "--max-model-len", str(max_model_len), "--seed", "0"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            [
+                str(vllm_python()),
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                str(model_dir),
+                "--served-model-name",
+                served_name,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dtype",
+                "float32",
+                "--max-model-len",
+                str(max_model_len),
+                "--seed",
+                "0",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 300.0) -> None:
@@ -125,18 +152,24 @@ class FaultProxy:
             if fault == "http_500":
                 return web.json_response({"error": {"message": "injected 500"}}, status=500)
             if fault == "http_429":
-                return web.json_response({"error": {"message": "injected 429"}}, status=429, headers={"Retry-After": "0"})
+                return web.json_response(
+                    {"error": {"message": "injected 429"}}, status=429, headers={"Retry-After": "0"}
+                )
             if fault == "drop":
                 request.transport.close()
                 return web.Response(status=500)
             target = self.upstream + request.path_qs.removeprefix("/v1")
             async with ClientSession() as session:
-                async with session.request(request.method, target, data=body, headers={"Content-Type": "application/json"}) as upstream:
+                async with session.request(
+                    request.method, target, data=body, headers={"Content-Type": "application/json"}
+                ) as upstream:
                     payload = await upstream.read()
                     status = upstream.status
             self.forwarded += 1
             if fault == "cut":
-                response = web.StreamResponse(status=status, headers={"Content-Type": "application/json", "Content-Length": str(len(payload))})
+                response = web.StreamResponse(
+                    status=status, headers={"Content-Type": "application/json", "Content-Length": str(len(payload))}
+                )
                 await response.prepare(request)
                 await response.write(payload[: len(payload) // 2])
                 request.transport.close()

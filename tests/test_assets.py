@@ -15,7 +15,9 @@ TEXTS = [
 ]
 
 
-@pytest.mark.parametrize("name, quicktok_name", [("qwen3", "qwen3"), ("llama3", "llama3"), ("o200k_harmony", "o200k_harmony")])
+@pytest.mark.parametrize(
+    "name, quicktok_name", [("qwen3", "qwen3"), ("llama3", "llama3"), ("o200k_harmony", "o200k_harmony")]
+)
 def test_quicktok_tokenizers_match_the_reference_encoder(name, quicktok_name):
     import quicktok
     from quicktok._import_core import STRESS
@@ -55,9 +57,12 @@ def test_token_bytes_rebuild_text_exactly(fixture, request):
 
 
 def test_harmony_encoding_works_offline():
-    from dasd.harmony import render_prompt_ids, decode
+    from dasd.harmony import decode, render_prompt_ids
 
-    ids = render_prompt_ids([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+3?"}], reasoning_effort="high")
+    ids = render_prompt_ids(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+3?"}],
+        reasoning_effort="high",
+    )
     text = decode(ids)
     assert "Reasoning: high" in text and "# Instructions\n\nBe brief." in text
     assert text.endswith("<|start|>assistant")

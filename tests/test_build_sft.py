@@ -16,10 +16,20 @@ from .conftest import read_jsonl, write_jsonl
 
 def _selected():
     return [
-        {"id": f"q{i}:t{t:g}:0", "question_id": f"q{i}", "temperature": t,
-         "messages": [{"role": "system", "content": "Old system prompt."}, {"role": "user", "content": f"What is {i} + {i}?"}],
-         "reasoning": f"I add {i} and {i}.\nThat gives {2 * i}.", "content": f"The answer is $\\boxed{{{2 * i}}}$.", "finish_reason": "stop"}
-        for i in range(3) for t in (0.6, 1.0)
+        {
+            "id": f"q{i}:t{t:g}:0",
+            "question_id": f"q{i}",
+            "temperature": t,
+            "messages": [
+                {"role": "system", "content": "Old system prompt."},
+                {"role": "user", "content": f"What is {i} + {i}?"},
+            ],
+            "reasoning": f"I add {i} and {i}.\nThat gives {2 * i}.",
+            "content": f"The answer is $\\boxed{{{2 * i}}}$.",
+            "finish_reason": "stop",
+        }
+        for i in range(3)
+        for t in (0.6, 1.0)
     ]
 
 
@@ -27,7 +37,9 @@ def _selected():
 def built(tmp_path):
     path = write_jsonl(tmp_path / "selected.jsonl", _selected())
     output = tmp_path / "sft" / "sft.jsonl"
-    summary = build_sft.run(load_config(build_sft.BuildSFTConfig, None, [f"input={path}", f"output={output}", "student_tokenizer=qwen3"]))
+    summary = build_sft.run(
+        load_config(build_sft.BuildSFTConfig, None, [f"input={path}", f"output={output}", "student_tokenizer=qwen3"])
+    )
     return output, summary
 
 
@@ -38,7 +50,10 @@ def test_records_and_stages(built):
     first = records[0]
     assert first["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
     assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant"]
-    assert first["messages"][-1]["content"] == "<think>\nI add 0 and 0.\nThat gives 0.\n</think>\n\nThe answer is $\\boxed{0}$."
+    assert (
+        first["messages"][-1]["content"]
+        == "<think>\nI add 0 and 0.\nThat gives 0.\n</think>\n\nThe answer is $\\boxed{0}$."
+    )
     assert first["weight"] == 1.0 and first["source"] == "dasd"
     low = read_jsonl(output.with_name("sft.low_temp.jsonl"))
     assert {r["temperature"] for r in low} == {0.6} and all(r["stage"] == "low_temp" for r in low)
@@ -55,12 +70,16 @@ def test_trl_files_pass_trls_own_data_utilities(built, qwen3_tokenizer):
     assert is_conversational(example)
     rendered = apply_chat_template({"messages": example["messages"]}, qwen3_tokenizer)
     assert rendered["text"].count("I add 0 and 0.") == 1
-    pairs = datasets.load_dataset("json", data_files=str(output.with_name("sft.low_temp.trl_prompt_completion.jsonl")), split="train")
+    pairs = datasets.load_dataset(
+        "json", data_files=str(output.with_name("sft.low_temp.trl_prompt_completion.jsonl")), split="train"
+    )
     pair = pairs[0]
     assert is_conversational(pair)
     rendered = apply_chat_template({"prompt": pair["prompt"], "completion": pair["completion"]}, qwen3_tokenizer)
     assert rendered["prompt"].endswith("<|im_start|>assistant\n")
-    assert rendered["completion"].startswith("<think>\nI add") and rendered["completion"].rstrip().endswith("<|im_end|>")
+    assert rendered["completion"].startswith("<think>\nI add") and rendered["completion"].rstrip().endswith(
+        "<|im_end|>"
+    )
 
 
 def test_sharegpt_export_matches_llamafactorys_schema(built):
@@ -69,7 +88,7 @@ def test_sharegpt_export_matches_llamafactorys_schema(built):
     output, _ = built
     info = json.loads(output.with_name("dataset_info.json").read_text())
     assert set(info) == {"dasd", "dasd_high_temp", "dasd_low_temp"}
-    for name, entry in info.items():
+    for entry in info.values():
         # LLaMA-Factory's documented sharegpt entry: file_name, formatting, columns, tags
         assert entry["formatting"] == "sharegpt"
         assert entry["columns"] == {"messages": "conversations", "system": "system"}
@@ -92,7 +111,10 @@ def test_sharegpt_export_matches_llamafactorys_schema(built):
 def test_template_check_notices_a_template_that_drops_the_reasoning(qwen3_tokenizer):
     tokenizer = copy.deepcopy(qwen3_tokenizer)
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'].split('</think>')[-1] }}{% endfor %}"
-    records = [build_sft.sft_record(r, load_config(build_sft.BuildSFTConfig, None, ["input=x", "output=y"])) for r in _selected()[:2]]
+    records = [
+        build_sft.sft_record(r, load_config(build_sft.BuildSFTConfig, None, ["input=x", "output=y"]))
+        for r in _selected()[:2]
+    ]
     assert build_sft.template_check(tokenizer, records) == {"reasoning_missing": 2}
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{{ m['content'] }}{% endfor %}"
     assert build_sft.template_check(tokenizer, records) == {"reasoning_repeated": 2}
@@ -100,7 +122,13 @@ def test_template_check_notices_a_template_that_drops_the_reasoning(qwen3_tokeni
 
 def test_forced_stage_and_bad_input(tmp_path, capsys):
     path = write_jsonl(tmp_path / "selected.jsonl", _selected())
-    summary = build_sft.run(load_config(build_sft.BuildSFTConfig, None, [f"input={path}", f"output={tmp_path / 'mixed.jsonl'}", "stage=mixed_policy", "exports=[]"]))
+    summary = build_sft.run(
+        load_config(
+            build_sft.BuildSFTConfig,
+            None,
+            [f"input={path}", f"output={tmp_path / 'mixed.jsonl'}", "stage=mixed_policy", "exports=[]"],
+        )
+    )
     assert summary["per_stage"] == {"mixed_policy": 6}
     bad = write_jsonl(tmp_path / "bad.jsonl", [{**_selected()[0], "reasoning": ""}])
     assert main(["build-sft", f"input={bad}", f"output={tmp_path / 'out' / 'sft.jsonl'}"]) == 2

@@ -17,7 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("input: q.jsonl\noutput: out.jsonl\nbackend: {model: m, batch_size: 4}\n")
-    config = load_config(SampleConfig, str(path), ["backend.batch_size=2", "schedule=[{temperature: 1.0, n: 3}]", "system_prompt=Be careful."])
+    config = load_config(
+        SampleConfig,
+        str(path),
+        ["backend.batch_size=2", "schedule=[{temperature: 1.0, n: 3}]", "system_prompt=Be careful."],
+    )
     assert config.backend.batch_size == 2 and config.backend.model == "m"
     assert [(s.temperature, s.n) for s in config.schedule] == [(1.0, 3)]
     assert config.system_prompt == "Be careful."
@@ -27,15 +31,21 @@ def test_yaml_then_overrides(tmp_path):
     assert default.top_k == 0 and default.top_p == 1.0
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["input=q", "output=o", "backend.model=m", "backend.batch_sise=3"], "field 'backend.batch_sise': unknown key"),
-    (["input=q", "output=o", "backend.model=m", "temperature=0.6"], "field 'temperature': unknown key"),
-    (["input=q", "output=o"], "field 'backend': required"),
-    (["input=q", "output=o", "backend.model=m", "backend.batch_size=many"], "field 'backend.batch_size'"),
-    (["input=q", "output=o", "backend.model=m", "schedule=[{temperature: -1, n: 2}]"], "field 'schedule.0.temperature'"),
-    (["input=q", "output=o", "backend.model=m", "shard=2"], "field 'shard'"),
-    (["novalue"], "expected key=value"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["input=q", "output=o", "backend.model=m", "backend.batch_sise=3"], "field 'backend.batch_sise': unknown key"),
+        (["input=q", "output=o", "backend.model=m", "temperature=0.6"], "field 'temperature': unknown key"),
+        (["input=q", "output=o"], "field 'backend': required"),
+        (["input=q", "output=o", "backend.model=m", "backend.batch_size=many"], "field 'backend.batch_size'"),
+        (
+            ["input=q", "output=o", "backend.model=m", "schedule=[{temperature: -1, n: 2}]"],
+            "field 'schedule.0.temperature'",
+        ),
+        (["input=q", "output=o", "backend.model=m", "shard=2"], "field 'shard'"),
+        (["novalue"], "expected key=value"),
+    ],
+)
 def test_bad_configs_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError) as error:
         load_config(SampleConfig, None, overrides)
@@ -65,14 +75,46 @@ def test_help_lists_every_field():
 
 
 def test_every_shipped_yaml_loads():
-    from dasd.cli import STAGES
-    import importlib
-
     shipped = sorted((REPO / "configs").glob("*.yaml"))
     assert shipped, "configs/ should hold example configs"
     for path in shipped:
         # configs are named STAGE.yaml or PREFIX-STAGE.yaml
-        stage = next(name for name in sorted(STAGES, key=len, reverse=True) if path.stem == name or path.stem.endswith("-" + name))
-        module_name, class_name, _ = STAGES[stage]
-        config_class = getattr(importlib.import_module(module_name), class_name)
+        stage = next(
+            name
+            for name in sorted(STAGES, key=len, reverse=True)
+            if path.stem == name or path.stem.endswith("-" + name)
+        )
+        _, config_class = STAGES[stage].load()
         load_config(config_class, str(path))
+
+
+def _fields(config_class, prefix="", in_help=True):
+    """(dotted key, field, whether --help lists it by key) of every field of a config class, nested
+    sections included (the items of a list of sections are described by the list's own help line)."""
+    from pydantic import BaseModel
+
+    for name, field in config_class.model_fields.items():
+        yield prefix + name, field, in_help
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _fields(annotation, f"{prefix}{name}.", in_help)
+        for inner in getattr(annotation, "__args__", ()):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                yield from _fields(inner, f"{prefix}{name}[].", False)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_config_field_of_every_stage_is_described(stage):
+    """`dasd STAGE --help` is generated from these descriptions: each must say what the key does."""
+    _, config_class = STAGES[stage].load()
+    fields = list(_fields(config_class))
+    assert fields
+    for key, field, _ in fields:
+        description = (field.description or "").strip()
+        assert len(description) >= 10, f"{stage}: {key} has no real description ({description!r})"
+        assert "DESIGN §" not in description, f"{stage}: {key} cites a document outside the repo"
+    help_text = "\n".join(describe_config(config_class))
+    missing = [
+        key for key, _, listed in fields if listed and f"  {key} (" not in help_text and f"  {key}.*" not in help_text
+    ]
+    assert not missing, f"{stage}: --help does not list {missing}"

@@ -33,8 +33,10 @@ def test_estimators_on_hand_computed_cases():
     assert avg_at_k(samples) == pytest.approx(0.375)
     assert standard_error(samples) == pytest.approx(math.sqrt(((0.25 - 0.375) ** 2 + (0.5 - 0.375) ** 2) / 1 / 2))
     assert mean_pass_at_k(samples, 2) == pytest.approx((0.5 + (1 - 1 / 6)) / 2)
-    rows = compare({"x": {"avg_at_k": 0.5, "standard_error": 0.01}, "y": {"avg_at_k": 0.5, "standard_error": 0.1}},
-                   {"x": {"avg_at_k": 0.55, "standard_error": 0.01}, "y": {"avg_at_k": 0.6, "standard_error": 0.1}})
+    rows = compare(
+        {"x": {"avg_at_k": 0.5, "standard_error": 0.01}, "y": {"avg_at_k": 0.5, "standard_error": 0.1}},
+        {"x": {"avg_at_k": 0.55, "standard_error": 0.01}, "y": {"avg_at_k": 0.6, "standard_error": 0.1}},
+    )
     assert [(r["benchmark"], r["significant"]) for r in rows] == [("x", True), ("y", False)]
 
 
@@ -47,8 +49,13 @@ OUTPUTS = [
     ("<think>\nx\n</think>\n\nI am not able to decide.", "think", "42", False),
     ("<think>\nIs it \\boxed{40}? No, I made an error.\n</think>\n\nFinal: \\boxed{42}", "think", "42", True),
     ("<think>\nThe answer is \\boxed{42} surely.\n</think>\n\nThe answer is \\boxed{40}.", "think", "42", False),
-    ("<|channel|>analysis<|message|>Try \\boxed{7}. Hmm, no.<|end|><|start|>assistant<|channel|>final<|message|>It is **42**.<|return|>",
-     "harmony", "42", True),
+    (
+        "<|channel|>analysis<|message|>Try \\boxed{7}. Hmm, "
+        "no.<|end|><|start|>assistant<|channel|>final<|message|>It is **42**.<|return|>",
+        "harmony",
+        "42",
+        True,
+    ),
     ("<think>\nThe options...\n</think>\n\nThe correct option is \\boxed{C}.", "think", "C", True),
     ("<think>\nhalf\n</think>\n\n\\boxed{\\frac{1}{2}}", "think", "0.5", True),
 ]
@@ -70,12 +77,30 @@ def test_grading_real_looking_outputs_grades_only_the_final_answer(verifier):
 
 
 def test_end_to_end_on_a_reasoning_gym_set_and_a_file(tmp_path, taught_teacher):
-    questions = write_jsonl(tmp_path / "add.jsonl", [{"id": f"q{a}{b}", "prompt": f"What is {a} + {b}?", "answer": str(a + b)}
-                                                   for a in range(2, 6) for b in range(3, 5)])
-    choices = write_jsonl(tmp_path / "mc.jsonl", [{"id": "m1", "prompt": "What is 2 + 3?", "choices": ["4", "5", "6"], "answer": "5"}])
-    config = load_config(eval_stage.EvalConfig, None, [
-        f"output_dir={tmp_path / 'eval'}", f"backend.model={taught_teacher}", f"benchmarks=[{questions}, {choices}, 'rg:basic_arithmetic:4']",
-        "n=4", "max_new_tokens=40", "system_prompt=null", "math_prompt_suffix=null"])
+    questions = write_jsonl(
+        tmp_path / "add.jsonl",
+        [
+            {"id": f"q{a}{b}", "prompt": f"What is {a} + {b}?", "answer": str(a + b)}
+            for a in range(2, 6)
+            for b in range(3, 5)
+        ],
+    )
+    choices = write_jsonl(
+        tmp_path / "mc.jsonl", [{"id": "m1", "prompt": "What is 2 + 3?", "choices": ["4", "5", "6"], "answer": "5"}]
+    )
+    config = load_config(
+        eval_stage.EvalConfig,
+        None,
+        [
+            f"output_dir={tmp_path / 'eval'}",
+            f"backend.model={taught_teacher}",
+            f"benchmarks=[{questions}, {choices}, 'rg:basic_arithmetic:4']",
+            "n=4",
+            "max_new_tokens=40",
+            "system_prompt=null",
+            "math_prompt_suffix=null",
+        ],
+    )
     summary = eval_stage.run(config)
     add = summary["benchmarks"]["add"]
     assert add["questions"] == 8 and add["samples"] == 32 and add["complete"]
@@ -93,10 +118,23 @@ def test_end_to_end_on_a_reasoning_gym_set_and_a_file(tmp_path, taught_teacher):
     assert eval_stage.run(config)["benchmarks"]["add"] == add
 
 
+@pytest.mark.slow  # a long integration test: `make test-slow` (CI runs it)
 def test_resume_after_kill(tmp_path, tiny_llama_smollm2):
-    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": f"q{i}", "prompt": f"Count to {i}.", "answer": str(i)} for i in range(12)])
-    command = [sys.executable, "-m", "dasd", "eval", f"output_dir={tmp_path / 'eval'}", f"backend.model={tiny_llama_smollm2}",
-               f"benchmarks=[{questions}]", "n=6", "max_new_tokens=48", "backend.batch_size=1"]
+    questions = write_jsonl(
+        tmp_path / "q.jsonl", [{"id": f"q{i}", "prompt": f"Count to {i}.", "answer": str(i)} for i in range(12)]
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "dasd",
+        "eval",
+        f"output_dir={tmp_path / 'eval'}",
+        f"backend.model={tiny_llama_smollm2}",
+        f"benchmarks=[{questions}]",
+        "n=6",
+        "max_new_tokens=48",
+        "backend.batch_size=1",
+    ]
     samples = tmp_path / "eval" / "q" / "samples.jsonl"
     kill_when(command, lambda: line_count(samples) >= 10)
     assert samples.read_bytes().count(b"\n") < 72
@@ -106,15 +144,24 @@ def test_resume_after_kill(tmp_path, tiny_llama_smollm2):
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["benchmarks"]["q"]["samples"] == 72
 
 
-@pytest.mark.parametrize("content, error", [
-    ('{"id": "a", "prompt": "x", "answer": "1"}\n{"id": "b", "prompt": \n', "bad.jsonl:2: invalid JSON"),
-    ('{"id": "a", "prompt": "x"}\n', "field 'answer': question a: a benchmark question needs a reference answer"),
-    ('{"id": "a", "prompt": "x", "choices": ["1", "2"], "answer": "7"}\n', "field 'answer': question a: '7' is neither a letter"),
-])
+@pytest.mark.parametrize(
+    "content, error",
+    [
+        ('{"id": "a", "prompt": "x", "answer": "1"}\n{"id": "b", "prompt": \n', "bad.jsonl:2: invalid JSON"),
+        ('{"id": "a", "prompt": "x"}\n', "field 'answer': question a: a benchmark question needs a reference answer"),
+        (
+            '{"id": "a", "prompt": "x", "choices": ["1", "2"], "answer": "7"}\n',
+            "field 'answer': question a: '7' is neither a letter",
+        ),
+    ],
+)
 def test_bad_benchmark_files_are_one_line_errors(tmp_path, content, error, capsys, tiny_llama_smollm2):
     path = tmp_path / "bad.jsonl"
     path.write_text(content)
-    assert main(["eval", f"output_dir={tmp_path / 'eval'}", f"backend.model={tiny_llama_smollm2}", f"benchmarks=[{path}]"]) == 2
+    assert (
+        main(["eval", f"output_dir={tmp_path / 'eval'}", f"backend.model={tiny_llama_smollm2}", f"benchmarks=[{path}]"])
+        == 2
+    )
     message = capsys.readouterr().err.strip()
     assert error in message and len(message.splitlines()) == 1
     with pytest.raises(ConfigError, match="not a shipped benchmark"):
@@ -126,8 +173,17 @@ def test_bad_benchmark_files_are_one_line_errors(tmp_path, content, error, capsy
 def test_compare_prints_the_difference_and_its_significance(tmp_path, capsys):
     for name, value in (("a", 0.40), ("b", 0.55)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "summary.json").write_text(json.dumps({"model": name, "benchmarks": {
-            "aime24": {"avg_at_k": value, "standard_error": 0.02}, "aime25": {"avg_at_k": value, "standard_error": 0.2}}}))
+        (tmp_path / name / "summary.json").write_text(
+            json.dumps(
+                {
+                    "model": name,
+                    "benchmarks": {
+                        "aime24": {"avg_at_k": value, "standard_error": 0.02},
+                        "aime25": {"avg_at_k": value, "standard_error": 0.2},
+                    },
+                }
+            )
+        )
     assert main(["eval", "--compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     assert "aime24" in out and "+15.00" in out

@@ -9,8 +9,15 @@ import pytest
 
 from dasd.answers import BoundedVerifier, extract_choice, extract_final_answer, grade_many
 from dasd.config import load_config
-from dasd.filters import (DedupeConfig, Deduper, RepetitionConfig, StructureConfig, repetition_reason, structure_filter,
-                          student_length)
+from dasd.filters import (
+    DedupeConfig,
+    Deduper,
+    RepetitionConfig,
+    StructureConfig,
+    repetition_reason,
+    structure_filter,
+    student_length,
+)
 from dasd.stages import filter as filter_stage
 
 from .conftest import read_jsonl, write_jsonl
@@ -31,23 +38,38 @@ def healthy_cot(steps: int = 600) -> str:
     return "\n".join(lines)
 
 
-def _record(rid="r", question="q", reasoning="I add 2 and 3. That gives 5.", content="The answer is $\\boxed{5}$.", **extra):
-    return {"id": rid, "question_id": question, "messages": [{"role": "user", "content": "What is 2 + 3?"}],
-            "reasoning": reasoning, "content": content, "finish_reason": "stop", "answer": "5", "domain": "math", **extra}
+def _record(
+    rid="r", question="q", reasoning="I add 2 and 3. That gives 5.", content="The answer is $\\boxed{5}$.", **extra
+):
+    return {
+        "id": rid,
+        "question_id": question,
+        "messages": [{"role": "user", "content": "What is 2 + 3?"}],
+        "reasoning": reasoning,
+        "content": content,
+        "finish_reason": "stop",
+        "answer": "5",
+        "domain": "math",
+        **extra,
+    }
 
 
 # --- structure --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("changes, reason", [
-    ({}, None),
-    ({"finish_reason": "length"}, "finish_length"),
-    ({"finish_reason": "tool_call"}, "tool_call"),
-    ({"reasoning": "  "}, "empty_reasoning"),
-    ({"content": ""}, "empty_content"),
-    ({"content": '<tool_call>\n{"name": "calc", "arguments": {"x": 1}}\n</tool_call>'}, "tool_call"),
-    ({"content": '{"name": "search", "arguments": {"q": "2+3"}}'}, "tool_call"),
-    ({"content": "The answer is 5.</think> really"}, "stray_think_tag"),
-])
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({}, None),
+        ({"finish_reason": "length"}, "finish_length"),
+        ({"finish_reason": "tool_call"}, "tool_call"),
+        ({"reasoning": "  "}, "empty_reasoning"),
+        ({"content": ""}, "empty_content"),
+        ({"content": '<tool_call>\n{"name": "calc", "arguments": {"x": 1}}\n</tool_call>'}, "tool_call"),
+        ({"content": '{"name": "search", "arguments": {"q": "2+3"}}'}, "tool_call"),
+        ({"content": "The answer is 5.</think> really"}, "stray_think_tag"),
+    ],
+)
 def test_structure(changes, reason):
     verdict = structure_filter(_record(**changes), StructureConfig())
     assert verdict is True if reason is None else verdict == (False, reason)
@@ -55,12 +77,16 @@ def test_structure(changes, reason):
 
 # --- length -----------------------------------------------------------------------------------
 
+
 def test_length_counts_the_whole_training_text_in_student_tokens(smollm2_tokenizer, qwen3_tokenizer):
     record = _record(reasoning="word " * 300)
     for tokenizer in (smollm2_tokenizer, qwen3_tokenizer):
         length = student_length(tokenizer, record, system_prompt="You are a helpful assistant.")
-        text = tokenizer.apply_chat_template([{"role": "system", "content": "You are a helpful assistant."}] + record["messages"],
-                                             tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            [{"role": "system", "content": "You are a helpful assistant."}] + record["messages"],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
         prompt_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         assert length > prompt_tokens + 300  # prompt + ~300 words + tags + end token
     config = load_config(filter_stage.FilterConfig, None, ["input=x", "output=y", "length.max_length=100"])
@@ -71,26 +97,52 @@ def test_length_counts_the_whole_training_text_in_student_tokens(smollm2_tokeniz
 
 # --- repetition -------------------------------------------------------------------------------
 
+
 def test_a_healthy_long_chain_of_thought_survives(qwen3_tokenizer):
     text = healthy_cot()
     assert len(qwen3_tokenizer(text)["input_ids"]) > 20_000
     assert repetition_reason(text, RepetitionConfig()) is None
 
 
-@pytest.mark.parametrize("text, reason", [
-    (healthy_cot(40) + "\n\n" + "\n\n".join(["We now consider the case where the remainder is odd and carry the extra unit into the next column of the sum."] * 3),
-     "repeated_paragraph"),
-    (healthy_cot(40) + "\nI need to check this again carefully.\nI need to check this again carefully.\nI need to check this again carefully.",
-     "sentence_loop"),
-    (healthy_cot(5) + "\n" + " ".join(f"Option {c} gives a value that is too large." for c in "ABCD" * 6), "repeated_sentences"),
-    (" ".join(f"and then we add the same amount again to the running total of the sum {i // 40}" for i in range(200)), "ngram_repetition"),
-    (healthy_cot(200) + " and so " + "x = x + 1, " * 60, "looping_tail"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        (
+            healthy_cot(40)
+            + "\n\n"
+            + "\n\n".join(
+                [
+                    "We now consider the case where the remainder is odd and carry the extra unit into the "
+                    "next column of the sum."
+                ]
+                * 3
+            ),
+            "repeated_paragraph",
+        ),
+        (
+            healthy_cot(40) + "\nI need to check this again carefully.\nI need to check this again carefully.\nI need "
+            "to check this again carefully.",
+            "sentence_loop",
+        ),
+        (
+            healthy_cot(5) + "\n" + " ".join(f"Option {c} gives a value that is too large." for c in "ABCD" * 6),
+            "repeated_sentences",
+        ),
+        (
+            " ".join(
+                f"and then we add the same amount again to the running total of the sum {i // 40}" for i in range(200)
+            ),
+            "ngram_repetition",
+        ),
+        (healthy_cot(200) + " and so " + "x = x + 1, " * 60, "looping_tail"),
+    ],
+)
 def test_degenerate_text_is_caught(text, reason):
     assert repetition_reason(text, RepetitionConfig()) == reason
 
 
 # --- correctness ------------------------------------------------------------------------------
+
 
 def test_final_answer_extraction():
     assert extract_final_answer("First \\boxed{5}, then \\boxed{\\frac{1}{2}}.") == "\\frac{1}{2}"
@@ -110,21 +162,24 @@ def verifier():
         yield bounded
 
 
-@pytest.mark.parametrize("content, reference, domain, correct", [
-    ("The answer is \\boxed{\\frac{1}{2}}.", "0.5", "math", True),
-    ("The answer is \\boxed{0.5}.", "\\frac{1}{2}", "math", True),
-    ("So we get **73**.", "73", "math", True),
-    ("The length is \\boxed{10 \\text{ cm}}.", "10", "math", True),
-    ("So the total is 73 apples.", "73", "math", True),
-    ("First \\boxed{5}, wait, no: \\boxed{12}.", "12", "math", True),  # several boxed: the last one counts
-    ("First \\boxed{12}, wait, no: \\boxed{5}.", "12", "math", False),
-    ("The answer is \\boxed{7}.", "12", "math", False),
-    ("\\boxed{}", "12", "math", False),  # unparsable: wrong, not a crash
-    ("Hmm, I am not sure.", "12", "math", False),
-    ("Thus \\boxed{B}.", "B", "science", True),
-    ("Thus \\boxed{C}.", "B", "science", False),
-    ("The capital is Paris.", "Paris", "other", True),
-])
+@pytest.mark.parametrize(
+    "content, reference, domain, correct",
+    [
+        ("The answer is \\boxed{\\frac{1}{2}}.", "0.5", "math", True),
+        ("The answer is \\boxed{0.5}.", "\\frac{1}{2}", "math", True),
+        ("So we get **73**.", "73", "math", True),
+        ("The length is \\boxed{10 \\text{ cm}}.", "10", "math", True),
+        ("So the total is 73 apples.", "73", "math", True),
+        ("First \\boxed{5}, wait, no: \\boxed{12}.", "12", "math", True),  # several boxed: the last one counts
+        ("First \\boxed{12}, wait, no: \\boxed{5}.", "12", "math", False),
+        ("The answer is \\boxed{7}.", "12", "math", False),
+        ("\\boxed{}", "12", "math", False),  # unparsable: wrong, not a crash
+        ("Hmm, I am not sure.", "12", "math", False),
+        ("Thus \\boxed{B}.", "B", "science", True),
+        ("Thus \\boxed{C}.", "B", "science", False),
+        ("The capital is Paris.", "Paris", "other", True),
+    ],
+)
 def test_tricky_answers(verifier, content, reference, domain, correct):
     assert grade_many([(content, reference, domain, None)], verifier)[0].correct is correct
 
@@ -142,9 +197,15 @@ def test_a_math_verify_call_that_would_hang_is_bounded(verifier):
 
 # --- dedupe -----------------------------------------------------------------------------------
 
+
 def test_dedupe_per_question():
     dedupe = Deduper()
-    first, same, spaced, other_question = _record("a"), _record("b"), _record("c", reasoning="I add 2 and 3.  That gives 5. "), _record("d", question="q2")
+    first, same, spaced, other_question = (
+        _record("a"),
+        _record("b"),
+        _record("c", reasoning="I add 2 and 3.  That gives 5. "),
+        _record("d", question="q2"),
+    )
     assert dedupe(first) is True
     dedupe.add(first)
     assert dedupe(same) == (False, "duplicate") and dedupe(spaced) == (False, "duplicate")
@@ -154,15 +215,32 @@ def test_dedupe_per_question():
 
 # --- the stage on 1,000 mixed records ----------------------------------------------------------
 
+
 def _mixed_records(count: int = 1000):
     rng = random.Random(0)
-    kinds = ["good", "wrong", "truncated", "no_reasoning", "loop", "tool", "duplicate", "long", "no_reference", "no_answer"]
+    kinds = [
+        "good",
+        "wrong",
+        "truncated",
+        "no_reasoning",
+        "loop",
+        "tool",
+        "duplicate",
+        "long",
+        "no_reference",
+        "no_answer",
+    ]
     records = []
     for index in range(count):
         kind = kinds[index % len(kinds)]
         a, b = rng.randint(2, 99), rng.randint(2, 99)
-        record = _record(f"r{index:04d}", f"q{index // 10}", reasoning=f"I add {a} and {b}. That gives {a + b}.",
-                         content=f"The answer is $\\boxed{{{a + b}}}$.", answer=str(a + b))
+        record = _record(
+            f"r{index:04d}",
+            f"q{index // 10}",
+            reasoning=f"I add {a} and {b}. That gives {a + b}.",
+            content=f"The answer is $\\boxed{{{a + b}}}$.",
+            answer=str(a + b),
+        )
         if kind == "wrong":
             record["content"] = f"The answer is $\\boxed{{{a + b + 1}}}$."
         elif kind == "truncated":
@@ -175,7 +253,11 @@ def _mixed_records(count: int = 1000):
             record["content"] = '<tool_call>{"name": "add"}</tool_call>'
         elif kind == "duplicate":
             previous = records[-6]  # the "good" record of the same question
-            record["reasoning"], record["content"], record["answer"] = previous["reasoning"], previous["content"], previous["answer"]
+            record["reasoning"], record["content"], record["answer"] = (
+                previous["reasoning"],
+                previous["content"],
+                previous["answer"],
+            )
         elif kind == "long":
             record["reasoning"] = " ".join(f"Step {k}: {k} plus {k} is {2 * k}." for k in range(60))
         elif kind == "no_reference":
@@ -191,15 +273,31 @@ def test_a_thousand_mixed_records_are_all_accounted_for(tmp_path):
     records = _mixed_records()
     path = write_jsonl(tmp_path / "responses.jsonl", records)
     output = tmp_path / "filtered.jsonl"
-    args = [f"input={path}", f"output={output}", "student_tokenizer=smollm2", "length.max_length=300", "correctness.workers=2"]
+    args = [
+        f"input={path}",
+        f"output={output}",
+        "student_tokenizer=smollm2",
+        "length.max_length=300",
+        "correctness.workers=2",
+    ]
     summary = filter_stage.run(load_config(filter_stage.FilterConfig, None, args))
     kept, rejected = read_jsonl(output), read_jsonl(tmp_path / "filtered.rejected.jsonl")
     ids = [r["id"] for r in kept] + [r["id"] for r in rejected]
     assert sorted(ids) == sorted(r["id"] for r in records) and len(ids) == len(set(ids))
     assert summary["kept"] + summary["rejected"] == 1000 == sum(summary["reasons"].values()) + summary["kept"]
     reasons = Counter(r["filter"]["reason"] for r in rejected)
-    assert reasons == Counter({"wrong_answer": 100, "finish_length": 100, "empty_reasoning": 100, "sentence_loop": 100,
-                               "tool_call": 100, "duplicate": 100, "too_long": 100, "unparsable_answer": 100})
+    assert reasons == Counter(
+        {
+            "wrong_answer": 100,
+            "finish_length": 100,
+            "empty_reasoning": 100,
+            "sentence_loop": 100,
+            "tool_call": 100,
+            "duplicate": 100,
+            "too_long": 100,
+            "unparsable_answer": 100,
+        }
+    )
     assert all(r["filter"] == {"keep": True, "reason": None} for r in kept) and len(kept) == 200
     again = filter_stage.run(load_config(filter_stage.FilterConfig, None, args))
     assert again["already_done"] == 1000 and again["kept"] == again["rejected"] == 0
@@ -210,4 +308,6 @@ def test_length_filter_needs_the_student_tokenizer(tmp_path):
 
     path = write_jsonl(tmp_path / "r.jsonl", [_record()])
     with pytest.raises(ConfigError, match="student_tokenizer"):
-        filter_stage.run(load_config(filter_stage.FilterConfig, None, [f"input={path}", f"output={tmp_path / 'o.jsonl'}"]))
+        filter_stage.run(
+            load_config(filter_stage.FilterConfig, None, [f"input={path}", f"output={tmp_path / 'o.jsonl'}"])
+        )

@@ -15,7 +15,11 @@ from .conftest import read_jsonl, write_jsonl
 
 QUESTIONS = [
     {"id": "a", "prompt": "What is 1+1?", "answer": 2},
-    {"id": "b", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a prime."}], "domain": "math"},
+    {
+        "id": "b",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a prime."}],
+        "domain": "math",
+    },
 ]
 
 
@@ -29,7 +33,10 @@ def test_reads_jsonl_gz_parquet_and_saved_dataset(tmp_path):
     with gzip.open(gz, "wt", encoding="utf-8") as handle:
         for record in QUESTIONS:
             handle.write(json.dumps(record) + "\n")
-    rows = [{"id": "a", "prompt": "What is 1+1?", "answer": "2"}, {"id": "b", "prompt": "Name a prime.", "answer": None}]
+    rows = [
+        {"id": "a", "prompt": "What is 1+1?", "answer": "2"},
+        {"id": "b", "prompt": "Name a prime.", "answer": None},
+    ]
     parquet = tmp_path / "q.parquet"
     pq.write_table(pa.Table.from_pylist(rows), parquet)
     saved = tmp_path / "saved"
@@ -46,21 +53,30 @@ def test_reads_jsonl_gz_parquet_and_saved_dataset(tmp_path):
 
 def test_question_normalisation():
     question = normalize_question(QUESTIONS[0])
-    assert question == {"id": "a", "messages": [{"role": "user", "content": "What is 1+1?"}], "answer": "2", "domain": "other", "meta": {}}
+    assert question == {
+        "id": "a",
+        "messages": [{"role": "user", "content": "What is 1+1?"}],
+        "answer": "2",
+        "domain": "other",
+        "meta": {},
+    }
     without_id = normalize_question({"prompt": "same text"})
     assert without_id["id"] == normalize_question({"prompt": "same text"})["id"]  # stable, from the prompt
     assert without_id["id"] != normalize_question({"prompt": "other text"})["id"]
 
 
-@pytest.mark.parametrize("record, field", [
-    ({"id": "x"}, "messages"),
-    ({"id": "x", "prompt": "   "}, "prompt"),
-    ({"id": "x", "messages": []}, "messages"),
-    ({"id": "x", "messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
-    ({"id": "x", "messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
-    ({"id": "x", "prompt": "hi", "domain": "poetry"}, "domain"),
-    ({"id": "", "prompt": "hi"}, "id"),
-])
+@pytest.mark.parametrize(
+    "record, field",
+    [
+        ({"id": "x"}, "messages"),
+        ({"id": "x", "prompt": "   "}, "prompt"),
+        ({"id": "x", "messages": []}, "messages"),
+        ({"id": "x", "messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+        ({"id": "x", "messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
+        ({"id": "x", "prompt": "hi", "domain": "poetry"}, "domain"),
+        ({"id": "", "prompt": "hi"}, "id"),
+    ],
+)
 def test_bad_questions_name_the_field(record, field):
     with pytest.raises(InputError) as error:
         normalize_question(record, path="in.jsonl", line=7)
@@ -114,8 +130,13 @@ def test_error_log_and_sidecars(tmp_path):
 
 
 def test_released_format_gives_question_and_response(tmp_path):
-    row = {"uuid": "u-1", "input": "What is 2+3?", "output": "<think>\nAdd them: 5.\n</think>\n\nThe answer is **5**.",
-           "domain": "math", "meta": {"answer": "5"}}
+    row = {
+        "uuid": "u-1",
+        "input": "What is 2+3?",
+        "output": "<think>\nAdd them: 5.\n</think>\n\nThe answer is **5**.",
+        "domain": "math",
+        "meta": {"answer": "5"},
+    }
     question, response = released_row_to_records(row)
     assert question["id"] == "u-1" and question["answer"] == "5"
     assert response["reasoning"] == "Add them: 5." and response["content"] == "The answer is **5**."

@@ -7,7 +7,6 @@ import math
 import subprocess
 import sys
 
-
 from dasd.config import load_config
 from dasd.mixing import cut_position
 from dasd.prompts import render_chat_prompt
@@ -23,18 +22,39 @@ def curated(count: int = 8):
     records = []
     pairs = [(a, b) for a in range(2, 6) for b in range(3, 5)]
     for a, b in (pairs * 4)[:count]:
-        records.append({"id": f"q{a}{b}-{len(records)}:t0.6:0", "question_id": f"q{a}{b}-{len(records)}", "answer": str(a + b),
-                        "domain": "math", "stage": "low_temp", "messages": [
-                            {"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": f"What is {a} + {b}?"},
-                            {"role": "assistant", "content": f"<think>\nSum.\n</think>\n\n{a + b}"}]})
+        records.append(
+            {
+                "id": f"q{a}{b}-{len(records)}:t0.6:0",
+                "question_id": f"q{a}{b}-{len(records)}",
+                "answer": str(a + b),
+                "domain": "math",
+                "stage": "low_temp",
+                "messages": [
+                    {"role": "system", "content": "You are a helpful assistant."},
+                    {"role": "user", "content": f"What is {a} + {b}?"},
+                    {"role": "assistant", "content": f"<think>\nSum.\n</think>\n\n{a + b}"},
+                ],
+            }
+        )
     return records
 
 
 def _run(tmp_path, student, teacher, *overrides, count: int = 8):
     path = write_jsonl(tmp_path / "curated.jsonl", curated(count))
     output = tmp_path / "mix" / "mixed.jsonl"
-    config = load_config(mix.MixConfig, None, [f"input={path}", f"output={output}", f"student.model={student}", f"teacher.model={teacher}",
-                                              "teacher_max_new_tokens=24", "system_prompt=null", *overrides])
+    config = load_config(
+        mix.MixConfig,
+        None,
+        [
+            f"input={path}",
+            f"output={output}",
+            f"student.model={student}",
+            f"teacher.model={teacher}",
+            "teacher_max_new_tokens=24",
+            "system_prompt=null",
+            *overrides,
+        ],
+    )
     return output, mix.run(config)
 
 
@@ -48,7 +68,9 @@ def test_cut_positions_are_sentence_ends_in_the_second_half_and_seeded():
     assert cut_position("One long sentence without any end", seed=0, key="q") is None
 
 
-def test_two_tokenizers_budget_cut_and_exact_join(tmp_path, taught_teacher, tiny_qwen3, smollm2_tokenizer, qwen3_tokenizer):
+def test_two_tokenizers_budget_cut_and_exact_join(
+    tmp_path, taught_teacher, tiny_qwen3, smollm2_tokenizer, qwen3_tokenizer
+):
     # student: the taught model (SmolLM2 tokenizer); teacher: a Qwen3-architecture model with the Qwen3 tokenizer
     output, summary = _run(tmp_path, taught_teacher, tiny_qwen3, "off_policy=2")
     folder = output.parent
@@ -57,7 +79,9 @@ def test_two_tokenizers_budget_cut_and_exact_join(tmp_path, taught_teacher, tiny
     assert len(rollouts) == 8 and summary["rollouts"] == 8 and summary["truncated"] >= 4
     for record in curated(8):
         reasoning, content = "Sum.", record["answer"]
-        teacher_tokens = len(smollm2_tokenizer(think_text(reasoning, content)[0], add_special_tokens=False)["input_ids"])
+        teacher_tokens = len(
+            smollm2_tokenizer(think_text(reasoning, content)[0], add_special_tokens=False)["input_ids"]
+        )
         point = cutoff[record["question_id"]]
         # the budget is 1.5x the teacher response counted in *student* tokens
         assert point["teacher_tokens"] == teacher_tokens and point["budget"] == math.ceil(1.5 * teacher_tokens)
@@ -74,11 +98,20 @@ def test_two_tokenizers_budget_cut_and_exact_join(tmp_path, taught_teacher, tiny
         assert len(student_text) / 2 <= cut < len(student_text)
         assert cut in {end for _, end in split_sentences(student_text)}
         # what the teacher saw: its own chat template, its own tokenizer, the turn opened with the prefix
-        ids, _ = render_chat_prompt(qwen3_tokenizer, [{"role": "user", "content": rollouts[item["question_id"]]["messages"][-1]["content"]}],
-                                    assistant_prefix="<think>\n" + item["prefix"])
+        ids, _ = render_chat_prompt(
+            qwen3_tokenizer,
+            [{"role": "user", "content": rollouts[item["question_id"]]["messages"][-1]["content"]}],
+            assistant_prefix="<think>\n" + item["prefix"],
+        )
         rendered = qwen3_tokenizer.decode(ids)
-        assert rendered.startswith("<|im_start|>user\n") and rendered.endswith("<|im_start|>assistant\n<think>\n" + item["prefix"])
-    records = {r["id"]: r for r in read_jsonl(output) + read_jsonl(folder / "mixed.rejected.jsonl") if r["source"] == "mixed_policy"}
+        assert rendered.startswith("<|im_start|>user\n") and rendered.endswith(
+            "<|im_start|>assistant\n<think>\n" + item["prefix"]
+        )
+    records = {
+        r["id"]: r
+        for r in read_jsonl(output) + read_jsonl(folder / "mixed.rejected.jsonl")
+        if r["source"] == "mixed_policy"
+    }
     assert len(records) == len(continuations)
     for item in continuations:
         record = records[item["id"]]
@@ -95,9 +128,19 @@ def test_kept_records_train_as_the_mixed_policy_stage(tmp_path, taught_teacher):
     assert summary["kept"] >= 1, summary
     kept = [r for r in read_jsonl(output) if r["source"] == "mixed_policy"]
     assert all(r["filter"]["keep"] for r in kept)
-    config = load_config(train.TrainConfig, None, [
-        f"output_dir={tmp_path / 'train'}", f"student.model={taught_teacher}", f"stages=[{{name: mixed_policy, data: {output}, epochs: 1}}]",
-        "global_batch_size=1", "max_length=256", "mask_student_prefix=true", "learning_rate=1e-4"])
+    config = load_config(
+        train.TrainConfig,
+        None,
+        [
+            f"output_dir={tmp_path / 'train'}",
+            f"student.model={taught_teacher}",
+            f"stages=[{{name: mixed_policy, data: {output}, epochs: 1}}]",
+            "global_batch_size=1",
+            "max_length=256",
+            "mask_student_prefix=true",
+            "learning_rate=1e-4",
+        ],
+    )
     metrics = train.run(config)["stages"][0]
     assert metrics["mask_student_prefix"] is True and metrics["optimizer_steps"] >= 1
     # with the mask variant only the teacher-written part is trained on
@@ -107,9 +150,20 @@ def test_kept_records_train_as_the_mixed_policy_stage(tmp_path, taught_teacher):
 def test_kill_and_rerun_loses_and_duplicates_nothing(tmp_path, taught_teacher):
     path = write_jsonl(tmp_path / "curated.jsonl", curated(32))
     output = tmp_path / "mix" / "mixed.jsonl"
-    command = [sys.executable, "-m", "dasd", "mix", f"input={path}", f"output={output}", f"student.model={taught_teacher}",
-               f"teacher.model={taught_teacher}", "teacher_max_new_tokens=24", "system_prompt=null", "student.batch_size=1",
-               "teacher.batch_size=1"]
+    command = [
+        sys.executable,
+        "-m",
+        "dasd",
+        "mix",
+        f"input={path}",
+        f"output={output}",
+        f"student.model={taught_teacher}",
+        f"teacher.model={taught_teacher}",
+        "teacher_max_new_tokens=24",
+        "system_prompt=null",
+        "student.batch_size=1",
+        "teacher.batch_size=1",
+    ]
     rollouts = output.parent / "mixed.rollouts.jsonl"
     kill_when(command, lambda: line_count(rollouts) >= 8)
     assert rollouts.read_bytes().count(b"\n") < 32

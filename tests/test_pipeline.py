@@ -12,6 +12,7 @@ import yaml
 
 from dasd.cli import main
 from dasd.config import load_config
+from dasd.records import PROVENANCE_CLASSES
 from dasd.stages import demo
 from dasd.stages import run as pipeline_run
 
@@ -19,8 +20,26 @@ from .conftest import kill_when, read_jsonl
 
 # The demo, made small enough for CI: 12 training questions, 6 held-out questions × 2 samples, 1 epoch.
 REDUCED = ["train_questions=12", "eval_questions=6", "eval_n=2", "epochs=1", "mix_questions=8", "off_policy=2"]
-ALL_STEPS = ["sample", "score", "filter", "select_das", "build_sft_das", "train_das", "select_rs", "build_sft_rs", "train_rs",
-             "mix", "train_mixed", "eval_student", "eval_low_temp", "eval_high_temp", "eval_mixed_policy", "eval_rs_high_temp", "eval_teacher", "provenance"]
+ALL_STEPS = [
+    "sample",
+    "score",
+    "filter",
+    "select_das",
+    "build_sft_das",
+    "train_das",
+    "select_rs",
+    "build_sft_rs",
+    "train_rs",
+    "mix",
+    "train_mixed",
+    "eval_student",
+    "eval_low_temp",
+    "eval_high_temp",
+    "eval_mixed_policy",
+    "eval_rs_high_temp",
+    "eval_teacher",
+    "provenance",
+]
 
 
 def _status(work: Path) -> dict[str, str]:
@@ -59,12 +78,14 @@ def test_killed_demo_resumes_where_it_stopped(demo_run):
         assert step in stdout
     evals = json.loads((work / "run.summary.json").read_text())["eval"]
     assert set(evals) >= {"student", "low_temp", "high_temp", "rs_high_temp", "teacher"}
-    for label, benchmarks in evals.items():
+    for benchmarks in evals.values():
         metrics = benchmarks["eval_questions"]
         assert metrics["questions"] == 6 and metrics["n"] == 2 and metrics["complete"]
         assert f"{100 * metrics['avg_at_k']:6.2f} ± {100 * metrics['standard_error']:5.2f}" in stdout
     # each stage's folder holds its resolved config; the trained students are real checkpoints
-    assert (work / "sample" / "responses.config.yaml").exists() and (work / "train" / "das" / "train.config.yaml").exists()
+    assert (work / "sample" / "responses.config.yaml").exists() and (
+        work / "train" / "das" / "train.config.yaml"
+    ).exists()
     assert (work / "train" / "rs" / "high_temp" / "final" / "config.json").exists()
     responses = read_jsonl(work / "sample" / "responses.jsonl")
     assert len(responses) == 12 * 4 and len({r["id"] for r in responses}) == 48
@@ -105,7 +126,7 @@ def test_report_is_one_self_contained_page_with_the_figures(demo_run, tmp_path):
         assert f'alt="{figure}"' in page
     # the pipeline's provenance step adds Figures 5 and 6; all six are embedded, not linked
     assert 'alt="positions"' in page and 'alt="example"' in page
-    assert page.count("data:image/png;base64,") == 6 and "<img src=\"runs" not in page
+    assert page.count("data:image/png;base64,") == 6 and '<img src="runs' not in page
     assert "Evaluation" in page and "eval/teacher" in page and "±" in page
     assert "T=0.6" in page and "DAS" in page and "RS" in page
 
@@ -117,16 +138,24 @@ def test_report_of_a_folder_without_outputs_is_a_one_line_error(tmp_path, capsys
 
 
 def _spec(tmp_path: Path, **extra) -> dict:
-    return {"workdir": str(tmp_path / "work"), "questions": str(tmp_path / "q.jsonl"), "teacher": {"name": "hf", "model": "teacher"},
-            "student": {"model": "student"}, **extra}
+    return {
+        "workdir": str(tmp_path / "work"),
+        "questions": str(tmp_path / "q.jsonl"),
+        "teacher": {"name": "hf", "model": "teacher"},
+        "student": {"model": "student"},
+        **extra,
+    }
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"stages": {"sampling": False}}, "stages: unknown step(s) ['sampling']"),
-    ({"train": {"epoch": 2}}, "pipeline step train_das"),
-    ({"eval_models": ["distilled"]}, "eval_models: unknown model 'distilled'"),
-    ({"score": {"student": {"model": "x"}, "batch": 3}}, "pipeline step score"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"stages": {"sampling": False}}, "stages: unknown step(s) ['sampling']"),
+        ({"train": {"epoch": 2}}, "pipeline step train_das"),
+        ({"eval_models": ["distilled"]}, "eval_models: unknown model 'distilled'"),
+        ({"score": {"student": {"model": "x"}, "batch": 3}}, "pipeline step score"),
+    ],
+)
 def test_pipeline_config_errors_are_one_line_and_nothing_runs(tmp_path, capsys, extra, message):
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(_spec(tmp_path, **extra)))
@@ -142,21 +171,46 @@ def test_dry_run_lists_the_plan_and_switching_off_stages(tmp_path, capsys):
     assert main(["run", str(path), "dry_run=true", "eval_models=[student, high_temp, mixed_policy, rs_high_temp]"]) == 0
     printed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     # no RS branch, no mix: the mixed_policy and rs models are not evaluated
-    assert printed == ["sample", "score", "filter", "select_das", "build_sft_das", "train_das", "eval_student", "eval_high_temp", "provenance"]
+    assert printed == [
+        "sample",
+        "score",
+        "filter",
+        "select_das",
+        "build_sft_das",
+        "train_das",
+        "eval_student",
+        "eval_high_temp",
+        "provenance",
+    ]
     assert not (tmp_path / "work").exists()
 
 
 def test_provenance_on_the_demo_world(demo_run, tmp_path):
     """Teacher, original student and distilled student of the demo on the distilled student's answers."""
     from dasd.demo_world import world_dir
-    from dasd.stages import provenance
 
     work, _, _ = demo_run
     world = world_dir()
     output = tmp_path / "provenance"
-    assert main(["provenance", "--outputs", str(work / "eval" / "high_temp"), "--teacher", str(world / "teacher"),
-                 "--student", str(world / "student"), "--distilled", str(work / "train" / "das" / "high_temp" / "final"),
-                 'teacher.system_prompt=""', "min_samples=1", f"output_dir={output}"]) == 0
+    assert (
+        main(
+            [
+                "provenance",
+                "--outputs",
+                str(work / "eval" / "high_temp"),
+                "--teacher",
+                str(world / "teacher"),
+                "--student",
+                str(world / "student"),
+                "--distilled",
+                str(work / "train" / "das" / "high_temp" / "final"),
+                'teacher.system_prompt=""',
+                "min_samples=1",
+                f"output_dir={output}",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((output / "summary.json").read_text())
     analysed = summary["responses"]["analysed"]
     assert analysed == summary["responses"]["correct"] + summary["responses"]["incorrect"] == 12  # 6 questions x 2
@@ -165,7 +219,7 @@ def test_provenance_on_the_demo_world(demo_run, tmp_path):
     # three different models: not everything is shared, and each class count matches the records
     kinds = [s["type"] for r in records for s in r["sentences"]]
     assert set(kinds) - {"shared"}
-    for kind in provenance.CLASSES:
+    for kind in PROVENANCE_CLASSES:
         assert summary["sentences"]["correct"][kind] + summary["sentences"]["incorrect"][kind] == kinds.count(kind)
     for figure in ("example", "positions"):
         assert (output / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"

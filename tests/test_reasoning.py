@@ -41,7 +41,23 @@ def test_tool_call_text_in_answer():
 
 
 def test_offsets_index_into_the_stored_strings():
-    pieces = ["<", "think", ">\n", "Let", " me", " think", ".\n", "</", "think", ">\n\n", "The", " answer", " is", " 5", "."]
+    pieces = [
+        "<",
+        "think",
+        ">\n",
+        "Let",
+        " me",
+        " think",
+        ".\n",
+        "</",
+        "think",
+        ">\n\n",
+        "The",
+        " answer",
+        " is",
+        " 5",
+        ".",
+    ]
     raw, spans = spans_of(pieces)
     parsed = parse_think(raw)
     logprobs = [-0.1 * (i + 1) for i in range(len(pieces))]
@@ -66,10 +82,14 @@ def test_fields_from_a_reasoning_parser_are_found_in_the_token_text():
     raw = "<think>\nI compute 2+3.\n</think>\n\nIt is 5."
     parsed = parse_fields(raw, "I compute 2+3.\n", "It is 5.")
     assert (parsed.reasoning, parsed.content) == ("I compute 2+3.", "It is 5.")
-    assert [(s.part, raw[s.raw_start:s.raw_end]) for s in parsed.segments] == [("reasoning", "I compute 2+3."), ("content", "It is 5.")]
+    assert [(s.part, raw[s.raw_start : s.raw_end]) for s in parsed.segments] == [
+        ("reasoning", "I compute 2+3."),
+        ("content", "It is 5."),
+    ]
 
 
 # --- harmony, rendered by openai-harmony itself --------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def harmony():
@@ -88,10 +108,14 @@ def _completion_text(harmony, messages, *, generated_end: str | None = None) -> 
 
     prompt = [Message.from_role_and_content(Role.USER, "What is 2+3?")]
     keep_analysis = RenderConversationConfig(auto_drop_analysis=False)
-    full = harmony.decode_utf8(harmony.render_conversation(Conversation.from_messages(prompt + messages), config=keep_analysis))
-    prefix = harmony.decode_utf8(harmony.render_conversation_for_completion(Conversation.from_messages(prompt), Role.ASSISTANT))
+    full = harmony.decode_utf8(
+        harmony.render_conversation(Conversation.from_messages(prompt + messages), config=keep_analysis)
+    )
+    prefix = harmony.decode_utf8(
+        harmony.render_conversation_for_completion(Conversation.from_messages(prompt), Role.ASSISTANT)
+    )
     assert full.startswith(prefix)
-    text = full[len(prefix):]
+    text = full[len(prefix) :]
     if generated_end and text.endswith("<|end|>"):
         text = text[: -len("<|end|>")] + generated_end
     return text
@@ -111,10 +135,14 @@ def _harmony_reference(harmony, text: str) -> tuple[str, str]:
 def test_harmony_analysis_and_final(harmony):
     from openai_harmony import Message, Role
 
-    text = _completion_text(harmony, [
-        Message.from_role_and_content(Role.ASSISTANT, "User wants a sum. 2+3=5.").with_channel("analysis"),
-        Message.from_role_and_content(Role.ASSISTANT, "The answer is 5.").with_channel("final"),
-    ], generated_end="<|return|>")
+    text = _completion_text(
+        harmony,
+        [
+            Message.from_role_and_content(Role.ASSISTANT, "User wants a sum. 2+3=5.").with_channel("analysis"),
+            Message.from_role_and_content(Role.ASSISTANT, "The answer is 5.").with_channel("final"),
+        ],
+        generated_end="<|return|>",
+    )
     parsed = parse_harmony(text, finish_reason="stop")
     assert (parsed.reasoning, parsed.content) == ("User wants a sum. 2+3=5.", "The answer is 5.")
     assert (parsed.reasoning, parsed.content) == _harmony_reference(harmony, text)
@@ -124,11 +152,16 @@ def test_harmony_analysis_and_final(harmony):
 def test_harmony_tool_call(harmony):
     from openai_harmony import Message, Role
 
-    text = _completion_text(harmony, [
-        Message.from_role_and_content(Role.ASSISTANT, "I should use the calculator.").with_channel("analysis"),
-        Message.from_role_and_content(Role.ASSISTANT, '{"expression": "2+3"}').with_channel("commentary")
-        .with_recipient("functions.calculator").with_content_type("<|constrain|>json"),
-    ])
+    text = _completion_text(
+        harmony,
+        [
+            Message.from_role_and_content(Role.ASSISTANT, "I should use the calculator.").with_channel("analysis"),
+            Message.from_role_and_content(Role.ASSISTANT, '{"expression": "2+3"}')
+            .with_channel("commentary")
+            .with_recipient("functions.calculator")
+            .with_content_type("<|constrain|>json"),
+        ],
+    )
     assert "to=functions.calculator" in text and text.rstrip().endswith("<|call|>")
     parsed = parse_harmony(text, finish_reason="stop")
     assert parsed.finish_reason == "tool_call"
@@ -138,13 +171,20 @@ def test_harmony_tool_call(harmony):
 def test_harmony_missing_final_channel(harmony):
     from openai_harmony import Message, Role
 
-    text = _completion_text(harmony, [
-        Message.from_role_and_content(Role.ASSISTANT, "Let me think about 2+3 carefully").with_channel("analysis"),
-    ])
+    text = _completion_text(
+        harmony,
+        [
+            Message.from_role_and_content(Role.ASSISTANT, "Let me think about 2+3 carefully").with_channel("analysis"),
+        ],
+    )
     # The generation ran out of tokens before any final message: no end token either.
     cut = text[: text.rindex("<|end|>")]
     parsed = parse_harmony(cut, finish_reason="length")
-    assert (parsed.reasoning, parsed.content, parsed.finish_reason) == ("Let me think about 2+3 carefully", "", "length")
+    assert (parsed.reasoning, parsed.content, parsed.finish_reason) == (
+        "Let me think about 2+3 carefully",
+        "",
+        "length",
+    )
     # It stopped after the analysis message without writing a final one.
     parsed = parse_harmony(text, finish_reason="stop")
     assert (parsed.reasoning, parsed.content, parsed.finish_reason) == ("Let me think about 2+3 carefully", "", "stop")
@@ -152,16 +192,47 @@ def test_harmony_missing_final_channel(harmony):
 
 
 def test_harmony_offsets_with_several_analysis_messages():
-    raw = "<|channel|>analysis<|message|>First thought.<|end|><|start|>assistant<|channel|>analysis<|message|>Second.<|end|><|start|>assistant<|channel|>final<|message|>Done.<|return|>"
+    raw = (
+        "<|channel|>analysis<|message|>First "
+        "thought.<|end|><|start|>assistant<|channel|>analysis<|message|>Second.<|end|><|start|>assistant<|channel|>final<|message|>Done.<|return|>"
+    )
     parsed = parse_harmony(raw)
     assert parsed.reasoning == "First thought.\n\nSecond." and parsed.content == "Done."
-    pieces = ["<|channel|>", "analysis", "<|message|>", "First", " thought", ".", "<|end|>", "<|start|>", "assistant",
-              "<|channel|>", "analysis", "<|message|>", "Second", ".", "<|end|>", "<|start|>", "assistant", "<|channel|>",
-              "final", "<|message|>", "Done", ".", "<|return|>"]
+    pieces = [
+        "<|channel|>",
+        "analysis",
+        "<|message|>",
+        "First",
+        " thought",
+        ".",
+        "<|end|>",
+        "<|start|>",
+        "assistant",
+        "<|channel|>",
+        "analysis",
+        "<|message|>",
+        "Second",
+        ".",
+        "<|end|>",
+        "<|start|>",
+        "assistant",
+        "<|channel|>",
+        "final",
+        "<|message|>",
+        "Done",
+        ".",
+        "<|return|>",
+    ]
     text, spans = spans_of(pieces)
     assert text == raw
     mapped = map_token_offsets(spans, list(range(len(pieces))), parsed)
-    assert [parsed.reasoning[s:e] for s, e in mapped["reasoning"]["offsets"]] == ["First", " thought", ".", "Second", "."]
+    assert [parsed.reasoning[s:e] for s, e in mapped["reasoning"]["offsets"]] == [
+        "First",
+        " thought",
+        ".",
+        "Second",
+        ".",
+    ]
     assert [parsed.content[s:e] for s, e in mapped["content"]["offsets"]] == ["Done", "."]
 
 

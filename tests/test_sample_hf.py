@@ -22,8 +22,14 @@ from .conftest import REPO, kill_when, line_count, read_jsonl, write_jsonl
 
 def _requests(temperature: float, count: int = 6, max_new_tokens: int = 24, **sampling) -> list[GenerationRequest]:
     return [
-        GenerationRequest(id=f"r{i}", messages=[{"role": "user", "content": "What is " + "2 + " * i + "3?"}],
-                          temperature=temperature, max_new_tokens=max_new_tokens, seed=100 + i, **sampling)
+        GenerationRequest(
+            id=f"r{i}",
+            messages=[{"role": "user", "content": "What is " + "2 + " * i + "3?"}],
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=100 + i,
+            **sampling,
+        )
         for i in range(count)
     ]
 
@@ -69,16 +75,29 @@ def test_samples_do_not_depend_on_batching(tiny_llama_smollm2):
 
 
 def _config(questions: Path, output: Path, model: Path, *overrides: str):
-    return load_config(sample.SampleConfig, None, [
-        f"input={questions}", f"output={output}", f"backend.model={model}", "backend.batch_size=4",
-        "schedule=[{temperature: 0.6, n: 2}, {temperature: 1.0, n: 2}]", "max_new_tokens=40", *overrides,
-    ])
+    return load_config(
+        sample.SampleConfig,
+        None,
+        [
+            f"input={questions}",
+            f"output={output}",
+            f"backend.model={model}",
+            "backend.batch_size=4",
+            "schedule=[{temperature: 0.6, n: 2}, {temperature: 1.0, n: 2}]",
+            "max_new_tokens=40",
+            *overrides,
+        ],
+    )
 
 
 def test_stage_writes_think_split_records_with_exact_offsets(tmp_path, taught_teacher):
-    questions = write_jsonl(tmp_path / "q.jsonl", [
-        {"id": f"q{a}{b}", "prompt": f"What is {a} + {b}?", "answer": str(a + b), "domain": "math"} for a, b in [(2, 3), (4, 4), (5, 3)]
-    ])
+    questions = write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            {"id": f"q{a}{b}", "prompt": f"What is {a} + {b}?", "answer": str(a + b), "domain": "math"}
+            for a, b in [(2, 3), (4, 4), (5, 3)]
+        ],
+    )
     output = tmp_path / "run" / "responses.jsonl"
     summary = sample.run(_config(questions, output, taught_teacher))
     records = read_jsonl(output)
@@ -96,7 +115,9 @@ def test_stage_writes_think_split_records_with_exact_offsets(tmp_path, taught_te
             # offsets index into the stored string, in order, and tile it
             assert "".join(text[s:e] for s, e in entry["offsets"]) == text
             assert all(lp <= 0 for lp in entry["logprobs"])
-    well_formed = [r for r in stopped if r["reasoning"].startswith("I add") and r["content"].startswith("The answer is")]
+    well_formed = [
+        r for r in stopped if r["reasoning"].startswith("I add") and r["content"].startswith("The answer is")
+    ]
     assert len(well_formed) >= 6, [(r["reasoning"], r["content"]) for r in stopped]
     for record in well_formed:
         assert "think>" not in record["reasoning"] + record["content"]
@@ -111,8 +132,15 @@ def test_rerun_skips_done_ids_and_extends_the_schedule(tmp_path, tiny_llama_smol
     assert first["responses_written"] == 12
     again = sample.run(_config(questions_file, output, tiny_llama_smollm2, "max_new_tokens=8"))
     assert again["responses_written"] == 0 and again["responses_already_done"] == 12
-    more = sample.run(_config(questions_file, output, tiny_llama_smollm2, "max_new_tokens=8",
-                              "schedule=[{temperature: 0.6, n: 3}, {temperature: 1.0, n: 2}]"))
+    more = sample.run(
+        _config(
+            questions_file,
+            output,
+            tiny_llama_smollm2,
+            "max_new_tokens=8",
+            "schedule=[{temperature: 0.6, n: 3}, {temperature: 1.0, n: 2}]",
+        )
+    )
     assert more["responses_written"] == 3
     ids = [r["id"] for r in read_jsonl(output)]
     assert len(ids) == len(set(ids)) == 15
@@ -123,17 +151,29 @@ def test_shards_partition_the_questions(tmp_path, tiny_llama_smollm2):
     seen = []
     for shard in range(3):
         output = tmp_path / f"shard{shard}.jsonl"
-        sample.run(_config(questions, output, tiny_llama_smollm2, "max_new_tokens=2", f"shard={shard}/3", "schedule=[{temperature: 1.0, n: 1}]"))
+        sample.run(
+            _config(
+                questions,
+                output,
+                tiny_llama_smollm2,
+                "max_new_tokens=2",
+                f"shard={shard}/3",
+                "schedule=[{temperature: 1.0, n: 1}]",
+            )
+        )
         seen += [r["question_id"] for r in read_jsonl(output)] if output.exists() else []
     assert sorted(seen) == sorted(f"q{i}" for i in range(10))
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"id": "a", "prompt": "ok"}\n{"id": "b", "prompt": "unterminated}\n', "q.jsonl:2: invalid JSON"),
-    ('{"id": "a", "prompt": "ok"}\n{"id": "b", "text": "no prompt"}\n', "q.jsonl:2: field 'messages': missing"),
-    ("", "q.jsonl: no records (empty file)"),
-    (None, "q.jsonl: file not found"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"id": "a", "prompt": "ok"}\n{"id": "b", "prompt": "unterminated}\n', "q.jsonl:2: invalid JSON"),
+        ('{"id": "a", "prompt": "ok"}\n{"id": "b", "text": "no prompt"}\n', "q.jsonl:2: field 'messages': missing"),
+        ("", "q.jsonl: no records (empty file)"),
+        (None, "q.jsonl: file not found"),
+    ],
+)
 def test_bad_input_exits_with_one_line_and_writes_nothing(tmp_path, capsys, tiny_llama_smollm2, content, message):
     questions = tmp_path / "q.jsonl"
     if content is not None:
@@ -146,12 +186,22 @@ def test_bad_input_exits_with_one_line_and_writes_nothing(tmp_path, capsys, tiny
     assert not output.parent.exists()
 
 
+@pytest.mark.slow  # a long integration test: `make test-slow` (CI runs it)
 def test_kill_9_mid_run_then_rerun_gives_every_id_once(tmp_path, tiny_llama_smollm2):
     questions = write_jsonl(tmp_path / "q.jsonl", [{"id": f"q{i:02d}", "prompt": f"Count to {i}."} for i in range(40)])
     output = tmp_path / "responses.jsonl"
-    command = [sys.executable, "-m", "dasd", "sample", f"input={questions}", f"output={output}",
-               f"backend.model={tiny_llama_smollm2}", "backend.batch_size=1", "max_new_tokens=48",
-               "schedule=[{temperature: 0.6, n: 1}, {temperature: 1.0, n: 1}]"]
+    command = [
+        sys.executable,
+        "-m",
+        "dasd",
+        "sample",
+        f"input={questions}",
+        f"output={output}",
+        f"backend.model={tiny_llama_smollm2}",
+        "backend.batch_size=1",
+        "max_new_tokens=48",
+        "schedule=[{temperature: 0.6, n: 1}, {temperature: 1.0, n: 1}]",
+    ]
     kill_when(command, lambda: line_count(output) >= 10)
     partial = output.read_bytes().count(b"\n")
     assert 10 <= partial < 80
@@ -161,15 +211,21 @@ def test_kill_9_mid_run_then_rerun_gives_every_id_once(tmp_path, tiny_llama_smol
     ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids)) == 80
     summary = json.loads((tmp_path / "responses.summary.json").read_text())
-    assert summary["responses_already_done"] >= partial - 1 and summary["responses_written"] == 80 - summary["responses_already_done"]
+    assert (
+        summary["responses_already_done"] >= partial - 1
+        and summary["responses_written"] == 80 - summary["responses_already_done"]
+    )
 
 
 @pytest.mark.slow
 def test_real_smollm2_demo_config(tmp_path):
     """The README's first command, on the real pretrained SmolLM2-135M-Instruct (about 40 s)."""
     output = tmp_path / "responses.jsonl"
-    config = load_config(sample.SampleConfig, str(REPO / "configs" / "demo-sample.yaml"),
-                         [f"input={REPO / 'examples' / 'questions.jsonl'}", f"output={output}", "max_new_tokens=48"])
+    config = load_config(
+        sample.SampleConfig,
+        str(REPO / "configs" / "demo-sample.yaml"),
+        [f"input={REPO / 'examples' / 'questions.jsonl'}", f"output={output}", "max_new_tokens=48"],
+    )
     summary = sample.run(config)
     assert summary["responses_written"] == 24 and summary["failed"] == 0
     records = read_jsonl(output)
@@ -178,8 +234,12 @@ def test_real_smollm2_demo_config(tmp_path):
 
 def test_rows_with_different_budgets_share_a_batch_and_stop_at_their_own(tiny_llama_smollm2):
     backend = HFBackend(BackendConfig(model=str(tiny_llama_smollm2), batch_size=8), chat_template_kwargs={})
-    requests = [GenerationRequest(id=f"r{i}", messages=[{"role": "user", "content": "Go on."}], temperature=1.0,
-                                  max_new_tokens=budget, seed=i) for i, budget in enumerate([3, 9, 17, 30])]
+    requests = [
+        GenerationRequest(
+            id=f"r{i}", messages=[{"role": "user", "content": "Go on."}], temperature=1.0, max_new_tokens=budget, seed=i
+        )
+        for i, budget in enumerate([3, 9, 17, 30])
+    ]
     together = {r.id: r for r in backend.generate(requests)}
     for request in requests:
         result = together[request.id]

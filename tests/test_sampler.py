@@ -14,7 +14,10 @@ LOGITS = torch.tensor([2.0, 1.5, 1.0, 0.0, -1.0, -3.0])
 
 
 def _draw(rows: int, **sampling) -> torch.Tensor:
-    requests = [GenerationRequest(id=str(i), messages=[], seed=1000 + i, **{"temperature": 1.0, **sampling}) for i in range(rows)]
+    requests = [
+        GenerationRequest(id=str(i), messages=[], seed=1000 + i, **{"temperature": 1.0, **sampling})
+        for i in range(rows)
+    ]
     sampler = SeededSampler(requests, "cpu")
     sampler(None, LOGITS.expand(rows, -1).clone())
     return sampler.step_tokens[0]
@@ -36,10 +39,16 @@ def _expected(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> t
     return probs / probs.sum()
 
 
-@pytest.mark.parametrize("sampling", [
-    {"temperature": 1.0}, {"temperature": 0.6}, {"temperature": 1.0, "top_k": 2}, {"temperature": 1.0, "top_p": 0.7},
-    {"temperature": 0.6, "top_k": 4, "top_p": 0.9},
-])
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        {"temperature": 1.0},
+        {"temperature": 0.6},
+        {"temperature": 1.0, "top_k": 2},
+        {"temperature": 1.0, "top_p": 0.7},
+        {"temperature": 0.6, "top_k": 4, "top_p": 0.9},
+    ],
+)
 def test_draw_frequencies_match_the_warped_distribution(sampling):
     rows = 40_000
     counts = torch.bincount(_draw(rows, **sampling), minlength=len(LOGITS)).double() / rows

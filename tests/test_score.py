@@ -9,10 +9,9 @@ import torch
 
 from dasd.config import load_config
 from dasd.render import completion_part_logprobs, render_student
-from dasd.scoring import ScoringItem, StudentScorer, assign_tokens, classify, plan_batches
+from dasd.scoring import ScoringItem, StudentScorer, assign_tokens, classify, plan_batches, score_sentences
 from dasd.sentences import split_sentences
 from dasd.stages import sample, score
-from dasd.stages.score import score_sentences
 
 from .conftest import read_jsonl, write_jsonl
 
@@ -26,12 +25,39 @@ COT = (
 
 
 def _sample_then_score(tmp_path, model, *, sample_overrides, score_overrides=()):
-    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": f"q{a}{b}", "prompt": f"What is {a} + {b}?", "answer": str(a + b)}
-                                                   for a in range(2, 6) for b in range(3, 5)])
-    sample.run(load_config(sample.SampleConfig, None, [f"input={questions}", f"output={tmp_path / 'responses.jsonl'}",
-                                                       f"backend.model={model}", "max_new_tokens=40", *sample_overrides]))
-    summary = score.run(load_config(score.ScoreConfig, None, [f"input={tmp_path / 'responses.jsonl'}", f"output={tmp_path / 'scored.jsonl'}",
-                                                             f"student.model={model}", *score_overrides]))
+    questions = write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            {"id": f"q{a}{b}", "prompt": f"What is {a} + {b}?", "answer": str(a + b)}
+            for a in range(2, 6)
+            for b in range(3, 5)
+        ],
+    )
+    sample.run(
+        load_config(
+            sample.SampleConfig,
+            None,
+            [
+                f"input={questions}",
+                f"output={tmp_path / 'responses.jsonl'}",
+                f"backend.model={model}",
+                "max_new_tokens=40",
+                *sample_overrides,
+            ],
+        )
+    )
+    summary = score.run(
+        load_config(
+            score.ScoreConfig,
+            None,
+            [
+                f"input={tmp_path / 'responses.jsonl'}",
+                f"output={tmp_path / 'scored.jsonl'}",
+                f"student.model={model}",
+                *score_overrides,
+            ],
+        )
+    )
     return read_jsonl(tmp_path / "scored.jsonl"), summary
 
 
@@ -40,7 +66,8 @@ def test_same_model_as_teacher_and_student_gives_only_shared_sentences(tmp_path,
     # tokenization): the recorded raw log-probs must equal the student's teacher-forced ones.
     # A temperature-scaled log-prob, a different prompt or an off-by-one shift would not.
     records, summary = _sample_then_score(
-        tmp_path, taught_teacher,
+        tmp_path,
+        taught_teacher,
         sample_overrides=["schedule=[{temperature: 0.6, n: 1}, {temperature: 1.0, n: 1}]", "top_k=1"],
         score_overrides=["system_prompt=null"],  # the prompt the teacher saw (the template's default)
     )
@@ -55,9 +82,12 @@ def test_same_model_as_teacher_and_student_gives_only_shared_sentences(tmp_path,
 
 
 def test_a_different_system_prompt_is_visible_in_the_student_probabilities(tmp_path, taught_teacher):
-    records, _ = _sample_then_score(tmp_path, taught_teacher,
-                                    sample_overrides=["schedule=[{temperature: 0.6, n: 1}]", "top_k=1"],
-                                    score_overrides=["system_prompt=You are a pirate. Answer in riddles."])
+    records, _ = _sample_then_score(
+        tmp_path,
+        taught_teacher,
+        sample_overrides=["schedule=[{temperature: 0.6, n: 1}]", "top_k=1"],
+        score_overrides=["system_prompt=You are a pirate. Answer in riddles."],
+    )
     differences = [abs(s["teacher_logprob"] - s["student_logprob"]) for r in records for s in r["sentences"]]
     assert max(differences) > 1e-3  # the check above is not vacuous
 
@@ -105,25 +135,31 @@ def _offsets(text: str, pieces: list[str]) -> list[list[int]]:
 def test_hand_built_classes():
     reasoning = "First step. Second step. Third step."
     record = {
-        "id": "r", "reasoning": reasoning, "content": "Done.",
+        "id": "r",
+        "reasoning": reasoning,
+        "content": "Done.",
         "teacher_logprobs": {
-            "reasoning": {"offsets": _offsets(reasoning, ["First", " step.", " Second", " step.", " Third", " step."]),
-                          "logprobs": [math.log(0.9), math.log(0.9), math.log(0.5), math.log(0.5), math.log(0.2), math.log(0.2)]},
+            "reasoning": {
+                "offsets": _offsets(reasoning, ["First", " step.", " Second", " step.", " Third", " step."]),
+                "logprobs": [math.log(0.9), math.log(0.9), math.log(0.5), math.log(0.5), math.log(0.2), math.log(0.2)],
+            },
             "content": {"offsets": [[0, 5]], "logprobs": [math.log(0.8)]},
         },
     }
     student = {
-        "reasoning": {"offsets": _offsets(reasoning, ["First step", ".", " Second step.", " Third", " step", "."]),
-                      "logprobs": [math.log(0.3), math.log(0.3), math.log(0.45), math.log(0.6), math.log(0.6), math.log(0.6)]},
+        "reasoning": {
+            "offsets": _offsets(reasoning, ["First step", ".", " Second step.", " Third", " step", "."]),
+            "logprobs": [math.log(0.3), math.log(0.3), math.log(0.45), math.log(0.6), math.log(0.6), math.log(0.6)],
+        },
         "content": {"offsets": [[0, 4], [4, 5]], "logprobs": [math.log(0.75), math.log(0.75)]},
     }
     sentences, error = score_sentences(record, student, beta=0.1, space="prob")
     assert error is None
-    assert [(s.part, reasoning[s.start:s.end] if s.part == "reasoning" else "Done.", s.type) for s in sentences] == [
-        ("reasoning", "First step.", "teacher"),   # 0.9 vs 0.3
-        ("reasoning", "Second step.", "shared"),   # 0.5 vs 0.45
-        ("reasoning", "Third step.", "student"),   # 0.2 vs 0.6
-        ("content", "Done.", "shared"),            # 0.8 vs 0.75
+    assert [(s.part, reasoning[s.start : s.end] if s.part == "reasoning" else "Done.", s.type) for s in sentences] == [
+        ("reasoning", "First step.", "teacher"),  # 0.9 vs 0.3
+        ("reasoning", "Second step.", "shared"),  # 0.5 vs 0.45
+        ("reasoning", "Third step.", "student"),  # 0.2 vs 0.6
+        ("content", "Done.", "shared"),  # 0.8 vs 0.75
     ]
     # boundary values of beta, and the log-ratio space
     assert classify(math.log(0.6), math.log(0.5), beta=0.1) == "shared"  # 0.1 is not > 0.1
@@ -139,8 +175,12 @@ def test_packed_scoring_equals_one_sample_at_a_time(tiny_qwen3):
     model = AutoModelForCausalLM.from_pretrained(str(tiny_qwen3), dtype=torch.float32)
     generator = torch.Generator().manual_seed(0)
     lengths = [5, 37, 12, 64, 3, 90, 21, 48, 7, 30]
-    items = [ScoringItem(key=i, input_ids=torch.randint(10, 5000, (n,), generator=generator).tolist(), first_scored=max(1, n // 3))
-             for i, n in enumerate(lengths)]
+    items = [
+        ScoringItem(
+            key=i, input_ids=torch.randint(10, 5000, (n,), generator=generator).tolist(), first_scored=max(1, n // 3)
+        )
+        for i, n in enumerate(lengths)
+    ]
     batches = plan_batches(items, tokens_per_batch=200)
     assert any(len(row) > 1 for rows in batches for row in rows), "the plan must actually pack"
     packed = StudentScorer(model, tokens_per_batch=200, pack=True).score(items)
@@ -149,25 +189,53 @@ def test_packed_scoring_equals_one_sample_at_a_time(tiny_qwen3):
     assert all(len(packed[item.key]) == item.length - item.first_scored for item in items)
     assert worst < 1e-4
     # a packed sample's scores do not move when its neighbours change
-    neighbours = [ScoringItem(key=100 + i, input_ids=torch.randint(10, 5000, (20,), generator=generator).tolist(), first_scored=1) for i in range(4)]
+    neighbours = [
+        ScoringItem(key=100 + i, input_ids=torch.randint(10, 5000, (20,), generator=generator).tolist(), first_scored=1)
+        for i in range(4)
+    ]
     again = StudentScorer(model, tokens_per_batch=200, pack=True).score([items[0], items[4], *neighbours])
     assert max(abs(a - b) for a, b in zip(again[0], single[0])) < 1e-4
 
 
 def test_bad_records_get_reasons_and_the_rest_is_scored(tmp_path, tiny_llama_smollm2):
-    good = {"id": "good", "messages": [{"role": "user", "content": "Q?"}], "reasoning": "Fine. Really.", "content": "A.",
-            "teacher_logprobs": {"reasoning": {"offsets": [[0, 5], [5, 13]], "logprobs": [-0.1, -0.2]},
-                                 "content": {"offsets": [[0, 2]], "logprobs": [-0.3]}}}
+    good = {
+        "id": "good",
+        "messages": [{"role": "user", "content": "Q?"}],
+        "reasoning": "Fine. Really.",
+        "content": "A.",
+        "teacher_logprobs": {
+            "reasoning": {"offsets": [[0, 5], [5, 13]], "logprobs": [-0.1, -0.2]},
+            "content": {"offsets": [[0, 2]], "logprobs": [-0.3]},
+        },
+    }
     records = [
         good,
         {**good, "id": "no_logprobs", "teacher_logprobs": None},
-        {**good, "id": "bad_offsets", "teacher_logprobs": {"reasoning": {"offsets": [[0, 50]], "logprobs": [-0.1]}, "content": good["teacher_logprobs"]["content"]}},
+        {
+            **good,
+            "id": "bad_offsets",
+            "teacher_logprobs": {
+                "reasoning": {"offsets": [[0, 50]], "logprobs": [-0.1]},
+                "content": good["teacher_logprobs"]["content"],
+            },
+        },
         {**good, "id": "empty_reasoning", "reasoning": "  "},
-        {**good, "id": "hole", "teacher_logprobs": {"reasoning": {"offsets": [[0, 5]], "logprobs": [-0.1]}, "content": good["teacher_logprobs"]["content"]}},
+        {
+            **good,
+            "id": "hole",
+            "teacher_logprobs": {
+                "reasoning": {"offsets": [[0, 5]], "logprobs": [-0.1]},
+                "content": good["teacher_logprobs"]["content"],
+            },
+        },
     ]
     path = write_jsonl(tmp_path / "in.jsonl", records)
     output = tmp_path / "scored.jsonl"
-    summary = score.run(load_config(score.ScoreConfig, None, [f"input={path}", f"output={output}", f"student.model={tiny_llama_smollm2}"]))
+    summary = score.run(
+        load_config(
+            score.ScoreConfig, None, [f"input={path}", f"output={output}", f"student.model={tiny_llama_smollm2}"]
+        )
+    )
     assert [r["id"] for r in read_jsonl(output)] == ["good"]
     errors = {e["id"]: e["error"] for e in read_jsonl(tmp_path / "scored.errors.jsonl")}
     assert errors["no_logprobs"] == "missing_teacher_logprobs"
@@ -179,10 +247,19 @@ def test_bad_records_get_reasons_and_the_rest_is_scored(tmp_path, tiny_llama_smo
 
 def test_too_long_is_skipped_with_a_reason_and_resume_skips_done(tmp_path, tiny_llama_smollm2):
     long_reasoning = "Step. " * 400
-    records = [{"id": f"r{i}", "messages": [{"role": "user", "content": "Q?"}], "reasoning": text.strip(), "content": "A.",
-                "teacher_logprobs": {"reasoning": {"offsets": [[0, len(text.strip())]], "logprobs": [-0.5]},
-                                     "content": {"offsets": [[0, 2]], "logprobs": [-0.1]}}}
-               for i, text in enumerate(["Short one.", long_reasoning, "Another short."])]
+    records = [
+        {
+            "id": f"r{i}",
+            "messages": [{"role": "user", "content": "Q?"}],
+            "reasoning": text.strip(),
+            "content": "A.",
+            "teacher_logprobs": {
+                "reasoning": {"offsets": [[0, len(text.strip())]], "logprobs": [-0.5]},
+                "content": {"offsets": [[0, 2]], "logprobs": [-0.1]},
+            },
+        }
+        for i, text in enumerate(["Short one.", long_reasoning, "Another short."])
+    ]
     path = write_jsonl(tmp_path / "in.jsonl", records)
     args = [f"input={path}", f"output={tmp_path / 's.jsonl'}", f"student.model={tiny_llama_smollm2}", "max_length=200"]
     first = score.run(load_config(score.ScoreConfig, None, args))
@@ -200,24 +277,55 @@ def test_released_data_with_logprobs_is_joined_and_decoded(tmp_path, tiny_llama_
 
     harmony = encoding()
     texts, logprob_rows = [], []
-    for index, (analysis, final) in enumerate([("User asks 2+3. Sum is 5.", "The answer is **5**."),
-                                               ("Compute 7*6. It is 42. Check: 6*7=42.", "42")]):
-        conversation = Conversation.from_messages([
-            Message.from_role_and_content(Role.USER, f"Question {index}"),
-            Message.from_role_and_content(Role.ASSISTANT, analysis).with_channel("analysis"),
-            Message.from_role_and_content(Role.ASSISTANT, final).with_channel("final"),
-        ])
+    for index, (analysis, final) in enumerate(
+        [("User asks 2+3. Sum is 5.", "The answer is **5**."), ("Compute 7*6. It is 42. Check: 6*7=42.", "42")]
+    ):
+        conversation = Conversation.from_messages(
+            [
+                Message.from_role_and_content(Role.USER, f"Question {index}"),
+                Message.from_role_and_content(Role.ASSISTANT, analysis).with_channel("analysis"),
+                Message.from_role_and_content(Role.ASSISTANT, final).with_channel("final"),
+            ]
+        )
         full = harmony.render_conversation(conversation, config=RenderConversationConfig(auto_drop_analysis=False))
-        prompt = harmony.render_conversation_for_completion(Conversation.from_messages(conversation.messages[:1]), Role.ASSISTANT)
-        completion = list(full[len(prompt):])
-        logprob_rows.append({"sample_uuid": f"u{index}", "token_ids": completion, "logprobs": [-0.01 * (k + 1) for k in range(len(completion))]})
-        texts.append({"uuid": f"u{index}", "input": f"Question {index}", "output": f"<think>\n{analysis}\n</think>\n\n{final}", "domain": "math", "meta": {}})
-    texts.append({"uuid": "u-missing", "input": "Q", "output": "<think>\nx.\n</think>\n\ny", "domain": "math", "meta": {}})
+        prompt = harmony.render_conversation_for_completion(
+            Conversation.from_messages(conversation.messages[:1]), Role.ASSISTANT
+        )
+        completion = list(full[len(prompt) :])
+        logprob_rows.append(
+            {
+                "sample_uuid": f"u{index}",
+                "token_ids": completion,
+                "logprobs": [-0.01 * (k + 1) for k in range(len(completion))],
+            }
+        )
+        texts.append(
+            {
+                "uuid": f"u{index}",
+                "input": f"Question {index}",
+                "output": f"<think>\n{analysis}\n</think>\n\n{final}",
+                "domain": "math",
+                "meta": {},
+            }
+        )
+    texts.append(
+        {"uuid": "u-missing", "input": "Q", "output": "<think>\nx.\n</think>\n\ny", "domain": "math", "meta": {}}
+    )
     text_path = write_jsonl(tmp_path / "release.jsonl", texts)
     logprob_path = write_jsonl(tmp_path / "release-logprob.jsonl", logprob_rows)
     output = tmp_path / "scored.jsonl"
-    summary = score.run(load_config(score.ScoreConfig, None, [f"input={text_path}", f"released_logprobs={logprob_path}",
-                                                             f"output={output}", f"student.model={tiny_llama_smollm2}"]))
+    summary = score.run(
+        load_config(
+            score.ScoreConfig,
+            None,
+            [
+                f"input={text_path}",
+                f"released_logprobs={logprob_path}",
+                f"output={output}",
+                f"student.model={tiny_llama_smollm2}",
+            ],
+        )
+    )
     records = {r["id"]: r for r in read_jsonl(output)}
     assert set(records) == {"u0", "u1"} and summary["failure_reasons"] == {"no_logprobs": 1}
     first = records["u0"]
@@ -226,20 +334,38 @@ def test_released_data_with_logprobs_is_joined_and_decoded(tmp_path, tiny_llama_
         entry = first["teacher_logprobs"][part]
         assert "".join(first[part][s:e] for s, e in entry["offsets"]) == first[part]
     # the log-probs kept are the ones of the tokens inside the parts, in order
-    assert first["teacher_logprobs"]["reasoning"]["logprobs"] == sorted(first["teacher_logprobs"]["reasoning"]["logprobs"], reverse=True)
+    assert first["teacher_logprobs"]["reasoning"]["logprobs"] == sorted(
+        first["teacher_logprobs"]["reasoning"]["logprobs"], reverse=True
+    )
     assert [s["part"] for s in first["sentences"]].count("reasoning") == 2
 
 
 def test_shards_under_a_launcher_cover_every_record_once(tmp_path, tiny_llama_smollm2, monkeypatch):
     """RANK/WORLD_SIZE (set by accelerate launch / torchrun) split the records into shard files."""
-    records = [{"id": f"r{i}", "messages": [{"role": "user", "content": f"Q{i}?"}], "reasoning": f"Step {i}.", "content": "A.",
-                "teacher_logprobs": {"reasoning": {"offsets": [[0, len(f"Step {i}.")]], "logprobs": [-0.5]},
-                                     "content": {"offsets": [[0, 2]], "logprobs": [-0.1]}}} for i in range(12)]
+    records = [
+        {
+            "id": f"r{i}",
+            "messages": [{"role": "user", "content": f"Q{i}?"}],
+            "reasoning": f"Step {i}.",
+            "content": "A.",
+            "teacher_logprobs": {
+                "reasoning": {"offsets": [[0, len(f"Step {i}.")]], "logprobs": [-0.5]},
+                "content": {"offsets": [[0, 2]], "logprobs": [-0.1]},
+            },
+        }
+        for i in range(12)
+    ]
     path = write_jsonl(tmp_path / "in.jsonl", records)
     monkeypatch.setenv("WORLD_SIZE", "3")
     for rank in range(3):
         monkeypatch.setenv("RANK", str(rank))
-        score.run(load_config(score.ScoreConfig, None, [f"input={path}", f"output={tmp_path / 'scored.jsonl'}", f"student.model={tiny_llama_smollm2}"]))
+        score.run(
+            load_config(
+                score.ScoreConfig,
+                None,
+                [f"input={path}", f"output={tmp_path / 'scored.jsonl'}", f"student.model={tiny_llama_smollm2}"],
+            )
+        )
     shards = sorted(tmp_path.glob("scored.shard-*-of-3.jsonl"))
     assert len(shards) == 3
     from dasd.io import read_records

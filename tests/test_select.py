@@ -14,17 +14,28 @@ from .conftest import read_jsonl, write_jsonl
 
 
 def _record(question: str, index: int, teacher: int, n: int, temperature: float = 0.6, length: int = 10, keep=None):
-    record = {"id": f"{question}:t{temperature:g}:{index}", "question_id": question, "temperature": temperature,
-              "reasoning": "x" * length, "content": "y", "das": {"teacher": teacher, "student": 0, "shared": n - teacher, "n": n}}
+    record = {
+        "id": f"{question}:t{temperature:g}:{index}",
+        "question_id": question,
+        "temperature": temperature,
+        "reasoning": "x" * length,
+        "content": "y",
+        "das": {"teacher": teacher, "student": 0, "shared": n - teacher, "n": n},
+    }
     if keep is not None:
         record["filter"] = {"keep": keep, "reason": None if keep else "structure"}
     return record
 
 
 RECORDS = [
-    _record("q1", 0, teacher=2, n=10, length=50), _record("q1", 1, teacher=5, n=20, length=10), _record("q1", 2, teacher=3, n=4, length=30),
-    _record("q1", 0, teacher=9, n=10, temperature=1.0), _record("q1", 1, teacher=1, n=10, temperature=1.0),
-    _record("q2", 0, teacher=7, n=8, keep=False), _record("q2", 1, teacher=4, n=8, keep=True), _record("q2", 2, teacher=0, n=8, keep=True),
+    _record("q1", 0, teacher=2, n=10, length=50),
+    _record("q1", 1, teacher=5, n=20, length=10),
+    _record("q1", 2, teacher=3, n=4, length=30),
+    _record("q1", 0, teacher=9, n=10, temperature=1.0),
+    _record("q1", 1, teacher=1, n=10, temperature=1.0),
+    _record("q2", 0, teacher=7, n=8, keep=False),
+    _record("q2", 1, teacher=4, n=8, keep=True),
+    _record("q2", 2, teacher=0, n=8, keep=True),
 ]
 
 
@@ -35,11 +46,14 @@ def _run(tmp_path, *overrides, records=RECORDS):
     return [r["id"] for r in read_jsonl(output)], summary
 
 
-@pytest.mark.parametrize("strategy, expected", [
-    ("count", {"q1:t0.6:1", "q1:t1:0", "q2:t0.6:1"}),    # most teacher sentences; q2's best was filtered out
-    ("ratio", {"q1:t0.6:2", "q1:t1:0", "q2:t0.6:1"}),    # 3/4 beats 5/20
-    ("longest", {"q1:t0.6:0"}),  # the 50-character reasoning; the other groups are ties
-])
+@pytest.mark.parametrize(
+    "strategy, expected",
+    [
+        ("count", {"q1:t0.6:1", "q1:t1:0", "q2:t0.6:1"}),  # most teacher sentences; q2's best was filtered out
+        ("ratio", {"q1:t0.6:2", "q1:t1:0", "q2:t0.6:1"}),  # 3/4 beats 5/20
+        ("longest", {"q1:t0.6:0"}),  # the 50-character reasoning; the other groups are ties
+    ],
+)
 def test_strategies_pick_the_expected_response(tmp_path, strategy, expected):
     ids, summary = _run(tmp_path, f"strategy={strategy}")
     assert len(ids) == 3 and summary["excluded_by_filter"] == 1
@@ -79,5 +93,7 @@ def test_count_strategy_needs_scored_records(tmp_path, capsys):
     assert status == 2 and "raw.jsonl:1: field 'das': missing" in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
     # random needs no scores
-    ids, _ = _run(tmp_path, "strategy=random", records=[{"id": "a", "question_id": "q"}, {"id": "b", "question_id": "q"}])
+    ids, _ = _run(
+        tmp_path, "strategy=random", records=[{"id": "a", "question_id": "q"}, {"id": "b", "question_id": "q"}]
+    )
     assert len(ids) == 1

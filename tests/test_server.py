@@ -42,8 +42,10 @@ def hf_teacher(taught_teacher):
 
 def _questions(count: int):
     pairs = [(a, b) for a in range(2, 6) for b in range(3, 5)]
-    return [{"id": f"q{i}", "prompt": f"What is {a} + {b}?", "answer": str(a + b), "domain": "math"}
-            for i, (a, b) in enumerate((pairs * 4)[:count])]
+    return [
+        {"id": f"q{i}", "prompt": f"What is {a} + {b}?", "answer": str(a + b), "domain": "math"}
+        for i, (a, b) in enumerate((pairs * 4)[:count])
+    ]
 
 
 def _teacher_forced(hf: HFBackend, request: GenerationRequest, token_ids: list[int]) -> list[float]:
@@ -56,10 +58,23 @@ def _teacher_forced(hf: HFBackend, request: GenerationRequest, token_ids: list[i
 
 @pytest.mark.parametrize("mode", ["chat", "completions"])
 def test_server_logprobs_are_raw_and_match_transformers(server, hf_teacher, taught_teacher, mode):
-    backend = OpenAIBackend(BackendConfig(name="openai", model=server.served_name, base_urls=[server.url], mode=mode,
-                                          tokenizer=str(taught_teacher), concurrency=4), chat_template_kwargs={})
-    requests = [GenerationRequest(id=f"r{i}", messages=[{"role": "user", "content": q["prompt"]}], temperature=0.6,
-                                  max_new_tokens=40, seed=i) for i, q in enumerate(_questions(6))]
+    backend = OpenAIBackend(
+        BackendConfig(
+            name="openai",
+            model=server.served_name,
+            base_urls=[server.url],
+            mode=mode,
+            tokenizer=str(taught_teacher),
+            concurrency=4,
+        ),
+        chat_template_kwargs={},
+    )
+    requests = [
+        GenerationRequest(
+            id=f"r{i}", messages=[{"role": "user", "content": q["prompt"]}], temperature=0.6, max_new_tokens=40, seed=i
+        )
+        for i, q in enumerate(_questions(6))
+    ]
     results = {r.id: r for r in backend.generate(requests)}
     assert set(results) == {r.id for r in requests} and not any(r.error for r in results.values())
     table = TokenBytes(hf_teacher.tokenizer)
@@ -79,10 +94,19 @@ def test_server_logprobs_are_raw_and_match_transformers(server, hf_teacher, taug
 
 def _run_stage(tmp_path, name, questions, *overrides):
     output = tmp_path / name / "responses.jsonl"
-    config = load_config(sample.SampleConfig, None, [
-        f"input={questions}", f"output={output}", "backend.name=openai", "backend.model=teacher",
-        "schedule=[{temperature: 0.6, n: 2}, {temperature: 1.0, n: 2}]", "max_new_tokens=40", *overrides,
-    ])
+    config = load_config(
+        sample.SampleConfig,
+        None,
+        [
+            f"input={questions}",
+            f"output={output}",
+            "backend.name=openai",
+            "backend.model=teacher",
+            "schedule=[{temperature: 0.6, n: 2}, {temperature: 1.0, n: 2}]",
+            "max_new_tokens=40",
+            *overrides,
+        ],
+    )
     return output, sample.run(config)
 
 
@@ -93,15 +117,25 @@ def _check_records(records):
             entry = record["teacher_logprobs"][part]
             assert len(entry["offsets"]) == len(entry["logprobs"])
             assert "".join(record[part][s:e] for s, e in entry["offsets"]) == record[part]
-    well_formed = [r for r in records if r["finish_reason"] == "stop" and r["reasoning"].startswith("I add") and r["content"].startswith("The answer")]
+    well_formed = [
+        r
+        for r in records
+        if r["finish_reason"] == "stop" and r["reasoning"].startswith("I add") and r["content"].startswith("The answer")
+    ]
     assert len(well_formed) >= len(records) // 2, Counter((r["finish_reason"], r["content"][:12]) for r in records)
 
 
 @pytest.mark.parametrize("mode", ["chat", "completions"])
 def test_stage_through_the_server(tmp_path, server, taught_teacher, mode):
     questions = write_jsonl(tmp_path / "q.jsonl", _questions(4))
-    output, summary = _run_stage(tmp_path, mode, questions, f"backend.base_urls=[{server.url}]", f"backend.mode={mode}",
-                                 f"backend.tokenizer={taught_teacher}")
+    output, summary = _run_stage(
+        tmp_path,
+        mode,
+        questions,
+        f"backend.base_urls=[{server.url}]",
+        f"backend.mode={mode}",
+        f"backend.tokenizer={taught_teacher}",
+    )
     records = read_jsonl(output)
     assert summary["responses_written"] == len(records) == 16 and summary["failed"] == 0
     _check_records(records)
@@ -122,9 +156,17 @@ def test_faults_are_retried_and_every_id_is_written_once(tmp_path, server, taugh
     try:
         questions = write_jsonl(tmp_path / "q.jsonl", _questions(12))
         output, summary = _run_stage(
-            tmp_path, "faults", questions, f"backend.base_urls=[{proxies[0].url}, {proxies[1].url}]", "backend.mode=completions",
-            f"backend.tokenizer={taught_teacher}", "backend.concurrency=8", "backend.backoff_initial_s=0.01",
-            "backend.backoff_max_s=0.1", "backend.max_retries=20", "max_new_tokens=16",
+            tmp_path,
+            "faults",
+            questions,
+            f"backend.base_urls=[{proxies[0].url}, {proxies[1].url}]",
+            "backend.mode=completions",
+            f"backend.tokenizer={taught_teacher}",
+            "backend.concurrency=8",
+            "backend.backoff_initial_s=0.01",
+            "backend.backoff_max_s=0.1",
+            "backend.max_retries=20",
+            "max_new_tokens=16",
         )
     finally:
         for proxy in proxies:
@@ -146,10 +188,17 @@ def test_faults_are_retried_and_every_id_is_written_once(tmp_path, server, taugh
 def test_requests_that_keep_failing_go_to_the_errors_file_and_a_rerun_finishes(tmp_path, server, taught_teacher):
     proxy = FaultProxy(server.url, fault_rate=1.0, seed=1)  # everything fails
     questions = write_jsonl(tmp_path / "q.jsonl", _questions(2))
-    common = ["backend.mode=completions", f"backend.tokenizer={taught_teacher}", "backend.backoff_initial_s=0.01",
-              "backend.backoff_max_s=0.02", "max_new_tokens=8"]
+    common = [
+        "backend.mode=completions",
+        f"backend.tokenizer={taught_teacher}",
+        "backend.backoff_initial_s=0.01",
+        "backend.backoff_max_s=0.02",
+        "max_new_tokens=8",
+    ]
     try:
-        output, summary = _run_stage(tmp_path, "down", questions, f"backend.base_urls=[{proxy.url}]", "backend.max_retries=2", *common)
+        output, summary = _run_stage(
+            tmp_path, "down", questions, f"backend.base_urls=[{proxy.url}]", "backend.max_retries=2", *common
+        )
     finally:
         proxy.stop()
     assert summary["failed"] == 8 and summary["responses_written"] == 0
@@ -166,17 +215,33 @@ def test_eval_through_the_server(tmp_path, server, taught_teacher):
     from dasd.stages import eval as eval_stage
 
     questions = write_jsonl(tmp_path / "add.jsonl", _questions(6))
-    config = load_config(eval_stage.EvalConfig, None, [
-        f"output_dir={tmp_path / 'eval'}", "backend.name=openai", "backend.model=teacher", f"backend.base_urls=[{server.url}]",
-        "backend.mode=completions", f"backend.tokenizer={taught_teacher}", f"benchmarks=[{questions}, 'rg:chain_sum:3']", "n=4",
-        "max_new_tokens=40", "system_prompt=null", "math_prompt_suffix=null"])
+    config = load_config(
+        eval_stage.EvalConfig,
+        None,
+        [
+            f"output_dir={tmp_path / 'eval'}",
+            "backend.name=openai",
+            "backend.model=teacher",
+            f"backend.base_urls=[{server.url}]",
+            "backend.mode=completions",
+            f"backend.tokenizer={taught_teacher}",
+            f"benchmarks=[{questions}, 'rg:chain_sum:3']",
+            "n=4",
+            "max_new_tokens=40",
+            "system_prompt=null",
+            "math_prompt_suffix=null",
+        ],
+    )
     summary = eval_stage.run(config)["benchmarks"]
     assert summary["add"]["samples"] == 24 and summary["add"]["complete"]
     results = read_jsonl(tmp_path / "eval" / "add" / "results.jsonl")
     # integer answers: a sample is correct exactly when its final answer is the reference number
     assert all(r["correct"] == (not r["truncated"] and r["predicted"] == r["answer"]) for r in results)
     assert summary["add"]["avg_at_k"] == sum(r["correct"] for r in results) / 24
-    assert summary["rg_chain_sum"]["samples"] == 12 and summary["rg_chain_sum"]["reasoning_gym"]["agreement_with_ours"] == 1.0
+    assert (
+        summary["rg_chain_sum"]["samples"] == 12
+        and summary["rg_chain_sum"]["reasoning_gym"]["agreement_with_ours"] == 1.0
+    )
 
 
 @pytest.mark.parametrize("mode", ["completions", "chat"])
@@ -189,21 +254,46 @@ def test_mix_continuation_through_the_server(tmp_path, server, taught_teacher, m
 
     path = write_jsonl(tmp_path / "curated.jsonl", curated(12))
     output = tmp_path / "mix" / "mixed.jsonl"
-    config = load_config(mix.MixConfig, None, [
-        f"input={path}", f"output={output}", f"student.model={taught_teacher}", "teacher.name=openai", "teacher.model=teacher",
-        f"teacher.base_urls=[{server.url}]", f"teacher.mode={mode}", f"teacher.tokenizer={taught_teacher}", "teacher_max_new_tokens=24",
-        "teacher_temperature=0", "system_prompt=null"])
+    config = load_config(
+        mix.MixConfig,
+        None,
+        [
+            f"input={path}",
+            f"output={output}",
+            f"student.model={taught_teacher}",
+            "teacher.name=openai",
+            "teacher.model=teacher",
+            f"teacher.base_urls=[{server.url}]",
+            f"teacher.mode={mode}",
+            f"teacher.tokenizer={taught_teacher}",
+            "teacher_max_new_tokens=24",
+            "teacher_temperature=0",
+            "system_prompt=null",
+        ],
+    )
     summary = mix.run(config)
     continuations = read_jsonl(output.parent / "mixed.continuations.jsonl")
     assert continuations and summary["continued"] == len(continuations)
     # the server saw the prefix as the start of the assistant turn and wrote the rest of it
-    closed = [c for c in continuations if c["continuation"].lstrip().startswith("</think>") or "</think>" in c["continuation"]]
+    closed = [
+        c for c in continuations if c["continuation"].lstrip().startswith("</think>") or "</think>" in c["continuation"]
+    ]
     assert len(closed) >= len(continuations) // 2, [c["continuation"] for c in continuations]
     assert all(not c["continuation"].startswith("<think>") for c in continuations)
-    assert all(len(c["continuation_logprobs"]["offsets"]) == len(c["continuation_logprobs"]["logprobs"]) > 0 for c in continuations)
-    mixed = [r for r in read_jsonl(output) + read_jsonl(output.parent / "mixed.rejected.jsonl") if r["source"] == "mixed_policy"]
+    assert all(
+        len(c["continuation_logprobs"]["offsets"]) == len(c["continuation_logprobs"]["logprobs"]) > 0
+        for c in continuations
+    )
+    mixed = [
+        r
+        for r in read_jsonl(output) + read_jsonl(output.parent / "mixed.rejected.jsonl")
+        if r["source"] == "mixed_policy"
+    ]
     by_id = {c["id"]: c for c in continuations}
-    assert all(r["messages"][-1]["content"] == "<think>\n" + by_id[r["id"]]["prefix"] + by_id[r["id"]]["continuation"] for r in mixed)
+    assert all(
+        r["messages"][-1]["content"] == "<think>\n" + by_id[r["id"]]["prefix"] + by_id[r["id"]]["continuation"]
+        for r in mixed
+    )
 
 
 def test_provenance_scores_a_remote_teacher_through_echo_log_probs(tmp_path, server, taught_teacher):
@@ -214,12 +304,27 @@ def test_provenance_scores_a_remote_teacher_through_echo_log_probs(tmp_path, ser
     from .test_provenance import _answers
 
     outputs = _answers(tmp_path)
-    config = load_config(provenance.ProvenanceConfig, None, [
-        f"outputs={outputs}", "teacher.name=openai", "teacher.model=teacher", f"teacher.base_urls=[{server.url}]",
-        f"teacher.tokenizer={taught_teacher}", f"student.model={taught_teacher}", f"distilled.model={taught_teacher}", "min_samples=1"])
+    config = load_config(
+        provenance.ProvenanceConfig,
+        None,
+        [
+            f"outputs={outputs}",
+            "teacher.name=openai",
+            "teacher.model=teacher",
+            f"teacher.base_urls=[{server.url}]",
+            f"teacher.tokenizer={taught_teacher}",
+            f"student.model={taught_teacher}",
+            f"distilled.model={taught_teacher}",
+            "min_samples=1",
+        ],
+    )
     summary = provenance.run(config)
     assert summary["responses"]["analysed"] == 8
-    assert all(summary["sentences"][group][kind] == 0 for group in ("correct", "incorrect") for kind in ("teacher", "student", "boosted"))
+    assert all(
+        summary["sentences"][group][kind] == 0
+        for group in ("correct", "incorrect")
+        for kind in ("teacher", "student", "boosted")
+    )
     folder = outputs / "provenance"
     remote = {r["id"]: r["parts"] for r in read_jsonl(folder / "logprobs.teacher.jsonl")}
     local = {r["id"]: r["parts"] for r in read_jsonl(folder / "logprobs.student.jsonl")}
@@ -228,3 +333,36 @@ def test_provenance_scores_a_remote_teacher_through_echo_log_probs(tmp_path, ser
         for part in ("reasoning", "content"):
             assert parts[part]["offsets"] == local[record_id][part]["offsets"]
             assert max(abs(a - b) for a, b in zip(parts[part]["logprobs"], local[record_id][part]["logprobs"])) < 1e-3
+
+
+def test_score_with_a_served_student_equals_a_local_one(tmp_path, server, taught_teacher):
+    """`dasd score student.name=openai`: the student's sentence log-probs from the server's echoed prompt
+    log-probs equal those of the same weights run locally, sentence for sentence."""
+    from dasd.stages import score
+
+    questions = write_jsonl(tmp_path / "q.jsonl", _questions(2))
+    responses, _ = _run_stage(tmp_path, "sampled", questions, "backend.name=hf", f"backend.model={taught_teacher}")
+    scored = {}
+    for where, student in (
+        ("local", [f"student.model={taught_teacher}"]),
+        (
+            "served",
+            [
+                "student.name=openai",
+                "student.model=teacher",
+                f"student.base_urls=[{server.url}]",
+                f"student.tokenizer={taught_teacher}",
+            ],
+        ),
+    ):
+        output = tmp_path / where / "scored.jsonl"
+        summary = score.run(load_config(score.ScoreConfig, None, [f"input={responses}", f"output={output}", *student]))
+        assert summary["records_scored"] + summary["records_failed"] == 8 and summary["records_scored"] >= 6
+        scored[where] = {r["id"]: r["sentences"] for r in read_jsonl(output)}
+    assert scored["local"].keys() == scored["served"].keys()
+    for record_id, sentences in scored["served"].items():
+        local = scored["local"][record_id]
+        assert [(s["part"], s["start"], s["end"]) for s in sentences] == [
+            (s["part"], s["start"], s["end"]) for s in local
+        ]
+        assert max(abs(a["student_logprob"] - b["student_logprob"]) for a, b in zip(sentences, local)) < 1e-3

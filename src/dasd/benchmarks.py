@@ -4,7 +4,7 @@
   shipped in `dasd/data/` (sources in `dasd/data/SOURCES.md`);
 * `rg:<task>[:<size>]` — a reasoning-gym task set generated offline with the run's `rg_seed`
   (e.g. `rg:basic_arithmetic:50`); reasoning-gym's own scorer re-checks every grade;
-* a path — any question file (DESIGN §3); multiple-choice questions carry `choices` (a list) and
+* a path — any question file (`dasd.records.Question`); multiple-choice questions carry `choices` (a list) and
   the answer as a letter or as the text of the right choice.
 """
 
@@ -41,12 +41,19 @@ def _with_choices(question: dict[str, Any], path: str) -> dict[str, Any]:
     if not choices:
         return question
     if not isinstance(choices, list) or not 2 <= len(choices) <= len(CHOICE_LETTERS):
-        raise InputError(path, None, "choices", f"question {question['id']}: must be a list of 2 to {len(CHOICE_LETTERS)} options")
+        raise InputError(
+            path, None, "choices", f"question {question['id']}: must be a list of 2 to {len(CHOICE_LETTERS)} options"
+        )
     answer = (question.get("answer") or "").strip()
     if answer and answer not in CHOICE_LETTERS[: len(choices)]:
         matches = [index for index, choice in enumerate(choices) if str(choice).strip() == answer]
         if not matches:
-            raise InputError(path, None, "answer", f"question {question['id']}: {answer!r} is neither a letter nor one of the choices")
+            raise InputError(
+                path,
+                None,
+                "answer",
+                f"question {question['id']}: {answer!r} is neither a letter nor one of the choices",
+            )
         answer = CHOICE_LETTERS[matches[0]]
     listing = "\n".join(f"{CHOICE_LETTERS[index]}. {choice}" for index, choice in enumerate(choices))
     messages = [dict(message) for message in question["messages"]]
@@ -62,8 +69,14 @@ def _suffixed(question: dict[str, Any], suffix: str | None) -> dict[str, Any]:
     return {**question, "messages": messages}
 
 
-def load_benchmark(spec: str, *, rg_seed: int = 0, default_rg_size: int = 50, math_suffix: str | None = MATH_SUFFIX,
-                   choice_suffix: str | None = CHOICE_SUFFIX) -> Benchmark:
+def load_benchmark(
+    spec: str,
+    *,
+    rg_seed: int = 0,
+    default_rg_size: int = 50,
+    math_suffix: str | None = MATH_SUFFIX,
+    choice_suffix: str | None = CHOICE_SUFFIX,
+) -> Benchmark:
     if spec in SHIPPED:
         data = resources.files("dasd").joinpath("data", SHIPPED[spec])
         with resources.as_file(data) as path:
@@ -84,17 +97,30 @@ def load_benchmark(spec: str, *, rg_seed: int = 0, default_rg_size: int = 50, ma
         for index, entry in enumerate(dataset):
             question_id = f"{task}-{rg_seed}-{index}"
             entries[question_id] = entry
-            questions.append({"id": question_id, "messages": [{"role": "user", "content": entry["question"]}],
-                              "answer": str(entry["answer"]), "domain": "math", "meta": {"task": task, "index": index}})
+            questions.append(
+                {
+                    "id": question_id,
+                    "messages": [{"role": "user", "content": entry["question"]}],
+                    "answer": str(entry["answer"]),
+                    "domain": "math",
+                    "meta": {"task": task, "index": index},
+                }
+            )
         name = f"rg_{task}"
         return Benchmark(name, [_suffixed(question, math_suffix) for question in questions], "math", entries, dataset)
     path = Path(spec)
     if not path.exists():
-        raise ConfigError(f"benchmark {spec!r}: not a shipped benchmark ({', '.join(SHIPPED)}), an rg:<task> set, or a file")
+        raise ConfigError(
+            f"benchmark {spec!r}: not a shipped benchmark ({', '.join(SHIPPED)}), an rg:<task> set, or a file"
+        )
     questions = [_with_choices(question, spec) for question in load_questions(spec)]
     for question in questions:
         if question.get("answer") in (None, ""):
-            raise InputError(spec, None, "answer", f"question {question['id']}: a benchmark question needs a reference answer")
+            raise InputError(
+                spec, None, "answer", f"question {question['id']}: a benchmark question needs a reference answer"
+            )
     kinds = {"choice" if question.get("choices") else "math" for question in questions}
-    questions = [_suffixed(question, choice_suffix if question.get("choices") else math_suffix) for question in questions]
+    questions = [
+        _suffixed(question, choice_suffix if question.get("choices") else math_suffix) for question in questions
+    ]
     return Benchmark(path.stem, questions, kinds.pop() if len(kinds) == 1 else "mixed")

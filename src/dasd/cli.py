@@ -8,59 +8,48 @@ output, and exits with status 2 and a one-line reason on bad input.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
 from .config import describe_config, load_config
 from .errors import DasdError
-
-# name -> (module, config class, one-line description). Later stages register here.
-STAGES: dict[str, tuple[str, str, str]] = {
-    "sample": ("dasd.stages.sample", "SampleConfig", "temperature-scheduled teacher sampling with raw log-probs (resumable)"),
-    "score": ("dasd.stages.score", "ScoreConfig", "sentence-level teacher vs student probabilities and classes (cross-tokenizer)"),
-    "filter": ("dasd.stages.filter", "FilterConfig", "quality filters (structure, length, repetition, correctness, duplicates) with counts per reason"),
-    "select": ("dasd.stages.select", "SelectConfig", "keep per question the responses richest in teacher sentences (DAS), or random (RS)"),
-    "build-sft": ("dasd.stages.build_sft", "BuildSFTConfig", "selected responses -> SFT records per stage, with TRL and LLaMA-Factory exports"),
-    "train": ("dasd.stages.train", "TrainConfig", "temperature-scheduled multi-stage SFT on TRL (packing, ZeRO-3 ready, resumable)"),
-    "mix": ("dasd.stages.mix", "MixConfig", "mixed-policy distillation: student prefixes cut at a sentence, teacher continuations"),
-    "eval": ("dasd.stages.eval", "EvalConfig", "avg@k / pass@k evaluation with answer verification (AIME, reasoning-gym, your files)"),
-    "provenance": ("dasd.stages.provenance", "ProvenanceConfig", "teacher / student / shared / boosted sentences of a distilled model's answers, by position"),
-    "run": ("dasd.stages.run", "PipelineConfig", "the whole recipe from one PIPELINE.yaml, cached and resumable"),
-    "demo": ("dasd.stages.demo", "DemoConfig", "the full recipe on an embedded world of tiny models, on CPU, offline"),
-    "report": ("dasd.stages.report", "ReportConfig", "one self-contained HTML page with the figures and tables of a run folder"),
-}
+from .stages import STAGES, Stage
 
 
-def _stage_parser(subparsers, name: str, module_name: str, class_name: str, summary: str):
-    module = importlib.import_module(module_name)
-    config_class = getattr(module, class_name)
+def _stage_parser(subparsers, name: str, stage: Stage):
+    module, config_class = stage.load()
+    summary = stage.summary
     doc = (module.__doc__ or summary).strip()
     epilog = "configuration keys (YAML file and/or key=value overrides):\n" + "\n".join(describe_config(config_class))
     parser = subparsers.add_parser(
         name, help=summary, description=doc, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with the stage's configuration")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="override config keys, e.g. backend.batch_size=8 (a first argument without '=' is the config file)")
-    if hasattr(module, "extra_arguments"):  # stage-specific flags, e.g. `dasd eval --compare A B`
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override config keys, e.g. backend.batch_size=8 (a first argument without '=' is the config file)",
+    )
+    if hasattr(module, "extra_arguments"):  # stage-specific flags (see dasd.stages), e.g. `dasd eval --compare A B`
         module.extra_arguments(parser)
-    parser.set_defaults(_module=module, _config_class=config_class)
+    parser.set_defaults(_module=module, _config_class=config_class, _stage=stage)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dasd",
-        description="Distribution-Aligned Sequence Distillation: distil long chain-of-thought from a teacher LLM into a small student.",
+        description="Distribution-Aligned Sequence Distillation: distil long chain-of-thought from a teacher "
+        "LLM into a small student.",
         epilog="Run `dasd STAGE --help` for a stage's options.",
     )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"dasd {__version__}")
     subparsers = parser.add_subparsers(dest="stage", metavar="STAGE")
-    for name, (module_name, class_name, summary) in STAGES.items():
-        _stage_parser(subparsers, name, module_name, class_name, summary)
+    for name, stage in STAGES.items():
+        _stage_parser(subparsers, name, stage)
     return parser
 
 
@@ -77,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         overrides = list(args.overrides)
         if overrides and "=" not in overrides[0]:
-            positional_key = getattr(args._module, "POSITIONAL_KEY", None)
-            if positional_key:  # `dasd report RUN_DIR`
-                overrides[0] = f"{positional_key}={overrides[0]}"
+            if args._stage.positional != "config":  # `dasd report RUN_DIR`
+                overrides[0] = f"{args._stage.positional}={overrides[0]}"
             elif args.config is None:  # `dasd run PIPELINE.yaml`: the config given positionally
                 args.config = overrides.pop(0)
         config = load_config(args._config_class, args.config, overrides)

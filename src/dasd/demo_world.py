@@ -20,8 +20,8 @@ under `$DASD_CACHE/demo-world-v2/`:
 Fitting is done over the world's closed vocabulary (the few dozen tokens its texts use) plus one
 class standing for all other tokens with logit log(their count); afterwards their output rows are
 set to zero, which makes the full-vocabulary softmax exactly the one that was fitted — so a
-151K-token vocabulary costs nothing, and the mass outside the world is measured (`world.json`). Real training later (`dasd train`) uses
-the full vocabulary as usual. This is a fixture for a laptop demo, not a trainer.
+151K-token vocabulary costs nothing, and the mass outside the world is measured (`world.json`). Real
+training later (`dasd train`) uses the full vocabulary as usual. This is a fixture for a laptop demo, not a trainer.
 """
 
 from __future__ import annotations
@@ -35,8 +35,15 @@ from typing import Any
 WORLD_VERSION = "demo-world-v2"
 SYSTEM_PROMPT = "You are a helpful assistant."
 TASKS = {
-    "basic_arithmetic": dict(min_terms=2, max_terms=3, min_digits=1, max_digits=1, operators=("+", "-"),
-                             allow_parentheses=False, allow_negation=False),
+    "basic_arithmetic": dict(
+        min_terms=2,
+        max_terms=3,
+        min_digits=1,
+        max_digits=1,
+        operators=("+", "-"),
+        allow_parentheses=False,
+        allow_negation=False,
+    ),
     "chain_sum": dict(min_terms=2, max_terms=3, min_digits=1, max_digits=1, allow_negation=False),
 }
 
@@ -57,14 +64,21 @@ def teacher_solution(expression: str, style: int) -> str:
     """A correct worked solution in one of three styles (the teacher's modes)."""
     numbers, steps, value = _steps(expression)
     if style == 0:
-        body = "I evaluate from left to right. " + " ".join(f"{a} {o} {b} = {c}." for a, o, b, c in steps) + f" So the result is {value}."
+        body = (
+            "I evaluate from left to right. "
+            + " ".join(f"{a} {o} {b} = {c}." for a, o, b, c in steps)
+            + f" So the result is {value}."
+        )
         answer = f"The answer is \\boxed{{{value}}}."
     elif style == 1:
         body = f"Let me compute step by step. Start with {numbers[0]}. " + " ".join(
-            f"{'Add' if o == '+' else 'Subtract'} {b} to get {c}." for _, o, b, c in steps)
+            f"{'Add' if o == '+' else 'Subtract'} {b} to get {c}." for _, o, b, c in steps
+        )
         answer = f"\\boxed{{{value}}}"
     else:
-        body = " ".join(f"{'First' if index == 0 else 'Next'}, {a} {o} {b} is {c}." for index, (a, o, b, c) in enumerate(steps))
+        body = " ".join(
+            f"{'First' if index == 0 else 'Next'}, {a} {o} {b} is {c}." for index, (a, o, b, c) in enumerate(steps)
+        )
         body += f" Check: {expression} = {value}."
         answer = f"Final answer: \\boxed{{{value}}}"
     return f"<think>\n{body}\n</think>\n\n{answer}"
@@ -101,14 +115,27 @@ def questions(seed: int, per_task: int) -> list[dict[str, Any]]:
     out = []
     for task, options in TASKS.items():
         for index, entry in enumerate(reasoning_gym.create_dataset(task, size=per_task, seed=seed, **options)):
-            out.append({"id": f"{task}-{seed}-{index}", "messages": [{"role": "user", "content": entry["question"]}],
-                        "answer": str(entry["answer"]), "domain": "math",
-                        "meta": {"task": task, "expression": entry["metadata"]["expression"]}})
+            out.append(
+                {
+                    "id": f"{task}-{seed}-{index}",
+                    "messages": [{"role": "user", "content": entry["question"]}],
+                    "answer": str(entry["answer"]),
+                    "domain": "math",
+                    "meta": {"task": task, "expression": entry["metadata"]["expression"]},
+                }
+            )
     return out
 
 
-def fit_closed_vocabulary(model_dir: Path, conversations: list[list[dict[str, str]]], *, steps: int, batch_size: int = 32,
-                          lr: float = 2e-3, seed: int = 0) -> dict[str, float]:
+def fit_closed_vocabulary(
+    model_dir: Path,
+    conversations: list[list[dict[str, str]]],
+    *,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+) -> dict[str, float]:
     """Fit the model in `model_dir` (in place) on the assistant turns of `conversations` over their
     closed vocabulary, then push every other token's output row down (see the module docstring)."""
     import torch
@@ -122,7 +149,9 @@ def fit_closed_vocabulary(model_dir: Path, conversations: list[list[dict[str, st
     for conversation in conversations:
         prompt = tokenizer.apply_chat_template(conversation[:-1], tokenize=False, add_generation_prompt=True)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        completion_ids = tokenizer(conversation[-1]["content"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        completion_ids = tokenizer(conversation[-1]["content"], add_special_tokens=False)["input_ids"] + [
+            tokenizer.eos_token_id
+        ]
         encoded.append(prompt_ids + completion_ids)
         prompt_lengths.append(len(prompt_ids))
     vocabulary = sorted({token for ids in encoded for token in ids})
@@ -132,7 +161,9 @@ def fit_closed_vocabulary(model_dir: Path, conversations: list[list[dict[str, st
     # Only the closed vocabulary's rows are trained (tied input/output embedding), so no step ever
     # touches the 150K-row matrix; they are written back at the end.
     rows = torch.nn.Parameter(embedding.weight.detach()[torch.tensor(vocabulary)].clone())
-    parameters = [rows] + [p for name, p in model.named_parameters() if "embed_tokens" not in name and "lm_head" not in name]
+    parameters = [rows] + [
+        p for name, p in model.named_parameters() if "embed_tokens" not in name and "lm_head" not in name
+    ]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
     base = getattr(model, model.base_model_prefix)
     model.train()
@@ -147,7 +178,7 @@ def fit_closed_vocabulary(model_dir: Path, conversations: list[list[dict[str, st
             ids = [index_of[token] for token in encoded[i]]
             local[row, : len(ids)] = torch.tensor(ids)
             mask[row, : len(ids)] = 1
-            labels[row, prompt_lengths[i] : len(ids)] = torch.tensor(ids[prompt_lengths[i]:])
+            labels[row, prompt_lengths[i] : len(ids)] = torch.tensor(ids[prompt_lengths[i] :])
         hidden = base(inputs_embeds=rows[local], attention_mask=mask, use_cache=False).last_hidden_state[:, :-1]
         targets = labels[:, 1:]
         keep = targets != -100
@@ -180,8 +211,12 @@ def fit_closed_vocabulary(model_dir: Path, conversations: list[list[dict[str, st
         logits = model(input_ids=ids, attention_mask=attention).logits[predicts]
         outside_mass = torch.softmax(logits.float(), dim=-1)[:, outside].sum(-1)
     model.save_pretrained(str(model_dir))
-    return {"final_loss": loss_value, "closed_vocabulary": len(vocabulary),
-            "mean_mass_outside": outside_mass.mean().item(), "max_mass_outside": outside_mass.max().item()}
+    return {
+        "final_loss": loss_value,
+        "closed_vocabulary": len(vocabulary),
+        "mean_mass_outside": outside_mass.mean().item(),
+        "max_mass_outside": outside_mass.max().item(),
+    }
 
 
 def build_world(root: Path, *, train_per_task: int = 150, eval_per_task: int = 30) -> Path:
@@ -195,10 +230,24 @@ def build_world(root: Path, *, train_per_task: int = 150, eval_per_task: int = 3
             for question in questions(seed, per_task):
                 handle.write(json.dumps(question) + "\n")
 
-    teacher_corpus = [[{"role": "user", "content": q["messages"][0]["content"]},
-                       {"role": "assistant", "content": teacher_solution(q["meta"]["expression"], index % 3)}]
-                      for index, q in enumerate(questions(11, 1500))]
-    build_tiny_model("qwen3", "qwen3", root / "teacher", seed=0, hidden_size=128, layers=4, heads=4, kv_heads=2, intermediate_size=384)
+    teacher_corpus = [
+        [
+            {"role": "user", "content": q["messages"][0]["content"]},
+            {"role": "assistant", "content": teacher_solution(q["meta"]["expression"], index % 3)},
+        ]
+        for index, q in enumerate(questions(11, 1500))
+    ]
+    build_tiny_model(
+        "qwen3",
+        "qwen3",
+        root / "teacher",
+        seed=0,
+        hidden_size=128,
+        layers=4,
+        heads=4,
+        kv_heads=2,
+        intermediate_size=384,
+    )
     report["teacher"] = fit_closed_vocabulary(root / "teacher", teacher_corpus, steps=1200, seed=0)
 
     # The student: mostly its own style (misconception and slips), sometimes the teacher's — so it
@@ -207,12 +256,31 @@ def build_world(root: Path, *, train_per_task: int = 150, eval_per_task: int = 3
     student_corpus = []
     for index, q in enumerate(questions(12, 1000)):
         expression = q["meta"]["expression"]
-        text = teacher_solution(expression, index % 3) if rng.random() < TEACHER_STYLE_SHARE else student_solution(expression, rng, error_rate=0.1)
+        text = (
+            teacher_solution(expression, index % 3)
+            if rng.random() < TEACHER_STYLE_SHARE
+            else student_solution(expression, rng, error_rate=0.1)
+        )
         if rng.random() < LOOP_RATE:
             text = with_loop(text, rng)
-        student_corpus.append([{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": q["messages"][0]["content"]},
-                               {"role": "assistant", "content": text}])
-    build_tiny_model("llama", "smollm2", root / "student", seed=0, hidden_size=128, layers=4, heads=4, kv_heads=2, intermediate_size=384)
+        student_corpus.append(
+            [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": q["messages"][0]["content"]},
+                {"role": "assistant", "content": text},
+            ]
+        )
+    build_tiny_model(
+        "llama",
+        "smollm2",
+        root / "student",
+        seed=0,
+        hidden_size=128,
+        layers=4,
+        heads=4,
+        kv_heads=2,
+        intermediate_size=384,
+    )
     report["student"] = fit_closed_vocabulary(root / "student", student_corpus, steps=1500, seed=1)
     (root / "world.json").write_text(json.dumps({"version": WORLD_VERSION, **report}, indent=2))
     return root
@@ -257,7 +325,9 @@ def restore_compact(compact: Path, tokenizer: str, out: Path) -> None:
     model.load_state_dict(state, strict=False)
     model.tie_weights()
     text_tokenizer = load_tokenizer(tokenizer)
-    model.generation_config = GenerationConfig(eos_token_id=_stop_ids(text_tokenizer), pad_token_id=text_tokenizer.pad_token_id)
+    model.generation_config = GenerationConfig(
+        eos_token_id=_stop_ids(text_tokenizer), pad_token_id=text_tokenizer.pad_token_id
+    )
     model.save_pretrained(str(out))
     text_tokenizer.save_pretrained(str(out))
 

@@ -15,13 +15,11 @@ import gzip
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")
 
 
 def _open_text(path: Path):
@@ -32,8 +30,7 @@ def _open_text(path: Path):
 
 def _is_hf_dataset_dir(path: Path) -> bool:
     return path.is_dir() and (
-        (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
-        or (path / "state.json").exists()
+        (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists()
     )
 
 
@@ -72,9 +69,13 @@ def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise InputError(str(path), line_number, None, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+                    raise InputError(
+                        str(path), line_number, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+                    ) from None
                 if not isinstance(record, dict):
-                    raise InputError(str(path), line_number, None, f"expected a JSON object, got {type(record).__name__}")
+                    raise InputError(
+                        str(path), line_number, None, f"expected a JSON object, got {type(record).__name__}"
+                    )
                 yield line_number, record
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
         raise InputError(str(path), None, None, f"cannot read file: {exc}") from None
@@ -255,11 +256,31 @@ def sidecar(output: str | os.PathLike, kind: str, suffix: str) -> Path:
     return output.with_name(f"{name}.{kind}{suffix}")
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-    """Write a small JSON/text file via a temporary file and rename, so readers never see half of it."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file (YAML, HTML, Markdown, …) via a temporary file and a rename, so that readers
+    never see half of it and a crash leaves the previous version."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, indent=2)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Write `payload` as indented JSON, atomically (summaries, markers, metrics)."""
+    write_text_atomic(path, json.dumps(payload, ensure_ascii=False, indent=2))
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
+    """Rewrite a whole JSONL file atomically (for outputs that are recomputed whole on each run, not
+    appended to: selections, SFT exports, graded results). Returns the number of records written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(dumps_record(record) + "\n")
+            count += 1
+    os.replace(tmp, path)
+    return count

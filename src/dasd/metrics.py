@@ -61,6 +61,14 @@ def compare(a: dict, b: dict) -> list[dict]:
     for name in sorted(set(a) & set(b)):
         difference = b[name]["avg_at_k"] - a[name]["avg_at_k"]
         se = math.sqrt(a[name]["standard_error"] ** 2 + b[name]["standard_error"] ** 2)
-        rows.append({"benchmark": name, "a": a[name]["avg_at_k"], "b": b[name]["avg_at_k"], "difference": difference,
-                     "standard_error": se, "significant": abs(difference) > 2 * se if se > 0 else difference != 0})
+        rows.append(
+            {
+                "benchmark": name,
+                "a": a[name]["avg_at_k"],
+                "b": b[name]["avg_at_k"],
+                "difference": difference,
+                "standard_error": se,
+                "significant": abs(difference) > 2 * se if se > 0 else difference != 0,
+            }
+        )
     return rows

@@ -18,9 +18,8 @@ import math
 import random
 
 from .records import stable_seed
+from .render import THINK_PREFIX
 from .sentences import split_sentences
-
-THINK_OPEN = "<think>\n"
 
 
 def student_budget(tokenizer, teacher_text: str, factor: float) -> tuple[int, int]:
@@ -45,4 +44,4 @@ def cut_position(text: str, *, seed: int, key: str, low: float = 0.5, high: floa
 def continuation_prefix(prefix: str, reasoning_format: str) -> str:
     """The text that opens the teacher's assistant turn: `<think>\\n` + prefix (think), or the prefix alone
     (harmony: the renderer opens the analysis channel itself)."""
-    return THINK_OPEN + prefix if reasoning_format == "think" else prefix
+    return THINK_PREFIX + prefix if reasoning_format == "think" else prefix

@@ -15,8 +15,15 @@ class Progress:
     def __init__(self, total: int, description: str, unit: str = "resp"):
         self.started = time.perf_counter()
         self.tokens = 0
-        self.bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                        mininterval=0.5, smoothing=0.1)
+        self.bar = tqdm(
+            total=total,
+            desc=description,
+            unit=unit,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.5,
+            smoothing=0.1,
+        )
 
     def update(self, records: int = 1, tokens: int = 0) -> None:
         self.tokens += tokens

@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def render_chat_prompt(tokenizer, messages: list[dict[str, str]], *, assistant_prefix: str | None = None,
-                       chat_template_kwargs: dict[str, Any] | None = None) -> tuple[list[int], bool]:
+def render_chat_prompt(
+    tokenizer,
+    messages: list[dict[str, str]],
+    *,
+    assistant_prefix: str | None = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> tuple[list[int], bool]:
     """Prompt token ids, and whether the rendered prompt already opened `<think>` (some templates do).
 
     With `assistant_prefix` the assistant turn is left open after the prefix
@@ -15,8 +20,11 @@ def render_chat_prompt(tokenizer, messages: list[dict[str, str]], *, assistant_p
     kwargs = chat_template_kwargs or {}
     if assistant_prefix is not None:
         text = tokenizer.apply_chat_template(
-            list(messages) + [{"role": "assistant", "content": assistant_prefix}], tokenize=False,
-            add_generation_prompt=False, continue_final_message=True, **kwargs,
+            list(messages) + [{"role": "assistant", "content": assistant_prefix}],
+            tokenize=False,
+            add_generation_prompt=False,
+            continue_final_message=True,
+            **kwargs,
         )
     else:
         text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True, **kwargs)

@@ -1,6 +1,6 @@
 """Split a generated text into `reasoning` and `content`, and carry token offsets across the split.
 
-Three teacher formats are understood (DESIGN §2):
+Three teacher formats are understood:
 
 * think tags — `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`; the opening tag may have been put in
   the prompt by the chat template (`prefilled_open`), and a truncated response has no closing tag;
@@ -97,8 +97,12 @@ def parse_think(raw: str, *, prefilled_open: bool = False, finish_reason: str = 
     if _looks_like_tool_call(content):
         finish_reason = "tool_call"
     return ParsedResponse(
-        reasoning=raw[r_start:r_end], content=content, finish_reason=finish_reason, segments=segments,
-        has_open_tag=has_open or prefilled_open, has_close_tag=close_at >= 0,
+        reasoning=raw[r_start:r_end],
+        content=content,
+        finish_reason=finish_reason,
+        segments=segments,
+        has_open_tag=has_open or prefilled_open,
+        has_close_tag=close_at >= 0,
     )
 
 
@@ -134,7 +138,9 @@ def parse_harmony(raw: str, *, finish_reason: str = "stop", joiner: str = "\n\n"
         ended_with = end_match.group(0) if end_match else None
         channel = ""
         if HARMONY_CHANNEL in header:
-            channel = header.split(HARMONY_CHANNEL, 1)[1].split()[0] if header.split(HARMONY_CHANNEL, 1)[1].split() else ""
+            channel = (
+                header.split(HARMONY_CHANNEL, 1)[1].split()[0] if header.split(HARMONY_CHANNEL, 1)[1].split() else ""
+            )
             channel = channel.split("<|")[0]
         recipient = _RECIPIENT_RE.search(header)
         if recipient or ended_with == "<|call|>":
@@ -167,11 +173,19 @@ def parse_harmony(raw: str, *, finish_reason: str = "stop", joiner: str = "\n\n"
         finish_reason = "tool_call"
     elif ended_with == "<|return|>":
         finish_reason = "stop"
-    return ParsedResponse(reasoning=texts["reasoning"], content=texts["content"], finish_reason=finish_reason,
-                          segments=segments, has_open_tag=True, has_close_tag=bool(pieces["content"]))
+    return ParsedResponse(
+        reasoning=texts["reasoning"],
+        content=texts["content"],
+        finish_reason=finish_reason,
+        segments=segments,
+        has_open_tag=True,
+        has_close_tag=bool(pieces["content"]),
+    )
 
 
-def parse_fields(raw: str | None, reasoning: str | None, content: str | None, *, finish_reason: str = "stop") -> ParsedResponse:
+def parse_fields(
+    raw: str | None, reasoning: str | None, content: str | None, *, finish_reason: str = "stop"
+) -> ParsedResponse:
     """A server returned reasoning and content as separate fields; find them in the raw token text.
 
     `raw` is the text rebuilt from the returned tokens (or None when no tokens came back). Each part
@@ -192,8 +206,14 @@ def parse_fields(raw: str | None, reasoning: str | None, content: str | None, *,
                 cursor = found + len(text)
     if _looks_like_tool_call(content):
         finish_reason = "tool_call"
-    return ParsedResponse(reasoning=reasoning, content=content, finish_reason=finish_reason, segments=segments,
-                          has_open_tag=bool(reasoning), has_close_tag=bool(content))
+    return ParsedResponse(
+        reasoning=reasoning,
+        content=content,
+        finish_reason=finish_reason,
+        segments=segments,
+        has_open_tag=bool(reasoning),
+        has_close_tag=bool(content),
+    )
 
 
 def parse_response(raw: str, fmt: str, *, finish_reason: str = "stop", prefilled_open: bool = False) -> ParsedResponse:

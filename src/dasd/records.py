@@ -1,21 +1,220 @@
-"""The record types that flow between stages (DESIGN §3): questions in, response records out.
+"""The records that flow between stages — the data contract, in code.
 
-A *question* is normalised to `{id, messages, answer, domain, meta}`; a bare `prompt` string
-becomes one user message. A *response* record carries the prompt, the teacher's reasoning and
-answer, and the teacher's per-token log-probs with character offsets into those two strings.
+Every file dasd reads or writes is JSON Lines of one of these record types. Each stage only *adds*
+fields to the records it reads, so a record further down the pipeline is also a valid record of
+every earlier type:
+
+    Question ──sample──▶ Response ──score──▶ ScoredResponse ──filter──▶ FilteredResponse
+        ──select──▶ (same, with `select`) ──build-sft──▶ SFTRecord ──train
+    Question ──eval──▶ Response (samples.jsonl) + EvalResult (results.jsonl)
+
+They are `TypedDict`s rather than pydantic models on purpose: records are plain JSON objects that
+round-trip through files unchanged (user fields such as `meta` or a benchmark's `choices` pass
+through untouched), and a stage's hot loop over millions of records with token log-prob arrays
+should not pay for a model instance per record. Validation happens once, where a file is read
+(`normalize_question`, `check_fields`): a bad record stops the run with one line naming the file,
+line and field, and past that point code indexes fields directly (`record["reasoning"]`) instead of
+guessing with `.get(...) or ""`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+import os
+from typing import Any, Literal
 
-from .errors import InputError
+from typing_extensions import NotRequired, TypedDict  # typing's own lacks NotRequired before 3.11
+
+from .errors import ConfigError, InputError
 
 DOMAINS = ("math", "code", "science", "instruction", "other")
 ROLES = ("system", "developer", "user", "assistant", "tool")
 FINISH_REASONS = ("stop", "length", "tool_call", "error")
+PARTS = ("reasoning", "content")
+# Sentence classes of `dasd score` (two models) and of `dasd provenance` (three models).
+SENTENCE_TYPES = ("teacher", "student", "shared")
+PROVENANCE_CLASSES = ("teacher", "student", "shared", "boosted")
+
+Domain = Literal["math", "code", "science", "instruction", "other"]
+FinishReason = Literal["stop", "length", "tool_call", "error"]
+
+
+class Message(TypedDict):
+    role: str  # one of ROLES
+    content: str
+
+
+class Question(TypedDict):
+    """A question to answer: input of `dasd sample` and of `dasd eval` (benchmarks)."""
+
+    id: str
+    messages: list[Message]  # the prompt; never ends with an assistant turn
+    answer: str | None  # reference answer, when known
+    domain: Domain
+    meta: dict[str, Any]
+    choices: NotRequired[list[str]]  # multiple choice: the options, shown to the model
+
+
+class TokenLogprobs(TypedDict):
+    """One model's tokens over one part of a response."""
+
+    offsets: list[list[int]]  # [start, end) character span of each token in the part's text
+    logprobs: list[float]  # natural-log probability of each token (raw distribution: T=1, no top-k/p)
+
+
+class PartLogprobs(TypedDict):
+    reasoning: TokenLogprobs
+    content: TokenLogprobs
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Response(TypedDict):
+    """One sampled answer (`dasd sample`, `dasd eval` samples, `dasd mix` rollouts)."""
+
+    id: str  # response_id(question_id, temperature, sample_index): re-running never changes it
+    question_id: str
+    messages: list[Message]  # the prompt as sent
+    answer: str | None
+    domain: Domain
+    temperature: float | None  # None for the released data
+    top_p: float | None
+    top_k: NotRequired[int]
+    model: str
+    seed: int | None
+    sample_index: NotRequired[int]
+    reasoning: str  # the text inside the think block / analysis channel, no tags ("" when none)
+    content: str  # the final answer ("" when none)
+    finish_reason: FinishReason
+    teacher_logprobs: PartLogprobs | None
+    logprob_mode: NotRequired[Literal["raw", "processed"]]
+    usage: NotRequired[Usage]
+    meta: NotRequired[dict[str, Any]]
+    source: NotRequired[str]  # "released" for rows of the released data
+
+
+class Sentence(TypedDict):
+    part: Literal["reasoning", "content"]
+    start: int  # character span in the part
+    end: int
+    teacher_logprob: float  # mean token log-prob: p = exp(logprob) is the geometric-mean token probability
+    student_logprob: float
+    type: Literal["teacher", "student", "shared"]
+
+
+class DasCounts(TypedDict):
+    teacher: int
+    student: int
+    shared: int
+    n: int
+
+
+class ScoredResponse(Response):
+    """After `dasd score`."""
+
+    sentences: list[Sentence]
+    das: DasCounts
+    student_model: str
+
+
+class FilterVerdict(TypedDict):
+    keep: bool
+    reason: str | None  # snake_case reason of a rejection
+
+
+class FilteredResponse(ScoredResponse):
+    """After `dasd filter` (kept records; rejected ones go to the side file with keep=false). `dasd filter`
+    also accepts unscored responses, which then lack `sentences`/`das`."""
+
+    filter: FilterVerdict
+
+
+class SFTRecord(TypedDict):
+    """Input of `dasd train` (`dasd build-sft` and `dasd mix` write them)."""
+
+    id: str
+    messages: list[Message]  # system prompt, question turns, assistant turn "<think>\n…\n</think>\n\n…"
+    weight: float  # per-sample loss weight
+    stage: str  # training stage: low_temp, high_temp, mixed_policy (dasd.naming)
+    source: str  # dasd, mixed_policy, off_policy, …
+    question_id: NotRequired[str | None]
+    temperature: NotRequired[float | None]
+    answer: NotRequired[str | None]
+    domain: NotRequired[str | None]
+    loss_mask_prefix_chars: NotRequired[int]  # mixed policy: characters of the student-written prefix
+
+
+class EvalResult(TypedDict):
+    """One graded sample of `dasd eval` (`<output_dir>/<benchmark>/results.jsonl`)."""
+
+    id: str
+    question_id: str
+    answer: str | None
+    predicted: str | None  # the extracted final answer
+    correct: bool  # a truncated response is never correct
+    truncated: bool
+    finish_reason: str
+    reason: str | None  # why it is wrong when that is not simply another answer (no_answer, truncated, …)
+    completion_tokens: int | None
+    reasoning_gym_score: NotRequired[float]
+
+
+# Fields a stage needs from each record it reads, checked where the file is read.
+RESPONSE_FIELDS = ("id", "question_id", "messages", "reasoning", "content", "finish_reason")
+
+
+def check_fields(record: dict[str, Any], fields: tuple[str, ...], *, path: str, line: int | None) -> None:
+    """Raise `InputError` (file, line, field) when `record` lacks one of `fields`, when a text part
+    (`reasoning`, `content`) is not a string, or when `finish_reason` is not one of FINISH_REASONS.
+
+    >>> check_fields({"id": "a", "reasoning": "r"}, ("id", "reasoning"), path="x.jsonl", line=3)
+    >>> check_fields({"id": "a"}, ("id", "content"), path="x.jsonl", line=3)
+    Traceback (most recent call last):
+    ...
+    dasd.errors.InputError: x.jsonl:3: field 'content': missing
+    """
+    for field in fields:
+        if field not in record:
+            raise InputError(path, line, field, "missing")
+        if field in PARTS and not isinstance(record[field], str):
+            raise InputError(path, line, field, f"must be a string (got {type(record[field]).__name__})")
+        if field == "finish_reason" and record[field] not in FINISH_REASONS:
+            raise InputError(path, line, field, f"must be one of {', '.join(FINISH_REASONS)} (got {record[field]!r})")
+
+
+def parse_shard(spec: str | None, *, from_launcher: bool = False) -> tuple[int, int] | None:
+    """`"i/n"` -> (i, n); None when not sharded. With `from_launcher`, an unset spec falls back to the
+    RANK / WORLD_SIZE that accelerate and torchrun set.
+
+    >>> parse_shard("1/4")
+    (1, 4)
+    >>> parse_shard(None) is None
+    True
+    """
+    if spec:
+        index, count = (int(part) for part in spec.split("/"))
+    elif from_launcher and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        index, count = int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"])
+    else:
+        return None
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"shard={index}/{count}: expected i/n with 0 <= i < n")
+    return index, count
+
+
+def in_shard(record_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a record belongs to shard (i, n): its id's stable hash modulo n is i.
+
+    >>> sum(in_shard(f"q{k}", (0, 2)) for k in range(100)) + sum(in_shard(f"q{k}", (1, 2)) for k in range(100))
+    100
+    """
+    if shard is None:
+        return True
+    return int(stable_hash(record_id, length=8), 16) % shard[1] == shard[0]
 
 
 def stable_hash(*parts: Any, length: int = 16) -> str:
@@ -34,7 +233,7 @@ def response_id(question_id: str, temperature: float, index: int) -> str:
     return f"{question_id}:t{float(temperature):g}:{index}"
 
 
-def normalize_question(record: dict[str, Any], *, path: str = "<input>", line: int | None = None) -> dict[str, Any]:
+def normalize_question(record: dict[str, Any], *, path: str = "<input>", line: int | None = None) -> Question:
     """Validate one question record and return it in canonical form; `InputError` names the field."""
 
     def fail(field: str, message: str) -> InputError:
@@ -87,7 +286,7 @@ def normalize_question(record: dict[str, Any], *, path: str = "<input>", line: i
     return question
 
 
-def load_questions(path: str) -> list[dict[str, Any]]:
+def load_questions(path: str) -> list[Question]:
     """Read and validate every question of a file before any work starts (duplicate ids are errors)."""
     from .io import read_records
 
@@ -98,7 +297,9 @@ def load_questions(path: str) -> list[dict[str, Any]]:
         else:
             question = normalize_question(record, path=path, line=line)
         if question["id"] in seen:
-            raise InputError(path, line, "id", f"duplicate id {question['id']!r} (first on line {seen[question['id']]})")
+            raise InputError(
+                path, line, "id", f"duplicate id {question['id']!r} (first on line {seen[question['id']]})"
+            )
         seen[question["id"]] = line
         questions.append(question)
     return questions
@@ -106,13 +307,14 @@ def load_questions(path: str) -> list[dict[str, Any]]:
 
 # --- the released DASD data (Superior-Reasoning-SFT-gpt-oss-120b) ------------------------------
 
+
 def is_released_row(record: dict[str, Any]) -> bool:
     return "uuid" in record and "input" in record and "output" in record and "messages" not in record
 
 
 def released_row_to_records(
     record: dict[str, Any], *, path: str = "<input>", line: int | None = None, model: str = "gpt-oss-120b"
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[Question, Response]:
     """One released row `{uuid, input, output, domain, meta}` -> (question record, response record).
 
     `output` is `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`; the response id is the row's
@@ -124,9 +326,17 @@ def released_row_to_records(
     if not isinstance(uuid, str) or not uuid:
         raise InputError(path, line, "uuid", "must be a non-empty string")
     if isinstance(prompt, list):
-        question = normalize_question({"id": uuid, "messages": prompt, "domain": _released_domain(record), "meta": record.get("meta")}, path=path, line=line)
+        question = normalize_question(
+            {"id": uuid, "messages": prompt, "domain": _released_domain(record), "meta": record.get("meta")},
+            path=path,
+            line=line,
+        )
     elif isinstance(prompt, str) and prompt.strip():
-        question = normalize_question({"id": uuid, "prompt": prompt, "domain": _released_domain(record), "meta": record.get("meta")}, path=path, line=line)
+        question = normalize_question(
+            {"id": uuid, "prompt": prompt, "domain": _released_domain(record), "meta": record.get("meta")},
+            path=path,
+            line=line,
+        )
     else:
         raise InputError(path, line, "input", "must be a non-empty string or a list of messages")
     if not isinstance(output, str):

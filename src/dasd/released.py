@@ -73,7 +73,9 @@ def _validated(row: dict[str, Any], path: str, line_number: int | None) -> tuple
     return [int(token) for token in token_ids], [float(value) for value in logprobs]
 
 
-def iter_released_responses(text_path: str, logprob_path: str, *, tokenizer: str = "o200k_harmony") -> Iterator[tuple[dict[str, Any], str | None]]:
+def iter_released_responses(
+    text_path: str, logprob_path: str, *, tokenizer: str = "o200k_harmony"
+) -> Iterator[tuple[dict[str, Any], str | None]]:
     """Yield `(response record, error)` for every text row; error names why its log-probs could not be joined."""
     from .assets import load_tokenizer
     from .tokens import TokenBytes
@@ -95,7 +97,11 @@ def iter_released_responses(text_path: str, logprob_path: str, *, tokenizer: str
         found = {segment.part for segment in parsed.segments}
         missing = [part for part in ("reasoning", "content") if response[part] and part not in found]
         if missing:
-            yield response, f"logprob_text_mismatch: the decoded tokens do not contain the {' and '.join(missing)} of the text release"
+            yield (
+                response,
+                f"logprob_text_mismatch: the decoded tokens do not contain the {' and '.join(missing)} of "
+                "the text release",
+            )
             continue
         response["teacher_logprobs"] = map_token_offsets(spans, logprobs, parsed)
         response["logprob_mode"] = "raw"

@@ -15,11 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+# How every think-tagged training text starts (`reasoning.THINK_OPEN` is the bare tag the parsers look for).
+THINK_PREFIX = "<think>\n"
 
 
 def think_text(reasoning: str, content: str) -> tuple[str, int, int]:
     """`<think>\\n{reasoning}\\n</think>\\n\\n{content}`, and where reasoning and content start in it."""
-    head = "<think>\n"
+    head = THINK_PREFIX
     middle = "\n</think>\n\n"
     return head + reasoning + middle + content, len(head), len(head) + len(reasoning) + len(middle)
 
@@ -48,15 +50,22 @@ class StudentText:
         return len(self.prompt_ids) + len(self.completion_ids)
 
 
-def render_completion(tokenizer, prompt_messages: list[dict[str, str]], completion: str, *, add_end_token: bool = False,
-                      chat_template_kwargs: dict | None = None) -> tuple[list[int], list[int], list[tuple[int, int]], str]:
+def render_completion(
+    tokenizer,
+    prompt_messages: list[dict[str, str]],
+    completion: str,
+    *,
+    add_end_token: bool = False,
+    chat_template_kwargs: dict | None = None,
+) -> tuple[list[int], list[int], list[tuple[int, int]], str]:
     """(prompt ids, completion ids, completion token spans, completion text) for a prompt and an
     assistant text; the end-of-turn token (no span) is appended when asked."""
-    prompt = tokenizer.apply_chat_template(list(prompt_messages), tokenize=False, add_generation_prompt=True,
-                                           **(chat_template_kwargs or {}))
+    prompt = tokenizer.apply_chat_template(
+        list(prompt_messages), tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
+    )
     if prompt.rstrip().endswith("<think>") and completion.startswith("<think>"):
         # The template opens the think block itself (Qwen3 thinking models): do not open it twice.
-        completion = completion[len("<think>"):]
+        completion = completion[len("<think>") :]
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     encoded = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
     completion_ids = list(encoded["input_ids"])
@@ -66,15 +75,28 @@ def render_completion(tokenizer, prompt_messages: list[dict[str, str]], completi
     return prompt_ids, completion_ids, spans, completion
 
 
-def render_student(tokenizer, messages: list[dict[str, str]], reasoning: str, content: str, *,
-                   system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, add_end_token: bool = False,
-                   chat_template_kwargs: dict | None = None) -> StudentText:
+def render_student(
+    tokenizer,
+    messages: list[dict[str, str]],
+    reasoning: str,
+    content: str,
+    *,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    add_end_token: bool = False,
+    chat_template_kwargs: dict | None = None,
+) -> StudentText:
     completion, reasoning_start, content_start = think_text(reasoning, content)
     prompt_ids, completion_ids, spans, rendered = render_completion(
-        tokenizer, with_system_prompt(messages, system_prompt), completion, add_end_token=add_end_token,
-        chat_template_kwargs=chat_template_kwargs)
+        tokenizer,
+        with_system_prompt(messages, system_prompt),
+        completion,
+        add_end_token=add_end_token,
+        chat_template_kwargs=chat_template_kwargs,
+    )
     cut = len(completion) - len(rendered)  # the template opened <think> itself
-    return StudentText(prompt_ids, completion_ids, spans, rendered, reasoning_start - cut, content_start - cut, add_end_token)
+    return StudentText(
+        prompt_ids, completion_ids, spans, rendered, reasoning_start - cut, content_start - cut, add_end_token
+    )
 
 
 def completion_part_logprobs(text: StudentText, reasoning: str, content: str, logprobs: list[float]) -> dict:
@@ -85,9 +107,14 @@ def completion_part_logprobs(text: StudentText, reasoning: str, content: str, lo
     """
     from .reasoning import ParsedResponse, Segment, map_token_offsets
 
-    segments = [Segment(part, start, start + len(value), 0)
-                for part, start, value in (("reasoning", text.reasoning_start, reasoning), ("content", text.content_start, content))
-                if value]
+    segments = [
+        Segment(part, start, start + len(value), 0)
+        for part, start, value in (
+            ("reasoning", text.reasoning_start, reasoning),
+            ("content", text.content_start, content),
+        )
+        if value
+    ]
     parsed = ParsedResponse(reasoning, content, "stop", segments)
     spans = list(text.completion_spans)
     return map_token_offsets(spans, logprobs[: len(spans)], parsed)

@@ -6,7 +6,7 @@ non-whitespace character; a token made only of whitespace belongs to the next se
 one if none follows). Every token of a part thus lands in exactly one sentence.
 
 Sentence log-prob = mean of its tokens' log-probs, so `exp(logprob)` is the geometric-mean token
-probability (DESIGN §2).
+probability.
 
 `StudentScorer` computes the student's log-prob of every completion token, teacher-forced, with:
 * length-sorted batches under a token budget; with `pack=True` several samples share a row
@@ -25,11 +25,14 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-SENTENCE_TYPES = ("teacher", "student", "shared")
+from .records import PARTS
 
 
-def assign_tokens(token_spans: Sequence[Sequence[int]], sentence_spans: Sequence[tuple[int, int]], text: str) -> list[int]:
+def assign_tokens(
+    token_spans: Sequence[Sequence[int]], sentence_spans: Sequence[tuple[int, int]], text: str
+) -> list[int]:
     """Sentence index of each token (see the module docstring for the rule)."""
     if not sentence_spans:
         return [-1] * len(token_spans)
@@ -58,7 +61,9 @@ def sentence_means(owners: list[int], logprobs: Sequence[float], count: int) -> 
     return [totals[i] / counts[i] if counts[i] else None for i in range(count)]
 
 
-def sentence_scores_by_model(record: dict, parts_by_model: dict[str, dict]) -> tuple[list[tuple[str, int, int, dict[str, float]]], str | None]:
+def sentence_scores_by_model(
+    record: dict, parts_by_model: dict[str, dict]
+) -> tuple[list[tuple[str, int, int, dict[str, float]]], str | None]:
     """Split the record's reasoning and content into sentences and give each the mean token log-prob
     under every model: `parts_by_model` maps a name to `{reasoning: {offsets, logprobs}, content: …}`.
     Returns `[(part, start, end, {model: mean})]`, or an error naming the first sentence that a model
@@ -113,11 +118,18 @@ class SentenceScore:
     type: str
 
     def as_dict(self) -> dict:
-        return {"part": self.part, "start": self.start, "end": self.end, "teacher_logprob": self.teacher_logprob,
-                "student_logprob": self.student_logprob, "type": self.type}
+        return {
+            "part": self.part,
+            "start": self.start,
+            "end": self.end,
+            "teacher_logprob": self.teacher_logprob,
+            "student_logprob": self.student_logprob,
+            "type": self.type,
+        }
 
 
 # --- the student's token log-probs ---------------------------------------------------------------
+
 
 @dataclass
 class ScoringItem:
@@ -130,7 +142,9 @@ class ScoringItem:
         return len(self.input_ids)
 
 
-def plan_batches(items: list[ScoringItem], tokens_per_batch: int, *, pack: bool = True) -> list[list[list[ScoringItem]]]:
+def plan_batches(
+    items: list[ScoringItem], tokens_per_batch: int, *, pack: bool = True
+) -> list[list[list[ScoringItem]]]:
     """Batches of rows of items. Items sorted longest first; each batch's row width is its longest
     item; shorter items share rows first-fit; rows × width stays within `tokens_per_batch` (a
     longer single item gets a batch of its own)."""
@@ -163,11 +177,16 @@ def plan_batches(items: list[ScoringItem], tokens_per_batch: int, *, pack: bool 
 
 def _logits_postprocessed(config) -> bool:
     """Architectures that change logits after the LM head (soft-capping, scaling) need the full forward."""
-    return any(getattr(config, name, None) not in (None, 1.0, 0.0) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+    return any(
+        getattr(config, name, None) not in (None, 1.0, 0.0)
+        for name in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+    )
 
 
 class StudentScorer:
-    def __init__(self, model, *, tokens_per_batch: int = 16384, pack: bool = True, pad_id: int = 0, logit_chunk: int = 2048):
+    def __init__(
+        self, model, *, tokens_per_batch: int = 16384, pack: bool = True, pad_id: int = 0, logit_chunk: int = 2048
+    ):
         self.model = model
         self.tokens_per_batch = tokens_per_batch
         self.pack = pack
@@ -212,11 +231,17 @@ class StudentScorer:
             cols_t = torch.tensor([t[1] for t in targets], device=self.device)
             tokens_t = torch.tensor([t[2] for t in targets], device=self.device)
             if self.full_forward:
-                logits = self.model(input_ids=input_ids.to(self.device), position_ids=position_ids.to(self.device), use_cache=False).logits
-                picked = torch.log_softmax(logits[rows_t, cols_t - 1].float(), dim=-1).gather(1, tokens_t[:, None])[:, 0]
+                logits = self.model(
+                    input_ids=input_ids.to(self.device), position_ids=position_ids.to(self.device), use_cache=False
+                ).logits
+                picked = torch.log_softmax(logits[rows_t, cols_t - 1].float(), dim=-1).gather(1, tokens_t[:, None])[
+                    :, 0
+                ]
             else:
                 base = getattr(self.model, self.model.base_model_prefix)
-                hidden = base(input_ids=input_ids.to(self.device), position_ids=position_ids.to(self.device), use_cache=False).last_hidden_state
+                hidden = base(
+                    input_ids=input_ids.to(self.device), position_ids=position_ids.to(self.device), use_cache=False
+                ).last_hidden_state
                 head = self.model.get_output_embeddings()
                 picked_chunks = []
                 for start in range(0, len(targets), self.logit_chunk):
@@ -233,3 +258,56 @@ class StudentScorer:
             for item in row:
                 out.setdefault(item.key, [])
         return out
+
+
+# --- scoring a response record ----------------------------------------------------------------------
+
+
+def check_teacher_logprobs(record: dict[str, Any]) -> str | None:
+    """Why a response cannot be scored, or None."""
+    teacher = record.get("teacher_logprobs")
+    if not isinstance(teacher, dict):
+        return "missing_teacher_logprobs"
+    if not record["reasoning"].strip():
+        return "empty_reasoning"
+    for part in PARTS:
+        text = record[part]
+        entry = teacher.get(part) or {"offsets": [], "logprobs": []}
+        offsets, logprobs = entry.get("offsets") or [], entry.get("logprobs") or []
+        if len(offsets) != len(logprobs):
+            return f"teacher_offsets_mismatch: {part} has {len(offsets)} offsets for {len(logprobs)} log-probs"
+        previous = 0
+        for index, span in enumerate(offsets):
+            if not (
+                isinstance(span, (list, tuple))
+                and len(span) == 2
+                and 0 <= span[0] <= span[1] <= len(text)
+                and span[0] >= previous
+            ):
+                return (
+                    f"teacher_offsets_mismatch: {part} token {index} span {span} does not fit a text of "
+                    f"{len(text)} characters"
+                )
+            previous = span[0]
+        if any(value is None or not math.isfinite(value) or value > 1e-6 for value in logprobs):
+            return f"teacher_logprob_invalid: {part} has a log-prob that is not a finite number <= 0"
+    return None
+
+
+def score_sentences(
+    record: dict[str, Any], student_parts: dict[str, dict], *, beta: float, space: str
+) -> tuple[list[SentenceScore], str | None]:
+    scored, error = sentence_scores_by_model(record, {"teacher": record["teacher_logprobs"], "student": student_parts})
+    if error:
+        return [], error
+    return [
+        SentenceScore(
+            part,
+            start,
+            end,
+            means["teacher"],
+            means["student"],
+            classify(means["teacher"], means["student"], beta=beta, space=space),
+        )
+        for part, start, end, means in scored
+    ], None

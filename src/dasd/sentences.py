@@ -27,9 +27,44 @@ from __future__ import annotations
 import re
 
 # A period after these never ends a sentence …
-ABBREVIATIONS = {"e.g", "i.e", "vs", "cf", "al", "approx", "resp", "dr", "mr", "mrs", "ms", "prof", "jr", "sr", "st", "viz", "incl", "ca"}
+ABBREVIATIONS = {
+    "e.g",
+    "i.e",
+    "vs",
+    "cf",
+    "al",
+    "approx",
+    "resp",
+    "dr",
+    "mr",
+    "mrs",
+    "ms",
+    "prof",
+    "jr",
+    "sr",
+    "st",
+    "viz",
+    "incl",
+    "ca",
+}
 # … and after these only when a number follows ("see Fig. 2", but "the max. Then").
-ABBREVIATIONS_BEFORE_NUMBER = {"no", "nos", "eq", "eqs", "fig", "figs", "sec", "ch", "vol", "pp", "p", "thm", "lem", "def", "ex"}
+ABBREVIATIONS_BEFORE_NUMBER = {
+    "no",
+    "nos",
+    "eq",
+    "eqs",
+    "fig",
+    "figs",
+    "sec",
+    "ch",
+    "vol",
+    "pp",
+    "p",
+    "thm",
+    "lem",
+    "def",
+    "ex",
+}
 
 _FENCE = re.compile(r"^[ \t]*(```|~~~)", re.MULTILINE)
 _DISPLAY_MATH = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]|\\begin\{([a-zA-Z*]+)\}.*?\\end\{\1\}", re.DOTALL)
@@ -46,7 +81,7 @@ def _protected_regions(text: str) -> list[tuple[int, int]]:
     while index < len(fences):
         opening = fences[index]
         marker = opening.group(1)
-        closing = next((f for f in fences[index + 1:] if f.group(1) == marker), None)
+        closing = next((f for f in fences[index + 1 :] if f.group(1) == marker), None)
         if closing is None:
             regions.append((opening.start(), len(text)))
             break
@@ -114,7 +149,11 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
             continue
         if text[following].islower():
             continue
-        if match.group(0).startswith(".") and not match.group(0).startswith("..") and _is_abbreviation(text, match.start(), text[following]):
+        if (
+            match.group(0).startswith(".")
+            and not match.group(0).startswith("..")
+            and _is_abbreviation(text, match.start(), text[following])
+        ):
             continue
         cuts.add(end)
     cuts.discard(0)

@@ -16,17 +16,37 @@ from pathlib import Path
 ARCHITECTURES = ("qwen3", "llama")
 
 
-def tiny_config(arch: str, vocab_size: int, *, hidden_size: int = 64, layers: int = 2, heads: int = 2,
-                kv_heads: int = 1, intermediate_size: int = 128, max_position: int = 8192,
-                bos_token_id: int | None = None, eos_token_id: int | None = None, pad_token_id: int | None = None):
+def tiny_config(
+    arch: str,
+    vocab_size: int,
+    *,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    kv_heads: int = 1,
+    intermediate_size: int = 128,
+    max_position: int = 8192,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+):
     """A small config of a real architecture (head_dim = hidden_size / heads; 32+ keeps vLLM's CPU kernels happy)."""
     from transformers import LlamaConfig, Qwen3Config
 
     common = dict(
-        vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=kv_heads, intermediate_size=intermediate_size, max_position_embeddings=max_position,
-        tie_word_embeddings=True, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-        rms_norm_eps=1e-6, rope_theta=10000.0,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position,
+        tie_word_embeddings=True,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
     )
     if arch == "qwen3":
         return Qwen3Config(head_dim=hidden_size // heads, **common)
@@ -46,12 +66,18 @@ def build_tiny_model(arch: str, tokenizer_name: str, out_dir: str | Path, *, see
     tokenizer = load_tokenizer(tokenizer_name)
     eos_ids = _stop_ids(tokenizer)
     config = tiny_config(
-        arch, vocab_size=len(tokenizer), eos_token_id=eos_ids[0], pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, **config_kwargs,
+        arch,
+        vocab_size=len(tokenizer),
+        eos_token_id=eos_ids[0],
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        **config_kwargs,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.generation_config = GenerationConfig(eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+    model.generation_config = GenerationConfig(
+        eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
@@ -69,8 +95,9 @@ def _stop_ids(tokenizer) -> list[int]:
     return ids
 
 
-def teach_tiny_model(model_dir: str | Path, conversations: list[list[dict]], *, steps: int = 300, lr: float = 3e-3,
-                     seed: int = 0) -> Path:
+def teach_tiny_model(
+    model_dir: str | Path, conversations: list[list[dict]], *, steps: int = 300, lr: float = 3e-3, seed: int = 0
+) -> Path:
     """Fit the model in `model_dir` on whole chat transcripts (prompt + answer + end token), in place.
 
     A fixture helper, not a trainer: full-batch AdamW on a few short texts so a tiny model learns to
@@ -104,13 +131,17 @@ def teach_tiny_model(model_dir: str | Path, conversations: list[list[dict]], *, 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build a tiny random-init causal LM with a real tokenizer.")
     parser.add_argument("--arch", choices=ARCHITECTURES, default="qwen3", help="model architecture")
-    parser.add_argument("--tokenizer", default="qwen3", help="smollm2, qwen3, llama3, o200k_harmony, or a tokenizer folder")
+    parser.add_argument(
+        "--tokenizer", default="qwen3", help="smollm2, qwen3, llama3, o200k_harmony, or a tokenizer folder"
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="init seed")
     parser.add_argument("--hidden-size", type=int, default=64, help="hidden size")
     parser.add_argument("--layers", type=int, default=2, help="number of layers")
     args = parser.parse_args(argv)
-    path = build_tiny_model(args.arch, args.tokenizer, args.out, seed=args.seed, hidden_size=args.hidden_size, layers=args.layers)
+    path = build_tiny_model(
+        args.arch, args.tokenizer, args.out, seed=args.seed, hidden_size=args.hidden_size, layers=args.layers
+    )
     print(path)
 
 

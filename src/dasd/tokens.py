@@ -1,9 +1,9 @@
 """Token ids -> exact bytes -> text with a character span per token (any HF tokenizer).
 
-Generation gives token ids; DESIGN §3 wants each token's character span in the stored text. A
-token of a byte-level BPE can end in the middle of a UTF-8 character, so spans are computed in
-bytes and mapped to characters: a token covers every character any of its bytes belongs to (two
-tokens that split one character both cover it).
+Generation gives token ids; a response record (`dasd.records.TokenLogprobs`) wants each token's
+character span in the stored text. A token of a byte-level BPE can end in the middle of a UTF-8
+character, so spans are computed in bytes and mapped to characters: a token covers every character
+any of its bytes belongs to (two tokens that split one character both cover it).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from functools import lru_cache
 @lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's byte <-> unicode table, inverted (the alphabet of byte-level BPE vocabularies)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes = printable[:]
     extra = 0
     for byte in range(256):

@@ -37,8 +37,16 @@ class PreparedData:
     weighted: bool = False
 
 
-def prepare_examples(records: list[tuple[int, dict[str, Any]]], tokenizer, *, max_length: int, mask_student_prefix: bool,
-                     too_long: str = "drop", path: str = "<input>", chat_template_kwargs: dict | None = None) -> PreparedData:
+def prepare_examples(
+    records: list[tuple[int, dict[str, Any]]],
+    tokenizer,
+    *,
+    max_length: int,
+    mask_student_prefix: bool,
+    too_long: str = "drop",
+    path: str = "<input>",
+    chat_template_kwargs: dict | None = None,
+) -> PreparedData:
     """SFT records -> `{input_ids, labels[, token_weights]}` (labels -100 outside the trained part)."""
     from .errors import InputError
 
@@ -46,17 +54,28 @@ def prepare_examples(records: list[tuple[int, dict[str, Any]]], tokenizer, *, ma
     weights_seen = set()
     for line, record in records:
         messages = record.get("messages")
-        if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "assistant":
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not isinstance(messages[-1], dict)
+            or messages[-1].get("role") != "assistant"
+        ):
             raise InputError(path, line, "messages", "must end with the assistant turn to train on")
         completion_text = messages[-1].get("content") or ""
         if not completion_text.strip():
             raise InputError(path, line, "messages", "the assistant turn is empty")
         prompt_ids, completion_ids, spans, rendered = render_completion(
-            tokenizer, messages[:-1], completion_text, add_end_token=True, chat_template_kwargs=chat_template_kwargs)
+            tokenizer, messages[:-1], completion_text, add_end_token=True, chat_template_kwargs=chat_template_kwargs
+        )
         length = len(prompt_ids) + len(completion_ids)
         if length > max_length:
             if too_long == "error":
-                raise InputError(path, line, "messages", f"{length} tokens > max_length {max_length} (set too_long=drop to skip such samples)")
+                raise InputError(
+                    path,
+                    line,
+                    "messages",
+                    f"{length} tokens > max_length {max_length} (set too_long=drop to skip such samples)",
+                )
             prepared.dropped["too_long"] += 1
             continue
         labels = [-100] * len(prompt_ids) + list(completion_ids)
@@ -102,10 +121,18 @@ class PaddingFreeCollator:
             positions.append(torch.cat([torch.arange(length) for length in lengths]))
         ids = [torch.tensor(example["input_ids"]) for example in examples]
         labels = [torch.tensor(example["labels"]) for example in examples]
-        weights = [torch.tensor(example["token_weights"], dtype=torch.float32) for example in examples] if "token_weights" in examples[0] else None
+        weights = (
+            [torch.tensor(example["token_weights"], dtype=torch.float32) for example in examples]
+            if "token_weights" in examples[0]
+            else None
+        )
         self.real_tokens += sum(len(x) for x in ids)
         if self.padding_free:
-            batch = {"input_ids": torch.cat(ids)[None], "labels": torch.cat(labels)[None], "position_ids": torch.cat(positions)[None]}
+            batch = {
+                "input_ids": torch.cat(ids)[None],
+                "labels": torch.cat(labels)[None],
+                "position_ids": torch.cat(positions)[None],
+            }
             # the first token of every sample has no previous token of its own sample to be predicted from
             batch["labels"][batch["position_ids"] == 0] = -100
             if weights is not None:
@@ -113,9 +140,15 @@ class PaddingFreeCollator:
             return batch
         width = max(len(x) for x in ids)
         self.padded_tokens += width * len(ids) - sum(len(x) for x in ids)
-        pad = lambda tensors, value: torch.stack([torch.cat([t, torch.full((width - len(t),), value, dtype=t.dtype)]) for t in tensors])  # noqa: E731
-        batch = {"input_ids": pad(ids, self.pad_token_id), "labels": pad(labels, -100),
-                 "attention_mask": pad([torch.ones(len(x), dtype=torch.long) for x in ids], 0)}
+
+        def pad(tensors, value):
+            return torch.stack([torch.cat([t, torch.full((width - len(t),), value, dtype=t.dtype)]) for t in tensors])
+
+        batch = {
+            "input_ids": pad(ids, self.pad_token_id),
+            "labels": pad(labels, -100),
+            "attention_mask": pad([torch.ones(len(x), dtype=torch.long) for x in ids], 0),
+        }
         if weights is not None:
             batch["token_weights"] = pad(weights, 0.0)
         return batch
@@ -149,7 +182,9 @@ def make_weighted_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             weights = inputs.pop("token_weights", None)
             if weights is None or return_outputs:
-                return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+                return super().compute_loss(
+                    model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+                )
             mode = "train" if self.model.training else "eval"
             inputs["use_cache"] = False
             outputs = model(**inputs, fused_lm_head=True)
@@ -163,7 +198,9 @@ def make_weighted_trainer_class():
                 self._metrics[mode]["entropy"].append((entropy / num_valid).item() if num_valid > 0 else 0.0)
             if outputs.is_top1 is not None:
                 correct = self.accelerator.gather_for_metrics(outputs.is_top1.sum()).sum()
-                self._metrics[mode]["mean_token_accuracy"].append((correct / num_valid).item() if num_valid > 0 else 0.0)
+                self._metrics[mode]["mean_token_accuracy"].append(
+                    (correct / num_valid).item() if num_valid > 0 else 0.0
+                )
             return loss
 
     return WeightedSFTTrainer
@@ -177,23 +214,3 @@ def cosine_with_floor(step: int, *, total_steps: int, warmup_steps: int, peak: f
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     factor = 0.5 * (1.0 + math.cos(math.pi * progress))
     return peak * (factor * (1 - floor / peak) + floor / peak)
-
-
-def plot_loss_curve(log_history: list[dict[str, Any]], path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
-    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=110)
-    if points:
-        steps, losses = zip(*points)
-        axis.plot(steps, losses, marker="o" if len(points) < 40 else None, linewidth=1.5)
-    axis.set_xlabel("optimizer step")
-    axis.set_ylabel("training loss")
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)

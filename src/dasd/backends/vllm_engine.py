@@ -29,8 +29,11 @@ class VLLMBackend(Backend):
             raise DasdError("backend.name=vllm needs the vLLM engine: pip install 'dasd[vllm]' (GPU machine)") from exc
         dtype = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}[config.dtype]
         kwargs: dict[str, Any] = dict(
-            model=config.model, tokenizer=config.tokenizer or config.model, dtype=dtype,
-            tensor_parallel_size=config.tensor_parallel_size, gpu_memory_utilization=config.gpu_memory_utilization,
+            model=config.model,
+            tokenizer=config.tokenizer or config.model,
+            dtype=dtype,
+            tensor_parallel_size=config.tensor_parallel_size,
+            gpu_memory_utilization=config.gpu_memory_utilization,
             logprobs_mode="raw_logprobs",
         )
         if config.max_model_len:
@@ -47,25 +50,51 @@ class VLLMBackend(Backend):
 
         for start in range(0, len(requests), CHUNK):
             chunk = requests[start : start + CHUNK]
-            rendered = [render_chat_prompt(self.tokenizer, r.messages, assistant_prefix=r.assistant_prefix,
-                                           chat_template_kwargs=self.chat_template_kwargs) for r in chunk]
+            rendered = [
+                render_chat_prompt(
+                    self.tokenizer,
+                    r.messages,
+                    assistant_prefix=r.assistant_prefix,
+                    chat_template_kwargs=self.chat_template_kwargs,
+                )
+                for r in chunk
+            ]
             prompts = [{"prompt_token_ids": ids} for ids, _ in rendered]
             params = [
-                SamplingParams(n=1, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k if r.top_k > 0 else 0,
-                               max_tokens=r.max_new_tokens, seed=r.seed % (2**63), logprobs=0, skip_special_tokens=False)
+                SamplingParams(
+                    n=1,
+                    temperature=r.temperature,
+                    top_p=r.top_p,
+                    top_k=r.top_k if r.top_k > 0 else 0,
+                    max_tokens=r.max_new_tokens,
+                    seed=r.seed % (2**63),
+                    logprobs=0,
+                    skip_special_tokens=False,
+                )
                 for r in chunk
             ]
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
             for request, (prompt_ids, prefilled), output in zip(chunk, rendered, outputs):
                 completion = output.outputs[0]
                 ids = list(completion.token_ids)
-                logprobs = [completion.logprobs[k][token].logprob for k, token in enumerate(ids)] if completion.logprobs else []
+                logprobs = (
+                    [completion.logprobs[k][token].logprob for k, token in enumerate(ids)]
+                    if completion.logprobs
+                    else []
+                )
                 finish = "length" if completion.finish_reason == "length" else "stop"
                 if finish == "stop" and ids and (ids[-1] in self.end_ids or ids[-1] == completion.stop_reason):
                     ids, logprobs = ids[:-1], logprobs[:-1]
                 text, spans = self.token_bytes.text_and_spans(ids)
                 yield GenerationResult(
-                    id=request.id, raw_text=text, token_spans=spans, token_logprobs=logprobs, token_ids=ids,
-                    finish_reason=finish, completion_tokens=len(completion.token_ids), prompt_tokens=len(prompt_ids),
-                    prefilled_open=prefilled, logprob_mode="raw",
+                    id=request.id,
+                    raw_text=text,
+                    token_spans=spans,
+                    token_logprobs=logprobs,
+                    token_ids=ids,
+                    finish_reason=finish,
+                    completion_tokens=len(completion.token_ids),
+                    prompt_tokens=len(prompt_ids),
+                    prefilled_open=prefilled,
+                    logprob_mode="raw",
                 )

@@ -1,7 +1,8 @@
 """`dasd eval`: avg@k reasoning evaluation with answer verification, resumable per (question, sample).
 
     dasd eval backend.model=runs/x/train/high_temp/final benchmarks=[aime24,aime25] n=64 output_dir=runs/x/eval
-    dasd eval backend.name=openai backend.model=student backend.base_urls=[http://gpu1:8000/v1] benchmarks=[rg:chain_sum:100]
+    dasd eval backend.name=openai backend.model=student backend.base_urls=[http://gpu1:8000/v1] \\
+        benchmarks=[rg:chain_sum:100]
     dasd eval --compare runs/a/eval runs/b/eval
 
 Each question is answered `n` times (default 64) at temperature 1.0, top-p 1.0 (the report's
@@ -27,31 +28,45 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..answers import BoundedVerifier, grade_many
-from ..backends.base import BackendConfig, make_backend
+from ..answers import BoundedVerifier, grade_records
+from ..backends import BackendConfig, make_backend
 from ..benchmarks import CHOICE_SUFFIX, DEFAULT_MAX_NEW_TOKENS, FALLBACK_MAX_NEW_TOKENS, MATH_SUFFIX, load_benchmark
 from ..config import StageConfig, dump_config
 from ..errors import DasdError
-from ..io import ErrorLog, RecordWriter, dumps_record, iter_records, write_json_atomic
+from ..generation import TemperatureStep, build_requests, generate_records
+from ..io import ErrorLog, RecordWriter, iter_records, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..metrics import avg_at_k, compare, mean_pass_at_k, pass_at_ks, standard_error
+from ..records import EvalResult, Response
 from ..render import DEFAULT_SYSTEM_PROMPT
-from .sample import TemperatureStep, build_requests, generate_records
 
 
 class EvalConfig(StageConfig):
     output_dir: str = Field(..., description="folder of this evaluation run (one subfolder per benchmark)")
     backend: BackendConfig = Field(..., description="the model to evaluate and how to run it")
-    benchmarks: list[str] = Field(default_factory=lambda: ["aime24", "aime25"], description="aime24, aime25, rg:<task>[:<size>] (reasoning-gym), or question files")
+    benchmarks: list[str] = Field(
+        default_factory=lambda: ["aime24", "aime25"],
+        description="aime24, aime25, rg:<task>[:<size>] (reasoning-gym), or question files",
+    )
     n: int = Field(64, ge=1, description="samples per question (k of avg@k)")
     temperature: float = Field(1.0, ge=0, description="sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     top_k: int = Field(0, ge=0, description="top-k (0 = off)")
-    max_new_tokens: int | None = Field(None, ge=1, description="generation limit; default per benchmark: 102,400 for AIME, 81,920 otherwise")
-    system_prompt: str | None = Field(DEFAULT_SYSTEM_PROMPT, description="system prompt (the one the student was trained with)")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="generation limit; default per benchmark: 102,400 for AIME, 81,920 otherwise"
+    )
+    system_prompt: str | None = Field(
+        DEFAULT_SYSTEM_PROMPT, description="system prompt (the one the student was trained with)"
+    )
     math_prompt_suffix: str | None = Field(MATH_SUFFIX, description="instruction appended to math questions")
-    choice_prompt_suffix: str | None = Field(CHOICE_SUFFIX, description="instruction appended to multiple-choice questions")
-    reasoning_format: Literal["think", "harmony", "none"] = Field("think", description="how the model writes its reasoning (stripped before grading)")
-    prompt_format: Literal["chat_template", "harmony"] = Field("chat_template", description="completions mode: chat template or openai-harmony")
+    choice_prompt_suffix: str | None = Field(
+        CHOICE_SUFFIX, description="instruction appended to multiple-choice questions"
+    )
+    reasoning_format: Literal["think", "harmony", "none"] = Field(
+        "think", description="how the model writes its reasoning (stripped before grading)"
+    )
+    prompt_format: Literal["chat_template", "harmony"] = Field(
+        "chat_template", description="completions mode: chat template or openai-harmony"
+    )
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra chat-template variables")
     seed: int = Field(0, description="sampling seed (each sample's seed derives from it and the sample id)")
     rg_seed: int = Field(0, description="seed of the reasoning-gym task sets")
@@ -62,25 +77,30 @@ class EvalConfig(StageConfig):
     model_name: str | None = Field(None, description="name recorded in the results (default: backend.model)")
 
 
-def grade_benchmark(benchmark, samples: list[dict[str, Any]], verifier: BoundedVerifier) -> list[dict[str, Any]]:
+def grade_benchmark(benchmark, samples: list[Response], verifier: BoundedVerifier) -> list[EvalResult]:
     """One result line per sample: predicted answer, correct, truncated (truncated = wrong)."""
-    gradable = [sample for sample in samples if sample.get("finish_reason") == "stop"]
-    grades = grade_many([(s.get("content") or "", str(s.get("answer")), s.get("domain"), s.get("choices")) for s in gradable], verifier)
-    by_id = {sample["id"]: grade for sample, grade in zip(gradable, grades)}
+    gradable = [sample for sample in samples if sample["finish_reason"] == "stop"]
+    by_id = {sample["id"]: grade for sample, grade in zip(gradable, grade_records(gradable, verifier))}
     results = []
     for sample in samples:
         grade = by_id.get(sample["id"])
-        truncated = sample.get("finish_reason") == "length"
-        result = {
-            "id": sample["id"], "question_id": sample["question_id"], "answer": sample.get("answer"),
-            "predicted": grade.predicted if grade else None, "correct": bool(grade and grade.correct),
-            "truncated": truncated, "finish_reason": sample.get("finish_reason"),
-            "reason": (grade.reason if grade else ("truncated" if truncated else sample.get("finish_reason"))),
-            "completion_tokens": (sample.get("usage") or {}).get("completion_tokens"),
+        truncated = sample["finish_reason"] == "length"
+        result: EvalResult = {
+            "id": sample["id"],
+            "question_id": sample["question_id"],
+            "answer": sample["answer"],
+            "predicted": grade.predicted if grade else None,
+            "correct": bool(grade and grade.correct),
+            "truncated": truncated,
+            "finish_reason": sample["finish_reason"],
+            "reason": (grade.reason if grade else ("truncated" if truncated else sample["finish_reason"])),
+            "completion_tokens": sample.get("usage", {}).get("completion_tokens"),
         }
         entry = benchmark.rg_entries.get(sample["question_id"]) if benchmark.rg_entries else None
         if entry is not None:
-            result["reasoning_gym_score"] = float(benchmark.rg_dataset.score_answer(answer=result["predicted"], entry=entry))
+            result["reasoning_gym_score"] = float(
+                benchmark.rg_dataset.score_answer(answer=result["predicted"], entry=entry)
+            )
         results.append(result)
     return results
 
@@ -93,34 +113,57 @@ def benchmark_metrics(results: list[dict[str, Any]], n: int, question_ids: list[
     lengths = [r["completion_tokens"] for r in results if r.get("completion_tokens") is not None]
     complete = all(len(per_question.get(qid, [])) == n for qid in question_ids)
     metrics = {
-        "questions": len(question_ids), "samples": len(results), "n": n, "complete": complete,
-        "avg_at_k": avg_at_k(samples), "standard_error": standard_error(samples),
-        "pass_at_k": {str(k): mean_pass_at_k(samples, k) for k in pass_at_ks(min((len(s) for s in samples), default=n) or 1)},
+        "questions": len(question_ids),
+        "samples": len(results),
+        "n": n,
+        "complete": complete,
+        "avg_at_k": avg_at_k(samples),
+        "standard_error": standard_error(samples),
+        "pass_at_k": {
+            str(k): mean_pass_at_k(samples, k) for k in pass_at_ks(min((len(s) for s in samples), default=n) or 1)
+        },
         "truncation_rate": sum(r["truncated"] for r in results) / len(results) if results else 0.0,
         "mean_completion_tokens": sum(lengths) / len(lengths) if lengths else None,
     }
     scored = [r for r in results if "reasoning_gym_score" in r]
     if scored:
         agree = sum((r["reasoning_gym_score"] >= 1.0) == r["correct"] for r in scored)
-        metrics["reasoning_gym"] = {"accuracy": sum(r["reasoning_gym_score"] >= 1.0 for r in scored) / len(scored),
-                                    "agreement_with_ours": agree / len(scored)}
+        metrics["reasoning_gym"] = {
+            "accuracy": sum(r["reasoning_gym_score"] >= 1.0 for r in scored) / len(scored),
+            "agreement_with_ours": agree / len(scored),
+        }
     return metrics
 
 
 def summary_markdown(title: str, benchmarks: dict[str, dict]) -> str:
-    lines = [f"# {title}", "", "| benchmark | questions | n | avg@k | ± s.e. | pass@1 | pass@n | truncated | mean tokens |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# {title}",
+        "",
+        "| benchmark | questions | n | avg@k | ± s.e. | pass@1 | pass@n | truncated | mean tokens |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, m in benchmarks.items():
         pass_n = m["pass_at_k"][max(m["pass_at_k"], key=int)] if m["pass_at_k"] else 0.0
         tokens = f"{m['mean_completion_tokens']:.0f}" if m["mean_completion_tokens"] is not None else "-"
-        lines.append(f"| {name} | {m['questions']} | {m['n']} | {100 * m['avg_at_k']:.2f} | {100 * m['standard_error']:.2f} | "
-                     f"{100 * m['pass_at_k'].get('1', 0):.2f} | {100 * pass_n:.2f} | {100 * m['truncation_rate']:.1f}% | {tokens} |")
+        lines.append(
+            f"| {name} | {m['questions']} | {m['n']} | {100 * m['avg_at_k']:.2f} | {100 * m['standard_error']:.2f} | "
+            f"{100 * m['pass_at_k'].get('1', 0):.2f} | {100 * pass_n:.2f} | {100 * m['truncation_rate']:.1f}% "
+            f"| {tokens} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def run(config: EvalConfig) -> dict[str, Any]:
-    benchmarks = [load_benchmark(spec, rg_seed=config.rg_seed, default_rg_size=config.rg_size, math_suffix=config.math_prompt_suffix,
-                                 choice_suffix=config.choice_prompt_suffix) for spec in config.benchmarks]
+    benchmarks = [
+        load_benchmark(
+            spec,
+            rg_seed=config.rg_seed,
+            default_rg_size=config.rg_size,
+            math_suffix=config.math_prompt_suffix,
+            choice_suffix=config.choice_prompt_suffix,
+        )
+        for spec in config.benchmarks
+    ]
     names = [benchmark.name for benchmark in benchmarks]
     if len(set(names)) != len(names):
         raise DasdError(f"benchmark names must be unique (got {names})")
@@ -137,44 +180,79 @@ def run(config: EvalConfig) -> dict[str, Any]:
                 writer = RecordWriter(folder / "samples.jsonl")
                 limit = config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(benchmark.name, FALLBACK_MAX_NEW_TOKENS)
                 schedule = [TemperatureStep(temperature=config.temperature, n=config.n, max_new_tokens=limit)]
-                requests, context = build_requests(questions, writer.done, schedule=schedule, top_p=config.top_p, top_k=config.top_k,
-                                                   max_new_tokens=limit, seed=config.seed, system_prompt=config.system_prompt)
+                requests, context = build_requests(
+                    questions,
+                    writer.done,
+                    schedule=schedule,
+                    top_p=config.top_p,
+                    top_k=config.top_k,
+                    max_new_tokens=limit,
+                    seed=config.seed,
+                    system_prompt=config.system_prompt,
+                )
                 errors = ErrorLog(folder / "samples.errors.jsonl")
                 errors.reset()
                 if requests:
                     if backend is None:
-                        backend = make_backend(config.backend, chat_template_kwargs=config.chat_template_kwargs,
-                                               prompt_format=config.prompt_format, reasoning_format=config.reasoning_format)
-                    generate_records(backend, requests, context, writer, errors, f"eval {benchmark.name} [{config.backend.name}]",
-                                     reasoning_format=config.reasoning_format, model_name=model_name, keep_logprobs=False)
+                        backend = make_backend(
+                            config.backend,
+                            chat_template_kwargs=config.chat_template_kwargs,
+                            prompt_format=config.prompt_format,
+                            reasoning_format=config.reasoning_format,
+                        )
+                    generate_records(
+                        backend,
+                        requests,
+                        context,
+                        writer,
+                        errors,
+                        f"eval {benchmark.name} [{config.backend.name}]",
+                        reasoning_format=config.reasoning_format,
+                        model_name=model_name,
+                        keep_logprobs=False,
+                    )
                 else:
                     writer.finish()
                 wanted = {question["id"] for question in questions}
                 choices = {question["id"]: question.get("choices") for question in questions}
-                samples = [{**record, "choices": choices.get(record["question_id"])}
-                           for _, record in iter_records(folder / "samples.jsonl") if record["question_id"] in wanted]
+                samples = [
+                    {**record, "choices": choices.get(record["question_id"])}
+                    for _, record in iter_records(folder / "samples.jsonl")
+                    if record["question_id"] in wanted
+                ]
                 results = grade_benchmark(benchmark, samples, verifier)
-                temporary = folder / "results.jsonl.tmp"
-                temporary.write_text("".join(dumps_record(result) + "\n" for result in results), encoding="utf-8")
-                temporary.replace(folder / "results.jsonl")
-                summaries[benchmark.name] = benchmark_metrics(results, config.n, [question["id"] for question in questions])
+                write_jsonl_atomic(folder / "results.jsonl", results)
+                summaries[benchmark.name] = benchmark_metrics(
+                    results, config.n, [question["id"] for question in questions]
+                )
                 summaries[benchmark.name]["failed_samples"] = errors.count
     finally:
         if backend is not None:
             backend.close()
-    summary = {"stage": "eval", "model": model_name, "temperature": config.temperature, "top_p": config.top_p, "benchmarks": summaries}
+    summary = {
+        "stage": "eval",
+        "model": model_name,
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "benchmarks": summaries,
+    }
     write_json_atomic(output_dir / "summary.json", summary)
     markdown = summary_markdown(f"dasd eval — {model_name}", summaries)
-    write_json_atomic(output_dir / "summary.md", markdown)
+    write_text_atomic(output_dir / "summary.md", markdown)
     print(markdown, file=sys.stdout, flush=True)
     return summary
 
 
 # --- `dasd eval --compare A B` -----------------------------------------------------------------
 
+
 def extra_arguments(parser) -> None:
-    parser.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
-                        help="print two finished eval runs (folders or summary.json files) side by side and stop")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("RUN_A", "RUN_B"),
+        help="print two finished eval runs (folders or summary.json files) side by side and stop",
+    )
 
 
 def handle_extra(args) -> bool:
@@ -193,6 +271,8 @@ def handle_extra(args) -> bool:
     print(f"A = {args.compare[0]} ({runs[0].get('model')})\nB = {args.compare[1]} ({runs[1].get('model')})")
     print(f"{'benchmark':24} {'A avg@k':>9} {'B avg@k':>9} {'B - A':>8} {'± s.e.':>8}  > 2 s.e.?")
     for row in rows:
-        print(f"{row['benchmark']:24} {100 * row['a']:9.2f} {100 * row['b']:9.2f} {100 * row['difference']:+8.2f} "
-              f"{100 * row['standard_error']:8.2f}  {'yes' if row['significant'] else 'no'}")
+        print(
+            f"{row['benchmark']:24} {100 * row['a']:9.2f} {100 * row['b']:9.2f} {100 * row['difference']:+8.2f} "
+            f"{100 * row['standard_error']:8.2f}  {'yes' if row['significant'] else 'no'}"
+        )
     return True

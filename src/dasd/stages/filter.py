@@ -11,138 +11,127 @@ reason; kept + rejected always hold every input id exactly once. Resumable by id
 
 from __future__ import annotations
 
-import itertools
 import sys
 from collections import Counter
 from typing import Any
 
 from pydantic import Field
 
-from ..answers import BoundedVerifier, grade_many
+from ..assets import load_tokenizer
 from ..config import StageConfig, dump_config
 from ..errors import ConfigError, InputError
-from ..filters import (CorrectnessConfig, DedupeConfig, Deduper, LengthConfig, RepetitionConfig, StructureConfig,
-                       length_filter, repetition_filter, structure_filter, student_length)
+from ..filters import CorrectnessConfig, DedupeConfig, FilterChain, LengthConfig, RepetitionConfig, StructureConfig
 from ..io import RecordWriter, batched, iter_records, sidecar, write_json_atomic
 from ..progress import Progress, format_summary
+from ..records import RESPONSE_FIELDS, check_fields
 from ..render import DEFAULT_SYSTEM_PROMPT
 
 
 class FilterConfig(StageConfig):
     input: str = Field(..., description="response records (sampled or scored; a glob reads several files)")
     output: str = Field(..., description="kept records JSONL; rejected ones go to <name>.rejected.jsonl")
-    student_tokenizer: str | None = Field(None, description="student tokenizer folder or asset name, for the length filter")
-    system_prompt: str | None = Field(DEFAULT_SYSTEM_PROMPT, description="system prompt of the training text (length filter)")
-    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra variables for the student's chat template")
+    student_tokenizer: str | None = Field(
+        None, description="student tokenizer folder or asset name, for the length filter"
+    )
+    system_prompt: str | None = Field(
+        DEFAULT_SYSTEM_PROMPT, description="system prompt of the training text (length filter)"
+    )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra variables for the student's chat template"
+    )
     structure: StructureConfig = Field(default_factory=StructureConfig, description="structure filter")
     length: LengthConfig = Field(default_factory=LengthConfig, description="length filter")
     repetition: RepetitionConfig = Field(default_factory=RepetitionConfig, description="repetition filter")
     dedupe: DedupeConfig = Field(default_factory=DedupeConfig, description="duplicate filter")
     correctness: CorrectnessConfig = Field(default_factory=CorrectnessConfig, description="answer correctness filter")
-    chunk_records: int = Field(256, ge=1, description="records graded together (math-verify runs in parallel within a chunk)")
+    chunk_records: int = Field(
+        256, ge=1, description="records graded together (math-verify runs in parallel within a chunk)"
+    )
+
+
+def _pending(config: FilterConfig, done: set[str], counts: Counter):
+    """The input records not yet in the kept or rejected file (checked: the fields the filters read)."""
+    for line, record in iter_records(config.input):
+        check_fields(record, RESPONSE_FIELDS, path=config.input, line=line)
+        counts["records"] += 1
+        if str(record["id"]) in done:
+            counts["already_done"] += 1
+            continue
+        done.add(str(record["id"]))
+        yield record
 
 
 def run(config: FilterConfig) -> dict[str, Any]:
+    # 1. Validate before anything is written: settings, and the first record of the input.
     if config.length.enabled and not config.student_tokenizer:
         raise ConfigError("the length filter counts student tokens: set student_tokenizer (or length.enabled=false)")
-    source = iter_records(config.input)
-    first = next(source, None)
-    if first is None:
+    if next(iter_records(config.input), None) is None:
         raise InputError(config.input, None, None, "no records (empty file)")
 
+    # 2. Resume: ids already kept or rejected are done; the kept ones still count as seen for dedupe.
     kept = RecordWriter(config.output)
     rejected = RecordWriter(sidecar(config.output, "rejected", ".jsonl"))
     done = kept.done | rejected.done
-    deduper = Deduper()
-    if config.dedupe.enabled and kept.path.exists():  # resume: the kept responses still count as seen
-        for _, record in iter_records(kept.path):
-            deduper.add(record)
     dump_config(config, sidecar(config.output, "config", ".yaml"))
-    tokenizer = None
-    if config.length.enabled:
-        from ..assets import load_tokenizer
+    tokenizer = load_tokenizer(config.student_tokenizer) if config.length.enabled else None
+    chain = FilterChain(
+        structure=config.structure,
+        length=config.length,
+        repetition=config.repetition,
+        dedupe=config.dedupe,
+        correctness=config.correctness,
+        tokenizer=tokenizer,
+        system_prompt=config.system_prompt,
+        chat_template_kwargs=config.chat_template_kwargs,
+    )
+    if config.dedupe.enabled and kept.path.exists():
+        for _, record in iter_records(kept.path):
+            chain.seen(record)
 
-        tokenizer = load_tokenizer(config.student_tokenizer)
-    verifier = BoundedVerifier(config.correctness.workers, config.correctness.timeout_s) if config.correctness.enabled else None
-
+    # 3. Filter chunk by chunk (correctness is graded a chunk at a time), writing each verdict.
     reasons: Counter = Counter()
     counts: Counter = Counter()
-    lengths: list[int] = []
     progress = Progress(0, "filter", unit="rec")
-
-    def reject(record: dict[str, Any], reason: str) -> None:
-        rejected.write({**record, "filter": {"keep": False, "reason": reason}})
-        reasons[reason] += 1
-        counts["rejected"] += 1
-
-    def flush(chunk: list[dict[str, Any]]) -> None:
-        survivors = []
-        for record in chunk:
-            verdict = structure_filter(record, config.structure) if config.structure.enabled else True
-            if verdict is True and tokenizer is not None:
-                length = student_length(tokenizer, record, system_prompt=config.system_prompt, chat_template_kwargs=config.chat_template_kwargs)
-                lengths.append(length)
-                verdict = length_filter(length, config.length)
-            if verdict is True and config.repetition.enabled:
-                verdict = repetition_filter(record, config.repetition)
-            if verdict is True and config.dedupe.enabled:
-                verdict = deduper(record)
-                if verdict is True:
-                    deduper.add(record)
-            if verdict is True:
-                survivors.append(record)
-            else:
-                reject(record, verdict[1])
-        graded = [r for r in survivors if verifier is not None and r.get("answer") not in (None, "")]
-        grades = grade_many([(r.get("content") or "", str(r["answer"]), r.get("domain"), r.get("choices")) for r in graded], verifier) if graded else []
-        verdicts = {id(record): grade for record, grade in zip(graded, grades)}
-        for record in survivors:
-            grade = verdicts.get(id(record))
-            if grade is not None and not grade.correct:
-                reject(record, grade.reason or "wrong_answer")
-                continue
-            kept.write({**record, "filter": {"keep": True, "reason": None}})
-            counts["kept"] += 1
-        progress.update(len(chunk))
-
-    records = 0
-
-    def pending():
-        nonlocal records
-        for line, record in itertools.chain([first], source):
-            if "id" not in record:
-                raise InputError(config.input, line, "id", "missing")
-            records += 1
-            if str(record["id"]) in done:
-                counts["already_done"] += 1
-                continue
-            done.add(str(record["id"]))
-            progress.bar.total = (progress.bar.total or 0) + 1
-            yield record
-
     try:
-        for chunk in batched(pending(), config.chunk_records):
-            flush(chunk)
+        for chunk in batched(_pending(config, done, counts), config.chunk_records):
+            progress.bar.total = (progress.bar.total or 0) + len(chunk)
+            for record, verdict in zip(chunk, chain.apply(chunk)):
+                (kept if verdict["keep"] else rejected).write({**record, "filter": verdict})
+                counts["kept" if verdict["keep"] else "rejected"] += 1
+                if not verdict["keep"]:
+                    reasons[verdict["reason"]] += 1
+            progress.update(len(chunk))
     finally:
         progress.close()
         kept.finish()
         rejected.finish()
-        if verifier is not None:
-            verifier.close()
+        chain.close()
 
+    # 4. Summary.
+    lengths = chain.lengths
     summary = {
-        "stage": "filter", "output": config.output, "records": records, "kept": counts["kept"],
-        "rejected": counts["rejected"], "already_done": counts["already_done"],
+        "stage": "filter",
+        "output": config.output,
+        "records": counts["records"],
+        "kept": counts["kept"],
+        "rejected": counts["rejected"],
+        "already_done": counts["already_done"],
         "reasons": dict(sorted(reasons.items(), key=lambda item: -item[1])),
-        "verify_timeouts": verifier.timeouts if verifier else 0,
+        "verify_timeouts": chain.verify_timeouts,
         "student_tokens": {"max": max(lengths), "mean": round(sum(lengths) / len(lengths), 1)} if lengths else None,
         "seconds": round(progress.elapsed, 3),
-        "records_per_s": round((counts["kept"] + counts["rejected"]) / progress.elapsed, 2) if progress.elapsed else 0.0,
+        "records_per_s": round((counts["kept"] + counts["rejected"]) / progress.elapsed, 2)
+        if progress.elapsed
+        else 0.0,
     }
     write_json_atomic(sidecar(config.output, "summary", ".json"), summary)
-    rows = [("records", records), ("kept", counts["kept"]), ("rejected", counts["rejected"]),
-            *((f"  {reason}", count) for reason, count in summary["reasons"].items()),
-            ("already done (skipped)", counts["already_done"]), ("records/s", summary["records_per_s"])]
+    rows = [
+        ("records", counts["records"]),
+        ("kept", counts["kept"]),
+        ("rejected", counts["rejected"]),
+        *((f"  {reason}", count) for reason, count in summary["reasons"].items()),
+        ("already done (skipped)", counts["already_done"]),
+        ("records/s", summary["records_per_s"]),
+    ]
     print(format_summary(f"dasd filter -> {config.output}", rows), file=sys.stdout, flush=True)
     return summary
-

@@ -3,7 +3,7 @@
     dasd mix --config configs/mix.yaml input=runs/x/sft/sft.jsonl output=runs/x/mix/mixed.jsonl \\
         student.model=runs/x/train/high_temp/final teacher.name=openai teacher.base_urls=[http://gpu:8000/v1]
 
-The report's remedy for exposure bias (DESIGN §2), in four resumable steps, each with its own file
+The report's remedy for exposure bias, in four resumable steps, each with its own file
 beside `output`:
 
 1. rollouts (`<name>.rollouts.jsonl`): the trained student answers a seeded subset of the curated
@@ -21,7 +21,7 @@ beside `output`:
    ones go to `<name>.rejected.jsonl` — and `off_policy` extra curated samples are mixed in.
 
 Train on it with the `mixed_policy` stage (1 epoch, from the last stage's weights): see
-configs/train-mixed.yaml.
+configs/mixed-train.yaml.
 """
 
 from __future__ import annotations
@@ -34,37 +34,55 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..answers import BoundedVerifier, grade_many
-from ..backends.base import BackendConfig, GenerationRequest, make_backend
+from ..assets import load_tokenizer
+from ..backends import BackendConfig, GenerationRequest, make_backend
 from ..config import StageConfig, dump_config
 from ..errors import InputError
-from ..filters import (CorrectnessConfig, LengthConfig, RepetitionConfig, StructureConfig, length_filter, repetition_filter,
-                       structure_filter, student_length)
-from ..io import ErrorLog, RecordWriter, dumps_record, iter_records, read_records, sidecar, write_json_atomic
-from ..mixing import THINK_OPEN, continuation_prefix, cut_position, student_budget
+from ..figures import plot_cutoff
+from ..filters import CorrectnessConfig, FilterChain, LengthConfig, RepetitionConfig, StructureConfig
+from ..generation import generate_records
+from ..harmony import ANALYSIS_OPEN
+from ..io import ErrorLog, RecordWriter, iter_records, read_records, sidecar, write_json_atomic, write_jsonl_atomic
+from ..mixing import continuation_prefix, cut_position, student_budget
+from ..naming import MIXED_POLICY_STAGE
 from ..progress import Progress, format_summary
 from ..reasoning import parse_harmony, parse_think
 from ..records import stable_seed
-from ..render import DEFAULT_SYSTEM_PROMPT, think_text, with_system_prompt
-from .sample import generate_records
+from ..render import DEFAULT_SYSTEM_PROMPT, THINK_PREFIX, think_text, with_system_prompt
 
 
 class MixFilters(StageConfig):
     """The `dasd filter` filters that apply to a joined (student prefix + teacher) response."""
 
-    structure: StructureConfig = Field(default_factory=StructureConfig, description="finished, closed think block, non-empty parts, no tool call")
+    structure: StructureConfig = Field(
+        default_factory=StructureConfig, description="finished, closed think block, non-empty parts, no tool call"
+    )
     repetition: RepetitionConfig = Field(default_factory=RepetitionConfig, description="loops and repeats")
-    correctness: CorrectnessConfig = Field(default_factory=CorrectnessConfig, description="graded against the reference answer when there is one")
+    correctness: CorrectnessConfig = Field(
+        default_factory=CorrectnessConfig, description="graded against the reference answer when there is one"
+    )
     length: LengthConfig = Field(default_factory=LengthConfig, description="training length in student tokens")
 
 
 class MixConfig(StageConfig):
-    input: str = Field(..., description="the curated SFT records (dasd build-sft output): questions and the teacher's reference responses")
-    output: str = Field(..., description="mixed SFT records JSONL; rollouts, cut-off data, continuations and rejected records go beside it")
+    input: str = Field(
+        ...,
+        description="the curated SFT records (dasd build-sft output): questions and the teacher's reference responses",
+    )
+    output: str = Field(
+        ...,
+        description="mixed SFT records JSONL; rollouts, cut-off data, continuations and rejected records go beside it",
+    )
     student: BackendConfig = Field(..., description="the trained student that writes the rollouts")
     teacher: BackendConfig = Field(..., description="the teacher that continues the student's text")
-    questions: int | None = Field(50000, ge=1, description="how many curated questions get a rollout (a seeded subset; null = all)")
-    budget_factor: float = Field(1.5, gt=0, description="the student's generation cap, in multiples of the teacher response's length in student tokens")
+    questions: int | None = Field(
+        50000, ge=1, description="how many curated questions get a rollout (a seeded subset; null = all)"
+    )
+    budget_factor: float = Field(
+        1.5,
+        gt=0,
+        description="the student's generation cap, in multiples of the teacher response's length in student tokens",
+    )
     rollout_temperature: float = Field(1.0, ge=0, description="the student's sampling temperature")
     rollout_top_p: float = Field(1.0, gt=0, le=1, description="the student's top-p")
     cut_low: float = Field(0.5, ge=0, lt=1, description="cut no earlier than this share of the student's reasoning")
@@ -72,14 +90,29 @@ class MixConfig(StageConfig):
     teacher_temperature: float = Field(1.0, ge=0, description="the teacher's sampling temperature for continuations")
     teacher_top_p: float = Field(1.0, gt=0, le=1, description="the teacher's top-p")
     teacher_max_new_tokens: int = Field(32768, ge=1, description="longest teacher continuation")
-    teacher_reasoning_format: Literal["think", "harmony"] = Field("think", description="the teacher's format: think tags, or gpt-oss harmony (analysis channel)")
-    teacher_prompt_format: Literal["chat_template", "harmony"] = Field("chat_template", description="completions mode: render with the teacher's chat template or openai-harmony")
-    teacher_chat_template_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra variables for the teacher's chat template (e.g. reasoning_effort)")
+    teacher_reasoning_format: Literal["think", "harmony"] = Field(
+        "think", description="the teacher's format: think tags, or gpt-oss harmony (analysis channel)"
+    )
+    teacher_prompt_format: Literal["chat_template", "harmony"] = Field(
+        "chat_template", description="completions mode: render with the teacher's chat template or openai-harmony"
+    )
+    teacher_chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra variables for the teacher's chat template (e.g. reasoning_effort)"
+    )
     teacher_system_prompt: str | None = Field(None, description="system prompt for the teacher (none by default)")
-    system_prompt: str | None = Field(DEFAULT_SYSTEM_PROMPT, description="the student's system prompt (rollouts and the output records)")
-    student_chat_template_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra variables for the student's chat template")
+    system_prompt: str | None = Field(
+        DEFAULT_SYSTEM_PROMPT, description="the student's system prompt (rollouts and the output records)"
+    )
+    student_chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra variables for the student's chat template"
+    )
     filters: MixFilters = Field(default_factory=MixFilters, description="quality filters on the joined response")
-    off_policy: int = Field(0, ge=0, description="extra curated (off-policy) samples mixed into the output (the report's ablation: 20K with 7.7K mixed)")
+    off_policy: int = Field(
+        0,
+        ge=0,
+        description="extra curated (off-policy) samples mixed into the output (the report's ablation: 20K "
+        "with 7.7K mixed)",
+    )
     weight: float = Field(1.0, gt=0, description="loss weight of the mixed records")
     seed: int = Field(0, description="seed of the subset, the rollouts, the cuts and the off-policy draw")
 
@@ -96,104 +129,92 @@ def _curated(config: MixConfig) -> dict[str, dict[str, Any]]:
             raise InputError(config.input, line, "messages", "the assistant turn has no <think> reasoning")
         question_id = str(record.get("question_id") or record["id"])
         if question_id not in questions:
-            questions[question_id] = {"record": record, "turns": [m for m in messages[:-1] if m["role"] not in ("system", "developer")],
-                                      "reasoning": parsed.reasoning, "content": parsed.content}
+            questions[question_id] = {
+                "record": record,
+                "turns": [m for m in messages[:-1] if m["role"] not in ("system", "developer")],
+                "reasoning": parsed.reasoning,
+                "content": parsed.content,
+            }
     return questions
 
 
-def plot_cutoff(points: list[dict[str, Any]], path: Path, factor: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.8), dpi=110)
-    for truncated, colour, label in ((False, "#4c72b0", "finished"), (True, "#dd8452", "cut off at the cap")):
-        xs = [p["teacher_tokens"] for p in points if p["truncated"] is truncated]
-        ys = [p["ratio"] for p in points if p["truncated"] is truncated]
-        axis.scatter(xs, ys, s=12, alpha=0.7, color=colour, label=f"{label} ({len(xs)})")
-    axis.axhline(factor, color="grey", linestyle="--", linewidth=1)
-    axis.set_xlabel("teacher response length (student tokens)")
-    axis.set_ylabel("student length / teacher length")
-    axis.set_title("student rollouts against the teacher's length")
-    axis.legend(fontsize=8)
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-
-
-def run(config: MixConfig) -> dict[str, Any]:
-    from ..assets import load_tokenizer
-
-    curated = _curated(config)
-    output = Path(config.output)
-    rollouts_path, continuations_path = sidecar(output, "rollouts", ".jsonl"), sidecar(output, "continuations", ".jsonl")
-    dump_config(config, sidecar(output, "config", ".yaml"))
-    student_tokenizer = load_tokenizer(config.student.tokenizer or config.student.model)
-    chosen_ids = sorted(curated)
-    random.Random(stable_seed(config.seed, "subset")).shuffle(chosen_ids)
-    if config.questions:
-        chosen_ids = chosen_ids[: config.questions]
-    counts: Counter = Counter()
-    reasons: Counter = Counter()
-
-    # 1. rollouts, capped at budget_factor × the teacher's length in student tokens
-    budgets = {}
-    for question_id in chosen_ids:
-        entry = curated[question_id]
-        text, _, _ = think_text(entry["reasoning"], entry["content"])
-        budgets[question_id] = student_budget(student_tokenizer, text, config.budget_factor)
-    writer = RecordWriter(rollouts_path)
+def rollouts(
+    config: MixConfig, curated: dict[str, dict], budgets: dict[str, tuple[int, int]], path: Path, errors: ErrorLog
+) -> dict[str, dict[str, Any]]:
+    """Step 1: the student answers each chosen question, capped at its budget (resumable). question id -> rollout."""
+    writer = RecordWriter(path)
     requests, context = [], {}
-    for question_id in chosen_ids:
+    for question_id in budgets:
         request_id = f"{question_id}:rollout"
         if request_id in writer.done:
             continue
         entry = curated[question_id]
-        requests.append(GenerationRequest(id=request_id, messages=with_system_prompt(entry["turns"], config.system_prompt),
-                                          temperature=config.rollout_temperature, top_p=config.rollout_top_p,
-                                          max_new_tokens=budgets[question_id][1], seed=stable_seed(config.seed, request_id)))
+        requests.append(
+            GenerationRequest(
+                id=request_id,
+                messages=with_system_prompt(entry["turns"], config.system_prompt),
+                temperature=config.rollout_temperature,
+                top_p=config.rollout_top_p,
+                max_new_tokens=budgets[question_id][1],
+                seed=stable_seed(config.seed, request_id),
+            )
+        )
         record = entry["record"]
-        context[request_id] = ({"id": question_id, "answer": record.get("answer"), "domain": record.get("domain") or "other",
-                                "meta": {}}, 0)
-    errors = ErrorLog(sidecar(output, "errors", ".jsonl"))
-    errors.reset()
+        context[request_id] = (
+            {"id": question_id, "answer": record.get("answer"), "domain": record.get("domain") or "other", "meta": {}},
+            0,
+        )
     if requests:
         student = make_backend(config.student, chat_template_kwargs=config.student_chat_template_kwargs)
         try:
-            generate_records(student, requests, context, writer, errors, f"mix: student rollouts [{config.student.name}]",
-                             reasoning_format="think", model_name=config.student.model, keep_logprobs=False)
+            generate_records(
+                student,
+                requests,
+                context,
+                writer,
+                errors,
+                f"mix: student rollouts [{config.student.name}]",
+                reasoning_format="think",
+                model_name=config.student.model,
+                keep_logprobs=False,
+            )
         finally:
             student.close()
     else:
         writer.finish()
-    errors = ErrorLog(errors.path)  # keep the rollout failures; continuation failures are appended
+    return {record["question_id"]: record for _, record in iter_records(path) if record["question_id"] in budgets}
 
-    # 2. cut-off ratios (Figure 7), and the rollouts that hit the cap
-    rollouts = {record["question_id"]: record for _, record in iter_records(rollouts_path) if record["question_id"] in budgets}
+
+def cutoff_points(rollouts_by_question: dict[str, dict], budgets: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
+    """Step 2: each rollout's length against the teacher's (the report's Figure 7), and whether it hit the cap."""
     points = []
-    for question_id, record in sorted(rollouts.items()):
+    for question_id, record in sorted(rollouts_by_question.items()):
         teacher_tokens, budget = budgets[question_id]
-        student_tokens = (record.get("usage") or {}).get("completion_tokens") or 0
-        points.append({"question_id": question_id, "teacher_tokens": teacher_tokens, "budget": budget, "student_tokens": student_tokens,
-                       "ratio": student_tokens / teacher_tokens if teacher_tokens else 0.0, "truncated": record["finish_reason"] == "length"})
-    temporary = sidecar(output, "cutoff", ".jsonl.tmp")
-    temporary.write_text("".join(dumps_record(point) + "\n" for point in points), encoding="utf-8")
-    temporary.replace(sidecar(output, "cutoff", ".jsonl"))
-    plot_cutoff(points, sidecar(output, "cutoff", ".png"), config.budget_factor)
-    counts["rollouts"] = len(points)
-    counts["truncated"] = sum(point["truncated"] for point in points)
+        student_tokens = record.get("usage", {}).get("completion_tokens") or 0
+        points.append(
+            {
+                "question_id": question_id,
+                "teacher_tokens": teacher_tokens,
+                "budget": budget,
+                "student_tokens": student_tokens,
+                "ratio": student_tokens / teacher_tokens if teacher_tokens else 0.0,
+                "truncated": record["finish_reason"] == "length",
+            }
+        )
+    return points
 
-    # 3. cut at a sentence end in the second half; the teacher continues from there
-    writer = RecordWriter(continuations_path)
-    requests, cuts = [], {}
+
+def cuts(
+    config: MixConfig, points: list[dict], rollouts_by_question: dict[str, dict], reasons: Counter
+) -> dict[str, dict]:
+    """Step 3a: where each capped rollout is cut (a sentence end in the second half). request id -> cut."""
+    found = {}
     for point in points:
         if not point["truncated"]:
             reasons["finished_within_budget"] += 1  # only rollouts that hit the cap are continued
             continue
         question_id = point["question_id"]
-        reasoning = rollouts[question_id]["reasoning"]
+        reasoning = rollouts_by_question[question_id]["reasoning"]
         if not reasoning:
             reasons["rollout_without_reasoning"] += 1  # the student never opened <think>
             continue
@@ -201,105 +222,197 @@ def run(config: MixConfig) -> dict[str, Any]:
         if cut is None:
             reasons["no_sentence_end_to_cut_at"] += 1
             continue
-        counts["cut"] += 1
-        request_id = f"{question_id}:mixed"
-        prefix = reasoning[:cut]
-        cuts[request_id] = {"question_id": question_id, "cut": cut, "student_chars": len(reasoning), "prefix": prefix}
+        found[f"{question_id}:mixed"] = {
+            "question_id": question_id,
+            "cut": cut,
+            "student_chars": len(reasoning),
+            "prefix": reasoning[:cut],
+        }
+    return found
+
+
+def continuations(
+    config: MixConfig, curated: dict[str, dict], cut_by_request: dict[str, dict], path: Path, errors: ErrorLog
+) -> list[dict[str, Any]]:
+    """Step 3b: the teacher continues each cut prefix in its own format (resumable)."""
+    writer = RecordWriter(path)
+    requests = []
+    system = [{"role": "system", "content": config.teacher_system_prompt}] if config.teacher_system_prompt else []
+    for request_id, cut in cut_by_request.items():
         if request_id in writer.done:
             continue
-        turns = curated[question_id]["turns"]
-        messages = ([{"role": "system", "content": config.teacher_system_prompt}] if config.teacher_system_prompt else []) + turns
-        requests.append(GenerationRequest(id=request_id, messages=messages, temperature=config.teacher_temperature,
-                                          top_p=config.teacher_top_p, max_new_tokens=config.teacher_max_new_tokens,
-                                          seed=stable_seed(config.seed, request_id),
-                                          assistant_prefix=continuation_prefix(prefix, config.teacher_reasoning_format)))
+        requests.append(
+            GenerationRequest(
+                id=request_id,
+                messages=system + curated[cut["question_id"]]["turns"],
+                temperature=config.teacher_temperature,
+                top_p=config.teacher_top_p,
+                max_new_tokens=config.teacher_max_new_tokens,
+                seed=stable_seed(config.seed, request_id),
+                assistant_prefix=continuation_prefix(cut["prefix"], config.teacher_reasoning_format),
+            )
+        )
     if requests:
-        teacher = make_backend(config.teacher, chat_template_kwargs=config.teacher_chat_template_kwargs,
-                               prompt_format=config.teacher_prompt_format, reasoning_format=config.teacher_reasoning_format)
+        teacher = make_backend(
+            config.teacher,
+            chat_template_kwargs=config.teacher_chat_template_kwargs,
+            prompt_format=config.teacher_prompt_format,
+            reasoning_format=config.teacher_reasoning_format,
+        )
         progress = Progress(len(requests), f"mix: teacher continuations [{config.teacher.name}]")
         try:
             for result in teacher.generate(requests):
                 if result.error:
                     errors.log(result.id, result.error, retries=result.retries)
                 else:
-                    writer.write({"id": result.id, **cuts[result.id], "continuation": result.raw_text or result.server_content or "",
-                                  "finish_reason": result.finish_reason,
-                                  "continuation_logprobs": {"offsets": [list(span) for span in result.token_spans], "logprobs": result.token_logprobs},
-                                  "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens}})
+                    writer.write(
+                        {
+                            "id": result.id,
+                            **cut_by_request[result.id],
+                            "continuation": result.raw_text or result.server_content or "",
+                            "finish_reason": result.finish_reason,
+                            "continuation_logprobs": {
+                                "offsets": [list(span) for span in result.token_spans],
+                                "logprobs": result.token_logprobs,
+                            },
+                            "usage": {
+                                "prompt_tokens": result.prompt_tokens,
+                                "completion_tokens": result.completion_tokens,
+                            },
+                        }
+                    )
                 progress.update(1, result.completion_tokens)
         finally:
             progress.close()
             teacher.close()
     writer.finish()
-    errors.close()
+    return [record for _, record in iter_records(path) if record["id"] in cut_by_request]
 
-    # 4. join, filter, write the mixed SFT records
-    kept, rejected = [], []
-    continuations = [record for _, record in iter_records(continuations_path) if record["id"] in cuts]
-    counts["continued"] = len(continuations)
-    candidates = []
-    for record in continuations:
-        question_id = record["question_id"]
-        prefix, continuation = record["prefix"], record["continuation"]
-        if config.teacher_reasoning_format == "think":
-            assistant = THINK_OPEN + prefix + continuation
-            parsed = parse_think(assistant, finish_reason=record["finish_reason"])
-        else:
-            parsed = parse_harmony("<|channel|>analysis<|message|>" + prefix + continuation, finish_reason=record["finish_reason"])
-            assistant = think_text(parsed.reasoning, parsed.content)[0]
-        source = curated[question_id]["record"]
-        mixed = {"id": record["id"], "question_id": question_id,
-                 "messages": with_system_prompt(curated[question_id]["turns"], config.system_prompt) + [{"role": "assistant", "content": assistant}],
-                 "loss_mask_prefix_chars": len(THINK_OPEN + prefix), "weight": config.weight, "stage": "mixed_policy",
-                 "source": "mixed_policy", "answer": source.get("answer"), "domain": source.get("domain"),
-                 "cut": {"position": record["cut"], "of_chars": record["student_chars"]}}
-        check = {"reasoning": parsed.reasoning, "content": parsed.content, "messages": mixed["messages"][:-1], "question_id": question_id,
-                 "finish_reason": record["finish_reason"] if parsed.has_close_tag or config.teacher_reasoning_format == "harmony" else "unclosed_think"}
-        verdict = structure_filter(check, config.filters.structure) if config.filters.structure.enabled else True
-        if verdict is True and config.filters.repetition.enabled:
-            verdict = repetition_filter(check, config.filters.repetition)
-        if verdict is True and config.filters.length.enabled:
-            verdict = length_filter(student_length(student_tokenizer, check, system_prompt=config.system_prompt,
-                                                   chat_template_kwargs=config.student_chat_template_kwargs), config.filters.length)
-        if verdict is True:
-            candidates.append((mixed, check))
-        else:
-            rejected.append({**mixed, "filter": {"keep": False, "reason": verdict[1]}})
-    graded = [(mixed, check) for mixed, check in candidates if config.filters.correctness.enabled and mixed.get("answer") not in (None, "")]
-    verdicts = {}
-    if graded:
-        with BoundedVerifier(config.filters.correctness.workers, config.filters.correctness.timeout_s) as verifier:
-            grades = grade_many([(check["content"], str(mixed["answer"]), mixed.get("domain"), None) for mixed, check in graded], verifier)
-        verdicts = {mixed["id"]: grade for (mixed, _), grade in zip(graded, grades)}
-    for mixed, _ in candidates:
-        grade = verdicts.get(mixed["id"])
-        if grade is not None and not grade.correct:
-            rejected.append({**mixed, "filter": {"keep": False, "reason": grade.reason or "wrong_answer"}})
-        else:
-            kept.append({**mixed, "filter": {"keep": True, "reason": None}})
-    for item in rejected:
-        reasons[item["filter"]["reason"]] += 1
-    counts["kept"] = len(kept)
 
-    mixed_questions = {record["question_id"] for record in kept}
+def mixed_record(config: MixConfig, curated: dict[str, dict], continuation: dict[str, Any]) -> tuple[dict, dict]:
+    """Step 4a: the mixed SFT record (student prefix + teacher continuation), and the response view of it
+    that the quality filters read."""
+    question_id, prefix = continuation["question_id"], continuation["prefix"]
+    finish = continuation["finish_reason"]
+    if config.teacher_reasoning_format == "think":
+        assistant = THINK_PREFIX + prefix + continuation["continuation"]
+        parsed = parse_think(assistant, finish_reason=finish)
+        if not parsed.has_close_tag:
+            finish = "unclosed_think"  # the teacher ran out before closing its reasoning
+    else:
+        parsed = parse_harmony(ANALYSIS_OPEN + prefix + continuation["continuation"], finish_reason=finish)
+        assistant = think_text(parsed.reasoning, parsed.content)[0]
+    source = curated[question_id]["record"]
+    messages = with_system_prompt(curated[question_id]["turns"], config.system_prompt)
+    mixed = {
+        "id": continuation["id"],
+        "question_id": question_id,
+        "messages": messages + [{"role": "assistant", "content": assistant}],
+        "loss_mask_prefix_chars": len(THINK_PREFIX + prefix),
+        "weight": config.weight,
+        "stage": MIXED_POLICY_STAGE,
+        "source": "mixed_policy",
+        "answer": source.get("answer"),
+        "domain": source.get("domain"),
+        "cut": {"position": continuation["cut"], "of_chars": continuation["student_chars"]},
+    }
+    response = {
+        "id": continuation["id"],
+        "question_id": question_id,
+        "messages": messages,
+        "reasoning": parsed.reasoning,
+        "content": parsed.content,
+        "finish_reason": finish,
+        "answer": source.get("answer"),
+        "domain": source.get("domain"),
+    }
+    return mixed, response
+
+
+def off_policy_extras(config: MixConfig, curated: dict[str, dict], mixed_questions: set[str]) -> list[dict[str, Any]]:
+    """Step 4c: `off_policy` curated records, preferably of questions without a mixed record (seeded draw)."""
     pool = [qid for qid in sorted(curated) if qid not in mixed_questions] or sorted(curated)
     random.Random(stable_seed(config.seed, "off_policy")).shuffle(pool)
-    extras = [{**curated[qid]["record"], "id": f"{curated[qid]['record']['id']}:off_policy", "stage": "mixed_policy", "source": "off_policy",
-               "weight": config.weight} for qid in pool[: config.off_policy]]
-    counts["off_policy"] = len(extras)
-    for path, records in ((output, kept + extras), (sidecar(output, "rejected", ".jsonl"), rejected)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text("".join(dumps_record(record) + "\n" for record in records), encoding="utf-8")
-        temporary.replace(path)
+    return [
+        {
+            **curated[qid]["record"],
+            "id": f"{curated[qid]['record']['id']}:off_policy",
+            "stage": MIXED_POLICY_STAGE,
+            "source": "off_policy",
+            "weight": config.weight,
+        }
+        for qid in pool[: config.off_policy]
+    ]
+
+
+def run(config: MixConfig) -> dict[str, Any]:
+    curated = _curated(config)
+    output = Path(config.output)
+    dump_config(config, sidecar(output, "config", ".yaml"))
+    student_tokenizer = load_tokenizer(config.student.tokenizer or config.student.model)
+    chosen_ids = sorted(curated)
+    random.Random(stable_seed(config.seed, "subset")).shuffle(chosen_ids)
+    if config.questions:
+        chosen_ids = chosen_ids[: config.questions]
+    errors = ErrorLog(sidecar(output, "errors", ".jsonl"))
+    errors.reset()
+    counts: Counter = Counter()
+    reasons: Counter = Counter()
+
+    # 1. rollouts, capped at budget_factor × the teacher's length in student tokens
+    budgets = {}
+    for question_id in chosen_ids:
+        entry = curated[question_id]
+        budgets[question_id] = student_budget(
+            student_tokenizer, think_text(entry["reasoning"], entry["content"])[0], config.budget_factor
+        )
+    by_question = rollouts(config, curated, budgets, sidecar(output, "rollouts", ".jsonl"), errors)
+
+    # 2. cut-off ratios (Figure 7), and the rollouts that hit the cap
+    points = cutoff_points(by_question, budgets)
+    write_jsonl_atomic(sidecar(output, "cutoff", ".jsonl"), points)
+    plot_cutoff(points, sidecar(output, "cutoff", ".png"), config.budget_factor)
+    counts["rollouts"] = len(points)
+    counts["truncated"] = sum(point["truncated"] for point in points)
+
+    # 3. cut at a sentence end in the second half; the teacher continues from there
+    cut_by_request = cuts(config, points, by_question, reasons)
+    counts["cut"] = len(cut_by_request)
+    continued = continuations(config, curated, cut_by_request, sidecar(output, "continuations", ".jsonl"), errors)
+    errors.close()
+    counts["continued"] = len(continued)
+
+    # 4. join, filter (the same chain as `dasd filter`), write the mixed SFT records and the off-policy extras
+    joined = [mixed_record(config, curated, continuation) for continuation in continued]
+    with FilterChain(
+        structure=config.filters.structure,
+        length=config.filters.length,
+        repetition=config.filters.repetition,
+        correctness=config.filters.correctness,
+        tokenizer=student_tokenizer,
+        system_prompt=config.system_prompt,
+        chat_template_kwargs=config.student_chat_template_kwargs,
+    ) as chain:
+        verdicts = chain.apply([response for _, response in joined])
+    kept = [{**mixed, "filter": verdict} for (mixed, _), verdict in zip(joined, verdicts) if verdict["keep"]]
+    rejected = [{**mixed, "filter": verdict} for (mixed, _), verdict in zip(joined, verdicts) if not verdict["keep"]]
+    reasons.update(item["filter"]["reason"] for item in rejected)
+    extras = off_policy_extras(config, curated, {record["question_id"] for record in kept})
+    counts["kept"], counts["off_policy"] = len(kept), len(extras)
+    write_jsonl_atomic(output, kept + extras)
+    write_jsonl_atomic(sidecar(output, "rejected", ".jsonl"), rejected)
 
     ratios = sorted(point["ratio"] for point in points)
-    summary = {"stage": "mix", "output": str(output), **{key: counts[key] for key in ("rollouts", "truncated", "cut", "continued", "kept", "off_policy")},
-               "drop_reasons": dict(sorted(reasons.items(), key=lambda item: -item[1])),
-               "cutoff_ratio": {"median": ratios[len(ratios) // 2], "max": ratios[-1]} if ratios else None}
+    steps = ("rollouts", "truncated", "cut", "continued", "kept", "off_policy")
+    summary = {
+        "stage": "mix",
+        "output": str(output),
+        **{key: counts[key] for key in steps},
+        "drop_reasons": dict(sorted(reasons.items(), key=lambda item: -item[1])),
+        "cutoff_ratio": {"median": ratios[len(ratios) // 2], "max": ratios[-1]} if ratios else None,
+    }
     write_json_atomic(sidecar(output, "summary", ".json"), summary)
-    rows = [(name, counts[name]) for name in ("rollouts", "truncated", "cut", "continued", "kept", "off_policy")]
+    rows = [(name, counts[name]) for name in steps]
     rows += [(f"  dropped: {reason}", count) for reason, count in summary["drop_reasons"].items()]
     print(format_summary(f"dasd mix -> {output}", rows), file=sys.stdout, flush=True)
     return summary
-

@@ -20,7 +20,6 @@ teacher-sentence counts of kept vs dropped responses per temperature.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -30,27 +29,34 @@ from pydantic import Field
 
 from ..config import StageConfig, dump_config
 from ..errors import InputError
-from ..io import dumps_record, iter_records, sidecar, write_json_atomic
+from ..io import iter_records, sidecar, write_json_atomic, write_jsonl_atomic
 from ..progress import format_summary
-from ..records import stable_seed
+from ..records import check_fields, stable_seed
 
 
 class SelectConfig(StageConfig):
     input: str = Field(..., description="scored response records (a glob reads several shard files)")
     output: str = Field(..., description="selected records JSONL (rewritten whole on each run)")
-    strategy: Literal["count", "ratio", "longest", "random"] = Field("count", description="count: most teacher sentences (DAS); ratio: largest teacher share; longest: most teacher tokens; random: the RS baseline")
+    strategy: Literal["count", "ratio", "longest", "random"] = Field(
+        "count",
+        description="count: most teacher sentences (DAS); ratio: largest teacher share; longest: most "
+        "teacher tokens; random: the RS baseline",
+    )
     k: int = Field(1, ge=1, description="responses kept per question (per temperature when per_temperature)")
     per_temperature: bool = Field(True, description="select separately at each temperature (stage 1 / stage 2 data)")
     budget: int | None = Field(None, ge=1, description="optional cap on the total number of selected records")
     seed: int = Field(0, description="seed of the random strategy and of tie-breaking")
-    histogram_bins: list[int] = Field(default_factory=lambda: [0, 1, 2, 5, 10, 20, 50, 100, 200], description="lower edges of the teacher-sentence-count histogram bins in the summary")
+    histogram_bins: list[int] = Field(
+        default_factory=lambda: [0, 1, 2, 5, 10, 20, 50, 100, 200],
+        description="lower edges of the teacher-sentence-count histogram bins in the summary",
+    )
 
 
 def _length(record: dict[str, Any]) -> int:
     teacher = record.get("teacher_logprobs")
     if isinstance(teacher, dict):
         return sum(len((teacher.get(part) or {}).get("logprobs") or []) for part in ("reasoning", "content"))
-    return len(record.get("reasoning") or "") + len(record.get("content") or "")
+    return len(record["reasoning"]) + len(record["content"])
 
 
 def strategy_score(record: dict[str, Any], strategy: str, seed: int) -> float:
@@ -72,14 +78,19 @@ def _bin(value: int, edges: list[int]) -> str:
 def run(config: SelectConfig) -> dict[str, Any]:
     candidates: list[dict[str, Any]] = []
     not_candidates = 0
+    needed = ("id", "question_id") + (("reasoning", "content") if config.strategy == "longest" else ())
     for line, record in iter_records(config.input):
-        if "id" not in record or "question_id" not in record:
-            raise InputError(config.input, line, "id" if "id" not in record else "question_id", "missing")
+        check_fields(record, needed, path=config.input, line=line)
         if isinstance(record.get("filter"), dict) and record["filter"].get("keep") is False:
             not_candidates += 1
             continue
         if config.strategy in ("count", "ratio") and not isinstance(record.get("das"), dict):
-            raise InputError(config.input, line, "das", f"missing: strategy={config.strategy} needs scored records (run dasd score first)")
+            raise InputError(
+                config.input,
+                line,
+                "das",
+                f"missing: strategy={config.strategy} needs scored records (run dasd score first)",
+            )
         candidates.append(record)
     if not candidates and not not_candidates:
         raise InputError(config.input, None, None, "no records (empty file)")
@@ -90,26 +101,34 @@ def run(config: SelectConfig) -> dict[str, Any]:
 
     def rank_key(record: dict[str, Any]) -> tuple[float, float]:
         # higher score first; ties in a seeded random order
-        return (-strategy_score(record, config.strategy, config.seed), stable_seed(config.seed, "tie", record["id"]) / float(1 << 63))
+        return (
+            -strategy_score(record, config.strategy, config.seed),
+            stable_seed(config.seed, "tie", record["id"]) / float(1 << 63),
+        )
 
     selected: list[dict[str, Any]] = []
     for key in sorted(groups, key=lambda key: (str(key[0]), str(key[1]))):
         ranked = sorted(groups[key], key=rank_key)
         for rank, record in enumerate(ranked[: config.k]):
-            selected.append({**record, "select": {"strategy": config.strategy, "rank": rank,
-                                                   "score": strategy_score(record, config.strategy, config.seed)}})
+            selected.append(
+                {
+                    **record,
+                    "select": {
+                        "strategy": config.strategy,
+                        "rank": rank,
+                        "score": strategy_score(record, config.strategy, config.seed),
+                    },
+                }
+            )
     if config.budget is not None and len(selected) > config.budget:
         selected = sorted(selected, key=rank_key)[: config.budget]
-        selected.sort(key=lambda record: (str(record["question_id"]), str(record.get("temperature")), record["select"]["rank"]))
+        selected.sort(
+            key=lambda record: (str(record["question_id"]), str(record.get("temperature")), record["select"]["rank"])
+        )
     kept_ids = {record["id"] for record in selected}
 
     output = Path(config.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(output.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        for record in selected:
-            handle.write(dumps_record(record) + "\n")
-    os.replace(temporary, output)
+    write_jsonl_atomic(output, selected)
     dump_config(config, sidecar(output, "config", ".yaml"))
 
     histogram: dict[str, dict[str, Counter]] = defaultdict(lambda: {"kept": Counter(), "dropped": Counter()})
@@ -123,25 +142,51 @@ def run(config: SelectConfig) -> dict[str, Any]:
         means[temperature][side].append(record["das"]["teacher"])
     per_temperature = {
         temperature: {
-            side: {"count": len(means[temperature][side]),
-                   "mean_teacher_sentences": round(sum(means[temperature][side]) / len(means[temperature][side]), 3) if means[temperature][side] else None,
-                   "histogram": dict(histogram[temperature][side])}
+            side: {
+                "count": len(means[temperature][side]),
+                "mean_teacher_sentences": round(sum(means[temperature][side]) / len(means[temperature][side]), 3)
+                if means[temperature][side]
+                else None,
+                "histogram": dict(histogram[temperature][side]),
+            }
             for side in ("kept", "dropped")
         }
         for temperature in sorted(histogram)
     }
     summary = {
-        "stage": "select", "output": str(output), "strategy": config.strategy, "k": config.k,
-        "questions": len({key[0] for key in groups}), "candidates": len(candidates),
-        "excluded_by_filter": not_candidates, "selected": len(selected), "per_temperature": per_temperature,
+        "stage": "select",
+        "output": str(output),
+        "strategy": config.strategy,
+        "k": config.k,
+        "questions": len({key[0] for key in groups}),
+        "candidates": len(candidates),
+        "excluded_by_filter": not_candidates,
+        "selected": len(selected),
+        "per_temperature": per_temperature,
     }
     write_json_atomic(sidecar(output, "summary", ".json"), summary)
-    rows = [("questions", summary["questions"]), ("candidates", len(candidates)), ("excluded by filter", not_candidates),
-            ("selected", len(selected))]
+    rows = [
+        ("questions", summary["questions"]),
+        ("candidates", len(candidates)),
+        ("excluded by filter", not_candidates),
+        ("selected", len(selected)),
+    ]
     for temperature, sides in per_temperature.items():
         for side in ("kept", "dropped"):
             info = sides[side]
-            bars = ", ".join(f"{bin_}:{count}" for bin_, count in sorted(info["histogram"].items(), key=lambda item: int(item[0].split("-")[0].rstrip("+"))))
-            rows.append((f"T={temperature} {side}", f"{info['count']} responses, mean teacher sentences {info['mean_teacher_sentences']}  [{bars}]"))
-    print(format_summary(f"dasd select ({config.strategy}, k={config.k}) -> {output}", rows), file=sys.stdout, flush=True)
+            bars = ", ".join(
+                f"{bin_}:{count}"
+                for bin_, count in sorted(
+                    info["histogram"].items(), key=lambda item: int(item[0].split("-")[0].rstrip("+"))
+                )
+            )
+            rows.append(
+                (
+                    f"T={temperature} {side}",
+                    f"{info['count']} responses, mean teacher sentences {info['mean_teacher_sentences']}  [{bars}]",
+                )
+            )
+    print(
+        format_summary(f"dasd select ({config.strategy}, k={config.k}) -> {output}", rows), file=sys.stdout, flush=True
+    )
     return summary

