@@ -41,7 +41,15 @@ class VLLMServer:
     and concurrent requests then gain little (measured in benchmarks/bench_sample.py).
     """
 
-    def __init__(self, model_dir: Path, log_path: Path, *, served_name: str = "teacher", max_model_len: int = 2048):
+    def __init__(
+        self,
+        model_dir: Path,
+        log_path: Path,
+        *,
+        served_name: str = "teacher",
+        max_model_len: int = 2048,
+        extra_args: tuple[str, ...] = (),
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.served_name = served_name
@@ -77,6 +85,7 @@ class VLLMServer:
                 str(max_model_len),
                 "--seed",
                 "0",
+                *extra_args,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

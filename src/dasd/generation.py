@@ -111,6 +111,7 @@ def response_record(
         "finish_reason": finish,
         "teacher_logprobs": teacher_logprobs,
         "logprob_mode": result.logprob_mode,
+        "sampling": result.sampling,
         "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens},
         "meta": question["meta"],
     }

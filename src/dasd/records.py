@@ -92,6 +92,9 @@ class Response(TypedDict):
     finish_reason: FinishReason
     teacher_logprobs: PartLogprobs | None
     logprob_mode: NotRequired[Literal["raw", "processed"]]
+    # every parameter the sample was drawn with, as sent: temperature, top_p, top_k (-1 = off), min_p,
+    # repetition/presence/frequency penalties, seed, max_tokens — never a server's defaults
+    sampling: NotRequired[dict[str, Any] | None]
     usage: NotRequired[Usage]
     meta: NotRequired[dict[str, Any]]
     source: NotRequired[str]  # "released" for rows of the released data

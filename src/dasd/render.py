@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .prompts import after_generation_prompt
+
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 # How every think-tagged training text starts (`reasoning.THINK_OPEN` is the bare tag the parsers look for).
 THINK_PREFIX = "<think>\n"
@@ -63,9 +65,8 @@ def render_completion(
     prompt = tokenizer.apply_chat_template(
         list(prompt_messages), tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
     )
-    if prompt.rstrip().endswith("<think>") and completion.startswith("<think>"):
-        # The template opens the think block itself (Qwen3 thinking models): do not open it twice.
-        completion = completion[len("<think>") :]
+    # A template that opens the think block itself (Qwen3-*-Thinking-2507): do not open it twice.
+    completion = after_generation_prompt(prompt, completion)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     encoded = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
     completion_ids = list(encoded["input_ids"])

@@ -108,6 +108,31 @@ class GenerationResult:
     # Reasoning/content given separately by a server (chat mode with a reasoning parser).
     server_reasoning: str | None = None
     server_content: str | None = None
+    # The sampling parameters this sample was drawn with (`sampling_params`), as sent to a server.
+    sampling: dict[str, Any] | None = None
+
+
+# Parameters that change the sampling distribution and that dasd never uses: stated as neutral on every
+# request, because a server fills what a request omits from its own defaults (`vllm serve` reads the
+# model's generation_config.json: Qwen3 models set top_k 20, top_p 0.95, some min_p and penalties).
+NEUTRAL_SAMPLING = {"min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+
+
+def sampling_params(request: GenerationRequest) -> dict[str, Any]:
+    """Every parameter that shapes a sample, with the value dasd intends — sent in full to servers and
+    recorded in each response as `sampling`. top_k -1 means off (vLLM and SGLang both read it so).
+
+    >>> sampling_params(GenerationRequest(id="a", messages=[], temperature=0.6))["top_k"]
+    -1
+    """
+    return {
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "top_k": request.top_k if request.top_k > 0 else -1,
+        **NEUTRAL_SAMPLING,
+        "seed": request.seed,
+        "max_tokens": request.max_new_tokens,
+    }
 
 
 @dataclass
@@ -133,6 +158,10 @@ class Backend:
 
     def generate(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
         raise NotImplementedError
+
+    def check_continuation(self, request: GenerationRequest) -> None:
+        """Raise `DasdError` when this backend cannot continue `request.assistant_prefix` exactly as the
+        model's generation prompt followed by the prefix (local rendering always can)."""
 
     def close(self) -> None:
         pass

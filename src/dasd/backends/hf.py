@@ -25,7 +25,7 @@ from typing import Any
 from ..models import load_model
 from ..prompts import render_chat_prompt
 from ..tokens import TokenBytes
-from .base import Backend, BackendConfig, GenerationRequest, GenerationResult
+from .base import Backend, BackendConfig, GenerationRequest, GenerationResult, sampling_params
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -238,6 +238,7 @@ class HFBackend(Backend):
                 prompt_tokens=len(prompt_ids),
                 prefilled_open=prefilled,
                 logprob_mode="raw",
+                sampling=sampling_params(request),
             )
 
     def stats(self) -> dict[str, Any]:

@@ -5,6 +5,9 @@
 * retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped connections and
   unreadable responses (the client's own retries are off, so every retry is counted here);
   a server's `Retry-After` is honoured;
+* every sampling parameter that shapes the distribution is sent with the value dasd intends (top_k -1
+  for off, min_p 0, neutral penalties), so a server's defaults (`vllm serve --generation-config auto`
+  applies the model's generation_config.json) never apply; the values sent are recorded per sample;
 * `chat` mode sends messages; `completions` mode renders the prompt locally — the teacher's chat
   template, or harmony for gpt-oss — and sends its token ids, so the server sees exactly the
   prompt we mean;
@@ -24,9 +27,17 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import DasdError
-from ..prompts import render_chat_prompt
+from ..prompts import check_chat_continuation, render_chat_prompt
 from ..tokens import TokenBytes, decode_bytes_with_spans
-from .base import Backend, BackendConfig, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
+from .base import (
+    Backend,
+    BackendConfig,
+    GenerationRequest,
+    GenerationResult,
+    ScoreRequest,
+    ScoreResult,
+    sampling_params,
+)
 
 FINISH_MAP = {
     "stop": "stop",
@@ -123,17 +134,38 @@ class OpenAIBackend(Backend):
             chat_template_kwargs=self.chat_template_kwargs,
         )
 
+    def check_continuation(self, request: GenerationRequest) -> None:
+        """Before continuing prefixes (`dasd mix`): chat mode leaves the rendering to the server's template,
+        which must then turn the prefix into exactly generation prompt + prefix — checked with the same
+        template locally; completions mode and harmony render that text here, so they need no check."""
+        if self.config.mode != "chat" or request.assistant_prefix is None:
+            return
+        if self.tokenizer is None:
+            raise DasdError(
+                "mode=chat: set the model's tokenizer so that dasd can check how its template continues a prefix "
+                "(or use mode=completions)"
+            )
+        check_chat_continuation(self.tokenizer, request.messages, request.assistant_prefix, **self.chat_template_kwargs)
+
     # -- one request ----------------------------------------------------------------------------
-    def _extra_body(self, request: GenerationRequest) -> dict[str, Any]:
-        body = dict(self.config.extra_body)
-        if request.top_k and request.top_k > 0:
-            body["top_k"] = request.top_k
+    def _sampling(self, request: GenerationRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """(OpenAI arguments, extra body, the sampling parameters as sent). Every parameter that shapes the
+        distribution is stated — none is left to the server's defaults; `extra_body` may override them."""
+        sampling = {**sampling_params(request), "seed": request.seed % (2**31)}  # the API takes a 32-bit seed
+        for key in sampling:
+            if key in self.config.extra_body:
+                sampling[key] = self.config.extra_body[key]
+        standard = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "max_tokens")
+        arguments = {key: sampling[key] for key in standard}
+        body = {**{key: value for key, value in sampling.items() if key not in standard}, **self.config.extra_body}
+        for key in standard:
+            body.pop(key, None)
         if self.config.token_ids_in_logprobs and self.token_bytes is not None:
             body["return_tokens_as_token_ids"] = True
-        return body
+        return arguments, body, sampling
 
     async def _chat(self, client, request: GenerationRequest) -> GenerationResult:
-        body = self._extra_body(request)
+        arguments, body, sampling = self._sampling(request)
         messages = list(request.messages)
         if request.assistant_prefix is not None:
             messages.append({"role": "assistant", "content": request.assistant_prefix})
@@ -143,10 +175,7 @@ class OpenAIBackend(Backend):
         response = await client.chat.completions.create(
             model=self.config.model,
             messages=messages,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            max_tokens=request.max_new_tokens,
-            seed=request.seed % (2**31),
+            **arguments,
             logprobs=True,
             n=1,
             extra_body=body,
@@ -168,6 +197,7 @@ class OpenAIBackend(Backend):
             logprob_mode=self.config.logprob_mode,
             server_reasoning=reasoning,
             server_content=message.content or "",
+            sampling=sampling,
         )
         if self.tokenizer is not None and request.assistant_prefix is None:
             # The server renders the prompt; with the same template locally we still learn whether
@@ -190,14 +220,11 @@ class OpenAIBackend(Backend):
 
     async def _completion(self, client, request: GenerationRequest) -> GenerationResult:
         prompt_ids, prefilled = self.render_prompt_ids(request)
-        body = self._extra_body(request)
+        arguments, body, sampling = self._sampling(request)
         response = await client.completions.create(
             model=self.config.model,
             prompt=prompt_ids,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            max_tokens=request.max_new_tokens,
-            seed=request.seed % (2**31),
+            **arguments,
             logprobs=1,
             n=1,
             echo=False,
@@ -212,6 +239,7 @@ class OpenAIBackend(Backend):
             prefilled_open=prefilled,
             logprob_mode=self.config.logprob_mode,
             server_content=choice.text or "",
+            sampling=sampling,
         )
         logprobs = choice.logprobs
         tokens = list(logprobs.tokens) if logprobs and logprobs.tokens else []

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import DasdError
 from ..prompts import render_chat_prompt
 from ..tokens import TokenBytes
-from .base import Backend, BackendConfig, GenerationRequest, GenerationResult
+from .base import NEUTRAL_SAMPLING, Backend, BackendConfig, GenerationRequest, GenerationResult, sampling_params
 
 CHUNK = 512
 
@@ -65,7 +65,8 @@ class VLLMBackend(Backend):
                     n=1,
                     temperature=r.temperature,
                     top_p=r.top_p,
-                    top_k=r.top_k if r.top_k > 0 else 0,
+                    top_k=r.top_k if r.top_k > 0 else -1,
+                    **NEUTRAL_SAMPLING,  # stated, not left to the model's generation_config
                     max_tokens=r.max_new_tokens,
                     seed=r.seed % (2**63),
                     logprobs=0,
@@ -97,4 +98,5 @@ class VLLMBackend(Backend):
                     prompt_tokens=len(prompt_ids),
                     prefilled_open=prefilled,
                     logprob_mode="raw",
+                    sampling=sampling_params(request),
                 )

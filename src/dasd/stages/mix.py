@@ -261,6 +261,7 @@ def continuations(
         )
         progress = Progress(len(requests), f"mix: teacher continuations [{config.teacher.name}]")
         try:
+            teacher.check_continuation(requests[0])  # a chat-mode server must render the prefix exactly
             for result in teacher.generate(requests):
                 if result.error:
                     errors.log(result.id, result.error, retries=result.retries)
@@ -271,6 +272,7 @@ def continuations(
                             **cut_by_request[result.id],
                             "continuation": result.raw_text or result.server_content or "",
                             "finish_reason": result.finish_reason,
+                            "sampling": result.sampling,
                             "continuation_logprobs": {
                                 "offsets": [list(span) for span in result.token_spans],
                                 "logprobs": result.token_logprobs,
