@@ -25,7 +25,6 @@ def test_a_hub_id_that_is_not_cached_is_a_one_line_error_offline(monkeypatch):
         load_tokenizer("no-such-org/no-such-model")
 
 
-def test_training_dtype_follows_the_bf16_flag():
-    assert resolve_dtype("auto", "cpu") == torch.float32
-    assert resolve_dtype("auto", "cpu", bf16=True) == torch.bfloat16
-    assert resolve_dtype("float16", "cuda", bf16=False) == torch.float16
+def test_inference_dtype():
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("auto", "cuda") == torch.bfloat16
+    assert resolve_dtype("float16", "cuda") == torch.float16

@@ -387,3 +387,38 @@ def test_the_real_smollm2_from_its_gguf_file_trains_and_saves_a_plain_model(tmp_
     assert "quantization_config" not in json.loads((final / "config.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(str(final))
     assert not getattr(model, "is_quantized", False) and sum(p.numel() for p in model.parameters()) > 100_000_000
+
+
+def test_bf16_training_keeps_float32_master_weights(tmp_path, tiny_llama_smollm2):
+    """The real dtype path: bf16 compute at the report's learning rate. With bf16 weights an AdamW step of
+    ~1e-5 on a norm weight of 1.0 rounds away; with float32 masters the bf16 run's updates are the float32
+    run's up to bf16 compute noise, and the norm weights move."""
+    from safetensors.torch import load_file
+
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_records(16))
+    finals = {}
+    for precision in ("false", "true"):
+        config = _config(
+            tmp_path / precision,
+            tiny_llama_smollm2,
+            [{"name": "low_temp", "data": str(data)}],
+            f"bf16={precision}",
+            "learning_rate=1e-5",
+            "min_learning_rate=1e-5",
+            "warmup_ratio=0",
+            "epochs=1",
+            "weight_decay=0",
+        )
+        metrics = train.run(config)["stages"][0]
+        assert metrics["bf16"] == (precision == "true") and metrics["master_weights"] == "float32"
+        finals[precision] = load_file(str(tmp_path / precision / "run" / "low_temp" / "final" / "model.safetensors"))
+    start = load_file(str(Path(tiny_llama_smollm2) / "model.safetensors"))
+    norms = [name for name in start if "norm" in name]
+    assert norms
+    for name in norms:
+        moved = (finals["true"][name].float() != start[name].float()).float().mean().item()
+        assert moved > 0.9, f"{name}: only {moved:.0%} of the norm weights moved under bf16"
+    delta = {p: torch.cat([(finals[p][n].float() - start[n].float()).flatten() for n in start]) for p in finals}
+    cosine = torch.nn.functional.cosine_similarity(delta["true"], delta["false"], dim=0).item()
+    ratio = (delta["true"].norm() / delta["false"].norm()).item()
+    assert cosine > 0.9 and 0.8 < ratio < 1.25, (cosine, ratio)

@@ -60,14 +60,12 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def resolve_dtype(name: str, device: str, *, bf16: bool | None = None):
-    """`auto` -> bfloat16 on GPU, float32 on CPU; `bf16` (training's mixed-precision flag) decides instead
-    when given."""
+def resolve_dtype(name: str, device: str):
+    """`auto` -> bfloat16 on GPU, float32 on CPU (inference; training keeps float32 master weights)."""
     import torch
 
     if name == "auto":
-        wanted_bf16 = device.startswith("cuda") if bf16 is None else bf16
-        return torch.bfloat16 if wanted_bf16 else torch.float32
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config import StageConfig, dump_config
 from ..errors import ConfigError, InputError
@@ -92,7 +92,9 @@ class TrainConfig(StageConfig):
         True, description="padding-free best-fit-decreasing packing (position_ids restart per sample)"
     )
     bf16: Literal["auto", "true", "false"] = Field(
-        "auto", description="bf16 mixed precision; auto = on when the GPU supports it"
+        "auto",
+        description="bf16 compute (autocast / DeepSpeed / FSDP mixed precision) over float32 master weights; "
+        "auto = on when the GPU supports it",
     )
     gradient_checkpointing: Literal["auto", "true", "false"] = Field(
         "auto", description="recompute activations; auto = on GPU"
@@ -118,6 +120,12 @@ class TrainConfig(StageConfig):
         description="keep a finished stage's checkpoints (its model is in final/; they only serve resuming "
         "it, and hold the optimizer state: 3x the model)",
     )
+
+    @field_validator("bf16", "gradient_checkpointing", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value):
+        # `bf16=true` on the command line (or `bf16: true` in YAML) arrives as a boolean
+        return str(value).lower() if isinstance(value, bool) else value
 
 
 def last_complete_checkpoint(stage_dir: Path) -> str | None:
@@ -175,7 +183,7 @@ def run_stage(
 
     from ..assets import load_tokenizer
     from ..figures import plot_loss_curve
-    from ..models import load_causal_lm, resolve_attention, resolve_dtype
+    from ..models import load_causal_lm, resolve_attention
     from ..training import PaddingFreeCollator, make_weighted_trainer_class, prepare_examples
 
     hyper = _stage_hyper(config, stage)
@@ -250,9 +258,12 @@ def run_stage(
         disable_tqdm=not is_main,
     )
     device = "cuda" if cuda else "cpu"
-    dtype = resolve_dtype(config.student.dtype, device, bf16=bf16)
     attention = resolve_attention(config.student.attn_implementation, device)
-    model = load_causal_lm(init, dtype=dtype, attention=attention, trainable=True)
+    # Master weights are float32 on every path (one process, DDP, FSDP2, ZeRO-3): an AdamW step moves a
+    # weight by ~lr, 1e-5 of a norm weight near 1.0, which rounds away in bfloat16 (its spacing there is
+    # 0.0078). bf16 is the compute precision: the Trainer's autocast, or ZeRO-3 / FSDP2 mixed precision,
+    # which keep float32 masters of float32 weights. `student.dtype` applies to inference only.
+    model = load_causal_lm(init, dtype=torch.float32, attention=attention, trainable=True)
     collator = PaddingFreeCollator(
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, padding_free=config.packing
     )
@@ -297,6 +308,7 @@ def run_stage(
         "gradient_accumulation_steps": accumulation,
         "processes": world_size,
         "bf16": bf16,
+        "master_weights": "float32",
         "attention": attention,
         "liger": config.liger,
         **hyper,
