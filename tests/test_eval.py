@@ -188,7 +188,8 @@ def test_compare_prints_the_difference_and_its_significance(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "aime24" in out and "+15.00" in out
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("aime")}
-    assert lines["aime24"].rstrip().endswith("yes") and lines["aime25"].rstrip().endswith("no")
+    assert lines["aime24"].split()[5] == "yes" and lines["aime25"].split()[5] == "no"
+    assert "unpaired (no results.jsonl)" in lines["aime24"]
 
 
 def test_shipped_aime_sets():
@@ -198,3 +199,28 @@ def test_shipped_aime_sets():
         assert all(q["answer"].isdigit() and 0 <= int(q["answer"]) <= 999 for q in benchmark.questions)
         assert (benchmark.questions[0]["answer"], benchmark.questions[-1]["answer"]) == (first_answer, last_answer)
         assert benchmark.questions[0]["messages"][-1]["content"].endswith("within \\boxed{}.")
+
+
+def test_compare_is_paired_over_the_same_questions_and_sample_seeds(tmp_path, capsys):
+    """B - A per question over the samples both runs drew with the same seeds; the standard error is the
+    paired one (hand-computed: differences 0, .5, .5, .5 -> mean .375, s.e. .125), not the summaries'."""
+    outcomes = {"a": [[1, 1], [0, 0], [1, 0], [0, 0]], "b": [[1, 1], [1, 0], [1, 1], [0, 1]]}
+    for run, per_question in outcomes.items():
+        results = [
+            {"id": f"q{q}:t1:{k}", "question_id": f"q{q}", "correct": bool(c)}
+            for q, samples in enumerate(per_question)
+            for k, c in enumerate(samples)
+        ]
+        write_jsonl(tmp_path / run / "aime24" / "results.jsonl", results)
+        accuracy = sum(map(sum, per_question)) / 8
+        (tmp_path / run / "summary.json").write_text(
+            json.dumps({"model": run, "benchmarks": {"aime24": {"avg_at_k": accuracy, "standard_error": 0.21}}})
+        )
+    rows, _, _ = eval_stage.compare_runs(tmp_path / "a", tmp_path / "b")
+    (row,) = rows
+    assert row["paired"] and (row["questions"], row["samples"]) == (4, 8)
+    assert (row["a"], row["b"], row["difference"]) == (0.375, 0.75, 0.375)
+    assert abs(row["standard_error"] - 0.125) < 1e-12 and abs(row["unpaired_standard_error"] - 0.21 * 2**0.5) < 1e-12
+    assert row["significant"]  # 0.375 > 2 x 0.125 paired; unpaired (2 x 0.297) it would not be
+    assert main(["eval", "--compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "+37.50    12.50  yes" in capsys.readouterr().out

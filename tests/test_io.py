@@ -9,7 +9,13 @@ import pytest
 
 from dasd.errors import InputError
 from dasd.io import ErrorLog, RecordWriter, read_records, sidecar
-from dasd.records import load_questions, normalize_question, released_row_to_records, response_id
+from dasd.records import (
+    load_questions,
+    normalize_question,
+    released_question_id,
+    released_row_to_records,
+    response_id,
+)
 
 from .conftest import read_jsonl, write_jsonl
 
@@ -138,7 +144,8 @@ def test_released_format_gives_question_and_response(tmp_path):
         "meta": {"answer": "5"},
     }
     question, response = released_row_to_records(row)
-    assert question["id"] == "u-1" and question["answer"] == "5"
+    assert question["id"] == released_question_id(question["messages"]) and question["answer"] == "5"
+    assert response["id"] == "u-1" and response["question_id"] == question["id"]
     assert response["reasoning"] == "Add them: 5." and response["content"] == "The answer is **5**."
     assert response["finish_reason"] == "stop"
     # A file of released rows reads as questions too.
@@ -149,3 +156,34 @@ def test_released_format_gives_question_and_response(tmp_path):
 def test_response_ids_are_deterministic():
     assert response_id("q1", 0.6, 3) == "q1:t0.6:3"
     assert response_id("q1", 1, 0) == response_id("q1", 1.0, 0) == "q1:t1:0"
+
+
+def test_released_responses_to_one_question_are_grouped_for_selection(tmp_path):
+    """The release has one uuid per response and several responses per question: they share a question id
+    (the hash of the normalised question), so DAS picks among a question's responses."""
+    from dasd.cli import main
+
+    rows = [
+        {
+            "uuid": f"u{q}-{r}",
+            "input": f"What is {q} + {q}?" + " " * r,
+            "output": f"<think>\nStep {r}.\n</think>\n\n{2 * q}",
+            "domain": "math",
+            "meta": {"answer": str(2 * q)},
+        }
+        for q in (1, 2)
+        for r in range(3)
+    ]
+    write_jsonl(tmp_path / "released.jsonl", rows)
+    assert [q["messages"][0]["content"] for q in load_questions(str(tmp_path / "released.jsonl"))] == [
+        "What is 1 + 1?",
+        "What is 2 + 2?",
+    ]
+    responses = [released_row_to_records(row)[1] for row in rows]
+    assert len({response["question_id"] for response in responses}) == 2
+    for index, response in enumerate(responses):  # as if scored: the middle response is richest in teacher sentences
+        response["das"] = {"teacher": index % 3, "student": 0, "shared": 1, "n": 1 + index % 3}
+    write_jsonl(tmp_path / "scored.jsonl", responses)
+    assert main(["select", f"input={tmp_path / 'scored.jsonl'}", f"output={tmp_path / 'das.jsonl'}", "k=1"]) == 0
+    selected = read_jsonl(tmp_path / "das.jsonl")
+    assert sorted(record["id"] for record in selected) == ["u1-2", "u2-2"]

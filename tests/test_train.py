@@ -422,3 +422,25 @@ def test_bf16_training_keeps_float32_master_weights(tmp_path, tiny_llama_smollm2
     cosine = torch.nn.functional.cosine_similarity(delta["true"], delta["false"], dim=0).item()
     ratio = (delta["true"].norm() / delta["false"].norm()).item()
     assert cosine > 0.9 and 0.8 < ratio < 1.25, (cosine, ratio)
+
+
+def test_the_global_batch_counts_packed_rows_or_samples(tmp_path, tiny_llama_smollm2):
+    """As the released LLaMA-Factory stages: with packing the global batch counts packed rows; batch_unit=samples
+    makes it count samples (rows per step = the batch over the mean samples per row)."""
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_records(32))
+    stages = [{"name": "low_temp", "data": str(data)}]
+    rows_run = train.run(_config(tmp_path / "rows", tiny_llama_smollm2, stages, "epochs=1", "global_batch_size=2"))
+    metrics = rows_run["stages"][0]
+    assert metrics["batch_unit"] == "rows" and metrics["rows_per_step"] == 2 and metrics["rows"] < 32
+    assert metrics["optimizer_steps"] == math.ceil(metrics["rows"] / 2)
+    samples_run = train.run(
+        _config(
+            tmp_path / "samples", tiny_llama_smollm2, stages, "epochs=1", "global_batch_size=12", "batch_unit=samples"
+        )
+    )
+    metrics = samples_run["stages"][0]
+    per_row = 32 / metrics["rows"]
+    assert (
+        metrics["rows_per_step"] == max(1, round(12 / per_row)) and abs(metrics["samples_per_step"] - 12) <= per_row / 2
+    )
+    assert metrics["optimizer_steps"] == math.ceil(metrics["rows"] / metrics["rows_per_step"])

@@ -290,15 +290,19 @@ def normalize_question(record: dict[str, Any], *, path: str = "<input>", line: i
 
 
 def load_questions(path: str) -> list[Question]:
-    """Read and validate every question of a file before any work starts (duplicate ids are errors)."""
+    """Read and validate every question of a file before any work starts (duplicate ids are errors; rows of
+    the released data repeat their question once per response, and each question is kept once)."""
     from .io import read_records
 
     questions, seen = [], {}
     for line, record in read_records(path):
-        if is_released_row(record):
+        released = is_released_row(record)
+        if released:
             question, _ = released_row_to_records(record, path=path, line=line)
         else:
             question = normalize_question(record, path=path, line=line)
+        if released and question["id"] in seen:
+            continue  # another response to a question already read
         if question["id"] in seen:
             raise InputError(
                 path, line, "id", f"duplicate id {question['id']!r} (first on line {seen[question['id']]})"
@@ -321,7 +325,10 @@ def released_row_to_records(
     """One released row `{uuid, input, output, domain, meta}` -> (question record, response record).
 
     `output` is `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`; the response id is the row's
-    uuid, which is what the `-Logprob` release's `sample_uuid` refers to.
+    uuid, which is what the `-Logprob` release's `sample_uuid` refers to. The release has one uuid per
+    *response* and several responses per question, so the question id is the hash of the question's
+    normalised text (`released_question_id`): responses to one question share it, and DAS selects
+    among them.
     """
     from .reasoning import parse_think
 
@@ -344,13 +351,14 @@ def released_row_to_records(
         raise InputError(path, line, "input", "must be a non-empty string or a list of messages")
     if not isinstance(output, str):
         raise InputError(path, line, "output", "must be a string")
+    question["id"] = released_question_id(question["messages"])
     meta = question["meta"]
     if "answer" in meta and question["answer"] is None:
         question["answer"] = str(meta["answer"])
     parsed = parse_think(output, prefilled_open=False)
     response = {
         "id": uuid,
-        "question_id": uuid,
+        "question_id": question["id"],
         "messages": question["messages"],
         "answer": question["answer"],
         "domain": question["domain"],
@@ -365,6 +373,18 @@ def released_row_to_records(
         "source": "released",
     }
     return question, response
+
+
+def released_question_id(messages: list[Message]) -> str:
+    """The id of a released question: the hash of its turns with whitespace runs collapsed, so that the
+    responses to one question (one uuid each in the release) group together.
+
+    >>> released_question_id([{"role": "user", "content": "What is 2 + 2?"}]) == released_question_id(
+    ...     [{"role": "user", "content": "  What is 2 +  2? "}])
+    True
+    """
+    turns = [(message["role"], " ".join(message["content"].split())) for message in messages]
+    return "q-" + stable_hash(turns, length=16)
 
 
 def _released_domain(record: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@ A backend turns `GenerationRequest`s (one sample each: prompt, sampling paramete
 into `GenerationResult`s, yielded as they finish (in any order). A result carries the raw generated
 text, the character span of every generated token in that text, and the log-probability of each
 sampled token under the model's raw distribution (temperature 1, no top-k/top-p) — or
-`logprob_mode="processed"` where a server could only give the sampling distribution's.
+`logprob_mode="unverified"` where a server's log-probs could not be checked to be raw (`logprob_check`).
 """
 
 from __future__ import annotations
@@ -56,10 +56,17 @@ class BackendConfig(ModelConfig):
     request_timeout_s: float = Field(
         600.0, gt=0, description="openai: seconds before a request counts as timed out (and is retried)"
     )
-    logprob_mode: Literal["raw", "processed"] = Field(
-        "raw",
-        description="what the server's log-probs are: raw (vLLM's default raw_logprobs) or processed (after "
-        "temperature/top-p)",
+    logprob_check: Literal["probe", "skip"] = Field(
+        "probe",
+        description="openai: before a sampling run, check that the server's log-probs are the raw distribution's "
+        "(a few samples at their temperature, rescored teacher-forced at T=1 through echo); a mismatch stops "
+        "the run. skip: records say logprob_mode=unverified, and dasd score refuses them unless told otherwise",
+    )
+    logprob_tolerance: float = Field(
+        0.05,
+        gt=0,
+        description="openai: largest mean |recorded - rescored| log-prob per token the probe accepts (bf16 "
+        "servers differ by ~1e-2; temperature-processed log-probs at T=0.6 by far more)",
     )
     token_ids_in_logprobs: bool = Field(
         True,
@@ -102,7 +109,7 @@ class GenerationResult:
     completion_tokens: int = 0
     prompt_tokens: int = 0
     prefilled_open: bool = False  # the rendered prompt already opened <think>
-    logprob_mode: str = "raw"
+    logprob_mode: str = "raw"  # raw (by construction, or probed) | unverified
     retries: int = 0
     error: str | None = None
     # Reasoning/content given separately by a server (chat mode with a reasoning parser).
@@ -158,6 +165,11 @@ class Backend:
 
     def generate(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
         raise NotImplementedError
+
+    def probe_logprobs(self, requests: list[GenerationRequest]) -> dict | None:
+        """Check, before a run, that the log-probs this backend records are the raw distribution's; raise
+        `DasdError` if not. Local backends compute them from the raw logits, so there is nothing to probe."""
+        return None
 
     def check_continuation(self, request: GenerationRequest) -> None:
         """Raise `DasdError` when this backend cannot continue `request.assistant_prefix` exactly as the

@@ -113,6 +113,8 @@ class OpenAIBackend(Backend):
             raise DasdError("backend.base_urls is empty")
         self.api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.retries = 0
+        # what the log-probs of this server were checked to be: raw after a passing probe
+        self.logprob_mode = "unverified"
         self.retry_reasons: dict[str, int] = {}
         self.requests_sent = 0
         self.failures = 0
@@ -194,7 +196,7 @@ class OpenAIBackend(Backend):
         result = GenerationResult(
             id=request.id,
             finish_reason=finish,
-            logprob_mode=self.config.logprob_mode,
+            logprob_mode=self.logprob_mode,
             server_reasoning=reasoning,
             server_content=message.content or "",
             sampling=sampling,
@@ -237,7 +239,7 @@ class OpenAIBackend(Backend):
             id=request.id,
             finish_reason=FINISH_MAP.get(choice.finish_reason or "stop", "stop"),
             prefilled_open=prefilled,
-            logprob_mode=self.config.logprob_mode,
+            logprob_mode=self.logprob_mode,
             server_content=choice.text or "",
             sampling=sampling,
         )
@@ -268,7 +270,9 @@ class OpenAIBackend(Backend):
         response = await client.completions.create(
             model=self.config.model,
             prompt=ids,
-            temperature=0.0,
+            # T=1 and no truncation: even a server that returns temperature-processed log-probs gives raw ones
+            temperature=1.0,
+            top_p=1.0,
             max_tokens=1,
             logprobs=1,
             echo=True,
@@ -362,6 +366,71 @@ class OpenAIBackend(Backend):
         finally:
             for client in clients:
                 await client.close()
+
+    def probe_logprobs(
+        self, requests: list[GenerationRequest], *, probes: int = 3, max_new_tokens: int = 32
+    ) -> dict | None:
+        """Check that the server's sampled-token log-probs are the raw distribution's (temperature 1, no
+        top-k/top-p), as dasd's sentence probabilities need, before a run commits to the server.
+
+        A few of `requests` (those at a temperature other than 1 first) are sampled through
+        `/v1/completions` with the prompt rendered here; the same token ids are then rescored teacher-forced
+        at T=1 (prompt log-probs via `echo`). Raw log-probs agree up to the server's numerics; log-probs of the
+        temperature-scaled or truncated distribution do not. Raises `DasdError` naming the cause and the fix.
+        """
+        if self.config.logprob_check == "skip" or not requests:
+            return None
+        if self.tokenizer is None and self.prompt_format != "harmony":
+            raise DasdError(
+                "backend.logprob_check=probe renders and rescores samples locally: set backend.tokenizer "
+                "(or backend.logprob_check=skip, and the records say logprob_mode=unverified)"
+            )
+        chosen = sorted(requests, key=lambda request: abs(request.temperature - 1.0) < 1e-6)[:probes]
+        probe_requests = [
+            GenerationRequest(
+                id=f"logprob-probe-{index}",
+                messages=request.messages,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                top_k=request.top_k,
+                seed=request.seed,
+                max_new_tokens=min(request.max_new_tokens, max_new_tokens),
+            )
+            for index, request in enumerate(chosen)
+        ]
+        sampled = {result.id: result for result in self._stream(self._completion, probe_requests)}
+        rescore = []
+        for request in probe_requests:
+            result = sampled[request.id]
+            if result.error or not result.token_ids:
+                raise DasdError(
+                    f"the log-prob probe could not sample from the server ({result.error or 'no token ids'})"
+                )
+            rescore.append(ScoreRequest(id=request.id, token_ids=self.render_prompt_ids(request)[0] + result.token_ids))
+        differences = []
+        for scores in self._stream(self._score, rescore):
+            if scores.error:
+                raise DasdError(f"the log-prob probe could not rescore through echo ({scores.error})")
+            result = sampled[scores.id]
+            teacher_forced = scores.token_logprobs[len(scores.token_logprobs) - len(result.token_ids) :]
+            differences += [abs(a - b) for a, b in zip(result.token_logprobs, teacher_forced)]
+        mean = sum(differences) / len(differences)
+        report = {
+            "samples": len(probe_requests),
+            "tokens": len(differences),
+            "mean_abs_difference": round(mean, 5),
+            "max_abs_difference": round(max(differences), 5),
+            "temperatures": sorted({request.temperature for request in probe_requests}),
+        }
+        if mean > self.config.logprob_tolerance:
+            raise DasdError(
+                f"the server's log-probs are not the raw distribution's: sampled at T={report['temperatures']}, they "
+                f"differ from a T=1 teacher-forced rescoring of the same tokens by {mean:.3f} per token on average "
+                f"(tolerance {self.config.logprob_tolerance}). vLLM: serve with --logprobs-mode raw_logprobs (the "
+                "default since 0.10); SGLang: set SGLANG_RETURN_ORIGINAL_LOGPROB=1"
+            )
+        self.logprob_mode = "raw"
+        return report
 
     def generate(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
         """One result per request, in completion order (failures as results with `error`)."""

@@ -35,7 +35,7 @@ from ..config import StageConfig, dump_config
 from ..errors import DasdError
 from ..generation import TemperatureStep, build_requests, generate_records
 from ..io import ErrorLog, RecordWriter, iter_records, write_json_atomic, write_jsonl_atomic, write_text_atomic
-from ..metrics import avg_at_k, compare, mean_pass_at_k, pass_at_ks, standard_error
+from ..metrics import avg_at_k, compare, mean_pass_at_k, paired_difference, pass_at_ks, standard_error
 from ..records import EvalResult, Response
 from ..render import DEFAULT_SYSTEM_PROMPT
 
@@ -251,28 +251,76 @@ def extra_arguments(parser) -> None:
         "--compare",
         nargs=2,
         metavar=("RUN_A", "RUN_B"),
-        help="print two finished eval runs (folders or summary.json files) side by side and stop",
+        help="print two finished eval runs (folders or summary.json files) side by side and stop: per "
+        "benchmark B - A with its standard error, paired over the same questions and sample seeds",
     )
+
+
+def _graded_samples(run: Path, benchmark: str) -> dict[str, dict[str, bool]] | None:
+    """`{question: {sample id: correct}}` of one benchmark of an eval run, or None without results."""
+    path = run / benchmark / "results.jsonl"
+    if not path.exists():
+        return None
+    graded: dict[str, dict[str, bool]] = defaultdict(dict)
+    for _, result in iter_records(path):
+        graded[str(result["question_id"])][str(result["id"])] = bool(result["correct"])
+    return graded
+
+
+def compare_runs(run_a: Path, run_b: Path) -> tuple[list[dict], dict, dict]:
+    """Per shared benchmark: the paired difference (same questions, same sample seeds) from the two runs'
+    results, or — where a run has no results file — the unpaired difference of the summaries."""
+    summaries = []
+    for run in (run_a, run_b):
+        summary_path = run / "summary.json" if run.is_dir() else run
+        if not summary_path.exists():
+            raise DasdError(f"{summary_path}: no eval summary here (run dasd eval first)")
+        summaries.append(json.loads(summary_path.read_text()))
+    unpaired = {row["benchmark"]: row for row in compare(summaries[0]["benchmarks"], summaries[1]["benchmarks"])}
+    if not unpaired:
+        raise DasdError("the two runs share no benchmark")
+    rows = []
+    for benchmark, row in unpaired.items():
+        graded = [_graded_samples(run if run.is_dir() else run.parent, benchmark) for run in (run_a, run_b)]
+        if graded[0] is None or graded[1] is None:
+            rows.append({**row, "paired": False})
+            continue
+        paired = paired_difference(graded[0], graded[1])
+        standard_error = paired["standard_error"]
+        rows.append(
+            {
+                "benchmark": benchmark,
+                "a": paired["a"],
+                "b": paired["b"],
+                "difference": paired["difference"],
+                "standard_error": standard_error,
+                "unpaired_standard_error": row["standard_error"],
+                "questions": paired["questions"],
+                "samples": paired["samples"],
+                "paired": True,
+                "significant": abs(paired["difference"]) > 2 * standard_error
+                if standard_error > 0
+                else paired["difference"] != 0,
+            }
+        )
+    return rows, summaries[0], summaries[1]
 
 
 def handle_extra(args) -> bool:
     if not getattr(args, "compare", None):
         return False
-    runs = []
-    for path in args.compare:
-        path = Path(path)
-        summary_path = path / "summary.json" if path.is_dir() else path
-        if not summary_path.exists():
-            raise DasdError(f"{summary_path}: no eval summary here (run dasd eval first)")
-        runs.append(json.loads(summary_path.read_text()))
-    rows = compare(runs[0]["benchmarks"], runs[1]["benchmarks"])
-    if not rows:
-        raise DasdError("the two runs share no benchmark")
-    print(f"A = {args.compare[0]} ({runs[0].get('model')})\nB = {args.compare[1]} ({runs[1].get('model')})")
-    print(f"{'benchmark':24} {'A avg@k':>9} {'B avg@k':>9} {'B - A':>8} {'± s.e.':>8}  > 2 s.e.?")
+    rows, first, second = compare_runs(Path(args.compare[0]), Path(args.compare[1]))
+    print(f"A = {args.compare[0]} ({first.get('model')})\nB = {args.compare[1]} ({second.get('model')})")
+    print(f"{'benchmark':24} {'A avg@k':>9} {'B avg@k':>9} {'B - A':>8} {'± s.e.':>8}  > 2 s.e.?  pairing")
     for row in rows:
+        pairing = (
+            f"paired: {row['questions']} questions, {row['samples']} samples (unpaired s.e. "
+            f"{100 * row['unpaired_standard_error']:.2f})"
+            if row["paired"]
+            else "unpaired (no results.jsonl)"
+        )
         print(
             f"{row['benchmark']:24} {100 * row['a']:9.2f} {100 * row['b']:9.2f} {100 * row['difference']:+8.2f} "
-            f"{100 * row['standard_error']:8.2f}  {'yes' if row['significant'] else 'no'}"
+            f"{100 * row['standard_error']:8.2f}  {'yes' if row['significant'] else 'no ':9}  {pairing}"
         )
     return True

@@ -89,12 +89,10 @@ def run(config: SampleConfig) -> dict[str, Any]:
         system_prompt=config.system_prompt,
     )
     expected = sum(step.n for step in config.schedule) * len(questions)
-    errors = ErrorLog(sidecar(config.output, "errors", ".jsonl"))
-    errors.reset()
-    dump_config(config, sidecar(config.output, "config", ".yaml"))
 
-    backend_stats: dict[str, Any] = {}
-    outcome = GenerationOutcome()
+    # 3. A server must give raw log-probs: probe it before anything is written (local backends are raw).
+    backend = None
+    probe = None
     if requests:
         backend = make_backend(
             config.backend,
@@ -102,6 +100,19 @@ def run(config: SampleConfig) -> dict[str, Any]:
             prompt_format=config.prompt_format,
             reasoning_format=config.reasoning_format,
         )
+        try:
+            probe = backend.probe_logprobs(requests)
+        except BaseException:
+            backend.close()
+            raise
+    errors = ErrorLog(sidecar(config.output, "errors", ".jsonl"))
+    errors.reset()
+    dump_config(config, sidecar(config.output, "config", ".yaml"))
+
+    # 4. Generate, writing each response as it completes.
+    backend_stats: dict[str, Any] = {}
+    outcome = GenerationOutcome()
+    if backend is not None:
         try:
             outcome = generate_records(
                 backend,
@@ -136,6 +147,7 @@ def run(config: SampleConfig) -> dict[str, Any]:
         "tokens_per_s": round(tokens / elapsed, 1) if elapsed else 0.0,
         "torn_bytes_repaired": writer.repaired_bytes,
         "backend": {"name": config.backend.name, **backend_stats},
+        "logprob_probe": probe,
     }
     write_json_atomic(sidecar(config.output, "summary", ".json"), summary)
     rows = [
@@ -150,6 +162,8 @@ def run(config: SampleConfig) -> dict[str, Any]:
         ("responses/s", summary["responses_per_s"]),
         ("tokens/s", summary["tokens_per_s"]),
     ]
+    if probe:
+        rows.append(("log-prob probe", f"raw: mean |Δ| {probe['mean_abs_difference']} over {probe['tokens']} tokens"))
     if "retries" in backend_stats:
         rows.append(("retries", backend_stats["retries"]))
     print(format_summary(f"dasd sample -> {config.output}", rows), file=sys.stdout, flush=True)

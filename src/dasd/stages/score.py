@@ -100,6 +100,11 @@ class ScoreConfig(StageConfig):
         description="i/n: score only the records whose id hashes to shard i of n (auto under accelerate/torchrun)",
     )
     limit: int | None = Field(None, ge=1, description="score only the first N records")
+    allow_unverified_logprobs: bool = Field(
+        False,
+        description="also score records whose teacher log-probs were not verified to be raw (logprob_mode other "
+        "than raw: a server run with logprob_check=skip); the summary counts them",
+    )
 
 
 def shard_output(output: str, shard: tuple[int, int] | None) -> str:
@@ -135,6 +140,15 @@ def _pending(config: ScoreConfig, shard, writer: RecordWriter, errors: ErrorLog,
             counts["already_done"] += 1
             continue
         error = error or check_teacher_logprobs(record)
+        mode = record.get("logprob_mode", "unverified")
+        if not error and mode != "raw":
+            if config.allow_unverified_logprobs:
+                counts["unverified_logprobs"] += 1
+            else:
+                error = (
+                    f"logprobs_not_raw: logprob_mode={mode}; sample with a probed server (backend.logprob_check=probe) "
+                    "or pass allow_unverified_logprobs=true"
+                )
         if error:
             errors.log(record_id, error)
             reasons[error.split(":")[0]] += 1
@@ -222,6 +236,7 @@ def run(config: ScoreConfig) -> dict[str, Any]:
         "student_tokens_per_s": round(stats["tokens_scored"] / elapsed, 1) if elapsed else 0.0,
         "beta": config.beta,
         "space": config.space,
+        "unverified_logprobs_scored": counts["unverified_logprobs"],
     }
     write_json_atomic(sidecar(output, "summary", ".json"), summary)
     total_sentences = sum(sentence_types.values()) or 1
@@ -239,4 +254,10 @@ def run(config: ScoreConfig) -> dict[str, Any]:
         ("student tokens/s", summary["student_tokens_per_s"]),
     ]
     print(format_summary(f"dasd score -> {output}", rows), file=sys.stdout, flush=True)
+    if counts["unverified_logprobs"]:
+        print(
+            f"warning: {counts['unverified_logprobs']} records were scored with teacher log-probs not verified to be "
+            "raw (allow_unverified_logprobs=true): their teacher sentence probabilities may be temperature-processed",
+            file=sys.stderr,
+        )
     return summary

@@ -11,9 +11,10 @@ deleted (`keep_checkpoints=true` keeps them); a killed stage resumes from its la
 
 Defaults are the report's: lr 5e-5 cosine-decayed to a floor of 1e-5, warmup 0.1, AdamW (0.9,
 0.95, 1e-8), weight decay 0.1, grad clip 1.0, global batch 64 (per-device batch × accumulation ×
-processes), 6 epochs, max_length 65,536, bf16 where supported, gradient checkpointing on GPU. The loss
-covers the assistant turn only (`dasd.training`); samples are packed padding-free by default, in
-which case a batch counts packed rows of up to max_length tokens.
+processes), 6 epochs, max_length 65,536, bf16 compute over float32 master weights where supported,
+gradient checkpointing on GPU. The loss covers the assistant turn only (`dasd.training`); samples are
+packed padding-free by default, and the global batch then counts packed rows of up to max_length
+tokens, as the report's released LLaMA-Factory stage files did (`batch_unit=samples` counts samples).
 """
 
 from __future__ import annotations
@@ -77,7 +78,16 @@ class TrainConfig(StageConfig):
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     global_batch_size: int = Field(
-        64, ge=1, description="samples (packed rows when packing) per optimizer step, over all processes"
+        64,
+        ge=1,
+        description="per optimizer step, over all processes, counted in batch_unit (default rows: with packing, "
+        "64 packed rows of up to max_length tokens — as the report's LLaMA-Factory runs counted it)",
+    )
+    batch_unit: Literal["rows", "samples"] = Field(
+        "rows",
+        description="what global_batch_size counts: rows (packed rows when packing, as the released stage YAMLs: "
+        "per-device batch 1 × accumulation 4 × 16 GPUs = 64 rows of 65,536 tokens), or samples (rows per step "
+        "= global_batch_size / the stage's mean samples per packed row, rounded to whole steps)",
     )
     per_device_batch_size: int = Field(1, ge=1, description="samples (packed rows) per process per forward pass")
     epochs: float = Field(6.0, gt=0, description="epochs per stage")
@@ -153,6 +163,16 @@ def _flag(value: str, default: bool) -> bool:
     return default if value == "auto" else value == "true"
 
 
+def _rows_per_step(config: TrainConfig, *, samples: int, rows: int, per_step: int) -> int:
+    """Rows per optimizer step: `global_batch_size` itself when it counts rows (or samples are not packed);
+    for `batch_unit=samples` with packing, as many rows as hold that many samples on average (at least
+    one forward pass per process)."""
+    if config.batch_unit == "rows" or not config.packing:
+        return config.global_batch_size
+    samples_per_row = samples / rows
+    return max(per_step, round(config.global_batch_size / samples_per_row / per_step) * per_step)
+
+
 def _stage_hyper(config: TrainConfig, stage: TrainStage) -> dict[str, Any]:
     return {
         "epochs": stage.epochs or config.epochs,
@@ -197,12 +217,11 @@ def run_stage(
         except ImportError:
             raise ConfigError("liger=true needs liger-kernel: pip install 'dasd[gpu]'") from None
     per_step = config.per_device_batch_size * world_size
-    if config.global_batch_size % per_step:
+    if config.global_batch_size % per_step and not (config.batch_unit == "samples" and config.packing):
         raise ConfigError(
             f"global_batch_size {config.global_batch_size} is not a multiple of per_device_batch_size "
             f"× processes = {per_step}"
         )
-    accumulation = config.global_batch_size // per_step
 
     records = read_records(stage.data)
     tokenizer = load_tokenizer(config.student.tokenizer or init)
@@ -222,6 +241,8 @@ def run_stage(
     if config.packing:
         dataset = pack_dataset(dataset, config.max_length, "bfd")
         rows = len(dataset)
+    rows_per_step = _rows_per_step(config, samples=len(prepared.examples), rows=rows, per_step=per_step)
+    accumulation = rows_per_step // per_step
 
     args = SFTConfig(
         output_dir=str(stage_dir),
@@ -306,6 +327,9 @@ def run_stage(
         "train_loss": result.training_loss,
         "seconds": round(seconds, 2),
         "gradient_accumulation_steps": accumulation,
+        "batch_unit": config.batch_unit,
+        "rows_per_step": rows_per_step,
+        "samples_per_step": round(rows_per_step * len(prepared.examples) / rows, 2),
         "processes": world_size,
         "bf16": bf16,
         "master_weights": "float32",
