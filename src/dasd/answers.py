@@ -262,9 +262,11 @@ class BoundedVerifier:
 @dataclass
 class Grade:
     correct: bool
-    kind: str  # math | choice | exact
+    kind: str  # math | choice | exact | code
     predicted: str | None
-    reason: str | None = None  # why it is wrong when that is not simply a different answer
+    reason: str | None = None  # why it is wrong when that is not simply a different answer (code: the outcome)
+    tests_passed: int | None = None  # code: test cases passed before the first failure
+    tests_total: int | None = None
 
 
 def answer_kind(reference: str, domain: str | None, choices=None) -> str:
@@ -303,16 +305,36 @@ def grade_many(items: list[tuple[str, str, str | None, object]], verifier: Bound
     return [grade for grade in grades if grade is not None]
 
 
-def grade_records(records: Sequence[Mapping[str, Any]], verifier: BoundedVerifier | None) -> list[Grade | None]:
+def grade_records(
+    records: Sequence[Mapping[str, Any]], verifier: BoundedVerifier | None, *, code_workers: int = 2
+) -> list[Grade | None]:
     """Grade each record's final answer (`content`) against its reference (`answer`, with `domain` and
-    optional `choices`); None for a record without a reference. The one way filter, mix, eval and
-    provenance grade."""
-    graded = [index for index, record in enumerate(records) if record.get("answer") not in (None, "")]
+    optional `choices`) — or, for a code record that carries test cases (`meta.tests`), by running its
+    program on them in the sandbox (`dasd.code_grading`). None for a record with neither. The one way
+    filter, mix, eval and provenance grade."""
+    grades: list[Grade | None] = [None] * len(records)
+    code = [i for i, record in enumerate(records) if (record.get("meta") or {}).get("tests")]
+    if code:
+        from .code_grading import grade_code_many
+
+        items = [
+            (records[i]["content"], records[i]["meta"]["tests"], records[i]["meta"].get("func_name")) for i in code
+        ]
+        for index, result in zip(code, grade_code_many(items, workers=code_workers)):
+            grades[index] = Grade(
+                result.correct,
+                "code",
+                None,
+                None if result.correct else result.outcome,
+                result.tests_passed,
+                result.tests_total,
+            )
+    run = set(code)
+    graded = [i for i, record in enumerate(records) if i not in run and record.get("answer") not in (None, "")]
     items = [
         (records[i]["content"], str(records[i]["answer"]), records[i].get("domain"), records[i].get("choices"))
         for i in graded
     ]
-    grades: list[Grade | None] = [None] * len(records)
     for index, grade in zip(graded, grade_many(items, verifier) if items else []):
         grades[index] = grade
     return grades

@@ -4,6 +4,11 @@
   shipped in `dasd/data/` (sources in `dasd/data/SOURCES.md`);
 * `rg:<task>[:<size>]` — a reasoning-gym task set generated offline with the run's `rg_seed`
   (e.g. `rg:basic_arithmetic:50`); reasoning-gym's own scorer re-checks every grade;
+* `code` — the shipped code problems (`dasd/data/code_problems.jsonl`, written for this project, stdin and
+  functional), graded by running the answer's program in the sandbox (`dasd.code_grading`);
+* `lcb:<file>[:<window>]` — a LiveCodeBench file (`dasd.code_data`), optionally cut to a release-date
+  window: `v5`, `v6` or `START..END` (the dates used are in every result);
+* `gpqa:<file>` — GPQA-Diamond's CSV, as multiple choice with seeded option order (`rg_seed`);
 * a path — any question file (`dasd.records.Question`); multiple-choice questions carry `choices` (a list) and
   the answer as a letter or as the text of the right choice.
 """
@@ -20,7 +25,7 @@ from .records import load_questions
 
 CHOICE_LETTERS = "ABCDEFGHIJ"
 SHIPPED = {"aime24": "aime24.jsonl", "aime25": "aime25.jsonl"}
-# The report's generation limits: 102,400 tokens for AIME, 81,920 for GPQA and LiveCodeBench.
+# The report's generation limits: 102,400 tokens for AIME, 81,920 for GPQA and LiveCodeBench (the fallback).
 DEFAULT_MAX_NEW_TOKENS = {"aime24": 102400, "aime25": 102400}
 FALLBACK_MAX_NEW_TOKENS = 81920
 MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -69,6 +74,18 @@ def _suffixed(question: dict[str, Any], suffix: str | None) -> dict[str, Any]:
     return {**question, "messages": messages}
 
 
+def _file_and_window(rest: str) -> tuple[str, str | None]:
+    """`file[:window]` -> (file, window); the window is v5, v6 or START..END.
+
+    >>> _file_and_window("data/lcb.jsonl:v6"), _file_and_window("data/lcb.jsonl")
+    (('data/lcb.jsonl', 'v6'), ('data/lcb.jsonl', None))
+    """
+    file, _, window = rest.rpartition(":")
+    if file and (window in ("v5", "v6") or ".." in window):
+        return file, window
+    return rest, None
+
+
 def load_benchmark(
     spec: str,
     *,
@@ -108,6 +125,20 @@ def load_benchmark(
             )
         name = f"rg_{task}"
         return Benchmark(name, [_suffixed(question, math_suffix) for question in questions], "math", entries, dataset)
+    if spec == "code" or spec.startswith("lcb:"):
+        from .code_data import load_code_problems, load_livecodebench
+
+        if spec == "code":
+            return Benchmark("code", load_code_problems(), "code")
+        file, window = _file_and_window(spec[len("lcb:") :])
+        questions = load_livecodebench(file, window=window)
+        window_name = f"_{window.replace('..', '_')}" if window else ""
+        return Benchmark(f"lcb_{Path(file).stem}{window_name}", questions, "code")
+    if spec.startswith("gpqa:"):
+        from .code_data import load_gpqa
+
+        questions = [_with_choices(question, spec) for question in load_gpqa(spec[len("gpqa:") :], seed=rg_seed)]
+        return Benchmark("gpqa_diamond", [_suffixed(question, choice_suffix) for question in questions], "choice")
     path = Path(spec)
     if not path.exists():
         raise ConfigError(

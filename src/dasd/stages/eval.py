@@ -96,6 +96,9 @@ def grade_benchmark(benchmark, samples: list[Response], verifier: BoundedVerifie
             "reason": (grade.reason if grade else ("truncated" if truncated else sample["finish_reason"])),
             "completion_tokens": sample.get("usage", {}).get("completion_tokens"),
         }
+        if grade is not None and grade.kind == "code":
+            result["outcome"] = "passed" if grade.correct else grade.reason
+            result["tests_passed"], result["tests_total"] = grade.tests_passed, grade.tests_total
         entry = benchmark.rg_entries.get(sample["question_id"]) if benchmark.rg_entries else None
         if entry is not None:
             result["reasoning_gym_score"] = float(
@@ -125,6 +128,16 @@ def benchmark_metrics(results: list[dict[str, Any]], n: int, question_ids: list[
         "truncation_rate": sum(r["truncated"] for r in results) / len(results) if results else 0.0,
         "mean_completion_tokens": sum(lengths) / len(lengths) if lengths else None,
     }
+    code = [r for r in results if "outcome" in r]
+    if code:
+        outcomes: dict[str, int] = defaultdict(int)
+        for r in results:
+            outcomes[r.get("outcome") or ("truncated" if r["truncated"] else r["reason"] or "not_graded")] += 1
+        fractions = [r["tests_passed"] / r["tests_total"] for r in code if r.get("tests_total")]
+        metrics["code"] = {
+            "outcomes": dict(sorted(outcomes.items())),
+            "test_pass_fraction": sum(fractions) / len(fractions) if fractions else 0.0,
+        }
     scored = [r for r in results if "reasoning_gym_score" in r]
     if scored:
         agree = sum((r["reasoning_gym_score"] >= 1.0) == r["correct"] for r in scored)
@@ -170,6 +183,16 @@ def run(config: EvalConfig) -> dict[str, Any]:
     output_dir = Path(config.output_dir)
     dump_config(config, output_dir / "eval.config.yaml")
     model_name = config.model_name or config.backend.model
+    if any(benchmark.kind == "code" for benchmark in benchmarks):
+        from ..sandbox import isolation
+
+        walls = isolation()
+        if not walls.complete:
+            print(
+                f"warning: code answers run with these walls only: {walls.describe()} (no network namespace "
+                "and/or not root: see README, the sandbox)",
+                file=sys.stderr,
+            )
     backend = None
     summaries: dict[str, dict] = {}
     try:
@@ -225,6 +248,9 @@ def run(config: EvalConfig) -> dict[str, Any]:
                 summaries[benchmark.name] = benchmark_metrics(
                     results, config.n, [question["id"] for question in questions]
                 )
+                windows = {json.dumps(q["meta"]["window"]) for q in questions if q.get("meta", {}).get("window")}
+                if windows:  # LiveCodeBench: the release dates the result covers
+                    summaries[benchmark.name]["window"] = [json.loads(window) for window in sorted(windows)]
                 summaries[benchmark.name]["failed_samples"] = errors.count
     finally:
         if backend is not None:
