@@ -92,3 +92,32 @@ def test_filter_drops_wrong_code_records_with_the_outcome(tmp_path):
     rejected = {r["id"]: r["filter"]["reason"] for r in read_jsonl(tmp_path / "kept.rejected.jsonl")}
     assert sorted(rejected.values()) == ["no_code", "no_code", "wrong_answer"]
     assert json.loads(json.dumps(summary))["kept"] == 5
+
+
+def test_gpqa_runs_as_multiple_choice_with_the_options_shown(tmp_path):
+    from .test_code_data import _gpqa_row, _write_gpqa
+
+    path = _write_gpqa(tmp_path / "gpqa_diamond.csv", [_gpqa_row(number) for number in range(3)])
+    benchmark = load_benchmark(f"gpqa:{path}", rg_seed=7)
+    assert benchmark.name == "gpqa_diamond" and benchmark.kind == "choice" and len(benchmark.questions) == 3
+    for question in benchmark.questions:
+        prompt = question["messages"][-1]["content"]
+        letter = question["answer"]
+        number = question["id"][-1]
+        assert f"{letter}. right {number}" in prompt and prompt.endswith("within \\boxed{}.")
+    with BoundedVerifier(1) as verifier:
+        samples = [
+            {
+                "id": f"{q['id']}:0",
+                "question_id": q["id"],
+                "answer": q["answer"],
+                "domain": q["domain"],
+                "choices": q["choices"],
+                "finish_reason": "stop",
+                "content": f"\\boxed{{{q['answer']}}}",
+                "meta": {},
+            }
+            for q in benchmark.questions
+        ]
+        results = eval_stage.grade_benchmark(benchmark, samples, verifier)
+    assert all(result["correct"] for result in results)
