@@ -121,3 +121,29 @@ def test_gpqa_runs_as_multiple_choice_with_the_options_shown(tmp_path):
         ]
         results = eval_stage.grade_benchmark(benchmark, samples, verifier)
     assert all(result["correct"] for result in results)
+
+
+def test_dasd_eval_runs_code_benchmarks_end_to_end(tmp_path, taught_teacher):
+    """The whole command on the shipped code set and a windowed LiveCodeBench file: generation, sandboxed
+    grading, outcomes and the window's dates in the summary (the tiny teacher writes no code: no_code)."""
+    rows = [_lcb_row("early", "2024-09-01T00:00:00"), _lcb_row("late", "2025-03-01T00:00:00")]
+    path = write_jsonl(tmp_path / "lcb.jsonl", rows)
+    config = load_config(
+        eval_stage.EvalConfig,
+        None,
+        [
+            f"output_dir={tmp_path / 'eval'}",
+            f"backend.model={taught_teacher}",
+            f"benchmarks=[code, 'lcb:{path}:v6']",
+            "n=2",
+            "max_new_tokens=24",
+        ],
+    )
+    summary = eval_stage.run(config)["benchmarks"]
+    code, lcb = summary["code"], summary["lcb_lcb_v6"]
+    assert code["questions"] == 8 and code["samples"] == 16 and sum(code["code"]["outcomes"].values()) == 16
+    assert lcb["questions"] == 1 and lcb["window"] == [
+        {"name": "v6", "start": "2025-02-01", "end": "2025-05-01", "end_exclusive": True}
+    ]
+    results = read_jsonl(tmp_path / "eval" / "code" / "results.jsonl")
+    assert all(r["correct"] == (r.get("outcome") == "passed") for r in results)
