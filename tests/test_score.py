@@ -197,9 +197,10 @@ def test_packed_scoring_equals_one_sample_at_a_time(tiny_qwen3):
     assert max(abs(a - b) for a, b in zip(again[0], single[0])) < 1e-4
 
 
-def test_bad_records_get_reasons_and_the_rest_is_scored(tmp_path, tiny_llama_smollm2):
-    good = {
-        "id": "good",
+def _scorable(record_id: str) -> dict:
+    """A response with raw teacher log-probs that `dasd score` can score (two sentences, one answer token)."""
+    return {
+        "id": record_id,
         "messages": [{"role": "user", "content": "Q?"}],
         "reasoning": "Fine. Really.",
         "content": "A.",
@@ -209,6 +210,10 @@ def test_bad_records_get_reasons_and_the_rest_is_scored(tmp_path, tiny_llama_smo
             "content": {"offsets": [[0, 2]], "logprobs": [-0.3]},
         },
     }
+
+
+def test_bad_records_get_reasons_and_the_rest_is_scored(tmp_path, tiny_llama_smollm2):
+    good = _scorable("good")
     records = [
         good,
         {**good, "id": "no_logprobs", "teacher_logprobs": None},
@@ -380,17 +385,7 @@ def test_shards_under_a_launcher_cover_every_record_once(tmp_path, tiny_llama_sm
 def test_log_probs_not_verified_raw_are_refused_unless_allowed(tmp_path, tiny_llama_smollm2):
     """Sentence probabilities need the teacher's raw log-probs: records from a server whose log-probs were
     not probed (logprob_mode=unverified, or no mode at all) are not scored unless the user says so."""
-    good = {
-        "id": "raw",
-        "messages": [{"role": "user", "content": "Q?"}],
-        "reasoning": "Fine. Really.",
-        "content": "A.",
-        "logprob_mode": "raw",
-        "teacher_logprobs": {
-            "reasoning": {"offsets": [[0, 5], [5, 13]], "logprobs": [-0.1, -0.2]},
-            "content": {"offsets": [[0, 2]], "logprobs": [-0.3]},
-        },
-    }
+    good = _scorable("raw")
     unlabelled = {key: value for key, value in good.items() if key != "logprob_mode"}
     records = [good, {**good, "id": "unverified", "logprob_mode": "unverified"}, {**unlabelled, "id": "unlabelled"}]
     path = write_jsonl(tmp_path / "in.jsonl", records)
