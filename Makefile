@@ -7,7 +7,7 @@ export DASD_CACHE ?= $(CURDIR)/.cache/dasd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-venv demo lint test test-slow test-all bench clean
+.PHONY: venv vllm-venv demo ablation lint test test-slow test-all bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/cpu.txt pyproject.toml
@@ -30,6 +30,11 @@ $(VLLM_VENV)/.installed: requirements/vllm-cpu.txt
 demo: venv
 	$(VENV)/bin/dasd demo workdir=runs/demo
 	$(VENV)/bin/dasd report runs/demo
+
+# The report's claims on the demo world: every ablation arm × 3 training seeds, paired statistics, then the report.
+ablation: venv
+	$(VENV)/bin/dasd demo ablation=arms workdir=runs/ablation
+	$(VENV)/bin/dasd report runs/ablation
 
 # ruff: lint and formatting (line length 120; settings in pyproject.toml).
 lint: venv

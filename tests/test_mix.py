@@ -175,3 +175,40 @@ def test_kill_and_rerun_loses_and_duplicates_nothing(tmp_path, taught_teacher):
     summary = json.loads((output.parent / "mixed.summary.json").read_text())
     assert summary["continued"] == len(continuations) == summary["cut"]
     assert summary["kept"] + sum(summary["drop_reasons"].values()) == summary["rollouts"]
+
+
+def test_the_off_policy_control_is_as_large_as_the_mixed_file_and_starts_with_its_extras(tmp_path):
+    path = write_jsonl(tmp_path / "curated.jsonl", curated(16))
+    records = read_jsonl(path)
+    # a mixed file of the same seed: 3 mixed records and 2 off-policy extras
+    mixed_config = load_config(
+        mix.MixConfig,
+        None,
+        [f"input={path}", f"output={tmp_path / 'mixed.jsonl'}", "student.model=x", "teacher.model=x", "off_policy=2"],
+    )
+    mixed_questions = {records[i]["question_id"] for i in (0, 1, 2)}
+    extras = mix.off_policy_extras(mixed_config, mix._curated(mixed_config), mixed_questions)
+    mixed = [{"id": f"{q}:mixed", "question_id": q, "source": "mixed_policy"} for q in sorted(mixed_questions)]
+    write_jsonl(tmp_path / "mixed.jsonl", mixed + extras)
+    output = tmp_path / "control" / "control.jsonl"
+    summary = mix.run(
+        load_config(
+            mix.MixConfig,
+            None,
+            [
+                f"input={path}",
+                f"output={output}",
+                "student.model=not-loaded",
+                "teacher.model=not-loaded",
+                f"equal_size_as={tmp_path / 'mixed.jsonl'}",
+            ],
+        )
+    )
+    control = read_jsonl(output)
+    assert summary["off_policy"] == len(control) == 5 and all(r["source"] == "off_policy" for r in control)
+    assert [r["question_id"] for r in control] == [r["question_id"] for r in mixed + extras]  # same questions
+    assert [r["id"] for r in control[3:]] == [r["id"] for r in extras]  # its off-policy records as they are
+    by_question = {r["question_id"]: r for r in records}
+    for replaced in control[:3]:  # each mixed record → the teacher's curated record of that question
+        assert replaced["messages"] == by_question[replaced["question_id"]]["messages"]
+    assert len({r["id"] for r in control}) == 5

@@ -19,7 +19,15 @@ from dasd.stages import run as pipeline_run
 from .conftest import kill_when, read_jsonl
 
 # The demo, made small enough for CI: 12 training questions, 6 held-out questions × 2 samples, 1 epoch.
-REDUCED = ["train_questions=12", "eval_questions=6", "eval_n=2", "epochs=1", "mix_questions=8", "off_policy=2"]
+REDUCED = [
+    "train_questions=12",
+    "samples_per_temperature=2",
+    "eval_questions=6",
+    "eval_n=2",
+    "epochs=1",
+    "mix_questions=8",
+    "off_policy=2",
+]
 ALL_STEPS = [
     "sample",
     "score",
@@ -241,3 +249,35 @@ def test_the_shipped_gpt_oss_run_evaluates_as_the_report_did():
     assert (teacher["prompt_format"], teacher["reasoning_format"]) == ("harmony", "harmony")
     assert teacher["chat_template_kwargs"] == {"reasoning_effort": "high"} and teacher["system_prompt"] is None
     assert steps["eval_student"].get("prompt_format", "chat_template") == "chat_template"
+
+
+@pytest.mark.slow
+def test_two_fresh_runs_give_identical_numbers(tmp_path):
+    """Determinism: the demo pins torch's threads (float reductions depend on them) and seeds every step, so
+    two runs from empty folders write the same samples, the same trained weights and the same results."""
+    import hashlib
+
+    runs = []
+    for name in ("first", "second"):
+        work = tmp_path / name
+        done = subprocess.run(
+            [sys.executable, "-m", "dasd", "demo", f"workdir={work}", *REDUCED, "mix_questions=4"],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+        runs.append(work)
+    for relative in (
+        "sample/responses.jsonl",
+        "score/scored.jsonl",
+        "select/das.jsonl",
+        "train/das/high_temp/final/model.safetensors",
+        "eval/high_temp/eval_questions/results.jsonl",
+        "eval/rs_high_temp/eval_questions/results.jsonl",
+    ):
+        digests = {hashlib.sha256((work / relative).read_bytes()).hexdigest() for work in runs}
+        assert len(digests) == 1, f"{relative} differs between two fresh runs"
+    numbers = [json.loads((work / "run.summary.json").read_text()) for work in runs]
+    assert numbers[0]["eval"] == numbers[1]["eval"] and numbers[0]["claims"] == numbers[1]["claims"]
+    assert numbers[0]["threads"] == 2

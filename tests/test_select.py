@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -97,3 +98,34 @@ def test_count_strategy_needs_scored_records(tmp_path, capsys):
         tmp_path, "strategy=random", records=[{"id": "a", "question_id": "q"}, {"id": "b", "question_id": "q"}]
     )
     assert len(ids) == 1
+
+
+def test_a_single_temperature_arm_selects_only_at_that_temperature(tmp_path):
+    ids, summary = _run(tmp_path, "temperatures=[1.0]", "k=2")
+    assert set(ids) == {"q1:t1:0", "q1:t1:1"} and summary["candidates"] == 2
+
+
+def test_a_threshold_sweep_reclassifies_from_the_stored_log_probs(tmp_path):
+    def scored(index: int, ratios: list[float]) -> dict:
+        # sentences with p_T / p_S = each ratio (p_S fixed at 0.1)
+        sentences = [
+            {
+                "part": "reasoning",
+                "start": 0,
+                "end": 1,
+                "teacher_logprob": math.log(0.1 * r),
+                "student_logprob": math.log(0.1),
+                "type": "shared",
+            }
+            for r in ratios
+        ]
+        return {**_record("q1", index, teacher=0, n=len(ratios)), "sentences": sentences}
+
+    records = [scored(0, [1.8, 1.8, 1.8]), scored(1, [4.0, 1.1, 1.1])]
+    # ratio cut-off 1.5: three teacher sentences beat one; cut-off 3: only the 4x sentence counts
+    low, _ = _run(tmp_path, "space=logratio", f"beta={math.log(1.5)}", records=records)
+    high, _ = _run(tmp_path, "space=logratio", f"beta={math.log(3.0)}", records=records)
+    assert low == ["q1:t0.6:0"] and high == ["q1:t0.6:1"]
+    selected = read_jsonl(tmp_path / "selected.jsonl")[0]
+    assert selected["das"] == {"teacher": 1, "student": 0, "shared": 2, "n": 3}
+    assert [s["type"] for s in selected["sentences"]] == ["teacher", "shared", "shared"]

@@ -1,27 +1,37 @@
-"""The embedded demo world: arithmetic questions, a teacher, and a weaker student with another tokenizer.
+"""The embedded demo world: multi-step arithmetic, a teacher, and a weaker student with another tokenizer.
 
 The fitted models ship in the package as small files (`dasd/data/demo_world/`: the model bodies
 and the rows of the few dozen tokens the world uses — `python -m dasd.demo_world --export` rebuilds
-them from scratch, ~10 minutes on 2 cores); on first use they are restored to ordinary model folders
-under `$DASD_CACHE/demo-world-v2/`:
+them from scratch, ~25 minutes on 2 cores); on first use they are restored to ordinary model folders
+under `$DASD_CACHE/demo-world-v3/`.
 
-* questions — reasoning-gym `basic_arithmetic` and `chain_sum` (1-digit numbers, 2–3 terms, + and −),
-  seeded: a training pool for the recipe and held-out evaluation questions;
+What the world was designed to contain (written and fixed before any ablation arm was run, issue 16:
+each mechanism of the recipe must have something to act on):
+
+* questions — reasoning-gym `basic_arithmetic` and `chain_sum` with 5–7 one-digit terms (+ and −), so a
+  worked solution is a chain of 12–18 sentences (~120–200 teacher tokens); three seeded, disjoint
+  splits: a training pool (300), a dev split (100, for choosing hyper-parameters) and held-out
+  evaluation questions (400, as many as a paired comparison needs);
 * teacher — a Qwen3-architecture model with the real Qwen3 tokenizer (hidden 128, 4 layers), fitted on
-  correct worked solutions written in three styles by a program, so its output distribution has
-  several modes and temperature matters;
+  correct solutions whose every sentence picks one of several phrasings with unequal weights
+  (`TEACHER_PHRASINGS`): at T=0.6 the common phrasing dominates, at T=1.0 the rarer ones appear, so
+  the two temperatures' response probabilities differ (report Figure 3a). Two of its rarer phrasings
+  ("Quick math.", "a + b makes c.") are the student's own — so its samples hold student sentences;
 * student — a Llama-architecture model with the real SmolLM2 tokenizer (hidden 128, 4 layers), fitted
-  mostly on its own terse style with a misconception (a difference is never negative) and 10% slips,
-  on 25% teacher-style solutions, and with a habit: 20% of its answers re-check in a loop ("Wait, let
-  me check again." 3–8 times) before closing the think block. A prior of its own (so student sentences
-  exist), clearly worse answers than the teacher's, the teacher's words known but unlikely, and long
-  repetitive rollouts for mixed-policy distillation to cut.
+  mostly on its own terse style with a misconception (a running total is never negative: it writes
+  |a - b|) and 10% slips; on 30% correct solutions in the teacher's *most common* phrasing and 5% in
+  its full mix (so it knows the teacher's common phrasing and barely the rest: the teacher's rarer
+  phrasings are teacher sentences); and with a habit: 20% of its answers re-check in a loop ("Wait, let me check again."
+  3–8 times) before closing the think block — the long rollouts mixed-policy distillation cuts.
+  Several candidates per question (the demo samples 8 per temperature) differ in phrasing, so DAS
+  (most teacher sentences) and random selection pick measurably different data.
 
 Fitting is done over the world's closed vocabulary (the few dozen tokens its texts use) plus one
 class standing for all other tokens with logit log(their count); afterwards their output rows are
 set to zero, which makes the full-vocabulary softmax exactly the one that was fitted — so a
 151K-token vocabulary costs nothing, and the mass outside the world is measured (`world.json`). Real
-training later (`dasd train`) uses the full vocabulary as usual. This is a fixture for a laptop demo, not a trainer.
+training later (`dasd train`) uses the full vocabulary as usual. This is a fixture for a laptop demo,
+not a trainer.
 """
 
 from __future__ import annotations
@@ -29,23 +39,19 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
-WORLD_VERSION = "demo-world-v2"
+WORLD_VERSION = "demo-world-v3"
 SYSTEM_PROMPT = "You are a helpful assistant."
+TERMS = dict(min_terms=5, max_terms=7, min_digits=1, max_digits=1, allow_negation=False)
 TASKS = {
-    "basic_arithmetic": dict(
-        min_terms=2,
-        max_terms=3,
-        min_digits=1,
-        max_digits=1,
-        operators=("+", "-"),
-        allow_parentheses=False,
-        allow_negation=False,
-    ),
-    "chain_sum": dict(min_terms=2, max_terms=3, min_digits=1, max_digits=1, allow_negation=False),
+    "basic_arithmetic": dict(operators=("+", "-"), allow_parentheses=False, **TERMS),
+    "chain_sum": dict(TERMS),
 }
+# The splits: (file name, reasoning-gym seed, questions per task). Disjoint seeds, so disjoint draws.
+SPLITS = (("train_questions", 1, 150), ("dev_questions", 3, 50), ("eval_questions", 2, 200))
 
 
 def _steps(expression: str) -> tuple[list[int], list[tuple[int, str, int, int]], int]:
@@ -60,33 +66,79 @@ def _steps(expression: str) -> tuple[list[int], list[tuple[int, str, int, int]],
     return numbers, steps, value
 
 
-def teacher_solution(expression: str, style: int) -> str:
-    """A correct worked solution in one of three styles (the teacher's modes)."""
+# Each sentence of a teacher solution picks a phrasing with these weights. The first of each list is
+# the common one (the student knows it); "Quick math." and "{a} {o} {b} makes {c}." are the student's.
+TEACHER_PHRASINGS: dict[str, list[tuple[str, float]]] = {
+    "intro": [
+        ("I will work from left to right, one term at a time.", 0.6),
+        ("Let me go through the terms in order.", 0.3),
+        ("Quick math.", 0.1),
+    ],
+    "announce": [
+        ("Now {verb} {b}.", 0.55),
+        ("The next term is {sign}{b}.", 0.3),
+        ("Then I take {b} {away}.", 0.15),
+    ],
+    "result": [
+        ("{a} {o} {b} = {c}.", 0.55),
+        ("That gives {c}.", 0.25),
+        ("{a} {o} {b} makes {c}.", 0.12),
+        ("The running total is now {c}.", 0.08),
+    ],
+    "close": [("So the result is {v}.", 0.6), ("Check: {expression} = {v}.", 0.4)],
+    "answer": [("The answer is \\boxed{{{v}}}.", 0.7), ("\\boxed{{{v}}}", 0.3)],
+}
+
+
+def _pick(kind: str, rng: random.Random | None) -> str:
+    """A phrasing of one sentence: drawn by weight, or the common one when `rng` is None."""
+    options = TEACHER_PHRASINGS[kind]
+    if rng is None:
+        return options[0][0]
+    return rng.choices([text for text, _ in options], weights=[weight for _, weight in options])[0]
+
+
+def teacher_solution(expression: str, rng: random.Random | None) -> str:
+    """A correct worked solution, each sentence's phrasing drawn from `TEACHER_PHRASINGS` (the teacher's
+    modes); with `rng=None`, every sentence in the common phrasing (what the student knows).
+
+    >>> print(teacher_solution("3 - 5", None))
+    <think>
+    I will work from left to right, one term at a time. Start with 3. Now subtract 5. 3 - 5 = -2. So the result is -2.
+    </think>
+    <BLANKLINE>
+    The answer is \\boxed{-2}.
+    """
     numbers, steps, value = _steps(expression)
-    if style == 0:
-        body = (
-            "I evaluate from left to right. "
-            + " ".join(f"{a} {o} {b} = {c}." for a, o, b, c in steps)
-            + f" So the result is {value}."
+    sentences = [_pick("intro", rng), f"Start with {numbers[0]}."]
+    for a, o, b, c in steps:
+        adding = o == "+"
+        announce = _pick("announce", rng)
+        sentences.append(
+            announce.format(
+                verb="add" if adding else "subtract",
+                sign="+" if adding else "-",
+                b=b,
+                away="more" if adding else "away",
+            )
         )
-        answer = f"The answer is \\boxed{{{value}}}."
-    elif style == 1:
-        body = f"Let me compute step by step. Start with {numbers[0]}. " + " ".join(
-            f"{'Add' if o == '+' else 'Subtract'} {b} to get {c}." for _, o, b, c in steps
-        )
-        answer = f"\\boxed{{{value}}}"
-    else:
-        body = " ".join(
-            f"{'First' if index == 0 else 'Next'}, {a} {o} {b} is {c}." for index, (a, o, b, c) in enumerate(steps)
-        )
-        body += f" Check: {expression} = {value}."
-        answer = f"Final answer: \\boxed{{{value}}}"
-    return f"<think>\n{body}\n</think>\n\n{answer}"
+        sentences.append(_pick("result", rng).format(a=a, o=o, b=b, c=c))
+    sentences.append(_pick("close", rng).format(v=value, expression=expression))
+    answer = _pick("answer", rng).format(v=value)
+    return f"<think>\n{' '.join(sentences)}\n</think>\n\n{answer}"
 
 
 def student_solution(expression: str, rng: random.Random, error_rate: float) -> str:
-    """The student's own terse style, with a misconception — a difference is never negative (it writes
-    |a - b|) — and, with probability `error_rate` per step, a slip of ±1."""
+    """The student's own terse style, with a misconception — a running total is never negative (it
+    writes |a - b|) — and, with probability `error_rate` per step, a slip of ±1.
+
+    >>> print(student_solution("3 - 5 + 4", random.Random(0), error_rate=0.0))
+    <think>
+    Quick math. 3 - 5 makes 2. 2 + 4 makes 6.
+    </think>
+    <BLANKLINE>
+    The answer is \\boxed{6}.
+    """
     _, steps, _ = _steps(expression)
     value, lines = steps[0][0], []
     for _, operator, number, _ in steps:
@@ -99,7 +151,12 @@ def student_solution(expression: str, rng: random.Random, error_rate: float) -> 
 
 
 LOOP_RATE = 0.2  # share of the student's corpus that re-checks in a loop before it answers
-TEACHER_STYLE_SHARE = 0.25  # share of the student's corpus written in the teacher's styles
+TEACHER_STYLE_SHARE = 0.3  # share of the student's corpus in the teacher's common phrasing (correct)
+# … and in the teacher's full mix of phrasings: every word of the world has been seen (a real student has
+# an embedding for every token), but the rarer phrasings stay unlikely. Added after the first build of this
+# world, whose student had never seen them (zero embedding rows), so SFT on teacher text destroyed it
+# (0% after stage 1 in a 20-question budget run; no ablation arm had been run).
+TEACHER_RARE_SHARE = 0.05
 
 
 def with_loop(text: str, rng: random.Random) -> str:
@@ -194,6 +251,8 @@ def fit_closed_vocabulary(
         loss.backward()
         optimizer.step()
         loss_value = loss.item()
+        if (step + 1) % 100 == 0:
+            print(f"{model_dir.name}: step {step + 1}/{steps} loss {loss_value:.4f}", file=sys.stderr, flush=True)
     model.eval()
     with torch.no_grad():
         embedding.weight[torch.tensor(vocabulary)] = rows.detach()
@@ -219,48 +278,50 @@ def fit_closed_vocabulary(
     }
 
 
-def build_world(root: Path, *, train_per_task: int = 150, eval_per_task: int = 30) -> Path:
+TEACHER_CORPUS = 2000  # worked solutions the teacher is fitted on (questions of seed 11)
+STUDENT_CORPUS = 1500  # the student's corpus (questions of seed 12)
+FIT_STEPS = 900  # AdamW steps per model, batch 32
+
+
+def build_world(root: Path) -> Path:
     """Questions, teacher and student under `root` (returned). Deterministic; built once."""
+    import torch
+
     from .tiny import build_tiny_model
 
+    torch.set_num_threads(2)  # the thread count changes float reductions: pinned, so a rebuild is identical
     root.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {}
-    for name, seed, per_task in (("train_questions", 1, train_per_task), ("eval_questions", 2, eval_per_task)):
+    for name, seed, per_task in SPLITS:
         with open(root / f"{name}.jsonl", "w", encoding="utf-8") as handle:
             for question in questions(seed, per_task):
                 handle.write(json.dumps(question) + "\n")
 
+    rng = random.Random(11)
     teacher_corpus = [
         [
             {"role": "user", "content": q["messages"][0]["content"]},
-            {"role": "assistant", "content": teacher_solution(q["meta"]["expression"], index % 3)},
+            {"role": "assistant", "content": teacher_solution(q["meta"]["expression"], rng)},
         ]
-        for index, q in enumerate(questions(11, 1500))
+        for q in questions(11, TEACHER_CORPUS // 2)
     ]
-    build_tiny_model(
-        "qwen3",
-        "qwen3",
-        root / "teacher",
-        seed=0,
-        hidden_size=128,
-        layers=4,
-        heads=4,
-        kv_heads=2,
-        intermediate_size=384,
-    )
-    report["teacher"] = fit_closed_vocabulary(root / "teacher", teacher_corpus, steps=1200, seed=0)
+    size = dict(hidden_size=128, layers=4, heads=4, kv_heads=2, intermediate_size=384)
+    build_tiny_model("qwen3", "qwen3", root / "teacher", seed=0, **size)
+    report["teacher"] = fit_closed_vocabulary(root / "teacher", teacher_corpus, steps=FIT_STEPS, seed=0)
 
-    # The student: mostly its own style (misconception and slips), sometimes the teacher's — so it
-    # knows the teacher's words but gives them low probability (teacher sentences exist).
+    # The student: mostly its own style (misconception and slips), sometimes the teacher's common
+    # phrasing — so it knows part of the teacher's words and gives the rest low probability.
     rng = random.Random(12)
     student_corpus = []
-    for index, q in enumerate(questions(12, 1000)):
+    for q in questions(12, STUDENT_CORPUS // 2):
         expression = q["meta"]["expression"]
-        text = (
-            teacher_solution(expression, index % 3)
-            if rng.random() < TEACHER_STYLE_SHARE
-            else student_solution(expression, rng, error_rate=0.1)
-        )
+        draw = rng.random()
+        if draw < TEACHER_STYLE_SHARE:
+            text = teacher_solution(expression, None)
+        elif draw < TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE:
+            text = teacher_solution(expression, rng)  # the rarer phrasings too: known words, low probability
+        else:
+            text = student_solution(expression, rng, error_rate=0.1)
         if rng.random() < LOOP_RATE:
             text = with_loop(text, rng)
         student_corpus.append(
@@ -270,23 +331,14 @@ def build_world(root: Path, *, train_per_task: int = 150, eval_per_task: int = 3
                 {"role": "assistant", "content": text},
             ]
         )
-    build_tiny_model(
-        "llama",
-        "smollm2",
-        root / "student",
-        seed=0,
-        hidden_size=128,
-        layers=4,
-        heads=4,
-        kv_heads=2,
-        intermediate_size=384,
-    )
-    report["student"] = fit_closed_vocabulary(root / "student", student_corpus, steps=1500, seed=1)
+    build_tiny_model("llama", "smollm2", root / "student", seed=0, **size)
+    report["student"] = fit_closed_vocabulary(root / "student", student_corpus, steps=FIT_STEPS, seed=1)
     (root / "world.json").write_text(json.dumps({"version": WORLD_VERSION, **report}, indent=2))
     return root
 
 
 COMPACT_DIR = "demo_world"  # inside the package's data folder
+WORLD_FILES = tuple(f"{name}.jsonl" for name, _, _ in SPLITS) + ("world.json",)
 
 
 def export_compact(model_dir: Path, out: Path) -> None:
@@ -350,7 +402,7 @@ def world_dir() -> Path:
             build_world(root)
             return
         root.mkdir(parents=True, exist_ok=True)
-        for name in ("train_questions.jsonl", "eval_questions.jsonl", "world.json"):
+        for name in WORLD_FILES:
             (root / name).write_bytes((shipped / name).read_bytes())
         restore_compact(shipped / "teacher", "qwen3", root / "teacher")
         restore_compact(shipped / "student", "smollm2", root / "student")
@@ -371,7 +423,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = build_world(Path(scratch) / "world")
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("train_questions.jsonl", "eval_questions.jsonl", "world.json"):
+        for name in WORLD_FILES:
             shutil.copy(root / name, out / name)
         export_compact(root / "teacher", out / "teacher")
         export_compact(root / "student", out / "student")

@@ -80,31 +80,92 @@ def compare(a: dict, b: dict) -> list[dict]:
     return rows
 
 
-def paired_difference(a: Mapping[str, Mapping[str, bool]], b: Mapping[str, Mapping[str, bool]]) -> dict:
-    """B - A over the questions both runs answered, samples paired by id: `{question: {sample id: correct}}`
-    in, the mean per-question accuracies and the mean difference with its standard error out.
+Graded = Mapping[str, Mapping[str, bool]]  # {question id: {sample id: correct}} of one evaluated model
+
+
+def paired_difference(a: Graded | Sequence[Graded], b: Graded | Sequence[Graded]) -> dict:
+    """B - A over the questions both sides answered, samples paired by id.
+
+    Each side is one evaluated model (`{question: {sample id: correct}}`) or several — e.g. one per
+    training seed of an ablation arm. Per question, a side's accuracy is the mean over its models of
+    the accuracy on the sample ids every model of both sides drew (same ids = same per-sample seeds);
+    the difference is then averaged over questions. `per_run` gives the difference for each pair of
+    models when both sides have as many (seed by seed, in the order given), or for each model of the
+    larger side against a single one.
+
+    Its standard error: over questions (`question_standard_error`, all there is for one model against
+    one) and, with several training seeds, also over seeds — a seed that shifts every question alike
+    does not show in the spread over questions — as s.e.² = s.e.(questions)² + var(per_run) / runs,
+    which is conservative (per_run's variance also holds some question noise). 95% interval: ± 1.96 s.e.
 
     >>> paired_difference({"q1": {"s1": True, "s2": False}, "q2": {"s3": False}},
     ...                   {"q1": {"s1": True, "s2": True}, "q2": {"s3": True}, "q3": {"s4": True}})
-    {'questions': 2, 'samples': 3, 'a': 0.25, 'b': 1.0, 'difference': 0.75, 'standard_error': 0.25}
+    {'questions': 2, 'samples': 3, 'a': 0.25, 'b': 1.0, 'difference': 0.75, 'standard_error': 0.25, \
+'question_standard_error': 0.25, 'interval': [0.26, 1.24], 'per_run': [0.75]}
+    >>> paired_difference([{"q": {"s": True}}, {"q": {"s": False}}], {"q": {"s": True}})["difference"]
+    0.5
     """
-    accuracies_a, accuracies_b, samples = [], [], 0
-    for question in sorted(set(a) & set(b)):
-        shared = sorted(set(a[question]) & set(b[question]))
-        if not shared:
-            continue
-        samples += len(shared)
-        accuracies_a.append(sum(a[question][s] for s in shared) / len(shared))
-        accuracies_b.append(sum(b[question][s] for s in shared) / len(shared))
+    runs_a = [a] if isinstance(a, Mapping) else list(a)
+    runs_b = [b] if isinstance(b, Mapping) else list(b)
+    runs = runs_a + runs_b
+    questions = sorted(set.intersection(*(set(run) for run in runs))) if runs else []
+    shared_by_question: dict[str, list[str]] = {}
+    for question in questions:
+        shared = sorted(set.intersection(*(set(run[question]) for run in runs)))
+        if shared:
+            shared_by_question[question] = shared
+
+    def accuracy(run: Graded, question: str) -> float:
+        shared = shared_by_question[question]
+        return sum(run[question][sample] for sample in shared) / len(shared)
+
+    def side(models: list[Graded], question: str) -> float:
+        return sum(accuracy(run, question) for run in models) / len(models)
+
+    accuracies_a = [side(runs_a, question) for question in shared_by_question]
+    accuracies_b = [side(runs_b, question) for question in shared_by_question]
     count = len(accuracies_a)
     differences = [y - x for x, y in zip(accuracies_a, accuracies_b)]
     mean = sum(differences) / count if count else 0.0
     variance = sum((d - mean) ** 2 for d in differences) / (count - 1) if count > 1 else 0.0
+    error = math.sqrt(variance / count) if count > 1 else 0.0
+    if len(runs_a) == len(runs_b):
+        pairs = list(zip(runs_a, runs_b))
+    elif len(runs_a) == 1 or len(runs_b) == 1:
+        pairs = [(x, y) for x in runs_a for y in runs_b]
+    else:
+        pairs = []
+    per_run = [
+        round(sum(accuracy(y, q) - accuracy(x, q) for q in shared_by_question) / count, 4) if count else 0.0
+        for x, y in pairs
+    ]
+    total = error
+    if len(per_run) > 1:
+        run_mean = sum(per_run) / len(per_run)
+        run_variance = sum((value - run_mean) ** 2 for value in per_run) / (len(per_run) - 1)
+        total = math.sqrt(error**2 + run_variance / len(per_run))
     return {
         "questions": count,
-        "samples": samples,
+        "samples": sum(len(shared) for shared in shared_by_question.values()),
         "a": sum(accuracies_a) / count if count else 0.0,
         "b": sum(accuracies_b) / count if count else 0.0,
         "difference": mean,
-        "standard_error": math.sqrt(variance / count) if count > 1 else 0.0,
+        "standard_error": total,
+        "question_standard_error": error,
+        "interval": [round(mean - 1.96 * total, 4), round(mean + 1.96 * total, 4)],
+        "per_run": per_run,
     }
+
+
+def verdict(interval: Sequence[float], expected: int = 1) -> str:
+    """A claim's verdict from the 95% interval of (expected better − expected worse).
+
+    >>> verdict([0.01, 0.05]), verdict([-0.05, -0.01]), verdict([-0.01, 0.03])
+    ('agrees', 'opposite', 'not distinguishable')
+    """
+    low, high = interval
+    if expected * low > 0 and expected * high > 0:
+        return "agrees"
+    if expected * low < 0 and expected * high < 0:
+        return "opposite"
+    return "not distinguishable"

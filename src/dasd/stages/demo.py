@@ -1,19 +1,24 @@
 """`dasd demo`: the whole DASD recipe on an embedded world of tiny models — on CPU, offline, in minutes.
 
     dasd demo                      # tiny teacher (Qwen3 tokenizer) and student (SmolLM2 tokenizer)
+    dasd demo ablation=arms workdir=runs/ablation   # the ablation arms × 3 seeds (`make ablation`)
+    dasd demo ablation=sweeps workdir=runs/sweeps   # … plus the DAS-threshold and cut-position sweeps
     dasd demo --preset smollm2     # the real pretrained SmolLM2-135M-Instruct as the student (much slower)
 
-The world (`dasd.demo_world`): reasoning-gym arithmetic questions, a teacher fitted on correct worked
-solutions in three styles, and a student with another tokenizer fitted on its own terse, often wrong
-style. The demo writes `<workdir>/pipeline.yaml` and runs it with `dasd run`: sampling at 0.6 and
+The world (`dasd.demo_world`): multi-step reasoning-gym arithmetic, a teacher fitted on correct worked
+solutions whose sentences vary in phrasing, and a student with another tokenizer that knows only the
+teacher's common phrasing and otherwise writes its own terse, often wrong style. The demo writes
+`<workdir>/pipeline.yaml` and runs it with `dasd run`: sampling 8 responses per question at 0.6 and at
 1.0, scoring, filtering, DAS and RS selection, stage-1 and stage-2 SFT (for both), mixed-policy
-distillation, and evaluation of the student before training, after each stage, of the RS-trained
-baseline and of the teacher — then prints the table and the time per stage. Rerunning does no work;
-a killed run resumes.
+distillation, evaluation of the student before training, after each stage, of the RS-trained
+baseline and of the teacher, and the report's claims with paired statistics — then prints the
+tables and the time per stage. With `ablation=arms` the recipe's branches are replaced by the arms
+(`arms()` below), each trained with every seed. Rerunning does no work; a killed run resumes.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,12 +34,25 @@ class DemoConfig(StageConfig):
     preset: Literal["tiny", "smollm2"] = Field(
         "tiny", description="tiny: the world's own student; smollm2: the real SmolLM2-135M-Instruct as the student"
     )
-    train_questions: int = Field(300, ge=10, description="training questions used (of the world's 300)")
-    eval_questions: int = Field(60, ge=5, description="held-out questions evaluated (of the world's 60)")
-    eval_n: int = Field(4, ge=1, description="samples per evaluation question (avg@k)")
+    ablation: Literal["none", "arms", "sweeps"] = Field(
+        "none",
+        description="none: the recipe once (DAS and RS branches, mixed-policy) and its claims; arms: the "
+        "ablation arms (`make ablation`); sweeps: the arms plus the DAS-threshold and cut-position sweeps",
+    )
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], description="training seeds of every ablation arm")
+    train_questions: int | None = Field(
+        None, ge=2, description="training questions used (of the world's 300; default 80, with arms 100)"
+    )
+    samples_per_temperature: int | None = Field(
+        None, ge=1, description="teacher samples per question at each temperature (default 4, with arms 8)"
+    )
+    eval_questions: int | None = Field(
+        None, ge=2, description="held-out questions evaluated (of the world's 400; default 150, with arms 400)"
+    )
+    eval_n: int = Field(2, ge=1, description="samples per evaluation question (avg@k)")
     epochs: float = Field(2.0, gt=0, description="epochs of each SFT stage")
     mix_questions: int = Field(
-        100, ge=1, description="questions that get a student rollout in mixed-policy distillation"
+        150, ge=1, description="questions that get a student rollout in mixed-policy distillation"
     )
     mix_budget_factor: float = Field(
         1.0,
@@ -43,30 +61,106 @@ class DemoConfig(StageConfig):
         "comment in pipeline())",
     )
     off_policy: int = Field(50, ge=0, description="curated (off-policy) samples mixed into the mixed-policy stage")
+    threads: int = Field(2, ge=1, description="torch threads (pinned: float reductions depend on it)")
+
+
+# The report's claims, as comparisons of the recipe's own models (`ablation=none`) …
+RECIPE_CLAIMS = [
+    {"name": "distillation moves the student up", "better": "high_temp", "worse": "student", "source": "Tables 1-7"},
+    {"name": "DAS beats random selection (RS)", "better": "high_temp", "worse": "rs_high_temp", "source": "Table 3"},
+    {"name": "stage 2 (T=1.0) adds to stage 1", "better": "high_temp", "worse": "low_temp", "source": "Table 1"},
+    {"name": "mixed-policy adds to stage 2", "better": "mixed_policy", "worse": "high_temp", "source": "Table 5"},
+]
+# … and of the ablation arms, every arm trained with each seed.
+ARM_CLAIMS = [
+    {"name": "distillation moves the student up", "better": "recipe", "worse": "student", "source": "Tables 1-7"},
+    {"name": "0.6 → 1.0 beats 0.6 only", "better": "recipe", "worse": "t06_only", "source": "Table 1"},
+    {"name": "0.6 → 1.0 beats 1.0 only", "better": "recipe", "worse": "t10_only", "source": "Table 1"},
+    {"name": "DAS beats random selection (RS)", "better": "recipe", "worse": "rs", "source": "Table 3"},
+    {"name": "mixed-policy beats equal-size off-policy", "better": "mixed", "worse": "off_policy", "source": "Table 5"},
+    {"name": "mixed-policy adds to stage 2", "better": "mixed", "worse": "recipe", "source": "Table 5"},
+]
+RATIO_CUTOFFS = (1.5, 2.0, 3.0, 5.0)  # the summary's DAS check: p_T/p_S cut-offs
+CUT_POSITIONS = (0.2, 0.4, 0.6, 0.8)  # … and its mixed-policy cut-position check
+
+
+def arms(ablation: str) -> dict[str, Any]:
+    """The ablation arms: budgets are equal where the report compares at equal budget — every
+    single-temperature arm keeps 2 responses per question where the recipe keeps 1 per temperature,
+    and the off-policy control trains on as many records as the mixed arm."""
+    if ablation == "none":
+        return {}
+    out: dict[str, Any] = {
+        "recipe": {"description": "DAS, 0.6 → 1.0 (the report's)"},
+        "t06_only": {
+            "description": "DAS, T=0.6 only (2 per question)",
+            "select": {"temperatures": [0.6], "k": 2},
+            "stages": ["low_temp"],
+        },
+        "t10_only": {
+            "description": "DAS, T=1.0 only (2 per question)",
+            "select": {"temperatures": [1.0], "k": 2},
+            "stages": ["high_temp"],
+        },
+        "rs": {"description": "random selection, 0.6 → 1.0", "select": {"strategy": "random"}},
+        "mixed": {"description": "recipe + mixed-policy stage", "after": "recipe", "mix": {}},
+        "off_policy": {
+            "description": "recipe + equal-size off-policy stage",
+            "after": "recipe",
+            "control_of": "mixed",
+        },
+    }
+    if ablation == "sweeps":
+        for cutoff in RATIO_CUTOFFS:
+            out[f"das_ratio_{cutoff:g}"] = {
+                "description": f"DAS with teacher sentences at p_T/p_S > {cutoff:g}",
+                "select": {"space": "logratio", "beta": round(math.log(cutoff), 6)},
+            }
+        for position in CUT_POSITIONS:
+            out[f"cut_{round(100 * position)}"] = {
+                "description": f"mixed-policy cut near {round(100 * position)}% of the rollout",
+                "after": "recipe",
+                "mix": {"cut_low": round(position - 0.1, 2), "cut_high": round(position + 0.1, 2)},
+            }
+    return out
 
 
 def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
-    """The pipeline config the demo runs (also written to <workdir>/pipeline.yaml)."""
+    """The pipeline config the demo runs (also written to <workdir>/pipeline.yaml).
+
+    The settings below were fixed before the ablation arms were run on this world (issue 16), carried
+    over from the previous world where they were not tuned on its evaluation questions; tuning belongs
+    on `dev_questions.jsonl`, never on `eval_questions.jsonl`."""
     work = Path(config.workdir)
     student = {"model": str(world / "student")} if config.preset == "tiny" else {"model": "smollm2"}
-    return {
+    with_arms = config.ablation != "none"
+    # sizes measured on 2 cores (benchmarks/RESULTS.md): the demo fits in 10 minutes; the arms get 8
+    # candidates per temperature and enough questions for one paired standard error of ~1.5 points
+    train_questions = config.train_questions or (100 if with_arms else 80)
+    samples = config.samples_per_temperature or (8 if with_arms else 4)
+    eval_questions = config.eval_questions or (400 if with_arms else 150)
+    spec: dict[str, Any] = {
         "workdir": str(work),
         "questions": str(world / "train_questions.jsonl"),
         "teacher": {"name": "hf", "model": str(world / "teacher"), "batch_size": 64},
         "student": student,
         "eval_benchmarks": [str(world / "eval_questions.jsonl")],
+        "threads": config.threads,
         "sample": {
-            "schedule": [{"temperature": 0.6, "n": 2}, {"temperature": 1.0, "n": 2}],
-            "max_new_tokens": 72,
-            "limit": config.train_questions,
+            "schedule": [
+                {"temperature": 0.6, "n": samples},
+                {"temperature": 1.0, "n": samples},
+            ],
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "limit": train_questions,
             "model_name": "demo-teacher",
         },
         "score": {},
         "filter": {"length": {"max_length": 1024}},
         "select": {"k": 1},
         "build_sft": {},
-        # tiny models learn at a higher rate than the report's 5e-5 for 4B; samples are short, so
-        # batches of 8 whole samples give enough optimizer steps
+        # tiny models learn at a higher rate than the report's 5e-5 for 4B; batches of 8 whole samples
+        # give enough optimizer steps on a few hundred samples
         "train": {
             "epochs": config.epochs,
             "global_batch_size": 8,
@@ -76,27 +170,40 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
             "min_learning_rate": 5e-5,
             "save_steps": 1000,
         },
-        # the report caps rollouts at 1.5x the teacher's length; the distilled tiny student rarely runs
-        # past 1.3x on these short answers, so the demo caps at 1.0x to have rollouts to cut and continue
+        # the report caps rollouts at 1.5x the teacher's length; a distilled tiny student rarely runs
+        # that long, so the demo caps at 1.0x to have rollouts to cut and continue
         "mix": {
             "questions": config.mix_questions,
             "budget_factor": config.mix_budget_factor,
-            "teacher_max_new_tokens": 72,
+            "teacher_max_new_tokens": MAX_NEW_TOKENS,
             "off_policy": config.off_policy,
             "student": {"batch_size": 64},
             "teacher": {"batch_size": 64},
         },
-        # the last stage is one short epoch on ~100 records: at the stage-1/2 rate it undid part of stage 2
-        # (measured: 48.8% vs 72.9% avg@4 at 1e-4, benchmarks/RESULTS.md)
+        # the last stage is one short epoch on ~100 records at a lower rate (at the stage-1/2 rate it
+        # undid part of stage 2 on the previous world)
         "train_mixed": {"epochs": 1, "learning_rate": 1e-4, "min_learning_rate": 1e-5},
         "eval": {
             "n": config.eval_n,
-            "max_new_tokens": 72,
+            "max_new_tokens": MAX_NEW_TOKENS,
             "math_prompt_suffix": None,
-            "limit": config.eval_questions,
+            "limit": eval_questions,
             "teacher": {"system_prompt": None},
+            "backend": {"batch_size": 64},
         },
+        "claims": ARM_CLAIMS if with_arms else RECIPE_CLAIMS,
     }
+    if with_arms:
+        # the arms replace the recipe's own branches: sample, score and filter are shared, and the
+        # student and the teacher are evaluated once
+        spec["stages"] = {name: False for name in ("select", "build_sft", "train", "mix", "train_mixed")}
+        spec["eval_models"] = ["student", "teacher"]
+        spec["arms"] = arms(config.ablation)
+        spec["seeds"] = list(config.seeds)
+    return spec
+
+
+MAX_NEW_TOKENS = 256  # the world's solutions are ~110-160 teacher tokens; loops run longer and are cut here
 
 
 def run(config: DemoConfig) -> dict[str, Any]:

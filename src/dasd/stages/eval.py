@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..ablation import graded_samples
 from ..answers import BoundedVerifier, grade_records
 from ..backends import BackendConfig, make_backend
 from ..benchmarks import CHOICE_SUFFIX, DEFAULT_MAX_NEW_TOKENS, FALLBACK_MAX_NEW_TOKENS, MATH_SUFFIX, load_benchmark
@@ -282,17 +283,6 @@ def extra_arguments(parser) -> None:
     )
 
 
-def _graded_samples(run: Path, benchmark: str) -> dict[str, dict[str, bool]] | None:
-    """`{question: {sample id: correct}}` of one benchmark of an eval run, or None without results."""
-    path = run / benchmark / "results.jsonl"
-    if not path.exists():
-        return None
-    graded: dict[str, dict[str, bool]] = defaultdict(dict)
-    for _, result in iter_records(path):
-        graded[str(result["question_id"])][str(result["id"])] = bool(result["correct"])
-    return graded
-
-
 def compare_runs(run_a: Path, run_b: Path) -> tuple[list[dict], dict, dict]:
     """Per shared benchmark: the paired difference (same questions, same sample seeds) from the two runs'
     results, or — where a run has no results file — the unpaired difference of the summaries."""
@@ -307,7 +297,7 @@ def compare_runs(run_a: Path, run_b: Path) -> tuple[list[dict], dict, dict]:
         raise DasdError("the two runs share no benchmark")
     rows = []
     for benchmark, row in unpaired.items():
-        graded = [_graded_samples(run if run.is_dir() else run.parent, benchmark) for run in (run_a, run_b)]
+        graded = [graded_samples(run if run.is_dir() else run.parent, benchmark) for run in (run_a, run_b)]
         if graded[0] is None or graded[1] is None:
             rows.append({**row, "paired": False})
             continue
@@ -321,6 +311,7 @@ def compare_runs(run_a: Path, run_b: Path) -> tuple[list[dict], dict, dict]:
                 "difference": paired["difference"],
                 "standard_error": standard_error,
                 "unpaired_standard_error": row["standard_error"],
+                "interval": paired["interval"],
                 "questions": paired["questions"],
                 "samples": paired["samples"],
                 "paired": True,
@@ -337,11 +328,14 @@ def handle_extra(args) -> bool:
         return False
     rows, first, second = compare_runs(Path(args.compare[0]), Path(args.compare[1]))
     print(f"A = {args.compare[0]} ({first.get('model')})\nB = {args.compare[1]} ({second.get('model')})")
-    print(f"{'benchmark':24} {'A avg@k':>9} {'B avg@k':>9} {'B - A':>8} {'± s.e.':>8}  > 2 s.e.?  pairing")
+    print(
+        f"{'benchmark':24} {'A avg@k':>9} {'B avg@k':>9} {'B - A':>8} {'± s.e.':>8}  > 2 s.e.?  pairing [95% interval]"
+    )
     for row in rows:
         pairing = (
             f"paired: {row['questions']} questions, {row['samples']} samples (unpaired s.e. "
-            f"{100 * row['unpaired_standard_error']:.2f})"
+            f"{100 * row['unpaired_standard_error']:.2f}) "
+            f"[{100 * row['interval'][0]:+.2f}, {100 * row['interval'][1]:+.2f}]"
             if row["paired"]
             else "unpaired (no results.jsonl)"
         )

@@ -114,6 +114,11 @@ class MixConfig(StageConfig):
         "with 7.7K mixed)",
     )
     weight: float = Field(1.0, gt=0, description="loss weight of the mixed records")
+    equal_size_as: str | None = Field(
+        None,
+        description="write the off-policy-only control of this mixed file instead of mixing (no rollouts): its "
+        "off-policy records, and the curated record of each mixed record's question in its place",
+    )
     seed: int = Field(0, description="seed of the subset, the rollouts, the cuts and the off-policy draw")
 
 
@@ -347,10 +352,47 @@ def off_policy_extras(config: MixConfig, curated: dict[str, dict], mixed_questio
     ]
 
 
+def off_policy_control(config: MixConfig, curated: dict[str, dict]) -> list[dict[str, Any]]:
+    """The equal-size control of a mixed file: its off-policy records as they are, and in place of each
+    mixed record the teacher's curated record of the same question — the same questions, the same
+    number of records, nothing on-policy."""
+    control = []
+    for line, record in read_records(config.equal_size_as):
+        if record.get("source") == "off_policy":
+            control.append(record)
+            continue
+        question_id = str(record["question_id"])
+        if question_id not in curated:
+            raise InputError(config.equal_size_as, line, "question_id", f"{question_id!r} is not in {config.input}")
+        control.append(
+            {
+                **curated[question_id]["record"],
+                "id": f"{curated[question_id]['record']['id']}:control",
+                "stage": MIXED_POLICY_STAGE,
+                "source": "off_policy",
+                "weight": config.weight,
+            }
+        )
+    return control
+
+
 def run(config: MixConfig) -> dict[str, Any]:
     curated = _curated(config)
     output = Path(config.output)
     dump_config(config, sidecar(output, "config", ".yaml"))
+    if config.equal_size_as:  # the off-policy-only control arm: nothing to generate
+        control = off_policy_control(config, curated)
+        write_jsonl_atomic(output, control)
+        summary = {"stage": "mix", "output": str(output), "kept": 0, "off_policy": len(control)}
+        write_json_atomic(sidecar(output, "summary", ".json"), summary)
+        print(
+            format_summary(
+                f"dasd mix (off-policy control of {config.equal_size_as}) -> {output}", [("off_policy", len(control))]
+            ),
+            file=sys.stdout,
+            flush=True,
+        )
+        return summary
     student_tokenizer = load_tokenizer(config.student.tokenizer or config.student.model)
     chosen_ids = sorted(curated)
     random.Random(stable_seed(config.seed, "subset")).shuffle(chosen_ids)

@@ -210,6 +210,55 @@ def section_evaluation(page: Page) -> list[str]:
     ]
 
 
+def section_claims(page: Page) -> list[str]:
+    """The report's claims with paired statistics, and each ablation arm over its seeds (`dasd run`)."""
+    summary = page.run_summary or {}
+    if not summary.get("claims") and not summary.get("arms"):
+        return []
+    blocks = ["<h2>The report's claims, checked here</h2>"]
+    rows = []
+    for row in summary.get("claims", []):
+        if row.get("benchmark") is None:
+            rows.append(
+                [row["name"], row.get("source", ""), f"{row['better']} > {row['worse']}", "-", "-", "-", row["verdict"]]
+            )
+            continue
+        low, high = row["interval"]
+        rows.append(
+            [
+                row["name"],
+                row.get("source", ""),
+                f"{row['better']} > {row['worse']}",
+                row["benchmark"],
+                f"{100 * row['difference']:+.2f} ± {100 * row['standard_error']:.2f}",
+                f"[{100 * low:+.2f}, {100 * high:+.2f}]",
+                row["verdict"],
+            ]
+        )
+    if rows:
+        blocks.append(
+            _table(["claim", "report", "direction", "benchmark", "difference ± s.e.", "95% interval", "verdict"], rows)
+            + "<p class='note'>Accuracy points, better − worse: per question over the samples (and training seeds) "
+            "both sides drew with the same per-sample seeds, then the mean over questions with its standard "
+            "error. agrees / opposite: the 95% interval excludes 0 on the report's side / the other side.</p>"
+        )
+    arm_rows = []
+    seeds = summary.get("seeds", [])
+    for arm, info in summary.get("arms", {}).items():
+        for benchmark, values in info["benchmarks"].items():
+            per_seed = ", ".join(f"{100 * value:.2f}" for value in values["per_seed"].values())
+            arm_rows.append([arm, info.get("description", ""), benchmark, f"{100 * values['mean']:.2f}", per_seed])
+    if arm_rows:
+        blocks.append(
+            "<h3>Ablation arms</h3>"
+            + _table(
+                ["arm", "what it is", "benchmark", "avg@k % (mean)", f"per seed ({', '.join(map(str, seeds))})"],
+                arm_rows,
+            )
+        )
+    return ["".join(blocks)]
+
+
 def section_response_probability(page: Page) -> list[str]:
     """Figure 3a: the density of each sampled response's mean raw log-prob per token, per temperature."""
     title = "<h2>Teacher responses by temperature (Figure 3a)</h2>"
@@ -428,6 +477,7 @@ def section_provenance(page: Page) -> list[str]:
 SECTIONS = (
     section_pipeline,
     section_evaluation,
+    section_claims,
     section_response_probability,
     section_training_loss,
     section_sentence_types,

@@ -4,6 +4,7 @@
     dasd run configs/gpt-oss-qwen3-4b-run.yaml
     dasd run configs/gpt-oss-qwen3-4b-run.yaml workdir=runs/exp2 train.epochs=3 \\
         'stages={mix: false, train_mixed: false}'
+    dasd run configs/gpt-oss-qwen3-4b-ablation.yaml             # arms × seeds, claims with paired statistics
 
 Stages, in order (any can be switched off under `stages:`):
 
@@ -16,6 +17,13 @@ fingerprint is its resolved config plus the fingerprints of the stages it reads 
 content of the question files): a finished stage with an unchanged fingerprint is skipped; one that
 was killed is rerun and resumes by id; one whose fingerprint changed starts afresh (its old output
 is removed). A table at the end gives each stage's status and time, and the evaluation results.
+
+Ablation arms (`arms:`, README "Ablations"): named variants that share sample, score and filter and
+differ in selection, SFT schedule and training, or continue another arm's weights (`after:`) with
+mixed-policy data or its equal-size off-policy control. Each arm × training seed (`seeds:`) is a step
+of its own (`<arm>.select`, `<arm>.build_sft`, `<arm>.s<seed>.train`, `<arm>.s<seed>.mix`,
+`<arm>.s<seed>.eval`, under `<workdir>/arms/<arm>/`); `claims:` are then reported with paired
+statistics (`dasd.ablation`).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from ..ablation import arm_results, claim_results, claims_table
 from ..backends.base import BackendConfig
 from ..config import StageConfig, dump_config, format_validation_error
 from ..errors import ConfigError
@@ -41,6 +50,42 @@ from ..naming import EVAL_MODELS, HIGH_TEMP_STAGE, LOW_TEMP_STAGE, MIXED_POLICY_
 from . import STAGES
 
 STEPS = ("sample", "score", "filter", "select", "build_sft", "train", "mix", "train_mixed", "eval", "provenance")
+
+
+class ArmConfig(StageConfig):
+    description: str = Field("", description="what the arm tests, shown in the tables")
+    after: str | None = Field(
+        None,
+        description="continue from this arm's final weights (the same training seed) instead of the student: "
+        "the arm then trains one more stage on `dasd mix` output (`mix`) or on its off-policy control "
+        "(`control_of`)",
+    )
+    select: dict[str, Any] = Field(
+        default_factory=dict,
+        description="`dasd select` settings of this arm over the pipeline's `select` (strategy, k, temperatures, "
+        "beta/space for a threshold sweep)",
+    )
+    build_sft: dict[str, Any] = Field(default_factory=dict, description="`dasd build-sft` settings of this arm")
+    stages: list[str] = Field(
+        default_factory=lambda: list(SFT_STAGES),
+        description="the SFT stages trained, in order (low_temp, high_temp: the report's schedule)",
+    )
+    train: dict[str, Any] = Field(default_factory=dict, description="`dasd train` settings of this arm")
+    mix: dict[str, Any] | None = Field(
+        None, description="with `after`: `dasd mix` settings over the pipeline's `mix` (e.g. cut_low, cut_high)"
+    )
+    control_of: str | None = Field(
+        None,
+        description="with `after`: train instead on as many off-policy records as this (mix) arm's mixed data "
+        "holds — the equal-size control of mixed-policy distillation",
+    )
+
+
+class ClaimConfig(StageConfig):
+    name: str = Field(..., description="the claim, e.g. '0.6 → 1.0 beats 0.6 only'")
+    better: str = Field(..., description="the arm (or evaluated model: student, teacher, …) the report finds better")
+    worse: str = Field(..., description="the arm or model it is compared with")
+    source: str = Field("", description="where the report makes the claim, e.g. 'Table 1'")
 
 
 class PipelineConfig(StageConfig):
@@ -81,13 +126,31 @@ class PipelineConfig(StageConfig):
     )
     eval: dict[str, Any] = Field(
         default_factory=dict,
-        description="`dasd eval` settings (backend and benchmarks are filled in; a `teacher:` sub-section "
-        "overrides them for the teacher)",
+        description="`dasd eval` settings (benchmarks and the model are filled in; `backend:` settings such as "
+        "batch_size apply to every evaluated model; a `teacher:` sub-section overrides them for the teacher)",
     )
     provenance: dict[str, Any] = Field(
         default_factory=dict,
         description="`dasd provenance` settings for the answers of one evaluated model (`model:`, default "
         "high_temp); the three models are filled in",
+    )
+    arms: dict[str, ArmConfig] = Field(
+        default_factory=dict,
+        description="named ablation arms: they share sample/score/filter and differ in selection, schedule and "
+        "training; each arm × seed is a cached step (README: ablations)",
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [42], min_length=1, description="training seeds of every arm (one model per seed)"
+    )
+    claims: list[ClaimConfig] = Field(
+        default_factory=list,
+        description="comparisons to report with paired statistics: {name, better, worse, source}",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads for every step (float reductions depend on it: pin it for runs that must "
+        "be identical); default: torch's, recorded in the summary",
     )
     dry_run: bool = Field(
         False, description="check every step's config and print what would run or be reused, without running anything"
@@ -297,10 +360,11 @@ def plan(config: PipelineConfig) -> list[Step]:
         backend = {**models[label]}
         if label != "teacher":
             backend.update(device=config.student.device, dtype=config.student.dtype)
-        overrides = dict(config.eval)
-        if label == "teacher" and "teacher" in overrides:
-            overrides = {**overrides, **overrides.pop("teacher")}
-        overrides.pop("teacher", None)
+        # `eval.backend` is for the student-side models; the teacher takes `eval.teacher` (and its `backend`)
+        overrides = {key: value for key, value in config.eval.items() if key not in ("teacher", "backend")}
+        if label == "teacher":
+            overrides.update(config.eval.get("teacher", {}))
+        backend.update(overrides.pop("backend", {}) if label == "teacher" else config.eval.get("backend", {}))
         eval_dir = work / "eval" / label
         inputs = [Path(spec) for spec in config.eval_benchmarks if Path(spec).exists()]
         skip = (
@@ -357,6 +421,181 @@ def plan(config: PipelineConfig) -> list[Step]:
             ),
             "provenance",
         )
+    steps += plan_arms(config, {"select": config.select, "filter_output": filter_out, "teacher": teacher})
+    seen: set[str] = set()
+    planned = names_of(steps)
+    for step in steps:  # a step's fingerprint includes its dependencies': they must come first
+        late = [name for name in step.depends if name in planned and name not in seen]
+        if late:
+            raise AssertionError(f"plan: {step.name} is planned before {late}")
+        seen.add(step.name)
+    known = set(config.arms) | {label for label in models if f"eval_{label}" in {step.name for step in steps}}
+    for claim in config.claims:
+        for side in (claim.better, claim.worse):
+            if side not in known:
+                raise ConfigError(
+                    f"claims: {claim.name!r} compares {side!r}, which is neither an arm nor an evaluated model "
+                    f"({', '.join(sorted(known))})"
+                )
+    return steps
+
+
+def names_of(steps: list[Step]) -> set[str]:
+    return {step.name for step in steps}
+
+
+def arm_dir(work: Path, arm: str) -> Path:
+    return work / "arms" / arm
+
+
+def arm_final(work: Path, config: PipelineConfig, arm: str, seed: int) -> Path:
+    """The weights an arm ends with for one training seed."""
+    spec = config.arms[arm]
+    return arm_dir(work, arm) / f"seed{seed}" / arm_last_stage(spec) / "final"
+
+
+def arm_last_stage(spec: ArmConfig) -> str:
+    if spec.after is None:
+        return spec.stages[-1]
+    return "off_policy" if spec.control_of else MIXED_POLICY_STAGE
+
+
+def plan_arms(config: PipelineConfig, shared: dict[str, Any]) -> list[Step]:
+    """Each arm's steps: select and build-sft once, then per training seed train (or mix + train from another
+    arm's weights) and evaluate. Sample, score and filter are the pipeline's, computed once for all arms."""
+    work = Path(config.workdir)
+    student = config.student.model_dump()
+    student_tokenizer = config.student.tokenizer or config.student.model
+    steps: list[Step] = []
+    for arm, spec in config.arms.items():
+        if spec.after is not None:
+            if spec.after not in config.arms or config.arms[spec.after].after is not None:
+                raise ConfigError(f"arms.{arm}.after: {spec.after!r} is not an arm that trains from the student")
+            if (spec.mix is None) == (spec.control_of is None):
+                raise ConfigError(f"arms.{arm}: an arm with `after` needs exactly one of `mix` or `control_of`")
+            if spec.control_of is not None:
+                mixed = config.arms.get(spec.control_of)
+                if mixed is None or mixed.mix is None or mixed.after != spec.after:
+                    raise ConfigError(
+                        f"arms.{arm}.control_of: {spec.control_of!r} is not a mix arm after {spec.after!r}"
+                    )
+            continue
+        if spec.mix is not None or spec.control_of is not None:
+            raise ConfigError(f"arms.{arm}: `mix` and `control_of` need `after` (the arm whose weights they continue)")
+        unknown = [stage for stage in spec.stages if stage not in SFT_STAGES]
+        if unknown or not spec.stages:
+            raise ConfigError(f"arms.{arm}.stages: choose among {', '.join(SFT_STAGES)} (got {spec.stages})")
+        folder = arm_dir(work, arm)
+        select_out = folder / "select.jsonl"
+        steps.append(
+            Step(
+                f"{arm}.select",
+                "select",
+                {**shared["select"], **spec.select, "input": str(shared["filter_output"]), "output": str(select_out)},
+                [select_out, select_out.with_name("select.summary.json"), select_out.with_name("select.config.yaml")],
+                ["filter"],
+            )
+        )
+        sft_out = folder / "sft" / "sft.jsonl"
+        steps.append(
+            Step(
+                f"{arm}.build_sft",
+                "build-sft",
+                {
+                    "student_tokenizer": student_tokenizer,
+                    **config.build_sft,
+                    **spec.build_sft,
+                    "input": str(select_out),
+                    "output": str(sft_out),
+                },
+                [sft_out.parent],
+                [f"{arm}.select"],
+            )
+        )
+    # dependencies first: arms from the student, then the mix arms after them, then their controls
+    ordered = sorted(config.arms.items(), key=lambda item: (item[1].after is not None, item[1].control_of is not None))
+    for arm, spec in ordered:
+        folder = arm_dir(work, arm)
+        for seed in config.seeds:
+            seed_dir = folder / f"seed{seed}"
+            if spec.after is None:
+                sft_out = folder / "sft" / "sft.jsonl"
+                stages = [{"name": stage, "data": str(sft_stage_file(sft_out, stage))} for stage in spec.stages]
+                settings = {**config.train, **spec.train}
+                depends = [f"{arm}.build_sft"]
+            else:
+                base_sft = arm_dir(work, spec.after) / "sft" / "sft.jsonl"
+                base_final = arm_final(work, config, spec.after, seed)
+                mix_out = seed_dir / "mix" / "mixed.jsonl"
+                arm_mix = spec.mix if spec.mix is not None else config.arms[str(spec.control_of)].mix
+                mix_settings = {**config.mix, **(arm_mix or {})}
+                mix_config = {
+                    **mix_settings,
+                    "input": str(base_sft),
+                    "output": str(mix_out),
+                    "seed": seed,
+                    "student": {
+                        "name": "hf",
+                        "model": str(base_final),
+                        "device": config.student.device,
+                        "dtype": config.student.dtype,
+                        **mix_settings.get("student", {}),
+                    },
+                    "teacher": {**shared["teacher"], **mix_settings.get("teacher", {})},
+                }
+                mix_depends = [f"{spec.after}.s{seed}.train", f"{spec.after}.build_sft"]
+                if spec.control_of is not None:
+                    mixed_out = arm_dir(work, spec.control_of) / f"seed{seed}" / "mix" / "mixed.jsonl"
+                    mix_config["equal_size_as"] = str(mixed_out)
+                    mix_depends.append(f"{spec.control_of}.s{seed}.mix")
+                steps.append(Step(f"{arm}.s{seed}.mix", "mix", mix_config, [mix_out.parent], mix_depends))
+                stage = arm_last_stage(spec)
+                extra = {**config.train_mixed, **spec.train}
+                stages = [
+                    {"name": stage, "data": str(mix_out), "init": str(base_final), "epochs": extra.pop("epochs", 1)}
+                ]
+                settings = {**config.train, **extra}
+                depends = [f"{arm}.s{seed}.mix"]
+
+            def empty_data(path=Path(stages[-1]["data"])) -> str | None:
+                return None if path.exists() and path.stat().st_size else f"{path} holds no records"
+
+            steps.append(
+                Step(
+                    f"{arm}.s{seed}.train",
+                    "train",
+                    {**settings, "output_dir": str(seed_dir), "student": student, "seed": seed, "stages": stages},
+                    [seed_dir / stage["name"] for stage in stages],
+                    depends,
+                    skip_if=empty_data,
+                )
+            )
+            final = arm_final(work, config, arm, seed)
+            overrides = {key: value for key, value in config.eval.items() if key not in ("teacher", "backend")}
+            eval_dir = seed_dir / "eval"
+            steps.append(
+                Step(
+                    f"{arm}.s{seed}.eval",
+                    "eval",
+                    {
+                        **overrides,
+                        "output_dir": str(eval_dir),
+                        "model_name": f"{arm}/seed{seed}",
+                        "backend": {
+                            "name": "hf",
+                            "model": str(final),
+                            "device": config.student.device,
+                            "dtype": config.student.dtype,
+                            **config.eval.get("backend", {}),
+                        },
+                        "benchmarks": list(config.eval_benchmarks),
+                    },
+                    [eval_dir],
+                    [f"{arm}.s{seed}.train"],
+                    inputs=[Path(spec_) for spec_ in config.eval_benchmarks if Path(spec_).exists()],
+                    skip_if=lambda path=final: None if path.exists() else f"{path} was not produced",
+                )
+            )
     return steps
 
 
@@ -376,6 +615,10 @@ def _validate(step: Step):
 
 def run(config: PipelineConfig) -> dict[str, Any]:
     work = Path(config.workdir)
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)
     steps = plan(config)
     resolved = {step.name: _validate(step) for step in steps}  # every step's config is checked before any work
     state_dir = work / ".dasd"
@@ -403,16 +646,19 @@ def run(config: PipelineConfig) -> dict[str, Any]:
         if previous.get("fingerprint") == fingerprint and previous.get("status") == "done":
             report.append({"step": step.name, "status": "cached", "seconds": previous.get("seconds", 0.0)})
             continue
-        reason = step.skip_if() if step.skip_if else None
-        if reason:
-            report.append({"step": step.name, "status": f"skipped: {reason}", "seconds": 0.0})
-            continue
         if previous and previous.get("fingerprint") != fingerprint:
-            for path in step.outputs:  # stale results of another config would be resumed into
+            # stale results of another config would be resumed into — or, for a step skipped now, read by
+            # the steps after it as if this config had produced them
+            for path in step.outputs:
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 elif path.exists():
                     path.unlink()
+        reason = step.skip_if() if step.skip_if else None
+        if reason:
+            write_json_atomic(marker, {"fingerprint": fingerprint, "status": "skipped"})
+            report.append({"step": step.name, "status": f"skipped: {reason}", "seconds": 0.0})
+            continue
         print(f"\n=== dasd run: {step.name} ===", file=sys.stderr, flush=True)
         write_json_atomic(marker, {"fingerprint": fingerprint, "status": "running"})
         started = time.perf_counter()
@@ -422,7 +668,14 @@ def run(config: PipelineConfig) -> dict[str, Any]:
         report.append({"step": step.name, "status": "ran", "seconds": seconds, "result": _headline(step.name, result)})
     total = round(time.perf_counter() - started_run, 2)
     evals = collect_evals(work)
-    summary = {"workdir": str(work), "seconds": total, "steps": report, "eval": evals}
+    summary = {
+        "workdir": str(work),
+        "seconds": total,
+        "threads": _threads(),
+        "steps": report,
+        "eval": evals,
+        **collect_ablation(config),
+    }
     write_json_atomic(work / "run.summary.json", summary)
     print(render_table(summary), file=sys.stdout, flush=True)
     return summary
@@ -469,6 +722,33 @@ def _headline(name: str, result: dict[str, Any]) -> str:
     return ""
 
 
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def collect_ablation(config: PipelineConfig) -> dict[str, Any]:
+    """The arms' results over seeds and the claims' paired comparisons (empty without arms and claims)."""
+    if not config.arms and not config.claims:
+        return {}
+    work = Path(config.workdir)
+    seed_runs = {
+        arm: {seed: arm_dir(work, arm) / f"seed{seed}" / "eval" for seed in config.seeds} for arm in config.arms
+    }
+    model_runs = {arm: {str(seed): run for seed, run in runs.items()} for arm, runs in seed_runs.items()}
+    for label in EVAL_MODELS:
+        model_runs.setdefault(label, {"-": work / "eval" / label})
+    return {
+        "seeds": list(config.seeds),
+        "arms": {
+            arm: {"description": config.arms[arm].description, "after": config.arms[arm].after, "benchmarks": values}
+            for arm, values in arm_results(seed_runs).items()
+        },
+        "claims": claim_results([claim.model_dump() for claim in config.claims], model_runs),
+    }
+
+
 def collect_evals(work: Path) -> dict[str, dict]:
     evals = {}
     for label in EVAL_MODELS:
@@ -504,4 +784,13 @@ def render_table(summary: dict[str, Any]) -> str:
             ]
             lines.append(f"{label:16} " + " ".join(f"{cell:>24}" for cell in cells))
         lines.append("(avg@k in %, ± one standard error)")
+    if summary.get("arms"):
+        lines += ["", f"{'arm':20} {'benchmark':18} {'mean':>7}  per seed", "-" * 80]
+        for arm, info in summary["arms"].items():
+            for benchmark, values in info["benchmarks"].items():
+                per_seed = ", ".join(f"s{seed} {100 * value:.2f}" for seed, value in values["per_seed"].items())
+                lines.append(f"{arm[:20]:20} {benchmark[:18]:18} {100 * values['mean']:7.2f}  {per_seed}")
+        lines.append("(avg@k in %, mean over the training seeds)")
+    if summary.get("claims"):
+        lines += [""] + claims_table(summary["claims"])
     return "\n".join(lines)

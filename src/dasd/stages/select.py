@@ -32,6 +32,7 @@ from ..errors import InputError
 from ..io import iter_records, sidecar, write_json_atomic, write_jsonl_atomic
 from ..progress import format_summary
 from ..records import check_fields, stable_seed
+from ..scoring import classify
 
 
 class SelectConfig(StageConfig):
@@ -46,6 +47,19 @@ class SelectConfig(StageConfig):
     per_temperature: bool = Field(True, description="select separately at each temperature (stage 1 / stage 2 data)")
     budget: int | None = Field(None, ge=1, description="optional cap on the total number of selected records")
     seed: int = Field(0, description="seed of the random strategy and of tie-breaking")
+    temperatures: list[float] | None = Field(
+        None, description="only candidates sampled at these temperatures (e.g. [0.6] for a T=0.6-only arm)"
+    )
+    beta: float | None = Field(
+        None,
+        description="re-classify every sentence with this threshold before counting (a DAS threshold sweep "
+        "without re-scoring); default: the types `dasd score` wrote",
+    )
+    space: Literal["prob", "logratio"] | None = Field(
+        None,
+        description="space of `beta` when re-classifying: prob (p_T - p_S) or logratio (log p_T - log p_S; a "
+        "p_T/p_S cut-off c is beta = ln c)",
+    )
     histogram_bins: list[int] = Field(
         default_factory=lambda: [0, 1, 2, 5, 10, 20, 50, 100, 200],
         description="lower edges of the teacher-sentence-count histogram bins in the summary",
@@ -69,6 +83,23 @@ def strategy_score(record: dict[str, Any], strategy: str, seed: int) -> float:
     return stable_seed(seed, "random", record["id"]) / float(1 << 63)
 
 
+def reclassified(record: dict[str, Any], beta: float, space: str) -> dict[str, Any]:
+    """The record with its sentences' types and `das` counts recomputed at another threshold.
+
+    >>> record = {"sentences": [{"teacher_logprob": -0.1, "student_logprob": -1.0, "type": "shared"}],
+    ...           "das": {"teacher": 0, "student": 0, "shared": 1, "n": 1}}
+    >>> reclassified(record, beta=0.693, space="logratio")["das"]
+    {'teacher': 1, 'student': 0, 'shared': 0, 'n': 1}
+    """
+    sentences = [
+        {**sentence, "type": classify(sentence["teacher_logprob"], sentence["student_logprob"], beta=beta, space=space)}
+        for sentence in record["sentences"]
+    ]
+    counts = Counter(sentence["type"] for sentence in sentences)
+    das = {kind: counts.get(kind, 0) for kind in ("teacher", "student", "shared")}
+    return {**record, "sentences": sentences, "das": {**das, "n": len(sentences)}}
+
+
 def _bin(value: int, edges: list[int]) -> str:
     lower = max((edge for edge in edges if edge <= value), default=edges[0])
     higher = [edge for edge in edges if edge > lower]
@@ -78,6 +109,7 @@ def _bin(value: int, edges: list[int]) -> str:
 def run(config: SelectConfig) -> dict[str, Any]:
     candidates: list[dict[str, Any]] = []
     not_candidates = 0
+    other_temperature = 0
     needed = ("id", "question_id") + (("reasoning", "content") if config.strategy == "longest" else ())
     for line, record in iter_records(config.input):
         check_fields(record, needed, path=config.input, line=line)
@@ -91,9 +123,21 @@ def run(config: SelectConfig) -> dict[str, Any]:
                 "das",
                 f"missing: strategy={config.strategy} needs scored records (run dasd score first)",
             )
+        if config.temperatures is not None:
+            temperature = record.get("temperature")
+            if not isinstance(temperature, (int, float)):
+                raise InputError(config.input, line, "temperature", "missing: `temperatures` selects by it")
+            if not any(abs(float(temperature) - wanted) < 1e-9 for wanted in config.temperatures):
+                other_temperature += 1
+                continue
+        if config.beta is not None or config.space is not None:
+            if not isinstance(record.get("sentences"), list):
+                raise InputError(config.input, line, "sentences", "missing: re-classifying needs scored records")
+            record = reclassified(record, config.beta if config.beta is not None else 0.1, config.space or "prob")
         candidates.append(record)
     if not candidates and not not_candidates:
-        raise InputError(config.input, None, None, "no records (empty file)")
+        reason = f"no records at temperatures {config.temperatures}" if other_temperature else "no records (empty file)"
+        raise InputError(config.input, None, None, reason)
 
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for record in candidates:
@@ -161,6 +205,7 @@ def run(config: SelectConfig) -> dict[str, Any]:
         "questions": len({key[0] for key in groups}),
         "candidates": len(candidates),
         "excluded_by_filter": not_candidates,
+        "excluded_by_temperature": other_temperature,
         "selected": len(selected),
         "per_temperature": per_temperature,
     }

@@ -1,0 +1,268 @@
+"""Ablation arms in `dasd run`: planning, paired statistics over seeds, kill and resume inside an arm,
+and a changed arm setting that reruns only that arm — on a reduced demo world."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dasd.ablation import claim_results
+from dasd.config import load_config
+from dasd.errors import ConfigError
+from dasd.metrics import paired_difference, verdict
+from dasd.stages import demo
+from dasd.stages import run as pipeline_run
+
+from .conftest import kill_when, read_jsonl, write_jsonl
+
+# A reduced world: 6 training questions × 2 samples per temperature, 6 held-out questions × 2 samples.
+REDUCED = [
+    "ablation=arms",
+    "train_questions=6",
+    "samples_per_temperature=2",
+    "eval_questions=6",
+    "eval_n=2",
+    "epochs=1",
+    "mix_questions=6",
+    "off_policy=2",
+    "seeds=[1, 2]",
+]
+ARMS = ("recipe", "t06_only", "mixed", "off_policy")
+
+
+def _graded(pattern: dict[str, list[bool]]) -> dict[str, dict[str, bool]]:
+    return {
+        question: {f"{question}:{i}": value for i, value in enumerate(values)} for question, values in pattern.items()
+    }
+
+
+def test_paired_difference_averages_seeds_per_question_before_the_standard_error():
+    worse = [_graded({"q1": [True, False], "q2": [False, False], "q3": [True, True]})] * 2
+    better = [
+        _graded({"q1": [True, True], "q2": [True, False], "q3": [True, True]}),
+        _graded({"q1": [True, False], "q2": [True, True], "q3": [True, False]}),
+    ]
+    result = paired_difference(worse, better)
+    # per question: q1 (0.75 - 0.5), q2 (0.75 - 0), q3 (0.75 - 1.0) → mean 0.25
+    assert result["questions"] == 3 and result["difference"] == pytest.approx(0.25)
+    differences = [0.25, 0.75, -0.25]
+    variance = sum((d - 0.25) ** 2 for d in differences) / 2
+    assert result["question_standard_error"] == pytest.approx((variance / 3) ** 0.5)
+    assert result["per_run"] == [pytest.approx(1 / 3, abs=1e-4), pytest.approx(1 / 6, abs=1e-4)]  # seed by seed
+    # two seeds: their spread adds to the spread over questions
+    seed_variance = (1 / 3 - 1 / 6) ** 2 / 2
+    assert result["standard_error"] == pytest.approx((variance / 3 + seed_variance / 2) ** 0.5, abs=1e-4)
+    low, high = result["interval"]
+    assert low == pytest.approx(0.25 - 1.96 * result["standard_error"], abs=1e-4)
+    assert high == pytest.approx(0.25 + 1.96 * result["standard_error"], abs=1e-4)
+    assert verdict(result["interval"]) == "not distinguishable"
+    # only the samples every model drew are compared
+    partial = [_graded({"q1": [True]})]
+    assert paired_difference(partial, better)["samples"] == 1
+
+
+def test_verdict_reads_the_interval_against_the_report_direction():
+    assert verdict([0.002, 0.03]) == "agrees"
+    assert verdict([-0.03, -0.002]) == "opposite"
+    assert verdict([-0.01, 0.01]) == "not distinguishable"
+    assert verdict([-0.03, -0.002], expected=-1) == "agrees"
+
+
+def test_claims_compare_an_arm_over_seeds_with_a_single_model(tmp_path):
+    def write(folder: Path, values: list[bool]) -> Path:
+        results = [{"id": f"q{i}:1:0", "question_id": f"q{i}", "correct": value} for i, value in enumerate(values)]
+        write_jsonl(folder / "bench" / "results.jsonl", results)
+        (folder / "summary.json").write_text("{}")
+        return folder
+
+    student = write(tmp_path / "student", [False] * 10)
+    arm = [write(tmp_path / f"s{seed}", [True] * 8 + [False] * 2) for seed in (1, 2)]
+    rows = claim_results(
+        [{"name": "distillation helps", "better": "arm", "worse": "student", "source": ""}],
+        {"arm": {"1": arm[0], "2": arm[1]}, "student": {"-": student}},
+    )
+    assert len(rows) == 1 and rows[0]["benchmark"] == "bench"
+    assert rows[0]["difference"] == pytest.approx(0.8) and rows[0]["verdict"] == "agrees"
+    assert rows[0]["seeds"] == [["-"], ["1", "2"]]
+
+
+def _spec(tmp_path: Path, **changes) -> dict:
+    config = load_config(demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "ablation=sweeps"])
+    spec = demo.pipeline(config, tmp_path / "world")
+    spec.update(changes)
+    return spec
+
+
+@pytest.mark.parametrize(
+    "arms, message",
+    [
+        ({"a": {"after": "nowhere", "mix": {}}}, "arms.a.after"),
+        ({"a": {"mix": {}}}, "need `after`"),
+        ({"a": {}, "b": {"after": "a"}}, "exactly one of `mix` or `control_of`"),
+        ({"a": {}, "b": {"after": "a", "control_of": "a"}}, "arms.b.control_of"),
+        ({"a": {"stages": ["warmup"]}}, "arms.a.stages"),
+    ],
+)
+def test_arm_errors_are_one_line_before_anything_runs(tmp_path, arms, message):
+    spec = _spec(tmp_path, arms=arms, claims=[])
+    with pytest.raises(ConfigError, match=message):
+        pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_claim_about_an_unknown_arm_is_an_error(tmp_path):
+    spec = _spec(tmp_path, claims=[{"name": "x", "better": "recipe", "worse": "nope"}])
+    with pytest.raises(ConfigError, match="'nope', which is neither an arm nor an evaluated model"):
+        pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))
+
+
+def test_the_sweeps_plan_every_arm_for_every_seed_on_shared_upstream_steps(tmp_path):
+    steps = pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(_spec(tmp_path)))
+    names = [step.name for step in steps]
+    assert names[:3] == ["sample", "score", "filter"] and names.count("sample") == 1
+    arms = demo.arms("sweeps")
+    assert len(arms) == 14
+    for arm, spec in arms.items():
+        for seed in (1, 2, 3):
+            assert f"{arm}.s{seed}.train" in names and f"{arm}.s{seed}.eval" in names
+        assert (f"{arm}.select" in names) == ("after" not in spec)
+    by_name = {step.name: step for step in steps}
+    # equal budgets: the single-temperature arms keep 2 per question at their temperature
+    assert by_name["t06_only.select"].config["temperatures"] == [0.6] and by_name["t06_only.select"].config["k"] == 2
+    assert by_name["das_ratio_2.select"].config["beta"] == pytest.approx(0.693147)
+    # the control continues from the same stage-2 weights, sized by the mixed arm's data of the same seed
+    control = by_name["off_policy.s2.mix"].config
+    assert control["equal_size_as"].endswith("arms/mixed/seed2/mix/mixed.jsonl")
+    assert control["student"]["model"] == by_name["mixed.s2.mix"].config["student"]["model"]
+    assert control["student"]["model"].endswith("arms/recipe/seed2/high_temp/final")
+    assert by_name["cut_20.s1.mix"].config["cut_low"] == 0.1 and by_name["cut_20.s1.mix"].config["cut_high"] == 0.3
+    train = by_name["mixed.s3.train"].config
+    assert train["seed"] == 3 and train["stages"][0]["init"].endswith("arms/recipe/seed3/high_temp/final")
+
+
+def _statuses(work: Path) -> dict[str, str]:
+    return {step["step"]: step["status"] for step in json.loads((work / "run.summary.json").read_text())["steps"]}
+
+
+def _marker(work: Path, step: str) -> dict:
+    path = work / ".dasd" / f"{step}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+@pytest.fixture(scope="module")
+def arms_run(tmp_path_factory):
+    """The reduced ablation (4 arms × 2 seeds), killed (-9) inside `t06_only.s2.train`, then rerun."""
+    work = tmp_path_factory.mktemp("arms") / "run"
+    spec = yaml.safe_load(
+        yaml.safe_dump(demo.pipeline(load_config(demo.DemoConfig, None, [f"workdir={work}", *REDUCED]), demo_world()))
+    )
+    spec["arms"] = {arm: spec["arms"][arm] for arm in ARMS}
+    spec["claims"] = [claim for claim in demo.ARM_CLAIMS if {claim["better"], claim["worse"]} <= {*ARMS, "student"}]
+    spec_file = work.parent / "pipeline.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    command = [sys.executable, "-m", "dasd", "run", str(spec_file)]
+    kill_when(command, lambda: _marker(work, "t06_only.s2.train").get("status") == "running", timeout=900)
+    killed = _marker(work, "t06_only.s2.eval")
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert finished.returncode == 0, finished.stderr[-4000:]
+    return work, spec_file, killed, finished.stdout
+
+
+def demo_world() -> Path:
+    from dasd.demo_world import world_dir
+
+    return world_dir()
+
+
+def test_a_killed_arm_resumes_and_the_claims_are_paired_over_seeds(arms_run):
+    work, _, killed, stdout = arms_run
+    assert killed == {}  # killed before its evaluation started
+    status = _statuses(work)
+    before_kill = ["sample", "score", "filter", "recipe.s1.train", "recipe.s2.train", "t06_only.s1.train"]
+    assert all(status[step] == "cached" for step in before_kill)
+    assert status["t06_only.s2.train"] == "ran" and status["t06_only.s2.eval"] == "ran"
+    # one trained model per arm and seed, each evaluated on the same questions with the same sample ids
+    ids = None
+    for arm in ("recipe", "t06_only"):
+        for seed in (1, 2):
+            assert (work / "arms" / arm / f"seed{seed}" / "eval" / "summary.json").exists()
+            results = read_jsonl(work / "arms" / arm / f"seed{seed}" / "eval" / "eval_questions" / "results.jsonl")
+            assert ids is None or {r["id"] for r in results} == ids
+            ids = {r["id"] for r in results}
+    summary = json.loads((work / "run.summary.json").read_text())
+    assert summary["threads"] == 2 and summary["seeds"] == [1, 2]
+    assert set(summary["arms"]["recipe"]["benchmarks"]["eval_questions"]["per_seed"]) == {"1", "2"}
+    # the distillation claim, recomputed here from the result files: per question, mean over seeds and samples
+    claim = next(row for row in summary["claims"] if row["worse"] == "student")
+    correct: dict[str, list[float]] = {}
+    for folder, sign in [(work / "eval" / "student", -1.0)] + [
+        (work / "arms" / "recipe" / f"seed{seed}" / "eval", 0.5) for seed in (1, 2)
+    ]:
+        for question, rows in _by_question(folder / "eval_questions" / "results.jsonl").items():
+            correct.setdefault(question, []).append(sign * sum(rows) / len(rows))
+    differences = [sum(values) for values in correct.values()]
+    assert claim["questions"] == 6 and claim["difference"] == pytest.approx(sum(differences) / len(differences))
+    assert claim["verdict"] in ("agrees", "opposite", "not distinguishable")
+    assert claim["name"] in stdout and "95% interval" in stdout
+
+
+def _by_question(path: Path) -> dict[str, list[bool]]:
+    grouped: dict[str, list[bool]] = {}
+    for record in read_jsonl(path):
+        grouped.setdefault(record["question_id"], []).append(bool(record["correct"]))
+    return grouped
+
+
+def test_changing_one_arm_reruns_only_that_arm(arms_run):
+    work, spec_file, _, _ = arms_run
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["arms"]["t06_only"]["train"] = {"learning_rate": 2e-4}
+    summary = pipeline_run.run(pipeline_run.PipelineConfig.model_validate(spec))
+    ran = {step["step"] for step in summary["steps"] if step["status"] == "ran"}
+    assert ran == {"t06_only.s1.train", "t06_only.s1.eval", "t06_only.s2.train", "t06_only.s2.eval"}
+    config = yaml.safe_load((work / "arms" / "t06_only" / "seed1" / "train.config.yaml").read_text())
+    assert config["learning_rate"] == 2e-4 and config["seed"] == 1
+
+
+def test_the_report_renders_the_claims_and_the_arms(arms_run, tmp_path):
+    from dasd.stages import report
+
+    work, _, _, _ = arms_run
+    output = tmp_path / "report.html"
+    report.run(load_config(report.ReportConfig, None, [f"run_dir={work}", f"output={output}"]))
+    page = output.read_text()
+    summary = json.loads((work / "run.summary.json").read_text())
+    assert "The report&#x27;s claims, checked here" in page or "The report's claims, checked here" in page
+    for row in summary["claims"]:
+        assert row["name"] in page and row["verdict"] in page
+    assert "Ablation arms" in page and "recipe" in page
+
+
+def test_arms_listed_before_the_arm_they_continue_are_planned_after_it(tmp_path):
+    arms = demo.arms("arms")
+    reversed_arms = dict(reversed(list(arms.items())))  # off_policy, mixed, …, recipe
+    steps = pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(_spec(tmp_path, arms=reversed_arms)))
+    order = [step.name for step in steps]
+    for seed in (1, 2, 3):
+        assert order.index(f"recipe.s{seed}.train") < order.index(f"mixed.s{seed}.mix")
+        assert order.index(f"mixed.s{seed}.mix") < order.index(f"off_policy.s{seed}.mix")
+
+    # and the fingerprints chain: a change to the recipe arm changes what continues from it
+    def fingerprints(spec) -> dict[str, str]:
+        config = pipeline_run.PipelineConfig.model_validate(spec)
+        found: dict[str, str] = {}
+        for step in pipeline_run.plan(config):
+            pipeline_run._fingerprint(step, pipeline_run._validate(step), found)
+        return found
+
+    before = fingerprints(_spec(tmp_path, arms=reversed_arms))
+    changed = {**reversed_arms, "recipe": {"train": {"learning_rate": 1e-4}}}
+    after = fingerprints(_spec(tmp_path, arms=changed))
+    differ = {name for name in before if before[name] != after[name]}
+    assert {"recipe.s1.train", "mixed.s1.mix", "mixed.s1.eval", "off_policy.s3.train"} <= differ
+    assert not any(name.startswith(("t06_only", "t10_only", "rs.")) for name in differ)
