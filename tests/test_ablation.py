@@ -266,3 +266,19 @@ def test_arms_listed_before_the_arm_they_continue_are_planned_after_it(tmp_path)
     differ = {name for name in before if before[name] != after[name]}
     assert {"recipe.s1.train", "mixed.s1.mix", "mixed.s1.eval", "off_policy.s3.train"} <= differ
     assert not any(name.startswith(("t06_only", "t10_only", "rs.")) for name in differ)
+
+
+def test_the_shipped_real_ablation_config_plans_every_arm_and_keeps_the_teacher_on_its_servers():
+    """configs/gpt-oss-qwen3-4b-ablation.yaml: gpt-oss-120b → Qwen3-4B, AIME24/25 × 64 samples, 3 seeds."""
+    config = load_config(
+        pipeline_run.PipelineConfig, str(Path(__file__).parents[1] / "configs" / "gpt-oss-qwen3-4b-ablation.yaml")
+    )
+    steps = {step.name: step.config for step in pipeline_run.plan(config)}
+    assert config.seeds == [1, 2, 3] and config.eval_benchmarks == ["aime24", "aime25"]
+    for arm in ("recipe", "t06_only", "t10_only", "rs", "mixed", "off_policy"):
+        for seed in (1, 2, 3):
+            evaluation = steps[f"{arm}.s{seed}.eval"]
+            assert evaluation["n"] == 64 and evaluation["backend"]["name"] == "vllm"
+    teacher = steps["eval_teacher"]["backend"]
+    assert teacher["name"] == "openai" and teacher["base_urls"]  # eval.backend is for the student side only
+    assert {claim.better for claim in config.claims} >= {"recipe", "mixed"}

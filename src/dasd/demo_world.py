@@ -18,10 +18,11 @@ each mechanism of the recipe must have something to act on):
   the two temperatures' response probabilities differ (report Figure 3a). Two of its rarer phrasings
   ("Quick math.", "a + b makes c.") are the student's own — so its samples hold student sentences;
 * student — a Llama-architecture model with the real SmolLM2 tokenizer (hidden 128, 4 layers), fitted
-  mostly on its own terse style with a misconception (a running total is never negative: it writes
-  |a - b|) and 10% slips; on 30% correct solutions in the teacher's *most common* phrasing and 5% in
-  its full mix (so it knows the teacher's common phrasing and barely the rest: the teacher's rarer
-  phrasings are teacher sentences); and with a habit: 20% of its answers re-check in a loop ("Wait, let me check again."
+  on its own terse style (50%) and on the teacher's words with its own numbers — 40% in the teacher's
+  *most common* phrasing, 10% in its full mix (so it knows the common phrasing and barely the rest: the
+  rarer phrasings are teacher sentences) —, always with a misconception (a running total is never
+  negative: it writes |a - b|) and 10% slips (so the teacher's numbers are teacher sentences too); and
+  with a habit: 20% of its answers re-check in a loop ("Wait, let me check again."
   3–8 times) before closing the think block — the long rollouts mixed-policy distillation cuts.
   Several candidates per question (the demo samples 8 per temperature) differ in phrasing, so DAS
   (most teacher sentences) and random selection pick measurably different data.
@@ -81,9 +82,9 @@ TEACHER_PHRASINGS: dict[str, list[tuple[str, float]]] = {
     ],
     "result": [
         ("{a} {o} {b} = {c}.", 0.55),
-        ("That gives {c}.", 0.25),
+        ("{a} {o} {b} gives {c}.", 0.25),
         ("{a} {o} {b} makes {c}.", 0.12),
-        ("The running total is now {c}.", 0.08),
+        ("So {a} {o} {b} is {c}.", 0.08),
     ],
     "close": [("So the result is {v}.", 0.6), ("Check: {expression} = {v}.", 0.4)],
     "answer": [("The answer is \\boxed{{{v}}}.", 0.7), ("\\boxed{{{v}}}", 0.3)],
@@ -98,9 +99,13 @@ def _pick(kind: str, rng: random.Random | None) -> str:
     return rng.choices([text for text, _ in options], weights=[weight for _, weight in options])[0]
 
 
-def teacher_solution(expression: str, rng: random.Random | None) -> str:
+def teacher_solution(
+    expression: str, rng: random.Random | None, steps: list[tuple[int, str, int, int]] | None = None
+) -> str:
     """A correct worked solution, each sentence's phrasing drawn from `TEACHER_PHRASINGS` (the teacher's
-    modes); with `rng=None`, every sentence in the common phrasing (what the student knows).
+    modes); with `rng=None`, every sentence in the common phrasing. `steps` replaces the correct
+    arithmetic with another (the student's, `student_steps`: its corpus has the teacher's words with its
+    own numbers).
 
     >>> print(teacher_solution("3 - 5", None))
     <think>
@@ -109,7 +114,11 @@ def teacher_solution(expression: str, rng: random.Random | None) -> str:
     <BLANKLINE>
     The answer is \\boxed{-2}.
     """
-    numbers, steps, value = _steps(expression)
+    numbers, correct, value = _steps(expression)
+    if steps is None:
+        steps = correct
+    else:
+        value = steps[-1][3]
     sentences = [_pick("intro", rng), f"Start with {numbers[0]}."]
     for a, o, b, c in steps:
         adding = o == "+"
@@ -128,9 +137,26 @@ def teacher_solution(expression: str, rng: random.Random | None) -> str:
     return f"<think>\n{' '.join(sentences)}\n</think>\n\n{answer}"
 
 
+def student_steps(expression: str, rng: random.Random, error_rate: float) -> list[tuple[int, str, int, int]]:
+    """The student's arithmetic: a running total is never negative (it takes |a - b|) — its misconception —
+    and, with probability `error_rate` per step, a slip of ±1.
+
+    >>> student_steps("3 - 5 + 4", random.Random(0), error_rate=0.0)
+    [(3, '-', 5, 2), (2, '+', 4, 6)]
+    """
+    _, steps, _ = _steps(expression)
+    value, out = steps[0][0], []
+    for _, operator, number, _ in steps:
+        new = abs(value + number if operator == "+" else value - number)
+        if rng.random() < error_rate:
+            new += rng.choice([-1, 1])
+        out.append((value, operator, number, new))
+        value = new
+    return out
+
+
 def student_solution(expression: str, rng: random.Random, error_rate: float) -> str:
-    """The student's own terse style, with a misconception — a running total is never negative (it
-    writes |a - b|) — and, with probability `error_rate` per step, a slip of ±1.
+    """The student's own terse style, with its arithmetic (`student_steps`).
 
     >>> print(student_solution("3 - 5 + 4", random.Random(0), error_rate=0.0))
     <think>
@@ -139,24 +165,25 @@ def student_solution(expression: str, rng: random.Random, error_rate: float) -> 
     <BLANKLINE>
     The answer is \\boxed{6}.
     """
-    _, steps, _ = _steps(expression)
-    value, lines = steps[0][0], []
-    for _, operator, number, _ in steps:
-        new = abs(value + number if operator == "+" else value - number)
-        if rng.random() < error_rate:
-            new += rng.choice([-1, 1])
-        lines.append(f"{value} {operator} {number} makes {new}.")
-        value = new
-    return f"<think>\nQuick math. {' '.join(lines)}\n</think>\n\nThe answer is \\boxed{{{value}}}."
+    steps = student_steps(expression, rng, error_rate)
+    lines = [f"{a} {o} {b} makes {c}." for a, o, b, c in steps]
+    return f"<think>\nQuick math. {' '.join(lines)}\n</think>\n\nThe answer is \\boxed{{{steps[-1][3]}}}."
 
 
 LOOP_RATE = 0.2  # share of the student's corpus that re-checks in a loop before it answers
-TEACHER_STYLE_SHARE = 0.3  # share of the student's corpus in the teacher's common phrasing (correct)
+TEACHER_STYLE_SHARE = 0.4  # share of the student's corpus in the teacher's common phrasing (its own numbers)
 # … and in the teacher's full mix of phrasings: every word of the world has been seen (a real student has
-# an embedding for every token), but the rarer phrasings stay unlikely. Added after the first build of this
-# world, whose student had never seen them (zero embedding rows), so SFT on teacher text destroyed it
-# (0% after stage 1 in a 20-question budget run; no ablation arm had been run).
-TEACHER_RARE_SHARE = 0.05
+# an embedding for every token), but the rarer phrasings stay unlikely.
+TEACHER_RARE_SHARE = 0.1
+# These shares and the phrasings were changed after budget runs of the main pipeline, before any
+# ablation arm ran (the closing note of issue 16 has the numbers): in the first build the student had
+# never seen the rarer phrasings (zero embedding rows) and SFT destroyed it (0% after stage 1); in the
+# second it had seen the teacher's words with correct numbers in 35% of its corpus, and SFT on ~160
+# teacher solutions left it unable to carry numbers (34% → 6% on eval; 33% → 3.5-4.5% on dev at 2 or 6
+# epochs, lr 1e-4 or 5e-4); in the third its teacher-format texts carried its own numbers and it still
+# fell (17.7% → 4.7%): two of the teacher's result phrasings ("That gives c.", "The running total is
+# now c.") computed without writing the operation, which the tiny student could not learn from a few
+# hundred samples. Now every result sentence writes "a o b … c".
 
 
 def with_loop(text: str, rng: random.Random) -> str:
@@ -283,8 +310,9 @@ STUDENT_CORPUS = 1500  # the student's corpus (questions of seed 12)
 FIT_STEPS = 900  # AdamW steps per model, batch 32
 
 
-def build_world(root: Path) -> Path:
-    """Questions, teacher and student under `root` (returned). Deterministic; built once."""
+def build_world(root: Path, teacher_from: Path | None = None) -> Path:
+    """Questions, teacher and student under `root` (returned); the teacher restored from `teacher_from` (a
+    shipped compact folder) instead of fitted, when given. Built once."""
     import torch
 
     from .tiny import build_tiny_model
@@ -306,8 +334,12 @@ def build_world(root: Path) -> Path:
         for q in questions(11, TEACHER_CORPUS // 2)
     ]
     size = dict(hidden_size=128, layers=4, heads=4, kv_heads=2, intermediate_size=384)
-    build_tiny_model("qwen3", "qwen3", root / "teacher", seed=0, **size)
-    report["teacher"] = fit_closed_vocabulary(root / "teacher", teacher_corpus, steps=FIT_STEPS, seed=0)
+    if teacher_from is not None:
+        restore_compact(teacher_from, "qwen3", root / "teacher")
+        report["teacher"] = json.loads((teacher_from.parent / "world.json").read_text())["teacher"]
+    else:
+        build_tiny_model("qwen3", "qwen3", root / "teacher", seed=0, **size)
+        report["teacher"] = fit_closed_vocabulary(root / "teacher", teacher_corpus, steps=FIT_STEPS, seed=0)
 
     # The student: mostly its own style (misconception and slips), sometimes the teacher's common
     # phrasing — so it knows part of the teacher's words and gives the rest low probability.
@@ -316,10 +348,10 @@ def build_world(root: Path) -> Path:
     for q in questions(12, STUDENT_CORPUS // 2):
         expression = q["meta"]["expression"]
         draw = rng.random()
-        if draw < TEACHER_STYLE_SHARE:
-            text = teacher_solution(expression, None)
-        elif draw < TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE:
-            text = teacher_solution(expression, rng)  # the rarer phrasings too: known words, low probability
+        if draw < TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE:
+            # the teacher's words (the common phrasing, or rarely its full mix) with the student's numbers
+            phrasing = rng if draw >= TEACHER_STYLE_SHARE else None
+            text = teacher_solution(expression, phrasing, student_steps(expression, rng, error_rate=0.1))
         else:
             text = student_solution(expression, rng, error_rate=0.1)
         if rng.random() < LOOP_RATE:
@@ -418,10 +450,14 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--export", required=True, help="folder to write (src/dasd/data/demo_world)")
+    parser.add_argument(
+        "--keep-teacher", action="store_true", help="keep the shipped teacher; refit only the student (~5 minutes)"
+    )
     args = parser.parse_args()
     out = Path(args.export)
     with tempfile.TemporaryDirectory() as scratch:
-        root = build_world(Path(scratch) / "world")
+        shipped = _shipped() if args.keep_teacher else None
+        root = build_world(Path(scratch) / "world", teacher_from=shipped / "teacher" if shipped else None)
         out.mkdir(parents=True, exist_ok=True)
         for name in WORLD_FILES:
             shutil.copy(root / name, out / name)
