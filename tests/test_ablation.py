@@ -179,6 +179,7 @@ def demo_world() -> Path:
     return world_dir()
 
 
+@pytest.mark.timeout(1800)  # the fixture's reduced run: about a minute alone on 2 cores
 def test_a_killed_arm_resumes_and_the_claims_are_paired_over_seeds(arms_run):
     work, _, killed, stdout = arms_run
     assert killed == {}  # killed before its evaluation started
@@ -269,9 +270,9 @@ def test_arms_listed_before_the_arm_they_continue_are_planned_after_it(tmp_path)
 
 
 def test_the_shipped_real_ablation_config_plans_every_arm_and_keeps_the_teacher_on_its_servers():
-    """configs/gpt-oss-qwen3-4b-ablation.yaml: gpt-oss-120b → Qwen3-4B, AIME24/25 × 64 samples, 3 seeds."""
+    """configs/gpt-oss-qwen3-4b-ablation-run.yaml: gpt-oss-120b → Qwen3-4B, AIME24/25 × 64 samples, 3 seeds."""
     config = load_config(
-        pipeline_run.PipelineConfig, str(Path(__file__).parents[1] / "configs" / "gpt-oss-qwen3-4b-ablation.yaml")
+        pipeline_run.PipelineConfig, str(Path(__file__).parents[1] / "configs" / "gpt-oss-qwen3-4b-ablation-run.yaml")
     )
     steps = {step.name: step.config for step in pipeline_run.plan(config)}
     assert config.seeds == [1, 2, 3] and config.eval_benchmarks == ["aime24", "aime25"]
