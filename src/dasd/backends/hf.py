@@ -60,37 +60,6 @@ def seeded_uniform(seeds, step: int):
     return ((z >> 11) & ((1 << 53) - 1)).double().add_(0.5).mul_(2.0**-53)
 
 
-def inverse_cdf(probs, uniforms, block: int = 4096):
-    """One index per row drawn by inverse CDF: the first index whose cumulative probability reaches
-    `uniform × total`. In float64 (so a 150k-entry sum does not lose the tail) and in two levels —
-    block sums, then the cumulative sum inside the one block that holds the target — which costs one
-    pass over the vocabulary instead of a float64 copy and a full-length cumulative sum.
-
-    >>> import torch
-    >>> inverse_cdf(torch.tensor([[0.1, 0.2, 0.3, 0.4]]), torch.tensor([0.5], dtype=torch.float64), block=2).tolist()
-    [2]
-    """
-    import torch
-
-    rows, size = probs.shape
-    padded = torch.nn.functional.pad(probs, (0, (-size) % block)) if size % block else probs
-    blocks = padded.view(rows, -1, block)
-    cumulative_blocks = blocks.sum(dim=-1, dtype=torch.float64).cumsum_(dim=-1)
-    target = uniforms.to(torch.float64)[:, None] * cumulative_blocks[:, -1:]
-    index = torch.searchsorted(cumulative_blocks, target).clamp_(max=blocks.shape[1] - 1)[:, 0]
-    before = torch.where(
-        index > 0, cumulative_blocks.gather(1, (index - 1).clamp(min=0)[:, None])[:, 0], torch.zeros_like(target[:, 0])
-    )
-    chosen_block = blocks[torch.arange(rows, device=probs.device), index]
-    inside = chosen_block.to(torch.float64).cumsum_(dim=-1)
-    position = torch.searchsorted(inside + before[:, None], target)[:, 0]
-    # the block sums and the running sum inside a block round differently: a target in that last-ulp gap
-    # falls past the block's end, and is given the block's last token that has any probability
-    positions = torch.arange(block, device=probs.device)
-    last_possible = torch.where(chosen_block > 0, positions, torch.zeros_like(positions)).amax(dim=-1)
-    return index * block + torch.minimum(position, last_possible)
-
-
 class SeededSampler:
     """Logits processor: record the raw log-prob of the drawn token; draw with per-row seeds.
 
@@ -120,7 +89,6 @@ class SeededSampler:
         self.end_id = end_id
         self.any_top_p = bool((self.top_p < 1.0).any())
         self.any_top_k = bool((self.top_k > 0).any())
-        self.plain = bool((self.temperatures == 1.0).all()) and not self.any_top_p and not self.any_top_k
         self.step_logprobs: list[Any] = []
         self.step_tokens: list[Any] = []
 
@@ -148,9 +116,11 @@ class SeededSampler:
 
         raw = scores.float()
         logprobs = torch.log_softmax(raw, dim=-1)
-        # at temperature 1 without top-k/top-p the sampling distribution is the raw one: no second softmax
-        probs = logprobs.exp() if self.plain else torch.softmax(self.warp(raw), dim=-1)
-        drawn = inverse_cdf(probs, seeded_uniform(self.seeds, self.step))
+        # Inverse-CDF draw: one seeded uniform per row against the cumulative warped distribution
+        # (float64, so the 150k-entry sum does not lose the tail).
+        cumulative = torch.cumsum(torch.softmax(self.warp(raw), dim=-1).double(), dim=-1)
+        target = seeded_uniform(self.seeds, self.step)[:, None] * cumulative[:, -1:]
+        drawn = torch.searchsorted(cumulative, target).clamp_(max=raw.shape[-1] - 1)[:, 0]
         chosen = torch.where(self.greedy, torch.argmax(raw, dim=-1), drawn)
         if self.end_id is not None:
             chosen = torch.where(self.step >= self.limits, torch.full_like(chosen, self.end_id), chosen)
