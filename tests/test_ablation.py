@@ -19,6 +19,7 @@ from dasd.stages import demo
 from dasd.stages import run as pipeline_run
 
 from .conftest import kill_when, read_jsonl, write_jsonl
+from .test_pipeline import _marker, _status
 
 # A reduced world: 6 training questions × 2 samples per temperature, 6 held-out questions × 2 samples.
 REDUCED = [
@@ -145,15 +146,6 @@ def test_the_sweeps_plan_every_arm_for_every_seed_on_shared_upstream_steps(tmp_p
     assert train["seed"] == 3 and train["stages"][0]["init"].endswith("arms/recipe/seed3/high_temp/final")
 
 
-def _statuses(work: Path) -> dict[str, str]:
-    return {step["step"]: step["status"] for step in json.loads((work / "run.summary.json").read_text())["steps"]}
-
-
-def _marker(work: Path, step: str) -> dict:
-    path = work / ".dasd" / f"{step}.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 @pytest.fixture(scope="module")
 def arms_run(tmp_path_factory):
     """The reduced ablation (4 arms × 2 seeds), killed (-9) inside `t06_only.s2.train`, then rerun."""
@@ -183,7 +175,7 @@ def demo_world() -> Path:
 def test_a_killed_arm_resumes_and_the_claims_are_paired_over_seeds(arms_run):
     work, _, killed, stdout = arms_run
     assert killed == {}  # killed before its evaluation started
-    status = _statuses(work)
+    status = _status(work)
     before_kill = ["sample", "score", "filter", "recipe.s1.train", "recipe.s2.train", "t06_only.s1.train"]
     assert all(status[step] == "cached" for step in before_kill)
     assert status["t06_only.s2.train"] == "ran" and status["t06_only.s2.eval"] == "ran"
