@@ -64,9 +64,8 @@ def main() -> None:
     ours_seconds = time.perf_counter() - started
     ours_tests = sum(min(g.tests_passed + (0 if g.correct else 1), g.tests_total) for g in grades)
     assert sum(g.correct for g in grades) == passed, "the two graders disagree"
-    print(
-        f"code grading — {args.answers} answers × {len(TESTS)} tests, {os.cpu_count()} CPUs, walls: {walls.describe()}"
-    )
+    setting = f"{args.answers} answers × {len(TESTS)} tests, {os.cpu_count()} CPUs"
+    print(f"code grading — {setting}, walls: {walls.describe()}")
     for name, seconds, run in (
         ("naive sequential subprocess.run", naive_seconds, tests_run),
         (f"dasd sandbox, {args.workers} workers", ours_seconds, ours_tests),

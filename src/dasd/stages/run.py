@@ -295,19 +295,7 @@ def plan(config: PipelineConfig) -> list[Step]:
         Step(
             "mix",
             "mix",
-            {
-                **config.mix,
-                "input": str(work / "sft" / "das" / "sft.jsonl"),
-                "output": str(mix_out),
-                "student": {
-                    "name": "hf",
-                    "model": str(das_final),
-                    "device": config.student.device,
-                    "dtype": config.student.dtype,
-                    **config.mix.get("student", {}),
-                },
-                "teacher": {**teacher, **config.mix.get("teacher", {})},
-            },
+            mix_step_config(config, config.mix, teacher, work / "sft" / "das" / "sft.jsonl", mix_out, das_final),
             [mix_out.parent],
             ["train_das", "build_sft_das"],
         ),
@@ -423,7 +411,7 @@ def plan(config: PipelineConfig) -> list[Step]:
         )
     steps += plan_arms(config, {"select": config.select, "filter_output": filter_out, "teacher": teacher})
     seen: set[str] = set()
-    planned = names_of(steps)
+    planned = {step.name for step in steps}
     for step in steps:  # a step's fingerprint includes its dependencies': they must come first
         late = [name for name in step.depends if name in planned and name not in seen]
         if late:
@@ -440,8 +428,24 @@ def plan(config: PipelineConfig) -> list[Step]:
     return steps
 
 
-def names_of(steps: list[Step]) -> set[str]:
-    return {step.name for step in steps}
+def mix_step_config(
+    config: PipelineConfig, settings: dict[str, Any], teacher: dict[str, Any], sft: Path, output: Path, student: Path
+) -> dict[str, Any]:
+    """`dasd mix` settings: the trained `student` (hf, on the student's device) writes the rollouts on the
+    curated `sft` records, the teacher continues them; `settings` may override either backend."""
+    return {
+        **settings,
+        "input": str(sft),
+        "output": str(output),
+        "student": {
+            "name": "hf",
+            "model": str(student),
+            "device": config.student.device,
+            "dtype": config.student.dtype,
+            **settings.get("student", {}),
+        },
+        "teacher": {**teacher, **settings.get("teacher", {})},
+    }
 
 
 def arm_dir(work: Path, arm: str) -> Path:
@@ -528,21 +532,8 @@ def plan_arms(config: PipelineConfig, shared: dict[str, Any]) -> list[Step]:
                 base_final = arm_final(work, config, spec.after, seed)
                 mix_out = seed_dir / "mix" / "mixed.jsonl"
                 arm_mix = spec.mix if spec.mix is not None else config.arms[str(spec.control_of)].mix
-                mix_settings = {**config.mix, **(arm_mix or {})}
-                mix_config = {
-                    **mix_settings,
-                    "input": str(base_sft),
-                    "output": str(mix_out),
-                    "seed": seed,
-                    "student": {
-                        "name": "hf",
-                        "model": str(base_final),
-                        "device": config.student.device,
-                        "dtype": config.student.dtype,
-                        **mix_settings.get("student", {}),
-                    },
-                    "teacher": {**shared["teacher"], **mix_settings.get("teacher", {})},
-                }
+                mix_settings = {**config.mix, **(arm_mix or {}), "seed": seed}
+                mix_config = mix_step_config(config, mix_settings, shared["teacher"], base_sft, mix_out, base_final)
                 mix_depends = [f"{spec.after}.s{seed}.train", f"{spec.after}.build_sft"]
                 if spec.control_of is not None:
                     mixed_out = arm_dir(work, spec.control_of) / f"seed{seed}" / "mix" / "mixed.jsonl"
