@@ -7,7 +7,7 @@ export DASD_CACHE ?= $(CURDIR)/.cache/dasd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-venv demo ablation lint test test-slow test-all bench clean
+.PHONY: venv vllm-venv demo ablation tune lint test test-slow test-all bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/cpu.txt pyproject.toml
@@ -35,6 +35,10 @@ demo: venv
 ablation: venv
 	$(VENV)/bin/dasd demo ablation=arms workdir=runs/ablation
 	$(VENV)/bin/dasd report runs/ablation
+
+# How the demo's learning rates were chosen: the recipe and its mixed-policy stage at four rates, on the dev split.
+tune: venv
+	$(VENV)/bin/dasd demo ablation=dev workdir=runs/tune
 
 # ruff: lint and formatting (line length 120; settings in pyproject.toml).
 lint: venv

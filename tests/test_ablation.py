@@ -146,6 +146,24 @@ def test_the_sweeps_plan_every_arm_for_every_seed_on_shared_upstream_steps(tmp_p
     assert train["seed"] == 3 and train["stages"][0]["init"].endswith("arms/recipe/seed3/high_temp/final")
 
 
+
+def test_the_learning_rate_sweep_runs_on_the_dev_split_only(tmp_path):
+    """`make tune` chooses the demo's rates: evaluated on dev questions, never on the evaluation split."""
+    config = load_config(demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "ablation=dev"])
+    spec = demo.pipeline(config, tmp_path / "world")
+    assert spec["eval_benchmarks"] == [str(tmp_path / "world" / "dev_questions.jsonl")]
+    assert spec["seeds"] == [1] and spec["claims"] == [] and spec["eval"]["n"] == 4
+    steps = {step.name: step for step in pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))}
+    for rate in demo.DEV_LEARNING_RATES:
+        train = steps[f"lr_{rate:g}.s1.train"].config
+        assert {stage["name"] for stage in train["stages"]} == {"low_temp", "high_temp"}
+        assert train["learning_rate"] == rate and train["min_learning_rate"] == pytest.approx(rate / 10)
+        mixed = steps[f"mixed_lr_{rate:g}.s1.train"].config
+        assert mixed["learning_rate"] == rate
+        assert mixed["stages"][0]["init"].endswith(f"arms/lr_{rate:g}/seed1/high_temp/final")
+    evaluated = [step.config["benchmarks"] for name, step in steps.items() if name.endswith("eval")]
+    assert evaluated and all(benchmarks == spec["eval_benchmarks"] for benchmarks in evaluated)
+
 @pytest.fixture(scope="module")
 def arms_run(tmp_path_factory):
     """The reduced ablation (4 arms × 2 seeds), killed (-9) inside `t06_only.s2.train`, then rerun."""

@@ -3,7 +3,7 @@
 The fitted models ship in the package as small files (`dasd/data/demo_world/`: the model bodies
 and the rows of the few dozen tokens the world uses — `python -m dasd.demo_world --export` rebuilds
 them from scratch, ~25 minutes on 2 cores); on first use they are restored to ordinary model folders
-under `$DASD_CACHE/demo-world-v3/`.
+under `$DASD_CACHE/demo-world-v4/`.
 
 What the world was designed to contain (written and fixed before any ablation arm was run, issue 16:
 each mechanism of the recipe must have something to act on):
@@ -18,10 +18,12 @@ each mechanism of the recipe must have something to act on):
   the two temperatures' response probabilities differ (report Figure 3a). Two of its rarer phrasings
   ("Quick math.", "a + b makes c.") are the student's own — so its samples hold student sentences;
 * student — a Llama-architecture model with the real SmolLM2 tokenizer (hidden 128, 4 layers), fitted
-  on its own terse style (50%) and on the teacher's words with its own numbers — 40% in the teacher's
-  *most common* phrasing, 10% in its full mix (so it knows the common phrasing and barely the rest: the
-  rarer phrasings are teacher sentences) —, always with a misconception (a running total is never
-  negative: it writes |a - b|) and 10% slips (so the teacher's numbers are teacher sentences too); and
+  on its own terse mental math (50%: "Quick math. a + b makes c.", with a misconception — a running
+  total is never negative, it writes |a - b| — and 10% slips) and on careful worked solutions in the
+  teacher's words (40% in the teacher's *most common* phrasing, 10% in its full mix: it knows the
+  common phrasing and barely the rest, so the rarer phrasings are teacher sentences), whose numbers are
+  correct but for 3% slips — it has the skill and uses it half the time, like a small model that
+  distillation helps (see the build notes at `CAREFUL_SLIP_RATE`);
   with a habit: 20% of its answers re-check in a loop ("Wait, let me check again."
   3–8 times) before closing the think block — the long rollouts mixed-policy distillation cuts.
   Several candidates per question (the demo samples 8 per temperature) differ in phrasing, so DAS
@@ -44,15 +46,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-WORLD_VERSION = "demo-world-v3"
+WORLD_VERSION = "demo-world-v4"  # v4: v3's models, disjoint splits
 SYSTEM_PROMPT = "You are a helpful assistant."
 TERMS = dict(min_terms=5, max_terms=7, min_digits=1, max_digits=1, allow_negation=False)
 TASKS = {
     "basic_arithmetic": dict(operators=("+", "-"), allow_parentheses=False, **TERMS),
     "chain_sum": dict(TERMS),
 }
-# The splits: (file name, reasoning-gym seed, questions per task). Disjoint seeds, so disjoint draws.
-SPLITS = (("train_questions", 1, 150), ("dev_questions", 3, 50), ("eval_questions", 2, 200))
+# reasoning-gym draws item i of a dataset made with seed s from Random(s + i), so datasets with nearby
+# seeds share items (seed 2's item 0 is seed 1's item 1). Builds of v3 drew the splits from seeds 1, 2
+# and 3 and the fitting corpora from 11 and 12: 218 of the 286 distinct evaluation expressions were in
+# the training split, every dev expression was an evaluation one, and the corpora held almost all of
+# them. Now each purpose has its own range of item seeds, far apart, and a split skips any expression
+# that a fitting corpus or an earlier split holds — disjoint by construction (tests/test_demo_world.py).
+CORPUS_SEEDS = {"teacher": 11, "student": 12}  # as fitted: changing them changes the shipped models
+TEACHER_CORPUS = 2000  # worked solutions the teacher is fitted on (items 11, 12, … of each task)
+STUDENT_CORPUS = 1500  # the student's corpus (items 12, 13, …)
+# The splits, in the order they claim expressions: (file name, first item seed, questions per task).
+SPLITS = (("eval_questions", 100_000, 200), ("dev_questions", 200_000, 50), ("train_questions", 300_000, 150))
 
 
 def _steps(expression: str) -> tuple[list[int], list[tuple[int, str, int, int]], int]:
@@ -137,17 +148,23 @@ def teacher_solution(
     return f"<think>\n{' '.join(sentences)}\n</think>\n\n{answer}"
 
 
-def student_steps(expression: str, rng: random.Random, error_rate: float) -> list[tuple[int, str, int, int]]:
-    """The student's arithmetic: a running total is never negative (it takes |a - b|) — its misconception —
-    and, with probability `error_rate` per step, a slip of ±1.
+def student_steps(
+    expression: str, rng: random.Random, error_rate: float, misconception: bool = True
+) -> list[tuple[int, str, int, int]]:
+    """The student's arithmetic: with probability `error_rate` per step, a slip of ±1; in its terse mental
+    math (`misconception=True`) a running total is also never negative (it takes |a - b|).
 
     >>> student_steps("3 - 5 + 4", random.Random(0), error_rate=0.0)
     [(3, '-', 5, 2), (2, '+', 4, 6)]
+    >>> student_steps("3 - 5 + 4", random.Random(0), error_rate=0.0, misconception=False)
+    [(3, '-', 5, -2), (-2, '+', 4, 2)]
     """
     _, steps, _ = _steps(expression)
     value, out = steps[0][0], []
     for _, operator, number, _ in steps:
-        new = abs(value + number if operator == "+" else value - number)
+        new = value + number if operator == "+" else value - number
+        if misconception:
+            new = abs(new)
         if rng.random() < error_rate:
             new += rng.choice([-1, 1])
         out.append((value, operator, number, new))
@@ -184,6 +201,17 @@ TEACHER_RARE_SHARE = 0.1
 # fell (17.7% → 4.7%): two of the teacher's result phrasings ("That gives c.", "The running total is
 # now c.") computed without writing the operation, which the tiny student could not learn from a few
 # hundred samples. Now every result sentence writes "a o b … c".
+# Build 4 (v4, after the diagnosis below and before any v4 arm ran) changed one thing: the student's
+# teacher-format texts carry *correct* numbers (slips at CAREFUL_SLIP_RATE), and only its terse mental
+# math keeps the misconception. Before, the skill SFT had to teach (arithmetic below zero, which the
+# student had never written) was absent: with lr 2e-5 it learnt to write negative totals (0.1% → 11% of
+# its steps) and got 17% of them right, and lost its positive arithmetic (83% → 70% of steps) — at
+# 5e-4 even training on its *own* samples halved its accuracy (22.0 → 11.5 on unseen questions; 22.0
+# at 2e-5). A distilled 4B student has the skills and learns when to use them; so does this one now:
+# it writes carefully (and mostly right) in the teacher's common phrasing, tersely (and often wrong)
+# in its own, and SFT on teacher text moves it from the second to the first.
+CAREFUL_SLIP_RATE = 0.03  # the student's slips per step when it writes out every step
+TERSE_SLIP_RATE = 0.1  # … and in its terse mental math (which also has the misconception)
 
 
 def with_loop(text: str, rng: random.Random) -> str:
@@ -193,22 +221,48 @@ def with_loop(text: str, rng: random.Random) -> str:
     return text.replace("\n</think>", f" {loop}\n</think>", 1)
 
 
-def questions(seed: int, per_task: int) -> list[dict[str, Any]]:
+def questions(seed: int, per_task: int, exclude: set[str] | None = None) -> list[dict[str, Any]]:
+    """`per_task` questions of each task from reasoning-gym's items `seed`, `seed + 1`, …; with `exclude`,
+    only expressions not in it (nor drawn before in this call), and `exclude` gains the ones drawn."""
     import reasoning_gym
 
     out = []
     for task, options in TASKS.items():
-        for index, entry in enumerate(reasoning_gym.create_dataset(task, size=per_task, seed=seed, **options)):
+        # three times the count is plenty: one-digit chains of 5-7 terms rarely repeat
+        size = per_task if exclude is None else 3 * per_task
+        taken = 0
+        for index, entry in enumerate(reasoning_gym.create_dataset(task, size=size, seed=seed, **options)):
+            expression = entry["metadata"]["expression"]
+            if exclude is not None:
+                if expression in exclude:
+                    continue
+                exclude.add(expression)
             out.append(
                 {
                     "id": f"{task}-{seed}-{index}",
                     "messages": [{"role": "user", "content": entry["question"]}],
                     "answer": str(entry["answer"]),
                     "domain": "math",
-                    "meta": {"task": task, "expression": entry["metadata"]["expression"]},
+                    "meta": {"task": task, "expression": expression},
                 }
             )
+            taken += 1
+            if taken == per_task:
+                break
+        if taken < per_task:
+            raise RuntimeError(f"{task}: only {taken} new expressions among {size} items of seed {seed}")
     return out
+
+
+def corpus_questions(model: str) -> list[dict[str, Any]]:
+    """The questions of a model's fitting corpus (`CORPUS_SEEDS`; repeats kept, as fitted)."""
+    return questions(CORPUS_SEEDS[model], (TEACHER_CORPUS if model == "teacher" else STUDENT_CORPUS) // 2)
+
+
+def split_questions() -> dict[str, list[dict[str, Any]]]:
+    """The world's splits: disjoint from each other and from both fitting corpora, by expression."""
+    seen = {q["meta"]["expression"] for model in CORPUS_SEEDS for q in corpus_questions(model)}
+    return {name: questions(seed, per_task, exclude=seen) for name, seed, per_task in SPLITS}
 
 
 def fit_closed_vocabulary(
@@ -305,8 +359,6 @@ def fit_closed_vocabulary(
     }
 
 
-TEACHER_CORPUS = 2000  # worked solutions the teacher is fitted on (questions of seed 11)
-STUDENT_CORPUS = 1500  # the student's corpus (questions of seed 12)
 FIT_STEPS = 900  # AdamW steps per model, batch 32
 
 
@@ -320,9 +372,9 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
     torch.set_num_threads(2)  # the thread count changes float reductions: pinned, so a rebuild is identical
     root.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {}
-    for name, seed, per_task in SPLITS:
+    for name, split in split_questions().items():
         with open(root / f"{name}.jsonl", "w", encoding="utf-8") as handle:
-            for question in questions(seed, per_task):
+            for question in split:
                 handle.write(json.dumps(question) + "\n")
 
     rng = random.Random(11)
@@ -331,7 +383,7 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
             {"role": "user", "content": q["messages"][0]["content"]},
             {"role": "assistant", "content": teacher_solution(q["meta"]["expression"], rng)},
         ]
-        for q in questions(11, TEACHER_CORPUS // 2)
+        for q in corpus_questions("teacher")
     ]
     size = dict(hidden_size=128, layers=4, heads=4, kv_heads=2, intermediate_size=384)
     if teacher_from is not None:
@@ -341,19 +393,21 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
         build_tiny_model("qwen3", "qwen3", root / "teacher", seed=0, **size)
         report["teacher"] = fit_closed_vocabulary(root / "teacher", teacher_corpus, steps=FIT_STEPS, seed=0)
 
-    # The student: mostly its own style (misconception and slips), sometimes the teacher's common
-    # phrasing — so it knows part of the teacher's words and gives the rest low probability.
+    # The student: half its own terse style (misconception and slips), half careful work in the teacher's
+    # words (mostly the common phrasing) — so it knows part of the teacher's words and gives the rest
+    # low probability, and it can compute when it writes every step.
     rng = random.Random(12)
     student_corpus = []
-    for q in questions(12, STUDENT_CORPUS // 2):
+    for q in corpus_questions("student"):
         expression = q["meta"]["expression"]
         draw = rng.random()
         if draw < TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE:
             # the teacher's words (the common phrasing, or rarely its full mix) with the student's numbers
             phrasing = rng if draw >= TEACHER_STYLE_SHARE else None
-            text = teacher_solution(expression, phrasing, student_steps(expression, rng, error_rate=0.1))
+            careful = student_steps(expression, rng, error_rate=CAREFUL_SLIP_RATE, misconception=False)
+            text = teacher_solution(expression, phrasing, careful)
         else:
-            text = student_solution(expression, rng, error_rate=0.1)
+            text = student_solution(expression, rng, error_rate=TERSE_SLIP_RATE)
         if rng.random() < LOOP_RATE:
             text = with_loop(text, rng)
         student_corpus.append(
@@ -388,7 +442,9 @@ def export_compact(model_dir: Path, out: Path) -> None:
     state["dasd.rows"] = embedding[rows].contiguous()
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(model.config.to_dict(), indent=1))
+    config = model.config.to_dict()
+    config.pop("_name_or_path", None)  # a scratch folder: it would only make every export differ
+    (out / "config.json").write_text(json.dumps(config, indent=1))
 
 
 def restore_compact(compact: Path, tokenizer: str, out: Path) -> None:
