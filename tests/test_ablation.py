@@ -146,7 +146,6 @@ def test_the_sweeps_plan_every_arm_for_every_seed_on_shared_upstream_steps(tmp_p
     assert train["seed"] == 3 and train["stages"][0]["init"].endswith("arms/recipe/seed3/high_temp/final")
 
 
-
 def test_the_learning_rate_sweep_runs_on_the_dev_split_only(tmp_path):
     """`make tune` chooses the demo's rates: evaluated on dev questions, never on the evaluation split."""
     config = load_config(demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "ablation=dev"])
@@ -163,6 +162,7 @@ def test_the_learning_rate_sweep_runs_on_the_dev_split_only(tmp_path):
         assert mixed["stages"][0]["init"].endswith(f"arms/lr_{rate:g}/seed1/high_temp/final")
     evaluated = [step.config["benchmarks"] for name, step in steps.items() if name.endswith("eval")]
     assert evaluated and all(benchmarks == spec["eval_benchmarks"] for benchmarks in evaluated)
+
 
 @pytest.fixture(scope="module")
 def arms_run(tmp_path_factory):
