@@ -22,8 +22,8 @@ each mechanism of the recipe must have something to act on):
   total is never negative, it writes |a - b| — and 10% slips) and on careful worked solutions in the
   teacher's words (40% in the teacher's *most common* phrasing, 10% in its full mix: it knows the
   common phrasing and barely the rest, so the rarer phrasings are teacher sentences), whose numbers are
-  correct but for 3% slips — it has the skill and uses it half the time, like a small model that
-  distillation helps (see the build notes at `CAREFUL_SLIP_RATE`);
+  correct but for 3% slips — it has the skill and uses it half the time (the build notes at
+  `CAREFUL_SLIP_RATE` say what SFT then does to it);
   with a habit: 20% of its answers re-check in a loop ("Wait, let me check again."
   3–8 times) before closing the think block — the long rollouts mixed-policy distillation cuts.
   Several candidates per question (the demo samples 8 per temperature) differ in phrasing, so DAS
@@ -46,7 +46,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-WORLD_VERSION = "demo-world-v4"  # v4: v3's models, disjoint splits
+WORLD_VERSION = "demo-world-v4"  # v4: v3's teacher, a refitted student, disjoint splits
 SYSTEM_PROMPT = "You are a helpful assistant."
 TERMS = dict(min_terms=5, max_terms=7, min_digits=1, max_digits=1, allow_negation=False)
 TASKS = {
@@ -209,7 +209,9 @@ TEACHER_RARE_SHARE = 0.1
 # 5e-4 even training on its *own* samples halved its accuracy (22.0 → 11.5 on unseen questions; 22.0
 # at 2e-5). A distilled 4B student has the skills and learns when to use them; so does this one now:
 # it writes carefully (and mostly right) in the teacher's common phrasing, tersely (and often wrong)
-# in its own, and SFT on teacher text moves it from the second to the first.
+# in its own — so SFT on teacher text could move it from the second to the first. Measured: it did not
+# (24.75 → 10.0 on dev at the best rate): it takes up the teacher's rarer phrasings faster than it learns
+# to compute in them, and its per-step losses compound over the chain (benchmarks/RESULTS.md).
 CAREFUL_SLIP_RATE = 0.03  # the student's slips per step when it writes out every step
 TERSE_SLIP_RATE = 0.1  # … and in its terse mental math (which also has the misconception)
 
