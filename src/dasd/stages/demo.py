@@ -51,7 +51,10 @@ class DemoConfig(StageConfig):
         None, ge=1, description="teacher samples per question at each temperature (default 4, with arms 8)"
     )
     eval_questions: int | None = Field(
-        None, ge=2, description="held-out questions evaluated (of the world's 400; default 150, with arms 400)"
+        None,
+        ge=2,
+        description="held-out questions evaluated (of the world's 400; default 150, with arms 400; dev: all 100 "
+        "dev questions)",
     )
     eval_n: int | None = Field(None, ge=1, description="samples per evaluation question (avg@k; default 2, dev 4)")
     epochs: float = Field(2.0, gt=0, description="epochs of each SFT stage")
