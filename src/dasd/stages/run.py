@@ -4,7 +4,7 @@
     dasd run configs/gpt-oss-qwen3-4b-run.yaml
     dasd run configs/gpt-oss-qwen3-4b-run.yaml workdir=runs/exp2 train.epochs=3 \\
         'stages={mix: false, train_mixed: false}'
-    dasd run configs/gpt-oss-qwen3-4b-ablation-run.yaml             # arms × seeds, claims with paired statistics
+    dasd run configs/gpt-oss-qwen3-4b-ablation-run.yaml        # arms × seeds, claims with paired statistics
 
 Stages, in order (any can be switched off under `stages:`):
 
