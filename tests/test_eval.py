@@ -144,6 +144,30 @@ def test_resume_after_kill(tmp_path, tiny_llama_smollm2):
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["benchmarks"]["q"]["samples"] == 72
 
 
+def test_shards_generate_and_the_run_without_shard_merges_and_grades(tmp_path, tiny_llama_smollm2):
+    """Two shard tasks write their own samples files and grade nothing; the run without shard merges them
+    (each sample once), generates nothing more, and grades the same samples an unsharded run would."""
+    questions = write_jsonl(
+        tmp_path / "q.jsonl", [{"id": f"q{i}", "prompt": f"Count to {i}.", "answer": str(i)} for i in range(8)]
+    )
+    settings = [f"backend.model={tiny_llama_smollm2}", f"benchmarks=[{questions}]", "n=2", "max_new_tokens=8"]
+
+    def evaluate(folder, *extra):
+        return eval_stage.run(load_config(eval_stage.EvalConfig, None, [f"output_dir={folder}", *settings, *extra]))
+
+    shards = [evaluate(tmp_path / "sharded", f"shard={index}/2") for index in (0, 1)]
+    assert all("avg_at_k" not in summary["benchmarks"]["q"] for summary in shards)
+    files = sorted((tmp_path / "sharded" / "q").glob("samples.shard-*-of-2.jsonl"))
+    assert len(files) == 2 and not (tmp_path / "sharded" / "summary.json").exists()
+    merged = evaluate(tmp_path / "sharded")["benchmarks"]["q"]
+    whole = evaluate(tmp_path / "whole")["benchmarks"]["q"]
+    ids = [record["id"] for record in read_jsonl(tmp_path / "sharded" / "q" / "samples.jsonl")]
+    assert len(ids) == len(set(ids)) == 16 and not list((tmp_path / "sharded" / "q").glob("samples.shard-*"))
+    assert merged["samples"] == whole["samples"] == 16 and merged["avg_at_k"] == whole["avg_at_k"]
+    by_id = {r["id"]: r["content"] for r in read_jsonl(tmp_path / "whole" / "q" / "samples.jsonl")}
+    assert all(by_id[r["id"]] == r["content"] for r in read_jsonl(tmp_path / "sharded" / "q" / "samples.jsonl"))
+
+
 @pytest.mark.parametrize(
     "content, error",
     [

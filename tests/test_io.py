@@ -187,3 +187,26 @@ def test_released_responses_to_one_question_are_grouped_for_selection(tmp_path):
     assert main(["select", f"input={tmp_path / 'scored.jsonl'}", f"output={tmp_path / 'das.jsonl'}", "k=1"]) == 0
     selected = read_jsonl(tmp_path / "das.jsonl")
     assert sorted(record["id"] for record in selected) == ["u1-2", "u2-2"]
+
+
+def test_merge_shards_keeps_each_id_once_and_survives_a_crash(tmp_path):
+    from dasd.io import RecordWriter, merge_shards, shard_files
+
+    output = tmp_path / "scored.jsonl"
+    for index, ids in enumerate((["a", "b"], ["c", "a"])):  # "a" twice: a correct run never does this
+        path = tmp_path / f"scored.shard-{index}-of-2.jsonl"
+        path.write_text("".join(json.dumps({"id": i, "shard": index}) + "\n" for i in ids))
+        (tmp_path / f"scored.shard-{index}-of-2.summary.json").write_text("{}")
+    (tmp_path / "scored.jsonl").write_text(json.dumps({"id": "b", "shard": 0}) + "\n" + '{"id": "x"')  # torn merge
+    assert [path.name for path in shard_files(output)] == ["scored.shard-0-of-2.jsonl", "scored.shard-1-of-2.jsonl"]
+    # a third shard task under another count sees every merged or sharded id as done
+    assert RecordWriter(tmp_path / "scored.shard-0-of-3.jsonl").done == {"a", "b", "c"}
+    counts = merge_shards(output)
+    assert counts == {"shards": 2, "merged": 2, "already_merged": 1, "duplicates": 1}
+    assert [json.loads(line)["id"] for line in output.read_text().splitlines()] == ["b", "a", "c"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "scored.jsonl",
+        "scored.shard-0-of-2.summary.json",  # each task's summary stays
+        "scored.shard-1-of-2.summary.json",
+    ]
+    assert merge_shards(output) == {"shards": 0, "merged": 0, "already_merged": 0, "duplicates": 0}

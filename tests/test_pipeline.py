@@ -162,6 +162,9 @@ def _spec(tmp_path: Path, **extra) -> dict:
         ({"train": {"epoch": 2}}, "pipeline step train_das"),
         ({"eval_models": ["distilled"]}, "eval_models: unknown model 'distilled'"),
         ({"score": {"student": {"model": "x"}, "batch": 3}}, "pipeline step score"),
+        ({"executor": {"name": "slurm", "steps": {"filter": {"tasks": 4}}}}, "filter (filter) cannot run as several"),
+        ({"executor": {"name": "slurm", "steps": {"sampel": {"tasks": 4}}}}, "unknown step or stage ['sampel']"),
+        ({"executor": {"name": "slurm", "steps": {"train": {"gpus": 4}}}}, "gpus"),
     ],
 )
 def test_pipeline_config_errors_are_one_line_and_nothing_runs(tmp_path, capsys, extra, message):
@@ -190,6 +193,39 @@ def test_dry_run_lists_the_plan_and_switching_off_stages(tmp_path, capsys):
         "eval_high_temp",
         "provenance",
     ]
+    assert not (tmp_path / "work").exists()
+
+
+def test_dry_run_on_slurm_shows_each_steps_jobs_and_the_resources_merge(tmp_path, capsys, monkeypatch):
+    """Resources: every job's defaults, then the stage's, then the step's; sample/score/eval as arrays."""
+    from dasd.executors import ExecutorConfig
+
+    executor = {
+        "name": "slurm",
+        "slurm": {"partition": "h100", "cpus_per_task": 8, "time_min": 60},
+        "steps": {
+            "eval": {"tasks": 4, "gpus_per_node": 1},
+            "eval_teacher": {"gpus_per_node": 0},
+            "train": {"nodes": 2},
+        },
+    }
+    config = ExecutorConfig.model_validate(executor)
+    teacher = config.resources("eval", "eval_teacher")
+    assert (teacher.tasks, teacher.gpus_per_node, teacher.partition, teacher.cpus_per_task) == (4, 0, "h100", 8)
+    assert ExecutorConfig.model_validate("slurm").name == "slurm"
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(_spec(tmp_path, rs_baseline=False, executor=executor)))
+    assert main(["run", str(path), "dry_run=true"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert rows["eval_student"].endswith("[slurm: 4 tasks + finalize, 1 GPU/node]")
+    assert rows["eval_teacher"].endswith("[slurm: 4 tasks + finalize]")
+    assert rows["train_das"].endswith("[slurm: 1 job, 2 nodes]")
+    assert rows["sample"].endswith("[slurm: 1 job]")
+    # without Slurm's client tools, a real run stops with one line before anything is submitted
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["run", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "executor: slurm needs the Slurm client tools; not found on PATH: sbatch" in error and "\n" not in error
     assert not (tmp_path / "work").exists()
 
 

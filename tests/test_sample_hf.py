@@ -146,23 +146,29 @@ def test_rerun_skips_done_ids_and_extends_the_schedule(tmp_path, tiny_llama_smol
     assert len(ids) == len(set(ids)) == 15
 
 
-def test_shards_partition_the_questions(tmp_path, tiny_llama_smollm2):
+def test_shards_partition_the_questions_and_a_reshard_redoes_nothing(tmp_path, tiny_llama_smollm2):
+    """Shards write their own files; a rerun with another shard count skips what any shard wrote; the run
+    without shard merges them into the output, every id once, and removes the shard files."""
     questions = write_jsonl(tmp_path / "q.jsonl", [{"id": f"q{i}", "prompt": f"Say {i}."} for i in range(10)])
-    seen = []
-    for shard in range(3):
-        output = tmp_path / f"shard{shard}.jsonl"
-        sample.run(
-            _config(
-                questions,
-                output,
-                tiny_llama_smollm2,
-                "max_new_tokens=2",
-                f"shard={shard}/3",
-                "schedule=[{temperature: 1.0, n: 1}]",
-            )
-        )
-        seen += [r["question_id"] for r in read_jsonl(output)] if output.exists() else []
-    assert sorted(seen) == sorted(f"q{i}" for i in range(10))
+    output = tmp_path / "responses.jsonl"
+    settings = ("max_new_tokens=2", "schedule=[{temperature: 1.0, n: 1}]")
+    written = [sample.run(_config(questions, output, tiny_llama_smollm2, *settings, f"shard={i}/3")) for i in (0, 1)]
+    seen = [r["question_id"] for i in (0, 1) for r in read_jsonl(tmp_path / f"responses.shard-{i}-of-3.jsonl")]
+    assert sum(summary["responses_written"] for summary in written) == len(seen) < 10
+    # shard 2 of 3 was never run: two tasks of a 2-shard rerun write only its questions
+    rerun = [sample.run(_config(questions, output, tiny_llama_smollm2, *settings, f"shard={i}/2")) for i in (0, 1)]
+    assert sum(summary["responses_written"] for summary in rerun) == 10 - len(seen)
+    final = sample.run(_config(questions, output, tiny_llama_smollm2, *settings))
+    assert final["responses_written"] == 0 and final["responses_already_done"] == 10
+    ids = [r["question_id"] for r in read_jsonl(output)]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(10))
+    assert not list(tmp_path.glob("responses.shard-*.jsonl"))
+    # `limit` takes the first N questions of the file, whichever shard answers them
+    limited = tmp_path / "limited.jsonl"
+    for index in (0, 1):
+        sample.run(_config(questions, limited, tiny_llama_smollm2, *settings, "limit=4", f"shard={index}/2"))
+    answered = [r["question_id"] for i in (0, 1) for r in read_jsonl(tmp_path / f"limited.shard-{i}-of-2.jsonl")]
+    assert sorted(answered) == ["q0", "q1", "q2", "q3"]
 
 
 @pytest.mark.parametrize(

@@ -486,7 +486,7 @@ def _shipped() -> Path | None:
 
 def world_dir() -> Path:
     """The demo world: restored from the small files shipped in the package (seconds), or built
-    from scratch when they are missing (about 10 minutes on 2 cores). Cached either way."""
+    from scratch when they are missing (about 46 minutes on 2 cores). Cached either way."""
     from .assets import _atomic_build, cache_dir
 
     def make(root: Path) -> None:

@@ -5,7 +5,10 @@ Every stage reads records with `read_records` and writes them with `RecordWriter
 * one JSON object per line, UTF-8, written with a single `write` and flushed, so a killed process
   leaves at most one partial trailing line — which the next `RecordWriter` on that file cuts off;
 * a rerun skips ids already present (`writer.done`), so long jobs resume where they stopped;
-* failures never enter the output: they go to an `ErrorLog` beside it, and a rerun retries them.
+* failures never enter the output: they go to an `ErrorLog` beside it, and a rerun retries them;
+* the shards of a stage run as n tasks (`shard=i/n`) write `<name>.shard-i-of-n.jsonl` beside the
+  output; a shard's writer counts the ids in every other shard file and in the merged output as done,
+  so rerunning with another n redoes nothing, and `merge_shards` makes them one file, each id once.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -134,13 +138,70 @@ def dumps_record(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
+_SHARD_NAME = re.compile(r"^(?P<stem>.+)\.shard-(?P<index>\d+)-of-(?P<count>\d+)\.jsonl$")
+
+
+def shard_output(output: str | os.PathLike, shard: tuple[int, int] | None) -> str:
+    """The file shard (i, n) of a stage writes instead of `output`.
+
+    >>> shard_output("runs/x/scored.jsonl", (1, 4))
+    'runs/x/scored.shard-1-of-4.jsonl'
+    >>> shard_output("runs/x/scored.jsonl", None)
+    'runs/x/scored.jsonl'
+    """
+    if shard is None:
+        return str(output)
+    path = Path(output)
+    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
+    return str(path.with_name(f"{stem}.shard-{shard[0]}-of-{shard[1]}.jsonl"))
+
+
+def shard_files(output: str | os.PathLike) -> list[Path]:
+    """The shard files of `output` that exist, of any shard count, in name order (sidecars excluded)."""
+    path = Path(output)
+    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
+    if not path.parent.is_dir():
+        return []
+    return sorted(
+        candidate
+        for candidate in path.parent.iterdir()
+        if (match := _SHARD_NAME.match(candidate.name)) and match["stem"] == stem
+    )
+
+
+def _shard_siblings(path: Path) -> list[Path]:
+    """For a shard file, the merged output and every other shard file of any count; else nothing."""
+    match = _SHARD_NAME.match(path.name)
+    if not match:
+        return []
+    merged = path.with_name(f"{match['stem']}.jsonl")
+    return [candidate for candidate in [merged, *shard_files(merged)] if candidate != path and candidate.exists()]
+
+
+def _ids_in(path: Path, id_field: str) -> set[str]:
+    ids = set()
+    with open(path, "rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break  # a torn last line: its record was not finished
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get(id_field) is not None:
+                ids.add(str(record[id_field]))
+    return ids
+
+
 class RecordWriter:
     """Append-only JSONL writer that resumes by `id`.
 
     Opening repairs a partial last line left by a crash (it is cut off, so its record is redone),
     then loads the ids already written into `done`. `write` appends one complete line and flushes.
     The file and its folder are only created by the first `write` (or `touch`), so a run that fails
-    validation leaves nothing behind.
+    validation leaves nothing behind. A shard file's writer (`x.shard-i-of-n.jsonl`) also counts the
+    ids of the merged `x.jsonl` and of every other shard file as done (`elsewhere`): work finished
+    under another shard count is not redone.
     """
 
     def __init__(self, path: str | os.PathLike, *, id_field: str = "id"):
@@ -153,6 +214,11 @@ class RecordWriter:
         self._handle = None
         if self.path.exists():
             self._repair_and_load()
+        self.elsewhere = 0  # ids done in sibling shard files or the merged output
+        for sibling in _shard_siblings(self.path):
+            ids = _ids_in(sibling, id_field) - self.done
+            self.elsewhere += len(ids)
+            self.done |= ids
 
     def _repair_and_load(self) -> None:
         good_end = 0
@@ -284,3 +350,34 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict[str, Any]
             count += 1
     os.replace(tmp, path)
     return count
+
+
+def merge_shards(output: str | os.PathLike, *, id_field: str = "id") -> dict[str, Any]:
+    """Append the records of `output`'s shard files (`shard_files`) to `output`, each id once, then remove
+    the shard files (not their sidecars: each task's summary stays). Safe to rerun after a crash: ids
+    already in `output` are skipped, and the shards are removed only once everything is in (fsynced).
+
+    Returns counts: `merged` records appended, `already_merged`, `duplicates` (an id written by two
+    shards: kept once; a correct run has none) and the shard files read.
+    """
+    output = Path(output)
+    shards = shard_files(output)
+    counts = {"shards": len(shards), "merged": 0, "already_merged": 0, "duplicates": 0}
+    if not shards:
+        return counts
+    writer = RecordWriter(output, id_field=id_field)
+    merged_before = set(writer.done)
+    for shard in shards:
+        for _, record in iter_records(shard):
+            record_id = str(record[id_field])
+            if record_id in writer.done:
+                counts["already_merged" if record_id in merged_before else "duplicates"] += 1
+                continue
+            writer.write(record)
+            counts["merged"] += 1
+    writer.finish()
+    with open(output, "rb") as handle:
+        os.fsync(handle.fileno())
+    for shard in shards:  # its summary, config and errors stay, for the record of what each task did
+        shard.unlink()
+    return counts

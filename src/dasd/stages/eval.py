@@ -35,9 +35,19 @@ from ..benchmarks import CHOICE_SUFFIX, DEFAULT_MAX_NEW_TOKENS, FALLBACK_MAX_NEW
 from ..config import StageConfig, dump_config
 from ..errors import DasdError
 from ..generation import TemperatureStep, build_requests, generate_records
-from ..io import ErrorLog, RecordWriter, iter_records, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from ..io import (
+    ErrorLog,
+    RecordWriter,
+    iter_records,
+    merge_shards,
+    shard_output,
+    sidecar,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
 from ..metrics import avg_at_k, compare, mean_pass_at_k, paired_difference, pass_at_ks, standard_error
-from ..records import EvalResult, Response
+from ..records import EvalResult, Response, in_shard, parse_shard
 from ..render import DEFAULT_SYSTEM_PROMPT
 
 
@@ -76,6 +86,12 @@ class EvalConfig(StageConfig):
     verify_workers: int = Field(2, ge=1, description="math-verify worker processes")
     verify_timeout_s: float = Field(5.0, gt=0, description="seconds per math-verify check")
     model_name: str | None = Field(None, description="name recorded in the results (default: backend.model)")
+    shard: str | None = Field(
+        None,
+        pattern=r"^\d+/\d+$",
+        description="i/n: only generate the samples of the questions whose id hashes to shard i of n, into "
+        "samples.shard-i-of-n.jsonl, and grade nothing; the run without shard merges the shards and grades",
+    )
 
 
 def grade_benchmark(benchmark, samples: list[Response], verifier: BoundedVerifier) -> list[EvalResult]:
@@ -182,7 +198,8 @@ def run(config: EvalConfig) -> dict[str, Any]:
     if len(set(names)) != len(names):
         raise DasdError(f"benchmark names must be unique (got {names})")
     output_dir = Path(config.output_dir)
-    dump_config(config, output_dir / "eval.config.yaml")
+    shard = parse_shard(config.shard)
+    dump_config(config, Path(shard_output(output_dir / "eval.jsonl", shard)).with_suffix(".config.yaml"))
     model_name = config.model_name or config.backend.model
     if any(benchmark.kind == "code" for benchmark in benchmarks):
         from ..sandbox import isolation
@@ -201,7 +218,11 @@ def run(config: EvalConfig) -> dict[str, Any]:
             for benchmark in benchmarks:
                 questions = benchmark.questions[: config.limit] if config.limit else benchmark.questions
                 folder = output_dir / benchmark.name
-                writer = RecordWriter(folder / "samples.jsonl")
+                if shard is None:  # the shards of an n-task run, if any, become one file first
+                    merge_shards(folder / "samples.jsonl")
+                samples_file = Path(shard_output(folder / "samples.jsonl", shard))
+                writer = RecordWriter(samples_file)
+                questions = [question for question in questions if in_shard(question["id"], shard)]
                 limit = config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(benchmark.name, FALLBACK_MAX_NEW_TOKENS)
                 schedule = [TemperatureStep(temperature=config.temperature, n=config.n, max_new_tokens=limit)]
                 requests, context = build_requests(
@@ -214,7 +235,7 @@ def run(config: EvalConfig) -> dict[str, Any]:
                     seed=config.seed,
                     system_prompt=config.system_prompt,
                 )
-                errors = ErrorLog(folder / "samples.errors.jsonl")
+                errors = ErrorLog(sidecar(samples_file, "errors", ".jsonl"))
                 errors.reset()
                 if requests:
                     if backend is None:
@@ -237,6 +258,9 @@ def run(config: EvalConfig) -> dict[str, Any]:
                     )
                 else:
                     writer.finish()
+                if shard is not None:
+                    summaries[benchmark.name] = {"samples_file": str(samples_file), "failed_samples": errors.count}
+                    continue
                 wanted = {question["id"] for question in questions}
                 choices = {question["id"]: question.get("choices") for question in questions}
                 samples = [
@@ -256,6 +280,8 @@ def run(config: EvalConfig) -> dict[str, Any]:
     finally:
         if backend is not None:
             backend.close()
+    if shard is not None:  # graded by the run without shard, once every shard is in
+        return {"stage": "eval", "shard": config.shard, "benchmarks": summaries}
     summary = {
         "stage": "eval",
         "model": model_name,

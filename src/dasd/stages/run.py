@@ -5,6 +5,7 @@
     dasd run configs/gpt-oss-qwen3-4b-run.yaml workdir=runs/exp2 train.epochs=3 \\
         'stages={mix: false, train_mixed: false}'
     dasd run configs/gpt-oss-qwen3-4b-ablation-run.yaml        # arms × seeds, claims with paired statistics
+    dasd run configs/gpt-oss-qwen3-4b-slurm-run.yaml           # every step as Slurm jobs (executor: slurm)
 
 Stages, in order (any can be switched off under `stages:`):
 
@@ -24,6 +25,10 @@ mixed-policy data or its equal-size off-policy control. Each arm × training see
 of its own (`<arm>.select`, `<arm>.build_sft`, `<arm>.s<seed>.train`, `<arm>.s<seed>.mix`,
 `<arm>.s<seed>.eval`, under `<workdir>/arms/<arm>/`); `claims:` are then reported with paired
 statistics (`dasd.ablation`).
+
+With `executor: slurm` (`dasd.executors`, README "Running on a cluster") each step is submitted as a job —
+sample, score and eval as job arrays of `tasks:` shards and a finalize — chained by dependencies; the same
+fingerprints and markers decide what is done, so a rerun resubmits only what is not.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from pydantic import Field, ValidationError
 from ..ablation import arm_results, claim_results, claims_table
 from ..backends.base import BackendConfig
 from ..config import StageConfig, dump_config, format_validation_error
-from ..errors import ConfigError
+from ..errors import ConfigError, DasdError
+from ..executors import SHARDABLE, ExecutorConfig, StepJob, Submitted
 from ..io import write_json_atomic
 from ..models import ModelConfig
 from ..naming import EVAL_MODELS, HIGH_TEMP_STAGE, LOW_TEMP_STAGE, MIXED_POLICY_STAGE, SFT_STAGES, sft_stage_file
@@ -145,6 +151,11 @@ class PipelineConfig(StageConfig):
     claims: list[ClaimConfig] = Field(
         default_factory=list,
         description="comparisons to report with paired statistics: {name, better, worse, source}",
+    )
+    executor: ExecutorConfig = Field(
+        default_factory=ExecutorConfig,
+        description="where the steps run: local (here, in order) or slurm (jobs; resources per step, README: "
+        "running on a cluster)",
     )
     threads: int | None = Field(
         None,
@@ -612,6 +623,7 @@ def run(config: PipelineConfig) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     steps = plan(config)
     resolved = {step.name: _validate(step) for step in steps}  # every step's config is checked before any work
+    placement = _placement(config, steps)
     state_dir = work / ".dasd"
     fingerprints: dict[str, str] = {}
     report = []
@@ -625,11 +637,20 @@ def run(config: PipelineConfig) -> dict[str, Any]:
                 if done
                 else ("would resume" if previous.get("fingerprint") == fingerprint else "would run")
             )
-            print(f"{step.name:22} {status:14} {', '.join(str(path) for path in step.outputs)}", flush=True)
+            where = f" [{placement[step.name]}]" if placement else ""
+            print(f"{step.name:22} {status:14} {', '.join(str(path) for path in step.outputs)}{where}", flush=True)
         return {"workdir": str(work), "dry_run": True, "steps": [step.name for step in steps]}
+    on_slurm = config.executor.name == "slurm"
+    if on_slurm:  # before anything is written
+        from ..executors import check_no_jobs_left, record_jobs, require_slurm
+
+        require_slurm()
+        check_no_jobs_left(state_dir)
     work.mkdir(parents=True, exist_ok=True)
     dump_config(config, work / "pipeline.config.yaml")
     started_run = time.perf_counter()
+    submitted: list[Submitted] = []
+    jobs: dict[str, StepJob] = {}
     for step in steps:
         fingerprint = _fingerprint(step, resolved[step.name], fingerprints)
         marker = state_dir / f"{step.name}.json"
@@ -645,6 +666,11 @@ def run(config: PipelineConfig) -> dict[str, Any]:
                     shutil.rmtree(path, ignore_errors=True)
                 elif path.exists():
                     path.unlink()
+        if on_slurm:  # a job (or a job array and its finalize) that waits for the steps it reads
+            jobs[step.name], item = _submit(config, step, resolved[step.name], fingerprint, state_dir, submitted)
+            submitted.append(item)
+            record_jobs(state_dir, submitted)  # at once: an interrupted run must not lose track of its jobs
+            continue
         reason = step.skip_if() if step.skip_if else None
         if reason:
             write_json_atomic(marker, {"fingerprint": fingerprint, "status": "skipped"})
@@ -657,6 +683,8 @@ def run(config: PipelineConfig) -> dict[str, Any]:
         seconds = round(time.perf_counter() - started, 2)
         write_json_atomic(marker, {"fingerprint": fingerprint, "status": "done", "seconds": seconds})
         report.append({"step": step.name, "status": "ran", "seconds": seconds, "result": _headline(step.name, result)})
+    if on_slurm:
+        report += _collect_slurm(config, submitted, jobs, state_dir)
     total = round(time.perf_counter() - started_run, 2)
     evals = collect_evals(work)
     summary = {
@@ -670,6 +698,91 @@ def run(config: PipelineConfig) -> dict[str, Any]:
     write_json_atomic(work / "run.summary.json", summary)
     print(render_table(summary), file=sys.stdout, flush=True)
     return summary
+
+
+def _placement(config: PipelineConfig, steps: list[Step]) -> dict[str, str]:
+    """With `executor: slurm`, each step's jobs in words (checked before anything is submitted); else {}."""
+    if config.executor.name != "slurm":
+        return {}
+    known = {step.name for step in steps} | {step.stage for step in steps} | set(STAGES)
+    unknown = sorted(set(config.executor.steps) - known)
+    if unknown:
+        raise ConfigError(f"executor.steps: unknown step or stage {unknown} (steps: {', '.join(sorted(known))})")
+    placement = {}
+    for step in steps:
+        resources = config.executor.resources(step.stage, step.name)
+        tasks = resources.tasks or 1
+        words = [f"{tasks} tasks + finalize" if tasks > 1 and step.stage in SHARDABLE else "1 job"]
+        if (resources.nodes or 1) > 1:
+            words.append(f"{resources.nodes} nodes")
+        if resources.gpus_per_node:
+            words.append(f"{resources.gpus_per_node} GPU/node")
+        placement[step.name] = "slurm: " + ", ".join(words)
+    return placement
+
+
+def _submit(
+    config: PipelineConfig, step: Step, resolved, fingerprint: str, state_dir: Path, submitted: list[Submitted]
+) -> tuple[StepJob, Submitted]:
+    from ..executors import slurm_folder, submit
+
+    resources = config.executor.resources(step.stage, step.name)
+    multi = step.stage == "train" and ((resources.nodes or 1) > 1 or (resources.gpus_per_node or 0) > 1)
+    accelerate = None
+    if multi:
+        accelerate = ["--config_file", config.executor.accelerate_config] if config.executor.accelerate_config else []
+        accelerate += [] if accelerate else ["--multi_gpu"]
+    job = StepJob(
+        step.name,
+        step.stage,
+        resolved.model_dump(mode="json"),
+        fingerprint,
+        state_dir,
+        threads=config.threads,
+        skip_if=step.skip_if,
+        accelerate=accelerate,
+        nodes=resources.nodes or 1,
+        gpus_per_node=resources.gpus_per_node or 0,
+    )
+    after = [item.jobs[-1] for item in submitted if item.step in step.depends]
+    item = submit(config.executor, slurm_folder(config.executor, state_dir), job, after, resources)
+    print(f"dasd run: {step.name} submitted: job {' '.join(item.jobs[-1:])}", file=sys.stderr, flush=True)
+    return job, item
+
+
+def _collect_slurm(
+    config: PipelineConfig, submitted: list[Submitted], jobs: dict[str, StepJob], state_dir: Path
+) -> list[dict[str, Any]]:
+    """Follow the jobs to their end, then each step's row from its marker; a one-line error per unfinished
+    step, with its log's last lines, and what a rerun will do."""
+    from ..executors import follow, log_tail, slurm_folder
+
+    if not config.executor.wait:
+        return [{"step": item.step, "status": f"submitted: job {item.jobs[-1]}", "seconds": 0.0} for item in submitted]
+    states = follow(submitted, jobs, config.executor.poll_s)
+    rows, failed = [], []
+    for item in submitted:
+        marker = _marker(state_dir / f"{item.step}.json")
+        if marker.get("fingerprint") == jobs[item.step].fingerprint and marker.get("status") in ("done", "skipped"):
+            status = "ran (slurm)" if marker["status"] == "done" else f"skipped: {marker.get('reason', '')}"
+            # from submission to the end of its last job: queueing, every shard task and the finalize
+            seconds = round(marker.get("finished", item.at) - item.at, 2)
+            rows.append({"step": item.step, "status": status, "seconds": seconds})
+            continue
+        bad = [job_id for job_id in item.jobs if states.get(job_id) not in ("COMPLETED", "gone")]
+        culprit = bad[0] if bad else item.jobs[-1]
+        log = log_tail(slurm_folder(config.executor, state_dir), culprit)
+        failed.append(f"{item.step}: job {culprit} {states.get(culprit, 'gone')}; {log}")
+        rows.append(
+            {"step": item.step, "status": f"failed: job {culprit} {states.get(culprit, 'gone')}", "seconds": 0.0}
+        )
+    if failed:
+        print("\n".join(failed), file=sys.stderr, flush=True)
+        raise DasdError(
+            f"{len(failed)} step(s) did not finish on Slurm ({', '.join(line.split(':')[0] for line in failed)}); "
+            "rerun the same `dasd run` to resubmit only the unfinished tasks"
+        )
+    return rows
 
 
 def _fingerprint(step: Step, resolved, fingerprints: dict[str, str]) -> str:

@@ -22,7 +22,7 @@ from pydantic import Field
 from ..backends import BackendConfig, make_backend
 from ..config import StageConfig, dump_config
 from ..generation import GenerationOutcome, TemperatureStep, build_requests, generate_records
-from ..io import ErrorLog, RecordWriter, sidecar, write_json_atomic
+from ..io import ErrorLog, RecordWriter, merge_shards, shard_output, sidecar, write_json_atomic
 from ..progress import format_summary
 from ..records import in_shard, load_questions, parse_shard
 
@@ -64,20 +64,25 @@ class SampleConfig(StageConfig):
     shard: str | None = Field(
         None,
         pattern=r"^\d+/\d+$",
-        description="i/n: process only the questions whose id hashes to shard i of n (run n processes)",
+        description="i/n: process only the questions whose id hashes to shard i of n, writing "
+        "<output>.shard-i-of-n.jsonl (run n processes; the run without shard merges the shard files)",
     )
 
 
 def run(config: SampleConfig) -> dict[str, Any]:
     # 1. Validate every input before anything is written.
     questions = load_questions(config.input)
+    if config.limit:  # the first N of the file, whichever shard runs them
+        questions = questions[: config.limit]
     shard = parse_shard(config.shard)
     questions = [question for question in questions if in_shard(question["id"], shard)]
-    if config.limit:
-        questions = questions[: config.limit]
 
-    # 2. Resume: ids already in the output are done; a torn last line is cut off.
-    writer = RecordWriter(config.output)
+    # 2. Resume: ids already in the output are done; a torn last line is cut off. A shard writes its own
+    # file (and counts every other shard's ids as done); the run without shard merges them first.
+    output = shard_output(config.output, shard)
+    if shard is None:
+        merge_shards(config.output)
+    writer = RecordWriter(output)
     requests, context = build_requests(
         questions,
         writer.done,
@@ -105,9 +110,9 @@ def run(config: SampleConfig) -> dict[str, Any]:
         except BaseException:
             backend.close()
             raise
-    errors = ErrorLog(sidecar(config.output, "errors", ".jsonl"))
+    errors = ErrorLog(sidecar(output, "errors", ".jsonl"))
     errors.reset()
-    dump_config(config, sidecar(config.output, "config", ".yaml"))
+    dump_config(config, sidecar(output, "config", ".yaml"))
 
     # 4. Generate, writing each response as it completes.
     backend_stats: dict[str, Any] = {}
@@ -134,7 +139,7 @@ def run(config: SampleConfig) -> dict[str, Any]:
     written = sum(count for reason, count in finish_counts.items() if reason != "failed")
     summary = {
         "stage": "sample",
-        "output": config.output,
+        "output": output,
         "questions": len(questions),
         "responses_expected": expected,
         "responses_already_done": expected - len(requests),
@@ -149,7 +154,7 @@ def run(config: SampleConfig) -> dict[str, Any]:
         "backend": {"name": config.backend.name, **backend_stats},
         "logprob_probe": probe,
     }
-    write_json_atomic(sidecar(config.output, "summary", ".json"), summary)
+    write_json_atomic(sidecar(output, "summary", ".json"), summary)
     rows = [
         ("questions", len(questions)),
         ("responses expected", expected),
@@ -166,5 +171,5 @@ def run(config: SampleConfig) -> dict[str, Any]:
         rows.append(("log-prob probe", f"raw: mean |Δ| {probe['mean_abs_difference']} over {probe['tokens']} tokens"))
     if "retries" in backend_stats:
         rows.append(("retries", backend_stats["retries"]))
-    print(format_summary(f"dasd sample -> {config.output}", rows), file=sys.stdout, flush=True)
+    print(format_summary(f"dasd sample -> {output}", rows), file=sys.stdout, flush=True)
     return summary

@@ -27,7 +27,6 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -35,7 +34,7 @@ from pydantic import Field
 from ..backends import BackendConfig
 from ..config import StageConfig, dump_config
 from ..errors import InputError
-from ..io import ErrorLog, RecordWriter, batched, iter_records, sidecar, write_json_atomic
+from ..io import ErrorLog, RecordWriter, batched, iter_records, merge_shards, shard_output, sidecar, write_json_atomic
 from ..progress import Progress, format_summary
 from ..records import SENTENCE_TYPES, check_fields, in_shard, parse_shard
 from ..render import DEFAULT_SYSTEM_PROMPT
@@ -107,15 +106,6 @@ class ScoreConfig(StageConfig):
     )
 
 
-def shard_output(output: str, shard: tuple[int, int] | None) -> str:
-    """`scored.jsonl` -> `scored.shard-i-of-n.jsonl` for shard (i, n)."""
-    if shard is None:
-        return output
-    path = Path(output)
-    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
-    return str(path.with_name(f"{stem}.shard-{shard[0]}-of-{shard[1]}.jsonl"))
-
-
 def _records(config: ScoreConfig) -> Iterator[tuple[dict[str, Any], str | None]]:
     """(record, reason it cannot be scored or None) for each input record, fields checked."""
     if config.released_logprobs:
@@ -174,7 +164,10 @@ def run(config: ScoreConfig) -> dict[str, Any]:
     if next(_records(config), None) is None:
         raise InputError(config.input, None, None, "no records (empty file)")
 
-    # 2. Resume by id; this run's failures go to the errors file.
+    # 2. Resume by id; this run's failures go to the errors file. A shard counts every other shard's ids as
+    # done; the run without shard merges the shard files into the output first.
+    if shard is None:
+        merge_shards(config.output)
     writer = RecordWriter(output)
     errors = ErrorLog(sidecar(output, "errors", ".jsonl"))
     errors.reset()

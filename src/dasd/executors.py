@@ -1,0 +1,400 @@
+"""Where `dasd run` executes its steps: here, one after another (`executor: local`, the default), or as
+jobs on a Slurm cluster (`executor: slurm`), submitted with submitit.
+
+    executor:
+      name: slurm
+      slurm: {partition: h100, account: myproj, time_min: 1440, setup: ["source /shared/dasd/.venv/bin/activate"]}
+      steps:
+        sample: {tasks: 16, gpus_per_node: 8, cpus_per_task: 64}
+        score: {tasks: 8, gpus_per_node: 1}
+        train: {nodes: 8, gpus_per_node: 8, cpus_per_task: 96}
+        eval: {tasks: 4, gpus_per_node: 8}
+
+Every step becomes one job, except the record stages that can shard (sample, score, eval): with
+`tasks: N` they become an N-task job array (`shard=i/N`: each task writes its own shard file) plus a
+one-task finalize job, the stage run without shard, which merges the shards (each id once) and
+writes the summary. Jobs wait for the steps they read (`afterok`; a failed job cancels what waits for
+it). Training with several nodes or GPUs runs `accelerate launch` on every node (one task per node).
+
+Nothing is lost and nothing runs twice: a finished shard task leaves a marker (`<workdir>/.dasd/tasks/`)
+keyed by the step's fingerprint and the task count, so a rerun of `dasd run` resubmits only the
+unfinished tasks; a task killed or pre-empted resumes from its own file (by id); with another task
+count, each shard skips the ids any earlier shard file holds. State comes from dasd's own markers and
+`squeue`, not from Slurm accounting (which many clusters, and single-node test clusters, do not run).
+
+submitit (facebookincubator/submitit) was chosen over datatrove's executors: three small packages
+instead of twenty, plain callables instead of pickled pipeline objects, one function per task under
+`srun` (one `accelerate launch` per node), and neither tracks re-sharding — dasd's markers do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from .config import StageConfig, dump_config
+from .errors import ConfigError, DasdError
+from .io import write_json_atomic
+
+SHARDABLE = ("sample", "score", "eval")  # record stages with shard=i/n and a merging run without it
+ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "STAGE_OUT"}
+
+
+class SlurmResources(StageConfig):
+    tasks: int | None = Field(
+        None, ge=1, description="shard tasks (sample, score, eval: an N-task job array; other steps: 1)"
+    )
+    nodes: int | None = Field(None, ge=1, description="nodes of one job (training: accelerate launch on each)")
+    gpus_per_node: int | None = Field(None, ge=0, description="GPUs per node (--gpus-per-node)")
+    cpus_per_task: int | None = Field(None, ge=1, description="CPUs per task (--cpus-per-task)")
+    mem_gb: float | None = Field(None, gt=0, description="memory per node in GB (--mem); default: the cluster's")
+    time_min: int | None = Field(None, ge=1, description="time limit per job in minutes (--time)")
+    partition: str | None = Field(None, description="partition (--partition)")
+    account: str | None = Field(None, description="account (--account)")
+    max_parallel: int | None = Field(None, ge=1, description="array tasks running at once (--array=…%N)")
+    sbatch: dict[str, Any] = Field(
+        default_factory=dict, description="more sbatch options, e.g. {qos: high, constraint: h100, exclusive: true}"
+    )
+    setup: list[str] | None = Field(
+        None, description="shell lines run before each task (module load …, source …/activate, export …)"
+    )
+
+
+class ExecutorConfig(StageConfig):
+    name: Literal["local", "slurm"] = Field("local", description="local: here, in order; slurm: jobs on a cluster")
+    slurm: SlurmResources = Field(
+        default_factory=SlurmResources, description="resources of every job (the steps' entries override them)"
+    )
+    steps: dict[str, SlurmResources] = Field(
+        default_factory=dict,
+        description="resources per stage (sample, score, filter, select, build-sft, train, mix, eval, provenance) "
+        "or per step name (eval_teacher, recipe.s1.train), the step name winning",
+    )
+    folder: str | None = Field(
+        None, description="job scripts and logs (default: <workdir>/.dasd/slurm); on a filesystem every node sees"
+    )
+    poll_s: float = Field(10.0, gt=0, description="seconds between two looks at the queue")
+    wait: bool = Field(
+        True, description="wait for the jobs and print progress; false: submit and return (rerun to collect)"
+    )
+    accelerate_config: str | None = Field(
+        None, description="accelerate config file for multi-GPU training (ZeRO-3/FSDP: configs/accelerate/)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value  # `executor: slurm`
+
+    def resources(self, stage: str, step: str) -> SlurmResources:
+        """The defaults, then the stage's entry, then the step's."""
+        merged = self.slurm.model_dump(exclude_none=True)
+        for key in (stage, step):
+            if key in self.steps:
+                merged.update(self.steps[key].model_dump(exclude_none=True))
+        resources = SlurmResources.model_validate(merged)
+        if (resources.tasks or 1) > 1 and stage not in SHARDABLE:
+            raise ConfigError(f"executor.steps: {step} ({stage}) cannot run as several tasks (only {SHARDABLE})")
+        return resources
+
+
+@dataclass
+class StepJob:
+    """What a job needs to run one step (or one shard of it) on any node: picklable."""
+
+    name: str
+    stage: str
+    config: dict[str, Any]  # the step's resolved config
+    fingerprint: str
+    state_dir: Path
+    threads: int | None = None
+    skip_if: Callable[[], str | None] | None = None
+    accelerate: list[str] | None = None  # `accelerate launch` options: training on several GPUs or nodes
+    nodes: int = 1
+    gpus_per_node: int = 0
+
+
+def task_marker(job: StepJob, shard: tuple[int, int]) -> Path:
+    return job.state_dir / "tasks" / job.name / f"{shard[0]}-of-{shard[1]}.json"
+
+
+def task_done(job: StepJob, shard: tuple[int, int]) -> bool:
+    marker = task_marker(job, shard)
+    try:
+        return json.loads(marker.read_text()).get("fingerprint") == job.fingerprint
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _run_stage(job: StepJob, config: dict[str, Any]) -> dict[str, Any]:
+    from .stages import STAGES
+
+    if job.threads is not None:
+        import torch
+
+        torch.set_num_threads(job.threads)
+    module, config_class = STAGES[job.stage].load()
+    return module.run(config_class.model_validate(config))
+
+
+def run_shard(job: StepJob, shard: tuple[int, int]) -> str:
+    """One task of a job array: the stage on shard i/n; its marker once it finished."""
+    _run_stage(job, {**job.config, "shard": f"{shard[0]}/{shard[1]}"})
+    write_json_atomic(task_marker(job, shard), {"fingerprint": job.fingerprint, "time": time.time()})
+    return f"{job.name} shard {shard[0]}/{shard[1]} done"
+
+
+def run_step(job: StepJob) -> str:
+    """A whole step (or the finalize of a sharded one: the stage without shard merges the shard files),
+    with the step's marker as `dasd run` writes it locally."""
+    marker = job.state_dir / f"{job.name}.json"
+    reason = job.skip_if() if job.skip_if else None
+    if reason:
+        write_json_atomic(marker, {"fingerprint": job.fingerprint, "status": "skipped", "reason": reason})
+        return f"{job.name} skipped: {reason}"
+    write_json_atomic(marker, {"fingerprint": job.fingerprint, "status": "running"})
+    started = time.perf_counter()
+    if job.accelerate is None:
+        _run_stage(job, job.config)
+    elif not _launch_on_this_node(job):
+        return f"{job.name}: node done"  # only the first node writes the marker
+    seconds = round(time.perf_counter() - started, 2)
+    write_json_atomic(
+        marker, {"fingerprint": job.fingerprint, "status": "done", "seconds": seconds, "finished": time.time()}
+    )
+    return f"{job.name} done"
+
+
+def accelerate_command(job: StepJob, config_file: Path, node: int, main_host: str, port: int = 29500) -> list[str]:
+    """`accelerate launch` for one node of a multi-node (or multi-GPU) training job.
+
+    >>> job = StepJob("train_das", "train", {}, "f", Path("w"), accelerate=[], nodes=2, gpus_per_node=8)
+    >>> command = accelerate_command(job, Path("t.yaml"), node=1, main_host="gpu1")
+    >>> " ".join(command[:10])
+    'accelerate launch --num_machines 2 --machine_rank 1 --main_process_ip gpu1 --main_process_port 29500'
+    >>> " ".join(command[10:])
+    '--num_processes 16 -m dasd train --config t.yaml'
+    """
+    return [
+        "accelerate",
+        "launch",
+        "--num_machines",
+        str(job.nodes),
+        "--machine_rank",
+        str(node),
+        "--main_process_ip",
+        main_host,
+        "--main_process_port",
+        str(port),
+        "--num_processes",
+        str(job.nodes * max(job.gpus_per_node, 1)),
+        *(job.accelerate or []),
+        "-m",
+        "dasd",
+        job.stage,
+        "--config",
+        str(config_file),
+    ]
+
+
+def _launch_on_this_node(job: StepJob) -> bool:
+    """Run this node's `accelerate launch` (submitit runs the job's function once per node); True on node 0."""
+    import submitit
+
+    from .stages import STAGES
+
+    environment = submitit.JobEnvironment()
+    config_file = job.state_dir / "jobs" / f"{job.name}.config.yaml"
+    if environment.global_rank == 0:
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        dump_config(STAGES[job.stage].load()[1].model_validate(job.config), config_file)
+    else:
+        for _ in range(600):  # the first node writes it; the filesystem is shared
+            if config_file.exists():
+                break
+            time.sleep(1)
+    command = accelerate_command(job, config_file, environment.node, environment.hostnames[0])
+    subprocess.run(command, check=True)
+    return environment.global_rank == 0
+
+
+# --- the driver: submit, then follow ---------------------------------------------------------------
+
+
+@dataclass
+class Submitted:
+    step: str
+    jobs: list[str] = field(default_factory=list)  # Slurm ids: array tasks, then the step's own job
+    tasks: tuple[int, int] = (0, 0)  # shard tasks finished before this run, shard tasks in all
+    at: float = field(default_factory=time.time)  # when it was submitted
+
+
+def require_slurm() -> None:
+    missing = [tool for tool in ("sbatch", "squeue", "srun", "scancel") if shutil.which(tool) is None]
+    if missing:
+        raise DasdError(f"executor: slurm needs the Slurm client tools; not found on PATH: {', '.join(missing)}")
+
+
+def queue_states(job_ids: list[str]) -> dict[str, str]:
+    """`squeue` states of these jobs (array tasks as `<array>_<i>`); jobs Slurm forgot are absent."""
+    if not job_ids:
+        return {}
+    # every job Slurm still remembers (array tasks one per line: -r); `-j` with one forgotten id fails whole
+    listed = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T"], capture_output=True, text=True)
+    if listed.returncode != 0:
+        raise DasdError(f"squeue failed: {listed.stderr.strip()[:300]}")
+    wanted = set(job_ids)
+    states = {}
+    for line in listed.stdout.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        if job_id in wanted:
+            states[job_id] = state
+    return states
+
+
+def _executor(config: ExecutorConfig, folder: Path, name: str, resources: SlurmResources, after: list[str]):
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm")
+    extra: dict[str, Any] = {"kill-on-invalid-dep": "yes", **resources.sbatch}
+    if after:
+        extra["dependency"] = "afterok:" + ":".join(after)
+    parameters: dict[str, Any] = {
+        "name": f"dasd-{name}",
+        "slurm_additional_parameters": extra,
+        "nodes": resources.nodes or 1,
+        "tasks_per_node": 1,
+    }
+    optional = {
+        "gpus_per_node": resources.gpus_per_node,
+        "cpus_per_task": resources.cpus_per_task,
+        "mem_gb": resources.mem_gb,
+        "timeout_min": resources.time_min,
+        "slurm_partition": resources.partition,
+        "slurm_account": resources.account,
+        "slurm_array_parallelism": resources.max_parallel,
+        "slurm_setup": resources.setup,
+    }
+    parameters.update({key: value for key, value in optional.items() if value is not None})
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def submit(
+    config: ExecutorConfig, folder: Path, job: StepJob, after: list[str], resources: SlurmResources
+) -> Submitted:
+    """Submit one step: an array of its unfinished shard tasks and the finalize, or one job."""
+    submitted = Submitted(job.name)
+    count = resources.tasks or 1
+    with _job_free_env():
+        if job.stage in SHARDABLE and count > 1:
+            shards = [(index, count) for index in range(count)]
+            todo = [shard for shard in shards if not task_done(job, shard)]
+            submitted.tasks = (count - len(todo), count)
+            if todo:
+                array = _executor(config, folder, job.name, resources, after)
+                jobs = array.map_array(run_shard, [job] * len(todo), todo)
+                submitted.jobs += [item.job_id for item in jobs]
+                after = [jobs[0].job_id.split("_")[0]]
+            finalize = SlurmResources.model_validate({**resources.model_dump(exclude_none=True), "nodes": 1})
+            final = _executor(config, folder, job.name, finalize, after).submit(run_step, job)
+        else:
+            final = _executor(config, folder, job.name, resources, after).submit(run_step, job)
+    submitted.jobs.append(final.job_id)
+    return submitted
+
+
+@contextlib.contextmanager
+def _job_free_env():
+    """Submit without the SLURM_* variables of a job `dasd run` may itself run in (they would reach the new
+    jobs and confuse their srun), but with SLURM_CONF, which says which cluster to talk to (submitit's own
+    clean_env drops it too); sbatch's refusal becomes one line."""
+    import submitit
+
+    saved = {key: os.environ.pop(key) for key in list(os.environ) if key.startswith("SLURM_") and key != "SLURM_CONF"}
+    try:
+        yield
+    except submitit.core.utils.FailedJobError as exc:
+        raise DasdError(f"sbatch refused the job: {' '.join(str(exc).split())[:400]}") from None
+    finally:
+        os.environ.update(saved)
+
+
+def log_tail(folder: Path, job_id: str, lines: int = 15) -> str:
+    """The last lines of a job's stderr log (submitit's `<id>_<task>_log.err`)."""
+    logs = sorted(folder.glob(f"*/{job_id}_*_log.err"))
+    if not logs:
+        return f"(no log found for job {job_id} under {folder})"
+    text = logs[-1].read_text(errors="replace").rstrip().splitlines()
+    return f"{logs[-1]}:\n" + "\n".join("    " + line for line in text[-lines:])
+
+
+def follow(submitted: list[Submitted], jobs: dict[str, StepJob], poll_s: float) -> dict[str, str]:
+    """Wait until no job is queued or running, printing each step's progress when it changes; returns
+    each submitted step's final Slurm state summary (from squeue, or 'gone' once Slurm forgot it)."""
+    all_ids = [job_id for item in submitted for job_id in item.jobs]
+    started = time.monotonic()
+    last = ""
+    while True:
+        states = queue_states(all_ids)
+        active = [job_id for job_id in all_ids if states.get(job_id) in ACTIVE_STATES]
+        finished, parts = 0, []
+        for item in submitted:
+            job = jobs[item.step]
+            marker = _marker(job.state_dir / f"{item.step}.json")
+            if marker.get("fingerprint") == job.fingerprint and marker.get("status") in ("done", "skipped"):
+                finished += 1
+                continue
+            text = item.step
+            if item.tasks[1] > 1:
+                done = sum(task_done(job, (index, item.tasks[1])) for index in range(item.tasks[1]))
+                text += f" {done}/{item.tasks[1]} tasks"
+            if any(states.get(job_id) == "RUNNING" for job_id in item.jobs):
+                text += " (running)"
+            parts.append(text)
+        line = " | ".join([f"{finished}/{len(submitted)} steps done", *parts])
+        if line != last:
+            print(f"[slurm {time.monotonic() - started:6.0f} s] {line}", file=sys.stderr, flush=True)
+            last = line
+        if not active:
+            return {job_id: states.get(job_id, "gone") for job_id in all_ids}
+        time.sleep(poll_s)
+
+
+def _marker(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def slurm_folder(config: ExecutorConfig, state_dir: Path) -> Path:
+    return Path(config.folder) if config.folder else state_dir / "slurm"
+
+
+def record_jobs(state_dir: Path, submitted: list[Submitted]) -> None:
+    """The ids this `dasd run` submitted, so that the next one can tell whether they are still queued."""
+    write_json_atomic(state_dir / "slurm" / "jobs.json", {item.step: item.jobs for item in submitted})
+
+
+def check_no_jobs_left(state_dir: Path) -> None:
+    """Refuse to submit while an earlier run's jobs are queued or running: they would write the same files."""
+    path = state_dir / "slurm" / "jobs.json"
+    earlier = [job_id for ids in _marker(path).values() for job_id in ids]
+    active = sorted(job_id for job_id, state in queue_states(earlier).items() if state in ACTIVE_STATES)
+    if active:
+        raise DasdError(
+            f"jobs of an earlier `dasd run` are still queued or running ({', '.join(active[:8])}"
+            f"{' …' if len(active) > 8 else ''}): wait for them (squeue), or scancel them, then rerun"
+        )

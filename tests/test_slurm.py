@@ -1,0 +1,168 @@
+"""`dasd run` with `executor: slurm` on a real single-node Slurm cluster (Debian's slurm-wlm: munged,
+slurmctld and slurmd on localhost, started and stopped here by tests/slurm/start.sh and stop.sh; `.ci/run`
+installs the packages). Without Slurm or root the tests are skipped with the reason — never faked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dasd.demo_world import world_dir
+from dasd.stages import demo
+
+pytestmark = pytest.mark.slow
+SCRIPTS = Path(__file__).parent / "slurm"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    missing = [tool for tool in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"Slurm is not installed ({', '.join(missing)}): apt-get install slurm-wlm (.ci/run does)")
+    if os.geteuid() != 0:
+        pytest.skip("a throwaway slurmd needs root")
+    # munged wants every folder above its socket world-searchable, which pytest's temporary folders are not
+    state = Path(tempfile.mkdtemp(prefix="dasd-slurm-"))
+    env = {
+        **os.environ,
+        "SLURM_PROTO_CTLD_PORT": str(_free_port()),
+        "SLURM_PROTO_SLURMD_PORT": str(_free_port()),
+        "SLURM_PROTO_MIN_JOB_AGE": "600",
+    }
+    started = subprocess.run([str(SCRIPTS / "start.sh"), str(state)], env=env, capture_output=True, text=True)
+    if started.returncode != 0:
+        subprocess.run([str(SCRIPTS / "stop.sh"), str(state)], capture_output=True)
+        pytest.fail(f"the test cluster did not start:\n{started.stderr[-3000:]}")
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(state / "slurm.conf")
+    try:
+        yield state
+    finally:
+        stopped = subprocess.run([str(SCRIPTS / "stop.sh"), str(state)], capture_output=True, text=True)
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous
+        assert stopped.returncode == 0, stopped.stderr
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _pipeline(work: Path, **tasks: int) -> Path:
+    """The demo's pipeline, reduced: 6 questions × 2 teacher samples, no RS branch or mixed policy; sample,
+    score and eval as job arrays, training as one job."""
+    world = world_dir()
+    config = demo.DemoConfig(workdir=str(work), train_questions=6, samples_per_temperature=1, eval_questions=4)
+    spec = demo.pipeline(config.model_copy(update={"eval_n": 2, "epochs": 1.0}), world)
+    spec["teacher"]["batch_size"] = 1  # one response at a time: a task can be cancelled with part of its file written
+    spec.update(
+        rs_baseline=False,
+        stages={"mix": False, "train_mixed": False, "provenance": False},
+        eval_models=["student", "high_temp"],
+        claims=[],
+        executor={
+            "name": "slurm",
+            "poll_s": 0.5,
+            "slurm": {"cpus_per_task": 1, "time_min": 30},
+            "steps": {stage: {"tasks": count} for stage, count in tasks.items()},
+        },
+    )
+    path = work.parent / f"pipeline-{'-'.join(f'{k}{v}' for k, v in tasks.items())}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _dasd_run(pipeline: Path, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dasd", "run", str(pipeline)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
+    )
+
+
+def _ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_a_pipeline_on_slurm_survives_a_cancelled_task_and_a_new_task_count(slurm_cluster, tmp_path):
+    work = tmp_path / "run"
+    pipeline = _pipeline(work, sample=2, score=2, eval=2)
+
+    # 1. Cancel one sample task once it has written part of its file: the run stops, the steps after it never run.
+    first = _dasd_run(pipeline)
+    jobs_file = work / ".dasd" / "slurm" / "jobs.json"
+    victim = None
+    deadline = time.monotonic() + 600
+    while victim is None and time.monotonic() < deadline and first.poll() is None:
+        shard = work / "sample" / "responses.shard-1-of-2.jsonl"
+        if jobs_file.exists() and shard.exists() and shard.read_bytes().count(b"\n") >= 1:
+            victim = json.loads(jobs_file.read_text())["sample"][1]  # [task 0, task 1, finalize]
+            subprocess.run(["scancel", victim], check=True)
+        time.sleep(0.2)
+    assert victim is not None, "sample task 1 never wrote a record"
+    _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 2, stderr.decode()[-3000:]
+    assert "rerun the same `dasd run` to resubmit only the unfinished tasks" in stderr.decode()
+    assert (work / ".dasd" / "tasks" / "sample" / "0-of-2.json").exists()
+    assert not (work / ".dasd" / "tasks" / "sample" / "1-of-2.json").exists()
+    partial = _ids(work / "sample" / "responses.shard-1-of-2.jsonl")
+
+    # 2. Rerun: only the cancelled task is resubmitted; it resumes from its own file; every id once.
+    second = _dasd_run(pipeline)
+    stdout, stderr = second.communicate(timeout=1200)
+    assert second.returncode == 0, stderr.decode()[-4000:]
+    submitted = json.loads(jobs_file.read_text())
+    assert len(submitted["sample"]) == 2  # task 1 of 2, then the finalize
+    resumed = json.loads((work / "sample" / "responses.shard-1-of-2.summary.json").read_text())
+    assert resumed["responses_already_done"] == len(partial) >= 1
+    responses = _ids(work / "sample" / "responses.jsonl")
+    assert len(responses) == len(set(responses)) == 6 * 2
+    assert sorted(_ids(work / "score" / "scored.jsonl")) == sorted(responses)
+    for model in ("student", "high_temp"):
+        samples = _ids(work / "eval" / model / "eval_questions" / "samples.jsonl")
+        assert len(samples) == len(set(samples)) == 4 * 2
+        assert json.loads((work / "eval" / model / "summary.json").read_text())["benchmarks"]["eval_questions"][
+            "complete"
+        ]
+    assert not [path for path in work.rglob("*.shard-*-of-*.jsonl") if ".errors." not in path.name]  # merged
+    assert "high_temp" in stdout.decode()
+
+    # 3. Another task count for every array: nothing finished is redone, nothing is submitted.
+    third = _dasd_run(_pipeline(work, sample=3, score=3, eval=3))
+    stdout, stderr = third.communicate(timeout=300)
+    assert third.returncode == 0, stderr.decode()[-3000:]
+    statuses = {row["step"]: row["status"] for row in json.loads((work / "run.summary.json").read_text())["steps"]}
+    assert set(statuses.values()) == {"cached"}, statuses
+    assert "submitted" not in stderr.decode()
+
+
+def test_a_failing_step_names_its_log_and_cancels_what_waits_for_it(slurm_cluster, tmp_path):
+    """A step that fails on a node: the run ends with the step, the job's last log lines and what to do; the
+    steps that read it are cancelled by Slurm, not left pending."""
+    work = tmp_path / "run"
+    pipeline = _pipeline(work, sample=2)
+    spec = yaml.safe_load(pipeline.read_text())
+    spec["questions"] = str(tmp_path / "missing.jsonl")  # found missing by the task on the node
+    pipeline.write_text(yaml.safe_dump(spec))
+    # nothing on the submit host opens the questions: the sample tasks find the file missing on the node
+    finished = _dasd_run(pipeline)
+    _, stderr = finished.communicate(timeout=600)
+    text = stderr.decode()
+    assert finished.returncode == 2, text[-3000:]
+    assert "sample: job" in text and "missing.jsonl: file not found" in text
+    assert "did not finish on Slurm (sample" in text
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
+    assert queue.strip() == "", queue  # nothing left pending on a dependency that can never be met
