@@ -209,9 +209,11 @@ TEACHER_RARE_SHARE = 0.1
 # 5e-4 even training on its *own* samples halved its accuracy (22.0 → 11.5 on unseen questions; 22.0
 # at 2e-5). A distilled 4B student has the skills and learns when to use them; so does this one now:
 # it writes carefully (and mostly right) in the teacher's common phrasing, tersely (and often wrong)
-# in its own — so SFT on teacher text could move it from the second to the first. Measured: it did not
-# (24.75 → 10.0 on dev at the best rate): it takes up the teacher's rarer phrasings faster than it learns
-# to compute in them, and its per-step losses compound over the chain (benchmarks/RESULTS.md).
+# in its own — so SFT on teacher text could move it from the second to the first. Measured on v4: it did
+# not (24.75 → 10.0 on dev at the best rate): under-fitted (FIT_STEPS), it took up the teacher's rarer
+# phrasings faster than it learnt to compute in them, and its per-step losses compounded over the chain.
+# Fitted 3× longer (v5) it starts at 53.5 on dev and keeps 51.0 after the recipe's data at 2e-5
+# (benchmarks/RESULTS.md).
 CAREFUL_SLIP_RATE = 0.03  # the student's slips per step when it writes out every step
 TERSE_SLIP_RATE = 0.1  # … and in its terse mental math (which also has the misconception)
 
