@@ -347,23 +347,27 @@ def test_released_data_with_logprobs_is_joined_and_decoded(tmp_path, tiny_llama_
     assert [s["part"] for s in first["sentences"]].count("reasoning") == 2
 
 
-def test_shards_under_a_launcher_cover_every_record_once(tmp_path, tiny_llama_smollm2, monkeypatch):
-    """RANK/WORLD_SIZE (set by accelerate launch / torchrun) split the records into shard files."""
-    records = [
+def _scorable(count: int) -> list[dict]:
+    """Responses with reasoning, an answer and raw teacher log-probs over two reasoning tokens."""
+    return [
         {
             "id": f"r{i}",
             "messages": [{"role": "user", "content": f"Q{i}?"}],
-            "reasoning": f"Step {i}.",
+            "reasoning": f"Step {i:02d}. Then more.",
             "content": "A.",
             "logprob_mode": "raw",
             "teacher_logprobs": {
-                "reasoning": {"offsets": [[0, len(f"Step {i}.")]], "logprobs": [-0.5]},
+                "reasoning": {"offsets": [[0, 8], [8, 19]], "logprobs": [-0.5, -0.25]},
                 "content": {"offsets": [[0, 2]], "logprobs": [-0.1]},
             },
         }
-        for i in range(12)
+        for i in range(count)
     ]
-    path = write_jsonl(tmp_path / "in.jsonl", records)
+
+
+def test_shards_under_a_launcher_cover_every_record_once(tmp_path, tiny_llama_smollm2, monkeypatch):
+    """RANK/WORLD_SIZE (set by accelerate launch / torchrun) split the records into shard files."""
+    path = write_jsonl(tmp_path / "in.jsonl", _scorable(12))
     monkeypatch.setenv("WORLD_SIZE", "3")
     for rank in range(3):
         monkeypatch.setenv("RANK", str(rank))
@@ -399,3 +403,43 @@ def test_log_probs_not_verified_raw_are_refused_unless_allowed(tmp_path, tiny_ll
         )
     )
     assert allowed["records_scored"] == 3 and allowed["unverified_logprobs_scored"] == 2
+
+
+def test_parquet_outputs_hold_exactly_what_jsonl_holds_and_shards_merge(tmp_path, tiny_llama_smollm2):
+    """`output=*.parquet` (a folder of parts, log-probs as list columns): two sample shards and the merging
+    run give the same records as one JSONL run, every id once; score reads that folder and writes Parquet
+    equal to its JSONL output."""
+    from dasd.io import read_records
+
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"id": f"q{i}", "prompt": f"Say {i}."} for i in range(6)])
+
+    def sampled(output, *extra):
+        settings = ["max_new_tokens=6", "schedule=[{temperature: 1.0, n: 2}]", f"backend.model={tiny_llama_smollm2}"]
+        return sample.run(
+            load_config(sample.SampleConfig, None, [f"input={questions}", f"output={output}", *settings, *extra])
+        )
+
+    sampled(tmp_path / "responses.jsonl")
+    for index in (0, 1):
+        sampled(tmp_path / "responses.parquet", f"shard={index}/2")
+    assert (tmp_path / "responses.shard-1-of-2.parquet" / "part-000000.parquet").exists()
+    assert sampled(tmp_path / "responses.parquet")["responses_written"] == 0  # merges, generates nothing
+    as_jsonl = sorted((record for _, record in read_records(tmp_path / "responses.jsonl")), key=lambda r: r["id"])
+    as_parquet = sorted((record for _, record in read_records(tmp_path / "responses.parquet")), key=lambda r: r["id"])
+    assert len(as_parquet) == 12 and as_parquet == as_jsonl
+    assert not list(tmp_path.glob("responses.shard-*.parquet"))
+
+    # score: records with reasoning and teacher log-probs, given as JSONL and as Parquet
+    from dasd.io import ParquetRecordWriter
+
+    records = _scorable(5)
+    write_jsonl(tmp_path / "in.jsonl", records)
+    with ParquetRecordWriter(tmp_path / "in.parquet", rows_per_part=2) as writer:  # three parts
+        for record in records:
+            writer.write(record)
+    scored = {}
+    for kind in ("jsonl", "parquet"):
+        settings = [f"input={tmp_path / f'in.{kind}'}", f"output={tmp_path / f'scored.{kind}'}"]
+        score.run(load_config(score.ScoreConfig, None, [*settings, f"student.model={tiny_llama_smollm2}"]))
+        scored[kind] = sorted((r for _, r in read_records(tmp_path / f"scored.{kind}")), key=lambda r: r["id"])
+    assert len(scored["parquet"]) == 5 and scored["parquet"] == scored["jsonl"]

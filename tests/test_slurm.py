@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from dasd.demo_world import world_dir
+from dasd.io import read_records
 from dasd.stages import demo
 
 pytestmark = pytest.mark.slow
@@ -63,7 +64,7 @@ def slurm_cluster():
         shutil.rmtree(state, ignore_errors=True)
 
 
-def _pipeline(work: Path, **tasks: int) -> Path:
+def _pipeline(work: Path, record_format: str = "jsonl", **tasks: int) -> Path:
     """The demo's pipeline, reduced: 6 questions × 2 teacher samples, no RS branch or mixed policy; sample,
     score and eval as job arrays, training as one job."""
     world = world_dir()
@@ -75,6 +76,7 @@ def _pipeline(work: Path, **tasks: int) -> Path:
         stages={"mix": False, "train_mixed": False, "provenance": False},
         eval_models=["student", "high_temp"],
         claims=[],
+        record_format=record_format,
         executor={
             "name": "slurm",
             "poll_s": 0.5,
@@ -94,7 +96,7 @@ def _dasd_run(pipeline: Path, **popen) -> subprocess.Popen:
 
 
 def _ids(path: Path) -> list[str]:
-    return [json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()]
+    return [record["id"] for _, record in read_records(path)]
 
 
 def test_a_pipeline_on_slurm_survives_a_cancelled_task_and_a_new_task_count(slurm_cluster, tmp_path):
@@ -166,3 +168,18 @@ def test_a_failing_step_names_its_log_and_cancels_what_waits_for_it(slurm_cluste
     assert "did not finish on Slurm (sample" in text
     queue = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
     assert queue.strip() == "", queue  # nothing left pending on a dependency that can never be met
+
+
+def test_parquet_records_through_job_arrays(slurm_cluster, tmp_path):
+    """`record_format: parquet`: the shard tasks write folders of parts, the finalize merges them, every later
+    step reads them; every id once."""
+    work = tmp_path / "run"
+    finished = _dasd_run(_pipeline(work, record_format="parquet", sample=2, score=2))
+    _, stderr = finished.communicate(timeout=900)
+    assert finished.returncode == 0, stderr.decode()[-4000:]
+    responses = _ids(work / "sample" / "responses.parquet")
+    assert len(responses) == len(set(responses)) == 6 * 2
+    assert sorted(_ids(work / "score" / "scored.parquet")) == sorted(responses)
+    assert list((work / "sample" / "responses.parquet").glob("part-*.parquet"))
+    assert not list(work.rglob("*.shard-*-of-*.parquet"))
+    assert (work / "filter" / "filtered.parquet").is_dir() and (work / "sft" / "das" / "sft.jsonl").exists()

@@ -149,8 +149,10 @@ def _run_stage(job: StepJob, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_shard(job: StepJob, shard: tuple[int, int]) -> str:
-    """One task of a job array: the stage on shard i/n; its marker once it finished."""
-    _run_stage(job, {**job.config, "shard": f"{shard[0]}/{shard[1]}"})
+    """One task of a job array: the stage on shard i/n; its marker once it finished. A step that will be
+    skipped (its model was not produced) does no work here: its finalize records why."""
+    if not (job.skip_if and job.skip_if()):
+        _run_stage(job, {**job.config, "shard": f"{shard[0]}/{shard[1]}"})
     write_json_atomic(task_marker(job, shard), {"fingerprint": job.fingerprint, "time": time.time()})
     return f"{job.name} shard {shard[0]}/{shard[1]} done"
 

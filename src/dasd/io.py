@@ -18,6 +18,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -60,6 +61,13 @@ def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]
     if _is_hf_dataset_dir(path):
         yield from _iter_hf_dataset(path)
         return
+    if path.is_dir() and _parquet_parts(path):  # a Parquet output of dasd (or any folder of part-*.parquet)
+        row_number = 0
+        for part in _parquet_parts(path):
+            for _, record in _iter_parquet(part):
+                row_number += 1
+                yield row_number, record
+        return
     if path.is_dir():
         raise InputError(str(path), None, None, "is a folder, not a JSONL/Parquet file or a saved dataset")
     if path.suffix == ".parquet":
@@ -92,9 +100,10 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         table_file = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise InputError(str(path), None, None, f"cannot read Parquet: {exc}") from None
+    ours = (table_file.schema_arrow.metadata or {}).get(b"dasd.layout") == PARQUET_LAYOUT
     row_number = 0
-    for batch in table_file.iter_batches(batch_size=1024):
-        for record in batch.to_pylist():
+    for batch in table_file.iter_batches(batch_size=256 if ours else 1024):
+        for record in _table_records(batch) if ours else batch.to_pylist():
             row_number += 1
             yield row_number, record
 
@@ -138,7 +147,15 @@ def dumps_record(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
-_SHARD_NAME = re.compile(r"^(?P<stem>.+)\.shard-(?P<index>\d+)-of-(?P<count>\d+)\.jsonl$")
+_SHARD_NAME = re.compile(r"^(?P<stem>.+)\.shard-(?P<index>\d+)-of-(?P<count>\d+)\.(?P<ext>jsonl|parquet)$")
+
+
+def _split_name(path: Path) -> tuple[str, str]:
+    """`scored.jsonl` -> ("scored", "jsonl"); `scored.parquet` -> ("scored", "parquet")."""
+    for ext in ("jsonl", "parquet"):
+        if path.name.endswith("." + ext):
+            return path.name[: -len(ext) - 1], ext
+    return path.stem, "jsonl"
 
 
 def shard_output(output: str | os.PathLike, shard: tuple[int, int] | None) -> str:
@@ -146,26 +163,28 @@ def shard_output(output: str | os.PathLike, shard: tuple[int, int] | None) -> st
 
     >>> shard_output("runs/x/scored.jsonl", (1, 4))
     'runs/x/scored.shard-1-of-4.jsonl'
+    >>> shard_output("runs/x/scored.parquet", (0, 2))
+    'runs/x/scored.shard-0-of-2.parquet'
     >>> shard_output("runs/x/scored.jsonl", None)
     'runs/x/scored.jsonl'
     """
     if shard is None:
         return str(output)
     path = Path(output)
-    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
-    return str(path.with_name(f"{stem}.shard-{shard[0]}-of-{shard[1]}.jsonl"))
+    stem, ext = _split_name(path)
+    return str(path.with_name(f"{stem}.shard-{shard[0]}-of-{shard[1]}.{ext}"))
 
 
 def shard_files(output: str | os.PathLike) -> list[Path]:
     """The shard files of `output` that exist, of any shard count, in name order (sidecars excluded)."""
     path = Path(output)
-    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
+    stem, ext = _split_name(path)
     if not path.parent.is_dir():
         return []
     return sorted(
         candidate
         for candidate in path.parent.iterdir()
-        if (match := _SHARD_NAME.match(candidate.name)) and match["stem"] == stem
+        if (match := _SHARD_NAME.match(candidate.name)) and match["stem"] == stem and match["ext"] == ext
     )
 
 
@@ -174,11 +193,15 @@ def _shard_siblings(path: Path) -> list[Path]:
     match = _SHARD_NAME.match(path.name)
     if not match:
         return []
-    merged = path.with_name(f"{match['stem']}.jsonl")
+    merged = path.with_name(f"{match['stem']}.{match['ext']}")
     return [candidate for candidate in [merged, *shard_files(merged)] if candidate != path and candidate.exists()]
 
 
 def _ids_in(path: Path, id_field: str) -> set[str]:
+    if path.is_dir():  # a Parquet output: only its id column is read
+        import pyarrow.parquet as pq
+
+        return {str(value) for part in _parquet_parts(path) for value in pq.read_table(part, columns=[id_field])[0]}
     ids = set()
     with open(path, "rb") as handle:
         for line in handle:
@@ -315,7 +338,7 @@ def sidecar(output: str | os.PathLike, kind: str, suffix: str) -> Path:
     """`runs/x/responses.jsonl` -> `runs/x/responses.<kind><suffix>` (errors, config, summary files)."""
     output = Path(output)
     name = output.name
-    for ext in (".jsonl.gz", ".jsonl", ".json"):
+    for ext in (".jsonl.gz", ".jsonl", ".json", ".parquet"):
         if name.endswith(ext):
             name = name[: -len(ext)]
             break
@@ -365,7 +388,7 @@ def merge_shards(output: str | os.PathLike, *, id_field: str = "id") -> dict[str
     counts = {"shards": len(shards), "merged": 0, "already_merged": 0, "duplicates": 0}
     if not shards:
         return counts
-    writer = RecordWriter(output, id_field=id_field)
+    writer = open_writer(output, id_field=id_field)
     merged_before = set(writer.done)
     for shard in shards:
         for _, record in iter_records(shard):
@@ -376,8 +399,147 @@ def merge_shards(output: str | os.PathLike, *, id_field: str = "id") -> dict[str
             writer.write(record)
             counts["merged"] += 1
     writer.finish()
-    with open(output, "rb") as handle:
-        os.fsync(handle.fileno())
+    if output.is_file():
+        with open(output, "rb") as handle:
+            os.fsync(handle.fileno())
     for shard in shards:  # its summary, config and errors stay, for the record of what each task did
-        shard.unlink()
+        shutil.rmtree(shard) if shard.is_dir() else shard.unlink()
     return counts
+
+
+# --- Parquet outputs -------------------------------------------------------------------------------------
+
+PARQUET_LAYOUT = b"dasd-records-v1"
+PARTS = ("reasoning", "content")
+
+
+def _parquet_parts(folder: Path) -> list[Path]:
+    return sorted(folder.glob("part-*.parquet"))
+
+
+def records_to_table(records: list[dict[str, Any]], logprob_field: str = "teacher_logprobs"):
+    """Records as an Arrow table: the id, the log-prob offsets and values of each part as list columns, and
+    everything else as one JSON string per row — lossless for records whose other fields vary in shape.
+
+    >>> table = records_to_table([{"id": "a", "teacher_logprobs": {"reasoning": {"offsets": [[0, 2]],
+    ...     "logprobs": [-0.5]}, "content": {"offsets": [], "logprobs": []}}, "meta": {"k": 1}}])
+    >>> table.column_names[:3], table.column_names[3:5]
+    (['id', 'record', 'has_logprobs'], ['reasoning_offsets', 'content_offsets'])
+    >>> list(_table_records(table)) == [{"id": "a", "meta": {"k": 1}, "teacher_logprobs": {"reasoning":
+    ...     {"offsets": [[0, 2]], "logprobs": [-0.5]}, "content": {"offsets": [], "logprobs": []}}}]
+    True
+    """
+    import pyarrow as pa
+
+    columns: dict[str, list] = {
+        "id": [],
+        "record": [],
+        "has_logprobs": [],
+        **{f"{part}_{kind}": [] for part in PARTS for kind in ("offsets", "logprobs")},
+    }
+    for record in records:
+        logprobs = record.get(logprob_field)
+        # a record without log-probs keeps its field (null) or its absence in the JSON, as it was
+        rest = record if logprobs is None else {key: value for key, value in record.items() if key != logprob_field}
+        columns["id"].append(str(record["id"]))
+        columns["record"].append(dumps_record(rest))
+        columns["has_logprobs"].append(logprobs is not None)
+        for part in PARTS:
+            values = (logprobs or {}).get(part) or {"offsets": [], "logprobs": []}
+            columns[f"{part}_offsets"].append([value for pair in values["offsets"] for value in pair])
+            columns[f"{part}_logprobs"].append(values["logprobs"])
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("record", pa.string()),
+            ("has_logprobs", pa.bool_()),
+            *((f"{part}_offsets", pa.list_(pa.int32())) for part in PARTS),
+            *((f"{part}_logprobs", pa.list_(pa.float64())) for part in PARTS),
+        ],
+        metadata={b"dasd.layout": PARQUET_LAYOUT, b"dasd.logprob_field": logprob_field.encode()},
+    )
+    return pa.table({name: columns[name] for name in schema.names}, schema=schema)
+
+
+def _table_records(table) -> Iterator[dict[str, Any]]:
+    """The records `records_to_table` stored (offsets flattened as start, end, start, end, …)."""
+    field = (table.schema.metadata or {}).get(b"dasd.logprob_field", b"teacher_logprobs").decode()
+    data = {name: table.column(name).to_pylist() for name in table.column_names}
+    for row in range(table.num_rows):
+        record = json.loads(data["record"][row])
+        if data["has_logprobs"][row]:
+            record[field] = {
+                part: {
+                    "offsets": [list(pair) for pair in zip(*[iter(data[f"{part}_offsets"][row])] * 2)],
+                    "logprobs": data[f"{part}_logprobs"][row],
+                }
+                for part in PARTS
+            }
+        yield record
+
+
+class ParquetRecordWriter:
+    """A resumable Parquet output (`<name>.parquet/`, a folder of part files, as `datasets` reads them):
+    records are kept in memory and written `rows_per_part` at a time as one part (via a temporary file
+    and a rename), so a killed run loses at most the records of its unwritten part, which the next run
+    redoes. Same interface as `RecordWriter` (`done`, `write`, `finish`, `close`), shards included."""
+
+    def __init__(self, path: str | os.PathLike, *, id_field: str = "id", rows_per_part: int = 1000):
+        self.path = Path(path)
+        self.id_field = id_field
+        self.rows_per_part = rows_per_part
+        self.repaired_bytes = 0
+        self._buffer: list[dict[str, Any]] = []
+        self.done: set[str] = set()
+        if self.path.is_dir():
+            for leftover in self.path.glob("*.tmp"):  # a part whose write was cut
+                leftover.unlink()
+            self.done = _ids_in(self.path, id_field)
+        self._next_part = len(_parquet_parts(self.path)) if self.path.is_dir() else 0
+        self.elsewhere = 0
+        for sibling in _shard_siblings(self.path):
+            ids = _ids_in(sibling, id_field) - self.done
+            self.elsewhere += len(ids)
+            self.done |= ids
+
+    def touch(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._buffer.append(record)
+        self.done.add(str(record[self.id_field]))
+        if len(self._buffer) >= self.rows_per_part:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow.parquet as pq
+
+        if not self._buffer:
+            return
+        self.touch()
+        final = self.path / f"part-{self._next_part:06d}.parquet"
+        tmp = final.with_name(final.name + ".tmp")
+        pq.write_table(records_to_table(self._buffer), tmp, compression="zstd")
+        os.replace(tmp, final)
+        self._next_part += 1
+        self._buffer = []
+
+    def close(self) -> None:
+        self._flush()
+
+    def finish(self) -> None:
+        self.touch()
+        self._flush()
+
+    def __enter__(self) -> ParquetRecordWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_writer(path: str | os.PathLike, *, id_field: str = "id") -> RecordWriter | ParquetRecordWriter:
+    """The resumable writer for an output: Parquet parts for `*.parquet`, else JSONL."""
+    if str(path).endswith(".parquet"):
+        return ParquetRecordWriter(path, id_field=id_field)
+    return RecordWriter(path, id_field=id_field)

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Backend, BackendConfig, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
+from .base import (
+    Backend,
+    BackendConfig,
+    GenerationRequest,
+    GenerationResult,
+    ScoreRequest,
+    ScoreResult,
+    with_launch_log,
+)
 
 __all__ = [
+    "with_launch_log",
     "Backend",
     "BackendConfig",
     "GenerationRequest",

@@ -9,6 +9,7 @@ sampled token under the model's raw distribution (temperature 1, no top-k/top-p)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -76,6 +77,16 @@ class BackendConfig(ModelConfig):
     extra_body: dict[str, Any] = Field(
         default_factory=dict,
         description="openai: extra JSON fields sent with every request (e.g. {skip_special_tokens: false})",
+    )
+    launch: str | None = Field(
+        None,
+        description="openai: start the server on this node first, from this command template with {model} and "
+        "{port} (e.g. 'vllm serve {model} --port {port} --logprobs-mode raw_logprobs'); dasd waits for its "
+        "/health, uses it instead of base_urls, and stops it when the stage ends, also on failure",
+    )
+    launch_timeout_s: float = Field(900.0, gt=0, description="openai: seconds a launched server has to become healthy")
+    launch_log: str | None = Field(
+        None, description="openai: the launched server's log file (default: beside the stage's output)"
     )
     # --- vllm ---
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model replica")
@@ -180,3 +191,10 @@ class Backend:
 
     def stats(self) -> dict[str, Any]:
         return {}
+
+
+def with_launch_log(config: BackendConfig, path: str | os.PathLike) -> BackendConfig:
+    """`config` with its launched server's log at `path`, unless it names one (or launches nothing)."""
+    if config.launch is None or config.launch_log is not None:
+        return config
+    return config.model_copy(update={"launch_log": str(path)})

@@ -24,6 +24,7 @@ import queue
 import random
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ..errors import DasdError
@@ -109,6 +110,17 @@ class OpenAIBackend(Backend):
             raise DasdError(
                 "backend.mode=completions renders the prompt locally: set backend.tokenizer (or prompt_format=harmony)"
             )
+        self.server = None
+        if config.launch:  # a server of its own on this node, stopped by close()
+            from ..launch import LaunchedServer
+
+            self.server = LaunchedServer(
+                config.launch,
+                model=config.model,
+                log_path=Path(config.launch_log or f"dasd-server-{os.getpid()}.log"),
+                timeout_s=config.launch_timeout_s,
+            )
+            self.config = config = config.model_copy(update={"base_urls": [self.server.start()]})
         if not config.base_urls:
             raise DasdError("backend.base_urls is empty")
         self.api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
@@ -470,6 +482,10 @@ class OpenAIBackend(Backend):
             thread.join(timeout=5)
         if failure:
             raise failure[0]
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from ..ablation import graded_samples
 from ..answers import BoundedVerifier, grade_records
-from ..backends import BackendConfig, make_backend
+from ..backends import BackendConfig, make_backend, with_launch_log
 from ..benchmarks import CHOICE_SUFFIX, DEFAULT_MAX_NEW_TOKENS, FALLBACK_MAX_NEW_TOKENS, MATH_SUFFIX, load_benchmark
 from ..config import StageConfig, dump_config
 from ..errors import DasdError
@@ -239,8 +239,9 @@ def run(config: EvalConfig) -> dict[str, Any]:
                 errors.reset()
                 if requests:
                     if backend is None:
+                        server_log = Path(shard_output(output_dir / "server.jsonl", shard)).with_suffix(".log")
                         backend = make_backend(
-                            config.backend,
+                            with_launch_log(config.backend, server_log),
                             chat_template_kwargs=config.chat_template_kwargs,
                             prompt_format=config.prompt_format,
                             reasoning_format=config.reasoning_format,

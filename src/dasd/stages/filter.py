@@ -21,7 +21,7 @@ from ..assets import load_tokenizer
 from ..config import StageConfig, dump_config
 from ..errors import ConfigError, InputError
 from ..filters import CorrectnessConfig, DedupeConfig, FilterChain, LengthConfig, RepetitionConfig, StructureConfig
-from ..io import RecordWriter, batched, iter_records, sidecar, write_json_atomic
+from ..io import RecordWriter, batched, iter_records, open_writer, sidecar, write_json_atomic
 from ..progress import Progress, format_summary
 from ..records import RESPONSE_FIELDS, check_fields
 from ..render import DEFAULT_SYSTEM_PROMPT
@@ -29,7 +29,10 @@ from ..render import DEFAULT_SYSTEM_PROMPT
 
 class FilterConfig(StageConfig):
     input: str = Field(..., description="response records (sampled or scored; a glob reads several files)")
-    output: str = Field(..., description="kept records JSONL; rejected ones go to <name>.rejected.jsonl")
+    output: str = Field(
+        ...,
+        description="kept records: JSONL, or *.parquet (a folder of parts); rejected ones go to <name>.rejected.jsonl",
+    )
     student_tokenizer: str | None = Field(
         None, description="student tokenizer folder or asset name, for the length filter"
     )
@@ -69,7 +72,7 @@ def run(config: FilterConfig) -> dict[str, Any]:
         raise InputError(config.input, None, None, "no records (empty file)")
 
     # 2. Resume: ids already kept or rejected are done; the kept ones still count as seen for dedupe.
-    kept = RecordWriter(config.output)
+    kept = open_writer(config.output)
     rejected = RecordWriter(sidecar(config.output, "rejected", ".jsonl"))
     done = kept.done | rejected.done
     dump_config(config, sidecar(config.output, "config", ".yaml"))

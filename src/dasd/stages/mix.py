@@ -35,7 +35,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..assets import load_tokenizer
-from ..backends import BackendConfig, GenerationRequest, make_backend
+from ..backends import BackendConfig, GenerationRequest, make_backend, with_launch_log
 from ..config import StageConfig, dump_config
 from ..errors import InputError
 from ..figures import plot_cutoff
@@ -170,7 +170,10 @@ def rollouts(
             0,
         )
     if requests:
-        student = make_backend(config.student, chat_template_kwargs=config.student_chat_template_kwargs)
+        student = make_backend(
+            with_launch_log(config.student, path.with_suffix(".server.log")),
+            chat_template_kwargs=config.student_chat_template_kwargs,
+        )
         try:
             generate_records(
                 student,
@@ -259,7 +262,7 @@ def continuations(
         )
     if requests:
         teacher = make_backend(
-            config.teacher,
+            with_launch_log(config.teacher, path.with_suffix(".server.log")),
             chat_template_kwargs=config.teacher_chat_template_kwargs,
             prompt_format=config.teacher_prompt_format,
             reasoning_format=config.teacher_reasoning_format,

@@ -41,6 +41,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..answers import BoundedVerifier, grade_records
+from ..backends import with_launch_log
 from ..config import StageConfig, dump_config
 from ..errors import ConfigError, InputError
 from ..figures import plot_provenance_example, plot_provenance_positions
@@ -166,7 +167,7 @@ def score_role(
     todo = [record for record in records if record["id"] not in writer.done]
     if todo:
         scorer = make_token_scorer(
-            config,
+            with_launch_log(config, folder / f"server.{role}.log"),
             system_prompt=config.system_prompt,
             chat_template_kwargs=config.chat_template_kwargs,
             prompt_format=config.prompt_format,

@@ -62,8 +62,8 @@ def _summaries(run_dir: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
     """Every `*summary.json` under the folder with a `stage` key, grouped by stage."""
     found: dict[str, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
     for path in sorted(run_dir.rglob("*summary.json")):
-        if "report" in path.relative_to(run_dir).parts[:1]:
-            continue
+        if "report" in path.relative_to(run_dir).parts[:1] or ".shard-" in path.name:
+            continue  # the report's own files; one task's part of a sharded step (the merged summary counts)
         try:
             payload = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
@@ -157,6 +157,11 @@ class PipelineConfig(StageConfig):
         description="where the steps run: local (here, in order) or slurm (jobs; resources per step, README: "
         "running on a cluster)",
     )
+    record_format: Literal["jsonl", "parquet"] = Field(
+        "jsonl",
+        description="files of the big record steps (sample, score, filter): jsonl, or parquet (folders of parts, "
+        "log-probs as list columns; README: running on a cluster)",
+    )
     threads: int | None = Field(
         None,
         ge=1,
@@ -214,7 +219,8 @@ def plan(config: PipelineConfig) -> list[Step]:
         if enabled[switch]:
             steps.append(step)
 
-    sample_out = work / "sample" / "responses.jsonl"
+    ext = config.record_format
+    sample_out = work / "sample" / f"responses.{ext}"
     add(
         Step(
             "sample",
@@ -225,7 +231,7 @@ def plan(config: PipelineConfig) -> list[Step]:
         ),
         "sample",
     )
-    score_out = work / "score" / "scored.jsonl"
+    score_out = work / "score" / f"scored.{ext}"
     add(
         Step(
             "score",
@@ -236,7 +242,7 @@ def plan(config: PipelineConfig) -> list[Step]:
         ),
         "score",
     )
-    filter_out = work / "filter" / "filtered.jsonl"
+    filter_out = work / "filter" / f"filtered.{ext}"
     add(
         Step(
             "filter",

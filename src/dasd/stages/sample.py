@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..backends import BackendConfig, make_backend
+from ..backends import BackendConfig, make_backend, with_launch_log
 from ..config import StageConfig, dump_config
 from ..generation import GenerationOutcome, TemperatureStep, build_requests, generate_records
-from ..io import ErrorLog, RecordWriter, merge_shards, shard_output, sidecar, write_json_atomic
+from ..io import ErrorLog, merge_shards, open_writer, shard_output, sidecar, write_json_atomic
 from ..progress import format_summary
 from ..records import in_shard, load_questions, parse_shard
 
@@ -31,7 +31,11 @@ class SampleConfig(StageConfig):
     input: str = Field(
         ..., description="questions file: JSONL/JSONL.gz/Parquet/saved HF dataset, or the released DASD format"
     )
-    output: str = Field(..., description="response records JSONL (appended to; ids already there are skipped)")
+    output: str = Field(
+        ...,
+        description="response records: JSONL (appended to), or *.parquet (a folder of parts); ids already "
+        "there are skipped",
+    )
     backend: BackendConfig = Field(..., description="generation backend")
     schedule: list[TemperatureStep] = Field(
         default_factory=lambda: [TemperatureStep(temperature=0.6, n=4), TemperatureStep(temperature=1.0, n=8)],
@@ -82,7 +86,7 @@ def run(config: SampleConfig) -> dict[str, Any]:
     output = shard_output(config.output, shard)
     if shard is None:
         merge_shards(config.output)
-    writer = RecordWriter(output)
+    writer = open_writer(output)
     requests, context = build_requests(
         questions,
         writer.done,
@@ -100,7 +104,7 @@ def run(config: SampleConfig) -> dict[str, Any]:
     probe = None
     if requests:
         backend = make_backend(
-            config.backend,
+            with_launch_log(config.backend, sidecar(output, "server", ".log")),
             chat_template_kwargs=config.chat_template_kwargs,
             prompt_format=config.prompt_format,
             reasoning_format=config.reasoning_format,

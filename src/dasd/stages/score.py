@@ -31,10 +31,20 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..backends import BackendConfig
+from ..backends import BackendConfig, with_launch_log
 from ..config import StageConfig, dump_config
 from ..errors import InputError
-from ..io import ErrorLog, RecordWriter, batched, iter_records, merge_shards, shard_output, sidecar, write_json_atomic
+from ..io import (
+    ErrorLog,
+    RecordWriter,
+    batched,
+    iter_records,
+    merge_shards,
+    open_writer,
+    shard_output,
+    sidecar,
+    write_json_atomic,
+)
 from ..progress import Progress, format_summary
 from ..records import SENTENCE_TYPES, check_fields, in_shard, parse_shard
 from ..render import DEFAULT_SYSTEM_PROMPT
@@ -48,7 +58,11 @@ class ScoreConfig(StageConfig):
         description="response records (JSONL/Parquet/…; a glob reads several files), or the text release "
         "with released_logprobs",
     )
-    output: str = Field(..., description="scored records JSONL (appended to; ids already there are skipped)")
+    output: str = Field(
+        ...,
+        description="scored records: JSONL (appended to), or *.parquet (a folder of parts); ids already there "
+        "are skipped",
+    )
     student: BackendConfig = Field(
         ...,
         description="the student model that will be trained: local (hf), or served (name=openai: prompt "
@@ -168,12 +182,12 @@ def run(config: ScoreConfig) -> dict[str, Any]:
     # done; the run without shard merges the shard files into the output first.
     if shard is None:
         merge_shards(config.output)
-    writer = RecordWriter(output)
+    writer = open_writer(output)
     errors = ErrorLog(sidecar(output, "errors", ".jsonl"))
     errors.reset()
     dump_config(config, sidecar(output, "config", ".yaml"))
     scorer = make_token_scorer(
-        config.student,
+        with_launch_log(config.student, sidecar(output, "server", ".log")),
         system_prompt=config.system_prompt,
         chat_template_kwargs=config.chat_template_kwargs,
         batching=config.batching,
