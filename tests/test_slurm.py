@@ -112,7 +112,9 @@ def test_a_pipeline_on_slurm_survives_a_cancelled_task_and_a_new_task_count(slur
         shard = work / "sample" / "responses.shard-1-of-2.jsonl"
         if jobs_file.exists() and shard.exists() and shard.read_bytes().count(b"\n") >= 1:
             victim = json.loads(jobs_file.read_text())["sample"][1]  # [task 0, task 1, finalize]
-            subprocess.run(["scancel", victim], check=True)
+            # SIGKILL at once, as a pre-emption or a dead node would: a plain scancel sends SIGTERM, which
+            # submitit's tasks ignore until KillWait, long enough for this small shard to finish
+            subprocess.run(["scancel", "--signal=KILL", victim], check=True)
         time.sleep(0.2)
     assert victim is not None, "sample task 1 never wrote a record"
     _, stderr = first.communicate(timeout=600)
@@ -120,7 +122,8 @@ def test_a_pipeline_on_slurm_survives_a_cancelled_task_and_a_new_task_count(slur
     assert "rerun the same `dasd run` to resubmit only the unfinished tasks" in stderr.decode()
     assert (work / ".dasd" / "tasks" / "sample" / "0-of-2.json").exists()
     assert not (work / ".dasd" / "tasks" / "sample" / "1-of-2.json").exists()
-    partial = _ids(work / "sample" / "responses.shard-1-of-2.jsonl")
+    killed_file = (work / "sample" / "responses.shard-1-of-2.jsonl").read_bytes()
+    partial = killed_file.split(b"\n")[:-1]  # complete lines only: SIGKILL may have torn the last one
 
     # 2. Rerun: only the cancelled task is resubmitted; it resumes from its own file; every id once.
     second = _dasd_run(pipeline)

@@ -151,9 +151,12 @@ def _run_stage(job: StepJob, config: dict[str, Any]) -> dict[str, Any]:
 def run_shard(job: StepJob, shard: tuple[int, int]) -> str:
     """One task of a job array: the stage on shard i/n; its marker once it finished. A step that will be
     skipped (its model was not produced) does no work here: its finalize records why."""
+    result: dict[str, Any] = {}
     if not (job.skip_if and job.skip_if()):
-        _run_stage(job, {**job.config, "shard": f"{shard[0]}/{shard[1]}"})
-    write_json_atomic(task_marker(job, shard), {"fingerprint": job.fingerprint, "time": time.time()})
+        result = _run_stage(job, {**job.config, "shard": f"{shard[0]}/{shard[1]}"}) or {}
+    tokens = result.get("completion_tokens", result.get("student_tokens_scored", 0))  # sample / score
+    marker = {"fingerprint": job.fingerprint, "time": time.time(), "tokens": tokens if isinstance(tokens, int) else 0}
+    write_json_atomic(task_marker(job, shard), marker)
     return f"{job.name} shard {shard[0]}/{shard[1]} done"
 
 
@@ -360,8 +363,17 @@ def follow(submitted: list[Submitted], jobs: dict[str, StepJob], poll_s: float) 
                 continue
             text = item.step
             if item.tasks[1] > 1:
-                done = sum(task_done(job, (index, item.tasks[1])) for index in range(item.tasks[1]))
-                text += f" {done}/{item.tasks[1]} tasks"
+                total = item.tasks[1]
+                markers = [_marker(task_marker(job, (index, total))) for index in range(total)]
+                finished_now = [m for m in markers if m.get("fingerprint") == job.fingerprint and m["time"] >= item.at]
+                done = sum(m.get("fingerprint") == job.fingerprint for m in markers)
+                text += f" {done}/{total} tasks"
+                elapsed = time.time() - item.at
+                if finished_now and done < total:  # the tasks finished so far, at the same pace
+                    text += f", ETA ~{elapsed / len(finished_now) * (total - done):.0f} s"
+                tokens = sum(m.get("tokens", 0) for m in finished_now)
+                if tokens:
+                    text += f", {tokens / elapsed:,.0f} tok/s"
             if any(states.get(job_id) == "RUNNING" for job_id in item.jobs):
                 text += " (running)"
             parts.append(text)
