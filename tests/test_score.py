@@ -347,7 +347,7 @@ def test_released_data_with_logprobs_is_joined_and_decoded(tmp_path, tiny_llama_
     assert [s["part"] for s in first["sentences"]].count("reasoning") == 2
 
 
-def _scorable(count: int) -> list[dict]:
+def _scorable_records(count: int) -> list[dict]:
     """Responses with reasoning, an answer and raw teacher log-probs over two reasoning tokens."""
     return [
         {
@@ -367,7 +367,7 @@ def _scorable(count: int) -> list[dict]:
 
 def test_shards_under_a_launcher_cover_every_record_once(tmp_path, tiny_llama_smollm2, monkeypatch):
     """RANK/WORLD_SIZE (set by accelerate launch / torchrun) split the records into shard files."""
-    path = write_jsonl(tmp_path / "in.jsonl", _scorable(12))
+    path = write_jsonl(tmp_path / "in.jsonl", _scorable_records(12))
     monkeypatch.setenv("WORLD_SIZE", "3")
     for rank in range(3):
         monkeypatch.setenv("RANK", str(rank))
@@ -432,7 +432,7 @@ def test_parquet_outputs_hold_exactly_what_jsonl_holds_and_shards_merge(tmp_path
     # score: records with reasoning and teacher log-probs, given as JSONL and as Parquet
     from dasd.io import ParquetRecordWriter
 
-    records = _scorable(5)
+    records = _scorable_records(5)
     write_jsonl(tmp_path / "in.jsonl", records)
     with ParquetRecordWriter(tmp_path / "in.parquet", rows_per_part=2) as writer:  # three parts
         for record in records:
