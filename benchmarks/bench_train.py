@@ -1,17 +1,18 @@
 """Training throughput: dasd's padding-free packed path vs TRL's padded default, same model and data.
 
     .venv/bin/python benchmarks/bench_train.py                       # CPU: tiny model
-    python benchmarks/bench_train.py --gpu-4b [--liger]   # GPU: random-init Qwen3-4B shape, 16K tokens/sample
+    python benchmarks/bench_train.py --gpu-4b [--liger]   # GPU: random-init Qwen3-4B shape, 16K-token rows
 
 CPU part: a random-init Llama (hidden 256, 4 layers, SmolLM2 vocabulary) trained for a fixed number
-of optimizer steps by `dasd train` on a realistic length mix (lognormal, clipped), once with
-`packing=true` (best-fit-decreasing rows of max_length, padding-free) and once with `packing=false`
-and `per_device_batch_size=4` (padded batches, TRL's default collation). Prints trained-on tokens/s,
-padding fraction and the ratio, all from this run.
+of optimizer steps by `dasd train` on a realistic length mix (lognormal, clipped): `packing=true`
+(best-fit-decreasing rows of max_length, padding-free) under `dasd_packed` attention (the default) and
+under SDPA's block-diagonal mask, and `packing=false` with `per_device_batch_size=4` (padded batches,
+TRL's default collation). Prints trained-on tokens/s, padding fraction and the ratios, all from this run.
 
-GPU part (`--gpu-4b`): a random-init Qwen3-4B-shaped model (bf16, gradient checkpointing, flash
-attention when installed) on samples of 16,384 tokens: tokens/s, MFU (6 × parameters × tokens/s over
-the GPU's dense bf16 peak, 989 TFLOP/s for an H100 SXM) and peak memory, with and without Liger.
+GPU part (`--gpu-4b`, also run by benchmarks/gpu_suite.sh): a random-init Qwen3-4B shape (real
+vocabulary; bf16 autocast over float32 masters, gradient checkpointing) on 16,384-token packed rows
+(mask-free attention) vs padded batches of 4: real tokens/s, MFU and peak memory, with and without Liger
+(`train_throughput`).
 """
 
 from __future__ import annotations
@@ -73,7 +74,11 @@ def cpu_benchmark(steps: int, max_length: int) -> None:
         data = Path(folder) / "sft.jsonl"
         synthetic_sft(data, 400, low=60, high=max_length // 4, median=200)  # words; ~2.5 tokens each
         for name, overrides in (
-            ("packed (padding-free, BFD rows)", ["packing=true", "per_device_batch_size=1", "global_batch_size=1"]),
+            ("packed, dasd_packed attention", ["packing=true", "per_device_batch_size=1", "global_batch_size=1"]),
+            (
+                "packed, SDPA block-diagonal mask",
+                ["packing=true", "per_device_batch_size=1", "global_batch_size=1", "student.attn_implementation=sdpa"],
+            ),
             ("padded (TRL default collation)", ["packing=false", "per_device_batch_size=4", "global_batch_size=4"]),
         ):
             config = load_config(
@@ -100,71 +105,163 @@ def cpu_benchmark(steps: int, max_length: int) -> None:
             f"  {name:34} {metrics['tokens_per_s']:9,.0f} tok/s   padding fraction {metrics['padding_fraction']:.3f}   "
             f"tokens seen {metrics['tokens_seen']:,.0f}   loss {metrics['first_loss']:.3f}->{metrics['final_loss']:.3f}"
         )
-    (packed, padded) = results.values()
-    print(f"  ratio packed / padded: {packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x")
+    (packed, masked, padded) = results.values()
+    print(f"  ratio packed (dasd_packed) / padded: {packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x")
+    print(f"  ratio packed (SDPA mask) / padded: {masked['tokens_per_s'] / padded['tokens_per_s']:.2f}x")
 
 
-def gpu_benchmark(steps: int, tokens: int, liger: bool) -> None:
+QWEN3_4B = dict(
+    hidden_size=2560, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, intermediate_size=9728
+)
+QWEN3_TINY = dict(
+    hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=256
+)
+
+
+def lognormal_lengths(count: int, *, median: int, high: int, seed: int = 0) -> list[int]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [int(n) for n in np.clip(rng.lognormal(np.log(median), 0.9, size=count), 64, high)]
+
+
+def pack_first_fit(lengths: list[int], width: int) -> list[list[int]]:
+    """Indices of samples per row, longest first, first fit (what TRL's `bfd` packing produces, near enough).
+
+    >>> pack_first_fit([5, 9, 3, 4], 10)
+    [[1], [0, 3], [2]]
+    """
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for row, free in enumerate(room):
+            if lengths[index] <= free:
+                rows[row].append(index)
+                room[row] -= lengths[index]
+                break
+        else:
+            rows.append([index])
+            room.append(width - lengths[index])
+    return rows
+
+
+def train_throughput(
+    *, device: str, shape: str, tokens: int, steps: int, packed: bool, liger: bool, padded_batch: int = 4
+) -> dict:
+    """Training tokens/s, MFU and peak memory of a random-init Qwen3 shape (real vocabulary) on one device.
+
+    bf16 autocast over float32 master weights, gradient checkpointing, loss on every token. `packed`:
+    rows of `tokens` tokens, padding-free (position_ids restart per sample, mask-free attention:
+    flash_attention_2 or dasd_packed); else TRL's default: `padded_batch` samples per step padded to the
+    longest, with an attention mask, SDPA. The optimizer is plain SGD on the float32 masters: AdamW's
+    two float32 states of a 4B model (32 GiB) do not fit one GPU beside 16K-token activations, and on the
+    released setup ZeRO-3 shards them across 16 GPUs; the optimizer step's time is included either way.
+    MFU = 6 × parameters × real tokens/s over the card's measured bf16 matmul peak (and over 989 TFLOP/s,
+    an H100 SXM's dense bf16 datasheet figure).
+    """
     import torch
     from transformers import AutoModelForCausalLM, Qwen3Config
 
+    from dasd.attention import packed_attention
     from dasd.training import PaddingFreeCollator
 
-    assert torch.cuda.is_available(), "--gpu-4b needs a CUDA GPU"
+    cuda = device.startswith("cuda")
     config = Qwen3Config(
         vocab_size=151669,
-        hidden_size=2560,
-        num_hidden_layers=36,
-        num_attention_heads=32,
-        num_key_value_heads=8,
         head_dim=128,
-        intermediate_size=9728,
         max_position_embeddings=40960,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
+        **(QWEN3_4B if shape == "qwen3-4b" else QWEN3_TINY),
     )
-    try:
-        import flash_attn  # noqa: F401
-
-        attention = "flash_attention_2"
-    except ImportError:
-        attention = "sdpa"
-    torch.backends.cuda.enable_cudnn_sdp(False)
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation=attention)
+    attention = packed_attention(device) if packed else "sdpa"
+    if cuda:
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attention)
     if liger:
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
         _apply_liger_kernel_to_instance(model=model)
-    model.gradient_checkpointing_enable()
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; older: gradient_checkpointing_*
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
+    model.train()
     parameters = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.1)
-    collator = PaddingFreeCollator(pad_token_id=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
+    collator = PaddingFreeCollator(pad_token_id=0, padding_free=packed)
+    lengths = lognormal_lengths(400, median=max(tokens // 8, 64), high=tokens)
     generator = torch.Generator().manual_seed(0)
-    example = {"input_ids": torch.randint(0, 150000, (tokens,), generator=generator).tolist()}
-    example["labels"] = list(example["input_ids"])
-    batch = {key: value.cuda() for key, value in collator([example]).items()}
-    torch.cuda.reset_peak_memory_stats()
-    timings = []
+    samples = [torch.randint(0, 150000, (n,), generator=generator).tolist() for n in lengths]
+    if packed:
+        batches = [
+            [
+                {
+                    "input_ids": sum((samples[i] for i in row), []),
+                    "labels": sum((samples[i] for i in row), []),
+                    "seq_lengths": [lengths[i] for i in row],
+                }
+            ]
+            for row in pack_first_fit(lengths, tokens)
+        ]
+    else:
+        batches = [
+            [{"input_ids": samples[i], "labels": samples[i]} for i in range(j, j + padded_batch)]
+            for j in range(0, len(samples) - padded_batch + 1, padded_batch)
+        ]
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    timings, real, padded_total = [], 0, 0
     for step in range(steps + 2):
-        torch.cuda.synchronize()
+        batch = collator(batches[step % len(batches)])
+        batch = {key: value.to(device) for key, value in batch.items()}
+        sync()
         started = time.perf_counter()
-        loss = model(**batch, use_cache=False).loss
+        with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16):
+            loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        sync()
         if step >= 2:  # the first two steps allocate and warm up
             timings.append(time.perf_counter() - started)
-    seconds = sorted(timings)[len(timings) // 2]
-    rate = tokens / seconds
-    mfu = 6 * parameters * rate / 989e12
-    print(
-        f"Qwen3-4B shape ({parameters / 1e9:.2f}B parameters), {tokens} tokens/sample, attention "
-        f"{attention}, liger {liger}: "
-        f"{rate:,.0f} tok/s, MFU {mfu:.1%}, peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB "
-        f"(median of {steps} steps; gradient checkpointing on; {torch.cuda.get_device_name()})"
-    )
+            mask = batch.get("attention_mask")
+            real += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+            padded_total += batch["input_ids"].numel()
+    seconds = sum(timings)
+    rate = real / seconds
+    result = {
+        "shape": shape,
+        "parameters": parameters,
+        "packed": packed,
+        "liger": liger,
+        "attention": attention,
+        "tokens_per_row": tokens,
+        "steps": steps,
+        "real_tokens_per_s": rate,
+        "padding_fraction": 1 - real / padded_total,
+        "model_flops_per_s": 6 * parameters * rate,
+    }
+    if cuda:
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        result["mfu_vs_989_tflops"] = 6 * parameters * rate / 989e12
+    del model, optimizer
+    return result
+
+
+def gpu_benchmark(steps: int, tokens: int, liger: bool) -> None:
+    import torch
+
+    assert torch.cuda.is_available(), "--gpu-4b needs a CUDA GPU"
+    runs = [dict(packed=True, liger=False), dict(packed=False, liger=False)]
+    if liger:
+        runs.insert(1, dict(packed=True, liger=True))
+    for run in runs:
+        result = train_throughput(device="cuda", shape="qwen3-4b", tokens=tokens, steps=steps, **run)
+        print(json.dumps(result), flush=True)
 
 
 def main() -> None:

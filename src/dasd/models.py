@@ -41,8 +41,11 @@ class ModelConfig(StageConfig):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = bfloat16 on GPU, float32 on CPU"
     )
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
-        "auto", description="attention kernel; auto = flash_attention_2 on GPU when installed, else sdpa"
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention", "dasd_packed"] = Field(
+        "auto",
+        description="attention kernel; auto = flash_attention_2 on GPU when installed, else sdpa — and for packed "
+        "rows (scoring with batching=packed, training with packing) flash_attention_2 or dasd_packed (per-sample "
+        "causal kernels, varlen flash on CUDA; no mask between samples)",
     )
 
 
@@ -71,6 +74,10 @@ def resolve_dtype(name: str, device: str):
 
 def resolve_attention(name: str, device: str) -> str:
     """`auto` -> flash_attention_2 on GPU when flash-attn is installed, else sdpa."""
+    if name == "dasd_packed":
+        from .attention import register
+
+        return register()
     if name != "auto":
         return name
     if device.startswith("cuda"):

@@ -10,8 +10,9 @@ Two implementations behind `make_token_scorer(config)`:
 
 * `hf` (`HFTokenScorer`): the model loaded locally (`dasd.models`); the text is rendered with its chat
   template (`dasd.render.render_student`: system prompt, question, `<think>\\n{reasoning}\\n</think>\\n\\n
-  {content}`) and scored by `dasd.scoring.StudentScorer` (chunked LM head; packed rows under
-  flash-attention, one sample per forward otherwise — measured faster with SDPA, benchmarks/RESULTS.md);
+  {content}`) and scored by `dasd.scoring.StudentScorer` (chunked LM head; `batching=auto`: packed rows
+  under mask-free attention on a GPU — `dasd.attention` — and one sample per forward on CPU, where packing
+  measured no faster, benchmarks/RESULTS.md);
 * `openai` (`ServerTokenScorer`): a server that returns prompt log-probs through `/v1/completions` with
   `echo` (vLLM does); the text is rendered locally — the model's chat template, or harmony for gpt-oss
   (`prompt_format=harmony`) — sent as token ids, and the server's echoed ids are checked against ours.
@@ -29,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from .attention import has_varlen_kernel, packed_attention
 from .backends import BackendConfig
 from .errors import ConfigError
 from .records import PartLogprobs
@@ -76,6 +78,19 @@ class TokenScorer:
         pass
 
 
+def resolve_batching(batching: str, device: str) -> str:
+    """`auto` -> packed rows on a GPU with a varlen kernel (flash-attn's, or PyTorch's `varlen_attn`: no
+    mask, one call for all samples, bigger matmuls); else one sample per forward — on CPU the forward is
+    compute-bound and packing measured no faster (benchmarks/RESULTS.md, student scoring).
+
+    >>> resolve_batching("auto", "cpu"), resolve_batching("padded", "cpu")
+    ('single', 'padded')
+    """
+    if batching != "auto":
+        return batching
+    return "packed" if device.startswith("cuda") and has_varlen_kernel() else "single"
+
+
 def _too_long(record: dict[str, Any], length: int, max_length: int) -> TokenScores:
     return TokenScores(record, None, f"too_long: {length} tokens > max_length {max_length}", length)
 
@@ -97,10 +112,12 @@ class HFTokenScorer(TokenScorer):
         self.model, self.tokenizer, self.device = load_model(config)
         self.system_prompt = system_prompt
         self.chat_template_kwargs = chat_template_kwargs
-        if batching == "auto":  # packed rows pay only with flash-attention's varlen kernels
-            attention = getattr(self.model.config, "_attn_implementation", "sdpa")
-            batching = "packed" if attention == "flash_attention_2" else "single"
-        self.batching = batching
+        self.batching = batching = resolve_batching(batching, str(self.device))
+        if batching == "packed" and config.attn_implementation == "auto":
+            # packed rows under SDPA get a dense block-diagonal mask (width² per row); this attention
+            # computes nothing between samples (dasd.attention)
+            self.model.set_attn_implementation(packed_attention(str(self.device)))
+        self.attention = self.model.config._attn_implementation
         pad = (
             self.tokenizer.pad_token_id
             if self.tokenizer.pad_token_id is not None
@@ -146,7 +163,12 @@ class HFTokenScorer(TokenScorer):
     def stats(self) -> dict[str, Any]:
         scorer = self.scorer
         padding = scorer.padding_tokens / scorer.forward_tokens if scorer.forward_tokens else 0.0
-        return {"tokens_scored": scorer.tokens_scored, "batching": self.batching, "padding_fraction": round(padding, 4)}
+        return {
+            "tokens_scored": scorer.tokens_scored,
+            "batching": self.batching,
+            "attention": self.attention,
+            "padding_fraction": round(padding, 4),
+        }
 
     def close(self) -> None:
         del self.model, self.scorer

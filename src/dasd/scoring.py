@@ -10,11 +10,12 @@ probability.
 
 `StudentScorer` computes the student's log-prob of every completion token, teacher-forced, with:
 * length-sorted batches under a token budget; with `pack=True` several samples share a row
-  (first-fit decreasing), `position_ids` restarting per sample and `use_cache=False`, which makes
-  transformers build a block-diagonal causal mask: no attention across packed samples (checked
-  against one-sample-at-a-time scoring in tests/test_score.py). That pays off with flash-attention's
-  varlen kernels; with SDPA the mask is dense and one sample per forward measured faster on CPU and
-  on an H100 (benchmarks/RESULTS.md), so `dasd score` packs only under flash_attention_2;
+  (first-fit decreasing), `position_ids` restarting per sample and `use_cache=False`: no attention
+  across packed samples (checked against one-sample-at-a-time scoring in tests/test_score.py). Under
+  SDPA transformers builds that as a dense block-diagonal mask (width² per row, measured slower than
+  one sample per forward); under `dasd_packed` (`dasd.attention`: per-sample causal kernels, varlen
+  flash on CUDA) or flash_attention_2 nothing between samples is computed — `dasd score`'s
+  `batching=auto` picks the path (`dasd.scorers`);
 * log-softmax only at the scored positions, in chunks, so a long response never materialises a
   length × vocabulary logits tensor (the prompt's positions never reach the LM head).
 """
@@ -145,14 +146,24 @@ class ScoringItem:
 def plan_batches(
     items: list[ScoringItem], tokens_per_batch: int, *, pack: bool = True
 ) -> list[list[list[ScoringItem]]]:
-    """Batches of rows of items. Items sorted longest first; each batch's row width is its longest
-    item; shorter items share rows first-fit; rows × width stays within `tokens_per_batch` (a
-    longer single item gets a batch of its own)."""
+    """Batches of rows of items, items sorted longest first; rows × width stays within
+    `tokens_per_batch` (a longer single item gets a batch of its own).
+
+    Padded (`pack=False`): one item per row, the batch's width its longest item. Packed: one row as
+    wide as the budget, filled first-fit — with mask-free attention a wide row costs no more than its
+    samples, and the only padding is the row's unfilled tail.
+
+    >>> items = [ScoringItem(key, [1] * n, 1) for key, n in enumerate([6, 5, 3, 2])]
+    >>> [[[item.key for item in row] for row in rows] for rows in plan_batches(items, 12, pack=False)]
+    [[[0], [1]], [[2], [3]]]
+    >>> [[[item.key for item in row] for row in rows] for rows in plan_batches(items, 12)]
+    [[[0, 1]], [[2, 3]]]
+    """
     ordered = sorted(items, key=lambda item: -item.length)
     batches: list[list[list[ScoringItem]]] = []
     index = 0
     while index < len(ordered):
-        width = ordered[index].length
+        width = max(ordered[index].length, tokens_per_batch) if pack else ordered[index].length
         rows: list[list[ScoringItem]] = []
         room: list[int] = []
         while index < len(ordered):

@@ -92,9 +92,10 @@ class ScoreConfig(StageConfig):
     tokens_per_batch: int = Field(16384, ge=256, description="student tokens per forward pass (rows × row width)")
     batching: Literal["auto", "packed", "padded", "single"] = Field(
         "auto",
-        description="packed: several samples per row (position_ids restart); padded: length-sorted rows of one "
-        "sample each; single: one sample per forward; auto: packed under flash_attention_2, else single "
-        "(why: benchmarks/RESULTS.md, student scoring)",
+        description="packed: several samples per row (position_ids restart) under mask-free attention "
+        "(flash_attention_2, else dasd_packed: per-sample causal kernels, varlen flash on CUDA); padded: "
+        "length-sorted rows of one sample each; single: one sample per forward; auto: packed on GPU, single on "
+        "CPU (why: benchmarks/RESULTS.md, student scoring)",
     )
     max_length: int | None = Field(
         None,
@@ -238,6 +239,7 @@ def run(config: ScoreConfig) -> dict[str, Any]:
         "sentences": dict(sentence_types),
         "student_tokens_scored": stats["tokens_scored"],
         "batching": stats["batching"],
+        "attention": stats.get("attention"),
         "padding_fraction": stats["padding_fraction"],
         "seconds": round(elapsed, 3),
         "student_tokens_per_s": round(stats["tokens_scored"] / elapsed, 1) if elapsed else 0.0,

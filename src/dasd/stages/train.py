@@ -202,6 +202,7 @@ def run_stage(
     from trl.data_utils import pack_dataset
 
     from ..assets import load_tokenizer
+    from ..attention import packed_attention
     from ..figures import plot_loss_curve
     from ..models import load_causal_lm, resolve_attention
     from ..training import PaddingFreeCollator, make_weighted_trainer_class, prepare_examples
@@ -280,6 +281,10 @@ def run_stage(
     )
     device = "cuda" if cuda else "cpu"
     attention = resolve_attention(config.student.attn_implementation, device)
+    if config.packing and config.student.attn_implementation == "auto":
+        # padding-free rows under SDPA get a dense block-diagonal mask (width² per row); flash-attn or
+        # dasd_packed compute nothing between the samples of a row (dasd.attention)
+        attention = packed_attention(device)
     # Master weights are float32 on every path (one process, DDP, FSDP2, ZeRO-3): an AdamW step moves a
     # weight by ~lr, 1e-5 of a norm weight near 1.0, which rounds away in bfloat16 (its spacing there is
     # 0.0078). bf16 is the compute precision: the Trainer's autocast, or ZeRO-3 / FSDP2 mixed precision,
