@@ -16,8 +16,29 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DASD_CACHE", str(REPO / ".cache" / "dasd"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# dasd itself goes online like every HF tool; the tests never do: the Hub only from its local cache, and a
+# connection to anything but this machine fails the test that tried it (subprocesses inherit the variables).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _refuse_remote_connections() -> None:
+    import socket
+
+    original = socket.socket.connect
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0") and not str(host).startswith("127."):
+                raise RuntimeError(f"a test tried to reach the network: {address}")
+        return original(self, address)
+
+    socket.socket.connect = connect
+
+
+_refuse_remote_connections()
 
 
 def pytest_collection_modifyitems(config, items):

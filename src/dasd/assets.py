@@ -156,17 +156,18 @@ def tokenizer_dir(name: str) -> Path:
     raise DasdError(f"unknown tokenizer {name!r}: choose smollm2, {', '.join(QUICKTOK_ENCODINGS)}")
 
 
-def load_tokenizer(name_or_path: str):
-    """An HF tokenizer by asset name (`smollm2`, `qwen3`, `llama3`, `o200k_harmony`), folder path or Hub id."""
+def load_tokenizer(name_or_path: str, *, revision: str | None = None):
+    """An HF tokenizer by asset name (`smollm2`, `qwen3`, `llama3`, `o200k_harmony`), folder path or Hub id
+    (at `revision`)."""
     from transformers import AutoTokenizer
 
     if name_or_path in ("smollm2", *QUICKTOK_ENCODINGS):
         return AutoTokenizer.from_pretrained(str(tokenizer_dir(name_or_path)))
     if not Path(name_or_path).exists():
         try:  # a Hugging Face Hub id: the local cache, or a download when online
-            return AutoTokenizer.from_pretrained(name_or_path)
+            return AutoTokenizer.from_pretrained(name_or_path, revision=revision or "main")
         except (OSError, ValueError):
-            raise hub_error("tokenizer", name_or_path) from None
+            raise hub_error("tokenizer", name_or_path, revision) from None
     return AutoTokenizer.from_pretrained(str(name_or_path))
 
 

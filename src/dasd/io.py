@@ -41,12 +41,21 @@ def _is_hf_dataset_dir(path: Path) -> bool:
 
 def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield `(line_number, record)` from a JSONL(.gz) file, a Parquet file or a saved HF dataset
-    (or every file a glob pattern matches).
+    (or every file a glob pattern matches, or a Hub dataset `hf://datasets/OWNER/NAME…`: `dasd.hub`).
 
     Line numbers are 1-based lines for JSONL and 1-based row numbers otherwise. Blank lines are
     skipped. Raises `InputError` naming the file and line for a missing file, bad JSON or a
     non-object line.
     """
+    if str(path).startswith("hf://"):  # a Hub dataset: its files from the HF cache (downloaded when online)
+        from .hub import hub_data_files
+
+        row_number = 0
+        for data_file in hub_data_files(str(path)):
+            for _, record in iter_records(data_file):
+                row_number += 1
+                yield row_number, record
+        return
     if any(char in str(path) for char in "*?["):
         # A glob (e.g. the shards of a multi-process run): the files in name order, one after another.
         matches = sorted(glob.glob(str(path)))

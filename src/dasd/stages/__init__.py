@@ -89,4 +89,10 @@ STAGES: dict[str, Stage] = {
         "one self-contained HTML page with the figures and tables of a run folder",
         positional="run_dir",
     ),
+    "push": Stage(
+        "dasd.stages.push",
+        "PushConfig",
+        "publish a record file (as a Parquet dataset) or a trained model on the Hugging Face Hub, with a lineage card",
+        positional="path",
+    ),
 }

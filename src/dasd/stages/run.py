@@ -55,6 +55,7 @@ from ..models import ModelConfig
 from ..naming import EVAL_MODELS, HIGH_TEMP_STAGE, LOW_TEMP_STAGE, MIXED_POLICY_STAGE, SFT_STAGES, sft_stage_file
 from . import STAGES
 
+PUSHABLE = ("responses", "scored", "filtered", "selected", "sft", "mixed", "model")
 STEPS = ("sample", "score", "filter", "select", "build_sft", "train", "mix", "train_mixed", "eval", "provenance")
 
 
@@ -171,6 +172,12 @@ class PipelineConfig(StageConfig):
     dry_run: bool = Field(
         False, description="check every step's config and print what would run or be reused, without running anything"
     )
+    push_to_hub: dict[str, Any] = Field(
+        default_factory=dict,
+        description="publish on the Hub as the last steps (`dasd push`): OWNER/NAME per artefact among "
+        f"{', '.join(PUSHABLE)} (model: the mixed-policy model if trained, else high_temp, with its evals in the "
+        "card), plus private, license, dry_run",
+    )
 
 
 @dataclass
@@ -216,6 +223,9 @@ def plan(config: PipelineConfig) -> list[Step]:
     steps: list[Step] = []
 
     def add(step: Step, switch: str) -> None:
+        if step.stage == "train" and step.config.get("run_name"):
+            # one tracker run per branch and stage: <run_name>-<branch>-<stage>, not das and rs under one name
+            step.config["run_name"] = f"{step.config['run_name']}-{Path(step.config['output_dir']).name}"
         if enabled[switch]:
             steps.append(step)
 
@@ -427,6 +437,7 @@ def plan(config: PipelineConfig) -> list[Step]:
             "provenance",
         )
     steps += plan_arms(config, {"select": config.select, "filter_output": filter_out, "teacher": teacher})
+    steps += plan_push(config, steps)
     seen: set[str] = set()
     planned = {step.name for step in steps}
     for step in steps:  # a step's fingerprint includes its dependencies': they must come first
@@ -443,6 +454,48 @@ def plan(config: PipelineConfig) -> list[Step]:
                     f"({', '.join(sorted(known))})"
                 )
     return steps
+
+
+def plan_push(config: PipelineConfig, steps: list[Step]) -> list[Step]:
+    """`dasd push` steps for `push_to_hub`: each artefact after the step that makes it (and the model after its
+    evaluation, whose table goes in its card)."""
+    settings = dict(config.push_to_hub)
+    shared = {key: settings.pop(key) for key in ("private", "license", "dry_run") if key in settings}
+    unknown = set(settings) - set(PUSHABLE)
+    if unknown:
+        raise ConfigError(f"push_to_hub: unknown artefact(s) {sorted(unknown)}; choose from {', '.join(PUSHABLE)}")
+    by_name = {step.name: step for step in steps}
+    producers = {
+        "responses": "sample",
+        "scored": "score",
+        "filtered": "filter",
+        "selected": "select_das",
+        "sft": "build_sft_das",
+        "mixed": "mix",
+    }
+    pushes = []
+    for artefact, repo_id in settings.items():
+        if artefact == "model":
+            trained = "train_mixed" if "train_mixed" in by_name else "train_das"
+            stage = MIXED_POLICY_STAGE if trained == "train_mixed" else HIGH_TEMP_STAGE
+            if trained not in by_name:
+                raise ConfigError("push_to_hub.model: no model is trained in this pipeline")
+            final = Path(by_name[trained].config["output_dir"]) / stage / "final"
+            evaluated = f"eval_{stage}"
+            evals = [by_name[evaluated].config["output_dir"]] if evaluated in by_name else []
+            depends = [trained] + ([evaluated] if evals else [])
+            push_config = {"path": str(final), "repo_id": repo_id, "eval": evals}
+            outputs = [final / "README.md"]
+        else:
+            producer = by_name.get(producers[artefact])
+            if producer is None:
+                raise ConfigError(f"push_to_hub.{artefact}: the step that makes it ({producers[artefact]}) is off")
+            made = Path(producer.config["output"])
+            folder = made.with_name(f"{made.name.split('.')[0]}.hf")
+            push_config = {"path": str(made), "repo_id": repo_id, "folder": str(folder)}
+            depends, outputs = [producer.name], [folder]
+        pushes.append(Step(f"push_{artefact}", "push", {**shared, **push_config}, outputs, depends))
+    return pushes
 
 
 def mix_step_config(

@@ -123,6 +123,17 @@ class TrainConfig(StageConfig):
     )
     seed: int = Field(42, description="training seed (data order, init of anything random)")
     logging_steps: int = Field(1, ge=1, description="log every N optimizer steps")
+    report_to: list[Literal["none", "tensorboard", "trackio", "wandb", "all"]] = Field(
+        ["none"],
+        description="experiment trackers (one name or a list): tensorboard (event files under "
+        "<output_dir>/<stage>/runs/; needs tensorboard or tensorboardX), trackio, wandb, all (every one installed), "
+        "none",
+    )
+    run_name: str | None = Field(
+        None,
+        description="tracker run name; each stage is its own run, <run_name>-<stage> (default: the output folder's "
+        "name, so dasd run's branches stay apart: das-low_temp, rs-high_temp, …)",
+    )
     save_steps: int = Field(50, ge=1, description="checkpoint every N optimizer steps (resume point after a crash)")
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept per stage while it trains")
     keep_checkpoints: bool = Field(
@@ -130,6 +141,11 @@ class TrainConfig(StageConfig):
         description="keep a finished stage's checkpoints (its model is in final/; they only serve resuming "
         "it, and hold the optimizer state: 3x the model)",
     )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [part.strip() for part in value.split(",")] if isinstance(value, str) else value
 
     @field_validator("bf16", "gradient_checkpointing", mode="before")
     @classmethod
@@ -205,9 +221,10 @@ def run_stage(
     from ..attention import packed_attention
     from ..figures import plot_loss_curve
     from ..models import load_causal_lm, resolve_attention
-    from ..training import PaddingFreeCollator, make_weighted_trainer_class, prepare_examples
+    from ..training import PaddingFreeCollator, make_weighted_trainer_class, prepare_examples, resolve_trackers
 
     hyper = _stage_hyper(config, stage)
+    trackers = resolve_trackers(config.report_to)
     cuda = torch.cuda.is_available()
     bf16 = _flag(config.bf16, cuda and torch.cuda.is_bf16_supported())
     if config.liger and not cuda:
@@ -225,7 +242,10 @@ def run_stage(
         )
 
     records = read_records(stage.data)
-    tokenizer = load_tokenizer(config.student.tokenizer or init)
+    revision = config.student.revision if init == config.student.model else None  # a Hub id's, not a stage's
+    tokenizer = load_tokenizer(
+        config.student.tokenizer or init, revision=None if config.student.tokenizer else revision
+    )
     prepared = prepare_examples(
         records,
         tokenizer,
@@ -267,7 +287,8 @@ def run_stage(
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
-        report_to="none",
+        report_to=trackers,
+        run_name=f"{config.run_name or Path(config.output_dir).resolve().name}-{stage.name}",
         seed=config.seed,
         data_seed=config.seed,
         max_length=None,
@@ -289,7 +310,7 @@ def run_stage(
     # weight by ~lr, 1e-5 of a norm weight near 1.0, which rounds away in bfloat16 (its spacing there is
     # 0.0078). bf16 is the compute precision: the Trainer's autocast, or ZeRO-3 / FSDP2 mixed precision,
     # which keep float32 masters of float32 weights. `student.dtype` applies to inference only.
-    model = load_causal_lm(init, dtype=torch.float32, attention=attention, trainable=True)
+    model = load_causal_lm(init, dtype=torch.float32, attention=attention, trainable=True, revision=revision)
     collator = PaddingFreeCollator(
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, padding_free=config.packing
     )
@@ -340,6 +361,8 @@ def run_stage(
         "master_weights": "float32",
         "attention": attention,
         "liger": config.liger,
+        "report_to": trackers,
+        "run_name": args.run_name,
         **hyper,
     }
     if is_main:
@@ -348,6 +371,12 @@ def run_stage(
         write_json_atomic(stage_dir / "log_history.json", history)
         plot_loss_curve(history, stage_dir / "loss.png", f"{stage.name}: training loss")
         write_json_atomic(final_dir / STAGE_MARKER, metrics)  # written last: the stage is done
+        try:  # the model card: base model, data lineage, stages (dasd push adds the eval table)
+            from ..cards import write_model_card
+
+            write_model_card(final_dir)
+        except Exception as exc:  # a card is documentation: never undo a finished stage for it
+            print(f"dasd train: warning: no model card for {final_dir}: {exc}", file=sys.stderr)
         if not config.keep_checkpoints:
             for checkpoint in stage_dir.glob("checkpoint-*"):
                 shutil.rmtree(checkpoint, ignore_errors=True)

@@ -1,0 +1,150 @@
+"""Hugging Face Hub data inputs: `hf://datasets/OWNER/NAME[@REVISION][/PATH][?config=C&split=S]`.
+
+    records = read_records("hf://datasets/Alibaba-Apsara/Superior-Reasoning-SFT-gpt-oss-120b?split=train")
+    read_records("hf://datasets/me/my-questions@v1.0/data/*.parquet")
+
+Every stage's `input=` takes such a URL beside local files. The repository is fetched with
+`huggingface_hub.snapshot_download` — from the local Hugging Face cache, or downloaded when the user is
+online — so `HF_HUB_OFFLINE=1`, `HF_HOME`, `HF_TOKEN` and mirrors work as with every HF tool. Which
+files: the PATH (a file or a glob inside the repository) when given; else the split's files as the
+dataset card's `configs:` lists them (what `datasets.load_dataset` reads); else the Hub's conventions
+(`data/{split}-*`, `{split}.jsonl`, …). The files are then read like local ones (JSONL, JSONL.gz,
+Parquet, one after another).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from .errors import InputError
+
+PREFIX = "hf://datasets/"
+DATA_EXTENSIONS = (".parquet", ".jsonl", ".jsonl.gz")
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    repo_id: str
+    revision: str | None = None
+    path: str | None = None  # a file or glob inside the repository
+    config: str | None = None
+    split: str = "train"
+
+
+def parse_hub_url(url: str) -> HubDataset:
+    """The parts of an `hf://datasets/...` URL.
+
+    >>> parse_hub_url("hf://datasets/org/name")
+    HubDataset(repo_id='org/name', revision=None, path=None, config=None, split='train')
+    >>> parse_hub_url("hf://datasets/org/name@v1.0/data/*.parquet")
+    HubDataset(repo_id='org/name', revision='v1.0', path='data/*.parquet', config=None, split='train')
+    >>> parse_hub_url("hf://datasets/org/name?config=logprob&split=test")
+    HubDataset(repo_id='org/name', revision=None, path=None, config='logprob', split='test')
+    """
+    if not url.startswith(PREFIX):
+        raise ValueError(f"not a Hub dataset URL: {url}")
+    rest, _, query = url[len(PREFIX) :].partition("?")
+    parts = rest.split("/")
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise InputError(url, None, None, "a Hub dataset URL is hf://datasets/OWNER/NAME[@REVISION][/PATH]")
+    name, _, revision = parts[1].partition("@")
+    options = {key: values[-1] for key, values in parse_qs(query).items()}
+    unknown = set(options) - {"config", "split"}
+    if unknown:
+        raise InputError(url, None, None, f"unknown option(s) {sorted(unknown)}: use config= and split=")
+    return HubDataset(
+        repo_id=f"{parts[0]}/{name}",
+        revision=revision or None,
+        path="/".join(parts[2:]) or None,
+        config=options.get("config"),
+        split=options.get("split", "train"),
+    )
+
+
+def is_hub_url(path: str | os.PathLike) -> bool:
+    return str(path).startswith(PREFIX)
+
+
+def _card_data_files(snapshot: Path, config: str | None, split: str) -> list[str] | None:
+    """The split's file patterns from the dataset card's `configs:` YAML, or None if it has none."""
+    readme = snapshot / "README.md"
+    if not readme.exists():
+        return None
+    from huggingface_hub import DatasetCard
+
+    configs = DatasetCard.load(readme).data.to_dict().get("configs") or []
+    if not configs:
+        return None
+    chosen = None
+    for entry in configs:
+        if (config is None and (entry.get("default") or len(configs) == 1)) or entry.get("config_name") == config:
+            chosen = entry
+            break
+    if chosen is None and config is None:
+        chosen = next((entry for entry in configs if entry.get("config_name") == "default"), None)
+    if chosen is None:
+        names = [entry.get("config_name") for entry in configs]
+        return [] if config else None if not names else []
+    data_files = chosen.get("data_files")
+    if isinstance(data_files, str):
+        return [data_files]
+    patterns: list[str] = []
+    for entry in data_files or []:
+        if isinstance(entry, str):
+            patterns.append(entry)
+        elif entry.get("split") == split:
+            paths = entry.get("path")
+            patterns.extend([paths] if isinstance(paths, str) else paths or [])
+    return patterns
+
+
+def _conventional_files(files: list[str], split: str) -> list[str]:
+    """The Hub's naming conventions for a split when the card lists no configs."""
+    data = [name for name in files if name.endswith(DATA_EXTENSIONS)]
+    for pattern in (f"data/{split}-*", f"data/{split}.*", f"{split}-*", f"{split}.*", f"*/{split}-*", f"*/{split}.*"):
+        matched = sorted(name for name in data if fnmatch.fnmatch(name, pattern))
+        if matched:
+            return matched
+    return sorted(data) if split == "train" and len({Path(name).parent for name in data}) <= 1 else []
+
+
+def hub_data_files(url: str) -> list[Path]:
+    """The local files (in the HF cache) that a Hub dataset URL names; downloads them when online."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    spec = parse_hub_url(url)
+    try:
+        snapshot = Path(
+            snapshot_download(
+                spec.repo_id,
+                repo_type="dataset",
+                revision=spec.revision,
+                allow_patterns=[spec.path, "README.md"] if spec.path else None,
+            )
+        )
+    except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", "no", "")
+        where = "in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "on the Hugging Face Hub"
+        raise InputError(
+            url, None, None, f"dataset {spec.repo_id!r} not found {where}: {exc}".splitlines()[0]
+        ) from None
+    files = sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
+    if spec.path:
+        chosen = sorted(name for name in files if fnmatch.fnmatch(name, spec.path))
+    else:
+        patterns = _card_data_files(snapshot, spec.config, spec.split)
+        if patterns is None:
+            if spec.config:
+                raise InputError(url, None, None, f"the dataset card lists no configs, so no config {spec.config!r}")
+            chosen = _conventional_files(files, spec.split)
+        else:
+            chosen = sorted({name for pattern in patterns for name in files if fnmatch.fnmatch(name, pattern)})
+    if not chosen:
+        what = spec.path or f"config {spec.config or 'default'}, split {spec.split}"
+        raise InputError(url, None, None, f"no data files for {what} in {spec.repo_id} (files: {files[:8]})")
+    return [snapshot / name for name in chosen]
