@@ -152,10 +152,11 @@ def train_throughput(
 
     bf16 autocast over float32 master weights, gradient checkpointing, loss on every token. `packed`:
     rows of `tokens` tokens, padding-free (position_ids restart per sample, mask-free attention:
-    flash_attention_2 or dasd_packed); else TRL's default: `padded_batch` samples per step padded to the
-    longest, with an attention mask, SDPA. The optimizer is plain SGD on the float32 masters: AdamW's
-    two float32 states of a 4B model (32 GiB) do not fit one GPU beside 16K-token activations, and on the
-    released setup ZeRO-3 shards them across 16 GPUs; the optimizer step's time is included either way.
+    flash_attention_2 or dasd_packed); else TRL's default: up to `padded_batch` samples per step (fewer when
+    padding them to the longest would exceed `tokens`), padded, with an attention mask, SDPA. The optimizer
+    is plain SGD on the float32 masters: AdamW's two float32 states of a 4B model (32 GiB) do not fit one
+    GPU beside 16K-token activations, and on the released setup ZeRO-3 shards them across 16 GPUs; the
+    optimizer step's time is included either way.
     MFU = 6 × parameters × real tokens/s over the card's measured bf16 matmul peak (and over 989 TFLOP/s,
     an H100 SXM's dense bf16 datasheet figure).
     """
@@ -208,11 +209,17 @@ def train_throughput(
             ]
             for row in pack_first_fit(lengths, tokens)
         ]
-    else:
-        batches = [
-            [{"input_ids": samples[i], "labels": samples[i]} for i in range(j, j + padded_batch)]
-            for j in range(0, len(samples) - padded_batch + 1, padded_batch)
-        ]
+    else:  # in data order, up to `padded_batch` samples while the padded batch stays within `tokens`
+        batches, current = [], []
+        for sample in samples:
+            if current and (
+                len(current) >= padded_batch or (len(current) + 1) * max(len(sample), *map(len, current)) > tokens
+            ):
+                batches.append([{"input_ids": s, "labels": s} for s in current])
+                current = []
+            current.append(sample)
+        if current:
+            batches.append([{"input_ids": s, "labels": s} for s in current])
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     timings, real, padded_total = [], 0, 0
     for step in range(steps + 2):
