@@ -110,12 +110,7 @@ def cpu_benchmark(steps: int, max_length: int) -> None:
     print(f"  ratio packed (SDPA mask) / padded: {masked['tokens_per_s'] / padded['tokens_per_s']:.2f}x")
 
 
-QWEN3_4B = dict(
-    hidden_size=2560, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, intermediate_size=9728
-)
-QWEN3_TINY = dict(
-    hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=256
-)
+QWEN3_TINY = (128, 2, 4, 2, 256)  # hidden, layers, heads, kv heads, intermediate (bench_score.QWEN3_SHAPES' order)
 
 
 def lognormal_lengths(count: int, *, median: int, high: int, seed: int = 0) -> list[int]:
@@ -161,6 +156,7 @@ def train_throughput(
     an H100 SXM's dense bf16 datasheet figure).
     """
     import torch
+    from bench_score import QWEN3_SHAPES  # the real Qwen3 shapes, one table for both benchmarks
     from transformers import AutoModelForCausalLM, Qwen3Config
 
     from dasd.attention import packed_attention
@@ -172,7 +168,12 @@ def train_throughput(
         head_dim=128,
         max_position_embeddings=40960,
         tie_word_embeddings=False,
-        **(QWEN3_4B if shape == "qwen3-4b" else QWEN3_TINY),
+        **dict(
+            zip(
+                ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size"),
+                QWEN3_SHAPES[shape] if shape in QWEN3_SHAPES else QWEN3_TINY,
+            )
+        ),
     )
     attention = packed_attention(device) if packed else "sdpa"
     if cuda:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from .errors import InputError
+from .errors import InputError, hub_where
 
 PREFIX = "hf://datasets/"
 DATA_EXTENSIONS = (".parquet", ".jsonl", ".jsonl.gz")
@@ -128,11 +128,8 @@ def hub_data_files(url: str) -> list[Path]:
             )
         )
     except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", "no", "")
-        where = "in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "on the Hugging Face Hub"
-        raise InputError(
-            url, None, None, f"dataset {spec.repo_id!r} not found {where}: {exc}".splitlines()[0]
-        ) from None
+        message = f"dataset {spec.repo_id!r} not found {hub_where()}: {exc}".splitlines()[0]
+        raise InputError(url, None, None, message) from None
     files = sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
     if spec.path:
         chosen = sorted(name for name in files if fnmatch.fnmatch(name, spec.path))
