@@ -31,6 +31,7 @@ pass); anything else is a clear error rather than silently wrong attention.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
@@ -69,12 +70,17 @@ def _bounds_for(position_ids):
     return bounds
 
 
-def _varlen_kernel(device):
+@functools.cache
+def _varlen_kernel(device_type: str):
     """(PyTorch's variable-length flash attention, the names of its parameters) on CUDA, else None.
 
     Its signature changed between releases: the first (torch 2.10) takes `is_causal` and no `scale`, later
-    ones `window_size=(-1, 0)` for causal, `scale` and `enable_gqa`; both are handled."""
-    if device.type != "cuda":
+    ones `window_size=(-1, 0)` for causal, `scale` and `enable_gqa`; both are handled.
+
+    >>> _varlen_kernel("cpu") is None
+    True
+    """
+    if device_type != "cuda":
         return None
     try:
         from torch.nn.attention.varlen import varlen_attn
@@ -144,7 +150,7 @@ def packed_attention_forward(
         bounds = [[(0, width)] for _ in range(batch)]
     else:
         bounds = _bounds_for(position_ids.expand(batch, width) if position_ids.shape[0] != batch else position_ids)
-    kernel = _varlen_kernel(query.device)
+    kernel = _varlen_kernel(query.device.type)
     if kernel is not None:
         out = _varlen_call(kernel, query, key, value, bounds, scaling)
         if out is not None:
