@@ -86,9 +86,8 @@ def _card_data_files(snapshot: Path, config: str | None, split: str) -> list[str
             break
     if chosen is None and config is None:
         chosen = next((entry for entry in configs if entry.get("config_name") == "default"), None)
-    if chosen is None:
-        names = [entry.get("config_name") for entry in configs]
-        return [] if config else None if not names else []
+    if chosen is None:  # no such config (or no default among several): no files, said by the caller
+        return []
     data_files = chosen.get("data_files")
     if isinstance(data_files, str):
         return [data_files]
