@@ -98,7 +98,8 @@ def stage_facts(step: dict[str, Any]) -> list[str]:
     ...     "reasons": {"wrong_answer": 2, "duplicate": 1}}})
     ['- kept 9, rejected 3 — by reason: duplicate 1, wrong_answer 2']
     """
-    stage, config, summary = step["stage"], step["config"], step["summary"]
+    # published text: every fact below is read from the redacted config and summary
+    stage, config, summary = step["stage"], redacted(step["config"]), redacted(step["summary"])
     facts: list[str] = []
     if stage == "sample":
         backend = config.get("backend") or {}
@@ -111,10 +112,9 @@ def stage_facts(step: dict[str, Any]) -> list[str]:
             )
         )
         if backend.get("launch"):
-            launch = re.sub(r"(--api-key|--token)([ =])\S+", r"\1\2<redacted>", str(backend["launch"]))
-            facts.append(f"- served by: `{launch}`")
+            facts.append(f"- served by: `{backend['launch']}`")
         if backend.get("extra_body"):
-            facts.append(f"- extra request fields: `{json.dumps(redacted(backend['extra_body']))}`")
+            facts.append(f"- extra request fields: `{json.dumps(backend['extra_body'])}`")
         schedule = ", ".join(
             f"T={entry.get('temperature')} × {entry.get('n')}" for entry in config.get("schedule") or []
         )
@@ -185,24 +185,87 @@ def stage_facts(step: dict[str, Any]) -> list[str]:
     return facts
 
 
-SECRET_WORDS = ("api_key", "token", "secret", "password", "authorization")
+# Credentials are recognised by the exact key that holds them (case and `-`/`_` aside) and by their value, wherever
+# they sit: a key-substring rule ("token") also hid facts a reader needs (`max_new_tokens`, `tokenizer`,
+# `completion_tokens`), and missed credentials inside strings (`--api-key sk-…` in a launch command, `user:pass@` in a
+# URL).
+CREDENTIAL_KEYS = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "api_keys",
+        "x_api_key",
+        "token",
+        "hf_token",
+        "access_token",
+        "auth_token",
+        "bearer_token",
+        "refresh_token",
+        "secret",
+        "secret_key",
+        "client_secret",
+        "password",
+        "passwd",
+        "authorization",
+        "proxy_authorization",
+        "cookie",
+    }
+)
+_CREDENTIAL_VALUES = (
+    # a flag that takes a credential: --api-key X, --api-key=X, --hf-token X, --token X, --password X
+    (
+        re.compile(r"(--(?:api[-_]key|hf[-_]token|token|access[-_]token|password|secret)(?:=|\s+))(\S+)"),
+        r"\1<redacted>",
+    ),
+    # credentials in a URL: scheme://user:password@host
+    (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@"), r"\1<redacted>@"),
+    # an HTTP authorization value
+    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 <redacted>"),
+    # tokens by their shape: Hugging Face (hf_…), OpenAI-style (sk-…)
+    (re.compile(r"\bhf_[A-Za-z0-9]{20,}\b"), "<redacted>"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "<redacted>"),
+)
+
+
+def redacted_text(text: str) -> str:
+    """`text` with every credential-shaped value replaced.
+
+    >>> redacted_text("vllm serve m --api-key sk-abc --port 8000")
+    'vllm serve m --api-key <redacted> --port 8000'
+    >>> redacted_text("http://alice:pw@node1:8000/v1 and http://node2:8000/v1")
+    'http://<redacted>@node1:8000/v1 and http://node2:8000/v1'
+    """
+    for pattern, replacement in _CREDENTIAL_VALUES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def is_credential_key(key: Any) -> bool:
+    """Whether a config key holds a credential: exact names only, so facts that merely contain "token" stay.
+
+    >>> [is_credential_key(k) for k in ("api_key", "HF-Token", "max_new_tokens", "tokenizer", "completion_tokens")]
+    [True, True, False, False, False]
+    """
+    return str(key).lower().replace("-", "_") in CREDENTIAL_KEYS
 
 
 def redacted(value: Any) -> Any:
-    """A config with every credential-like value replaced (cards are published).
+    """A config with every credential replaced (cards are published), every other fact kept.
 
-    >>> redacted({"backend": {"api_key": "sk-123", "model": "m"}, "extra_body": {"Authorization": "Bearer x"}})
-    {'backend': {'api_key': '<redacted>', 'model': 'm'}, 'extra_body': {'Authorization': '<redacted>'}}
+    >>> redacted({"backend": {"api_key": "sk-123", "model": "m", "max_new_tokens": 8}})
+    {'backend': {'api_key': '<redacted>', 'model': 'm', 'max_new_tokens': 8}}
+    >>> redacted({"extra_body": {"Authorization": "Bearer x"}, "base_urls": ["http://u:p@h/v1"]})
+    {'extra_body': {'Authorization': '<redacted>'}, 'base_urls': ['http://<redacted>@h/v1']}
     """
     if isinstance(value, dict):
         return {
-            key: "<redacted>"
-            if any(word in str(key).lower() for word in SECRET_WORDS) and item not in (None, "")
-            else redacted(item)
+            key: "<redacted>" if is_credential_key(key) and item not in (None, "") else redacted(item)
             for key, item in value.items()
         }
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [redacted(item) for item in value]
+    if isinstance(value, str):
+        return redacted_text(value)
     return value
 
 
