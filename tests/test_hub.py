@@ -119,6 +119,47 @@ def test_a_dataset_without_configs_follows_the_hub_naming_conventions(hub_cache,
     assert [path.name for path in hub_data_files("hf://datasets/dasd-test/plain")] == ["train.jsonl"]
 
 
+def test_a_config_and_split_download_only_their_files(hub_cache, tmp_path, monkeypatch):
+    """What an online user would download: huggingface_hub's own filter (the one snapshot_download applies to the
+    repository's file list) over each allow_patterns dasd asks for — the card first, then that config's files."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import filter_repo_objects
+
+    staging = tmp_path / "staging"
+    repository = {
+        "README.md": CARD,
+        "data/train-00000-of-00001.parquet": _questions_parquet(staging / "train.parquet", 3),
+        "data/test-00000-of-00001.parquet": _questions_parquet(staging / "test.parquet", 2, "t"),
+        "hard/part-0.parquet": _questions_parquet(staging / "hard.parquet", 1, "h"),
+        "logprobs/huge-00000.parquet": _questions_parquet(staging / "huge.parquet", 1, "x"),
+    }
+    _cached_repo(hub_cache, "dataset", "dasd-test/questions", repository)
+    asked: list[list[str] | None] = []
+
+    def recording_snapshot_download(*args, **kwargs):
+        asked.append(kwargs.get("allow_patterns"))
+        return snapshot_download(*args, **kwargs)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", recording_snapshot_download)
+
+    def downloaded(url):
+        asked.clear()
+        hub_data_files(url)
+        return [sorted(filter_repo_objects(list(repository), allow_patterns=patterns)) for patterns in asked]
+
+    assert downloaded("hf://datasets/dasd-test/questions?config=hard&split=train") == [
+        ["README.md"],
+        ["README.md", "hard/part-0.parquet"],
+    ]
+    assert downloaded("hf://datasets/dasd-test/questions?split=test") == [
+        ["README.md"],
+        ["README.md", "data/test-00000-of-00001.parquet"],
+    ]
+    assert downloaded("hf://datasets/dasd-test/questions/data/train-*.parquet") == [
+        ["README.md", "data/train-00000-of-00001.parquet"]
+    ]
+
+
 def test_a_hub_model_id_at_a_revision_loads_from_the_cache(hub_cache, tiny_qwen3):
     from dasd.models import ModelConfig, load_model
 

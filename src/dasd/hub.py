@@ -111,35 +111,55 @@ def _conventional_files(files: list[str], split: str) -> list[str]:
     return sorted(data) if split == "train" and len({Path(name).parent for name in data}) <= 1 else []
 
 
-def hub_data_files(url: str) -> list[Path]:
-    """The local files (in the HF cache) that a Hub dataset URL names; downloads them when online."""
+def _download(spec: HubDataset, url: str, patterns: list[str] | None) -> Path:
+    """The repository's snapshot folder, with (at least) the files matching `patterns` (None: all) present."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    spec = parse_hub_url(url)
     try:
-        snapshot = Path(
-            snapshot_download(
-                spec.repo_id,
-                repo_type="dataset",
-                revision=spec.revision,
-                allow_patterns=[spec.path, "README.md"] if spec.path else None,
-            )
+        return Path(
+            snapshot_download(spec.repo_id, repo_type="dataset", revision=spec.revision, allow_patterns=patterns)
         )
     except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
         message = f"dataset {spec.repo_id!r} not found {hub_where()}: {exc}".splitlines()[0]
         raise InputError(url, None, None, message) from None
-    files = sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
+
+
+def _conventional_patterns(split: str) -> list[str]:
+    """What `_conventional_files` may pick for a split: its names, else (train) any data file.
+
+    >>> _conventional_patterns("test")[:2]
+    ['data/test-*', 'data/test.*']
+    """
+    named = [f"data/{split}-*", f"data/{split}.*", f"{split}-*", f"{split}.*", f"*/{split}-*", f"*/{split}.*"]
+    return named + ([f"*{extension}" for extension in DATA_EXTENSIONS] if split == "train" else [])
+
+
+def hub_data_files(url: str) -> list[Path]:
+    """The local files (in the HF cache) that a Hub dataset URL names; downloads them when online.
+
+    Only what is read is downloaded (a released dataset's other configs can be many GB): the PATH's files; else
+    the card first, then the chosen config's patterns; else (no configs on the card) the conventional names."""
+    spec = parse_hub_url(url)
     if spec.path:
-        chosen = sorted(name for name in files if fnmatch.fnmatch(name, spec.path))
+        snapshot = _download(spec, url, [spec.path, "README.md"])
+        patterns = [spec.path]
     else:
+        snapshot = _download(spec, url, ["README.md"])
         patterns = _card_data_files(snapshot, spec.config, spec.split)
-        if patterns is None:
-            if spec.config:
-                raise InputError(url, None, None, f"the dataset card lists no configs, so no config {spec.config!r}")
-            chosen = _conventional_files(files, spec.split)
-        else:
-            chosen = sorted({name for pattern in patterns for name in files if fnmatch.fnmatch(name, pattern)})
+        if patterns is None and spec.config:
+            raise InputError(url, None, None, f"the dataset card lists no configs, so no config {spec.config!r}")
+        if patterns:
+            snapshot = _download(spec, url, [*patterns, "README.md"])
+        elif patterns is None:
+            snapshot = _download(spec, url, [*_conventional_patterns(spec.split), "README.md"])
+    files = sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
+    if spec.path or patterns:
+        chosen = sorted({name for pattern in patterns for name in files if fnmatch.fnmatch(name, pattern)})
+    elif patterns is None:
+        chosen = _conventional_files(files, spec.split)
+    else:
+        chosen = []
     if not chosen:
         what = spec.path or f"config {spec.config or 'default'}, split {spec.split}"
         raise InputError(url, None, None, f"no data files for {what} in {spec.repo_id} (files: {files[:8]})")
