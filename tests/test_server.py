@@ -191,6 +191,32 @@ def test_faults_are_retried_and_every_id_is_written_once(tmp_path, server, taugh
     assert saved["backend"]["retries"] == sum(injected.values())
 
 
+def test_an_answer_dasd_cannot_read_is_not_retried(tmp_path, server, taught_teacher):
+    # the server answers, whole and well-formed, with log-prob tokens that are not token ids: asking again would
+    # get the same answer, so each request fails once into the errors file instead of 5 retries each
+    proxy = FaultProxy(server.url, fault_rate=1.0, seed=3, kinds=("corrupt",))
+    questions = write_jsonl(tmp_path / "q.jsonl", _questions(2))
+    try:
+        output, summary = _run_stage(
+            tmp_path,
+            "corrupt",
+            questions,
+            f"backend.base_urls=[{proxy.url}]",
+            "backend.mode=completions",
+            f"backend.tokenizer={taught_teacher}",
+            "backend.max_retries=5",
+            "backend.backoff_initial_s=0.01",
+            "backend.logprob_check=skip",
+            "max_new_tokens=8",
+        )
+    finally:
+        proxy.stop()
+    assert summary["failed"] == 8 and summary["responses_written"] == 0 and summary["backend"]["retries"] == 0
+    assert proxy.forwarded == 8  # one request per response: none was sent again
+    errors = read_jsonl(output.parent / "responses.errors.jsonl")
+    assert len(errors) == 8 and all(e["retries"] == 0 and e["error"].startswith("invalid_response") for e in errors)
+
+
 def test_requests_that_keep_failing_go_to_the_errors_file_and_a_rerun_finishes(tmp_path, server, taught_teacher):
     proxy = FaultProxy(server.url, fault_rate=1.0, seed=1)  # everything fails
     questions = write_jsonl(tmp_path / "q.jsonl", _questions(2))

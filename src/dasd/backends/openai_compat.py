@@ -3,7 +3,8 @@
 * bounded concurrency: `concurrency` workers share one queue of requests;
 * several servers: request i starts on `base_urls[i % n]`; a failed attempt moves to the next URL;
 * retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped connections and
-  unreadable responses (the client's own retries are off, so every retry is counted here);
+  unreadable responses (the client's own retries are off, so every retry is counted here); an answer that
+  arrives whole but cannot be used (`invalid_response`: a ValueError while reading it) is not retried;
   a server's `Retry-After` is honoured;
 * every sampling parameter that shapes the distribution is sent with the value dasd intends (top_k -1
   for off, min_p 0, neutral penalties), so a server's defaults (`vllm serve --generation-config auto`
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import random
@@ -329,10 +331,16 @@ class OpenAIBackend(Backend):
             except openai.APIStatusError as exc:
                 retryable = exc.status_code == 429 or exc.status_code >= 500 or exc.status_code == 408
                 reason, error, retry_after = f"http_{exc.status_code}", exc, _retry_after(exc)
-            except (openai.APIConnectionError, openai.APIResponseValidationError, RetryableResponse, ValueError) as exc:
+            except (openai.APIConnectionError, openai.APIResponseValidationError, RetryableResponse) as exc:
                 retryable = True
                 reason = "timeout" if isinstance(exc, openai.APITimeoutError) else type(exc).__name__
                 error, retry_after = exc, None
+            except json.JSONDecodeError as exc:  # a body garbled in transit: the network's fault, try again
+                retryable, reason, error, retry_after = True, "unreadable_response", exc, None
+            except ValueError as exc:
+                # a well-formed answer that dasd cannot use (or a bug in reading it): asking again gets the same
+                # answer, so it fails now, once, into the errors file — retries are for the network
+                retryable, reason, error, retry_after = False, "invalid_response", exc, None
             if not retryable or attempt >= self.config.max_retries:
                 with self._lock:
                     self.failures += 1
