@@ -104,3 +104,76 @@ def test_varlen_kernel_on_the_gpu_scores_like_one_sample_per_forward(tiny_qwen3)
     packed_model = _model(tiny_qwen3, PACKED, torch.bfloat16).to("cuda")
     packed = StudentScorer(packed_model, tokens_per_batch=200, pack=True).score(items)
     assert _worst(packed, single) < 0.1
+
+
+def _tiny(config_class, **overrides):
+    """A real transformers model class, tiny and random-init, under dasd_packed."""
+    from transformers import AutoModelForCausalLM
+
+    register()
+    shape = dict(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+    )
+    config = config_class(**{**shape, **overrides})
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, attn_implementation=PACKED).eval(), config
+
+
+def _packed_row(lengths):
+    ids = torch.randint(10, 500, (1, sum(lengths)), generator=torch.Generator().manual_seed(1))
+    positions = torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)
+    return {"input_ids": ids, "position_ids": positions, "use_cache": False}
+
+
+@pytest.mark.parametrize(
+    "name, overrides, refusal",
+    [
+        ("GptOssConfig", {"num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 64}, "attention sinks"),
+        ("Gemma2Config", {"sliding_window": 64}, "soft-capping"),
+        ("MistralConfig", {"sliding_window": 8}, "longer than this model's 8-token window"),
+        (
+            "Qwen3Config",
+            {"use_sliding_window": True, "sliding_window": 8, "layer_types": ["sliding_attention"] * 2},
+            "8-token window",
+        ),
+    ],
+)
+def test_attention_features_it_cannot_compute_are_refused_not_dropped(name, overrides, refusal):
+    """transformers passes sinks, soft-capping and sliding windows as keyword arguments: dasd_packed must refuse a
+    model that has them (one line) instead of running plain causal attention, and `auto` must not pick it."""
+    import transformers
+
+    from dasd.attention import packed_attention, unsupported_features
+
+    model, config = _tiny(getattr(transformers, name), **overrides)
+    with pytest.raises(ValueError, match=refusal):
+        model(**_packed_row([20, 6]))
+    assert unsupported_features(config) and packed_attention("cpu", config) is None
+
+
+def test_a_sliding_window_no_sample_reaches_is_exact():
+    """Samples no longer than the window attend to every earlier token under it too: the same numbers as
+    transformers' own sliding-window mask (sdpa) on the packed row, and no refusal."""
+    from transformers import MistralConfig
+
+    model, _ = _tiny(MistralConfig, sliding_window=16)
+    batch = _packed_row([16, 9, 12])
+    with torch.no_grad():
+        packed = model(**batch).logits
+        model.set_attn_implementation("sdpa")
+        masked = model(**batch).logits
+    assert (packed - masked).abs().max().item() < 1e-5
+
+
+def test_auto_picks_dasd_packed_for_a_plain_causal_model():
+    from transformers import Qwen3Config
+
+    from dasd.attention import packed_attention, unsupported_features
+
+    assert unsupported_features(Qwen3Config()) == [] and packed_attention("cpu", Qwen3Config()) == PACKED

@@ -26,7 +26,12 @@ tried first: on this CPU with torch 2.13, inductor fails to compile its kernel f
 `attn_implementation=flex_attention` for GPUs, not chosen by `auto`.
 
 Only packed, unpadded rows without a KV cache are accepted (what scoring and padding-free training
-pass); anything else is a clear error rather than silently wrong attention.
+pass); anything else is a clear error rather than silently wrong attention. So are the attention features
+transformers passes as keyword arguments that this kernel does not compute: attention sinks (`s_aux`, gpt-oss),
+logit soft-capping (`softcap`, Gemma 2), a sliding window (`sliding_window`, Mistral, Gemma, Qwen's sliding
+layers) over a sample longer than the window (shorter ones attend to every earlier token either way, so they
+are exact), and non-causal attention. `auto` never picks `dasd_packed` for a model whose config has them
+(`unsupported_features`).
 """
 
 from __future__ import annotations
@@ -129,6 +134,47 @@ def _varlen_call(kernel, query, key, value, bounds, scaling):
     return out.reshape(batch, width, heads, head_dim)
 
 
+def unsupported_features(config) -> list[str]:
+    """The attention features of a model config that `dasd_packed` does not compute (empty: it can run the model).
+
+    >>> from transformers import Qwen3Config, Gemma2Config
+    >>> unsupported_features(Qwen3Config()), unsupported_features(Gemma2Config())
+    ([], ['logit soft-capping (attn_logit_softcapping)', 'a sliding window (sliding_window)'])
+    """
+    features = []
+    if getattr(config, "model_type", None) == "gpt_oss" or getattr(config, "sinks", None) is not None:
+        features.append("attention sinks (gpt-oss)")
+    if getattr(config, "attn_logit_softcapping", None):
+        features.append("logit soft-capping (attn_logit_softcapping)")
+    layer_types = getattr(config, "layer_types", None)
+    sliding = (
+        any(kind == "sliding_attention" for kind in layer_types)
+        if layer_types
+        else getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    )
+    if sliding:
+        features.append("a sliding window (sliding_window)")
+    return features
+
+
+def _refuse_what_it_cannot_compute(kwargs: dict, bounds) -> None:
+    """One line for each attention feature transformers passed that this kernel would silently drop."""
+    if kwargs.get("s_aux") is not None:
+        raise ValueError("dasd_packed attention has no attention sinks (s_aux, gpt-oss): use sdpa or eager")
+    if kwargs.get("softcap"):
+        raise ValueError("dasd_packed attention has no logit soft-capping (softcap): use eager attention")
+    if kwargs.get("is_causal") is False:
+        raise ValueError("dasd_packed attention is causal only (this layer asked for bidirectional attention)")
+    window = kwargs.get("sliding_window")
+    if window is not None:
+        longest = max(end - start for row in bounds for start, end in row)
+        if longest > window:  # shorter samples see every earlier token under the window too: exact
+            raise ValueError(
+                f"dasd_packed attention has no sliding window: a {longest}-token sample is longer than this "
+                f"model's {window}-token window (use sdpa)"
+            )
+
+
 def packed_attention_forward(
     module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs
 ):
@@ -150,6 +196,7 @@ def packed_attention_forward(
         bounds = [[(0, width)] for _ in range(batch)]
     else:
         bounds = _bounds_for(position_ids.expand(batch, width) if position_ids.shape[0] != batch else position_ids)
+    _refuse_what_it_cannot_compute(kwargs, bounds)
     kernel = _varlen_kernel(query.device.type)
     if kernel is not None:
         out = _varlen_call(kernel, query, key, value, bounds, scaling)
@@ -195,9 +242,10 @@ def register() -> str:
     return PACKED
 
 
-def packed_attention(device: str) -> str:
+def packed_attention(device: str, config=None) -> str | None:
     """The attention for packed rows on `device`: flash_attention_2 on a GPU when flash-attn is installed,
-    else dasd_packed (registered on first use)."""
+    else dasd_packed (registered on first use) — or None when the model (`config`) has attention features
+    dasd_packed does not compute: the caller keeps its own choice (sdpa's block-diagonal mask, exact but slower)."""
     if device.startswith("cuda"):
         try:
             import flash_attn  # noqa: F401
@@ -205,4 +253,6 @@ def packed_attention(device: str) -> str:
             return "flash_attention_2"
         except ImportError:
             pass
+    if config is not None and unsupported_features(config):
+        return None
     return register()

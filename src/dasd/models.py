@@ -152,6 +152,23 @@ def load_causal_lm(model_name: str, *, dtype, attention: str, trainable: bool = 
         raise hub_error("model", model_name, revision) from None
 
 
+def load_model_config(model_name: str, *, revision: str | None = None):
+    """The transformers config of a model folder, `.gguf` file, the `smollm2` asset or a Hub id (no weights)."""
+    from transformers import AutoConfig
+
+    from .assets import QUICKTOK_ENCODINGS
+
+    gguf = _gguf_file(model_name)
+    if gguf is not None:
+        return AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if Path(model_name).exists() or model_name in QUICKTOK_ENCODINGS:
+        return AutoConfig.from_pretrained(model_name)
+    try:
+        return AutoConfig.from_pretrained(model_name, revision=revision or "main")
+    except (OSError, ValueError):
+        raise hub_error("model", model_name, revision) from None
+
+
 def load_model(config: ModelConfig):
     """(model in eval mode on its device, tokenizer, device) for a `ModelConfig` section."""
     device = resolve_device(config.device)

@@ -116,7 +116,10 @@ class HFTokenScorer(TokenScorer):
         if batching == "packed" and config.attn_implementation == "auto":
             # packed rows under SDPA get a dense block-diagonal mask (width² per row); this attention
             # computes nothing between samples (dasd.attention)
-            self.model.set_attn_implementation(packed_attention(str(self.device)))
+            # (not for a model whose attention has what that does not compute: it keeps sdpa's exact mask)
+            chosen = packed_attention(str(self.device), self.model.config)
+            if chosen:
+                self.model.set_attn_implementation(chosen)
         self.attention = self.model.config._attn_implementation
         pad = (
             self.tokenizer.pad_token_id

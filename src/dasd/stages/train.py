@@ -220,7 +220,7 @@ def run_stage(
     from ..assets import load_tokenizer
     from ..attention import packed_attention
     from ..figures import plot_loss_curve
-    from ..models import load_causal_lm, resolve_attention
+    from ..models import load_causal_lm, load_model_config, resolve_attention
     from ..training import PaddingFreeCollator, make_weighted_trainer_class, prepare_examples, resolve_trackers
 
     hyper = _stage_hyper(config, stage)
@@ -304,8 +304,9 @@ def run_stage(
     attention = resolve_attention(config.student.attn_implementation, device)
     if config.packing and config.student.attn_implementation == "auto":
         # padding-free rows under SDPA get a dense block-diagonal mask (width² per row); flash-attn or
-        # dasd_packed compute nothing between the samples of a row (dasd.attention)
-        attention = packed_attention(device)
+        # dasd_packed compute nothing between the samples of a row (dasd.attention) — unless the student's
+        # attention has what dasd_packed does not compute (sinks, soft-capping, a sliding window): then sdpa
+        attention = packed_attention(device, load_model_config(init, revision=revision)) or attention
     # Master weights are float32 on every path (one process, DDP, FSDP2, ZeRO-3): an AdamW step moves a
     # weight by ~lr, 1e-5 of a norm weight near 1.0, which rounds away in bfloat16 (its spacing there is
     # 0.0078). bf16 is the compute precision: the Trainer's autocast, or ZeRO-3 / FSDP2 mixed precision,
