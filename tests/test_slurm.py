@@ -4,6 +4,7 @@ installs the packages). Without Slurm or root the tests are skipped with the rea
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dasd import executors
 from dasd.demo_world import world_dir
 from dasd.io import read_records
 from dasd.stages import demo
@@ -186,3 +188,40 @@ def test_parquet_records_through_job_arrays(slurm_cluster, tmp_path):
     assert list((work / "sample" / "responses.parquet").glob("part-*.parquet"))
     assert not list(work.rglob("*.shard-*-of-*.parquet"))
     assert (work / "filter" / "filtered.parquet").is_dir() and (work / "sft" / "das" / "sft.jsonl").exists()
+
+
+def test_a_step_without_time_min_gets_a_day_and_no_wckey(slurm_cluster, tmp_path):
+    """submitit's default would be `--time=5` (killed after 5 minutes) and `--wckey=submitit`: the script dasd
+    submits asks for its 24 h default and no wckey, Slurm accepts that limit, and the step runs."""
+    config = executors.ExecutorConfig.model_validate({"name": "slurm"})
+    resources = config.resources("score", "score")
+    assert resources.time_min is None
+    # a step that only records why it is skipped: a real job through run_step, no stage to run
+    job = executors.StepJob("score", "score", {}, "f", tmp_path / "state", skip_if=functools.partial(str, "no model"))
+    folder = tmp_path / "slurm"
+    job_id = executors.submit(config, folder, job, [], resources).jobs[-1]
+    script = (folder / job_id / f"{job_id}_submission.sh").read_text()
+    assert f"#SBATCH --time={executors.DEFAULT_TIME_MIN}\n" in script and "wckey" not in script.lower(), script
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
+    assert "TimeLimit=1-00:00:00" in shown, shown  # Slurm's own reading of the limit it will enforce
+    deadline = time.monotonic() + 120
+    while executors.queue_states([job_id]).get(job_id) in executors.ACTIVE_STATES and time.monotonic() < deadline:
+        time.sleep(0.5)
+    marker = json.loads((tmp_path / "state" / "score.json").read_text())
+    assert marker["status"] == "skipped" and marker["reason"] == "no model", marker
+
+
+def test_the_queue_is_read_for_this_user_only(slurm_cluster, tmp_path):
+    """`dasd run` polls its own user's jobs (squeue --me), not every job on the cluster: a job of another user
+    (held, so it never runs) is not in the states it reads; its own held job is."""
+    hold = ["sbatch", "--parsable", "--hold", "--output=/dev/null", "--wrap", "true"]
+    other = subprocess.run(["runuser", "-u", "nobody", "--", *hold], cwd="/", capture_output=True, text=True)
+    assert other.returncode == 0, other.stderr
+    mine = subprocess.run(hold, cwd=tmp_path, capture_output=True, text=True, check=True)
+    ids = [other.stdout.strip(), mine.stdout.strip()]
+    try:
+        everyone = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        assert set(ids) <= set(everyone)
+        assert executors.queue_states(ids) == {ids[1]: "PENDING"}
+    finally:
+        subprocess.run(["scancel", *ids], check=True)

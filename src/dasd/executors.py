@@ -49,6 +49,11 @@ from .io import write_json_atomic
 
 SHARDABLE = ("sample", "score", "eval")  # record stages with shard=i/n and a merging run without it
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "STAGE_OUT"}
+# --time of a job whose step gives no time_min. submitit's own default is 5 minutes (submitit/slurm/slurm.py:
+# `_make_sbatch_string(time=5)`), which would kill every such step after 5 minutes and count it as a failure;
+# 24 h fits a sample/score/eval shard and most partitions' MaxTime; a partition allowing less refuses the job at
+# sbatch (EnforcePartLimits) or keeps it pending (reason PartitionTimeLimit): set time_min for it.
+DEFAULT_TIME_MIN = 1440
 
 
 class SlurmResources(StageConfig):
@@ -59,7 +64,12 @@ class SlurmResources(StageConfig):
     gpus_per_node: int | None = Field(None, ge=0, description="GPUs per node (--gpus-per-node)")
     cpus_per_task: int | None = Field(None, ge=1, description="CPUs per task (--cpus-per-task)")
     mem_gb: float | None = Field(None, gt=0, description="memory per node in GB (--mem); default: the cluster's")
-    time_min: int | None = Field(None, ge=1, description="time limit per job in minutes (--time)")
+    time_min: int | None = Field(
+        None,
+        ge=1,
+        description=f"time limit per job in minutes (--time); default {DEFAULT_TIME_MIN} (24 h), not submitit's 5: "
+        "long enough for a shard, within most partitions' MaxTime; set it for longer training or shorter partitions",
+    )
     partition: str | None = Field(None, description="partition (--partition)")
     account: str | None = Field(None, description="account (--account)")
     max_parallel: int | None = Field(None, ge=1, description="array tasks running at once (--array=…%N)")
@@ -181,15 +191,27 @@ def run_step(job: StepJob) -> str:
     return f"{job.name} done"
 
 
-def accelerate_command(job: StepJob, config_file: Path, node: int, main_host: str, port: int = 29500) -> list[str]:
+def rendezvous_port(job_id: str | int) -> int:
+    """The rendezvous port of a training job, the same on all its nodes without them talking: derived from the
+    Slurm job id, so two training jobs sharing a node do not both listen on accelerate's 29500. The range
+    20000-31999 lies below Linux's ephemeral ports (32768-60999), which outgoing connections take; jobs
+    collide only if their ids differ by a multiple of 12000 and they share a node at the same time.
+
+    >>> rendezvous_port("4242"), rendezvous_port(4243), rendezvous_port(16242)
+    (24242, 24243, 24242)
+    """
+    return 20000 + int(job_id) % 12000
+
+
+def accelerate_command(job: StepJob, config_file: Path, node: int, main_host: str, port: int) -> list[str]:
     """`accelerate launch` for one node of a multi-node (or multi-GPU) training job.
 
     >>> job = StepJob("train_das", "train", {}, "f", Path("w"), accelerate=[], nodes=2, gpus_per_node=8)
-    >>> command = accelerate_command(job, Path("t.yaml"), node=1, main_host="gpu1")
+    >>> command = accelerate_command(job, Path("t.yaml"), node=1, main_host="gpu1", port=24242)
     >>> " ".join(command[:10])
-    'accelerate launch --num_machines 2 --machine_rank 1 --main_process_ip gpu1 --main_process_port 29500'
+    'accelerate launch --num_machines 2 --machine_rank 1 --main_process_ip gpu1 --main_process_port 24242'
     >>> " ".join(command[10:])
-    '--num_processes 16 -m dasd train --config t.yaml'
+    '--num_processes 16 --deepspeed_multinode_launcher standard -m dasd train --config t.yaml'
     """
     return [
         "accelerate",
@@ -204,6 +226,12 @@ def accelerate_command(job: StepJob, config_file: Path, node: int, main_host: st
         str(port),
         "--num_processes",
         str(job.nodes * max(job.gpus_per_node, 1)),
+        # dasd starts one launcher per node itself (srun), so each must be torch.distributed's node launcher. Without
+        # this, accelerate's DeepSpeed path picks `pdsh` (accelerate/utils/launch.py `prepare_deepspeed_cmd_env`:
+        # launcher None -> DEEPSPEED_MULTINODE_LAUNCHERS[0]) with no hostfile, and every node trains on its own.
+        # Other launchers ignore the option.
+        "--deepspeed_multinode_launcher",
+        "standard",
         *(job.accelerate or []),
         "-m",
         "dasd",
@@ -220,7 +248,9 @@ def _launch_on_this_node(job: StepJob) -> bool:
     from .stages import STAGES
 
     environment = submitit.JobEnvironment()
-    config_file = job.state_dir / "jobs" / f"{job.name}.config.yaml"
+    job_id = environment.raw_job_id  # SLURM_JOB_ID: the same on every node of the job
+    # named by the job, so that the other nodes never take an earlier job's file for this one's
+    config_file = job.state_dir / "jobs" / f"{job.name}.{job_id}.config.yaml"
     if environment.global_rank == 0:
         config_file.parent.mkdir(parents=True, exist_ok=True)
         dump_config(STAGES[job.stage].load()[1].model_validate(job.config), config_file)
@@ -229,7 +259,7 @@ def _launch_on_this_node(job: StepJob) -> bool:
             if config_file.exists():
                 break
             time.sleep(1)
-    command = accelerate_command(job, config_file, environment.node, environment.hostnames[0])
+    command = accelerate_command(job, config_file, environment.node, environment.hostnames[0], rendezvous_port(job_id))
     subprocess.run(command, check=True)
     return environment.global_rank == 0
 
@@ -255,8 +285,11 @@ def queue_states(job_ids: list[str]) -> dict[str, str]:
     """`squeue` states of these jobs (array tasks as `<array>_<i>`); jobs Slurm forgot are absent."""
     if not job_ids:
         return {}
-    # every job Slurm still remembers (array tasks one per line: -r); `-j` with one forgotten id fails whole
-    listed = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T"], capture_output=True, text=True)
+    # this user's jobs Slurm still remembers (array tasks one per line: -r), not every user's (a long list on a busy
+    # cluster, every poll); `-j` with one forgotten id fails whole
+    listed = subprocess.run(
+        ["squeue", "--me", "-h", "-r", "--states=all", "-o", "%i|%T"], capture_output=True, text=True
+    )
     if listed.returncode != 0:
         raise DasdError(f"squeue failed: {listed.stderr.strip()[:300]}")
     wanted = set(job_ids)
@@ -271,25 +304,30 @@ def queue_states(job_ids: list[str]) -> dict[str, str]:
 def _executor(config: ExecutorConfig, folder: Path, name: str, resources: SlurmResources, after: list[str]):
     import submitit
 
-    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm")
+    # submitit's SlurmExecutor, not its AutoExecutor: only there can `wckey` be unset (None drops the line), where
+    # submitit otherwise writes `--wckey=submitit`, which a cluster that tracks WCKeys may reject or misbill
+    executor = submitit.SlurmExecutor(folder=str(folder / "%j"))
     extra: dict[str, Any] = {"kill-on-invalid-dep": "yes", **resources.sbatch}
     if after:
         extra["dependency"] = "afterok:" + ":".join(after)
     parameters: dict[str, Any] = {
-        "name": f"dasd-{name}",
-        "slurm_additional_parameters": extra,
+        "job_name": f"dasd-{name}",
+        "additional_parameters": extra,
         "nodes": resources.nodes or 1,
-        "tasks_per_node": 1,
+        "ntasks_per_node": 1,
+        "time": resources.time_min or DEFAULT_TIME_MIN,  # also what submitit tells a time-out from a pre-emption by
+        "wckey": None,
     }
+    mem = resources.mem_gb
     optional = {
         "gpus_per_node": resources.gpus_per_node,
         "cpus_per_task": resources.cpus_per_task,
-        "mem_gb": resources.mem_gb,
-        "timeout_min": resources.time_min,
-        "slurm_partition": resources.partition,
-        "slurm_account": resources.account,
-        "slurm_array_parallelism": resources.max_parallel,
-        "slurm_setup": resources.setup,
+        # as submitit's AutoExecutor writes mem_gb (submitit/slurm/slurm.py `_convert_mem`)
+        "mem": None if mem is None else f"{int(mem)}GB" if mem == int(mem) else f"{int(mem * 1024)}MB",
+        "partition": resources.partition,
+        "account": resources.account,
+        "array_parallelism": resources.max_parallel,
+        "setup": resources.setup,
     }
     parameters.update({key: value for key, value in optional.items() if value is not None})
     executor.update_parameters(**parameters)
