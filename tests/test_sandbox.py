@@ -9,6 +9,7 @@ import threading
 import time
 
 import psutil
+import pytest
 
 from dasd.code_grading import grade_code, grade_code_many
 from dasd.sandbox import SANDBOX_UIDS, Limits, isolation, run_program
@@ -50,11 +51,11 @@ def test_stdin_and_functional_solutions_are_graded():
         _answer("def twoSum(nums, target):\n    return [0, 1]"), [*TWO_SUM, third], func_name="twoSum", limits=LIMITS
     )
     assert (half.outcome, half.tests_passed, half.tests_total) == ("wrong_answer", 2, 3)
-    floats = [{"input": "3\n", "output": "0.333333\n", "kind": "stdin"}]
-    assert grade_code(_answer("print(1 / int(input()))"), floats, limits=LIMITS).correct
+    floats = [{"input": "3\n", "output": "0.333333\n", "kind": "stdin"}]  # exact, as LCB: tests/test_lcb_grading.py
+    assert grade_code(_answer("print(f'{1 / int(input()):.6f}')"), floats, limits=LIMITS).correct
     assert grade_code("I think the answer is 3.", ADD, limits=LIMITS).outcome == "no_code"
     assert grade_code(_answer("def broken(:\n    pass"), ADD, limits=LIMITS).outcome == "compile_error"
-    assert grade_code(_answer("raise SystemExit(3)"), ADD, limits=LIMITS).outcome == "runtime_error"
+    assert grade_code(_answer("raise RuntimeError(3)"), ADD, limits=LIMITS).outcome == "runtime_error"
 
 
 def test_hostile_programs_are_contained_counted_and_leave_nothing_behind(tmp_path, monkeypatch):
@@ -143,3 +144,26 @@ def test_two_hundred_answers_finish_within_their_bound():
     assert counts == {"passed": 49, "wrong_answer": 49, "runtime_error": 49, "output_limit": 49, "timeout": 4}
     assert seconds < 120, seconds  # measured ~30 s on 2 cores; the 4 CPU-limit timeouts cost 2 s each
     assert not _leftovers()
+
+
+@pytest.mark.timeout(120)
+def test_a_megabyte_of_input_never_blocks_the_grader():
+    """1.5 MB of stdin: echoed line by line (the program prints while it reads: written before reading, the
+    pipes fill both ways and deadlock), or never read at all — by a program that prints 1.5 MB and exits,
+    and one that sleeps. Each ends within its wall limit with its own outcome, and nothing is left."""
+    lines = "".join(f"{number}\n" for number in range(240_000))
+    assert len(lines) > 1_500_000
+    limits = Limits(wall_s=5, cpu_s=5, memory_mb=512, output_bytes=4 << 20)
+    started = time.monotonic()
+    echo = grade_code(
+        _answer("import sys\nfor line in sys.stdin:\n    sys.stdout.write(line)"),
+        [{"input": lines, "output": lines, "kind": "stdin"}],
+        limits=limits,
+    )
+    assert echo.outcome == "passed" and time.monotonic() - started < limits.wall_s, echo
+    flood = run_program("import sys\nsys.stdout.write('x' * 1_500_000)", stdin=lines, limits=limits)
+    assert (flood.status, len(flood.stdout)) == ("ok", 1_500_000) and flood.seconds < limits.wall_s
+    sleeper = run_program("import time\ntime.sleep(60)", stdin=lines, limits=limits)
+    assert sleeper.status == "timeout" and sleeper.seconds < limits.wall_s + 3, sleeper.seconds
+    time.sleep(0.5)
+    assert not _leftovers(), f"processes left behind: {_leftovers()}"

@@ -5,11 +5,14 @@
 
 Each program runs in a fresh temporary directory, as its own process session, with:
 
-* resource limits (rlimits): CPU seconds, address space, file size, open files, processes, no core
-  dumps — and a wall-clock timeout after which the whole process group is killed;
+* resource limits (rlimits): CPU seconds, address space, file size, open files, no core dumps — and a
+  wall-clock timeout after which the whole process group is killed. Stdin is written in the same loop
+  that reads stdout/stderr and keeps that clock (as `subprocess.communicate` does), so a program that
+  prints while it reads, or never reads, cannot block the grader;
+* a bound on its processes and threads that counts this run's alone (`_process_bound`), whoever runs dasd;
 * a minimal environment (PATH, LANG, HOME = TMPDIR = its directory): nothing the parent knows, no
   secrets; Python in isolated mode (`-I`: no PYTHON* variables, no user site, no current directory
-  on the path);
+  on the path) — the interpreter dasd runs under, or `DASD_SANDBOX_PYTHON` (`isolation()`);
 * where the machine allows it (`isolation()`), stronger walls: when dasd runs as root the program
   runs under an unprivileged uid of its own (it cannot write outside its directory or /tmp, read
   root's files, or signal root's processes, and the process limit applies to it alone), and inside
@@ -20,7 +23,9 @@ Each program runs in a fresh temporary directory, as its own process session, wi
 Output is read up to `Limits.output_bytes`; a program that writes more is stopped (`output_limit`).
 Statuses: `ok`, `runtime_error` (non-zero exit or killed by a signal), `timeout` (wall or CPU),
 `memory` (the address-space limit, seen as MemoryError), `output_limit`. Where only rlimits are
-available, `isolation()` says so and `dasd eval` prints a warning.
+available, `isolation()` says so and `dasd eval` prints a warning. A sandbox that cannot start the
+program at all (no interpreter it may run, `unshare` or a fork failing) raises `SandboxError`: an
+infrastructure failure that stops the run with one line — never an answer graded wrong.
 """
 
 from __future__ import annotations
@@ -31,17 +36,29 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 
+from .errors import DasdError
+
 NOBODY = 65534
 # Programs run as root's children under a uid of their own (when dasd runs as root): the process limit
 # counts per uid, so a fork bomb in one run must not starve the runs beside it of processes.
 SANDBOX_UIDS = range(200_000, 201_000)
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+# A configured interpreter (DASD_SANDBOX_PYTHON) must be at least dasd's own minimum (pyproject's
+# requires-python): answers are written for a current Python (`match`, `X | Y`, `itertools.pairwise`).
+MIN_PYTHON = (3, 10)
 _next_uid = itertools.count()
 _uid_lock = threading.Lock()
+
+
+class SandboxError(DasdError):
+    """The sandbox could not start a program: an infrastructure failure that stops the run (no answer is
+    graded on it)."""
 
 
 def _sandbox_uid() -> int:
@@ -55,7 +72,7 @@ class Limits:
     cpu_s: int = 10  # CPU seconds per run (RLIMIT_CPU)
     memory_mb: int = 1024  # address space (RLIMIT_AS)
     file_mb: int = 16  # largest file the program may write (RLIMIT_FSIZE)
-    processes: int = 32  # processes of the sandbox user (RLIMIT_NPROC; enforced for non-root users)
+    processes: int = 32  # processes and threads of one run (RLIMIT_NPROC, counted per run: `_process_bound`)
     open_files: int = 64
     output_bytes: int = 1 << 20  # stdout + stderr kept; more is output_limit
 
@@ -77,6 +94,9 @@ class Isolation:
     drop_to_nobody: bool  # running as root: the program runs as an unprivileged uid of its own
     namespaces: bool  # unshare --user --net --pid works here
     python: str  # the interpreter the programs run with
+    python_version: str = ""  # its major.minor, e.g. "3.11"
+    # RLIMIT_NPROC set inside a user namespace counts that namespace's tasks only (Linux >= 5.14, probed)
+    processes_per_namespace: bool = False
 
     def describe(self) -> str:
         walls = ["rlimits", "own session", "fresh directory", "minimal environment"]
@@ -84,6 +104,7 @@ class Isolation:
             walls.append("an unprivileged uid per run")
         if self.namespaces:
             walls.append("no network, own PID namespace (unshare)")
+        walls.append(f"Python {self.python_version} ({self.python})")
         return ", ".join(walls)
 
     @property
@@ -91,26 +112,92 @@ class Isolation:
         return self.namespaces and self.drop_to_nobody
 
 
+def _python_version(python: str, uid: int | None) -> tuple[tuple[int, int] | None, str]:
+    """(major, minor) of `python` as `uid` (None: as ourselves) runs it, or (None, why it cannot)."""
+    try:
+        probe = subprocess.run(
+            [python, "-I", "-c", "import sys; print('%d %d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            cwd="/",
+            env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
+            preexec_fn=(lambda: _drop_privileges(uid)) if uid is not None else None,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, getattr(exc, "strerror", None) or str(exc)
+    words = probe.stdout.split()
+    if probe.returncode != 0 or len(words) != 2 or not all(word.isdigit() for word in words):
+        lines = probe.stderr.strip().splitlines()
+        return None, lines[-1] if lines else f"exit status {probe.returncode}"
+    return (int(words[0]), int(words[1])), ""
+
+
+def _interpreter(uid: int | None) -> tuple[str, tuple[int, int]]:
+    """The Python the programs run with, checked by running it as the sandbox's uid: `DASD_SANDBOX_PYTHON`
+    when set (>= MIN_PYTHON), else the one dasd runs under — `sys.executable`, or, where the sandbox's uid
+    cannot run that (a venv whose base lives under /root), its base interpreter or the system's python of
+    the same major.minor. The programs need the standard library only, so any of these grades alike; an
+    older system `python3` (3.6 or 3.8 on common cluster images) is never picked."""
+    who = f"the sandbox's uid {uid}" if uid is not None else "this user"
+    configured = os.environ.get("DASD_SANDBOX_PYTHON")
+    if configured:
+        version, why = _python_version(configured, uid)
+        if version is None:
+            raise SandboxError(f"DASD_SANDBOX_PYTHON={configured}: {who} cannot run it ({why})")
+        if version < MIN_PYTHON:
+            raise SandboxError(
+                f"DASD_SANDBOX_PYTHON={configured} is Python {version[0]}.{version[1]}; code answers need "
+                f"Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]}"
+            )
+        return configured, version
+    running = sys.version_info[:2]
+    same = shutil.which(f"python{running[0]}.{running[1]}", path=SYSTEM_PATH)
+    tried = []
+    for candidate in dict.fromkeys(c for c in (sys.executable, getattr(sys, "_base_executable", None), same) if c):
+        version, why = _python_version(candidate, uid)
+        if version == running:
+            return candidate, version
+        tried.append(f"{candidate} ({why or f'Python {version[0]}.{version[1]}'})")
+    raise SandboxError(
+        f"no Python {running[0]}.{running[1]} that {who} can run: {', '.join(tried)}; make the one dasd runs "
+        "under readable by other users, or set DASD_SANDBOX_PYTHON"
+    )
+
+
+# Inside a fresh user namespace, with RLIMIT_NPROC 2, fork once: that succeeds only where the limit counts the
+# namespace's tasks (the probe and its child), not every task of the uid (at least dasd, unshare and the probe).
+_NPROC_PROBE = (
+    "import os, resource\nresource.setrlimit(resource.RLIMIT_NPROC, (2, 2))\npid = os.fork()\n"
+    "if pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n"
+)
+_UNSHARE = ["--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child"]
+
+
 @functools.lru_cache(maxsize=1)
 def isolation() -> Isolation:
-    """What this machine allows (probed once): namespaces via `unshare`, and dropping to `nobody`."""
+    """What this machine allows (probed once): the interpreter, namespaces via `unshare`, dropping to
+    `nobody`, and whether a process limit set inside a namespace counts that namespace alone."""
     root = os.geteuid() == 0
-    # the program must be able to run the interpreter as `nobody`: a system Python, not one under /root
-    python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "python3"
-    namespaces = False
+    as_uid = NOBODY if root else None
+    python, version = _interpreter(as_uid)
+    namespaces = per_namespace = False
     unshare = shutil.which("unshare")
     if unshare:
+        drop = (lambda: _drop_privileges(NOBODY)) if root else None
         try:
             probe = subprocess.run(
-                [unshare, "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", python, "-c", "0"],
-                capture_output=True,
-                timeout=20,
-                preexec_fn=(lambda: _drop_privileges(NOBODY)) if root else None,
+                [unshare, *_UNSHARE, python, "-I", "-c", "0"], capture_output=True, timeout=20, preexec_fn=drop
             )
             namespaces = probe.returncode == 0
+            if namespaces and not root:
+                probe = subprocess.run(
+                    [unshare, *_UNSHARE, python, "-I", "-c", _NPROC_PROBE], capture_output=True, timeout=20
+                )
+                per_namespace = probe.returncode == 0
         except (OSError, subprocess.SubprocessError):
-            namespaces = False
-    return Isolation(drop_to_nobody=root, namespaces=namespaces, python=python)
+            pass
+    return Isolation(root, namespaces, python, f"{version[0]}.{version[1]}", per_namespace)
 
 
 def _drop_privileges(uid: int) -> None:
@@ -119,7 +206,43 @@ def _drop_privileges(uid: int) -> None:
     os.setuid(uid)
 
 
-def _child_setup(limits: Limits, uid: int | None):
+def _tasks_of(uid: int) -> int:
+    """Tasks (processes and threads: what RLIMIT_NPROC counts) of `uid` on this machine, from /proc."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as handle:
+                fields = dict(line.split(":", 1) for line in handle if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                count += int(fields["Threads"])
+        except (OSError, KeyError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return count
+
+
+def _process_bound(walls: Isolation, limits: Limits) -> tuple[int | None, int]:
+    """(RLIMIT_NPROC for the sandbox's first process, or None; RLIMIT_NPROC the program sets for itself
+    inside its namespace, or 0). RLIMIT_NPROC counts every task of the uid on the machine, not the run's:
+    with a uid shared with busy jobs, a plain limit of 32 makes `unshare` (or any thread) fail at once.
+    So:
+
+    * as root each run has a uid of its own: its count is the run's, the limit is set as is (any kernel);
+    * not root, where the limit counts per user namespace (Linux >= 5.14, probed in `isolation()`): the
+      namespace is made under the user's own limit, and the limit is set inside it, where it counts the
+      run's tasks alone;
+    * else the uid's count now plus the limit: the run may add `processes` tasks, give or take what the
+      uid's other processes start or end meanwhile (a pids cgroup would be exact, but needs delegation
+      that an unprivileged user rarely has)."""
+    if walls.drop_to_nobody:
+        return limits.processes, 0
+    if walls.namespaces and walls.processes_per_namespace:
+        return None, limits.processes
+    return _tasks_of(os.getuid()) + limits.processes + 2, 0  # + 2: the sandbox's own process and unshare's child
+
+
+def _child_setup(limits: Limits, uid: int | None, processes: int | None):
     def setup() -> None:  # runs in the child between fork and exec
         import resource
 
@@ -134,10 +257,32 @@ def _child_setup(limits: Limits, uid: int | None):
             resource.setrlimit(name, (value, value))
         if uid is not None:
             _drop_privileges(uid)
-        # after dropping privileges: as root the limit would not be enforced
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+        if processes is not None:  # after dropping privileges: as root the limit would not be enforced
+            hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+            value = processes if hard == resource.RLIM_INFINITY else min(processes, hard)
+            resource.setrlimit(resource.RLIMIT_NPROC, (value, value))
 
     return setup
+
+
+# The sandbox's first Python code, before the program's: set the in-namespace process limit (when
+# `_process_bound` says so), then tell the parent, through a pipe of its own, that the program starts —
+# whatever fails before that byte is the sandbox's failure, not the answer's. The program then runs as
+# `python main.py` would run it: in this `__main__` module, its names removed.
+_BOOTSTRAP = """import os, sys
+started, processes = int(sys.argv[1]), int(sys.argv[2])
+if processes:
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    processes = processes if hard == resource.RLIM_INFINITY else min(processes, hard)
+    resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+os.write(started, b"1")
+os.close(started)
+sys.argv = sys.argv[3:]
+__file__ = sys.argv[0]
+del os, sys, started, processes
+exec(compile(open(__file__, "rb").read(), __file__, "exec"))
+"""
 
 
 def _children(pid: int) -> list[int]:
@@ -166,11 +311,18 @@ def _kill_group(process: subprocess.Popen) -> None:
         pass
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "")[:limit]
+
+
 def run_program(
     source: str, *, stdin: str = "", limits: Limits = DEFAULT_LIMITS, files: dict[str, str] | None = None
 ) -> RunResult:
-    """Run Python `source` (written to `main.py` in a fresh directory, beside any `files`) with `stdin`."""
+    """Run Python `source` (written to `main.py` in a fresh directory, beside any `files`) with `stdin`.
+    Raises SandboxError when the program could not be started."""
     walls = isolation()
+    outer_processes, inner_processes = _process_bound(walls, limits)
     with tempfile.TemporaryDirectory(prefix="dasd-sandbox-") as folder:
         for name, text in {"main.py": source, **(files or {})}.items():
             with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
@@ -180,28 +332,46 @@ def run_program(
             os.chown(folder, uid, uid)
             for name in os.listdir(folder):
                 os.chown(os.path.join(folder, name), uid, uid)
-        command = [walls.python, "-I", "main.py"]
+        started_read, started_write = os.pipe()
+        command = [walls.python, "-I", "-c", _BOOTSTRAP, str(started_write), str(inner_processes), "main.py"]
         if walls.namespaces:
-            command = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", *command]
-        environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": folder, "TMPDIR": folder}
+            command = ["unshare", *_UNSHARE, *command]
+        environment = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "HOME": folder, "TMPDIR": folder}
         started = time.monotonic()
-        process = subprocess.Popen(
-            command,
-            cwd=folder,
-            env=environment,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=_child_setup(limits, uid),
-        )
         try:
-            stdout, stderr, status = _communicate(process, stdin.encode("utf-8"), limits)
+            try:
+                process = subprocess.Popen(
+                    command,
+                    cwd=folder,
+                    env=environment,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    pass_fds=(started_write,),
+                    preexec_fn=_child_setup(limits, uid, outer_processes),
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise SandboxError(f"the sandbox could not start a program: {exc}") from exc
+            finally:
+                os.close(started_write)
+            try:
+                stdout, stderr, status = _communicate(process, stdin.encode("utf-8"), limits)
+            finally:
+                _kill_group(process)  # whatever it left behind in its session
+                cpu_seconds = _reap(process)
+            os.set_blocking(started_read, False)
+            try:
+                program_started = os.read(started_read, 1) == b"1"
+            except BlockingIOError:
+                program_started = False
         finally:
-            _kill_group(process)  # whatever it left behind in its session
-            cpu_seconds = _reap(process)
+            os.close(started_read)
         seconds = time.monotonic() - started
     text_out = stdout.decode("utf-8", errors="replace")
     text_err = stderr.decode("utf-8", errors="replace")
+    if not program_started:
+        why = f"not started within {limits.wall_s:g} s" if status == "timeout" else f"exit status {process.returncode}"
+        raise SandboxError(f"the sandbox could not start a program ({why}): {_one_line(text_err) or 'no message'}")
     if status is None:
         if process.returncode == 0:
             status = "ok"
@@ -230,7 +400,10 @@ def _reap(process: subprocess.Popen) -> float:
 
 def _communicate(process: subprocess.Popen, data: bytes, limits: Limits) -> tuple[bytes, bytes, str | None]:
     """Feed stdin and collect output until the program exits, its wall time runs out (timeout) or it has
-    written more than the output limit (output_limit)."""
+    written more than the output limit (output_limit). Stdin is written in the same select loop as the
+    output is read (non-blocking, as CPython's `subprocess.Popen._communicate` does): written first, a
+    large input deadlocks against a program that prints while it reads, and blocks past the wall clock
+    on one that never reads."""
     import selectors
 
     selector = selectors.DefaultSelector()
@@ -240,33 +413,51 @@ def _communicate(process: subprocess.Popen, data: bytes, limits: Limits) -> tupl
     for stream in streams:
         os.set_blocking(stream.fileno(), False)
         selector.register(stream, selectors.EVENT_READ)
-    try:
-        process.stdin.write(data)
+    pending = memoryview(data)
+    if pending:
+        os.set_blocking(process.stdin.fileno(), False)
+        selector.register(process.stdin, selectors.EVENT_WRITE)
+    else:
         process.stdin.close()
-    except (BrokenPipeError, OSError):
-        pass
     deadline = time.monotonic() + limits.wall_s
     status = None
     open_streams = len(streams)
-    while open_streams:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            status = "timeout"
-            break
-        for key, _ in selector.select(timeout=min(remaining, 0.5)):
-            piece = os.read(key.fileobj.fileno(), 65536)
-            if not piece:
-                selector.unregister(key.fileobj)
-                open_streams -= 1
-                continue
-            chunks[streams[key.fileobj]].append(piece)
-            total += len(piece)
-            if total > limits.output_bytes:
-                status = "output_limit"
+    try:
+        while open_streams:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                status = "timeout"
                 break
-        if status:
-            break
-    selector.close()
+            for key, _ in selector.select(timeout=min(remaining, 0.5)):
+                if key.fileobj is process.stdin:
+                    try:
+                        pending = pending[os.write(process.stdin.fileno(), pending[:65536]) :]
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # the program closed its stdin or exited: the rest is not wanted
+                        pending = pending[:0]
+                    if not pending:
+                        selector.unregister(process.stdin)
+                        process.stdin.close()
+                    continue
+                piece = os.read(key.fileobj.fileno(), 65536)
+                if not piece:
+                    selector.unregister(key.fileobj)
+                    open_streams -= 1
+                    continue
+                chunks[streams[key.fileobj]].append(piece)
+                total += len(piece)
+                if total > limits.output_bytes:
+                    status = "output_limit"
+                    break
+            if status:
+                break
+    finally:
+        selector.close()
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
     while status is None:
         # both streams closed: wait for the exit without reaping (the caller reaps, to read the CPU time)
         if _exited(process.pid):
