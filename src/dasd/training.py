@@ -13,7 +13,9 @@ Training itself is TRL's `SFTTrainer`; dasd prepares the data so that:
   sequence lengths, the collator flattens rows into one sequence with `position_ids` restarting per
   sample — flash-attention's varlen kernels on GPU, and on CPU the block-diagonal mask transformers
   builds from `position_ids` when no attention mask and no cache are given (TRL turns caching off);
-* per-sample `weight`s become per-token weights that `WeightedSFTTrainer` multiplies into the loss.
+* per-sample `weight`s become per-token weights that `WeightedSFTTrainer` multiplies into the loss;
+* the final save holds the full weights on every distributed path (`save_full_model`), and a stage is
+  done only when its saved folder loads as a model (`saved_model_problem`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -204,6 +207,70 @@ def make_weighted_trainer_class():
             return loss
 
     return WeightedSFTTrainer
+
+
+def save_full_model(trainer, output_dir: str) -> None:
+    """`trainer.save_model(output_dir)` that writes the full weights under FSDP too (call it on every process).
+
+    transformers' `Trainer.save_model` saves an FSDP model only when the plugin's state dict type is
+    FULL_STATE_DICT; with SHARDED_STATE_DICT (accelerate's default for FSDP2, and
+    configs/accelerate/fsdp2.yaml's, which keeps checkpoints fast) it writes nothing at all
+    (transformers 5.24 `trainer.py`, `save_model`). So, as accelerate's
+    `FullyShardedDataParallelPlugin.set_state_dict_type` intends ("user trains with sharded, but final save
+    is with full"), the final save switches to the full state dict: accelerate's `get_state_dict` gathers it
+    over the processes (FSDP2: `get_model_state_dict(full_state_dict=True, cpu_offload=True)`) and process 0
+    writes it. The plugin is put back afterwards: it is the process's shared accelerate state.
+    """
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None) if trainer.is_fsdp_enabled else None
+    if plugin is None or "FULL_STATE_DICT" in str(plugin.state_dict_type):
+        trainer.save_model(output_dir)
+        return
+    kept = (plugin.state_dict_type, plugin.state_dict_config, plugin.optim_state_dict_config)
+    plugin.state_dict_config = plugin.optim_state_dict_config = None  # set_state_dict_type fills the full ones
+    plugin.set_state_dict_type("FULL_STATE_DICT")
+    try:
+        trainer.save_model(output_dir)
+    finally:
+        plugin.state_dict_type, plugin.state_dict_config, plugin.optim_state_dict_config = kept
+
+
+def saved_model_problem(folder: str | Path) -> str | None:
+    """Why `folder` does not load as a causal LM with all its weights, or None when it does.
+
+    transformers' own loader does the check, on the meta device: it reads the config and the weight files'
+    headers (names, shapes), not the weights, and applies the model's key mapping and tied weights as a
+    real load would; a missing or mis-shaped tensor would otherwise be silently re-initialised at load time.
+    """
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import deepspeed
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        return f"no model in {folder} (no config.json)"
+    # Under ZeRO-3 the Trainer's arguments register their DeepSpeed config process-wide, and from_pretrained
+    # would then build the model inside `deepspeed.zero.Init` (collectives that only process 0 enters here)
+    # and refuse a device_map: the check loads as a plain process would, the config set back afterwards.
+    registered = deepspeed._hf_deepspeed_config_weak_ref
+    deepspeed.unset_hf_deepspeed_config()
+    try:
+        _, info = AutoModelForCausalLM.from_pretrained(
+            str(folder), device_map="meta", output_loading_info=True, ignore_mismatched_sizes=True
+        )
+    except (OSError, ValueError) as exc:
+        return str(exc).strip().splitlines()[0]
+    finally:
+        deepspeed._hf_deepspeed_config_weak_ref = registered
+    missing = sorted(info["missing_keys"])
+    if missing:
+        return f"{len(missing)} weight(s) missing from {folder} (first: {missing[0]})"
+    mismatched = sorted(info["mismatched_keys"])
+    if mismatched:
+        name, saved, expected = mismatched[0]
+        return (
+            f"{len(mismatched)} weight(s) of the wrong shape in {folder} "
+            f"(first: {name} {list(saved)}, expected {list(expected)})"
+        )
+    return None
 
 
 def cosine_with_floor(step: int, *, total_steps: int, warmup_steps: int, peak: float, floor: float) -> float:

@@ -7,7 +7,9 @@ Stages run in order (default: `low_temp` on the low-temperature SFT file, then `
 from `low_temp`'s final weights; `dasd mix` adds `mixed_policy`). Each stage writes into its own folder
 `<output_dir>/<stage>/`: checkpoints, `final/` (model + tokenizer), `metrics.json` and `loss.png`.
 A finished stage (its `final/dasd_stage.json` exists) is skipped on rerun and its checkpoints are
-deleted (`keep_checkpoints=true` keeps them); a killed stage resumes from its last checkpoint.
+deleted (`keep_checkpoints=true` keeps them); a killed stage resumes from its last checkpoint. `final/`
+holds the full weights under FSDP2's sharded checkpoints too, and a stage is marked done (and its
+checkpoints deleted) only once `final/` loads as the whole model; otherwise it stops with one line.
 
 Defaults are the report's: lr 5e-5 cosine-decayed to a floor of 1e-5, warmup 0.1, AdamW (0.9,
 0.95, 1e-8), weight decay 0.1, grad clip 1.0, global batch 64 (per-device batch × accumulation ×
@@ -30,7 +32,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ..config import StageConfig, dump_config
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, DasdError, InputError
 from ..io import read_records, write_json_atomic
 from ..models import ModelConfig
 from ..naming import SFT_STAGES, sft_stage_file
@@ -221,7 +223,14 @@ def run_stage(
     from ..attention import packed_attention
     from ..figures import plot_loss_curve
     from ..models import load_causal_lm, load_model_config, resolve_attention
-    from ..training import PaddingFreeCollator, make_weighted_trainer_class, prepare_examples, resolve_trackers
+    from ..training import (
+        PaddingFreeCollator,
+        make_weighted_trainer_class,
+        prepare_examples,
+        resolve_trackers,
+        save_full_model,
+        saved_model_problem,
+    )
 
     hyper = _stage_hyper(config, stage)
     trackers = resolve_trackers(config.report_to)
@@ -329,7 +338,20 @@ def run_stage(
     seconds = time.perf_counter() - started
 
     final_dir = stage_dir / "final"
-    trainer.save_model(str(final_dir))
+    save_full_model(trainer, str(final_dir))
+    # The stage is marked done, and its checkpoints deleted, only when final/ loads as the whole model:
+    # otherwise the checkpoints may hold the only copy of the trained weights. Every process gets process
+    # 0's verdict, so that all of them stop together rather than wait for each other in the next stage.
+    problem = saved_model_problem(final_dir) if is_main else None
+    if world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        problem = broadcast_object_list([problem])[0]
+    if problem:
+        raise DasdError(
+            f"stage {stage.name}: the final save is not a loadable model ({problem}); the stage is not marked "
+            f"done and its checkpoints are kept in {stage_dir}"
+        )
     history = trainer.state.log_history
     losses = [entry["loss"] for entry in history if "loss" in entry]
     tokens_seen = next((entry["num_tokens"] for entry in reversed(history) if "num_tokens" in entry), None)
@@ -386,6 +408,8 @@ def run_stage(
 
 def run(config: TrainConfig, *, callbacks: list | None = None) -> dict[str, Any]:
     """Run the stages; `callbacks` (transformers TrainerCallbacks) are handed to every stage's trainer."""
+    from ..training import saved_model_problem
+
     if not config.stages:
         raise ConfigError("stages is empty")
     names = [stage.name for stage in config.stages]
@@ -403,6 +427,12 @@ def run(config: TrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
         stage_dir = output_dir / stage.name
         marker = stage_dir / "final" / STAGE_MARKER
         if marker.exists():
+            problem = saved_model_problem(stage_dir / "final")
+            if problem:  # marked done by an older dasd whose FSDP2 final save held no weights
+                raise DasdError(
+                    f"stage {stage.name} is marked done but {problem}; delete {marker} to train it again "
+                    "(it resumes from its last checkpoint if one is left)"
+                )
             report.append({**json.loads(marker.read_text()), "skipped": True})
             previous = str(stage_dir / "final")
             continue
