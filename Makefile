@@ -7,7 +7,7 @@ export DASD_CACHE ?= $(CURDIR)/.cache/dasd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-venv slurm demo ablation tune lint test test-slow test-all bench clean
+.PHONY: venv vllm-venv slurm demo ablation tune lint format test test-unit test-slow test-all bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/cpu.txt pyproject.toml
@@ -57,6 +57,15 @@ tune: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Rewrite the formatting and apply ruff's safe fixes (what `make lint` checks).
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# The developer's loop: no lint, no vLLM venv, no server, nothing marked slow; stops at the first failure.
+test-unit: venv
+	$(PY) -m pytest -m "not slow and not server" -q -x
 
 # The default suite: lint, then everything but the tests marked slow (a few minutes on 2 cores).
 test: venv vllm-venv lint

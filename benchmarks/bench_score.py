@@ -151,7 +151,7 @@ def measure(shape: str, device: str, samples: int, median: int, max_len: int, to
     import torch
 
     from dasd.attention import packed_attention
-    from dasd.scoring import ScoringItem, StudentScorer
+    from dasd.token_scorers import ModelScorer, ScoringItem
 
     model, description = build_model(shape, device, "sdpa")
     if device.startswith("cuda"):
@@ -178,7 +178,7 @@ def measure(shape: str, device: str, samples: int, median: int, max_len: int, to
     def ours(attention: str, budget: int, pack: bool):
         def run():
             model.set_attn_implementation(attention)
-            return StudentScorer(model, tokens_per_batch=budget, pack=pack).score(items)
+            return ModelScorer(model, tokens_per_batch=budget, pack=pack).score(items)
 
         return run
 
@@ -206,7 +206,7 @@ def measure(shape: str, device: str, samples: int, median: int, max_len: int, to
         for a, b in zip(results[names[0]][key], results[other][key])
     )
     packed_way = names[-1]
-    packed_scorer = StudentScorer(model, tokens_per_batch=tokens_per_batch, pack=True)
+    packed_scorer = ModelScorer(model, tokens_per_batch=tokens_per_batch, pack=True)
     model.set_attn_implementation(packed_name)
     profile = where_time_goes(lambda: packed_scorer.score(items))
     report = {

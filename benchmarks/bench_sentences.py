@@ -29,7 +29,7 @@ def main() -> None:
     import pysbd
 
     from dasd.assets import load_tokenizer
-    from dasd.scoring import assign_tokens
+    from dasd.sentence_scores import assign_tokens
     from dasd.sentences import split_sentences
     from tests.test_sentences import LABELLED
 

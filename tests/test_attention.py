@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dasd.attention import PACKED, register, sample_bounds
-from dasd.scoring import ScoringItem, StudentScorer, plan_batches
+from dasd.token_scorers import ModelScorer, ScoringItem, plan_batches
 
 
 def _model(path, attention: str, dtype=torch.float32):
@@ -37,14 +37,14 @@ def _worst(a: dict, b: dict) -> float:
 def test_packed_rows_score_like_one_sample_per_forward(tiny_qwen3, dtype, tolerance):
     items = _items([5, 37, 12, 64, 3, 90, 21, 48, 7, 30, 1, 2])
     assert any(len(row) > 1 for rows in plan_batches(items, 200) for row in rows), "the plan must actually pack"
-    single = StudentScorer(_model(tiny_qwen3, "sdpa", dtype), tokens_per_batch=1, pack=False).score(items)
+    single = ModelScorer(_model(tiny_qwen3, "sdpa", dtype), tokens_per_batch=1, pack=False).score(items)
     packed_model = _model(tiny_qwen3, PACKED, dtype)
-    packed = StudentScorer(packed_model, tokens_per_batch=200, pack=True).score(items)
+    packed = ModelScorer(packed_model, tokens_per_batch=200, pack=True).score(items)
     assert all(len(packed[item.key]) == item.length - item.first_scored for item in items)
     assert _worst(packed, single) < tolerance
     if dtype == torch.float32:
         # a sample's scores do not move when its neighbours in the row change (no attention across samples)
-        again = StudentScorer(packed_model, tokens_per_batch=200, pack=True).score(
+        again = ModelScorer(packed_model, tokens_per_batch=200, pack=True).score(
             [items[0], items[3], *_items([20, 20, 20, 20], seed=1)]
         )
         assert max(abs(a - b) for a, b in zip(again[3], single[3])) < tolerance
@@ -53,8 +53,8 @@ def test_packed_rows_score_like_one_sample_per_forward(tiny_qwen3, dtype, tolera
 def test_packed_attention_is_the_masked_attention_exactly_in_float32(tiny_qwen3):
     """Against transformers' own block-diagonal SDPA mask on the same packed rows: the same numbers."""
     items = _items([40, 17, 88, 5, 60, 33])
-    masked = StudentScorer(_model(tiny_qwen3, "sdpa"), tokens_per_batch=256, pack=True).score(items)
-    packed = StudentScorer(_model(tiny_qwen3, PACKED), tokens_per_batch=256, pack=True).score(items)
+    masked = ModelScorer(_model(tiny_qwen3, "sdpa"), tokens_per_batch=256, pack=True).score(items)
+    packed = ModelScorer(_model(tiny_qwen3, PACKED), tokens_per_batch=256, pack=True).score(items)
     assert _worst(packed, masked) < 1e-5
 
 
@@ -100,9 +100,9 @@ def test_varlen_kernel_on_the_gpu_scores_like_one_sample_per_forward(tiny_qwen3)
     """On CUDA dasd_packed runs PyTorch's varlen flash kernel (bf16): same log-probs as SDPA per sample."""
     items = _items([5, 37, 12, 64, 3, 90, 21, 48, 7, 30, 1, 2])
     single_model = _model(tiny_qwen3, "sdpa", torch.bfloat16).to("cuda")
-    single = StudentScorer(single_model, tokens_per_batch=1, pack=False).score(items)
+    single = ModelScorer(single_model, tokens_per_batch=1, pack=False).score(items)
     packed_model = _model(tiny_qwen3, PACKED, torch.bfloat16).to("cuda")
-    packed = StudentScorer(packed_model, tokens_per_batch=200, pack=True).score(items)
+    packed = ModelScorer(packed_model, tokens_per_batch=200, pack=True).score(items)
     assert _worst(packed, single) < 0.1
 
 

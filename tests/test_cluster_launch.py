@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dasd import executors
-from dasd.executors import DEFAULT_TIME_MIN, ExecutorConfig, SlurmResources, StepJob, accelerate_command
+from dasd.pipeline import slurm as executors
+from dasd.pipeline.config import DEFAULT_TIME_MIN, ExecutorConfig, SlurmResources
+from dasd.pipeline.slurm import accelerate_command
+from dasd.pipeline.step import StepJob
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,7 +65,17 @@ def test_multi_node_zero3_is_one_torch_distributed_run(node, monkeypatch, tmp_pa
     multi-node launcher (torch.distributed, not pdsh without a hostfile, which trains each node alone), with 2
     nodes of 8 processes, this node's rank and node 0 as the rendezvous."""
     config = REPO / "configs" / "accelerate" / "zero3.yaml"
-    job = StepJob("train_das", "train", {}, "f", tmp_path, accelerate=["--config_file", str(config)], nodes=2)
+    job = StepJob(
+        "train_das",
+        "train",
+        "dasd.stages.train",
+        "TrainConfig",
+        {},
+        "f",
+        tmp_path,
+        accelerate=["--config_file", str(config)],
+        nodes=2,
+    )
     job.gpus_per_node = 8
     with socket.socket() as probe:  # accelerate refuses a busy port on node 0 (as it should)
         probe.bind(("127.0.0.1", 0))
@@ -92,7 +104,18 @@ def test_the_launcher_option_leaves_other_distributed_types_alone(monkeypatch, t
     """The same command with the FSDP2 config, or with no config (--multi_gpu), still reaches torch.distributed
     with both nodes and this node's rank."""
     for accelerate in (["--config_file", str(REPO / "configs" / "accelerate" / "fsdp2.yaml")], ["--multi_gpu"]):
-        job = StepJob("train_das", "train", {}, "f", tmp_path, accelerate=accelerate, nodes=2, gpus_per_node=4)
+        job = StepJob(
+            "train_das",
+            "train",
+            "dasd.stages.train",
+            "TrainConfig",
+            {},
+            "f",
+            tmp_path,
+            accelerate=accelerate,
+            nodes=2,
+            gpus_per_node=4,
+        )
         command = accelerate_command(job, tmp_path / "train.yaml", node=1, main_host="127.0.0.1", port=24242)
         launcher, args, _ = _launch(command, monkeypatch)
         launch = _torchrun_config(args)
@@ -106,7 +129,18 @@ def test_each_training_job_has_its_own_rendezvous_port_and_config(monkeypatch, t
     never an earlier job's. submitit's real JobEnvironment reads the Slurm variables; the command is captured
     instead of run."""
     config = {"output_dir": str(tmp_path / "out"), "student": {"model": "x"}}
-    job = StepJob("train_das", "train", config, "f", tmp_path, accelerate=["--multi_gpu"], nodes=2, gpus_per_node=8)
+    job = StepJob(
+        "train_das",
+        "train",
+        "dasd.stages.train",
+        "TrainConfig",
+        config,
+        "f",
+        tmp_path,
+        accelerate=["--multi_gpu"],
+        nodes=2,
+        gpus_per_node=8,
+    )
     commands: list[list[str]] = []
     monkeypatch.setattr(executors.subprocess, "run", lambda command, check: commands.append(command))
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
@@ -118,7 +152,7 @@ def test_each_training_job_has_its_own_rendezvous_port_and_config(monkeypatch, t
         monkeypatch.setenv("SLURM_JOB_ID", job_id)
         monkeypatch.setenv("SLURM_NODEID", str(node))
         monkeypatch.setenv("SLURM_PROCID", str(node))
-        assert executors._launch_on_this_node(job) is (node == 0)
+        assert executors.launch_on_this_node(job) is (node == 0)
     ports = [command[command.index("--main_process_port") + 1] for command in commands]
     assert ports[0] == ports[1] != ports[2] == ports[3], ports
     assert all(20000 <= int(port) < 32768 for port in ports), ports  # below Linux's ephemeral range

@@ -118,3 +118,14 @@ def test_every_config_field_of_every_stage_is_described(stage):
         key for key, _, listed in fields if listed and f"  {key} (" not in help_text and f"  {key}.*" not in help_text
     ]
     assert not missing, f"{stage}: --help does not list {missing}"
+
+
+@pytest.mark.parametrize("stage", ["sample", "score", "filter", "mix", "select", "build-sft"])
+def test_a_compressed_record_output_is_a_one_line_config_error(stage, tmp_path):
+    """Outputs are appended to and resumed by id: `*.jsonl.gz` is refused with the config, before any work
+    (it used to be a ValueError traceback from the writer, or — for whole-file outputs — plain text named .gz)."""
+    _, config_class = STAGES[stage].load()
+    output = tmp_path / "out" / "records.jsonl.gz"
+    with pytest.raises(ConfigError, match=r"field 'output': .*plain \.jsonl or \.parquet") as error:
+        load_config(config_class, None, ["input=questions.jsonl", f"output={output}"])
+    assert "\n" not in str(error.value) and not output.parent.exists()

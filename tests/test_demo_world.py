@@ -1,16 +1,25 @@
-"""The demo world's questions: held-out evaluation means held out from everything the models saw."""
+"""The demo world's questions: held-out evaluation means held out from everything the models saw.
+
+The questions are drawn by the world's builder, `scripts/build_demo_world.py` (a development tool outside the
+package); the package ships what it built and only loads it (`dasd.demo_world`).
+"""
 
 from __future__ import annotations
 
+import doctest
 import json
-from importlib import resources
+import sys
 from pathlib import Path
 
 import pytest
 
-from dasd import demo_world
+from dasd import demo_world as shipped_world
+from dasd.errors import DasdError
 
-SHIPPED = Path(str(resources.files("dasd").joinpath("data", demo_world.COMPACT_DIR)))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import build_demo_world as demo_world  # noqa: E402  (scripts/ is not a package)
+
+SHIPPED = shipped_world.shipped_world()
 
 
 def _expressions(name: str) -> list[str]:
@@ -58,3 +67,21 @@ def test_every_prompt_token_is_in_the_fitted_vocabulary(model, tokenizer):
                 question = json.loads(line)
                 ids = set(text_tokenizer(question["messages"][0]["content"], add_special_tokens=False)["input_ids"])
                 assert ids <= fitted, f"{name} {question['id']}: tokens outside the {model}'s world"
+
+
+def test_the_builders_docstring_examples_hold():
+    """The builder left the package, whose docstring examples tests/test_layout.py runs: run its own here."""
+    result = doctest.testmod(demo_world, optionflags=doctest.ELLIPSIS)
+    assert result.attempted and result.failed == 0
+
+
+def test_the_split_files_the_builder_writes_are_the_ones_the_loader_copies():
+    assert {f"{name}.jsonl" for name, _, _ in demo_world.SPLITS} | {"world.json"} == set(shipped_world.WORLD_FILES)
+
+
+def test_without_its_shipped_files_the_world_is_a_one_line_error_not_a_46_minute_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("DASD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(shipped_world, "shipped_world", lambda: tmp_path / "empty")
+    with pytest.raises(DasdError, match="scripts/build_demo_world.py --export") as error:
+        shipped_world.world_dir()
+    assert "\n" not in str(error.value) and not (tmp_path / "cache").exists()

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from dasd.errors import InputError
-from dasd.io import ErrorLog, RecordWriter, read_records, sidecar
+from dasd.io import ErrorLog, RecordWriter, read_records
+from dasd.naming import sidecar
 from dasd.records import (
     load_questions,
     normalize_question,
@@ -131,8 +132,20 @@ def test_error_log_and_sidecars(tmp_path):
     log.log("r1", "http_500: boom", retries=3)
     log.close()
     assert read_jsonl(tmp_path / "e.jsonl")[0]["error"] == "http_500: boom"
-    log.reset()
-    assert not (tmp_path / "e.jsonl").exists()
+
+
+def test_an_error_log_starts_each_run_afresh_and_a_clean_run_leaves_no_file(tmp_path):
+    """The next run retries the failed records: the last run's entries go when its log is opened, not later."""
+    path = tmp_path / "responses.errors.jsonl"
+    first = ErrorLog(path)
+    first.log("r1", "http_500: boom")
+    first.close()
+    ErrorLog(path).close()  # a run in which nothing failed
+    assert not path.exists()
+    second = ErrorLog(path)
+    second.log("r2", "timeout")
+    second.close()
+    assert [entry["id"] for entry in read_jsonl(path)] == ["r2"]
 
 
 def test_released_format_gives_question_and_response(tmp_path):

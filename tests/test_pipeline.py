@@ -198,7 +198,7 @@ def test_dry_run_lists_the_plan_and_switching_off_stages(tmp_path, capsys):
 
 def test_dry_run_on_slurm_shows_each_steps_jobs_and_the_resources_merge(tmp_path, capsys, monkeypatch):
     """Resources: every job's defaults, then the stage's, then the step's; sample/score/eval as arrays."""
-    from dasd.executors import ExecutorConfig
+    from dasd.pipeline.config import ExecutorConfig
 
     executor = {
         "name": "slurm",

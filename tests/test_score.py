@@ -9,9 +9,10 @@ import torch
 
 from dasd.config import load_config
 from dasd.render import completion_part_logprobs, render_student
-from dasd.scoring import ScoringItem, StudentScorer, assign_tokens, classify, plan_batches, score_sentences
+from dasd.sentence_scores import assign_tokens, classify, score_sentences
 from dasd.sentences import split_sentences
 from dasd.stages import sample, score
+from dasd.token_scorers import ModelScorer, ScoringItem, plan_batches
 
 from .conftest import read_jsonl, write_jsonl
 
@@ -183,8 +184,8 @@ def test_packed_scoring_equals_one_sample_at_a_time(tiny_qwen3):
     ]
     batches = plan_batches(items, tokens_per_batch=200)
     assert any(len(row) > 1 for rows in batches for row in rows), "the plan must actually pack"
-    packed = StudentScorer(model, tokens_per_batch=200, pack=True).score(items)
-    single = StudentScorer(model, tokens_per_batch=1, pack=False).score(items)
+    packed = ModelScorer(model, tokens_per_batch=200, pack=True).score(items)
+    single = ModelScorer(model, tokens_per_batch=1, pack=False).score(items)
     worst = max(abs(a - b) for key in single for a, b in zip(packed[key], single[key]))
     assert all(len(packed[item.key]) == item.length - item.first_scored for item in items)
     assert worst < 1e-4
@@ -193,7 +194,7 @@ def test_packed_scoring_equals_one_sample_at_a_time(tiny_qwen3):
         ScoringItem(key=100 + i, input_ids=torch.randint(10, 5000, (20,), generator=generator).tolist(), first_scored=1)
         for i in range(4)
     ]
-    again = StudentScorer(model, tokens_per_batch=200, pack=True).score([items[0], items[4], *neighbours])
+    again = ModelScorer(model, tokens_per_batch=200, pack=True).score([items[0], items[4], *neighbours])
     assert max(abs(a - b) for a, b in zip(again[0], single[0])) < 1e-4
 
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dasd import executors
 from dasd.demo_world import world_dir
 from dasd.io import read_records
+from dasd.pipeline import config as pipeline_config
+from dasd.pipeline import slurm as executors
+from dasd.pipeline.step import StepJob
 from dasd.stages import demo
 
 pytestmark = pytest.mark.slow
@@ -193,15 +195,24 @@ def test_parquet_records_through_job_arrays(slurm_cluster, tmp_path):
 def test_a_step_without_time_min_gets_a_day_and_no_wckey(slurm_cluster, tmp_path):
     """submitit's default would be `--time=5` (killed after 5 minutes) and `--wckey=submitit`: the script dasd
     submits asks for its 24 h default and no wckey, Slurm accepts that limit, and the step runs."""
-    config = executors.ExecutorConfig.model_validate({"name": "slurm"})
+    config = pipeline_config.ExecutorConfig.model_validate({"name": "slurm"})
     resources = config.resources("score", "score")
     assert resources.time_min is None
     # a step that only records why it is skipped: a real job through run_step, no stage to run
-    job = executors.StepJob("score", "score", {}, "f", tmp_path / "state", skip_if=functools.partial(str, "no model"))
+    job = StepJob(
+        "score",
+        "score",
+        "dasd.stages.score",
+        "ScoreConfig",
+        {},
+        "f",
+        tmp_path / "state",
+        skip_if=functools.partial(str, "no model"),
+    )
     folder = tmp_path / "slurm"
     job_id = executors.submit(config, folder, job, [], resources).jobs[-1]
     script = (folder / job_id / f"{job_id}_submission.sh").read_text()
-    assert f"#SBATCH --time={executors.DEFAULT_TIME_MIN}\n" in script and "wckey" not in script.lower(), script
+    assert f"#SBATCH --time={pipeline_config.DEFAULT_TIME_MIN}\n" in script and "wckey" not in script.lower(), script
     shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
     assert "TimeLimit=1-00:00:00" in shown, shown  # Slurm's own reading of the limit it will enforce
     deadline = time.monotonic() + 120

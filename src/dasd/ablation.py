@@ -20,6 +20,7 @@ from typing import Any
 
 from .io import iter_records
 from .metrics import avg_at_k, paired_difference, verdict
+from .naming import EVAL_SUMMARY
 
 
 def graded_samples(run: Path, benchmark: str) -> dict[str, dict[str, bool]] | None:
@@ -46,7 +47,7 @@ def arm_results(seed_runs: dict[str, dict[int, Path]]) -> dict[str, dict[str, di
     """Per arm and benchmark: avg@k of each seed's model and their mean (the runs that exist)."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for arm, runs in seed_runs.items():
-        present = {seed: run for seed, run in runs.items() if (run / "summary.json").exists()}
+        present = {seed: run for seed, run in runs.items() if (run / EVAL_SUMMARY).exists()}
         if not present:
             continue
         results[arm] = {}
@@ -70,7 +71,7 @@ def claim_results(claims: Sequence[dict[str, Any]], model_runs: dict[str, dict[s
     rows = []
     for claim in claims:
         better, worse = (
-            {seed: run for seed, run in model_runs.get(side, {}).items() if (run / "summary.json").exists()}
+            {seed: run for seed, run in model_runs.get(side, {}).items() if (run / EVAL_SUMMARY).exists()}
             for side in (claim["better"], claim["worse"])
         )
         if len(better) > 1 and len(worse) > 1:

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CHOICE_LETTERS = "ABCDEFGHIJ"
+CHOICE_LETTERS = "ABCDEFGHIJ"  # the options of a multiple-choice question (GPQA: A-D), as graded and as listed
 _ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:|=)?\s*[:\-]?\s*(.+)", re.IGNORECASE)
 _BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__", re.DOTALL)
 _IS = re.compile(r"\b(?:is|are|equals|was|=)\s+([^=]+?)[.!]?$", re.IGNORECASE)

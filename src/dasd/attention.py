@@ -220,15 +220,22 @@ def packed_attention_forward(
     return out.transpose(1, 2).contiguous(), None
 
 
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def flash_attn_installed() -> bool:
+    """Whether flash-attn imports here (what transformers' `flash_attention_2` needs, on a GPU)."""
+    return _importable("flash_attn")
+
+
 def has_varlen_kernel() -> bool:
     """Whether a varlen attention kernel is installed: flash-attn, or PyTorch's `varlen_attn` (torch >= 2.10)."""
-    for module in ("flash_attn", "torch.nn.attention.varlen"):
-        try:
-            __import__(module)
-            return True
-        except ImportError:
-            pass
-    return False
+    return flash_attn_installed() or _importable("torch.nn.attention.varlen")
 
 
 def register() -> str:
@@ -246,13 +253,8 @@ def packed_attention(device: str, config=None) -> str | None:
     """The attention for packed rows on `device`: flash_attention_2 on a GPU when flash-attn is installed,
     else dasd_packed (registered on first use) — or None when the model (`config`) has attention features
     dasd_packed does not compute: the caller keeps its own choice (sdpa's block-diagonal mask, exact but slower)."""
-    if device.startswith("cuda"):
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
+    if device.startswith("cuda") and flash_attn_installed():
+        return "flash_attention_2"
     if config is not None and unsupported_features(config):
         return None
     return register()

@@ -20,10 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .answers import CHOICE_LETTERS
 from .errors import ConfigError, InputError
 from .records import load_questions
 
-CHOICE_LETTERS = "ABCDEFGHIJ"
 SHIPPED = {"aime24": "aime24.jsonl", "aime25": "aime25.jsonl"}
 # The report's generation limits: 102,400 tokens for AIME, 81,920 for GPQA and LiveCodeBench (the fallback).
 DEFAULT_MAX_NEW_TOKENS = {"aime24": 102400, "aime25": 102400}

@@ -12,10 +12,10 @@ from __future__ import annotations
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError
 
@@ -24,6 +24,24 @@ class StageConfig(BaseModel):
     """Base for every config section: unknown keys are rejected."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _not_compressed(path: str) -> str:
+    """A stage's record output is appended to and resumed by id (or rewritten whole under its own name): a
+    gzip stream can be neither, so `*.gz` is refused with the config, before any work.
+
+    >>> _not_compressed("runs/x/responses.jsonl")
+    'runs/x/responses.jsonl'
+    >>> _not_compressed("runs/x/responses.jsonl.gz")
+    Traceback (most recent call last):
+    ValueError: outputs are plain .jsonl or .parquet (appended to, resumed by id); compress afterwards
+    """
+    if path.endswith(".gz"):
+        raise ValueError("outputs are plain .jsonl or .parquet (appended to, resumed by id); compress afterwards")
+    return path
+
+
+RecordOutput = Annotated[str, AfterValidator(_not_compressed)]  # the type of a stage's `output` of records
 
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:

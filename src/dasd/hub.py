@@ -15,7 +15,6 @@ Parquet, one after another).
 from __future__ import annotations
 
 import fnmatch
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -63,10 +62,6 @@ def parse_hub_url(url: str) -> HubDataset:
         config=options.get("config"),
         split=options.get("split", "train"),
     )
-
-
-def is_hub_url(path: str | os.PathLike) -> bool:
-    return str(path).startswith(PREFIX)
 
 
 def _card_data_files(snapshot: Path, config: str | None, split: str) -> list[str] | None:

@@ -16,15 +16,18 @@ from __future__ import annotations
 import glob
 import gzip
 import json
+import math
 import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .naming import summary_file
+from .summaries import StageSummary
 
 
 def _open_text(path: Path):
@@ -338,21 +341,18 @@ class RecordWriter:
 
 
 class ErrorLog:
-    """Failures of this run, one JSON line each (`id`, `error`, `time`); started afresh per run.
+    """This run's failures, one JSON line each (`id`, `error`, `time`, extras), in the file at `path`.
 
-    Failed records are retried by the next run, so stale entries from an earlier run would only
-    mislead; the file is emptied when the first failure of a run is logged (and removed at the
-    start of a run by `reset`).
+    Opening one deletes the file an earlier run left there: failed records are retried by the next run,
+    so its entries would only mislead. The file is created by the first `log` (appending, flushed per line),
+    so a run without failures leaves none.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.count = 0
         self._handle = None
-
-    def reset(self) -> None:
-        if self.path.exists():
-            self.path.unlink()
+        self.path.unlink(missing_ok=True)
 
     def log(self, record_id: str, error: str, **extra: Any) -> None:
         if self._handle is None:
@@ -369,17 +369,6 @@ class ErrorLog:
             self._handle = None
 
 
-def sidecar(output: str | os.PathLike, kind: str, suffix: str) -> Path:
-    """`runs/x/responses.jsonl` -> `runs/x/responses.<kind><suffix>` (errors, config, summary files)."""
-    output = Path(output)
-    name = output.name
-    for ext in (".jsonl.gz", ".jsonl", ".json", ".parquet"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-            break
-    return output.with_name(f"{name}.{kind}{suffix}")
-
-
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file (YAML, HTML, Markdown, …) via a temporary file and a rename, so that readers
     never see half of it and a crash leaves the previous version."""
@@ -393,6 +382,33 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
     """Write `payload` as indented JSON, atomically (summaries, markers, metrics)."""
     write_text_atomic(path, json.dumps(payload, ensure_ascii=False, indent=2))
+
+
+def write_summary(output: str | os.PathLike, summary: StageSummary) -> Path:
+    """Write a stage's summary where `dasd.naming.summary_file` puts it for its `stage` (beside a record output,
+    inside an output folder); returns that path. The cards, the run table and the report read it (`read_summary`)."""
+    path = summary_file(output, summary["stage"])
+    write_json_atomic(path, summary)
+    return path
+
+
+def read_summary(path: str | os.PathLike) -> StageSummary | None:
+    """The summary a stage wrote (`write_summary`); the stage's `TypedDict` in `dasd.summaries` is chosen by its
+    `stage` key. None when there is none: no such file, or JSON without a `stage` (another tool's summary.json).
+
+    >>> read_summary("/nonexistent/scored.summary.json") is None
+    True
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(str(path), None, None, f"cannot read summary: {exc}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("stage"), str):
+        return None
+    return payload
 
 
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
@@ -576,3 +592,110 @@ def open_writer(path: str | os.PathLike, *, id_field: str = "id") -> RecordWrite
     if str(path).endswith(".parquet"):
         return ParquetRecordWriter(path, id_field=id_field)
     return RecordWriter(path, id_field=id_field)
+
+
+# --- a record file as a Hugging Face dataset folder (Parquet shards + card) ---------------------------------
+
+
+def _writable(data_type):
+    """Parquet cannot hold a struct without fields (a field that is `{}` in every record): such a type is
+    written as null. Nested types are rebuilt around the fixed children.
+
+    >>> import pyarrow as pa
+    >>> _writable(pa.struct([])), _writable(pa.list_(pa.struct([("a", pa.int64())])))
+    (DataType(null), ListType(list<item: struct<a: int64>>))
+    """
+    import pyarrow as pa
+
+    if pa.types.is_struct(data_type):
+        if data_type.num_fields == 0:
+            return pa.null()
+        return pa.struct(
+            [data_type.field(i).with_type(_writable(data_type.field(i).type)) for i in range(data_type.num_fields)]
+        )
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+        return pa.list_(_writable(data_type.value_type))
+    return data_type
+
+
+def _conform(value, data_type):
+    """A value reshaped to a `_writable` type (`{}` where the type became null -> None).
+
+    >>> import pyarrow as pa
+    >>> _conform({"a": {}, "b": [1]}, pa.struct([("a", pa.null()), ("b", pa.list_(pa.int64()))]))
+    {'a': None, 'b': [1]}
+    """
+    import pyarrow as pa
+
+    if pa.types.is_null(data_type):
+        return None
+    if value is None:
+        return None
+    if pa.types.is_struct(data_type) and isinstance(value, dict):
+        children = {data_type.field(i).name: data_type.field(i).type for i in range(data_type.num_fields)}
+        return {key: _conform(value.get(key), child) for key, child in children.items()}
+    if pa.types.is_list(data_type) and isinstance(value, list):
+        return [_conform(item, data_type.value_type) for item in value]
+    return value
+
+
+def write_parquet_dataset(
+    path: str | os.PathLike, folder: str | os.PathLike, *, rows_per_shard: int = 50_000, card: Callable[..., Any]
+) -> Path:
+    """A Hugging Face dataset folder for a record file: `data/train-XXXXX-of-YYYYY.parquet` (one column per field,
+    one schema unified over all records, as `datasets` and the Hub's viewer read them) and `README.md`, the card
+    `card(features=…, rows=…)` returns (`dasd.cards.export_dataset` passes the one of its lineage). Written into a
+    temporary folder and moved into place, so an interrupted export leaves nothing half-written."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Features
+
+    source = Path(path)
+    folder = Path(folder)
+    schema = None
+    rows = 0
+    batch: list[dict] = []
+    for _, record in iter_records(source):  # first pass: one schema for every shard
+        batch.append(record)
+        rows += 1
+        if len(batch) >= 2048:
+            inferred = pa.Table.from_pylist(batch).schema
+            schema = inferred if schema is None else pa.unify_schemas([schema, inferred], promote_options="permissive")
+            batch = []
+    if batch:
+        inferred = pa.Table.from_pylist(batch).schema
+        schema = inferred if schema is None else pa.unify_schemas([schema, inferred], promote_options="permissive")
+    if not rows or schema is None:
+        raise InputError(str(source), None, None, "no records to export")
+    inferred_schema = schema
+    schema = pa.schema([field.with_type(_writable(field.type)) for field in schema])
+    conform = schema != inferred_schema  # some `{}` fields became null: their values must too
+    shards = max(1, math.ceil(rows / rows_per_shard))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        (staging / "data").mkdir()
+        shard, batch = 0, []
+
+        def flush(records: list[dict], index: int) -> None:
+            if conform:
+                records = [_conform(record, pa.struct(list(schema))) for record in records]
+            table = pa.Table.from_pylist(records, schema=schema)
+            pq.write_table(table, staging / "data" / f"train-{index:05d}-of-{shards:05d}.parquet", compression="zstd")
+
+        for _, record in iter_records(source):
+            batch.append(record)
+            if len(batch) >= rows_per_shard:
+                flush(batch, shard)
+                shard, batch = shard + 1, []
+        if batch:
+            flush(batch, shard)
+        card(features=Features.from_arrow_schema(schema), rows=rows).save(staging / "README.md")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

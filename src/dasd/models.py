@@ -84,14 +84,9 @@ def resolve_attention(name: str, device: str) -> str:
         return register()
     if name != "auto":
         return name
-    if device.startswith("cuda"):
-        try:
-            import flash_attn  # noqa: F401
+    from .attention import flash_attn_installed
 
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
+    return "flash_attention_2" if device.startswith("cuda") and flash_attn_installed() else "sdpa"
 
 
 def _gguf_file(model_name: str) -> Path | None:

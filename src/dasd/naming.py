@@ -42,3 +42,134 @@ def sft_stage_file(sft_output: str | os.PathLike, stage: str) -> Path:
     path = Path(sft_output)
     stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
     return path.with_name(f"{stem}.{stage}.jsonl")
+
+
+# --- the run folder of `dasd run` (built here, and parsed by the same rules) -----------------------------------
+# <workdir>/<step kind>/…        sample, score, filter, select, sft, train, mix, eval, provenance
+# <workdir>/train/<branch>/<stage>/final/dasd_stage.json      a finished training stage
+# <workdir>/eval/<model label>/summary.json                   an evaluated model
+# <workdir>/arms/<arm>/seed<seed>/…                           ablation arms
+# <workdir>/.dasd/<step>.json                                 each step's marker (fingerprint, status)
+
+STATE_DIR = ".dasd"
+RUN_SUMMARY = "run.summary.json"
+STAGE_MARKER = "dasd_stage.json"  # in a trained stage's final/: its metrics, written last
+EVAL_SUMMARY = "summary.json"  # in an eval folder
+
+
+def final_dir(train_dir: str | os.PathLike, stage: str) -> Path:
+    """Where `dasd train` leaves a stage's weights.
+
+    >>> str(final_dir("runs/x/train/das", "high_temp"))
+    'runs/x/train/das/high_temp/final'
+    """
+    return Path(train_dir) / stage / "final"
+
+
+def train_dir_of(final: str | os.PathLike) -> Path:
+    """The training run folder (`output_dir`) a stage's `final/` belongs to: `final_dir` read backwards.
+
+    >>> str(train_dir_of("runs/x/train/das/high_temp/final"))
+    'runs/x/train/das'
+    """
+    return Path(final).parent.parent
+
+
+def is_final_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` names a training stage's `final/` folder (what later stages start from).
+
+    >>> is_final_dir("runs/x/train/das/low_temp/final"), is_final_dir("Qwen/Qwen3-4B")
+    (True, False)
+    """
+    return Path(path).name == "final"
+
+
+def eval_dir(workdir: str | os.PathLike, label: str) -> Path:
+    """A model's evaluation folder in a run.
+
+    >>> str(eval_dir("runs/x", "teacher"))
+    'runs/x/eval/teacher'
+    """
+    return Path(workdir) / "eval" / label
+
+
+def arm_dir(workdir: str | os.PathLike, arm: str) -> Path:
+    """An ablation arm's folder; its trainings are `seed<N>/` inside.
+
+    >>> str(arm_dir("runs/x", "recipe"))
+    'runs/x/arms/recipe'
+    """
+    return Path(workdir) / "arms" / arm
+
+
+def seed_dir(workdir: str | os.PathLike, arm: str, seed: int) -> Path:
+    """One training seed of an arm.
+
+    >>> str(seed_dir("runs/x", "recipe", 2))
+    'runs/x/arms/recipe/seed2'
+    """
+    return arm_dir(workdir, arm) / f"seed{seed}"
+
+
+def step_marker(state_dir: str | os.PathLike, step: str) -> Path:
+    """The marker `dasd run` keeps for a step (the same for the local and the Slurm executor)."""
+    return Path(state_dir) / f"{step}.json"
+
+
+# --- the files a stage writes beside its output (built here, and parsed by the same rule) -----------------------
+# <name>.jsonl  →  <name>.config.yaml, <name>.summary.json, <name>.errors.jsonl, <name>.rejected.jsonl, …
+
+RECORD_EXTENSIONS = (".jsonl.gz", ".jsonl", ".json", ".parquet")
+TRAIN_SUMMARY = "train.summary.json"  # in `dasd train`'s output_dir
+
+
+def output_stem(output: str | os.PathLike) -> str:
+    """An output's name without its record extension: what its sidecars are named after.
+
+    >>> output_stem("runs/x/responses.jsonl.gz"), output_stem("runs/x/scored.parquet"), output_stem("runs/x/final")
+    ('responses', 'scored', 'final')
+    """
+    name = Path(output).name
+    for ext in RECORD_EXTENSIONS:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def sidecar(output: str | os.PathLike, kind: str, suffix: str) -> Path:
+    """A file a stage writes beside its output (errors, config, summary, rejected records, …).
+
+    >>> str(sidecar("runs/x/responses.jsonl", "summary", ".json"))
+    'runs/x/responses.summary.json'
+    """
+    output = Path(output)
+    return output.with_name(f"{output_stem(output)}.{kind}{suffix}")
+
+
+def summary_file(output: str | os.PathLike, stage: str) -> Path:
+    """Where a stage keeps its summary: `<name>.summary.json` beside a record output; inside the folder of a stage
+    whose output is one (`train.summary.json` in `dasd train`'s output_dir, `summary.json` in `dasd eval`'s and
+    `dasd provenance`'s).
+
+    >>> str(summary_file("runs/x/select/das.jsonl", "select")), str(summary_file("runs/x/eval/teacher", "eval"))
+    ('runs/x/select/das.summary.json', 'runs/x/eval/teacher/summary.json')
+    """
+    if stage == "train":
+        return Path(output) / TRAIN_SUMMARY
+    if stage in ("eval", "provenance"):
+        return Path(output) / EVAL_SUMMARY
+    return sidecar(output, "summary", ".json")
+
+
+def outputs_describing(path: str | os.PathLike) -> list[Path]:
+    """The stage outputs whose sidecars may describe a record file, itself first: a file written beside an output
+    under a longer name (`dasd build-sft`'s per-stage `sft.low_temp.jsonl`) is described by that output's.
+
+    >>> [p.name for p in outputs_describing("runs/x/sft/sft.low_temp.jsonl")]
+    ['sft.low_temp.jsonl', 'sft.jsonl']
+    """
+    path = Path(path)
+    stem = output_stem(path)
+    ext = path.name[len(stem) :]
+    parts = stem.split(".")
+    return [path.with_name(".".join(parts[:cut]) + ext) for cut in range(len(parts), 0, -1)]

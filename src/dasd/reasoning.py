@@ -25,7 +25,7 @@ THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 # Text that looks like a tool call in a Qwen/Hermes-style answer.
 TOOL_CALL_MARKERS = ("<tool_call>", "<|tool_call|>", "<function_call>", "<|python_tag|>")
-PARTS = ("reasoning", "content")
+PARTS = ("reasoning", "content")  # the two texts a response is split into (the one copy; records re-exports it)
 
 
 @dataclass
@@ -111,8 +111,8 @@ def parse_think(raw: str, *, prefilled_open: bool = False, finish_reason: str = 
 HARMONY_START = "<|start|>"
 HARMONY_CHANNEL = "<|channel|>"
 HARMONY_MESSAGE = "<|message|>"
-HARMONY_ENDS = ("<|end|>", "<|return|>", "<|call|>")
-_HARMONY_END_RE = re.compile(r"<\|end\|>|<\|return\|>|<\|call\|>")
+HARMONY_ENDS = ("<|end|>", "<|return|>", "<|call|>")  # the tokens that end a harmony message
+_HARMONY_END_RE = re.compile("|".join(map(re.escape, HARMONY_ENDS)))
 _RECIPIENT_RE = re.compile(r"\bto=(\S+)")
 
 

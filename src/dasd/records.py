@@ -27,11 +27,11 @@ from typing import Any, Literal
 from typing_extensions import NotRequired, TypedDict  # typing's own lacks NotRequired before 3.11
 
 from .errors import ConfigError, InputError
+from .reasoning import PARTS  # a response's two texts: defined by the parser that splits a response into them
 
 DOMAINS = ("math", "code", "science", "instruction", "other")
 ROLES = ("system", "developer", "user", "assistant", "tool")
 FINISH_REASONS = ("stop", "length", "tool_call", "error")
-PARTS = ("reasoning", "content")
 # Sentence classes of `dasd score` (two models) and of `dasd provenance` (three models).
 SENTENCE_TYPES = ("teacher", "student", "shared")
 PROVENANCE_CLASSES = ("teacher", "student", "shared", "boosted")

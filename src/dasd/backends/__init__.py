@@ -15,10 +15,12 @@ from .base import (
     GenerationResult,
     ScoreRequest,
     ScoreResult,
+    server_log,
     with_launch_log,
 )
 
 __all__ = [
+    "server_log",
     "with_launch_log",
     "Backend",
     "BackendConfig",
@@ -35,7 +37,6 @@ def make_backend(
     *,
     chat_template_kwargs: dict[str, Any] | None = None,
     prompt_format: str = "chat_template",
-    reasoning_format: str = "think",
 ) -> Backend:
     if config.name == "hf":
         from .hf import HFBackend

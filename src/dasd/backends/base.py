@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -191,6 +192,24 @@ class Backend:
 
     def stats(self) -> dict[str, Any]:
         return {}
+
+
+def server_log(output: str | os.PathLike, shard: tuple[int, int] | None = None) -> Path:
+    """Where the server a stage launches (`launch:`) writes its log: beside the record file the stage writes
+    with it, named after that file, or inside the stage's output folder (eval) — one log per shard.
+
+    >>> server_log("runs/x/responses.shard-0-of-2.jsonl").as_posix()
+    'runs/x/responses.shard-0-of-2.server.log'
+    >>> server_log("runs/eval/student").as_posix(), server_log("runs/eval/student", (1, 4)).as_posix()
+    ('runs/eval/student/server.log', 'runs/eval/student/server.shard-1-of-4.log')
+    """
+    from ..io import shard_output
+    from ..naming import RECORD_EXTENSIONS, sidecar
+
+    output = Path(output)
+    if output.name.endswith(RECORD_EXTENSIONS):
+        return sidecar(shard_output(output, shard), "server", ".log")
+    return Path(shard_output(output / "server.jsonl", shard)).with_suffix(".log")
 
 
 def with_launch_log(config: BackendConfig, path: str | os.PathLike) -> BackendConfig:

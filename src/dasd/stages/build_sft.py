@@ -31,13 +31,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..config import StageConfig, dump_config
+from ..config import RecordOutput, StageConfig, dump_config
 from ..errors import InputError
-from ..io import iter_records, sidecar, write_json_atomic, write_jsonl_atomic
-from ..naming import HIGH_TEMP_STAGE, sft_stage_file, stage_for_temperature
+from ..io import iter_records, write_json_atomic, write_jsonl_atomic, write_summary
+from ..naming import HIGH_TEMP_STAGE, sft_stage_file, sidecar, stage_for_temperature
 from ..progress import format_summary
 from ..records import PARTS, SFTRecord, check_fields
 from ..render import DEFAULT_SYSTEM_PROMPT, think_text, with_system_prompt
+from ..summaries import BuildSFTSummary
 
 EXPORTS = ("trl_messages", "trl_prompt_completion", "sharegpt")
 SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "tool": "observation"}
@@ -45,7 +46,7 @@ SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "tool": "observation"}
 
 class BuildSFTConfig(StageConfig):
     input: str = Field(..., description="selected response records (a glob reads several files)")
-    output: str = Field(
+    output: RecordOutput = Field(
         ..., description="SFT records JSONL (all stages); per-stage files and exports are written beside it"
     )
     system_prompt: str | None = Field(
@@ -194,7 +195,7 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
         from ..assets import load_tokenizer
 
         check = template_check(load_tokenizer(config.student_tokenizer), records[: config.template_check_records])
-    summary = {
+    summary: BuildSFTSummary = {
         "stage": "build-sft",
         "output": str(output),
         "records": len(records),
@@ -202,7 +203,7 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
         "files": written,
         "template_check": check,
     }
-    write_json_atomic(sidecar(output, "summary", ".json"), summary)
+    write_summary(output, summary)
     rows = [
         ("records", len(records)),
         *((f"  stage {stage}", len(items)) for stage, items in sorted(by_stage.items())),

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from ..ablation import graded_samples
 from ..answers import BoundedVerifier, grade_records
-from ..backends import BackendConfig, make_backend, with_launch_log
+from ..backends import BackendConfig, make_backend, server_log, with_launch_log
 from ..benchmarks import CHOICE_SUFFIX, DEFAULT_MAX_NEW_TOKENS, FALLBACK_MAX_NEW_TOKENS, MATH_SUFFIX, load_benchmark
 from ..config import StageConfig, dump_config
 from ..errors import DasdError
@@ -41,14 +41,15 @@ from ..io import (
     iter_records,
     merge_shards,
     shard_output,
-    sidecar,
-    write_json_atomic,
     write_jsonl_atomic,
+    write_summary,
     write_text_atomic,
 )
 from ..metrics import avg_at_k, compare, mean_pass_at_k, paired_difference, pass_at_ks, standard_error
+from ..naming import sidecar, summary_file
 from ..records import EvalResult, Response, in_shard, parse_shard
 from ..render import DEFAULT_SYSTEM_PROMPT
+from ..summaries import EvalSummary
 
 
 class EvalConfig(StageConfig):
@@ -236,15 +237,12 @@ def run(config: EvalConfig) -> dict[str, Any]:
                     system_prompt=config.system_prompt,
                 )
                 errors = ErrorLog(sidecar(samples_file, "errors", ".jsonl"))
-                errors.reset()
                 if requests:
                     if backend is None:
-                        server_log = Path(shard_output(output_dir / "server.jsonl", shard)).with_suffix(".log")
                         backend = make_backend(
-                            with_launch_log(config.backend, server_log),
+                            with_launch_log(config.backend, server_log(output_dir, shard)),
                             chat_template_kwargs=config.chat_template_kwargs,
                             prompt_format=config.prompt_format,
-                            reasoning_format=config.reasoning_format,
                         )
                     generate_records(
                         backend,
@@ -283,14 +281,14 @@ def run(config: EvalConfig) -> dict[str, Any]:
             backend.close()
     if shard is not None:  # graded by the run without shard, once every shard is in
         return {"stage": "eval", "shard": config.shard, "benchmarks": summaries}
-    summary = {
+    summary: EvalSummary = {
         "stage": "eval",
         "model": model_name,
         "temperature": config.temperature,
         "top_p": config.top_p,
         "benchmarks": summaries,
     }
-    write_json_atomic(output_dir / "summary.json", summary)
+    write_summary(output_dir, summary)
     markdown = summary_markdown(f"dasd eval — {model_name}", summaries)
     write_text_atomic(output_dir / "summary.md", markdown)
     print(markdown, file=sys.stdout, flush=True)
@@ -315,7 +313,7 @@ def compare_runs(run_a: Path, run_b: Path) -> tuple[list[dict], dict, dict]:
     results, or — where a run has no results file — the unpaired difference of the summaries."""
     summaries = []
     for run in (run_a, run_b):
-        summary_path = run / "summary.json" if run.is_dir() else run
+        summary_path = summary_file(run, "eval") if run.is_dir() else run
         if not summary_path.exists():
             raise DasdError(f"{summary_path}: no eval summary here (run dasd eval first)")
         summaries.append(json.loads(summary_path.read_text()))

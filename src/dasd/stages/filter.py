@@ -18,18 +18,20 @@ from typing import Any
 from pydantic import Field
 
 from ..assets import load_tokenizer
-from ..config import StageConfig, dump_config
+from ..config import RecordOutput, StageConfig, dump_config
 from ..errors import ConfigError, InputError
 from ..filters import CorrectnessConfig, DedupeConfig, FilterChain, LengthConfig, RepetitionConfig, StructureConfig
-from ..io import RecordWriter, batched, iter_records, open_writer, sidecar, write_json_atomic
+from ..io import RecordWriter, batched, iter_records, open_writer, write_summary
+from ..naming import sidecar
 from ..progress import Progress, format_summary
 from ..records import RESPONSE_FIELDS, check_fields
 from ..render import DEFAULT_SYSTEM_PROMPT
+from ..summaries import FilterSummary
 
 
 class FilterConfig(StageConfig):
     input: str = Field(..., description="response records (sampled or scored; a glob reads several files)")
-    output: str = Field(
+    output: RecordOutput = Field(
         ...,
         description="kept records: JSONL, or *.parquet (a folder of parts); rejected ones go to <name>.rejected.jsonl",
     )
@@ -112,7 +114,7 @@ def run(config: FilterConfig) -> dict[str, Any]:
 
     # 4. Summary.
     lengths = chain.lengths
-    summary = {
+    summary: FilterSummary = {
         "stage": "filter",
         "output": config.output,
         "records": counts["records"],
@@ -127,7 +129,7 @@ def run(config: FilterConfig) -> dict[str, Any]:
         if progress.elapsed
         else 0.0,
     }
-    write_json_atomic(sidecar(config.output, "summary", ".json"), summary)
+    write_summary(config.output, summary)
     rows = [
         ("records", counts["records"]),
         ("kept", counts["kept"]),

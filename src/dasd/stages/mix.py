@@ -35,20 +35,21 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..assets import load_tokenizer
-from ..backends import BackendConfig, GenerationRequest, make_backend, with_launch_log
-from ..config import StageConfig, dump_config
+from ..backends import BackendConfig, GenerationRequest, make_backend, server_log, with_launch_log
+from ..config import RecordOutput, StageConfig, dump_config
 from ..errors import InputError
 from ..figures import plot_cutoff
 from ..filters import CorrectnessConfig, FilterChain, LengthConfig, RepetitionConfig, StructureConfig
 from ..generation import generate_records
 from ..harmony import ANALYSIS_OPEN
-from ..io import ErrorLog, RecordWriter, iter_records, read_records, sidecar, write_json_atomic, write_jsonl_atomic
+from ..io import ErrorLog, RecordWriter, iter_records, read_records, write_jsonl_atomic, write_summary
 from ..mixing import continuation_prefix, cut_position, student_budget
-from ..naming import MIXED_POLICY_STAGE
+from ..naming import MIXED_POLICY_STAGE, sidecar
 from ..progress import Progress, format_summary
 from ..reasoning import parse_harmony, parse_think
 from ..records import stable_seed
 from ..render import DEFAULT_SYSTEM_PROMPT, THINK_PREFIX, think_text, with_system_prompt
+from ..summaries import MixSummary
 
 
 class MixFilters(StageConfig):
@@ -69,7 +70,7 @@ class MixConfig(StageConfig):
         ...,
         description="the curated SFT records (dasd build-sft output): questions and the teacher's reference responses",
     )
-    output: str = Field(
+    output: RecordOutput = Field(
         ...,
         description="mixed SFT records JSONL; rollouts, cut-off data, continuations and rejected records go beside it",
     )
@@ -171,7 +172,7 @@ def rollouts(
         )
     if requests:
         student = make_backend(
-            with_launch_log(config.student, path.with_suffix(".server.log")),
+            with_launch_log(config.student, server_log(path)),
             chat_template_kwargs=config.student_chat_template_kwargs,
         )
         try:
@@ -262,10 +263,9 @@ def continuations(
         )
     if requests:
         teacher = make_backend(
-            with_launch_log(config.teacher, path.with_suffix(".server.log")),
+            with_launch_log(config.teacher, server_log(path)),
             chat_template_kwargs=config.teacher_chat_template_kwargs,
             prompt_format=config.teacher_prompt_format,
-            reasoning_format=config.teacher_reasoning_format,
         )
         progress = Progress(len(requests), f"mix: teacher continuations [{config.teacher.name}]")
         try:
@@ -386,8 +386,8 @@ def run(config: MixConfig) -> dict[str, Any]:
     if config.equal_size_as:  # the off-policy-only control arm: nothing to generate
         control = off_policy_control(config, curated)
         write_jsonl_atomic(output, control)
-        summary = {"stage": "mix", "output": str(output), "kept": 0, "off_policy": len(control)}
-        write_json_atomic(sidecar(output, "summary", ".json"), summary)
+        summary: MixSummary = {"stage": "mix", "output": str(output), "kept": 0, "off_policy": len(control)}
+        write_summary(output, summary)
         print(
             format_summary(
                 f"dasd mix (off-policy control of {config.equal_size_as}) -> {output}", [("off_policy", len(control))]
@@ -402,7 +402,6 @@ def run(config: MixConfig) -> dict[str, Any]:
     if config.questions:
         chosen_ids = chosen_ids[: config.questions]
     errors = ErrorLog(sidecar(output, "errors", ".jsonl"))
-    errors.reset()
     counts: Counter = Counter()
     reasons: Counter = Counter()
 
@@ -451,14 +450,14 @@ def run(config: MixConfig) -> dict[str, Any]:
 
     ratios = sorted(point["ratio"] for point in points)
     steps = ("rollouts", "truncated", "cut", "continued", "kept", "off_policy")
-    summary = {
+    summary: MixSummary = {
         "stage": "mix",
         "output": str(output),
         **{key: counts[key] for key in steps},
         "drop_reasons": dict(sorted(reasons.items(), key=lambda item: -item[1])),
         "cutoff_ratio": {"median": ratios[len(ratios) // 2], "max": ratios[-1]} if ratios else None,
     }
-    write_json_atomic(sidecar(output, "summary", ".json"), summary)
+    write_summary(output, summary)
     rows = [(name, counts[name]) for name in steps]
     rows += [(f"  dropped: {reason}", count) for reason, count in summary["drop_reasons"].items()]
     print(format_summary(f"dasd mix -> {output}", rows), file=sys.stdout, flush=True)

@@ -45,13 +45,14 @@ from ..backends import with_launch_log
 from ..config import StageConfig, dump_config
 from ..errors import ConfigError, InputError
 from ..figures import plot_provenance_example, plot_provenance_positions
-from ..io import ErrorLog, RecordWriter, batched, iter_records, write_json_atomic, write_jsonl_atomic
+from ..io import ErrorLog, RecordWriter, batched, iter_records, write_jsonl_atomic, write_summary
 from ..progress import Progress, format_summary
 from ..records import PROVENANCE_CLASSES, RESPONSE_FIELDS, check_fields
-from ..scorers import ScorerConfig, make_token_scorer
-from ..scoring import sentence_scores_by_model
+from ..sentence_scores import sentence_scores_by_model
+from ..summaries import ProvenanceSummary
+from ..token_scorers import ScorerConfig, make_token_scorer
 
-ROLES = ("teacher", "student", "distilled")
+MODELS = ("teacher", "student", "distilled")  # the three models it compares (records.ROLES are message roles)
 
 
 class ProvenanceConfig(StageConfig):
@@ -197,7 +198,7 @@ def sentence_provenance(
     record: dict[str, Any], parts: dict[str, dict[str, dict]], settings: ProvenanceConfig
 ) -> tuple[list[dict], str | None]:
     """The record's sentences with the three mean log-probs and their class, or an error."""
-    scored, error = sentence_scores_by_model(record, {role: parts[role] for role in ROLES})
+    scored, error = sentence_scores_by_model(record, {role: parts[role] for role in MODELS})
     if error:
         return [], error
     return [
@@ -205,7 +206,7 @@ def sentence_provenance(
             "part": part,
             "start": start,
             "end": end,
-            **{f"{role}_logprob": means[role] for role in ROLES},
+            **{f"{role}_logprob": means[role] for role in MODELS},
             "type": classify_provenance(
                 means["teacher"],
                 means["student"],
@@ -297,21 +298,20 @@ def run(config: ProvenanceConfig) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     dump_config(config, folder / "provenance.config.yaml")
     errors = ErrorLog(folder / "errors.jsonl")
-    errors.reset()
     scored = [r for r in records if r["reasoning"].strip() or r["content"].strip()]
     logprobs = {}
     try:
-        for role in ROLES:
+        for role in MODELS:
             logprobs[role] = score_role(role, getattr(config, role), scored, config, folder, errors)
     finally:
         errors.close()
 
     responses, reasons = [], Counter()
     for record in scored:
-        if any(record["id"] not in logprobs[role] for role in ROLES):
+        if any(record["id"] not in logprobs[role] for role in MODELS):
             reasons["not_scored"] += 1
             continue
-        sentences, error = sentence_provenance(record, {role: logprobs[role][record["id"]] for role in ROLES}, config)
+        sentences, error = sentence_provenance(record, {role: logprobs[role][record["id"]] for role in MODELS}, config)
         if error:
             reasons[error.split(":")[0]] += 1
             continue
@@ -339,11 +339,11 @@ def run(config: ProvenanceConfig) -> dict[str, Any]:
         figures["example"] = str(folder / "example.png")
     plot_provenance_positions(analysis, folder / "positions.png", config.min_samples)
     figures["positions"] = str(folder / "positions.png")
-    summary = {
+    summary: ProvenanceSummary = {
         "stage": "provenance",
         "output": str(folder / "provenance.jsonl"),
         "outputs": str(outputs),
-        "models": {role: getattr(config, role).model for role in ROLES},
+        "models": {role: getattr(config, role).model for role in MODELS},
         "alpha": config.alpha,
         "beta": config.beta,
         "space": config.space,
@@ -369,7 +369,7 @@ def run(config: ProvenanceConfig) -> dict[str, Any]:
         "example": example["id"] if example else None,
         "figures": figures,
     }
-    write_json_atomic(folder / "summary.json", summary)
+    write_summary(folder, summary)
     rows = [
         (
             "responses analysed",
@@ -399,14 +399,14 @@ def _pct(value: float | None) -> str:
 
 def extra_arguments(parser) -> None:
     parser.add_argument("--outputs", help="same as outputs=…")
-    for role in ROLES:
+    for role in MODELS:
         parser.add_argument(f"--{role}", metavar="MODEL", help=f"same as {role}.model=…")
 
 
 def handle_extra(args) -> bool:
     if getattr(args, "outputs", None):
         args.overrides = [*args.overrides, f"outputs={args.outputs}"]
-    for role in ROLES:
+    for role in MODELS:
         if getattr(args, role, None):
             args.overrides = [*args.overrides, f"{role}.model={getattr(args, role)}"]
     return False

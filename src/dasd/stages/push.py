@@ -23,6 +23,7 @@ from pydantic import Field
 
 from ..config import StageConfig
 from ..errors import ConfigError, DasdError, InputError
+from ..naming import STAGE_MARKER
 
 LARGE_FILES = 1_000
 LARGE_BYTES = 5 * 2**30
@@ -81,7 +82,7 @@ def run(config: PushConfig) -> dict[str, Any]:
     if repo_type == "model":
         if not is_model:
             raise InputError(config.path, None, None, "not a model folder (no config.json)")
-        if (source / "dasd_stage.json").exists():
+        if (source / STAGE_MARKER).exists():
             write_model_card(source, evals=config.eval, license=config.license)
         folder = source
     elif _dataset_folder(source):

@@ -33,16 +33,29 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pydantic import Field
 
 from ..config import StageConfig
 from ..errors import InputError
 from ..figures import plot_cutoff, plot_response_probability, plot_sentence_types, plot_training_loss
-from ..io import iter_records, sidecar, write_text_atomic
-from ..naming import EVAL_MODELS
+from ..io import iter_records, read_summary, write_text_atomic
+from ..naming import EVAL_MODELS, RUN_SUMMARY, sidecar
 from ..records import PROVENANCE_CLASSES, SENTENCE_TYPES
+from ..summaries import (
+    EvalSummary,
+    FilterSummary,
+    MixSummary,
+    ProvenanceSummary,
+    SampleSummary,
+    ScoreSummary,
+    SelectSummary,
+    StageSummary,
+    TrainSummary,
+)
+
+S = TypeVar("S")
 
 
 class ReportConfig(StageConfig):
@@ -58,18 +71,18 @@ class ReportConfig(StageConfig):
     title: str | None = Field(None, description="page title (default: the run folder's name)")
 
 
-def _summaries(run_dir: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
-    """Every `*summary.json` under the folder with a `stage` key, grouped by stage."""
-    found: dict[str, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
+def _summaries(run_dir: Path) -> dict[str, list[tuple[Path, StageSummary]]]:
+    """Every stage summary under the folder (`read_summary`), grouped by stage."""
+    found: dict[str, list[tuple[Path, StageSummary]]] = defaultdict(list)
     for path in sorted(run_dir.rglob("*summary.json")):
         if "report" in path.relative_to(run_dir).parts[:1] or ".shard-" in path.name:
             continue  # the report's own files; one task's part of a sharded step (the merged summary counts)
         try:
-            payload = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(payload, dict) and isinstance(payload.get("stage"), str):
-            found[payload["stage"]].append((path, payload))
+            summary = read_summary(path)
+        except InputError:
+            continue  # unreadable: the report shows what it can
+        if summary is not None:
+            found[summary["stage"]].append((path, summary))
     return found
 
 
@@ -143,7 +156,7 @@ class Page:
 
     run_dir: Path
     folder: Path  # beside the HTML: the PNGs are written here
-    summaries: dict[str, list[tuple[Path, dict[str, Any]]]]
+    summaries: dict[str, list[tuple[Path, StageSummary]]]
     run_summary: dict[str, Any] | None = None
     max_records: int = 200000
     figures: dict[str, str] = field(default_factory=dict)  # name -> PNG path, of the figures drawn
@@ -153,6 +166,10 @@ class Page:
 
     def records(self, path: str | Path):
         return _records(Path(path), self.max_records)
+
+    def of(self, stage: str, kind: type[S]) -> list[tuple[Path, S]]:
+        """The summaries of one stage, as its TypedDict (`kind`: `dasd.records`), in path order."""
+        return cast("list[tuple[Path, S]]", self.summaries.get(stage, []))
 
     def figure(self, name: str, path: Path) -> str:
         """Remember a drawn PNG and return its embedded `<img>`."""
@@ -180,7 +197,7 @@ def section_pipeline(page: Page) -> list[str]:
 
 def section_evaluation(page: Page) -> list[str]:
     """avg@k ± s.e., pass@k, truncation and length of every `dasd eval` found, models in pipeline order."""
-    evals = sorted(page.summaries.get("eval", []), key=lambda item: _eval_order(item[0], page.run_dir))
+    evals = sorted(page.of("eval", EvalSummary), key=lambda item: _eval_order(item[0], page.run_dir))
     if not evals:
         return ["<h2>Evaluation</h2>" + _missing("no `dasd eval` output in this folder")]
     rows = []
@@ -264,7 +281,7 @@ def section_response_probability(page: Page) -> list[str]:
     title = "<h2>Teacher responses by temperature (Figure 3a)</h2>"
     responses: dict[float, list[float]] = defaultdict(list)
     finish: dict[float, Counter] = defaultdict(Counter)
-    for _, payload in page.summaries.get("sample", []):
+    for _, payload in page.of("sample", SampleSummary):
         for record in page.records(payload["output"]):
             temperature = float(record.get("temperature", float("nan")))
             finish[temperature][record.get("finish_reason", "?")] += 1
@@ -300,7 +317,7 @@ def section_training_loss(page: Page) -> list[str]:
     title = "<h2>Training loss per stage (Figure 3b)</h2>"
     branches: dict[str, list[tuple[str, list[tuple[int, float]]]]] = {}
     rows = []
-    for path, payload in page.summaries.get("train", []):
+    for path, payload in page.of("train", TrainSummary):
         stages = []
         for stage in payload.get("stages", []):
             history_path = path.parent / stage["stage"] / "log_history.json"
@@ -352,12 +369,12 @@ def section_sentence_types(page: Page) -> list[str]:
     """Teacher / student / shared sentences per sampling temperature, and in what DAS and RS selected."""
     title = "<h2>Sentence types and selection</h2>"
     by_temperature: dict[float, list[dict]] = defaultdict(list)
-    for _, payload in page.summaries.get("score", []):
+    for _, payload in page.of("score", ScoreSummary):
         for record in page.records(payload["output"]):
             by_temperature[float(record.get("temperature", float("nan")))].append({"das": record.get("das")})
     per_temperature = {temperature: _sentence_counts(records) for temperature, records in by_temperature.items()}
     selections: dict[str, Counter] = {}
-    for _, payload in page.summaries.get("select", []):
+    for _, payload in page.of("select", SelectSummary):
         name = {"count": "DAS", "random": "RS"}.get(payload.get("strategy"), payload.get("strategy", "?"))
         if name in selections:
             name = f"{name} ({Path(payload['output']).stem})"
@@ -381,7 +398,7 @@ def section_sentence_types(page: Page) -> list[str]:
 
 def section_filtering(page: Page) -> list[str]:
     """Kept and rejected records of each `dasd filter`, with the reasons."""
-    filters = page.summaries.get("filter", [])
+    filters = page.of("filter", FilterSummary)
     if not filters:
         return []
     rows = []
@@ -402,7 +419,7 @@ def section_filtering(page: Page) -> list[str]:
 def section_mixed_policy(page: Page) -> list[str]:
     """Figure 7: the student rollouts' length over the teacher's, and what mixed-policy distillation kept."""
     title = "<h2>Mixed-policy distillation: cut-off ratio (Figure 7)</h2>"
-    mixes = page.summaries.get("mix", [])
+    mixes = page.of("mix", MixSummary)
     if not mixes:
         return [title + _missing("no `dasd mix` output")]
     parts = []
@@ -446,7 +463,7 @@ def section_mixed_policy(page: Page) -> list[str]:
 def section_provenance(page: Page) -> list[str]:
     """Figures 5 and 6 of each `dasd provenance` found: class shares in correct vs incorrect answers, Δ."""
     sections = []
-    for path, payload in page.summaries.get("provenance", []):
+    for path, payload in page.of("provenance", ProvenanceSummary):
         parts = [
             page.figure(f"{page.label(path)}/{name}", path.parent / f"{name}.png")
             for name in ("positions", "example")
@@ -493,7 +510,7 @@ def build(config: ReportConfig) -> dict[str, Any]:
         raise InputError(config.run_dir, None, "run_dir", "not a folder")
     output = Path(config.output) if config.output else run_dir / "report" / "index.html"
     summaries = _summaries(run_dir)
-    run_summary_path = run_dir / "run.summary.json"
+    run_summary_path = run_dir / RUN_SUMMARY
     run_summary = json.loads(run_summary_path.read_text()) if run_summary_path.exists() else None
     if not summaries and run_summary is None:
         raise InputError(

@@ -19,19 +19,21 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..backends import BackendConfig, make_backend, with_launch_log
-from ..config import StageConfig, dump_config
+from ..backends import BackendConfig, make_backend, server_log, with_launch_log
+from ..config import RecordOutput, StageConfig, dump_config
 from ..generation import GenerationOutcome, TemperatureStep, build_requests, generate_records
-from ..io import ErrorLog, merge_shards, open_writer, shard_output, sidecar, write_json_atomic
+from ..io import ErrorLog, merge_shards, open_writer, shard_output, write_summary
+from ..naming import sidecar
 from ..progress import format_summary
 from ..records import in_shard, load_questions, parse_shard
+from ..summaries import SampleSummary
 
 
 class SampleConfig(StageConfig):
     input: str = Field(
         ..., description="questions file: JSONL/JSONL.gz/Parquet/saved HF dataset, or the released DASD format"
     )
-    output: str = Field(
+    output: RecordOutput = Field(
         ...,
         description="response records: JSONL (appended to), or *.parquet (a folder of parts); ids already "
         "there are skipped",
@@ -104,10 +106,9 @@ def run(config: SampleConfig) -> dict[str, Any]:
     probe = None
     if requests:
         backend = make_backend(
-            with_launch_log(config.backend, sidecar(output, "server", ".log")),
+            with_launch_log(config.backend, server_log(output)),
             chat_template_kwargs=config.chat_template_kwargs,
             prompt_format=config.prompt_format,
-            reasoning_format=config.reasoning_format,
         )
         try:
             probe = backend.probe_logprobs(requests)
@@ -115,7 +116,6 @@ def run(config: SampleConfig) -> dict[str, Any]:
             backend.close()
             raise
     errors = ErrorLog(sidecar(output, "errors", ".jsonl"))
-    errors.reset()
     dump_config(config, sidecar(output, "config", ".yaml"))
 
     # 4. Generate, writing each response as it completes.
@@ -141,7 +141,7 @@ def run(config: SampleConfig) -> dict[str, Any]:
     finish_counts, tokens, elapsed = outcome.finish_counts, outcome.tokens, outcome.seconds
 
     written = sum(count for reason, count in finish_counts.items() if reason != "failed")
-    summary = {
+    summary: SampleSummary = {
         "stage": "sample",
         "output": output,
         "questions": len(questions),
@@ -158,7 +158,7 @@ def run(config: SampleConfig) -> dict[str, Any]:
         "backend": {"name": config.backend.name, **backend_stats},
         "logprob_probe": probe,
     }
-    write_json_atomic(sidecar(output, "summary", ".json"), summary)
+    write_summary(output, summary)
     rows = [
         ("questions", len(questions)),
         ("responses expected", expected),

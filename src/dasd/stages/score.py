@@ -7,7 +7,7 @@ Each response's reasoning and answer are split into sentences (`dasd.sentences`)
 sentence log-prob is the mean of its recorded token log-probs in the sentence; the student's is the
 mean of its own token log-probs, teacher-forced on exactly the text it would be trained on (its chat
 template with the system prompt, then `<think>\\n{reasoning}\\n</think>\\n\\n{content}`). Tokens go to
-sentences by the same character rule for both tokenizers (`dasd.scoring.assign_tokens`). Each
+sentences by the same character rule for both tokenizers (`dasd.sentence_scores.assign_tokens`). Each
 sentence is classed `teacher` (p_T - p_S > beta), `student` (< -beta) or `shared`, and the record gets
 `sentences` and `das` counts.
 
@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..backends import BackendConfig, with_launch_log
-from ..config import StageConfig, dump_config
+from ..backends import BackendConfig, server_log, with_launch_log
+from ..config import RecordOutput, StageConfig, dump_config
 from ..errors import InputError
 from ..io import (
     ErrorLog,
@@ -42,14 +42,15 @@ from ..io import (
     merge_shards,
     open_writer,
     shard_output,
-    sidecar,
-    write_json_atomic,
+    write_summary,
 )
+from ..naming import sidecar
 from ..progress import Progress, format_summary
 from ..records import SENTENCE_TYPES, check_fields, in_shard, parse_shard
 from ..render import DEFAULT_SYSTEM_PROMPT
-from ..scorers import make_token_scorer
-from ..scoring import check_teacher_logprobs, score_sentences
+from ..sentence_scores import check_teacher_logprobs, score_sentences
+from ..summaries import ScoreSummary
+from ..token_scorers import make_token_scorer
 
 
 class ScoreConfig(StageConfig):
@@ -58,7 +59,7 @@ class ScoreConfig(StageConfig):
         description="response records (JSONL/Parquet/…; a glob reads several files), or the text release "
         "with released_logprobs",
     )
-    output: str = Field(
+    output: RecordOutput = Field(
         ...,
         description="scored records: JSONL (appended to), or *.parquet (a folder of parts); ids already there "
         "are skipped",
@@ -185,10 +186,9 @@ def run(config: ScoreConfig) -> dict[str, Any]:
         merge_shards(config.output)
     writer = open_writer(output)
     errors = ErrorLog(sidecar(output, "errors", ".jsonl"))
-    errors.reset()
     dump_config(config, sidecar(output, "config", ".yaml"))
     scorer = make_token_scorer(
-        with_launch_log(config.student, sidecar(output, "server", ".log")),
+        with_launch_log(config.student, server_log(output)),
         system_prompt=config.system_prompt,
         chat_template_kwargs=config.chat_template_kwargs,
         batching=config.batching,
@@ -229,7 +229,7 @@ def run(config: ScoreConfig) -> dict[str, Any]:
 
     # 4. Summary.
     elapsed = progress.elapsed
-    summary = {
+    summary: ScoreSummary = {
         "stage": "score",
         "output": output,
         "records_scored": counts["scored"],
@@ -247,7 +247,7 @@ def run(config: ScoreConfig) -> dict[str, Any]:
         "space": config.space,
         "unverified_logprobs_scored": counts["unverified_logprobs"],
     }
-    write_json_atomic(sidecar(output, "summary", ".json"), summary)
+    write_summary(output, summary)
     total_sentences = sum(sentence_types.values()) or 1
     rows = [
         ("records scored", counts["scored"]),

@@ -27,17 +27,19 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..config import StageConfig, dump_config
+from ..config import RecordOutput, StageConfig, dump_config
 from ..errors import InputError
-from ..io import iter_records, sidecar, write_json_atomic, write_jsonl_atomic
+from ..io import iter_records, write_jsonl_atomic, write_summary
+from ..naming import sidecar
 from ..progress import format_summary
 from ..records import check_fields, stable_seed
-from ..scoring import classify
+from ..sentence_scores import classify
+from ..summaries import SelectSummary
 
 
 class SelectConfig(StageConfig):
     input: str = Field(..., description="scored response records (a glob reads several shard files)")
-    output: str = Field(..., description="selected records JSONL (rewritten whole on each run)")
+    output: RecordOutput = Field(..., description="selected records JSONL (rewritten whole on each run)")
     strategy: Literal["count", "ratio", "longest", "random"] = Field(
         "count",
         description="count: most teacher sentences (DAS); ratio: largest teacher share; longest: most "
@@ -197,7 +199,7 @@ def run(config: SelectConfig) -> dict[str, Any]:
         }
         for temperature in sorted(histogram)
     }
-    summary = {
+    summary: SelectSummary = {
         "stage": "select",
         "output": str(output),
         "strategy": config.strategy,
@@ -209,7 +211,7 @@ def run(config: SelectConfig) -> dict[str, Any]:
         "selected": len(selected),
         "per_temperature": per_temperature,
     }
-    write_json_atomic(sidecar(output, "summary", ".json"), summary)
+    write_summary(output, summary)
     rows = [
         ("questions", summary["questions"]),
         ("candidates", len(candidates)),

@@ -33,12 +33,10 @@ from pydantic import Field, field_validator
 
 from ..config import StageConfig, dump_config
 from ..errors import ConfigError, DasdError, InputError
-from ..io import read_records, write_json_atomic
+from ..io import read_records, write_json_atomic, write_summary
 from ..models import ModelConfig
-from ..naming import SFT_STAGES, sft_stage_file
+from ..naming import SFT_STAGES, STAGE_MARKER, sft_stage_file
 from ..progress import format_summary
-
-STAGE_MARKER = "dasd_stage.json"
 
 
 class TrainStage(StageConfig):
@@ -448,7 +446,7 @@ def run(config: TrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
         previous = str(stage_dir / "final")
 
     if is_main:
-        write_json_atomic(output_dir / "train.summary.json", {"stage": "train", "stages": report})
+        write_summary(output_dir, {"stage": "train", "stages": report})
         header = (
             f"{'stage':14} {'samples':>8} {'dropped':>8} {'steps':>6} {'tokens seen':>12} "
             f"{'tok/s':>9} {'padding':>8} {'first→final loss':>18} {'seconds':>8}"

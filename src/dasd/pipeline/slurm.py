@@ -1,5 +1,4 @@
-"""Where `dasd run` executes its steps: here, one after another (`executor: local`, the default), or as
-jobs on a Slurm cluster (`executor: slurm`), submitted with submitit.
+"""The Slurm executor of `dasd run` (`executor: slurm`): every step as jobs on a cluster, submitted with submitit.
 
     executor:
       name: slurm
@@ -30,165 +29,133 @@ instead of twenty, plain callables instead of pickled pipeline objects, one func
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
+from ..config import dump_config
+from ..errors import ConfigError, DasdError
+from ..io import write_json_atomic
+from ..naming import step_marker
+from .config import DEFAULT_TIME_MIN, SHARDABLE, ExecutorConfig, PipelineConfig, SlurmResources
+from .plan import Step
+from .step import (
+    StepJob,
+    clear_stale,
+    has_ended,
+    is_done,
+    marker_of,
+    read_marker,
+    run_shard,
+    run_step,
+    task_done,
+    task_marker,
+)
 
-from .config import StageConfig, dump_config
-from .errors import ConfigError, DasdError
-from .io import write_json_atomic
-
-SHARDABLE = ("sample", "score", "eval")  # record stages with shard=i/n and a merging run without it
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "STAGE_OUT"}
-# --time of a job whose step gives no time_min. submitit's own default is 5 minutes (submitit/slurm/slurm.py:
-# `_make_sbatch_string(time=5)`), which would kill every such step after 5 minutes and count it as a failure;
-# 24 h fits a sample/score/eval shard and most partitions' MaxTime; a partition allowing less refuses the job at
-# sbatch (EnforcePartLimits) or keeps it pending (reason PartitionTimeLimit): set time_min for it.
-DEFAULT_TIME_MIN = 1440
 
 
-class SlurmResources(StageConfig):
-    tasks: int | None = Field(
-        None, ge=1, description="shard tasks (sample, score, eval: an N-task job array; other steps: 1)"
+def check_cluster(state_dir: Path) -> None:
+    """Before `dasd run` writes anything: the Slurm tools are here and no earlier run's jobs are still queued."""
+    require_slurm()
+    check_no_jobs_left(state_dir)
+
+
+def run_slurm(config: PipelineConfig, steps: list[Step], jobs: dict[str, StepJob], state_dir: Path):
+    """Submit every step that is not done (a job, or a job array and its finalize, waiting for the steps it
+    reads), then follow them to their end: one row per step."""
+    rows, submitted, pending = [], [], {}
+    for step in steps:
+        job = jobs[step.name]
+        if is_done(job):
+            rows.append({"step": step.name, "status": "cached", "seconds": marker_of(job).get("seconds", 0.0)})
+            continue
+        clear_stale(job, step.outputs)
+        pending[step.name], item = _submit(config, step, job, state_dir, submitted)
+        submitted.append(item)
+        record_jobs(state_dir, submitted)  # at once: an interrupted run must not lose track of its jobs
+    return rows + _collect_slurm(config, submitted, pending, state_dir)
+
+
+def placement(config: PipelineConfig, steps: list[Step], stages: list[str]) -> dict[str, str]:
+    """With `executor: slurm`, each step's jobs in words (checked before anything is submitted); else {}.
+    `executor.steps` may name a step or any of the `stages` (dasd's commands)."""
+    if config.executor.name != "slurm":
+        return {}
+    known = {step.name for step in steps} | set(stages)
+    unknown = sorted(set(config.executor.steps) - known)
+    if unknown:
+        raise ConfigError(f"executor.steps: unknown step or stage {unknown} (steps: {', '.join(sorted(known))})")
+    placement = {}
+    for step in steps:
+        resources = config.executor.resources(step.stage, step.name)
+        tasks = resources.tasks or 1
+        words = [f"{tasks} tasks + finalize" if tasks > 1 and step.stage in SHARDABLE else "1 job"]
+        if (resources.nodes or 1) > 1:
+            words.append(f"{resources.nodes} nodes")
+        if resources.gpus_per_node:
+            words.append(f"{resources.gpus_per_node} GPU/node")
+        placement[step.name] = "slurm: " + ", ".join(words)
+    return placement
+
+
+def _submit(
+    config: PipelineConfig, step: Step, job: StepJob, state_dir: Path, submitted: list[Submitted]
+) -> tuple[StepJob, Submitted]:
+    """One step's jobs, after the jobs of the steps it reads; training on several GPUs or nodes through
+    `accelerate launch` on each node."""
+    resources = config.executor.resources(step.stage, step.name)
+    multi = step.stage == "train" and ((resources.nodes or 1) > 1 or (resources.gpus_per_node or 0) > 1)
+    accelerate = None
+    if multi:
+        accelerate = ["--config_file", config.executor.accelerate_config] if config.executor.accelerate_config else []
+        accelerate += [] if accelerate else ["--multi_gpu"]
+    job = dataclasses.replace(
+        job, accelerate=accelerate, nodes=resources.nodes or 1, gpus_per_node=resources.gpus_per_node or 0
     )
-    nodes: int | None = Field(None, ge=1, description="nodes of one job (training: accelerate launch on each)")
-    gpus_per_node: int | None = Field(None, ge=0, description="GPUs per node (--gpus-per-node)")
-    cpus_per_task: int | None = Field(None, ge=1, description="CPUs per task (--cpus-per-task)")
-    mem_gb: float | None = Field(None, gt=0, description="memory per node in GB (--mem); default: the cluster's")
-    time_min: int | None = Field(
-        None,
-        ge=1,
-        description=f"time limit per job in minutes (--time); default {DEFAULT_TIME_MIN} (24 h), not submitit's 5: "
-        "long enough for a shard, within most partitions' MaxTime; set it for longer training or shorter partitions",
-    )
-    partition: str | None = Field(None, description="partition (--partition)")
-    account: str | None = Field(None, description="account (--account)")
-    max_parallel: int | None = Field(None, ge=1, description="array tasks running at once (--array=…%N)")
-    sbatch: dict[str, Any] = Field(
-        default_factory=dict, description="more sbatch options, e.g. {qos: high, constraint: h100, exclusive: true}"
-    )
-    setup: list[str] | None = Field(
-        None, description="shell lines run before each task (module load …, source …/activate, export …)"
-    )
+    after = [item.jobs[-1] for item in submitted if item.step in step.depends]
+    item = submit(config.executor, slurm_folder(config.executor, state_dir), job, after, resources)
+    print(f"dasd run: {step.name} submitted: job {' '.join(item.jobs[-1:])}", file=sys.stderr, flush=True)
+    return job, item
 
 
-class ExecutorConfig(StageConfig):
-    name: Literal["local", "slurm"] = Field("local", description="local: here, in order; slurm: jobs on a cluster")
-    slurm: SlurmResources = Field(
-        default_factory=SlurmResources, description="resources of every job (the steps' entries override them)"
-    )
-    steps: dict[str, SlurmResources] = Field(
-        default_factory=dict,
-        description="resources per stage (sample, score, filter, select, build-sft, train, mix, eval, provenance) "
-        "or per step name (eval_teacher, recipe.s1.train), the step name winning",
-    )
-    folder: str | None = Field(
-        None, description="job scripts and logs (default: <workdir>/.dasd/slurm); on a filesystem every node sees"
-    )
-    poll_s: float = Field(10.0, gt=0, description="seconds between two looks at the queue")
-    wait: bool = Field(
-        True, description="wait for the jobs and print progress; false: submit and return (rerun to collect)"
-    )
-    accelerate_config: str | None = Field(
-        None, description="accelerate config file for multi-GPU training (ZeRO-3/FSDP: configs/accelerate/)"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_name(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value  # `executor: slurm`
-
-    def resources(self, stage: str, step: str) -> SlurmResources:
-        """The defaults, then the stage's entry, then the step's."""
-        merged = self.slurm.model_dump(exclude_none=True)
-        for key in (stage, step):
-            if key in self.steps:
-                merged.update(self.steps[key].model_dump(exclude_none=True))
-        resources = SlurmResources.model_validate(merged)
-        if (resources.tasks or 1) > 1 and stage not in SHARDABLE:
-            raise ConfigError(f"executor.steps: {step} ({stage}) cannot run as several tasks (only {SHARDABLE})")
-        return resources
-
-
-@dataclass
-class StepJob:
-    """What a job needs to run one step (or one shard of it) on any node: picklable."""
-
-    name: str
-    stage: str
-    config: dict[str, Any]  # the step's resolved config
-    fingerprint: str
-    state_dir: Path
-    threads: int | None = None
-    skip_if: Callable[[], str | None] | None = None
-    accelerate: list[str] | None = None  # `accelerate launch` options: training on several GPUs or nodes
-    nodes: int = 1
-    gpus_per_node: int = 0
-
-
-def task_marker(job: StepJob, shard: tuple[int, int]) -> Path:
-    return job.state_dir / "tasks" / job.name / f"{shard[0]}-of-{shard[1]}.json"
-
-
-def task_done(job: StepJob, shard: tuple[int, int]) -> bool:
-    marker = task_marker(job, shard)
-    try:
-        return json.loads(marker.read_text()).get("fingerprint") == job.fingerprint
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
-def _run_stage(job: StepJob, config: dict[str, Any]) -> dict[str, Any]:
-    from .stages import STAGES
-
-    if job.threads is not None:
-        import torch
-
-        torch.set_num_threads(job.threads)
-    module, config_class = STAGES[job.stage].load()
-    return module.run(config_class.model_validate(config))
-
-
-def run_shard(job: StepJob, shard: tuple[int, int]) -> str:
-    """One task of a job array: the stage on shard i/n; its marker once it finished. A step that will be
-    skipped (its model was not produced) does no work here: its finalize records why."""
-    result: dict[str, Any] = {}
-    if not (job.skip_if and job.skip_if()):
-        result = _run_stage(job, {**job.config, "shard": f"{shard[0]}/{shard[1]}"}) or {}
-    tokens = result.get("completion_tokens", result.get("student_tokens_scored", 0))  # sample / score
-    marker = {"fingerprint": job.fingerprint, "time": time.time(), "tokens": tokens if isinstance(tokens, int) else 0}
-    write_json_atomic(task_marker(job, shard), marker)
-    return f"{job.name} shard {shard[0]}/{shard[1]} done"
-
-
-def run_step(job: StepJob) -> str:
-    """A whole step (or the finalize of a sharded one: the stage without shard merges the shard files),
-    with the step's marker as `dasd run` writes it locally."""
-    marker = job.state_dir / f"{job.name}.json"
-    reason = job.skip_if() if job.skip_if else None
-    if reason:
-        write_json_atomic(marker, {"fingerprint": job.fingerprint, "status": "skipped", "reason": reason})
-        return f"{job.name} skipped: {reason}"
-    write_json_atomic(marker, {"fingerprint": job.fingerprint, "status": "running"})
-    started = time.perf_counter()
-    if job.accelerate is None:
-        _run_stage(job, job.config)
-    elif not _launch_on_this_node(job):
-        return f"{job.name}: node done"  # only the first node writes the marker
-    seconds = round(time.perf_counter() - started, 2)
-    write_json_atomic(
-        marker, {"fingerprint": job.fingerprint, "status": "done", "seconds": seconds, "finished": time.time()}
-    )
-    return f"{job.name} done"
+def _collect_slurm(
+    config: PipelineConfig, submitted: list[Submitted], jobs: dict[str, StepJob], state_dir: Path
+) -> list[dict[str, Any]]:
+    """Follow the jobs to their end, then each step's row from its marker; a one-line error per unfinished
+    step, with its log's last lines, and what a rerun will do."""
+    if not config.executor.wait:
+        return [{"step": item.step, "status": f"submitted: job {item.jobs[-1]}", "seconds": 0.0} for item in submitted]
+    states = follow(submitted, jobs, config.executor.poll_s)
+    rows, failed = [], []
+    for item in submitted:
+        marker = read_marker(step_marker(state_dir, item.step))
+        if has_ended(jobs[item.step]):
+            status = "ran (slurm)" if marker["status"] == "done" else f"skipped: {marker.get('reason', '')}"
+            # from submission to the end of its last job: queueing, every shard task and the finalize
+            seconds = round(marker.get("finished", item.at) - item.at, 2)
+            rows.append({"step": item.step, "status": status, "seconds": seconds})
+            continue
+        bad = [job_id for job_id in item.jobs if states.get(job_id) not in ("COMPLETED", "gone")]
+        culprit = bad[0] if bad else item.jobs[-1]
+        log = log_tail(slurm_folder(config.executor, state_dir), culprit)
+        failed.append(f"{item.step}: job {culprit} {states.get(culprit, 'gone')}; {log}")
+        rows.append(
+            {"step": item.step, "status": f"failed: job {culprit} {states.get(culprit, 'gone')}", "seconds": 0.0}
+        )
+    if failed:
+        print("\n".join(failed), file=sys.stderr, flush=True)
+        raise DasdError(
+            f"{len(failed)} step(s) did not finish on Slurm ({', '.join(line.split(':')[0] for line in failed)}); "
+            "rerun the same `dasd run` to resubmit only the unfinished tasks"
+        )
+    return rows
 
 
 def rendezvous_port(job_id: str | int) -> int:
@@ -206,7 +173,8 @@ def rendezvous_port(job_id: str | int) -> int:
 def accelerate_command(job: StepJob, config_file: Path, node: int, main_host: str, port: int) -> list[str]:
     """`accelerate launch` for one node of a multi-node (or multi-GPU) training job.
 
-    >>> job = StepJob("train_das", "train", {}, "f", Path("w"), accelerate=[], nodes=2, gpus_per_node=8)
+    >>> job = StepJob("train_das", "train", "dasd.stages.train", "TrainConfig", {}, "f", Path("w"), nodes=2,
+    ...               accelerate=[], gpus_per_node=8)
     >>> command = accelerate_command(job, Path("t.yaml"), node=1, main_host="gpu1", port=24242)
     >>> " ".join(command[:10])
     'accelerate launch --num_machines 2 --machine_rank 1 --main_process_ip gpu1 --main_process_port 24242'
@@ -241,11 +209,9 @@ def accelerate_command(job: StepJob, config_file: Path, node: int, main_host: st
     ]
 
 
-def _launch_on_this_node(job: StepJob) -> bool:
+def launch_on_this_node(job: StepJob) -> bool:
     """Run this node's `accelerate launch` (submitit runs the job's function once per node); True on node 0."""
     import submitit
-
-    from .stages import STAGES
 
     environment = submitit.JobEnvironment()
     job_id = environment.raw_job_id  # SLURM_JOB_ID: the same on every node of the job
@@ -253,7 +219,7 @@ def _launch_on_this_node(job: StepJob) -> bool:
     config_file = job.state_dir / "jobs" / f"{job.name}.{job_id}.config.yaml"
     if environment.global_rank == 0:
         config_file.parent.mkdir(parents=True, exist_ok=True)
-        dump_config(STAGES[job.stage].load()[1].model_validate(job.config), config_file)
+        dump_config(job.stage_config(job.config), config_file)
     else:
         for _ in range(600):  # the first node writes it; the filesystem is shared
             if config_file.exists():
@@ -262,9 +228,6 @@ def _launch_on_this_node(job: StepJob) -> bool:
     command = accelerate_command(job, config_file, environment.node, environment.hostnames[0], rendezvous_port(job_id))
     subprocess.run(command, check=True)
     return environment.global_rank == 0
-
-
-# --- the driver: submit, then follow ---------------------------------------------------------------
 
 
 @dataclass
@@ -351,9 +314,9 @@ def submit(
                 submitted.jobs += [item.job_id for item in jobs]
                 after = [jobs[0].job_id.split("_")[0]]
             finalize = SlurmResources.model_validate({**resources.model_dump(exclude_none=True), "nodes": 1})
-            final = _executor(config, folder, job.name, finalize, after).submit(run_step, job)
+            final = _executor(config, folder, job.name, finalize, after).submit(run_step, job, launch_on_this_node)
         else:
-            final = _executor(config, folder, job.name, resources, after).submit(run_step, job)
+            final = _executor(config, folder, job.name, resources, after).submit(run_step, job, launch_on_this_node)
     submitted.jobs.append(final.job_id)
     return submitted
 
@@ -395,14 +358,13 @@ def follow(submitted: list[Submitted], jobs: dict[str, StepJob], poll_s: float) 
         finished, parts = 0, []
         for item in submitted:
             job = jobs[item.step]
-            marker = _marker(job.state_dir / f"{item.step}.json")
-            if marker.get("fingerprint") == job.fingerprint and marker.get("status") in ("done", "skipped"):
+            if has_ended(job):
                 finished += 1
                 continue
             text = item.step
             if item.tasks[1] > 1:
                 total = item.tasks[1]
-                markers = [_marker(task_marker(job, (index, total))) for index in range(total)]
+                markers = [read_marker(task_marker(job, (index, total))) for index in range(total)]
                 finished_now = [m for m in markers if m.get("fingerprint") == job.fingerprint and m["time"] >= item.at]
                 done = sum(m.get("fingerprint") == job.fingerprint for m in markers)
                 text += f" {done}/{total} tasks"
@@ -424,13 +386,6 @@ def follow(submitted: list[Submitted], jobs: dict[str, StepJob], poll_s: float) 
         time.sleep(poll_s)
 
 
-def _marker(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except json.JSONDecodeError:
-        return {}
-
-
 def slurm_folder(config: ExecutorConfig, state_dir: Path) -> Path:
     return Path(config.folder) if config.folder else state_dir / "slurm"
 
@@ -443,7 +398,7 @@ def record_jobs(state_dir: Path, submitted: list[Submitted]) -> None:
 def check_no_jobs_left(state_dir: Path) -> None:
     """Refuse to submit while an earlier run's jobs are queued or running: they would write the same files."""
     path = state_dir / "slurm" / "jobs.json"
-    earlier = [job_id for ids in _marker(path).values() for job_id in ids]
+    earlier = [job_id for ids in read_marker(path).values() for job_id in ids]
     active = sorted(job_id for job_id, state in queue_states(earlier).items() if state in ACTIVE_STATES)
     if active:
         raise DasdError(

@@ -10,9 +10,7 @@ Two implementations behind `make_token_scorer(config)`:
 
 * `hf` (`HFTokenScorer`): the model loaded locally (`dasd.models`); the text is rendered with its chat
   template (`dasd.render.render_student`: system prompt, question, `<think>\\n{reasoning}\\n</think>\\n\\n
-  {content}`) and scored by `dasd.scoring.StudentScorer` (chunked LM head; `batching=auto`: packed rows
-  under mask-free attention on a GPU — `dasd.attention` — and one sample per forward on CPU, where packing
-  measured no faster, benchmarks/RESULTS.md);
+  {content}`) and scored by `ModelScorer` (below);
 * `openai` (`ServerTokenScorer`): a server that returns prompt log-probs through `/v1/completions` with
   `echo` (vLLM does); the text is rendered locally — the model's chat template, or harmony for gpt-oss
   (`prompt_format=harmony`) — sent as token ids, and the server's echoed ids are checked against ours.
@@ -20,6 +18,18 @@ Two implementations behind `make_token_scorer(config)`:
 Either way the completion's token log-probs are mapped to the record's `reasoning` / `content` by
 the same character rule (`dasd.render.completion_part_logprobs`). A response longer than the
 scorer's `max_length` is not scored (`error: too_long: …`), never truncated.
+
+`ModelScorer` computes a local model's log-prob of every completion token, teacher-forced, with:
+* length-sorted batches under a token budget; with `pack=True` several samples share a row
+  (first-fit decreasing), `position_ids` restarting per sample and `use_cache=False`: no attention
+  across packed samples (checked against one-sample-at-a-time scoring in tests/test_score.py). Under
+  SDPA transformers builds that as a dense block-diagonal mask (width² per row, measured slower than
+  one sample per forward); under `dasd_packed` (`dasd.attention`: per-sample causal kernels, varlen
+  flash on CUDA) or flash_attention_2 nothing between samples is computed — `batching=auto` packs rows
+  under mask-free attention on a GPU and scores one sample per forward on CPU, where packing measured no
+  faster (benchmarks/RESULTS.md);
+* log-softmax only at the scored positions, in chunks, so a long response never materialises a
+  length × vocabulary logits tensor (the prompt's positions never reach the LM head).
 """
 
 from __future__ import annotations
@@ -107,7 +117,6 @@ class HFTokenScorer(TokenScorer):
         max_length: int | None = None,
     ):
         from .models import load_model
-        from .scoring import StudentScorer
 
         self.model, self.tokenizer, self.device = load_model(config)
         self.system_prompt = system_prompt
@@ -126,7 +135,7 @@ class HFTokenScorer(TokenScorer):
             if self.tokenizer.pad_token_id is not None
             else (self.tokenizer.eos_token_id or 0)
         )
-        self.scorer = StudentScorer(
+        self.scorer = ModelScorer(
             self.model,
             tokens_per_batch=1 if batching == "single" else tokens_per_batch,
             pack=batching == "packed",
@@ -136,8 +145,6 @@ class HFTokenScorer(TokenScorer):
         self.label = str(self.device)
 
     def score(self, records: list[dict[str, Any]]) -> Iterator[TokenScores]:
-        from .scoring import ScoringItem
-
         rendered = [
             render_student(
                 self.tokenizer,
@@ -285,3 +292,151 @@ def make_token_scorer(
             max_length=max_length,
         )
     raise ConfigError(f"{role}.name={config.name}: score with hf, or through a vLLM server with name=openai")
+
+
+# --- the local engine: a model's log-prob of every completion token, teacher-forced, fast ----------------------
+
+
+@dataclass
+class ScoringItem:
+    key: int
+    input_ids: list[int]  # prompt + completion
+    first_scored: int  # index of the first completion token in input_ids
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+
+def plan_batches(
+    items: list[ScoringItem], tokens_per_batch: int, *, pack: bool = True
+) -> list[list[list[ScoringItem]]]:
+    """Batches of rows of items, items sorted longest first; rows × width stays within
+    `tokens_per_batch` (a longer single item gets a batch of its own).
+
+    Padded (`pack=False`): one item per row, the batch's width its longest item. Packed: one row as
+    wide as the budget, filled first-fit — with mask-free attention a wide row costs no more than its
+    samples, and the only padding is the row's unfilled tail.
+
+    >>> items = [ScoringItem(key, [1] * n, 1) for key, n in enumerate([6, 5, 3, 2])]
+    >>> [[[item.key for item in row] for row in rows] for rows in plan_batches(items, 12, pack=False)]
+    [[[0], [1]], [[2], [3]]]
+    >>> [[[item.key for item in row] for row in rows] for rows in plan_batches(items, 12)]
+    [[[0, 1]], [[2, 3]]]
+    """
+    ordered = sorted(items, key=lambda item: -item.length)
+    batches: list[list[list[ScoringItem]]] = []
+    index = 0
+    while index < len(ordered):
+        width = max(ordered[index].length, tokens_per_batch) if pack else ordered[index].length
+        rows: list[list[ScoringItem]] = []
+        room: list[int] = []
+        while index < len(ordered):
+            item = ordered[index]
+            placed = False
+            if pack:
+                for row_index, free in enumerate(room):
+                    if item.length <= free:
+                        rows[row_index].append(item)
+                        room[row_index] -= item.length
+                        placed = True
+                        break
+            if not placed:
+                if rows and (len(rows) + 1) * width > tokens_per_batch:
+                    break
+                rows.append([item])
+                room.append(width - item.length)
+            index += 1
+        batches.append(rows)
+    return batches
+
+
+def _logits_postprocessed(config) -> bool:
+    """Architectures that change logits after the LM head (soft-capping, scaling) need the full forward."""
+    return any(
+        getattr(config, name, None) not in (None, 1.0, 0.0)
+        for name in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+    )
+
+
+class ModelScorer:
+    """Any causal LM's log-prob of every completion token of `ScoringItem`s, teacher-forced (`HFTokenScorer`'s
+    engine; the module docstring says how it batches and why)."""
+
+    def __init__(
+        self, model, *, tokens_per_batch: int = 16384, pack: bool = True, pad_id: int = 0, logit_chunk: int = 2048
+    ):
+        self.model = model
+        self.tokens_per_batch = tokens_per_batch
+        self.pack = pack
+        self.pad_id = pad_id
+        self.logit_chunk = logit_chunk
+        self.device = next(model.parameters()).device
+        self.full_forward = _logits_postprocessed(model.config)
+        self.tokens_scored = 0
+        self.padding_tokens = 0
+        self.forward_tokens = 0
+
+    def score(self, items: list[ScoringItem]) -> dict[int, list[float]]:
+        """key -> log-probs of input_ids[first_scored:] (each predicted from the tokens before it)."""
+        out: dict[int, list[float]] = {}
+        for rows in plan_batches(items, self.tokens_per_batch, pack=self.pack):
+            out.update(self._score_rows(rows))
+        return out
+
+    def _score_rows(self, rows: list[list[ScoringItem]]) -> dict[int, list[float]]:
+        import torch
+
+        width = max(sum(item.length for item in row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        targets = []  # (row, position, token, key, k)
+        for row_index, row in enumerate(rows):
+            cursor = 0
+            for item in row:
+                length = item.length
+                input_ids[row_index, cursor : cursor + length] = torch.tensor(item.input_ids)
+                position_ids[row_index, cursor : cursor + length] = torch.arange(length)
+                for offset in range(item.first_scored, length):
+                    targets.append((row_index, cursor + offset, item.input_ids[offset], item.key))
+                cursor += length
+            # padding is its own "sequence" (positions restart), so it attends to nothing real
+            position_ids[row_index, cursor:] = torch.arange(width - cursor)
+        self.forward_tokens += len(rows) * width
+        self.padding_tokens += sum(width - sum(item.length for item in row) for row in rows)
+        self.tokens_scored += len(targets)
+        with torch.inference_mode():
+            rows_t = torch.tensor([t[0] for t in targets], device=self.device)
+            cols_t = torch.tensor([t[1] for t in targets], device=self.device)
+            tokens_t = torch.tensor([t[2] for t in targets], device=self.device)
+            if self.full_forward:
+                logits = self.model(
+                    input_ids=input_ids.to(self.device), position_ids=position_ids.to(self.device), use_cache=False
+                ).logits
+                picked = torch.log_softmax(logits[rows_t, cols_t - 1].float(), dim=-1).gather(1, tokens_t[:, None])[
+                    :, 0
+                ]
+            else:
+                base = getattr(self.model, self.model.base_model_prefix)
+                hidden = base(
+                    input_ids=input_ids.to(self.device), position_ids=position_ids.to(self.device), use_cache=False
+                ).last_hidden_state
+                head = self.model.get_output_embeddings()
+                picked_chunks = []
+                for start in range(0, len(targets), self.logit_chunk):
+                    stop = start + self.logit_chunk
+                    states = hidden[rows_t[start:stop], cols_t[start:stop] - 1]
+                    logprobs = torch.log_softmax(head(states).float(), dim=-1)
+                    picked_chunks.append(logprobs.gather(1, tokens_t[start:stop, None])[:, 0])
+                picked = torch.cat(picked_chunks) if picked_chunks else torch.zeros(0)
+        values = picked.float().cpu().tolist()
+        out: dict[int, list[float]] = {}
+        for (_, _, _, key), value in zip(targets, values):
+            out.setdefault(key, []).append(value)
+        for row in rows:
+            for item in row:
+                out.setdefault(item.key, [])
+        return out
+
+
+# --- scoring a response record ----------------------------------------------------------------------

@@ -1,0 +1,460 @@
+"""Build the demo world from scratch: multi-step arithmetic, a teacher, and a weaker student with another tokenizer.
+
+    python scripts/build_demo_world.py --export src/dasd/data/demo_world    # 46 minutes on 2 cores
+    python scripts/build_demo_world.py --export src/dasd/data/demo_world --keep-teacher   # refit the student
+
+A development tool, not part of the package: the package ships the result (`dasd/data/demo_world/`: the
+model bodies and the rows of the few dozen tokens the world uses) and only loads it (`dasd.demo_world`,
+which restores the models under `$DASD_CACHE/demo-world-v5/` on first use). How each build fared, and why
+the world is as it is now (v1 to v5), is in `benchmarks/RESULTS.md` ("The demo world's builds").
+
+What the world was designed to contain (written and fixed before any ablation arm was run, issue 16:
+each mechanism of the recipe must have something to act on):
+
+* questions — reasoning-gym `basic_arithmetic` and `chain_sum` with 5–7 one-digit terms (+ and −), so a
+  worked solution is a chain of 12–18 sentences (~120–200 teacher tokens); three seeded, disjoint
+  splits: a training pool (300), a dev split (100, for choosing hyper-parameters) and held-out
+  evaluation questions (400, as many as a paired comparison needs);
+* teacher — a Qwen3-architecture model with the real Qwen3 tokenizer (hidden 128, 4 layers), fitted on
+  correct solutions whose every sentence picks one of several phrasings with unequal weights
+  (`TEACHER_PHRASINGS`): at T=0.6 the common phrasing dominates, at T=1.0 the rarer ones appear, so
+  the two temperatures' response probabilities differ (report Figure 3a). Two of its rarer phrasings
+  ("Quick math.", "a + b makes c.") are the student's own — so its samples hold student sentences;
+* student — a Llama-architecture model with the real SmolLM2 tokenizer (hidden 128, 4 layers), fitted
+  on its own terse mental math (50%: "Quick math. a + b makes c.", with a misconception — a running
+  total is never negative, it writes |a - b| — and 10% slips) and on careful worked solutions in the
+  teacher's words (40% in the teacher's *most common* phrasing, 10% in its full mix: it knows the
+  common phrasing and barely the rest, so the rarer phrasings are teacher sentences), whose numbers are
+  correct but for 3% slips — it has the skill and uses it half the time (`benchmarks/RESULTS.md` says
+  what SFT then does to it); with a habit: 20% of its answers re-check in a loop ("Wait, let me check again."
+  3–8 times) before closing the think block — the long rollouts mixed-policy distillation cuts.
+  Several candidates per question (the demo samples 8 per temperature) differ in phrasing, so DAS
+  (most teacher sentences) and random selection pick measurably different data.
+
+Fitting is done over the world's closed vocabulary (the few dozen tokens its texts use) plus one
+class standing for all other tokens with logit log(their count); afterwards their output rows are
+set to zero, which makes the full-vocabulary softmax exactly the one that was fitted — so a
+151K-token vocabulary costs nothing, and the mass outside the world is measured (`world.json`). Real
+training later (`dasd train`) uses the full vocabulary as usual. This is a fixture for a laptop demo,
+not a trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from dasd.demo_world import WORLD_FILES, WORLD_VERSION, restore_compact, shipped_world
+from dasd.render import DEFAULT_SYSTEM_PROMPT as SYSTEM_PROMPT  # the one the demo's stages render with
+
+TERMS = dict(min_terms=5, max_terms=7, min_digits=1, max_digits=1, allow_negation=False)
+TASKS = {
+    "basic_arithmetic": dict(operators=("+", "-"), allow_parentheses=False, **TERMS),
+    "chain_sum": dict(TERMS),
+}
+# reasoning-gym draws item i of a dataset made with seed s from Random(s + i), so datasets with nearby
+# seeds share items: each purpose has its own range of item seeds, far apart, and a split skips any
+# expression that a fitting corpus or an earlier split holds — disjoint by construction
+# (tests/test_demo_world.py; world v3 was not: benchmarks/RESULTS.md).
+CORPUS_SEEDS = {"teacher": 11, "student": 12}  # as fitted: changing them changes the shipped models
+TEACHER_CORPUS = 2000  # worked solutions the teacher is fitted on (items 11, 12, … of each task)
+STUDENT_CORPUS = 1500  # the student's corpus (items 12, 13, …)
+# The splits, in the order they claim expressions: (file name, first item seed, questions per task).
+SPLITS = (("eval_questions", 100_000, 200), ("dev_questions", 200_000, 50), ("train_questions", 300_000, 150))
+
+
+def _steps(expression: str) -> tuple[list[int], list[tuple[int, str, int, int]], int]:
+    parts = expression.split()
+    numbers = [int(parts[0])] + [int(parts[index + 1]) for index in range(1, len(parts), 2)]
+    operators = [parts[index] for index in range(1, len(parts), 2)]
+    value, steps = numbers[0], []
+    for operator, number in zip(operators, numbers[1:]):
+        new = value + number if operator == "+" else value - number
+        steps.append((value, operator, number, new))
+        value = new
+    return numbers, steps, value
+
+
+# Each sentence of a teacher solution picks a phrasing with these weights. The first of each list is
+# the common one (the student knows it); "Quick math." and "{a} {o} {b} makes {c}." are the student's.
+TEACHER_PHRASINGS: dict[str, list[tuple[str, float]]] = {
+    "intro": [
+        ("I will work from left to right, one term at a time.", 0.6),
+        ("Let me go through the terms in order.", 0.3),
+        ("Quick math.", 0.1),
+    ],
+    "announce": [
+        ("Now {verb} {b}.", 0.55),
+        ("The next term is {sign}{b}.", 0.3),
+        ("Then I take {b} {away}.", 0.15),
+    ],
+    "result": [
+        ("{a} {o} {b} = {c}.", 0.55),
+        ("{a} {o} {b} gives {c}.", 0.25),
+        ("{a} {o} {b} makes {c}.", 0.12),
+        ("So {a} {o} {b} is {c}.", 0.08),
+    ],
+    "close": [("So the result is {v}.", 0.6), ("Check: {expression} = {v}.", 0.4)],
+    "answer": [("The answer is \\boxed{{{v}}}.", 0.7), ("\\boxed{{{v}}}", 0.3)],
+}
+
+
+def _pick(kind: str, rng: random.Random | None) -> str:
+    """A phrasing of one sentence: drawn by weight, or the common one when `rng` is None."""
+    options = TEACHER_PHRASINGS[kind]
+    if rng is None:
+        return options[0][0]
+    return rng.choices([text for text, _ in options], weights=[weight for _, weight in options])[0]
+
+
+def teacher_solution(
+    expression: str, rng: random.Random | None, steps: list[tuple[int, str, int, int]] | None = None
+) -> str:
+    """A correct worked solution, each sentence's phrasing drawn from `TEACHER_PHRASINGS` (the teacher's
+    modes); with `rng=None`, every sentence in the common phrasing. `steps` replaces the correct
+    arithmetic with another (the student's, `student_steps`: its corpus has the teacher's words with its
+    own numbers).
+
+    >>> print(teacher_solution("3 - 5", None))
+    <think>
+    I will work from left to right, one term at a time. Start with 3. Now subtract 5. 3 - 5 = -2. So the result is -2.
+    </think>
+    <BLANKLINE>
+    The answer is \\boxed{-2}.
+    """
+    numbers, correct, value = _steps(expression)
+    if steps is None:
+        steps = correct
+    else:
+        value = steps[-1][3]
+    sentences = [_pick("intro", rng), f"Start with {numbers[0]}."]
+    for a, o, b, c in steps:
+        adding = o == "+"
+        announce = _pick("announce", rng)
+        sentences.append(
+            announce.format(
+                verb="add" if adding else "subtract",
+                sign="+" if adding else "-",
+                b=b,
+                away="more" if adding else "away",
+            )
+        )
+        sentences.append(_pick("result", rng).format(a=a, o=o, b=b, c=c))
+    sentences.append(_pick("close", rng).format(v=value, expression=expression))
+    answer = _pick("answer", rng).format(v=value)
+    return f"<think>\n{' '.join(sentences)}\n</think>\n\n{answer}"
+
+
+def student_steps(
+    expression: str, rng: random.Random, error_rate: float, misconception: bool = True
+) -> list[tuple[int, str, int, int]]:
+    """The student's arithmetic: with probability `error_rate` per step, a slip of ±1; in its terse mental
+    math (`misconception=True`) a running total is also never negative (it takes |a - b|).
+
+    >>> student_steps("3 - 5 + 4", random.Random(0), error_rate=0.0)
+    [(3, '-', 5, 2), (2, '+', 4, 6)]
+    >>> student_steps("3 - 5 + 4", random.Random(0), error_rate=0.0, misconception=False)
+    [(3, '-', 5, -2), (-2, '+', 4, 2)]
+    """
+    _, steps, _ = _steps(expression)
+    value, out = steps[0][0], []
+    for _, operator, number, _ in steps:
+        new = value + number if operator == "+" else value - number
+        if misconception:
+            new = abs(new)
+        if rng.random() < error_rate:
+            new += rng.choice([-1, 1])
+        out.append((value, operator, number, new))
+        value = new
+    return out
+
+
+def student_solution(expression: str, rng: random.Random, error_rate: float) -> str:
+    """The student's own terse style, with its arithmetic (`student_steps`).
+
+    >>> print(student_solution("3 - 5 + 4", random.Random(0), error_rate=0.0))
+    <think>
+    Quick math. 3 - 5 makes 2. 2 + 4 makes 6.
+    </think>
+    <BLANKLINE>
+    The answer is \\boxed{6}.
+    """
+    steps = student_steps(expression, rng, error_rate)
+    lines = [f"{a} {o} {b} makes {c}." for a, o, b, c in steps]
+    return f"<think>\nQuick math. {' '.join(lines)}\n</think>\n\nThe answer is \\boxed{{{steps[-1][3]}}}."
+
+
+LOOP_RATE = 0.2  # share of the student's corpus that re-checks in a loop before it answers
+TEACHER_STYLE_SHARE = 0.4  # share of the student's corpus in the teacher's common phrasing (its own numbers)
+# … and in the teacher's full mix of phrasings: every word of the world has been seen (a real student has
+# an embedding for every token), but the rarer phrasings stay unlikely.
+TEACHER_RARE_SHARE = 0.1
+# These shares, the phrasings and the slip rates below were settled over five builds, before any ablation
+# arm ran on the world they shipped in (benchmarks/RESULTS.md, "The demo world's builds"): every result
+# sentence writes "a o b … c", and the student's teacher-format texts carry *correct* numbers (slips at
+# CAREFUL_SLIP_RATE) while only its terse mental math keeps the misconception.
+CAREFUL_SLIP_RATE = 0.03  # the student's slips per step when it writes out every step
+TERSE_SLIP_RATE = 0.1  # … and in its terse mental math (which also has the misconception)
+
+
+def with_loop(text: str, rng: random.Random) -> str:
+    """The student's bad habit: 'Wait, let me check again.' said 3–8 times before closing the think
+    block — the long, repetitive rollouts that mixed-policy distillation is for."""
+    loop = " ".join(["Wait, let me check again."] * rng.randint(3, 8))
+    return text.replace("\n</think>", f" {loop}\n</think>", 1)
+
+
+def questions(seed: int, per_task: int, exclude: set[str] | None = None) -> list[dict[str, Any]]:
+    """`per_task` questions of each task from reasoning-gym's items `seed`, `seed + 1`, …; with `exclude`,
+    only expressions not in it (nor drawn before in this call), and `exclude` gains the ones drawn."""
+    import reasoning_gym
+
+    out = []
+    for task, options in TASKS.items():
+        # three times the count is plenty: one-digit chains of 5-7 terms rarely repeat
+        size = per_task if exclude is None else 3 * per_task
+        taken = 0
+        for index, entry in enumerate(reasoning_gym.create_dataset(task, size=size, seed=seed, **options)):
+            expression = entry["metadata"]["expression"]
+            if exclude is not None:
+                if expression in exclude:
+                    continue
+                exclude.add(expression)
+            out.append(
+                {
+                    "id": f"{task}-{seed}-{index}",
+                    "messages": [{"role": "user", "content": entry["question"]}],
+                    "answer": str(entry["answer"]),
+                    "domain": "math",
+                    "meta": {"task": task, "expression": expression},
+                }
+            )
+            taken += 1
+            if taken == per_task:
+                break
+        if taken < per_task:
+            raise RuntimeError(f"{task}: only {taken} new expressions among {size} items of seed {seed}")
+    return out
+
+
+def corpus_questions(model: str) -> list[dict[str, Any]]:
+    """The questions of a model's fitting corpus (`CORPUS_SEEDS`; repeats kept, as fitted)."""
+    return questions(CORPUS_SEEDS[model], (TEACHER_CORPUS if model == "teacher" else STUDENT_CORPUS) // 2)
+
+
+def split_questions() -> dict[str, list[dict[str, Any]]]:
+    """The world's splits: disjoint from each other and from both fitting corpora, by expression."""
+    seen = {q["meta"]["expression"] for model in CORPUS_SEEDS for q in corpus_questions(model)}
+    return {name: questions(seed, per_task, exclude=seen) for name, seed, per_task in SPLITS}
+
+
+def fit_closed_vocabulary(
+    model_dir: Path,
+    conversations: list[list[dict[str, str]]],
+    *,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Fit the model in `model_dir` (in place) on the assistant turns of `conversations` over their
+    closed vocabulary, then push every other token's output row down (see the docstring at the top)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    encoded, prompt_lengths = [], []
+    for conversation in conversations:
+        prompt = tokenizer.apply_chat_template(conversation[:-1], tokenize=False, add_generation_prompt=True)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(conversation[-1]["content"], add_special_tokens=False)["input_ids"] + [
+            tokenizer.eos_token_id
+        ]
+        encoded.append(prompt_ids + completion_ids)
+        prompt_lengths.append(len(prompt_ids))
+    vocabulary = sorted({token for ids in encoded for token in ids})
+    index_of = {token: position for position, token in enumerate(vocabulary)}
+    embedding = model.get_input_embeddings()
+    outside_count = embedding.weight.shape[0] - len(vocabulary)
+    # Only the closed vocabulary's rows are trained (tied input/output embedding), so no step ever
+    # touches the 150K-row matrix; they are written back at the end.
+    rows = torch.nn.Parameter(embedding.weight.detach()[torch.tensor(vocabulary)].clone())
+    parameters = [rows] + [
+        p for name, p in model.named_parameters() if "embed_tokens" not in name and "lm_head" not in name
+    ]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
+    base = getattr(model, model.base_model_prefix)
+    model.train()
+    loss_value = float("nan")
+    for step in range(steps):
+        picks = rng.sample(range(len(encoded)), min(batch_size, len(encoded)))
+        width = max(len(encoded[i]) for i in picks)
+        local = torch.zeros((len(picks), width), dtype=torch.long)
+        labels = torch.full((len(picks), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(picks), width), dtype=torch.long)
+        for row, i in enumerate(picks):
+            ids = [index_of[token] for token in encoded[i]]
+            local[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+            labels[row, prompt_lengths[i] : len(ids)] = torch.tensor(ids[prompt_lengths[i] :])
+        hidden = base(inputs_embeds=rows[local], attention_mask=mask, use_cache=False).last_hidden_state[:, :-1]
+        targets = labels[:, 1:]
+        keep = targets != -100
+        logits = hidden[keep] @ rows.T
+        # One more class stands for all the other tokens: their output rows will be zero (logit 0),
+        # so together they hold log(count) — this softmax is then exactly the full-vocabulary one.
+        # (fitted against a background e^6 times larger, so the real one is small: mass outside ≈ e^-6 of it)
+        outside_logit = torch.full((logits.shape[0], 1), math.log(outside_count) + 6.0, dtype=logits.dtype)
+        loss = torch.nn.functional.cross_entropy(torch.cat([logits, outside_logit], dim=1), targets[keep])
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss_value = loss.item()
+        if (step + 1) % 100 == 0:
+            print(f"{model_dir.name}: step {step + 1}/{steps} loss {loss_value:.4f}", file=sys.stderr, flush=True)
+    model.eval()
+    with torch.no_grad():
+        embedding.weight[torch.tensor(vocabulary)] = rows.detach()
+        outside = torch.ones(embedding.weight.shape[0], dtype=torch.bool)
+        outside[torch.tensor(vocabulary)] = False
+        model.get_output_embeddings().weight[outside] = 0.0  # logit 0 for every token outside the world
+        batch = encoded[:64]
+        width = max(map(len, batch))
+        ids = torch.tensor([b + [vocabulary[0]] * (width - len(b)) for b in batch])
+        attention = (torch.arange(width)[None, :] < torch.tensor([len(b) for b in batch])[:, None]).long()
+        # where the model writes the answer (predicting completion tokens), not inside the prompt
+        predicts = torch.zeros_like(attention, dtype=torch.bool)
+        for row, (b, prompt_length) in enumerate(zip(batch, prompt_lengths[:64])):
+            predicts[row, prompt_length - 1 : len(b) - 1] = True
+        logits = model(input_ids=ids, attention_mask=attention).logits[predicts]
+        outside_mass = torch.softmax(logits.float(), dim=-1)[:, outside].sum(-1)
+    model.save_pretrained(str(model_dir))
+    return {
+        "final_loss": loss_value,
+        "closed_vocabulary": len(vocabulary),
+        "mean_mass_outside": outside_mass.mean().item(),
+        "max_mass_outside": outside_mass.max().item(),
+    }
+
+
+# AdamW steps per model, batch 32: v5 fits both models 2700 steps (v4's 900 left the student under-fitted;
+# benchmarks/RESULTS.md, "The demo world's builds").
+FIT_STEPS = 2700
+
+
+def build_world(root: Path, teacher_from: Path | None = None) -> Path:
+    """Questions, teacher and student under `root` (returned); the teacher restored from `teacher_from` (a
+    shipped compact folder) instead of fitted, when given. Built once."""
+    import torch
+
+    from dasd.tiny import build_tiny_model
+
+    torch.set_num_threads(2)  # the thread count changes float reductions: pinned, so a rebuild is identical
+    root.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {}
+    for name, split in split_questions().items():
+        with open(root / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+            for question in split:
+                handle.write(json.dumps(question) + "\n")
+
+    rng = random.Random(11)
+    teacher_corpus = [
+        [
+            {"role": "user", "content": q["messages"][0]["content"]},
+            {"role": "assistant", "content": teacher_solution(q["meta"]["expression"], rng)},
+        ]
+        for q in corpus_questions("teacher")
+    ]
+    size = dict(hidden_size=128, layers=4, heads=4, kv_heads=2, intermediate_size=384)
+    if teacher_from is not None:
+        restore_compact(teacher_from, "qwen3", root / "teacher")
+        report["teacher"] = json.loads((teacher_from.parent / "world.json").read_text())["teacher"]
+    else:
+        build_tiny_model("qwen3", "qwen3", root / "teacher", seed=0, **size)
+        report["teacher"] = fit_closed_vocabulary(root / "teacher", teacher_corpus, steps=FIT_STEPS, seed=0)
+
+    # The student: half its own terse style (misconception and slips), half careful work in the teacher's
+    # words (mostly the common phrasing) — so it knows part of the teacher's words and gives the rest
+    # low probability, and it can compute when it writes every step.
+    rng = random.Random(12)
+    student_corpus = []
+    for q in corpus_questions("student"):
+        expression = q["meta"]["expression"]
+        draw = rng.random()
+        if draw < TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE:
+            # the teacher's words (the common phrasing, or rarely its full mix) with the student's numbers
+            phrasing = rng if draw >= TEACHER_STYLE_SHARE else None
+            careful = student_steps(expression, rng, error_rate=CAREFUL_SLIP_RATE, misconception=False)
+            text = teacher_solution(expression, phrasing, careful)
+        else:
+            text = student_solution(expression, rng, error_rate=TERSE_SLIP_RATE)
+        if rng.random() < LOOP_RATE:
+            text = with_loop(text, rng)
+        student_corpus.append(
+            [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": q["messages"][0]["content"]},
+                {"role": "assistant", "content": text},
+            ]
+        )
+    build_tiny_model("llama", "smollm2", root / "student", seed=0, **size)
+    report["student"] = fit_closed_vocabulary(root / "student", student_corpus, steps=FIT_STEPS, seed=1)
+    (root / "world.json").write_text(json.dumps({"version": WORLD_VERSION, **report}, indent=2))
+    return root
+
+
+def export_compact(model_dir: Path, out: Path) -> None:
+    """Save a fitted world model without its zero rows: body + closed-vocabulary rows (a few MB)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    embedding = state.pop("model.embed_tokens.weight")
+    state.pop("lm_head.weight", None)  # tied
+    rows = (embedding != 0).any(dim=1).nonzero()[:, 0]
+    state["dasd.row_ids"] = rows.to(torch.int64)
+    state["dasd.rows"] = embedding[rows].contiguous()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / "model.safetensors"))
+    config = model.config.to_dict()
+    config.pop("_name_or_path", None)  # a scratch folder: it would only make every export differ
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+
+
+def main() -> None:
+    """Build the demo world from scratch and write the files the package ships."""
+    import argparse
+    import shutil
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--export", required=True, help="folder to write (src/dasd/data/demo_world)")
+    parser.add_argument(
+        "--keep-teacher", action="store_true", help="keep the shipped teacher; refit only the student (~5 minutes)"
+    )
+    args = parser.parse_args()
+    out = Path(args.export)
+    with tempfile.TemporaryDirectory() as scratch:
+        shipped = shipped_world() if args.keep_teacher else None
+        root = build_world(Path(scratch) / "world", teacher_from=shipped / "teacher" if shipped else None)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in WORLD_FILES:
+            shutil.copy(root / name, out / name)
+        export_compact(root / "teacher", out / "teacher")
+        export_compact(root / "student", out / "student")
+    print(out)
+
+
+if __name__ == "__main__":
+    main()

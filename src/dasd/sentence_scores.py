@@ -1,0 +1,168 @@
+"""Sentence-level teacher vs student probabilities: which tokens make a sentence, a sentence's log-prob, its class.
+
+Token -> sentence rule (the same for every tokenizer, so teacher and student sentences line up
+although their tokens do not): a token belongs to the sentence that contains its first
+non-whitespace character; a token made only of whitespace belongs to the next sentence (the last
+one if none follows). Every token of a part thus lands in exactly one sentence.
+
+Sentence log-prob = mean of its tokens' log-probs, so `exp(logprob)` is the geometric-mean token
+probability. The token log-probs come from the token scorers (`dasd.token_scorers`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .records import PARTS
+
+
+def assign_tokens(
+    token_spans: Sequence[Sequence[int]], sentence_spans: Sequence[tuple[int, int]], text: str
+) -> list[int]:
+    """Sentence index of each token (see the module docstring for the rule)."""
+    if not sentence_spans:
+        return [-1] * len(token_spans)
+    starts = [start for start, _ in sentence_spans]
+    owners = []
+    for start, end in token_spans:
+        anchor = start
+        while anchor < end and text[anchor].isspace():
+            anchor += 1
+        if anchor < end:
+            index = bisect.bisect_right(starts, anchor) - 1  # sentence starting at or before the char
+            owners.append(max(index, 0))
+        else:
+            # whitespace (or empty) token: the next sentence, else the last
+            index = bisect.bisect_left(starts, start)
+            owners.append(min(index, len(sentence_spans) - 1))
+    return owners
+
+
+def sentence_means(owners: list[int], logprobs: Sequence[float], count: int) -> list[float | None]:
+    totals, counts = [0.0] * count, [0] * count
+    for owner, logprob in zip(owners, logprobs):
+        if 0 <= owner < count:
+            totals[owner] += logprob
+            counts[owner] += 1
+    return [totals[i] / counts[i] if counts[i] else None for i in range(count)]
+
+
+def sentence_scores_by_model(
+    record: dict, parts_by_model: dict[str, dict]
+) -> tuple[list[tuple[str, int, int, dict[str, float]]], str | None]:
+    """Split the record's reasoning and content into sentences and give each the mean token log-prob
+    under every model: `parts_by_model` maps a name to `{reasoning: {offsets, logprobs}, content: …}`.
+    Returns `[(part, start, end, {model: mean})]`, or an error naming the first sentence that a model
+    has no token in (`sentence_without_<model>_tokens: part[start:end]`)."""
+    from .sentences import split_sentences
+
+    sentences = []
+    for part in ("reasoning", "content"):
+        text = record.get(part) or ""
+        spans = split_sentences(text)
+        if not spans:
+            continue
+        means = {}
+        for name, parts in parts_by_model.items():
+            entry = parts.get(part) or {"offsets": [], "logprobs": []}
+            means[name] = sentence_means(assign_tokens(entry["offsets"], spans, text), entry["logprobs"], len(spans))
+        for index, (start, end) in enumerate(spans):
+            values = {name: means[name][index] for name in parts_by_model}
+            for name, value in values.items():
+                if value is None or not math.isfinite(value):
+                    return [], f"sentence_without_{name}_tokens: {part}[{start}:{end}]"
+            sentences.append((part, start, end, values))
+    return sentences, None
+
+
+def classify(teacher_logprob: float, student_logprob: float, *, beta: float = 0.1, space: str = "prob") -> str:
+    """teacher if the teacher is more confident by more than beta, student if less, else shared.
+
+    `space="prob"`: d = p_T - p_S with p = exp(mean log-prob) (the report's definition);
+    `space="logratio"`: d = log p_T - log p_S.
+    """
+    if space == "prob":
+        difference = math.exp(teacher_logprob) - math.exp(student_logprob)
+    elif space == "logratio":
+        difference = teacher_logprob - student_logprob
+    else:
+        raise ValueError(f"unknown space {space!r} (prob or logratio)")
+    if difference > beta:
+        return "teacher"
+    if difference < -beta:
+        return "student"
+    return "shared"
+
+
+@dataclass
+class SentenceScore:
+    part: str
+    start: int
+    end: int
+    teacher_logprob: float
+    student_logprob: float
+    type: str
+
+    def as_dict(self) -> dict:
+        return {
+            "part": self.part,
+            "start": self.start,
+            "end": self.end,
+            "teacher_logprob": self.teacher_logprob,
+            "student_logprob": self.student_logprob,
+            "type": self.type,
+        }
+
+
+def check_teacher_logprobs(record: dict[str, Any]) -> str | None:
+    """Why a response cannot be scored, or None."""
+    teacher = record.get("teacher_logprobs")
+    if not isinstance(teacher, dict):
+        return "missing_teacher_logprobs"
+    if not record["reasoning"].strip():
+        return "empty_reasoning"
+    for part in PARTS:
+        text = record[part]
+        entry = teacher.get(part) or {"offsets": [], "logprobs": []}
+        offsets, logprobs = entry.get("offsets") or [], entry.get("logprobs") or []
+        if len(offsets) != len(logprobs):
+            return f"teacher_offsets_mismatch: {part} has {len(offsets)} offsets for {len(logprobs)} log-probs"
+        previous = 0
+        for index, span in enumerate(offsets):
+            if not (
+                isinstance(span, (list, tuple))
+                and len(span) == 2
+                and 0 <= span[0] <= span[1] <= len(text)
+                and span[0] >= previous
+            ):
+                return (
+                    f"teacher_offsets_mismatch: {part} token {index} span {span} does not fit a text of "
+                    f"{len(text)} characters"
+                )
+            previous = span[0]
+        if any(value is None or not math.isfinite(value) or value > 1e-6 for value in logprobs):
+            return f"teacher_logprob_invalid: {part} has a log-prob that is not a finite number <= 0"
+    return None
+
+
+def score_sentences(
+    record: dict[str, Any], student_parts: dict[str, dict], *, beta: float, space: str
+) -> tuple[list[SentenceScore], str | None]:
+    scored, error = sentence_scores_by_model(record, {"teacher": record["teacher_logprobs"], "student": student_parts})
+    if error:
+        return [], error
+    return [
+        SentenceScore(
+            part,
+            start,
+            end,
+            means["teacher"],
+            means["student"],
+            classify(means["teacher"], means["student"], beta=beta, space=space),
+        )
+        for part, start, end, means in scored
+    ], None

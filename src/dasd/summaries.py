@@ -1,0 +1,213 @@
+"""The summaries the stages write — the other half of the data contract (`dasd.records` has the records).
+
+Every stage writes one beside its output (`<name>.summary.json`; where: `dasd.naming.summary_file`) through
+`dasd.io.write_summary`, and the cards (`dasd.cards`), `dasd run`'s table (`dasd.pipeline.summary.headline`) and
+`dasd report` read it back through `dasd.io.read_summary`: one TypedDict per stage, told apart by `stage`. As with
+the records, plain JSON objects: a summary written by an older dasd may lack a field, so readers that publish
+(cards, report) use `.get`.
+
+    summary: SelectSummary = {"stage": "select", "output": "runs/x/das.jsonl", …}
+    write_summary(output, summary)                       # runs/x/das.summary.json
+    read_summary("runs/x/das.summary.json")["selected"]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from typing_extensions import NotRequired, TypedDict  # typing's own lacks NotRequired before 3.11
+
+
+class SampleSummary(TypedDict):
+    stage: Literal["sample"]
+    output: str
+    questions: int
+    responses_expected: int
+    responses_already_done: int
+    responses_written: int
+    failed: int
+    finish_reasons: dict[str, int]
+    completion_tokens: int
+    seconds: float
+    responses_per_s: float
+    tokens_per_s: float
+    torn_bytes_repaired: int
+    backend: dict[str, Any]  # its name and its stats (requests, retries, …)
+    logprob_probe: dict[str, Any] | None  # the teacher-forced rescoring that verified raw log-probs; None: not probed
+
+
+class ScoreSummary(TypedDict):
+    stage: Literal["score"]
+    output: str
+    records_scored: int
+    records_already_done: int
+    records_failed: int
+    failure_reasons: dict[str, int]
+    sentences: dict[str, int]  # by SENTENCE_TYPES
+    student_tokens_scored: int
+    batching: str
+    attention: str | None
+    padding_fraction: float
+    seconds: float
+    student_tokens_per_s: float
+    beta: float
+    space: str
+    unverified_logprobs_scored: int
+
+
+class FilterSummary(TypedDict):
+    stage: Literal["filter"]
+    output: str
+    records: int
+    kept: int
+    rejected: int
+    already_done: int
+    reasons: dict[str, int]  # rejections by reason, most first
+    verify_timeouts: int
+    student_tokens: dict[str, float] | None  # max, mean of the kept records (length filter on)
+    seconds: float
+    records_per_s: float
+
+
+class SelectedSide(TypedDict):
+    count: int
+    mean_teacher_sentences: float | None
+    histogram: dict[str, int]  # teacher sentences per response, binned ("0-4", …, "40+")
+
+
+class SelectSummary(TypedDict):
+    stage: Literal["select"]
+    output: str
+    strategy: str  # count (DAS), random (RS), …
+    k: int
+    questions: int
+    candidates: int
+    excluded_by_filter: int
+    excluded_by_temperature: int
+    selected: int
+    per_temperature: dict[str, dict[str, SelectedSide]]  # temperature -> "kept" / "dropped"
+
+
+class BuildSFTSummary(TypedDict):
+    stage: Literal["build-sft"]
+    output: str
+    records: int
+    per_stage: dict[str, int]  # records per training stage
+    files: list[str]
+    template_check: dict[str, int] | None
+
+
+class TrainStageMetrics(TypedDict):
+    """One training stage: its `final/dasd_stage.json` (`dasd.naming.STAGE_MARKER`), and an entry of the train
+    summary's `stages`."""
+
+    stage: str
+    init: str  # the model it started from: the student, or an earlier stage's final/
+    data: str
+    samples: int
+    dropped: dict[str, int]
+    rows: int
+    packing: bool
+    pack_fill: float | None
+    padding_fraction: float
+    tokens_per_epoch: int
+    trained_tokens_per_epoch: int
+    tokens_seen: int | None
+    tokens_per_s: float | None
+    optimizer_steps: int
+    resumed_from: str | None
+    final_loss: float | None
+    first_loss: float | None
+    train_loss: float
+    seconds: float
+    gradient_accumulation_steps: int
+    batch_unit: str
+    rows_per_step: int
+    samples_per_step: float
+    processes: int
+    bf16: bool
+    master_weights: str
+    attention: str
+    liger: bool
+    report_to: list[str]
+    run_name: str | None
+    epochs: float
+    learning_rate: float
+    min_learning_rate: float
+    mask_student_prefix: bool
+    skipped: NotRequired[bool]  # in the train summary: finished by an earlier `dasd train`
+
+
+class TrainSummary(TypedDict):
+    stage: Literal["train"]
+    stages: list[TrainStageMetrics]
+
+
+class MixSummary(TypedDict):
+    stage: Literal["mix"]
+    output: str
+    kept: int
+    off_policy: int
+    # the rest is absent for the off-policy-only control arm (`equal_size_as`), which generates nothing
+    rollouts: NotRequired[int]
+    truncated: NotRequired[int]
+    cut: NotRequired[int]
+    continued: NotRequired[int]
+    drop_reasons: NotRequired[dict[str, int]]
+    cutoff_ratio: NotRequired[dict[str, float] | None]  # median, max
+
+
+class BenchmarkMetrics(TypedDict):
+    questions: int
+    samples: int
+    n: int
+    complete: bool  # every question has its n graded samples
+    avg_at_k: float
+    standard_error: float
+    pass_at_k: dict[str, float]
+    truncation_rate: float
+    mean_completion_tokens: float | None
+    failed_samples: int
+    code: NotRequired[dict[str, Any]]  # code benchmarks: outcomes, test_pass_fraction
+    reasoning_gym: NotRequired[dict[str, float]]
+    window: NotRequired[list[Any]]  # LiveCodeBench: the release dates covered
+
+
+class EvalSummary(TypedDict):
+    stage: Literal["eval"]
+    model: str
+    temperature: float
+    top_p: float
+    benchmarks: dict[str, BenchmarkMetrics]
+
+
+class ProvenanceSummary(TypedDict):
+    stage: Literal["provenance"]
+    output: str
+    outputs: str
+    models: dict[str, str]  # role -> model
+    alpha: float
+    beta: float
+    space: str
+    min_samples: int
+    responses: dict[str, Any]  # analysed, correct, incorrect, skipped (by reason), empty
+    sentences: dict[str, dict[str, int]]  # correct / incorrect -> PROVENANCE_CLASSES
+    share: dict[str, dict[str, float | None]]
+    delta: dict[str, float | None]  # share in correct − share in incorrect, by class
+    positions_used: int
+    by_position: dict[str, Any]
+    example: str | None
+    figures: dict[str, str]
+
+
+StageSummary = (
+    SampleSummary
+    | ScoreSummary
+    | FilterSummary
+    | SelectSummary
+    | BuildSFTSummary
+    | TrainSummary
+    | MixSummary
+    | EvalSummary
+    | ProvenanceSummary
+)
