@@ -63,9 +63,10 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# The developer's loop: no lint, no vLLM venv, no server, nothing marked slow; stops at the first failure.
+# The developer's loop: no lint, no vLLM venv, no server, no end-to-end run (integration), nothing slow;
+# stops at the first failure. `make test` runs the integration and server tests too.
 test-unit: venv
-	$(PY) -m pytest -m "not slow and not server" -q -x
+	$(PY) -m pytest -m "not slow and not server and not integration" -q -x
 
 # The default suite: lint, then everything but the tests marked slow (a few minutes on 2 cores).
 test: venv vllm-venv lint

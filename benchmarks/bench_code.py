@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_code.py [--answers 120] [--workers 2]
 
 The same answers (a mix of right, wrong and crashing stdin programs, 3 tests each) are graded twice: by
-`dasd.code_grading.grade_code_many` (sandbox: rlimits, own uid, namespaces where available; `workers`
+`dasd.grading.code_grading.grade_code_many` (sandbox: rlimits, own uid, namespaces where available; `workers`
 answers at a time) and by a plain loop that runs `python -c program` with `subprocess.run(timeout=…)`
 for each test — no isolation at all, one at a time. Prints answers/s, tests/s and the ratio measured in
 this run (results: benchmarks/RESULTS.md).
@@ -47,8 +47,8 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=120)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    from dasd.code_grading import grade_code_many
-    from dasd.sandbox import Limits, isolation
+    from dasd.grading.code_grading import grade_code_many
+    from dasd.grading.sandbox import Limits, isolation
 
     walls = isolation()
     items = [(PROGRAMS[index % len(PROGRAMS)], TESTS) for index in range(args.answers)]

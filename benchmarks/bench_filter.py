@@ -26,8 +26,6 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=40, help="records to filter")
     args = parser.parse_args()
 
-    from dasd.answers import BoundedVerifier, grade_many
-    from dasd.assets import load_tokenizer
     from dasd.config import load_config
     from dasd.filters import (
         Deduper,
@@ -39,6 +37,8 @@ def main() -> None:
         structure_filter,
         student_length,
     )
+    from dasd.grading.answers import BoundedVerifier, grade_many
+    from dasd.models.assets import load_tokenizer
     from dasd.stages import filter as filter_stage
     from tests.conftest import write_jsonl
     from tests.test_filters import healthy_cot

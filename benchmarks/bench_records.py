@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=10000, help="teacher tokens per response")
     args = parser.parse_args()
 
-    from dasd.io import ParquetRecordWriter, RecordWriter, iter_records
+    from dasd.data.io import ParquetRecordWriter, RecordWriter, iter_records
 
     rng = random.Random(0)
     records = [synthetic_response(index, args.tokens, rng) for index in range(args.records)]

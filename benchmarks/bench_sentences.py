@@ -28,9 +28,9 @@ def pysbd_split(segmenter, text: str) -> list[str]:
 def main() -> None:
     import pysbd
 
-    from dasd.assets import load_tokenizer
+    from dasd.models.assets import load_tokenizer
     from dasd.sentence_scores import assign_tokens
-    from dasd.sentences import split_sentences
+    from dasd.text.sentences import split_sentences
     from tests.test_sentences import LABELLED
 
     segmenter = pysbd.Segmenter(language="en", clean=False)

@@ -58,10 +58,10 @@ def synthetic_sft(
 
 
 def cpu_benchmark(steps: int, max_length: int) -> None:
-    from dasd.assets import _atomic_build, cache_dir
     from dasd.config import load_config
+    from dasd.models.assets import _atomic_build, cache_dir
+    from dasd.models.tiny import build_tiny_model
     from dasd.stages import train
-    from dasd.tiny import build_tiny_model
 
     model_dir = _atomic_build(
         cache_dir() / "bench-models" / "llama-smollm2-h256-l4",
@@ -159,7 +159,7 @@ def train_throughput(
     from bench_score import QWEN3_SHAPES  # the real Qwen3 shapes, one table for both benchmarks
     from transformers import AutoModelForCausalLM, Qwen3Config
 
-    from dasd.attention import packed_attention
+    from dasd.models.attention import packed_attention
     from dasd.training import PaddingFreeCollator
 
     cuda = device.startswith("cuda")

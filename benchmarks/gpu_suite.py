@@ -59,7 +59,7 @@ def environment(device: str) -> dict:
         report["torch_varlen_attn"] = True
     except ImportError:
         report["torch_varlen_attn"] = False
-    from dasd.attention import packed_attention
+    from dasd.models.attention import packed_attention
 
     report["packed_attention"] = packed_attention(device)
     return report

@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 
 if [ "${1:-}" = "--prepare" ]; then
     mkdir -p .gpu/wheels
-    PYTHONPATH=src "$PYTHON" -c "from dasd.assets import load_tokenizer; load_tokenizer('qwen3').save_pretrained('.gpu/qwen3-tokenizer')"
+    PYTHONPATH=src "$PYTHON" -c "from dasd.models.assets import load_tokenizer; load_tokenizer('qwen3').save_pretrained('.gpu/qwen3-tokenizer')"
     # liger-kernel is pure Python over Triton (which the GPU image's torch brings): 0.9 MB
     "$PYTHON" -m pip download --no-deps --dest .gpu/wheels "liger-kernel==0.8.5"
     du -sh .gpu
@@ -22,7 +22,7 @@ fi
 if [ "${1:-}" = "--dry-run" ]; then
     tokenizer_dir="$(mktemp -d)"
     trap 'rm -rf "$tokenizer_dir"' EXIT
-    PYTHONPATH=src "$PYTHON" -c "from dasd.assets import load_tokenizer; load_tokenizer('qwen3').save_pretrained('$tokenizer_dir')"
+    PYTHONPATH=src "$PYTHON" -c "from dasd.models.assets import load_tokenizer; load_tokenizer('qwen3').save_pretrained('$tokenizer_dir')"
     exec "$PYTHON" benchmarks/gpu_suite.py --dry-run --out "$OUT" --tokenizer "$tokenizer_dir"
 fi
 

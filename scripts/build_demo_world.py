@@ -4,7 +4,7 @@
     python scripts/build_demo_world.py --export src/dasd/data/demo_world --keep-teacher   # refit the student
 
 A development tool, not part of the package: the package ships the result (`dasd/data/demo_world/`: the
-model bodies and the rows of the few dozen tokens the world uses) and only loads it (`dasd.demo_world`,
+model bodies and the rows of the few dozen tokens the world uses) and only loads it (`dasd.models.demo_world`,
 which restores the models under `$DASD_CACHE/demo-world-v5/` on first use). How each build fared, and why
 the world is as it is now (v1 to v5), is in `benchmarks/RESULTS.md` ("The demo world's builds").
 
@@ -48,8 +48,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dasd.demo_world import WORLD_FILES, WORLD_VERSION, restore_compact, shipped_world
-from dasd.render import DEFAULT_SYSTEM_PROMPT as SYSTEM_PROMPT  # the one the demo's stages render with
+from dasd.models.demo_world import WORLD_FILES, WORLD_VERSION, restore_compact, shipped_world
+from dasd.text.render import DEFAULT_SYSTEM_PROMPT as SYSTEM_PROMPT  # the one the demo's stages render with
 
 TERMS = dict(min_terms=5, max_terms=7, min_digits=1, max_digits=1, allow_negation=False)
 TASKS = {
@@ -356,7 +356,7 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
     shipped compact folder) instead of fitted, when given. Built once."""
     import torch
 
-    from dasd.tiny import build_tiny_model
+    from dasd.models.tiny import build_tiny_model
 
     torch.set_num_threads(2)  # the thread count changes float reductions: pinned, so a rebuild is identical
     root.mkdir(parents=True, exist_ok=True)

@@ -71,21 +71,21 @@ def addition_conversations() -> list[list[dict[str, str]]]:
 
 
 def _cached_model(name: str, build) -> Path:
-    from dasd.assets import _atomic_build, cache_dir
+    from dasd.models.assets import _atomic_build, cache_dir
 
     return _atomic_build(cache_dir() / "test-models" / name, build)
 
 
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
-    from dasd.assets import load_tokenizer
+    from dasd.models.assets import load_tokenizer
 
     return load_tokenizer("smollm2")
 
 
 @pytest.fixture(scope="session")
 def qwen3_tokenizer():
-    from dasd.assets import load_tokenizer
+    from dasd.models.assets import load_tokenizer
 
     return load_tokenizer("qwen3")
 
@@ -93,7 +93,7 @@ def qwen3_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_llama_smollm2() -> Path:
     """Random-init Llama-architecture model with the SmolLM2 tokenizer."""
-    from dasd.tiny import build_tiny_model
+    from dasd.models.tiny import build_tiny_model
 
     return _cached_model("llama-smollm2-v1", lambda out: build_tiny_model("llama", "smollm2", out, seed=0))
 
@@ -101,7 +101,7 @@ def tiny_llama_smollm2() -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen3() -> Path:
     """Random-init Qwen3-architecture model with the Qwen3 tokenizer."""
-    from dasd.tiny import build_tiny_model
+    from dasd.models.tiny import build_tiny_model
 
     return _cached_model("qwen3-qwen3-v1", lambda out: build_tiny_model("qwen3", "qwen3", out, seed=0))
 
@@ -109,7 +109,7 @@ def tiny_qwen3() -> Path:
 @pytest.fixture(scope="session")
 def taught_teacher() -> Path:
     """A tiny Llama/SmolLM2 model taught to answer `What is a + b?` as <think>…</think> answer, and stop."""
-    from dasd.tiny import build_tiny_model, teach_tiny_model
+    from dasd.models.tiny import build_tiny_model, teach_tiny_model
 
     def build(out: Path) -> None:
         build_tiny_model("llama", "smollm2", out, seed=1)

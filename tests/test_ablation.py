@@ -186,12 +186,13 @@ def arms_run(tmp_path_factory):
 
 
 def demo_world() -> Path:
-    from dasd.demo_world import world_dir
+    from dasd.models.demo_world import world_dir
 
     return world_dir()
 
 
 @pytest.mark.timeout(1800)  # the fixture's reduced run: about a minute alone on 2 cores
+@pytest.mark.integration
 def test_a_killed_arm_resumes_and_the_claims_are_paired_over_seeds(arms_run):
     work, _, killed, stdout = arms_run
     assert killed == {}  # killed before its evaluation started
@@ -231,6 +232,7 @@ def _by_question(path: Path) -> dict[str, list[bool]]:
     return grouped
 
 
+@pytest.mark.integration
 def test_changing_one_arm_reruns_only_that_arm(arms_run):
     work, spec_file, _, _ = arms_run
     spec = yaml.safe_load(spec_file.read_text())
@@ -242,6 +244,7 @@ def test_changing_one_arm_reruns_only_that_arm(arms_run):
     assert config["learning_rate"] == 2e-4 and config["seed"] == 1
 
 
+@pytest.mark.integration
 def test_the_report_renders_the_claims_and_the_arms(arms_run, tmp_path):
     from dasd.stages import report
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dasd.tokens import TokenBytes
+from dasd.text.tokens import TokenBytes
 
 TEXTS = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",
@@ -22,7 +22,7 @@ def test_quicktok_tokenizers_match_the_reference_encoder(name, quicktok_name):
     import quicktok
     from quicktok._import_core import STRESS
 
-    from dasd.assets import load_tokenizer
+    from dasd.models.assets import load_tokenizer
 
     tokenizer = load_tokenizer(name)
     reference = quicktok.get_encoding(quicktok_name)
@@ -57,7 +57,7 @@ def test_token_bytes_rebuild_text_exactly(fixture, request):
 
 
 def test_harmony_encoding_works_offline():
-    from dasd.harmony import decode, render_prompt_ids
+    from dasd.text.harmony import decode, render_prompt_ids
 
     ids = render_prompt_ids(
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+3?"}],

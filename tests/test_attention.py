@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dasd.attention import PACKED, register, sample_bounds
+from dasd.models.attention import PACKED, register, sample_bounds
 from dasd.token_scorers import ModelScorer, ScoringItem, plan_batches
 
 
@@ -149,7 +149,7 @@ def test_attention_features_it_cannot_compute_are_refused_not_dropped(name, over
     model that has them (one line) instead of running plain causal attention, and `auto` must not pick it."""
     import transformers
 
-    from dasd.attention import packed_attention, unsupported_features
+    from dasd.models.attention import packed_attention, unsupported_features
 
     model, config = _tiny(getattr(transformers, name), **overrides)
     with pytest.raises(ValueError, match=refusal):
@@ -174,6 +174,6 @@ def test_a_sliding_window_no_sample_reaches_is_exact():
 def test_auto_picks_dasd_packed_for_a_plain_causal_model():
     from transformers import Qwen3Config
 
-    from dasd.attention import packed_attention, unsupported_features
+    from dasd.models.attention import packed_attention, unsupported_features
 
     assert unsupported_features(Qwen3Config()) == [] and packed_attention("cpu", Qwen3Config()) == PACKED

@@ -1,4 +1,4 @@
-"""Code and science benchmark data (`dasd.code_data`): LiveCodeBench rows, the shipped problems, GPQA's CSV."""
+"""Code and science benchmark data (`dasd.data.code_data`): LiveCodeBench rows, the shipped problems, GPQA's CSV."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from importlib import resources
 
 import pytest
 
-from dasd.benchmarks import load_benchmark
-from dasd.code_data import (
+from dasd.data.benchmarks import load_benchmark
+from dasd.data.code_data import (
     GPQA_LETTERS,
     decode_test_cases,
     encode_test_cases,
@@ -25,8 +25,8 @@ from dasd.code_data import (
     load_gpqa,
     load_livecodebench,
 )
+from dasd.data.io import write_jsonl_atomic
 from dasd.errors import ConfigError, InputError
-from dasd.io import write_jsonl_atomic
 
 # --- the shipped problems ---------------------------------------------------------------------------
 

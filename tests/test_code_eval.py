@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from dasd.answers import BoundedVerifier
-from dasd.benchmarks import load_benchmark
 from dasd.config import load_config
+from dasd.data.benchmarks import load_benchmark
+from dasd.grading.answers import BoundedVerifier
 from dasd.stages import eval as eval_stage
 from dasd.stages import filter as filter_stage
 

@@ -1,7 +1,7 @@
 """The demo world's questions: held-out evaluation means held out from everything the models saw.
 
 The questions are drawn by the world's builder, `scripts/build_demo_world.py` (a development tool outside the
-package); the package ships what it built and only loads it (`dasd.demo_world`).
+package); the package ships what it built and only loads it (`dasd.models.demo_world`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dasd import demo_world as shipped_world
 from dasd.errors import DasdError
+from dasd.models import demo_world as shipped_world
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import build_demo_world as demo_world  # noqa: E402  (scripts/ is not a package)
@@ -57,7 +57,7 @@ def test_every_prompt_token_is_in_the_fitted_vocabulary(model, tokenizer):
     out of the world (their rows are zero)."""
     from safetensors.torch import load_file
 
-    from dasd.assets import load_tokenizer
+    from dasd.models.assets import load_tokenizer
 
     fitted = set(load_file(str(SHIPPED / model / "model.safetensors"))["dasd.row_ids"].tolist())
     text_tokenizer = load_tokenizer(tokenizer)

@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 
-from dasd.answers import BoundedVerifier, extract_choice, extract_final_answer, grade_many
 from dasd.config import load_config
 from dasd.filters import (
     DedupeConfig,
@@ -18,6 +17,7 @@ from dasd.filters import (
     structure_filter,
     student_length,
 )
+from dasd.grading.answers import BoundedVerifier, extract_choice, extract_final_answer, grade_many
 from dasd.stages import filter as filter_stage
 
 from .conftest import read_jsonl, write_jsonl

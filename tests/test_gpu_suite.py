@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.integration
 def test_gpu_suite_dry_run_writes_every_part(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
@@ -41,6 +44,7 @@ def test_gpu_suite_dry_run_writes_every_part(tmp_path):
         assert heading in table
 
 
+@pytest.mark.integration
 def test_a_failing_part_is_reported_and_the_rest_still_run(tmp_path):
     """The tokenizer folder is missing: sampling fidelity fails, recorded with its error; training, after it,
     still runs; the suite exits 0 with both in its report."""

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dasd.data.hub import hub_data_files, parse_hub_url
 from dasd.errors import InputError
-from dasd.hub import hub_data_files, parse_hub_url
 
 REPO = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -92,7 +92,7 @@ def test_hub_dataset_urls_resolve_from_the_cache_by_card_config_split_and_path(h
             "hard/part-0.parquet": _questions_parquet(staging / "hard.parquet", 1, "h"),
         },
     )
-    from dasd.io import read_records
+    from dasd.data.io import read_records
 
     def ids(url):
         return [record["id"] for _, record in read_records(url)]
@@ -161,7 +161,7 @@ def test_a_config_and_split_download_only_their_files(hub_cache, tmp_path, monke
 
 
 def test_a_hub_model_id_at_a_revision_loads_from_the_cache(hub_cache, tiny_qwen3):
-    from dasd.models import ModelConfig, load_model
+    from dasd.models.loading import ModelConfig, load_model
 
     files = {path.name: path for path in Path(tiny_qwen3).iterdir() if path.is_file()}
     _cached_repo(hub_cache, "model", "dasd-test/tiny-qwen3", files)

@@ -7,16 +7,16 @@ import json
 
 import pytest
 
-from dasd.errors import InputError
-from dasd.io import ErrorLog, RecordWriter, read_records
-from dasd.naming import sidecar
-from dasd.records import (
+from dasd.data.io import ErrorLog, RecordWriter, read_records
+from dasd.data.records import (
     load_questions,
     normalize_question,
     released_question_id,
     released_row_to_records,
     response_id,
 )
+from dasd.errors import InputError
+from dasd.naming import sidecar
 
 from .conftest import read_jsonl, write_jsonl
 
@@ -203,7 +203,7 @@ def test_released_responses_to_one_question_are_grouped_for_selection(tmp_path):
 
 
 def test_merge_shards_keeps_each_id_once_and_survives_a_crash(tmp_path):
-    from dasd.io import RecordWriter, merge_shards, shard_files
+    from dasd.data.io import RecordWriter, merge_shards, shard_files
 
     output = tmp_path / "scored.jsonl"
     for index, ids in enumerate((["a", "b"], ["c", "a"])):  # "a" twice: a correct run never does this

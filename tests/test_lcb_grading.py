@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from dasd.code_grading import grade_code_many, outputs_match
-from dasd.sandbox import Limits
+from dasd.grading.code_grading import grade_code_many, outputs_match
+from dasd.grading.sandbox import Limits
 
 LIMITS = Limits(wall_s=8, cpu_s=5, memory_mb=512)
 

@@ -7,12 +7,14 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from dasd.config import load_config
 from dasd.mixing import cut_position
-from dasd.prompts import render_chat_prompt
-from dasd.render import think_text
-from dasd.sentences import split_sentences
 from dasd.stages import mix, train
+from dasd.text.prompts import render_chat_prompt
+from dasd.text.render import think_text
+from dasd.text.sentences import split_sentences
 
 from .conftest import kill_when, line_count, read_jsonl, write_jsonl
 
@@ -147,6 +149,7 @@ def test_kept_records_train_as_the_mixed_policy_stage(tmp_path, taught_teacher):
     assert metrics["trained_tokens_per_epoch"] < metrics["tokens_per_epoch"]
 
 
+@pytest.mark.integration
 def test_kill_and_rerun_loses_and_duplicates_nothing(tmp_path, taught_teacher):
     path = write_jsonl(tmp_path / "curated.jsonl", curated(32))
     output = tmp_path / "mix" / "mixed.jsonl"

@@ -1,13 +1,13 @@
-"""The one model loader (`dasd.models`): local folders, GGUF, assets, Hub ids — offline here."""
+"""The one model loader (`dasd.models.loading`): local folders, GGUF, assets, Hub ids — offline here."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dasd.assets import load_tokenizer
 from dasd.errors import DasdError
-from dasd.models import ModelConfig, load_causal_lm, load_model, resolve_dtype
+from dasd.models.assets import load_tokenizer
+from dasd.models.loading import ModelConfig, load_causal_lm, load_model, resolve_dtype
 
 
 def test_a_local_folder_loads_in_eval_mode_with_its_tokenizer(tiny_llama_smollm2):

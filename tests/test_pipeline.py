@@ -12,7 +12,7 @@ import yaml
 
 from dasd.cli import main
 from dasd.config import load_config
-from dasd.records import PROVENANCE_CLASSES
+from dasd.data.records import PROVENANCE_CLASSES
 from dasd.stages import demo
 from dasd.stages import run as pipeline_run
 
@@ -72,6 +72,7 @@ def demo_run(tmp_path_factory):
     return work, killed, finished.stdout
 
 
+@pytest.mark.integration
 def test_killed_demo_resumes_where_it_stopped(demo_run):
     work, killed, stdout = demo_run
     assert killed["sample"] == "done" and killed["train_das"] == "running" and killed["eval_teacher"] is None
@@ -100,6 +101,7 @@ def test_killed_demo_resumes_where_it_stopped(demo_run):
     assert {r["temperature"] for r in responses} == {0.6, 1.0}
 
 
+@pytest.mark.integration
 def test_rerunning_a_finished_pipeline_does_no_work(demo_run):
     work, _, _ = demo_run
     before = {path: path.stat().st_mtime_ns for path in work.rglob("*") if path.is_file()}
@@ -109,6 +111,7 @@ def test_rerunning_a_finished_pipeline_does_no_work(demo_run):
     assert changed <= {"run.summary.json", "pipeline.config.yaml", "pipeline.yaml"}
 
 
+@pytest.mark.integration
 def test_a_changed_setting_reruns_only_what_depends_on_it(demo_run):
     work, _, _ = demo_run
     spec = yaml.safe_load((work / "pipeline.yaml").read_text())
@@ -123,6 +126,7 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(demo_run):
     assert config["max_new_tokens"] == 64  # the old results were replaced, not resumed into
 
 
+@pytest.mark.integration
 def test_report_is_one_self_contained_page_with_the_figures(demo_run, tmp_path):
     work, _, _ = demo_run
     output = tmp_path / "report" / "index.html"
@@ -229,9 +233,10 @@ def test_dry_run_on_slurm_shows_each_steps_jobs_and_the_resources_merge(tmp_path
     assert not (tmp_path / "work").exists()
 
 
+@pytest.mark.integration
 def test_provenance_on_the_demo_world(demo_run, tmp_path):
     """Teacher, original student and distilled student of the demo on the distilled student's answers."""
-    from dasd.demo_world import world_dir
+    from dasd.models.demo_world import world_dir
 
     work, _, _ = demo_run
     world = world_dir()
@@ -272,7 +277,7 @@ def test_provenance_on_the_demo_world(demo_run, tmp_path):
 def test_the_shipped_gpt_oss_run_evaluates_as_the_report_did():
     """configs/gpt-oss-qwen3-4b-run.yaml: per-benchmark generation limits (102,400 for AIME), and the teacher
     evaluated in its own prompt format (harmony) at its own reasoning effort."""
-    from dasd.benchmarks import DEFAULT_MAX_NEW_TOKENS
+    from dasd.data.benchmarks import DEFAULT_MAX_NEW_TOKENS
 
     config = load_config(
         pipeline_run.PipelineConfig, str(Path(__file__).parents[1] / "configs" / "gpt-oss-qwen3-4b-run.yaml")

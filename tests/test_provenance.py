@@ -9,10 +9,10 @@ import pytest
 
 from dasd.cli import main
 from dasd.config import load_config
-from dasd.harmony import HARMONY_FINAL, render_harmony_response
-from dasd.render import completion_part_logprobs
 from dasd.stages import provenance
 from dasd.stages.provenance import classify_provenance, position_fractions
+from dasd.text.harmony import HARMONY_FINAL, render_harmony_response
+from dasd.text.render import completion_part_logprobs
 
 from .conftest import read_jsonl, write_jsonl
 
@@ -173,7 +173,7 @@ def test_bad_outputs_folder_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_harmony_rendering_maps_every_text_token_back_to_reasoning_or_content():
-    from dasd.harmony import decode
+    from dasd.text.harmony import decode
 
     messages = [{"role": "user", "content": "What is 2 + 3?"}]
     reasoning, content = "We add 2 and 3. That is 5.", "The answer is 5."

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dasd.reasoning import map_token_offsets, parse_fields, parse_harmony, parse_think
-from dasd.tokens import decode_bytes_with_spans
+from dasd.text.reasoning import map_token_offsets, parse_fields, parse_harmony, parse_think
+from dasd.text.tokens import decode_bytes_with_spans
 
 
 def spans_of(pieces: list[str]) -> tuple[str, list[tuple[int, int]]]:
@@ -93,7 +93,7 @@ def test_fields_from_a_reasoning_parser_are_found_in_the_token_text():
 
 @pytest.fixture(scope="module")
 def harmony():
-    from dasd.harmony import encoding
+    from dasd.text.harmony import encoding
 
     return encoding()
 

@@ -11,8 +11,8 @@ import time
 import psutil
 import pytest
 
-from dasd.code_grading import grade_code, grade_code_many
-from dasd.sandbox import SANDBOX_UIDS, Limits, isolation, run_program
+from dasd.grading.code_grading import grade_code, grade_code_many
+from dasd.grading.sandbox import SANDBOX_UIDS, Limits, isolation, run_program
 
 LIMITS = Limits(wall_s=5, cpu_s=3, memory_mb=256, file_mb=8)
 ADD = [{"input": "1 2\n", "output": "3\n", "kind": "stdin"}, {"input": "10 -4\n", "output": "6\n", "kind": "stdin"}]
@@ -126,6 +126,7 @@ def test_the_machine_gives_the_full_walls_when_run_as_root():
     assert result.status == "ok" and result.stdout.split()[1] == "True"
 
 
+@pytest.mark.integration
 def test_two_hundred_answers_finish_within_their_bound():
     """A grading run over 200 answers, a mix of right, wrong, crashing, flooding and looping ones."""
     programs = [

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import dasd
-from dasd.sandbox import MIN_PYTHON, NOBODY, SANDBOX_UIDS, SandboxError, isolation, run_program
+from dasd.grading.sandbox import MIN_PYTHON, NOBODY, SANDBOX_UIDS, SandboxError, isolation, run_program
 
 USER = 201_500  # a uid no process runs as: outside SANDBOX_UIDS, unlikely to be a real account
 assert USER not in SANDBOX_UIDS
@@ -24,8 +24,8 @@ assert USER not in SANDBOX_UIDS
 # 32-process limit — which, set as a plain RLIMIT_NPROC, counts every task of the uid on the machine.
 HARNESS = """
 import json, resource, sys
-from dasd.code_grading import grade_code
-from dasd.sandbox import SandboxError, _tasks_of, isolation, run_program
+from dasd.grading.code_grading import grade_code
+from dasd.grading.sandbox import SandboxError, _tasks_of, isolation, run_program
 import os
 
 walls = isolation()

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from dasd.config import load_config
-from dasd.render import completion_part_logprobs, render_student
 from dasd.sentence_scores import assign_tokens, classify, score_sentences
-from dasd.sentences import split_sentences
 from dasd.stages import sample, score
+from dasd.text.render import completion_part_logprobs, render_student
+from dasd.text.sentences import split_sentences
 from dasd.token_scorers import ModelScorer, ScoringItem, plan_batches
 
 from .conftest import read_jsonl, write_jsonl
@@ -281,7 +281,7 @@ def test_released_data_with_logprobs_is_joined_and_decoded(tmp_path, tiny_llama_
     """Rows shaped like the release: harmony-rendered gpt-oss token ids + the think-tagged text."""
     from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 
-    from dasd.harmony import encoding
+    from dasd.text.harmony import encoding
 
     harmony = encoding()
     texts, logprob_rows = [], []
@@ -381,7 +381,7 @@ def test_shards_under_a_launcher_cover_every_record_once(tmp_path, tiny_llama_sm
         )
     shards = sorted(tmp_path.glob("scored.shard-*-of-3.jsonl"))
     assert len(shards) == 3
-    from dasd.io import read_records
+    from dasd.data.io import read_records
 
     ids = [record["id"] for _, record in read_records(str(tmp_path / "scored.shard-*-of-3.jsonl"))]
     assert sorted(ids) == sorted(f"r{i}" for i in range(12))
@@ -410,7 +410,7 @@ def test_parquet_outputs_hold_exactly_what_jsonl_holds_and_shards_merge(tmp_path
     """`output=*.parquet` (a folder of parts, log-probs as list columns): two sample shards and the merging
     run give the same records as one JSONL run, every id once; score reads that folder and writes Parquet
     equal to its JSONL output."""
-    from dasd.io import read_records
+    from dasd.data.io import read_records
 
     questions = write_jsonl(tmp_path / "q.jsonl", [{"id": f"q{i}", "prompt": f"Say {i}."} for i in range(6)])
 
@@ -431,7 +431,7 @@ def test_parquet_outputs_hold_exactly_what_jsonl_holds_and_shards_merge(tmp_path
     assert not list(tmp_path.glob("responses.shard-*.parquet"))
 
     # score: records with reasoning and teacher log-probs, given as JSONL and as Parquet
-    from dasd.io import ParquetRecordWriter
+    from dasd.data.io import ParquetRecordWriter
 
     records = _scorable_records(5)
     write_jsonl(tmp_path / "in.jsonl", records)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dasd.sentences import split_sentences
+from dasd.text.sentences import split_sentences
 
 # (text, expected sentences) — the kinds of text long chain-of-thought is made of.
 LABELLED = [

@@ -18,7 +18,7 @@ from dasd.backends.openai_compat import OpenAIBackend
 from dasd.config import load_config
 from dasd.errors import DasdError
 from dasd.stages import sample
-from dasd.tokens import TokenBytes
+from dasd.text.tokens import TokenBytes
 
 from .conftest import read_jsonl, write_jsonl
 from .servers import FaultProxy, VLLMServer

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dasd.demo_world import world_dir
-from dasd.io import read_records
+from dasd.data.io import read_records
+from dasd.models.demo_world import world_dir
 from dasd.pipeline import config as pipeline_config
 from dasd.pipeline import slurm as executors
 from dasd.pipeline.step import StepJob

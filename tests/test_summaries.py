@@ -1,5 +1,5 @@
-"""Stage summaries (issue 27): each stage writes its `<name>.summary.json` through `dasd.io.write_summary` where
-`dasd.naming.summary_file` says, with exactly the fields of its TypedDict in `dasd.records`; `read_summary`, the
+"""Stage summaries (issue 27): each stage writes its `<name>.summary.json` through `dasd.data.io.write_summary` where
+`dasd.naming.summary_file` says, with exactly the fields of its TypedDict in `dasd.data.records`; `read_summary`, the
 lineage of the cards and `dasd run`'s table read them back by their stage. Real stages on hand-made records."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ from __future__ import annotations
 import pytest
 
 from dasd.config import load_config
+from dasd.data.io import read_summary
+from dasd.data.lineage import lineage
+from dasd.data.summaries import BuildSFTSummary, FilterSummary, SelectSummary
 from dasd.errors import InputError
-from dasd.io import read_summary
-from dasd.lineage import lineage
 from dasd.naming import sidecar, summary_file
 from dasd.pipeline.summary import headline
 from dasd.stages import build_sft, select
 from dasd.stages import filter as filter_stage
-from dasd.summaries import BuildSFTSummary, FilterSummary, SelectSummary
 
 from .conftest import write_jsonl
 

@@ -8,9 +8,9 @@ import pytest
 
 from dasd.errors import DasdError
 from dasd.filters import student_length
-from dasd.prompts import check_chat_continuation, render_chat_prompt
-from dasd.render import DEFAULT_SYSTEM_PROMPT, render_student
 from dasd.stages.build_sft import BuildSFTConfig, sft_record
+from dasd.text.prompts import check_chat_continuation, render_chat_prompt
+from dasd.text.render import DEFAULT_SYSTEM_PROMPT, render_student
 from dasd.training import prepare_examples
 
 from .real_templates import real_tokenizer
@@ -104,7 +104,7 @@ def test_a_template_that_closes_thinking_is_refused_not_silently_continued():
 def test_gpt_oss_continuation_follows_its_real_template():
     """gpt-oss (harmony): the continuation prompt is the real template's generation prompt, then the
     analysis channel holding the student's prefix."""
-    from dasd import harmony
+    from dasd.text import harmony
 
     messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, *QUESTION]
     tokenizer = real_tokenizer("gpt-oss")

@@ -178,6 +178,7 @@ def _config(tmp_path, model, stages, *overrides):
     )
 
 
+@pytest.mark.integration
 def test_two_stages_schedule_and_learning(tmp_path, tiny_llama_smollm2):
     from transformers import AutoModelForCausalLM, TrainerCallback
 
@@ -262,6 +263,7 @@ def test_kill_in_stage_two_resumes_without_redoing_stage_one(tmp_path, tiny_llam
     assert metrics["optimizer_steps"] == 48  # 24 samples / 2 per step × 4 epochs, the same as an uninterrupted run
 
 
+@pytest.mark.integration
 def test_two_processes_under_accelerate_agree_with_one(tmp_path, tiny_llama_smollm2):
     from safetensors.torch import load_file
 
@@ -389,6 +391,7 @@ def test_the_real_smollm2_from_its_gguf_file_trains_and_saves_a_plain_model(tmp_
     assert not getattr(model, "is_quantized", False) and sum(p.numel() for p in model.parameters()) > 100_000_000
 
 
+@pytest.mark.integration
 def test_bf16_training_keeps_float32_master_weights(tmp_path, tiny_llama_smollm2):
     """The real dtype path: bf16 compute at the report's learning rate. With bf16 weights an AdamW step of
     ~1e-5 on a norm weight of 1.0 rounds away; with float32 masters the bf16 run's updates are the float32
@@ -424,6 +427,7 @@ def test_bf16_training_keeps_float32_master_weights(tmp_path, tiny_llama_smollm2
     assert cosine > 0.9 and 0.8 < ratio < 1.25, (cosine, ratio)
 
 
+@pytest.mark.integration
 def test_the_global_batch_counts_packed_rows_or_samples(tmp_path, tiny_llama_smollm2):
     """As the released LLaMA-Factory stages: with packing the global batch counts packed rows; batch_unit=samples
     makes it count samples (rows per step = the batch over the mean samples per row)."""

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .io import iter_records
+from .data.io import iter_records
 from .metrics import avg_at_k, paired_difference, verdict
 from .naming import EVAL_SUMMARY
 

@@ -3,11 +3,11 @@
     folder = export_dataset("runs/x/select/das.jsonl", "runs/x/select/das.hf")   # data/*.parquet + README.md
     write_model_card("runs/x/train/das/high_temp/final", evals=["runs/x/eval/high_temp"])
 
-The facts come from `dasd.lineage` (each stage's resolved config and summary, followed from a file back to the
+The facts come from `dasd.data.lineage` (each stage's resolved config and summary, followed from a file back to the
 questions): the teacher and how it was served, temperatures and samples per question, whether the raw log-probs
 were verified, β and the probability space, DAS/RS counts and the teacher-sentence histograms, filter counts by
 reason, the student tokenizer, the dasd version and every resolved config — never from what the user says they did.
-`export_dataset` writes a record file as a dataset folder: its Parquet shards (`dasd.io.write_parquet_dataset`)
+`export_dataset` writes a record file as a dataset folder: its Parquet shards (`dasd.data.io.write_parquet_dataset`)
 and this card.
 
 Cards are `huggingface_hub` `DatasetCard` / `ModelCard` objects made from the Markdown templates in
@@ -24,12 +24,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .io import read_summary, write_parquet_dataset
-from .lineage import LineageStep, lineage, resolve_recorded
-from .naming import STAGE_MARKER, is_final_dir, summary_file, train_dir_of
-from .naming import final_dir as stage_final_dir
-from .summaries import (
+from .data.io import read_summary, write_parquet_dataset
+from .data.lineage import LineageStep, lineage, resolve_recorded
+from .data.summaries import (
     BuildSFTSummary,
     FilterSummary,
     MixSummary,
@@ -38,6 +35,9 @@ from .summaries import (
     SelectSummary,
     TrainStageMetrics,
 )
+from .errors import InputError
+from .naming import STAGE_MARKER, is_final_dir, summary_file, train_dir_of
+from .naming import final_dir as stage_final_dir
 
 REPORT = "Distribution-Aligned Sequence Distillation for Superior Long-CoT Reasoning (arXiv:2601.09088)"
 REPORT_URL = "https://arxiv.org/abs/2601.09088"
@@ -333,7 +333,7 @@ def export_dataset(
     license: str = "other",
     pretty_name: str | None = None,
 ) -> Path:
-    """A record file as a Hugging Face dataset folder (`dasd.io.write_parquet_dataset`) whose card carries its
+    """A record file as a Hugging Face dataset folder (`dasd.data.io.write_parquet_dataset`) whose card carries its
     lineage."""
     source = Path(path)
 

@@ -129,7 +129,7 @@ def load_config(cls: type[StageConfig], config_path: str | None, overrides: list
 
 def dump_config(config: StageConfig, path: str | Path) -> None:
     """Write the resolved config (every field, defaults included) as YAML."""
-    from .io import write_text_atomic
+    from .data.io import write_text_atomic
 
     text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
     write_text_atomic(path, text)

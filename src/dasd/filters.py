@@ -7,7 +7,7 @@
   n-grams, or a text whose tail is one unit repeated over and over. Defaults were set on the
   examples in tests/test_filters.py: a healthy 20K-token chain of thought that restates its formula
   and says "Wait, let me double-check" several times passes; loops of each kind do not;
-* `correctness` — graded against the reference with `dasd.answers` (math-verify, bounded);
+* `correctness` — graded against the reference with `dasd.grading.answers` (math-verify, bounded);
 * `dedupe` — a second identical response to the same question.
 
 `FilterChain.apply` runs them in that order — structure → length → repetition → dedupe →
@@ -26,9 +26,9 @@ from typing import Any
 from pydantic import Field
 
 from .config import StageConfig
-from .reasoning import TOOL_CALL_MARKERS
-from .records import Response
-from .sentences import split_sentences
+from .data.records import Response
+from .text.reasoning import TOOL_CALL_MARKERS
+from .text.sentences import split_sentences
 
 _TOOL_CALL_JSON = re.compile(
     r'^\s*\{\s*"(?:name|tool|function)"\s*:\s*"[^"]+"\s*,\s*"(?:arguments|parameters|args)"\s*:', re.MULTILINE
@@ -112,7 +112,7 @@ def structure_filter(record: Response, config: StructureConfig):
 def student_length(
     tokenizer, record: dict[str, Any], *, system_prompt: str | None, chat_template_kwargs: dict | None = None
 ) -> int:
-    from .render import render_student
+    from .text.render import render_student
 
     rendered = render_student(
         tokenizer,
@@ -246,7 +246,7 @@ class FilterChain:
         system_prompt: str | None = None,
         chat_template_kwargs: dict | None = None,
     ):
-        from .answers import BoundedVerifier
+        from .grading.answers import BoundedVerifier
 
         def on(settings):
             return settings if settings is not None and settings.enabled else None
@@ -294,8 +294,8 @@ class FilterChain:
         return True
 
     def apply(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """A `{keep, reason}` verdict (`dasd.records.FilterVerdict`) per record, in order."""
-        from .answers import grade_records
+        """A `{keep, reason}` verdict (`dasd.data.records.FilterVerdict`) per record, in order."""
+        from .grading.answers import grade_records
 
         verdicts: list[dict[str, Any]] = []
         survivors = []

@@ -5,7 +5,7 @@
                                model_name="teacher")
 
 One `GenerationRequest` per (question, schedule step, sample index) whose response id is not written
-yet; each result becomes a `Response` record (`dasd.records`): the reasoning and the answer split
+yet; each result becomes a `Response` record (`dasd.data.records`): the reasoning and the answer split
 apart, and the model's log-prob of every generated token with its character offsets into them.
 Records are written as they complete; failures go to the errors file, never to the output.
 """
@@ -19,10 +19,10 @@ from pydantic import Field
 
 from .backends import GenerationRequest, GenerationResult
 from .config import StageConfig
-from .io import ErrorLog, RecordWriter
+from .data.io import ErrorLog, RecordWriter
+from .data.records import Question, Response, response_id, stable_seed
 from .progress import Progress
-from .reasoning import map_token_offsets, parse_fields, parse_response
-from .records import Question, Response, response_id, stable_seed
+from .text.reasoning import map_token_offsets, parse_fields, parse_response
 
 
 class TemperatureStep(StageConfig):
@@ -78,7 +78,7 @@ def response_record(
     model_name: str,
     keep_logprobs: bool = True,
 ) -> Response:
-    """The `Response` record (`dasd.records`) for one generation result."""
+    """The `Response` record (`dasd.data.records`) for one generation result."""
     if result.server_reasoning is not None:
         parsed = parse_fields(
             result.raw_text, result.server_reasoning, result.server_content, finish_reason=result.finish_reason

@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 import random
 
-from .records import stable_seed
-from .render import THINK_PREFIX
-from .sentences import split_sentences
+from .data.records import stable_seed
+from .text.render import THINK_PREFIX
+from .text.sentences import split_sentences
 
 
 def student_budget(tokenizer, teacher_text: str, factor: float) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .records import PARTS
+from .data.records import PARTS
 
 
 def assign_tokens(
@@ -58,7 +58,7 @@ def sentence_scores_by_model(
     under every model: `parts_by_model` maps a name to `{reasoning: {offsets, logprobs}, content: …}`.
     Returns `[(part, start, end, {model: mean})]`, or an error naming the first sentence that a model
     has no token in (`sentence_without_<model>_tokens: part[start:end]`)."""
-    from .sentences import split_sentences
+    from .text.sentences import split_sentences
 
     sentences = []
     for part in ("reasoning", "content"):

@@ -3,20 +3,20 @@ exactly as that model sees it — the one interface `dasd score` and `dasd prove
 
     scorer = make_token_scorer(BackendConfig(model="path/to/student"), system_prompt="You are a helpful assistant.")
     for scores in scorer.score(records):          # one TokenScores per record, in any order
-        scores.parts    # {reasoning: {offsets, logprobs}, content: {...}} (dasd.records.PartLogprobs) or None
+        scores.parts    # {reasoning: {offsets, logprobs}, content: {...}} (dasd.data.records.PartLogprobs) or None
     scorer.close()
 
 Two implementations behind `make_token_scorer(config)`:
 
-* `hf` (`HFTokenScorer`): the model loaded locally (`dasd.models`); the text is rendered with its chat
-  template (`dasd.render.render_student`: system prompt, question, `<think>\\n{reasoning}\\n</think>\\n\\n
+* `hf` (`HFTokenScorer`): the model loaded locally (`dasd.models.loading`); the text is rendered with its chat
+  template (`dasd.text.render.render_student`: system prompt, question, `<think>\\n{reasoning}\\n</think>\\n\\n
   {content}`) and scored by `ModelScorer` (below);
 * `openai` (`ServerTokenScorer`): a server that returns prompt log-probs through `/v1/completions` with
   `echo` (vLLM does); the text is rendered locally — the model's chat template, or harmony for gpt-oss
   (`prompt_format=harmony`) — sent as token ids, and the server's echoed ids are checked against ours.
 
 Either way the completion's token log-probs are mapped to the record's `reasoning` / `content` by
-the same character rule (`dasd.render.completion_part_logprobs`). A response longer than the
+the same character rule (`dasd.text.render.completion_part_logprobs`). A response longer than the
 scorer's `max_length` is not scored (`error: too_long: …`), never truncated.
 
 `ModelScorer` computes a local model's log-prob of every completion token, teacher-forced, with:
@@ -24,7 +24,7 @@ scorer's `max_length` is not scored (`error: too_long: …`), never truncated.
   (first-fit decreasing), `position_ids` restarting per sample and `use_cache=False`: no attention
   across packed samples (checked against one-sample-at-a-time scoring in tests/test_score.py). Under
   SDPA transformers builds that as a dense block-diagonal mask (width² per row, measured slower than
-  one sample per forward); under `dasd_packed` (`dasd.attention`: per-sample causal kernels, varlen
+  one sample per forward); under `dasd_packed` (`dasd.models.attention`: per-sample causal kernels, varlen
   flash on CUDA) or flash_attention_2 nothing between samples is computed — `batching=auto` packs rows
   under mask-free attention on a GPU and scores one sample per forward on CPU, where packing measured no
   faster (benchmarks/RESULTS.md);
@@ -40,11 +40,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .attention import has_varlen_kernel, packed_attention
 from .backends import BackendConfig
+from .data.records import PartLogprobs
 from .errors import ConfigError
-from .records import PartLogprobs
-from .render import StudentText, completion_part_logprobs, render_student, with_system_prompt
+from .models.attention import has_varlen_kernel, packed_attention
+from .text.render import StudentText, completion_part_logprobs, render_student, with_system_prompt
 
 
 class ScorerConfig(BackendConfig):
@@ -116,7 +116,7 @@ class HFTokenScorer(TokenScorer):
         tokens_per_batch: int = 16384,
         max_length: int | None = None,
     ):
-        from .models import load_model
+        from .models.loading import load_model
 
         self.model, self.tokenizer, self.device = load_model(config)
         self.system_prompt = system_prompt
@@ -124,7 +124,7 @@ class HFTokenScorer(TokenScorer):
         self.batching = batching = resolve_batching(batching, str(self.device))
         if batching == "packed" and config.attn_implementation == "auto":
             # packed rows under SDPA get a dense block-diagonal mask (width² per row); this attention
-            # computes nothing between samples (dasd.attention)
+            # computes nothing between samples (dasd.models.attention)
             # (not for a model whose attention has what that does not compute: it keeps sdpa's exact mask)
             chosen = packed_attention(str(self.device), self.model.config)
             if chosen:
@@ -209,7 +209,7 @@ class ServerTokenScorer(TokenScorer):
     def render(self, record: dict[str, Any]) -> StudentText:
         messages = with_system_prompt(record["messages"], self.system_prompt)
         if self.prompt_format == "harmony":
-            from .harmony import render_harmony_response
+            from .text.harmony import render_harmony_response
 
             effort = str(self.chat_template_kwargs.get("reasoning_effort", "medium"))
             return render_harmony_response(messages, record["reasoning"], record["content"], reasoning_effort=effort)

@@ -4,7 +4,7 @@ Training itself is TRL's `SFTTrainer`; dasd prepares the data so that:
 
 * the loss covers the assistant turn only, with any chat template: the prompt is rendered with the
   student's template (`add_generation_prompt=True`) and the completion — the think-tagged response
-  and the end-of-turn token — is tokenized on its own (`dasd.render.render_completion`), so the
+  and the end-of-turn token — is tokenized on its own (`dasd.text.render.render_completion`), so the
   label mask is exact without `{% generation %}` tags;
 * the mixed-policy mask variant puts no loss on the first `loss_mask_prefix_chars` characters of the
   assistant text (the student-written prefix) when `mask_student_prefix` is on;
@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .render import render_completion
+from .text.render import render_completion
 
 
 @dataclass

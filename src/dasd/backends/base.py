@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..models import ModelConfig
+from ..models.loading import ModelConfig
 
 
 class BackendConfig(ModelConfig):
@@ -203,7 +203,7 @@ def server_log(output: str | os.PathLike, shard: tuple[int, int] | None = None) 
     >>> server_log("runs/eval/student").as_posix(), server_log("runs/eval/student", (1, 4)).as_posix()
     ('runs/eval/student/server.log', 'runs/eval/student/server.shard-1-of-4.log')
     """
-    from ..io import shard_output
+    from ..data.io import shard_output
     from ..naming import RECORD_EXTENSIONS, sidecar
 
     output = Path(output)

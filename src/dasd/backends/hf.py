@@ -4,7 +4,7 @@ Sampling happens in `SeededSampler`, a logits processor that sees the model's ra
 processor: the model's own generation defaults are replaced by a neutral config at load time), so:
 
 * the log-prob recorded for each sampled token is `log_softmax(raw logits)` — temperature 1, no
-  top-k/top-p — even when sampling at 0.6 (`dasd.records.TokenLogprobs`), and no `output_logits` tensor of
+  top-k/top-p — even when sampling at 0.6 (`dasd.data.records.TokenLogprobs`), and no `output_logits` tensor of
   steps × batch × vocab is kept in memory;
 * each row draws with a uniform keyed by its own seed (from the response id) and the step,
   so a sample does not depend on which other samples shared its batch (resume and batch size do
@@ -22,9 +22,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..models import load_model
-from ..prompts import render_chat_prompt
-from ..tokens import TokenBytes
+from ..models.loading import load_model
+from ..text.prompts import render_chat_prompt
+from ..text.tokens import TokenBytes
 from .base import Backend, BackendConfig, GenerationRequest, GenerationResult, sampling_params
 
 
@@ -152,7 +152,7 @@ class HFBackend(Backend):
             self.dtype = next(self.model.parameters()).dtype
             self.attn = self.model.config._attn_implementation
         if str(self.device).startswith("cuda"):
-            torch.backends.cuda.enable_cudnn_sdp(False)  # see dasd.models.load_model
+            torch.backends.cuda.enable_cudnn_sdp(False)  # see dasd.models.loading.load_model
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.pad_id = int(pad)

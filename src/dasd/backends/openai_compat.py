@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DasdError
-from ..prompts import check_chat_continuation, render_chat_prompt
-from ..tokens import TokenBytes, decode_bytes_with_spans
+from ..text.prompts import check_chat_continuation, render_chat_prompt
+from ..text.tokens import TokenBytes, decode_bytes_with_spans
 from .base import (
     Backend,
     BackendConfig,
@@ -103,7 +103,7 @@ class OpenAIBackend(Backend):
         self.tokenizer = None
         self.token_bytes: TokenBytes | None = None
         if config.tokenizer:
-            from ..assets import load_tokenizer
+            from ..models.assets import load_tokenizer
 
             self.tokenizer = load_tokenizer(config.tokenizer)
             self.token_bytes = TokenBytes(self.tokenizer)
@@ -137,10 +137,10 @@ class OpenAIBackend(Backend):
     # -- prompts --------------------------------------------------------------------------------
     def render_prompt_ids(self, request: GenerationRequest) -> tuple[list[int], bool]:
         if self.prompt_format == "harmony":
-            from .. import harmony
+            from ..text.harmony import render_prompt_ids
 
             effort = str(self.chat_template_kwargs.get("reasoning_effort", "medium"))
-            return harmony.render_prompt_ids(
+            return render_prompt_ids(
                 request.messages, reasoning_effort=effort, assistant_prefix=request.assistant_prefix
             ), False
         return render_chat_prompt(

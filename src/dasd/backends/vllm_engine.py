@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import DasdError
-from ..prompts import render_chat_prompt
-from ..tokens import TokenBytes
+from ..text.prompts import render_chat_prompt
+from ..text.tokens import TokenBytes
 from .base import NEUTRAL_SAMPLING, Backend, BackendConfig, GenerationRequest, GenerationResult, sampling_params
 
 CHUNK = 512

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from ..backends.base import BackendConfig
 from ..config import StageConfig
 from ..errors import ConfigError
-from ..models import ModelConfig
+from ..models.loading import ModelConfig
 from ..naming import EVAL_MODELS, SFT_STAGES
 
 SHARDABLE = ("sample", "score", "eval")  # record stages with shard=i/n and a merging run without it
@@ -133,7 +133,7 @@ class ClaimConfig(StageConfig):
 class PipelineConfig(StageConfig):
     workdir: str = Field(..., description="folder of the run; every stage writes into its own subfolder")
     questions: str = Field(
-        ..., description="training questions (`dasd.records.Question` records, or the released format)"
+        ..., description="training questions (`dasd.data.records.Question` records, or the released format)"
     )
     teacher: BackendConfig = Field(..., description="the teacher (sampling and mixed-policy continuations)")
     student: ModelConfig = Field(..., description="the student to distil into")

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import dump_config
+from ..data.io import write_json_atomic
 from ..errors import ConfigError, DasdError
-from ..io import write_json_atomic
 from ..naming import step_marker
 from .config import DEFAULT_TIME_MIN, SHARDABLE, ExecutorConfig, PipelineConfig, SlurmResources
 from .plan import Step

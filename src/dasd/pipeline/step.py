@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import write_json_atomic
+from ..data.io import write_json_atomic
 from ..naming import step_marker
 
 ENDED = ("done", "skipped")

@@ -32,13 +32,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..config import RecordOutput, StageConfig, dump_config
+from ..data.io import iter_records, write_json_atomic, write_jsonl_atomic, write_summary
+from ..data.records import PARTS, SFTRecord, check_fields
+from ..data.summaries import BuildSFTSummary
 from ..errors import InputError
-from ..io import iter_records, write_json_atomic, write_jsonl_atomic, write_summary
 from ..naming import HIGH_TEMP_STAGE, sft_stage_file, sidecar, stage_for_temperature
 from ..progress import format_summary
-from ..records import PARTS, SFTRecord, check_fields
-from ..render import DEFAULT_SYSTEM_PROMPT, think_text, with_system_prompt
-from ..summaries import BuildSFTSummary
+from ..text.render import DEFAULT_SYSTEM_PROMPT, think_text, with_system_prompt
 
 EXPORTS = ("trl_messages", "trl_prompt_completion", "sharegpt")
 SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "tool": "observation"}
@@ -192,7 +192,7 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
 
     check = None
     if config.student_tokenizer and config.template_check_records:
-        from ..assets import load_tokenizer
+        from ..models.assets import load_tokenizer
 
         check = template_check(load_tokenizer(config.student_tokenizer), records[: config.template_check_records])
     summary: BuildSFTSummary = {

@@ -6,7 +6,7 @@
     dasd demo ablation=dev workdir=runs/tune        # the learning-rate sweep on the dev split (`make tune`)
     dasd demo --preset smollm2     # the real pretrained SmolLM2-135M-Instruct as the student (much slower)
 
-The world (`dasd.demo_world`): multi-step reasoning-gym arithmetic, a teacher fitted on correct worked
+The world (`dasd.models.demo_world`): multi-step reasoning-gym arithmetic, a teacher fitted on correct worked
 solutions whose sentences vary in phrasing, and a student with another tokenizer that knows only the
 teacher's common phrasing and otherwise writes its own terse, often wrong style. The demo writes
 `<workdir>/pipeline.yaml` and runs it with `dasd run`: sampling 8 responses per question at 0.6 and at
@@ -27,7 +27,7 @@ import yaml
 from pydantic import Field
 
 from ..config import StageConfig
-from ..io import write_text_atomic
+from ..data.io import write_text_atomic
 
 
 class DemoConfig(StageConfig):
@@ -243,7 +243,7 @@ MAX_NEW_TOKENS = 256  # the world's solutions are ~110-160 teacher tokens; loops
 
 
 def run(config: DemoConfig) -> dict[str, Any]:
-    from ..demo_world import world_dir
+    from ..models.demo_world import world_dir
     from . import run as pipeline_run
 
     world = world_dir()

@@ -29,13 +29,16 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..ablation import graded_samples
-from ..answers import BoundedVerifier, grade_records
 from ..backends import BackendConfig, make_backend, server_log, with_launch_log
-from ..benchmarks import CHOICE_SUFFIX, DEFAULT_MAX_NEW_TOKENS, FALLBACK_MAX_NEW_TOKENS, MATH_SUFFIX, load_benchmark
 from ..config import StageConfig, dump_config
-from ..errors import DasdError
-from ..generation import TemperatureStep, build_requests, generate_records
-from ..io import (
+from ..data.benchmarks import (
+    CHOICE_SUFFIX,
+    DEFAULT_MAX_NEW_TOKENS,
+    FALLBACK_MAX_NEW_TOKENS,
+    MATH_SUFFIX,
+    load_benchmark,
+)
+from ..data.io import (
     ErrorLog,
     RecordWriter,
     iter_records,
@@ -45,11 +48,14 @@ from ..io import (
     write_summary,
     write_text_atomic,
 )
+from ..data.records import EvalResult, Response, in_shard, parse_shard
+from ..data.summaries import EvalSummary
+from ..errors import DasdError
+from ..generation import TemperatureStep, build_requests, generate_records
+from ..grading.answers import BoundedVerifier, grade_records
 from ..metrics import avg_at_k, compare, mean_pass_at_k, paired_difference, pass_at_ks, standard_error
 from ..naming import sidecar, summary_file
-from ..records import EvalResult, Response, in_shard, parse_shard
-from ..render import DEFAULT_SYSTEM_PROMPT
-from ..summaries import EvalSummary
+from ..text.render import DEFAULT_SYSTEM_PROMPT
 
 
 class EvalConfig(StageConfig):
@@ -203,7 +209,7 @@ def run(config: EvalConfig) -> dict[str, Any]:
     dump_config(config, Path(shard_output(output_dir / "eval.jsonl", shard)).with_suffix(".config.yaml"))
     model_name = config.model_name or config.backend.model
     if any(benchmark.kind == "code" for benchmark in benchmarks):
-        from ..sandbox import isolation
+        from ..grading.sandbox import isolation
 
         walls = isolation()
         if not walls.complete:

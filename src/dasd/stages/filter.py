@@ -17,16 +17,16 @@ from typing import Any
 
 from pydantic import Field
 
-from ..assets import load_tokenizer
 from ..config import RecordOutput, StageConfig, dump_config
+from ..data.io import RecordWriter, batched, iter_records, open_writer, write_summary
+from ..data.records import RESPONSE_FIELDS, check_fields
+from ..data.summaries import FilterSummary
 from ..errors import ConfigError, InputError
 from ..filters import CorrectnessConfig, DedupeConfig, FilterChain, LengthConfig, RepetitionConfig, StructureConfig
-from ..io import RecordWriter, batched, iter_records, open_writer, write_summary
+from ..models.assets import load_tokenizer
 from ..naming import sidecar
 from ..progress import Progress, format_summary
-from ..records import RESPONSE_FIELDS, check_fields
-from ..render import DEFAULT_SYSTEM_PROMPT
-from ..summaries import FilterSummary
+from ..text.render import DEFAULT_SYSTEM_PROMPT
 
 
 class FilterConfig(StageConfig):

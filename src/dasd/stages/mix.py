@@ -34,22 +34,22 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..assets import load_tokenizer
 from ..backends import BackendConfig, GenerationRequest, make_backend, server_log, with_launch_log
 from ..config import RecordOutput, StageConfig, dump_config
+from ..data.io import ErrorLog, RecordWriter, iter_records, read_records, write_jsonl_atomic, write_summary
+from ..data.records import stable_seed
+from ..data.summaries import MixSummary
 from ..errors import InputError
 from ..figures import plot_cutoff
 from ..filters import CorrectnessConfig, FilterChain, LengthConfig, RepetitionConfig, StructureConfig
 from ..generation import generate_records
-from ..harmony import ANALYSIS_OPEN
-from ..io import ErrorLog, RecordWriter, iter_records, read_records, write_jsonl_atomic, write_summary
 from ..mixing import continuation_prefix, cut_position, student_budget
+from ..models.assets import load_tokenizer
 from ..naming import MIXED_POLICY_STAGE, sidecar
 from ..progress import Progress, format_summary
-from ..reasoning import parse_harmony, parse_think
-from ..records import stable_seed
-from ..render import DEFAULT_SYSTEM_PROMPT, THINK_PREFIX, think_text, with_system_prompt
-from ..summaries import MixSummary
+from ..text.harmony import ANALYSIS_OPEN
+from ..text.reasoning import parse_harmony, parse_think
+from ..text.render import DEFAULT_SYSTEM_PROMPT, THINK_PREFIX, think_text, with_system_prompt
 
 
 class MixFilters(StageConfig):

@@ -7,7 +7,7 @@
 
 The report's analysis behind DAS. The distilled model's answers on test questions (a `dasd eval`
 output folder, one benchmark folder of it, or a samples file) are split into sentences
-(`dasd.sentences`), and every sentence is scored under three models — the teacher (T), the original
+(`dasd.text.sentences`), and every sentence is scored under three models — the teacher (T), the original
 student (S) and the distilled model (D) — each with its own tokenizer and chat template, teacher-forced
 on exactly the same text, as in `dasd score`: a sentence's probability is the geometric mean of its
 token probabilities. Classes, with d(a, b) = p_a - p_b (or log p_a - log p_b with `space=logratio`):
@@ -40,16 +40,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..answers import BoundedVerifier, grade_records
 from ..backends import with_launch_log
 from ..config import StageConfig, dump_config
+from ..data.io import ErrorLog, RecordWriter, batched, iter_records, write_jsonl_atomic, write_summary
+from ..data.records import PROVENANCE_CLASSES, RESPONSE_FIELDS, check_fields
+from ..data.summaries import ProvenanceSummary
 from ..errors import ConfigError, InputError
 from ..figures import plot_provenance_example, plot_provenance_positions
-from ..io import ErrorLog, RecordWriter, batched, iter_records, write_jsonl_atomic, write_summary
+from ..grading.answers import BoundedVerifier, grade_records
 from ..progress import Progress, format_summary
-from ..records import PROVENANCE_CLASSES, RESPONSE_FIELDS, check_fields
 from ..sentence_scores import sentence_scores_by_model
-from ..summaries import ProvenanceSummary
 from ..token_scorers import ScorerConfig, make_token_scorer
 
 MODELS = ("teacher", "student", "distilled")  # the three models it compares (records.ROLES are message roles)

@@ -38,12 +38,9 @@ from typing import Any, TypeVar, cast
 from pydantic import Field
 
 from ..config import StageConfig
-from ..errors import InputError
-from ..figures import plot_cutoff, plot_response_probability, plot_sentence_types, plot_training_loss
-from ..io import iter_records, read_summary, write_text_atomic
-from ..naming import EVAL_MODELS, RUN_SUMMARY, sidecar
-from ..records import PROVENANCE_CLASSES, SENTENCE_TYPES
-from ..summaries import (
+from ..data.io import iter_records, read_summary, write_text_atomic
+from ..data.records import PROVENANCE_CLASSES, SENTENCE_TYPES
+from ..data.summaries import (
     EvalSummary,
     FilterSummary,
     MixSummary,
@@ -54,6 +51,9 @@ from ..summaries import (
     StageSummary,
     TrainSummary,
 )
+from ..errors import InputError
+from ..figures import plot_cutoff, plot_response_probability, plot_sentence_types, plot_training_loss
+from ..naming import EVAL_MODELS, RUN_SUMMARY, sidecar
 
 S = TypeVar("S")
 
@@ -168,7 +168,7 @@ class Page:
         return _records(Path(path), self.max_records)
 
     def of(self, stage: str, kind: type[S]) -> list[tuple[Path, S]]:
-        """The summaries of one stage, as its TypedDict (`kind`: `dasd.records`), in path order."""
+        """The summaries of one stage, as its TypedDict (`kind`: `dasd.data.records`), in path order."""
         return cast("list[tuple[Path, S]]", self.summaries.get(stage, []))
 
     def figure(self, name: str, path: Path) -> str:

@@ -45,8 +45,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config import dump_config, format_validation_error
+from ..data.io import write_json_atomic
 from ..errors import ConfigError
-from ..io import write_json_atomic
 from ..naming import RUN_SUMMARY, STATE_DIR
 from ..pipeline.config import PipelineConfig
 from ..pipeline.local import run_local

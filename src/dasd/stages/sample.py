@@ -4,7 +4,7 @@
 
 For every question and every step of the temperature schedule (default 4 samples at 0.6 and 8 at
 1.0, as in the DASD report) the teacher writes one response per sample. Each response record
-(`dasd.records.Response`) holds the reasoning and the answer split apart, and the teacher's log-prob of every
+(`dasd.data.records.Response`) holds the reasoning and the answer split apart, and the teacher's log-prob of every
 generated token with its character offsets into those two strings.
 
 Beside the output it writes `<name>.config.yaml` (the resolved config), `<name>.errors.jsonl` (this
@@ -21,12 +21,12 @@ from pydantic import Field
 
 from ..backends import BackendConfig, make_backend, server_log, with_launch_log
 from ..config import RecordOutput, StageConfig, dump_config
+from ..data.io import ErrorLog, merge_shards, open_writer, shard_output, write_summary
+from ..data.records import in_shard, load_questions, parse_shard
+from ..data.summaries import SampleSummary
 from ..generation import GenerationOutcome, TemperatureStep, build_requests, generate_records
-from ..io import ErrorLog, merge_shards, open_writer, shard_output, write_summary
 from ..naming import sidecar
 from ..progress import format_summary
-from ..records import in_shard, load_questions, parse_shard
-from ..summaries import SampleSummary
 
 
 class SampleConfig(StageConfig):

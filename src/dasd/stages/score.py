@@ -3,7 +3,7 @@
     dasd score --config configs/score.yaml input=runs/x/responses.jsonl output=runs/x/scored.jsonl \\
         student.model=path/to/student
 
-Each response's reasoning and answer are split into sentences (`dasd.sentences`). The teacher's
+Each response's reasoning and answer are split into sentences (`dasd.text.sentences`). The teacher's
 sentence log-prob is the mean of its recorded token log-probs in the sentence; the student's is the
 mean of its own token log-probs, teacher-forced on exactly the text it would be trained on (its chat
 template with the system prompt, then `<think>\\n{reasoning}\\n</think>\\n\\n{content}`). Tokens go to
@@ -33,8 +33,7 @@ from pydantic import Field
 
 from ..backends import BackendConfig, server_log, with_launch_log
 from ..config import RecordOutput, StageConfig, dump_config
-from ..errors import InputError
-from ..io import (
+from ..data.io import (
     ErrorLog,
     RecordWriter,
     batched,
@@ -44,12 +43,13 @@ from ..io import (
     shard_output,
     write_summary,
 )
+from ..data.records import SENTENCE_TYPES, check_fields, in_shard, parse_shard
+from ..data.summaries import ScoreSummary
+from ..errors import InputError
 from ..naming import sidecar
 from ..progress import Progress, format_summary
-from ..records import SENTENCE_TYPES, check_fields, in_shard, parse_shard
-from ..render import DEFAULT_SYSTEM_PROMPT
 from ..sentence_scores import check_teacher_logprobs, score_sentences
-from ..summaries import ScoreSummary
+from ..text.render import DEFAULT_SYSTEM_PROMPT
 from ..token_scorers import make_token_scorer
 
 
@@ -125,7 +125,7 @@ class ScoreConfig(StageConfig):
 def _records(config: ScoreConfig) -> Iterator[tuple[dict[str, Any], str | None]]:
     """(record, reason it cannot be scored or None) for each input record, fields checked."""
     if config.released_logprobs:
-        from ..released import iter_released_responses
+        from ..data.released import iter_released_responses
 
         yield from iter_released_responses(config.input, config.released_logprobs, tokenizer=config.released_tokenizer)
         return

@@ -28,13 +28,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..config import RecordOutput, StageConfig, dump_config
+from ..data.io import iter_records, write_jsonl_atomic, write_summary
+from ..data.records import check_fields, stable_seed
+from ..data.summaries import SelectSummary
 from ..errors import InputError
-from ..io import iter_records, write_jsonl_atomic, write_summary
 from ..naming import sidecar
 from ..progress import format_summary
-from ..records import check_fields, stable_seed
 from ..sentence_scores import classify
-from ..summaries import SelectSummary
 
 
 class SelectConfig(StageConfig):

@@ -32,9 +32,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ..config import StageConfig, dump_config
+from ..data.io import read_records, write_json_atomic, write_summary
 from ..errors import ConfigError, DasdError, InputError
-from ..io import read_records, write_json_atomic, write_summary
-from ..models import ModelConfig
+from ..models.loading import ModelConfig
 from ..naming import SFT_STAGES, STAGE_MARKER, sft_stage_file
 from ..progress import format_summary
 
@@ -217,10 +217,10 @@ def run_stage(
     from trl import SFTConfig
     from trl.data_utils import pack_dataset
 
-    from ..assets import load_tokenizer
-    from ..attention import packed_attention
     from ..figures import plot_loss_curve
-    from ..models import load_causal_lm, load_model_config, resolve_attention
+    from ..models.assets import load_tokenizer
+    from ..models.attention import packed_attention
+    from ..models.loading import load_causal_lm, load_model_config, resolve_attention
     from ..training import (
         PaddingFreeCollator,
         make_weighted_trainer_class,
@@ -311,7 +311,7 @@ def run_stage(
     attention = resolve_attention(config.student.attn_implementation, device)
     if config.packing and config.student.attn_implementation == "auto":
         # padding-free rows under SDPA get a dense block-diagonal mask (width² per row); flash-attn or
-        # dasd_packed compute nothing between the samples of a row (dasd.attention) — unless the student's
+        # dasd_packed compute nothing between the samples of a row (dasd.models.attention) — unless the student's
         # attention has what dasd_packed does not compute (sinks, soft-capping, a sliding window): then sdpa
         attention = packed_attention(device, load_model_config(init, revision=revision)) or attention
     # Master weights are float32 on every path (one process, DDP, FSDP2, ZeRO-3): an AdamW step moves a

@@ -1,6 +1,6 @@
 """Tiny causal LMs built from configs (random init, seeded) with real tokenizers, for tests and demos.
 
-    python -m dasd.tiny --arch qwen3 --tokenizer qwen3 --out /tmp/tiny-qwen3
+    python -m dasd.models.tiny --arch qwen3 --tokenizer qwen3 --out /tmp/tiny-qwen3
 
 The model folders are ordinary HF checkpoints (config, safetensors, tokenizer, generation config),
 so every backend — transformers, vLLM, the training stack — loads them like a real model.

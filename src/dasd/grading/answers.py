@@ -145,7 +145,7 @@ def verify_pair(gold: str, prediction: str) -> tuple[bool, str | None]:
 
 
 def _worker_main() -> None:  # pragma: no cover - runs in a child process
-    """`python -m dasd.answers`: one JSON [gold, prediction] per stdin line -> one [correct, reason] line."""
+    """`python -m dasd.grading.answers`: one JSON [gold, prediction] per stdin line -> one [correct, reason] line."""
     import logging
     import sys
 
@@ -164,7 +164,7 @@ class _Slot:
 class BoundedVerifier:
     """math-verify in `workers` child processes; each check has `timeout_s` before its worker is killed.
 
-    Workers are plain subprocesses (`python -m dasd.answers`) speaking JSON lines, not
+    Workers are plain subprocesses (`python -m dasd.grading.answers`) speaking JSON lines, not
     multiprocessing children: nothing of the parent (threads, torch, the CLI's __main__) is copied or
     re-imported, and a killed worker is simply replaced.
     """
@@ -177,7 +177,7 @@ class BoundedVerifier:
     @staticmethod
     def _spawn() -> _Slot:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dasd.answers"],
+            [sys.executable, "-m", "dasd.grading.answers"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -310,7 +310,7 @@ def grade_records(
 ) -> list[Grade | None]:
     """Grade each record's final answer (`content`) against its reference (`answer`, with `domain` and
     optional `choices`) — or, for a code record that carries test cases (`meta.tests`), by running its
-    program on them in the sandbox (`dasd.code_grading`). None for a record with neither. The one way
+    program on them in the sandbox (`dasd.grading.code_grading`). None for a record with neither. The one way
     filter, mix, eval and provenance grade."""
     grades: list[Grade | None] = [None] * len(records)
     code = [i for i, record in enumerate(records) if (record.get("meta") or {}).get("tests")]

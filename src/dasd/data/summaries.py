@@ -1,8 +1,8 @@
-"""The summaries the stages write — the other half of the data contract (`dasd.records` has the records).
+"""The summaries the stages write — the other half of the data contract (`dasd.data.records` has the records).
 
 Every stage writes one beside its output (`<name>.summary.json`; where: `dasd.naming.summary_file`) through
-`dasd.io.write_summary`, and the cards (`dasd.cards`), `dasd run`'s table (`dasd.pipeline.summary.headline`) and
-`dasd report` read it back through `dasd.io.read_summary`: one TypedDict per stage, told apart by `stage`. As with
+`dasd.data.io.write_summary`, and the cards (`dasd.cards`), `dasd run`'s table (`dasd.pipeline.summary.headline`) and
+`dasd report` read it back through `dasd.data.io.read_summary`: one TypedDict per stage, told apart by `stage`. As with
 the records, plain JSON objects: a summary written by an older dasd may lack a field, so readers that publish
 (cards, report) use `.get`.
 

@@ -15,7 +15,7 @@ from typing import Any
 from typing_extensions import TypedDict
 
 from .io import read_summary
-from .naming import outputs_describing, sidecar
+from ..naming import outputs_describing, sidecar
 from .summaries import StageSummary
 
 

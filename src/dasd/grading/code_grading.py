@@ -1,4 +1,4 @@
-"""Grade code answers by running them against test cases, in the sandbox (`dasd.sandbox`).
+"""Grade code answers by running them against test cases, in the sandbox (`dasd.grading.sandbox`).
 
     grade = grade_code(content, tests=[{"input": "1 2\\n", "output": "3\\n", "kind": "stdin"}])
     grade.outcome, grade.tests_passed          # ('passed', 1)
@@ -28,7 +28,7 @@ Tests run one process each, stopping at the first failure, whose kind is the ans
 `wrong_answer`, `runtime_error`, `timeout`, `memory` (or `output_limit`); else `passed`.
 `grade_code_many` grades answers in parallel worker threads (each test is its own sandboxed process,
 so a killed program never takes a worker with it). A sandbox that cannot start a program raises
-`dasd.sandbox.SandboxError`, which stops the grading: no answer is graded on a broken sandbox.
+`dasd.grading.sandbox.SandboxError`, which stops the grading: no answer is graded on a broken sandbox.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Attention for packed rows that skips the blocks between samples instead of masking them.
 
-    from dasd.attention import packed_attention
+    from dasd.models.attention import packed_attention
     name = packed_attention("cuda")      # flash_attention_2 when installed, else "dasd_packed"
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=name)
     model(input_ids=rows, position_ids=positions_restarting_per_sample, use_cache=False)

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .config import StageConfig
-from .errors import DasdError, hub_error
+from ..config import StageConfig
+from ..errors import DasdError, hub_error
 
 
 class ModelConfig(StageConfig):

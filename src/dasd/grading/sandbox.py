@@ -42,7 +42,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .errors import DasdError
+from ..errors import DasdError
 
 NOBODY = 65534
 # Programs run as root's children under a uid of their own (when dasd runs as root): the process limit

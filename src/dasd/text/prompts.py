@@ -1,7 +1,7 @@
 """Render a request's prompt with a tokenizer's chat template, the same way for every backend.
 
 An assistant turn that has already begun — the student's prefix the teacher continues (`dasd mix`),
-or the think-tagged answer a student is trained on (`dasd.render`) — is never rendered as an assistant
+or the think-tagged answer a student is trained on (`dasd.text.render`) — is never rendered as an assistant
 message: real templates rewrite the last assistant message (Qwen3 renders it as
 `<think>\\n{reasoning}\\n</think>\\n\\n{content}`, so a prefix without `</think>` gets an empty, closed think
 block before it and the model is told that thinking is over). Instead the text is the template's
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import DasdError
+from ..errors import DasdError
 
 THINK = "<think>"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import DasdError
+from ..errors import DasdError
 
 WORLD_VERSION = "demo-world-v5"  # the cache folder's name: a new build gets a new version
 COMPACT_DIR = "demo_world"  # inside the package's data folder

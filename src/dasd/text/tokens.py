@@ -1,6 +1,6 @@
 """Token ids -> exact bytes -> text with a character span per token (any HF tokenizer).
 
-Generation gives token ids; a response record (`dasd.records.TokenLogprobs`) wants each token's
+Generation gives token ids; a response record (`dasd.data.records.TokenLogprobs`) wants each token's
 character span in the stored text. A token of a byte-level BPE can end in the middle of a UTF-8
 character, so spans are computed in bytes and mapped to characters: a token covers every character
 any of its bytes belongs to (two tokens that split one character both cover it).

@@ -1,6 +1,6 @@
 """Code and science benchmark data: LiveCodeBench problems, the shipped code problems, GPQA-Diamond.
 
-Everything here turns a benchmark's released file into `dasd.records.Question` records; running the code
+Everything here turns a benchmark's released file into `dasd.data.records.Question` records; running the code
 a model writes is not done here.
 
 **LiveCodeBench** (`livecodebench/code_generation_lite`, one problem per JSONL row — users bring the file):
@@ -35,7 +35,7 @@ any multiple-choice question file.
 
 Usage:
 
-    from dasd.code_data import load_code_problems, load_gpqa, load_livecodebench, lcb_window_dates
+    from dasd.data.code_data import load_code_problems, load_gpqa, load_livecodebench, lcb_window_dates
 
     problems = load_livecodebench("test6.jsonl", window="v6")   # or ("2024-08-01", "2025-02-01")
     problems[0]["meta"]["tests"]      # [{"input": ..., "output": ..., "kind": "stdin" | "functional"}, ...]
@@ -59,7 +59,7 @@ from datetime import date, datetime, timezone
 from importlib import resources
 from typing import Any
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 from .io import read_records
 from .records import Question, stable_seed
 

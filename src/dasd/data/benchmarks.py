@@ -5,11 +5,11 @@
 * `rg:<task>[:<size>]` — a reasoning-gym task set generated offline with the run's `rg_seed`
   (e.g. `rg:basic_arithmetic:50`); reasoning-gym's own scorer re-checks every grade;
 * `code` — the shipped code problems (`dasd/data/code_problems.jsonl`, written for this project, stdin and
-  functional), graded by running the answer's program in the sandbox (`dasd.code_grading`);
-* `lcb:<file>[:<window>]` — a LiveCodeBench file (`dasd.code_data`), optionally cut to a release-date
+  functional), graded by running the answer's program in the sandbox (`dasd.grading.code_grading`);
+* `lcb:<file>[:<window>]` — a LiveCodeBench file (`dasd.data.code_data`), optionally cut to a release-date
   window: `v5`, `v6` or `START..END` (the dates used are in every result);
 * `gpqa:<file>` — GPQA-Diamond's CSV, as multiple choice with seeded option order (`rg_seed`);
-* a path — any question file (`dasd.records.Question`); multiple-choice questions carry `choices` (a list) and
+* a path — any question file (`dasd.data.records.Question`); multiple-choice questions carry `choices` (a list) and
   the answer as a letter or as the text of the right choice.
 """
 
@@ -20,8 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .answers import CHOICE_LETTERS
-from .errors import ConfigError, InputError
+from ..grading.answers import CHOICE_LETTERS
+from ..errors import ConfigError, InputError
 from .records import load_questions
 
 SHIPPED = {"aime24": "aime24.jsonl", "aime25": "aime25.jsonl"}

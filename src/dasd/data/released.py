@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 from .io import iter_records
-from .reasoning import map_token_offsets, parse_fields
+from ..text.reasoning import map_token_offsets, parse_fields
 from .records import released_row_to_records
 
 
@@ -77,8 +77,8 @@ def iter_released_responses(
     text_path: str, logprob_path: str, *, tokenizer: str = "o200k_harmony"
 ) -> Iterator[tuple[dict[str, Any], str | None]]:
     """Yield `(response record, error)` for every text row; error names why its log-probs could not be joined."""
-    from .assets import load_tokenizer
-    from .tokens import TokenBytes
+    from ..models.assets import load_tokenizer
+    from ..text.tokens import TokenBytes
 
     table = TokenBytes(load_tokenizer(tokenizer))
     index = LogprobIndex(logprob_path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from .errors import DasdError
+from ..errors import DasdError
 
 if TYPE_CHECKING:
     from .render import StudentText
@@ -24,7 +24,7 @@ HARMONY_FINAL = "<|end|><|start|>assistant<|channel|>final<|message|>"
 
 @lru_cache(maxsize=1)
 def encoding():
-    from .assets import harmony_encodings_dir
+    from ..models.assets import harmony_encodings_dir
 
     harmony_encodings_dir()
     try:
@@ -88,7 +88,7 @@ def render_harmony_response(
     """A finished gpt-oss answer as token ids: the harmony prompt, the analysis message holding the
     reasoning, then the final message holding the answer — with each text token's span in
     `reasoning + HARMONY_FINAL + content` (the form `completion_part_logprobs` reads)."""
-    from .assets import load_tokenizer
+    from ..models.assets import load_tokenizer
     from .render import StudentText
 
     harmony = encoding()

@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 from typing_extensions import NotRequired, TypedDict  # typing's own lacks NotRequired before 3.11
 
-from .errors import ConfigError, InputError
-from .reasoning import PARTS  # a response's two texts: defined by the parser that splits a response into them
+from ..errors import ConfigError, InputError
+from ..text.reasoning import PARTS  # a response's two texts: defined by the parser that splits a response into them
 
 DOMAINS = ("math", "code", "science", "instruction", "other")
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -330,7 +330,7 @@ def released_row_to_records(
     normalised text (`released_question_id`): responses to one question share it, and DAS selects
     among them.
     """
-    from .reasoning import parse_think
+    from ..text.reasoning import parse_think
 
     uuid, prompt, output = record.get("uuid"), record.get("input"), record.get("output")
     if not isinstance(uuid, str) or not uuid:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from .errors import InputError, hub_where
+from ..errors import InputError, hub_where
 
 PREFIX = "hf://datasets/"
 DATA_EXTENSIONS = (".parquet", ".jsonl", ".jsonl.gz")

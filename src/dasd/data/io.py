@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .naming import summary_file
+from ..errors import InputError
+from ..naming import summary_file
 from .summaries import StageSummary
 
 
@@ -44,7 +44,7 @@ def _is_hf_dataset_dir(path: Path) -> bool:
 
 def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield `(line_number, record)` from a JSONL(.gz) file, a Parquet file or a saved HF dataset
-    (or every file a glob pattern matches, or a Hub dataset `hf://datasets/OWNER/NAME…`: `dasd.hub`).
+    (or every file a glob pattern matches, or a Hub dataset `hf://datasets/OWNER/NAME…`: `dasd.data.hub`).
 
     Line numbers are 1-based lines for JSONL and 1-based row numbers otherwise. Blank lines are
     skipped. Raises `InputError` naming the file and line for a missing file, bad JSON or a
@@ -393,7 +393,7 @@ def write_summary(output: str | os.PathLike, summary: StageSummary) -> Path:
 
 
 def read_summary(path: str | os.PathLike) -> StageSummary | None:
-    """The summary a stage wrote (`write_summary`); the stage's `TypedDict` in `dasd.summaries` is chosen by its
+    """The summary a stage wrote (`write_summary`); the stage's `TypedDict` in `dasd.data.summaries` is chosen by its
     `stage` key. None when there is none: no such file, or JSON without a `stage` (another tool's summary.json).
 
     >>> read_summary("/nonexistent/scored.summary.json") is None

@@ -1,0 +1,1 @@
+"""Grading: answer extraction and verification, code tests in the sandbox."""

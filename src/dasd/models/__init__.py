@@ -1,0 +1,1 @@
+"""Models: loading (local, Hub, GGUF), tiny models, packed attention, shipped assets, the demo world."""

@@ -1,0 +1,1 @@
+"""Text: reasoning formats, sentence splitting, chat rendering, prompts, harmony, token offsets."""
