@@ -129,3 +129,42 @@ def test_a_threshold_sweep_reclassifies_from_the_stored_log_probs(tmp_path):
     selected = read_jsonl(tmp_path / "selected.jsonl")[0]
     assert selected["das"] == {"teacher": 1, "student": 0, "shared": 2, "n": 3}
     assert [s["type"] for s in selected["sentences"]] == ["teacher", "shared", "shared"]
+
+
+def test_per_temperature_k_and_budgets_keep_the_best_of_each_temperature_and_domain(tmp_path):
+    """The report's stages kept different amounts at T=0.6 and T=1.0 (105K vs 330K, other domain mixes): k and
+    the budget per temperature (and per domain), each keeping the most teacher sentences."""
+    records = []
+    for q in range(6):
+        domain = "math" if q % 2 else "code"
+        for index, teacher in enumerate((q, q + 10, q + 20)):
+            records.append({**_record(f"q{q}", index, teacher=teacher, n=40, temperature=0.6), "domain": domain})
+            records.append({**_record(f"q{q}", index, teacher=teacher, n=40, temperature=1.0), "domain": domain})
+    ids, summary = _run(tmp_path, "k_per_temperature={0.6: 1, 1.0: 2}", records=records)
+    assert sum(":t0.6:" in i for i in ids) == 6 and sum(":t1:" in i for i in ids) == 12
+    assert all(i.endswith(":2") for i in ids if ":t0.6:" in i)  # k=1 at 0.6: each question's best
+    assert summary["k_per_temperature"] == {"0.6": 1, "1.0": 2}
+    ids, summary = _run(
+        tmp_path,
+        "k_per_temperature={0.6: 1, 1.0: 2}",
+        "budget_per_temperature={0.6: 2, 1.0: {math: 3, code: 1}}",
+        records=records,
+    )
+    low = [i for i in ids if ":t0.6:" in i]
+    high = {i for i in ids if ":t1:" in i}
+    assert sorted(low) == ["q4:t0.6:2", "q5:t0.6:2"]  # the two highest counts (24, 25)
+    # math questions are q1, q3, q5: their three best at T=1.0 have 25, 23, 21 teacher sentences; code: q4's 24
+    assert high == {"q5:t1:2", "q3:t1:2", "q1:t1:2", "q4:t1:2"}
+    assert summary["budget_per_temperature"] == {"0.6": 2, "1.0": {"math": 3, "code": 1}}
+    assert summary["selected"] == 6
+    # the dataset card says which budgets made the data
+    from dasd.cards import stage_facts
+
+    facts = "\n".join(stage_facts({"stage": "select", "config": {"strategy": "count", "k": 1}, "summary": summary}))
+    assert "k per temperature: {'0.6': 1, '1.0': 2}" in facts
+    assert "budget per temperature (or per domain at a temperature): {'0.6': 2, '1.0': {'math': 3, 'code': 1}}" in facts
+    # a temperature without a cap is untouched; k per temperature needs per-temperature grouping
+    ids, _ = _run(tmp_path, "budget_per_temperature={1.0: 1}", records=records)
+    assert sum(":t0.6:" in i for i in ids) == 6 and sum(":t1:" in i for i in ids) == 1
+    with pytest.raises(Exception, match="k_per_temperature needs per_temperature=true"):
+        _run(tmp_path, "k_per_temperature={0.6: 1}", "per_temperature=false", records=records)

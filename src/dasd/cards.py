@@ -113,6 +113,12 @@ def _select_facts(config: dict[str, Any], summary: SelectSummary) -> list[str]:
         f"- selection: {label}, k = {config.get('k')} per question and temperature — {summary.get('selected')} "
         f"of {summary.get('candidates')} candidates for {summary.get('questions')} questions"
     ]
+    if summary.get("k_per_temperature"):
+        facts.append(f"- k per temperature: {summary['k_per_temperature']}")
+    if summary.get("budget_per_temperature"):
+        facts.append(f"- budget per temperature (or per domain at a temperature): {summary['budget_per_temperature']}")
+    if config.get("budget"):
+        facts.append(f"- global budget: {config.get('budget')}")
     for temperature, groups in sorted((summary.get("per_temperature") or {}).items()):
         kept, dropped = groups.get("kept", {}), groups.get("dropped", {})
         facts.append(

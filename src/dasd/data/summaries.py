@@ -80,6 +80,8 @@ class SelectSummary(TypedDict):
     output: str
     strategy: str  # count (DAS), random (RS), …
     k: int
+    k_per_temperature: NotRequired[dict[str, int]]  # temperature -> k, where set
+    budget_per_temperature: NotRequired[dict[str, int | dict[str, int]]]  # temperature -> cap (or cap per domain)
     questions: int
     candidates: int
     excluded_by_filter: int

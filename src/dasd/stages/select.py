@@ -12,8 +12,13 @@ temperature by default, so that both SFT stages get data for each question. Stra
 * `longest`: most teacher tokens (characters when there are no log-probs);
 * `random`: random sampling with the same budget (the RS baseline).
 
-Ties are broken by a seeded random order, so the result is deterministic for a seed. An optional
-global `budget` then keeps the best `budget` of the selected records (a random subset for `random`).
+Ties are broken by a seeded random order, so the result is deterministic for a seed. Budgets then keep the
+best of the selected records (a random subset for `random`): per temperature (`budget_per_temperature`: a
+number, or a number per domain — the report kept 105K responses at T=0.6 and 330K at T=1.0, with different
+domain mixes), then an optional global `budget`. `k_per_temperature` sets k for each temperature.
+
+    dasd select … 'k_per_temperature={0.6: 1, 1.0: 2}' 'budget_per_temperature={0.6: 105, 1.0: {math: 200, code: 130}}'
+
 The output is rewritten whole (atomically) on each run; the summary holds the histogram of
 teacher-sentence counts of kept vs dropped responses per temperature.
 """
@@ -31,7 +36,7 @@ from ..config import RecordOutput, StageConfig, dump_config
 from ..data.io import iter_records, write_jsonl_atomic, write_summary
 from ..data.records import check_fields, stable_seed
 from ..data.summaries import SelectSummary
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..naming import sidecar
 from ..progress import format_summary
 from ..sentence_scores import classify
@@ -47,6 +52,16 @@ class SelectConfig(StageConfig):
     )
     k: int = Field(1, ge=1, description="responses kept per question (per temperature when per_temperature)")
     per_temperature: bool = Field(True, description="select separately at each temperature (stage 1 / stage 2 data)")
+    k_per_temperature: dict[float, int] | None = Field(
+        None,
+        description="k for each temperature, e.g. {0.6: 1, 1.0: 2} (others keep `k`); needs per_temperature",
+    )
+    budget_per_temperature: dict[float, int | dict[str, int]] | None = Field(
+        None,
+        description="cap on the selected records of each temperature — a number, or a number per domain, e.g. "
+        "{0.6: 105, 1.0: {math: 200, code: 130}} (the report's stages kept 105K at T=0.6 and 330K at T=1.0, "
+        "different domain mixes); the best by the strategy are kept; temperatures not named are not capped",
+    )
     budget: int | None = Field(None, ge=1, description="optional cap on the total number of selected records")
     seed: int = Field(0, description="seed of the random strategy and of tie-breaking")
     temperatures: list[float] | None = Field(
@@ -102,6 +117,48 @@ def reclassified(record: dict[str, Any], beta: float, space: str) -> dict[str, A
     return {**record, "sentences": sentences, "das": {**das, "n": len(sentences)}}
 
 
+def for_temperature(mapping: dict[float, Any] | None, temperature: Any, default: Any = None) -> Any:
+    """The entry of a per-temperature setting for `temperature` (floats compared within 1e-9), else `default`.
+
+    >>> for_temperature({0.6: 1, 1.0: 3}, 1.0), for_temperature({0.6: 1}, 0.7, default=2)
+    (3, 2)
+    """
+    if mapping is None or not isinstance(temperature, (int, float)):
+        return default
+    for key, value in mapping.items():
+        if abs(float(key) - float(temperature)) < 1e-9:
+            return value
+    return default
+
+
+def capped(records: list[dict[str, Any]], caps: dict[float, int | dict[str, int]], rank_key) -> list[dict[str, Any]]:
+    """`records` with at most the cap of each temperature (or of each domain at that temperature), the best by
+    `rank_key` kept; order preserved.
+
+    >>> rows = [{"id": str(i), "temperature": 1.0, "domain": "math" if i % 2 else "code"} for i in range(6)]
+    >>> [r["id"] for r in capped(rows, {1.0: {"math": 1, "code": 2}}, rank_key=lambda r: int(r["id"]))]
+    ['0', '1', '2']
+    >>> [r["id"] for r in capped(rows, {1.0: 4}, rank_key=lambda r: int(r["id"]))]
+    ['0', '1', '2', '3']
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    limits: dict[tuple, int] = {}
+    for record in records:
+        cap = for_temperature(caps, record.get("temperature"))
+        if cap is None:
+            continue
+        if isinstance(cap, dict):
+            domain = record.get("domain") or "other"
+            key = (record.get("temperature"), domain)
+            limits[key] = cap.get(domain, 0)
+        else:
+            key = (record.get("temperature"), None)
+            limits[key] = cap
+        groups[key].append(record)
+    dropped = {record["id"] for key, group in groups.items() for record in sorted(group, key=rank_key)[limits[key] :]}
+    return [record for record in records if record["id"] not in dropped]
+
+
 def _bin(value: int, edges: list[int]) -> str:
     lower = max((edge for edge in edges if edge <= value), default=edges[0])
     higher = [edge for edge in edges if edge > lower]
@@ -137,6 +194,8 @@ def run(config: SelectConfig) -> dict[str, Any]:
                 raise InputError(config.input, line, "sentences", "missing: re-classifying needs scored records")
             record = reclassified(record, config.beta if config.beta is not None else 0.1, config.space or "prob")
         candidates.append(record)
+    if config.k_per_temperature and not config.per_temperature:
+        raise ConfigError("k_per_temperature needs per_temperature=true (k is counted per question and temperature)")
     if not candidates and not not_candidates:
         reason = f"no records at temperatures {config.temperatures}" if other_temperature else "no records (empty file)"
         raise InputError(config.input, None, None, reason)
@@ -155,7 +214,8 @@ def run(config: SelectConfig) -> dict[str, Any]:
     selected: list[dict[str, Any]] = []
     for key in sorted(groups, key=lambda key: (str(key[0]), str(key[1]))):
         ranked = sorted(groups[key], key=rank_key)
-        for rank, record in enumerate(ranked[: config.k]):
+        k = for_temperature(config.k_per_temperature, key[1], default=config.k)
+        for rank, record in enumerate(ranked[:k]):
             selected.append(
                 {
                     **record,
@@ -166,6 +226,8 @@ def run(config: SelectConfig) -> dict[str, Any]:
                     },
                 }
             )
+    if config.budget_per_temperature:
+        selected = capped(selected, config.budget_per_temperature, rank_key)
     if config.budget is not None and len(selected) > config.budget:
         selected = sorted(selected, key=rank_key)[: config.budget]
         selected.sort(
@@ -211,6 +273,10 @@ def run(config: SelectConfig) -> dict[str, Any]:
         "selected": len(selected),
         "per_temperature": per_temperature,
     }
+    if config.k_per_temperature:
+        summary["k_per_temperature"] = {str(t): k for t, k in config.k_per_temperature.items()}
+    if config.budget_per_temperature:
+        summary["budget_per_temperature"] = {str(t): cap for t, cap in config.budget_per_temperature.items()}
     write_summary(output, summary)
     rows = [
         ("questions", summary["questions"]),
