@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .plan import Step
-from .step import StepJob, clear_stale, is_done, marker_of, run_step
+from .step import StepJob, cached_row, run_step
 from .summary import headline
 
 
@@ -19,10 +19,10 @@ def run_local(steps: list[Step], jobs: dict[str, StepJob]) -> list[dict[str, Any
     rows = []
     for step in steps:
         job = jobs[step.name]
-        if is_done(job):
-            rows.append({"step": step.name, "status": "cached", "seconds": marker_of(job).get("seconds", 0.0)})
+        cached = cached_row(job, step.outputs)
+        if cached:
+            rows.append(cached)
             continue
-        clear_stale(job, step.outputs)
         outcome = run_step(job)
         if outcome.status == "skipped":
             rows.append({"step": step.name, "status": f"skipped: {outcome.reason}", "seconds": 0.0})

@@ -47,10 +47,8 @@ from .config import DEFAULT_TIME_MIN, SHARDABLE, ExecutorConfig, PipelineConfig,
 from .plan import Step
 from .step import (
     StepJob,
-    clear_stale,
+    cached_row,
     has_ended,
-    is_done,
-    marker_of,
     read_marker,
     run_shard,
     run_step,
@@ -73,10 +71,10 @@ def run_slurm(config: PipelineConfig, steps: list[Step], jobs: dict[str, StepJob
     rows, submitted, pending = [], [], {}
     for step in steps:
         job = jobs[step.name]
-        if is_done(job):
-            rows.append({"step": step.name, "status": "cached", "seconds": marker_of(job).get("seconds", 0.0)})
+        cached = cached_row(job, step.outputs)
+        if cached:
+            rows.append(cached)
             continue
-        clear_stale(job, step.outputs)
         pending[step.name], item = _submit(config, step, job, state_dir, submitted)
         submitted.append(item)
         record_jobs(state_dir, submitted)  # at once: an interrupted run must not lose track of its jobs

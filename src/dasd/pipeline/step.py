@@ -153,6 +153,15 @@ def status_now(job: StepJob) -> str:
     return "reuse" if marker.get("status") == "done" else "resume"
 
 
+def cached_row(job: StepJob, outputs: list[Path]) -> dict[str, Any] | None:
+    """Both executors' first look at a step: its table row when it is done with its current fingerprint (reused),
+    else None — after removing what another fingerprint left (`clear_stale`), so that it runs afresh or resumes."""
+    if is_done(job):
+        return {"step": job.name, "status": "cached", "seconds": marker_of(job).get("seconds", 0.0)}
+    clear_stale(job, outputs)
+    return None
+
+
 def clear_stale(job: StepJob, outputs: list[Path]) -> None:
     """Remove what the step wrote under another fingerprint: it would be resumed into — or, for a step skipped
     now, read by the steps after it as if this config had produced it."""
