@@ -44,6 +44,7 @@ from .backends import BackendConfig
 from .data.records import PartLogprobs
 from .errors import ConfigError
 from .models.attention import has_varlen_kernel, packed_attention
+from .models.loading import compute_context
 from .text.render import StudentText, completion_part_logprobs, render_student, with_system_prompt
 
 
@@ -405,7 +406,7 @@ class ModelScorer:
         self.forward_tokens += len(rows) * width
         self.padding_tokens += sum(width - sum(item.length for item in row) for row in rows)
         self.tokens_scored += len(targets)
-        with torch.inference_mode():
+        with torch.inference_mode(), compute_context(self.model):
             rows_t = torch.tensor([t[0] for t in targets], device=self.device)
             cols_t = torch.tensor([t[1] for t in targets], device=self.device)
             tokens_t = torch.tensor([t[2] for t in targets], device=self.device)

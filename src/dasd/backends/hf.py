@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..models.loading import load_model
+from ..models.loading import compute_context, load_model
 from ..text.prompts import render_chat_prompt
 from ..text.tokens import TokenBytes
 from .base import Backend, BackendConfig, GenerationRequest, GenerationResult, sampling_params
@@ -198,7 +198,7 @@ class HFBackend(Backend):
             attention_mask[row, width - len(ids) :] = 1
         sampler = SeededSampler(requests, self.device, end_id=self.stop_ids[0])
         started = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), compute_context(self.model):
             sequences = self.model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention_mask.to(self.device),

@@ -45,6 +45,13 @@ class ModelConfig(StageConfig):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = bfloat16 on GPU, float32 on CPU"
     )
+    compute_dtype: Literal["auto", "bfloat16"] = Field(
+        "auto",
+        description="bfloat16: run the forward passes (scoring, generation) under torch.autocast in bfloat16 over "
+        "the loaded weights (float32 on CPU) — on CPUs with avx512_bf16/AMX the matmuls run several times faster; "
+        "logits lose precision (a logit near 20 rounds by up to 0.06): the test and benchmark state by how much. "
+        "auto: the weights' own dtype. Training has its own `bf16`",
+    )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention", "dasd_packed"] = Field(
         "auto",
         description="attention kernel; auto = flash_attention_2 on GPU when installed, else sdpa — and for packed "
@@ -179,4 +186,30 @@ def load_model(config: ModelConfig):
         # step, and on an H100 that planning cost made the first pass over new shapes ~3x slower
         # than the flash/memory-efficient SDPA kernels (benchmarks/gpu_sample.py).
         torch.backends.cuda.enable_cudnn_sdp(False)
+    if config.compute_dtype == "bfloat16" and dtype != _bfloat16():
+        model.dasd_compute_dtype = _bfloat16()  # read by compute_context around every forward
     return model, tokenizer, device
+
+
+def _bfloat16():
+    import torch
+
+    return torch.bfloat16
+
+
+def compute_context(model):
+    """The context the model's forward passes run in: torch.autocast in the model's `compute_dtype` (set by
+    `load_model`), else nothing.
+
+    >>> import contextlib, torch
+    >>> isinstance(compute_context(torch.nn.Linear(2, 2)), contextlib.nullcontext)
+    True
+    """
+    import contextlib
+
+    import torch
+
+    dtype = getattr(model, "dasd_compute_dtype", None)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=next(model.parameters()).device.type, dtype=dtype)
