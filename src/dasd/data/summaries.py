@@ -11,8 +11,8 @@ the records, plain JSON objects: a summary written by an older dasd may lack a f
     read_summary("runs/x/das.summary.json")["selected"]
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: TypedDict reads NotRequired[...] from evaluated annotations only
+# (as strings every key would count as required at runtime, and `__optional_keys__` would be empty).
 from typing import Any, Literal
 
 from typing_extensions import NotRequired, TypedDict  # typing's own lacks NotRequired before 3.11
