@@ -20,8 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..grading.answers import CHOICE_LETTERS
 from ..errors import ConfigError, InputError
+from ..grading.answers import CHOICE_LETTERS
 from .records import load_questions
 
 SHIPPED = {"aime24": "aime24.jsonl", "aime25": "aime25.jsonl"}

@@ -14,8 +14,8 @@ from typing import Any
 
 from typing_extensions import TypedDict
 
-from .io import read_summary
 from ..naming import outputs_describing, sidecar
+from .io import read_summary
 from .summaries import StageSummary
 
 

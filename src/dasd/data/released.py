@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .io import iter_records
 from ..text.reasoning import map_token_offsets, parse_fields
+from .io import iter_records
 from .records import released_row_to_records
 
 

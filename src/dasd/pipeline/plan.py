@@ -55,11 +55,10 @@ def plan(config: PipelineConfig) -> list[Step]:
     if unknown:
         raise ConfigError(f"stages: unknown step(s) {sorted(unknown)} (known: {', '.join(STEPS)})")
     enabled = {name: config.stages.get(name, True) for name in STEPS}
-    steps = [
-        step
-        for switch, step in [*_recipe_steps(config), *_eval_steps(config, enabled), *_provenance_step(config, enabled)]
-        if enabled[switch]
-    ]
+    recipe = [step for switch, step in _recipe_steps(config) if enabled[switch]]
+    evals = _eval_steps(config, {step.name for step in recipe})  # checked even when eval is off
+    provenance = _provenance_step(config, {step.name for step in evals} if enabled["eval"] else set())
+    steps = recipe + (evals if enabled["eval"] else []) + (provenance if enabled["provenance"] else [])
     steps += plan_arms(config)
     steps += plan_push(config, steps)
     _check_order(steps)
@@ -297,35 +296,27 @@ def eval_step(
     return Step(name, "eval", step_config, [output_dir], depends, inputs=inputs, skip_if=skip_if)
 
 
-def _eval_steps(config: PipelineConfig, enabled: dict[str, bool]) -> list[tuple[str, Step]]:
-    """The student before training, each trained model whose training is on, and the teacher."""
+def _eval_steps(config: PipelineConfig, planned: set[str]) -> list[Step]:
+    """The student before training, each trained model whose training step is `planned`, and the teacher."""
     models = _models(config)
-    on = {step.name for switch, step in _recipe_steps(config) if enabled[switch]}  # what the recipe will produce
     steps = []
     for label in config.eval_models:
         if label not in models:
             raise ConfigError(f"eval_models: unknown model {label!r} (known: {', '.join(EVAL_MODELS)})")
         backend, producers = models[label]
-        if any(producer not in on for producer in producers):
+        if any(producer not in planned for producer in producers):
             continue  # its training was switched off
         steps.append(
-            (
-                "eval",
-                eval_step(
-                    config,
-                    f"eval_{label}",
-                    backend,
-                    eval_dir(config.workdir, label),
-                    producers,
-                    teacher=label == "teacher",
-                ),
+            eval_step(
+                config, f"eval_{label}", backend, eval_dir(config.workdir, label), producers, teacher=label == "teacher"
             )
         )
     return steps
 
 
-def _provenance_step(config: PipelineConfig, enabled: dict[str, bool]) -> list[tuple[str, Step]]:
-    """`dasd provenance` on the answers of one evaluated distilled model (default high_temp)."""
+def _provenance_step(config: PipelineConfig, evaluated: set[str]) -> list[Step]:
+    """`dasd provenance` on the answers of one evaluated distilled model (default high_temp), when its eval step
+    is among the `evaluated` steps."""
     models = _models(config)
     analysed = config.provenance.get("model", HIGH_TEMP_STAGE)
     if analysed not in models or analysed in ("student", "teacher"):
@@ -333,38 +324,35 @@ def _provenance_step(config: PipelineConfig, enabled: dict[str, bool]) -> list[t
             f"provenance.model: {analysed!r} is not a distilled model (one of low_temp, high_temp, "
             "mixed_policy, rs_high_temp)"
         )
-    if not enabled["eval"] or not any(step.name == f"eval_{analysed}" for _, step in _eval_steps(config, enabled)):
+    if f"eval_{analysed}" not in evaluated:
         return []
     work = _work(config)
     # the teacher sees the questions as it did when sampling: with sample's system prompt, or none
     teacher_prompt = config.sample.get("system_prompt") or ""
     settings = {k: v for k, v in config.provenance.items() if k != "model"}
     return [
-        (
+        Step(
             "provenance",
-            Step(
-                "provenance",
-                "provenance",
-                {
-                    **settings,
-                    "outputs": str(eval_dir(work, analysed)),
-                    "output_dir": str(work / "provenance"),
-                    "teacher": {
-                        **config.teacher.model_dump(),
-                        "system_prompt": teacher_prompt,
-                        **settings.get("teacher", {}),
-                    },
-                    "student": {**config.student.model_dump(), **settings.get("student", {})},
-                    "distilled": {
-                        **models[analysed][0],
-                        "device": config.student.device,
-                        "dtype": config.student.dtype,
-                        **settings.get("distilled", {}),
-                    },
+            "provenance",
+            {
+                **settings,
+                "outputs": str(eval_dir(work, analysed)),
+                "output_dir": str(work / "provenance"),
+                "teacher": {
+                    **config.teacher.model_dump(),
+                    "system_prompt": teacher_prompt,
+                    **settings.get("teacher", {}),
                 },
-                [work / "provenance"],
-                [f"eval_{analysed}"],
-            ),
+                "student": {**config.student.model_dump(), **settings.get("student", {})},
+                "distilled": {
+                    **models[analysed][0],
+                    "device": config.student.device,
+                    "dtype": config.student.dtype,
+                    **settings.get("distilled", {}),
+                },
+            },
+            [work / "provenance"],
+            [f"eval_{analysed}"],
         )
     ]
 

@@ -17,7 +17,8 @@ best of the selected records (a random subset for `random`): per temperature (`b
 number, or a number per domain — the report kept 105K responses at T=0.6 and 330K at T=1.0, with different
 domain mixes), then an optional global `budget`. `k_per_temperature` sets k for each temperature.
 
-    dasd select … 'k_per_temperature={0.6: 1, 1.0: 2}' 'budget_per_temperature={0.6: 105, 1.0: {math: 200, code: 130}}'
+    dasd select … 'k_per_temperature={0.6: 1, 1.0: 2}' \\
+        'budget_per_temperature={0.6: 105, 1.0: {math: 200, code: 130}}'
 
 The output is rewritten whole (atomically) on each run; the summary holds the histogram of
 teacher-sentence counts of kept vs dropped responses per temperature.
