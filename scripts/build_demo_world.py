@@ -1,12 +1,12 @@
 """Build the demo world from scratch: multi-step arithmetic, a teacher, and a weaker student with another tokenizer.
 
     python scripts/build_demo_world.py --export src/dasd/data/demo_world    # 46 minutes on 2 cores
-    python scripts/build_demo_world.py --export src/dasd/data/demo_world --keep-teacher   # refit the student
+    python scripts/build_demo_world.py --export src/dasd/data/demo_world --keep-teacher   # the student only
 
 A development tool, not part of the package: the package ships the result (`dasd/data/demo_world/`: the
 model bodies and the rows of the few dozen tokens the world uses) and only loads it (`dasd.models.demo_world`,
-which restores the models under `$DASD_CACHE/demo-world-v5/` on first use). How each build fared, and why
-the world is as it is now (v1 to v5), is in `benchmarks/RESULTS.md` ("The demo world's builds").
+which restores the models under `$DASD_CACHE/demo-world-v6/` on first use). How each build fared, and why
+the world is as it is now (v1 to v6), is in `benchmarks/RESULTS.md` ("The demo world's builds").
 
 What the world was designed to contain (written and fixed before any ablation arm was run, issue 16:
 each mechanism of the recipe must have something to act on):
@@ -20,15 +20,17 @@ each mechanism of the recipe must have something to act on):
   (`TEACHER_PHRASINGS`): at T=0.6 the common phrasing dominates, at T=1.0 the rarer ones appear, so
   the two temperatures' response probabilities differ (report Figure 3a). Two of its rarer phrasings
   ("Quick math.", "a + b makes c.") are the student's own — so its samples hold student sentences;
-* student — a Llama-architecture model with the real SmolLM2 tokenizer (hidden 128, 4 layers), fitted
-  on its own terse mental math (50%: "Quick math. a + b makes c.", with a misconception — a running
-  total is never negative, it writes |a - b| — and 10% slips) and on careful worked solutions in the
-  teacher's words (40% in the teacher's *most common* phrasing, 10% in its full mix: it knows the
-  common phrasing and barely the rest, so the rarer phrasings are teacher sentences), whose numbers are
-  correct but for 3% slips — it has the skill and uses it half the time (`benchmarks/RESULTS.md` says
-  what SFT then does to it); with a habit: 20% of its answers re-check in a loop ("Wait, let me check again."
-  3–8 times) before closing the think block — the long rollouts mixed-policy distillation cuts.
-  Several candidates per question (the demo samples 8 per temperature) differ in phrasing, so DAS
+* student (v6) — a Llama-architecture model with the real SmolLM2 tokenizer (hidden 128, 4 layers), fitted
+  to generality rather than memorised: its 2,700 × 32 fitting examples are drawn from 86,400 distinct
+  expressions, about one pass (v5 fitted 1,500 items ~58 times over, and SFT could not move it). 70% of its corpus is its own terse mental
+  math ("Quick math. a + b makes c.", with a misconception — a running total is never negative, it writes
+  |a - b| — and 10% slips), 30% careful worked solutions in the teacher's words (20% in the teacher's full mix
+  of phrasings, 10% in its most common one), correct but for 2% slips: it can compute in every phrasing the
+  teacher uses, but chooses careful work less than a third of the time — the skill SFT on the teacher's
+  solutions (always careful) has to teach. With a habit: 20% of its answers re-check in a loop ("Wait, let
+  me check again." 3–8 times) before closing the think block — the long rollouts mixed-policy distillation
+  cuts. The teacher is v5's, unchanged (`--keep-teacher`).
+  Several candidates per question (the demo samples 4–8 per temperature) differ in phrasing, so DAS
   (most teacher sentences) and random selection pick measurably different data.
 
 Fitting is done over the world's closed vocabulary (the few dozen tokens its texts use) plus one
@@ -189,16 +191,19 @@ def student_solution(expression: str, rng: random.Random, error_rate: float) -> 
 
 
 LOOP_RATE = 0.2  # share of the student's corpus that re-checks in a loop before it answers
-TEACHER_STYLE_SHARE = 0.4  # share of the student's corpus in the teacher's common phrasing (its own numbers)
-# … and in the teacher's full mix of phrasings: every word of the world has been seen (a real student has
-# an embedding for every token), but the rarer phrasings stay unlikely.
-TEACHER_RARE_SHARE = 0.1
-# These shares, the phrasings and the slip rates below were settled over five builds, before any ablation
-# arm ran on the world they shipped in (benchmarks/RESULTS.md, "The demo world's builds"): every result
-# sentence writes "a o b … c", and the student's teacher-format texts carry *correct* numbers (slips at
-# CAREFUL_SLIP_RATE) while only its terse mental math keeps the misconception.
-CAREFUL_SLIP_RATE = 0.03  # the student's slips per step when it writes out every step
+# v6: the student writes careful work (every step, in the teacher's words, correct but for slips) in 30% of its
+# corpus — 20% in the teacher's full mix of phrasings, so it computes in every phrasing the teacher uses (v4's
+# student did not, and SFT on teacher text then taught it phrasings it could not compute in), 10% in the common
+# phrasing — and its terse mental math (misconception and slips) in the other 70%: the skill it lacks is the
+# choice of careful work, which SFT on the teacher's solutions (all careful) can teach.
+TEACHER_STYLE_SHARE = 0.1  # share of the student's corpus in the teacher's common phrasing (its own numbers)
+TEACHER_RARE_SHARE = 0.2  # … and in the teacher's full mix of phrasings
+CAREFUL_SLIP_RATE = 0.02  # the student's slips per step when it writes out every step
 TERSE_SLIP_RATE = 0.1  # … and in its terse mental math (which also has the misconception)
+# v6: the student is fitted to generality, not memorised — every fitting example is a new expression (v5 fitted
+# 2,700 steps over 1,500 items, ~58 passes, and SFT could not move it; benchmarks/RESULTS.md). Its corpus is drawn
+# from its own range of item seeds and skips every expression of the three splits.
+STUDENT_GENERAL_SEED = 400_000
 
 
 def with_loop(text: str, rng: random.Random) -> str:
@@ -347,8 +352,9 @@ def fit_closed_vocabulary(
 
 
 # AdamW steps per model, batch 32: v5 fits both models 2700 steps (v4's 900 left the student under-fitted;
-# benchmarks/RESULTS.md, "The demo world's builds").
+# benchmarks/RESULTS.md, "The demo world's builds"); v6 refits only the student, one new expression per example.
 FIT_STEPS = 2700
+FIT_BATCH = 32
 
 
 def build_world(root: Path, teacher_from: Path | None = None) -> Path:
@@ -387,7 +393,9 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
     # low probability, and it can compute when it writes every step.
     rng = random.Random(12)
     student_corpus = []
-    for q in corpus_questions("student"):
+    split_expressions = {q["meta"]["expression"] for split in split_questions().values() for q in split}
+    general = questions(STUDENT_GENERAL_SEED, FIT_STEPS * FIT_BATCH // 2, exclude=split_expressions)
+    for q in general:
         expression = q["meta"]["expression"]
         draw = rng.random()
         if draw < TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE:
@@ -407,7 +415,9 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
             ]
         )
     build_tiny_model("llama", "smollm2", root / "student", seed=0, **size)
-    report["student"] = fit_closed_vocabulary(root / "student", student_corpus, steps=FIT_STEPS, seed=1)
+    report["student"] = fit_closed_vocabulary(
+        root / "student", student_corpus, steps=FIT_STEPS, batch_size=FIT_BATCH, seed=1
+    )
     (root / "world.json").write_text(json.dumps({"version": WORLD_VERSION, **report}, indent=2))
     return root
 
@@ -441,7 +451,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--export", required=True, help="folder to write (src/dasd/data/demo_world)")
     parser.add_argument(
-        "--keep-teacher", action="store_true", help="keep the shipped teacher; refit only the student (~5 minutes)"
+        "--keep-teacher", action="store_true", help="keep the shipped teacher; refit only the student (~25 minutes on 2 cores)"
     )
     args = parser.parse_args()
     out = Path(args.export)

@@ -2,7 +2,7 @@
 
 The fitted models ship in the package as small files (`dasd/data/demo_world/`: the model bodies and the
 rows of the few dozen tokens the world uses); `world_dir()` restores them, on first use, to ordinary model
-folders under `$DASD_CACHE/demo-world-v5/`. This module only loads the world. What the world contains and
+folders under `$DASD_CACHE/demo-world-v6/`. This module only loads the world. What the world contains and
 how it was fitted is in its builder, `scripts/build_demo_world.py` (a development tool, not part of the
 package: `python scripts/build_demo_world.py --export src/dasd/data/demo_world` rebuilds the shipped files
 from scratch, 46 minutes on 2 cores); how each build fared is in `benchmarks/RESULTS.md`.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import DasdError
 
-WORLD_VERSION = "demo-world-v5"  # the cache folder's name: a new build gets a new version
+WORLD_VERSION = "demo-world-v6"  # the cache folder's name: a new build gets a new version
 COMPACT_DIR = "demo_world"  # inside the package's data folder
 # The three disjoint question splits (evaluation, dev, training) and the build's report.
 WORLD_FILES = ("eval_questions.jsonl", "dev_questions.jsonl", "train_questions.jsonl", "world.json")

@@ -58,6 +58,11 @@ class DemoConfig(StageConfig):
     )
     eval_n: int | None = Field(None, ge=1, description="samples per evaluation question (avg@k; default 2, dev 4)")
     epochs: float = Field(2.0, gt=0, description="epochs of each SFT stage")
+    dev_learning_rates: list[float] = Field(
+        default_factory=lambda: list(DEV_LEARNING_RATES),
+        min_length=1,
+        description="ablation=dev: the learning rates tried (each for the recipe and its mixed-policy stage)",
+    )
     mix_questions: int = Field(
         150, ge=1, description="questions that get a student rollout in mixed-policy distillation"
     )
@@ -87,6 +92,25 @@ ARM_CLAIMS = [
     {"name": "mixed-policy beats equal-size off-policy", "better": "mixed", "worse": "off_policy", "source": "Table 5"},
     {"name": "mixed-policy adds to stage 2", "better": "mixed", "worse": "recipe", "source": "Table 5"},
 ]
+
+
+def dev_claims(rates: list[float]) -> list[dict[str, str]]:
+    """The gate on the dev split (issue 28): the recipe at each rate against the student it started from.
+
+    >>> dev_claims([1e-4])[0]["better"], dev_claims([1e-4])[0]["worse"]
+    ('lr_0.0001', 'student')
+    """
+    return [
+        {
+            "name": f"the recipe at lr {rate:g} moves the student up",
+            "better": f"lr_{rate:g}",
+            "worse": "student",
+            "source": "gate",
+        }
+        for rate in rates
+    ]
+
+
 RATIO_CUTOFFS = (1.5, 2.0, 3.0, 5.0)  # the summary's DAS check: p_T/p_S cut-offs
 CUT_POSITIONS = (0.2, 0.4, 0.6, 0.8)  # … and its mixed-policy cut-position check
 
@@ -99,10 +123,10 @@ CUT_POSITIONS = (0.2, 0.4, 0.6, 0.8)  # … and its mixed-policy cut-position ch
 # world v4: 10.0 / 5.25 / 5.25 / 7.25; v3's 5e-4 halved the student even on its own samples.)
 LEARNING_RATE = 2e-5
 MIXED_LEARNING_RATE = 2e-5
-DEV_LEARNING_RATES = (2e-5, 5e-5, 1e-4, 2e-4)
+DEV_LEARNING_RATES = (5e-5, 2e-4, 5e-4, 1e-3)
 
 
-def arms(ablation: str) -> dict[str, Any]:
+def arms(ablation: str, rates: list[float] | tuple[float, ...] = DEV_LEARNING_RATES) -> dict[str, Any]:
     """The ablation arms: budgets are equal where the report compares at equal budget — every
     single-temperature arm keeps 2 responses per question where the recipe keeps 1 per temperature,
     and the off-policy control trains on as many records as the mixed arm. `dev`: the recipe and its
@@ -111,7 +135,7 @@ def arms(ablation: str) -> dict[str, Any]:
         return {}
     if ablation == "dev":
         out = {}
-        for rate in DEV_LEARNING_RATES:
+        for rate in rates:
             train = {"learning_rate": rate, "min_learning_rate": rate / 10}
             out[f"lr_{rate:g}"] = {"description": f"the recipe at lr {rate:g}", "train": train}
             out[f"mixed_lr_{rate:g}"] = {
@@ -227,14 +251,14 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
             "teacher": {"system_prompt": None},
             "backend": {"batch_size": 64},
         },
-        "claims": [] if dev else ARM_CLAIMS if with_arms else RECIPE_CLAIMS,
+        "claims": dev_claims(config.dev_learning_rates) if dev else ARM_CLAIMS if with_arms else RECIPE_CLAIMS,
     }
     if with_arms:
         # the arms replace the recipe's own branches: sample, score and filter are shared, and the
         # student and the teacher are evaluated once
         spec["stages"] = {name: False for name in ("select", "build_sft", "train", "mix", "train_mixed")}
         spec["eval_models"] = ["student"] if dev else ["student", "teacher"]
-        spec["arms"] = arms(config.ablation)
+        spec["arms"] = arms(config.ablation, config.dev_learning_rates)
         spec["seeds"] = list(config.seeds[:1] if dev else config.seeds)
     return spec
 
