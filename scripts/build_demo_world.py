@@ -20,18 +20,18 @@ each mechanism of the recipe must have something to act on):
   (`TEACHER_PHRASINGS`): at T=0.6 the common phrasing dominates, at T=1.0 the rarer ones appear, so
   the two temperatures' response probabilities differ (report Figure 3a). Two of its rarer phrasings
   ("Quick math.", "a + b makes c.") are the student's own — so its samples hold student sentences;
-* student (v6) — a Llama-architecture model with the real SmolLM2 tokenizer (hidden 128, 4 layers), fitted
-  to generality rather than memorised: its 2,700 × 32 fitting examples are drawn from 86,400 distinct
-  expressions, about one pass (v5 fitted 1,500 items ~58 times over, and SFT could not move it). 70% of its corpus is its own terse mental
-  math ("Quick math. a + b makes c.", with a misconception — a running total is never negative, it writes
-  |a - b| — and 10% slips), 30% careful worked solutions in the teacher's words (20% in the teacher's full mix
-  of phrasings, 10% in its most common one), correct but for 2% slips: it can compute in every phrasing the
-  teacher uses, but chooses careful work less than a third of the time — the skill SFT on the teacher's
-  solutions (always careful) has to teach. With a habit: 20% of its answers re-check in a loop ("Wait, let
-  me check again." 3–8 times) before closing the think block — the long rollouts mixed-policy distillation
-  cuts. The teacher is v5's, unchanged (`--keep-teacher`).
-  Several candidates per question (the demo samples 4–8 per temperature) differ in phrasing, so DAS
-  (most teacher sentences) and random selection pick measurably different data.
+* student (v6) — a Llama-architecture model with the real SmolLM2 tokenizer (hidden 128, 4 layers), fitted to
+  generality rather than memorised: its 2,700 × 32 fitting examples are drawn from 86,400 distinct
+  expressions, about one pass (v5 fitted 1,500 items ~58 times over, and SFT could not move it). 70% of its
+  corpus is its own terse mental math ("Quick math. a + b makes c.", with a misconception — a running total is
+  never negative, it writes |a - b| — and 10% slips), 30% careful worked solutions in the teacher's words (20%
+  in the teacher's full mix of phrasings, 10% in its most common one), correct but for 2% slips: it can
+  compute in every phrasing the teacher uses, but chooses careful work less than a third of the time — the
+  skill SFT on the teacher's solutions (always careful) has to teach. With a habit: 20% of its answers re-
+  check in a loop ("Wait, let me check again." 3–8 times) before closing the think block — the long rollouts
+  mixed-policy distillation cuts. The teacher is v5's, unchanged (`--keep-teacher`).
+  Several candidatesper question (the demo samples 4–8 per temperature) differ in phrasing, so DAS (most
+  teacher sentences) and random selection pick measurably different data.
 
 Fitting is done over the world's closed vocabulary (the few dozen tokens its texts use) plus one
 class standing for all other tokens with logit log(their count); afterwards their output rows are
@@ -451,7 +451,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--export", required=True, help="folder to write (src/dasd/data/demo_world)")
     parser.add_argument(
-        "--keep-teacher", action="store_true", help="keep the shipped teacher; refit only the student (~25 minutes on 2 cores)"
+        "--keep-teacher",
+        action="store_true",
+        help="keep the shipped teacher; refit only the student (~25 minutes on 2 cores)",
     )
     args = parser.parse_args()
     out = Path(args.export)
