@@ -27,10 +27,10 @@ each mechanism of the recipe must have something to act on):
   never negative, it writes |a - b| — and 10% slips), 30% careful worked solutions in the teacher's words (20%
   in the teacher's full mix of phrasings, 10% in its most common one), correct but for 2% slips: it can
   compute in every phrasing the teacher uses, but chooses careful work less than a third of the time — the
-  skill SFT on the teacher's solutions (always careful) has to teach. With a habit: 20% of its answers re-
-  check in a loop ("Wait, let me check again." 3–8 times) before closing the think block — the long rollouts
+  skill SFT on the teacher's solutions (always careful) has to teach. With a habit: 20% of its answers
+  re-check in a loop ("Wait, let me check again." 3–8 times) before closing the think block — the long rollouts
   mixed-policy distillation cuts. The teacher is v5's, unchanged (`--keep-teacher`).
-  Several candidatesper question (the demo samples 4–8 per temperature) differ in phrasing, so DAS (most
+  Several candidates per question (the demo samples 4–8 per temperature) differ in phrasing, so DAS (most
   teacher sentences) and random selection pick measurably different data.
 
 Fitting is done over the world's closed vocabulary (the few dozen tokens its texts use) plus one
