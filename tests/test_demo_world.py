@@ -85,3 +85,16 @@ def test_without_its_shipped_files_the_world_is_a_one_line_error_not_a_46_minute
     with pytest.raises(DasdError, match="scripts/build_demo_world.py --export") as error:
         shipped_world.world_dir()
     assert "\n" not in str(error.value) and not (tmp_path / "cache").exists()
+
+
+def test_a_cache_restored_from_other_shipped_files_is_restored_anew(tmp_path, monkeypatch):
+    # The cache folder is named by the world's version; a rebuild shipped under the same version (as during
+    # development) must not be served the old models (world v6's first tuning run was).
+    monkeypatch.setenv("DASD_CACHE", str(tmp_path / "cache"))
+    stale = tmp_path / "cache" / shipped_world.WORLD_VERSION
+    (stale / "student").mkdir(parents=True)
+    (stale / "world.json").write_text('{"version": "an older build"}')
+    (stale / "student" / "model.safetensors").write_text("old weights")
+    root = shipped_world.world_dir()
+    assert (root / "world.json").read_bytes() == (SHIPPED / "world.json").read_bytes()
+    assert (root / "student" / "model.safetensors").read_bytes() != b"old weights"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -322,3 +323,30 @@ def test_two_fresh_runs_give_identical_numbers(tmp_path):
     numbers = [json.loads((work / "run.summary.json").read_text()) for work in runs]
     assert numbers[0]["eval"] == numbers[1]["eval"] and numbers[0]["claims"] == numbers[1]["claims"]
     assert numbers[0]["threads"] == 2
+
+
+def test_a_start_model_replaced_under_the_same_path_reruns_the_steps_that_read_it(tmp_path):
+    # A model folder's content is part of the fingerprint of every step that starts from it (world v6 was first
+    # tuned on a stale student restored under the same path: the score step counted as done).
+    from dasd.pipeline.plan import plan
+    from dasd.stages.run import step_jobs
+
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    for folder in (teacher, student):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    spec = {**_spec(tmp_path), "teacher": {"name": "hf", "model": str(teacher)}, "student": {"model": str(student)}}
+    config = pipeline_run.PipelineConfig.model_validate(spec)
+
+    def fingerprints() -> dict[str, str]:
+        return {name: job.fingerprint for name, job in step_jobs(config, plan(config), tmp_path / "state").items()}
+
+    before = fingerprints()
+    (student / "config.json").unlink()
+    (student / "config.json").write_text("{}")  # a new student under the old path (a new file, written later)
+    later = (student / "config.json").stat().st_mtime_ns + 1_000_000_000
+    os.utime(student / "config.json", ns=(later, later))  # filesystems with coarse timestamps: one second later
+    after = fingerprints()
+    assert after["sample"] == before["sample"]  # the teacher's work does not read the student
+    for step in ("score", "train_das", "train_rs", "eval_student"):
+        assert after[step] != before[step], step

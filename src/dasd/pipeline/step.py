@@ -89,6 +89,33 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def external_models(resolved: dict[str, Any], workdir: Path) -> list[Path]:
+    """The local model folders a step's config names (any `model` key, at any depth) outside the run's workdir:
+    the models the run starts from, whose content must be part of the fingerprint (a model the run trains is
+    covered by the fingerprint of the step that trains it, and does not exist yet when a fresh run is planned).
+
+    >>> external_models({"student": {"model": "/"}, "backend": {"model": "smollm2"}}, Path("runs/x"))
+    [PosixPath('/')]
+    """
+    found: list[Path] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "model" and isinstance(item, str) and Path(item).is_dir():
+                    path = Path(item).resolve()
+                    if not path.is_relative_to(workdir.resolve()) and path not in found:
+                        found.append(path)
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(resolved)
+    return found
+
+
 def fingerprint(
     name: str, resolved: dict[str, Any], depends: list[str], inputs: list[Path], fingerprints: dict[str, str]
 ) -> str:

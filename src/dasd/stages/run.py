@@ -19,9 +19,9 @@ reads top to bottom: config → plan → check every step → run them → table
 
 Each stage writes under `<workdir>/<stage>/` with its resolved config beside its output. A stage's
 fingerprint is its resolved config plus the fingerprints of the stages it reads from (and the
-content of the question files): a finished stage with an unchanged fingerprint is skipped; one that
-was killed is rerun and resumes by id; one whose fingerprint changed starts afresh (its old output
-is removed). A table at the end gives each stage's status and time, and the evaluation results.
+content of the question files and of the model folders it starts from): a finished stage with an unchanged
+fingerprint is skipped; one that was killed is rerun and resumes by id; one whose fingerprint changed starts
+afresh (its old output is removed). A table at the end gives each stage's status and time, and the evaluation results.
 
 Ablation arms (`arms:`, README "Ablations"): named variants that share sample, score and filter and
 differ in selection, SFT schedule and training, or continue another arm's weights (`after:`) with
@@ -52,7 +52,7 @@ from ..pipeline.config import PipelineConfig
 from ..pipeline.local import run_local
 from ..pipeline.plan import Step, plan
 from ..pipeline.slurm import check_cluster, placement, run_slurm
-from ..pipeline.step import StepJob, fingerprint, status_now
+from ..pipeline.step import StepJob, external_models, fingerprint, status_now
 from ..pipeline.summary import collect_ablation, collect_evals, render_table
 from . import STAGES
 
@@ -102,13 +102,17 @@ def step_jobs(config: PipelineConfig, steps: list[Step], state_dir: Path) -> dic
     for step in steps:
         stage = STAGES[step.stage]
         resolved = _validate(step).model_dump(mode="json")
+        inputs = step.inputs + [
+            path for path in external_models(resolved, Path(config.workdir)) if path not in step.inputs
+        ]
         jobs[step.name] = StepJob(
             step.name,
             step.stage,
             stage.module,
             stage.config_class,
             resolved,
-            fingerprint(step.name, resolved, step.depends, step.inputs, fingerprints),
+            # the models it starts from count as inputs: a model folder replaced under the same path reruns it
+            fingerprint(step.name, resolved, step.depends, inputs, fingerprints),
             state_dir,
             threads=config.threads,
             skip_if=step.skip_if,
