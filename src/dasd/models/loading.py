@@ -52,6 +52,14 @@ class ModelConfig(StageConfig):
         "logits lose precision (a logit near 20 rounds by up to 0.06): the test and benchmark state by how much. "
         "auto: the weights' own dtype. Training has its own `bf16`",
     )
+    restrict_vocab: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: for generation and scoring, when at least half of the output embedding's rows are exactly "
+        "zero (the demo world's models: a real 151k vocabulary of which a few dozen tokens are used), compute only "
+        "the non-zero rows' logits and leave the others at exactly 0 — the same logits (a batch of one: within a "
+        "float32 ulp), sampled tokens and log-probs, for far less LM-head work (dasd.models.restricted_head); a "
+        "pretrained model has no zero rows and keeps its head, and training never restricts. off: always the full head",
+    )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention", "dasd_packed"] = Field(
         "auto",
         description="attention kernel; auto = flash_attention_2 on GPU when installed, else sdpa — and for packed "
@@ -172,7 +180,8 @@ def load_model_config(model_name: str, *, revision: str | None = None):
 
 
 def load_model(config: ModelConfig):
-    """(model in eval mode on its device, tokenizer, device) for a `ModelConfig` section."""
+    """(model in eval mode on its device, tokenizer, device) for a `ModelConfig` section; for inference only (its
+    LM head may be restricted to its non-zero rows: `restrict_vocab`) — training loads with `load_causal_lm`."""
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     attention = resolve_attention(config.attn_implementation, device)
@@ -186,6 +195,10 @@ def load_model(config: ModelConfig):
         # step, and on an H100 that planning cost made the first pass over new shapes ~3x slower
         # than the flash/memory-efficient SDPA kernels (benchmarks/gpu_sample.py).
         torch.backends.cuda.enable_cudnn_sdp(False)
+    if config.restrict_vocab == "auto":
+        from .restricted_head import restrict_output_vocab
+
+        restrict_output_vocab(model)
     if config.compute_dtype == "bfloat16" and dtype != _bfloat16():
         model.dasd_compute_dtype = _bfloat16()  # read by compute_context around every forward
     return model, tokenizer, device
