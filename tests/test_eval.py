@@ -134,6 +134,7 @@ def test_resume_after_kill(tmp_path, tiny_llama_smollm2):
         "n=6",
         "max_new_tokens=48",
         "backend.batch_size=1",
+        "cache=off",  # generated, not read from an earlier session's evaluation cache, so there is something to kill
     ]
     samples = tmp_path / "eval" / "q" / "samples.jsonl"
     kill_when(command, lambda: line_count(samples) >= 10)
@@ -150,7 +151,13 @@ def test_shards_generate_and_the_run_without_shard_merges_and_grades(tmp_path, t
     questions = write_jsonl(
         tmp_path / "q.jsonl", [{"id": f"q{i}", "prompt": f"Count to {i}.", "answer": str(i)} for i in range(8)]
     )
-    settings = [f"backend.model={tiny_llama_smollm2}", f"benchmarks=[{questions}]", "n=2", "max_new_tokens=8"]
+    settings = [
+        f"backend.model={tiny_llama_smollm2}",
+        f"benchmarks=[{questions}]",
+        "n=2",
+        "max_new_tokens=8",
+        "cache=off",  # the whole run generates its samples, not reading an earlier session's from the cache
+    ]
 
     def evaluate(folder, *extra):
         return eval_stage.run(load_config(eval_stage.EvalConfig, None, [f"output_dir={folder}", *settings, *extra]))

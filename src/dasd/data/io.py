@@ -8,7 +8,10 @@ Every stage reads records with `read_records` and writes them with `RecordWriter
 * failures never enter the output: they go to an `ErrorLog` beside it, and a rerun retries them;
 * the shards of a stage run as n tasks (`shard=i/n`) write `<name>.shard-i-of-n.jsonl` beside the
   output; a shard's writer counts the ids in every other shard file and in the merged output as done,
-  so rerunning with another n redoes nothing, and `merge_shards` makes them one file, each id once.
+  so rerunning with another n redoes nothing, and `merge_shards` makes them one file, each id once;
+* a file that several processes append to at once (the evaluation cache, `dasd.eval_cache`) is written
+  with `RecordWriter(path, shared=True)` and read with `read_shared_records`: both hold a lock on
+  `<name>.lock` (`file_lock`), so lines never interleave and a torn line is cut only when no one writes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +261,41 @@ def _line_id(line: bytes, id_field: str) -> str | None:
     return None if value is None else str(value)
 
 
+@contextmanager
+def file_lock(path: str | os.PathLike, *, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory lock (flock) on `<path>.lock` for the block: exclusive to append or repair, shared to read.
+    Processes that all take it never see each other's half-written lines; the kernel drops the lock of a process
+    that dies, so a crash never leaves it held."""
+    import fcntl
+
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_shared_records(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """The records of a file that other processes may be appending to (`RecordWriter(shared=True)`), read under
+    the shared lock. A torn line a crashed writer left (no newline, or not JSON) is skipped, not an error: the
+    next writer cuts it."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with file_lock(path, shared=True):
+        data = path.read_bytes()
+    for line in data.split(b"\n")[:-1]:  # the part after the last newline is unfinished
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
 class RecordWriter:
     """Append-only JSONL writer that resumes by `id`.
 
@@ -266,18 +305,27 @@ class RecordWriter:
     validation leaves nothing behind. A shard file's writer (`x.shard-i-of-n.jsonl`) also counts the
     ids of the merged `x.jsonl` and of every other shard file as done (`elsewhere`): work finished
     under another shard count is not redone.
+
+    `shared=True` is for a file several processes append to at once (a cache): the opening repair and every
+    write hold `file_lock`, and a write first cuts a torn line that a writer which died mid-line left after
+    this one opened, so every line starts on a line boundary. `done` is what was there at opening.
     """
 
-    def __init__(self, path: str | os.PathLike, *, id_field: str = "id"):
+    def __init__(self, path: str | os.PathLike, *, id_field: str = "id", shared: bool = False):
         self.path = Path(path)
         if self.path.name.endswith(".gz"):
             raise ValueError(f"{self.path}: outputs are plain .jsonl (append-safe); compress afterwards")
         self.id_field = id_field
+        self.shared = shared
         self.done: set[str] = set()
         self.repaired_bytes = 0
         self._handle = None
         if self.path.exists():
-            self._repair_and_load()
+            if shared:
+                with file_lock(self.path):
+                    self._repair_and_load()
+            else:
+                self._repair_and_load()
         elsewhere = _done_elsewhere(self.path, id_field) - self.done  # sibling shards, the merged output
         self.elsewhere = len(elsewhere)
         self.done |= elsewhere
@@ -318,10 +366,39 @@ class RecordWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         record_id = str(record[self.id_field])
-        handle = self._ensure_open()
-        handle.write(dumps_record(record) + "\n")
-        handle.flush()
+        line = dumps_record(record) + "\n"
+        if self.shared:
+            with file_lock(self.path):
+                handle = self._ensure_open()
+                self._cut_torn_tail()
+                handle.write(line)
+                handle.flush()
+        else:
+            handle = self._ensure_open()
+            handle.write(line)
+            handle.flush()
         self.done.add(record_id)
+
+    def _cut_torn_tail(self) -> None:
+        """Cut the file back to its last newline (under the lock: only a writer that died mid-line leaves one)."""
+        size = self.path.stat().st_size
+        if size == 0:
+            return
+        with open(self.path, "r+b") as handle:
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return
+            end = size
+            while end > 0:  # the last newline, read backwards in blocks
+                start = max(0, end - (1 << 16))
+                handle.seek(start)
+                newline = handle.read(end - start).rfind(b"\n")
+                if newline >= 0:
+                    end = start + newline + 1
+                    break
+                end = start
+            handle.truncate(end)
+        self.repaired_bytes += size - end
 
     def close(self) -> None:
         if self._handle is not None:

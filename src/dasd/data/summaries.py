@@ -175,12 +175,21 @@ class BenchmarkMetrics(TypedDict):
     window: NotRequired[list[Any]]  # LiveCodeBench: the release dates covered
 
 
+class EvalCacheSummary(TypedDict):
+    folder: str | None  # the evaluation cache read and added to (`dasd.eval_cache`); None when not used
+    reason: str | None  # why it was not used (cache=off, a backend that is not cached)
+    reused: int  # samples this run took from the cache
+    generated: int  # samples this run generated (on hf: in fixed batches, stored in the cache when used)
+    benchmarks: dict[str, dict[str, int]]  # the same two counts per benchmark that needed samples
+
+
 class EvalSummary(TypedDict):
     stage: Literal["eval"]
     model: str
     temperature: float
     top_p: float
     benchmarks: dict[str, BenchmarkMetrics]
+    cache: EvalCacheSummary
 
 
 class ProvenanceSummary(TypedDict):

@@ -16,6 +16,12 @@ generates only the missing samples), `results.jsonl` (one graded line per sample
 benchmark's numbers in `<output_dir>/summary.json` and `summary.md`: avg@k, pass@k (unbiased),
 standard error, truncation rate, mean response length. reasoning-gym sets are also scored with
 reasoning-gym's own scorer, and the agreement is reported.
+
+On the local `hf` backend the samples are generated in fixed batches (`backend.batch_size` consecutive samples in
+question order), and a batch that an earlier run — in any workdir — generated with the same model weights and
+settings is read from the evaluation cache instead (`cache`, `dasd.eval_cache`): the demo's teacher is evaluated
+once for `make demo`, `make tune` and `make ablation`, and a larger limit generates only the batches a smaller one
+did not. The records are the same bytes with and without the cache; the summary counts what came from it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..ablation import graded_samples
 from ..backends import BackendConfig, make_backend, server_log, with_launch_log
@@ -49,11 +55,13 @@ from ..data.io import (
     write_text_atomic,
 )
 from ..data.records import EvalResult, Response, in_shard, parse_shard
-from ..data.summaries import EvalSummary
+from ..data.summaries import EvalCacheSummary, EvalSummary
 from ..errors import DasdError
+from ..eval_cache import EvalCache, FixedBatches, cache_settings, fixed_batches
 from ..generation import TemperatureStep, build_requests, generate_records
 from ..grading.answers import BoundedVerifier, grade_records
 from ..metrics import avg_at_k, compare, mean_pass_at_k, paired_difference, pass_at_ks, standard_error
+from ..models.assets import cache_dir
 from ..naming import sidecar, summary_file
 from ..text.render import DEFAULT_SYSTEM_PROMPT
 
@@ -93,6 +101,20 @@ class EvalConfig(StageConfig):
     verify_workers: int = Field(2, ge=1, description="math-verify worker processes")
     verify_timeout_s: float = Field(5.0, gt=0, description="seconds per math-verify check")
     model_name: str | None = Field(None, description="name recorded in the results (default: backend.model)")
+    cache: str = Field(
+        "auto",
+        description="reuse what an earlier run (any workdir) generated with the same model weights (content hash) and "
+        "settings: auto = the cache under $DASD_CACHE/eval; a folder = that cache; off = generate everything. Only "
+        "the hf backend is cached; it generates in fixed batches of backend.batch_size samples in question order, "
+        "and a batch is reused only whole, so the records are the same bytes with and without the cache",
+    )
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: Any) -> Any:
+        """YAML reads a bare `off` / `on` as false / true."""
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
+
     shard: str | None = Field(
         None,
         pattern=r"^\d+/\d+$",
@@ -190,6 +212,22 @@ def summary_markdown(title: str, benchmarks: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def open_cache(config: EvalConfig) -> tuple[EvalCache | None, EvalCacheSummary]:
+    """The evaluation cache this run reads and adds to (None when off, or when its backend is not cached), and the
+    summary's account of it, whose counts the run fills in."""
+    account: EvalCacheSummary = {"folder": None, "reason": None, "reused": 0, "generated": 0, "benchmarks": {}}
+    if config.cache == "off":
+        account["reason"] = "cache=off"
+        return None, account
+    settings, reason = cache_settings(config.backend, chat_template_kwargs=config.chat_template_kwargs)
+    if settings is None:
+        account["reason"] = reason
+        return None, account
+    cache = EvalCache(cache_dir() / "eval" if config.cache == "auto" else Path(config.cache), settings)
+    account["folder"] = str(cache.folder)
+    return cache, account
+
+
 def run(config: EvalConfig) -> dict[str, Any]:
     benchmarks = [
         load_benchmark(
@@ -219,6 +257,18 @@ def run(config: EvalConfig) -> dict[str, Any]:
                 file=sys.stderr,
             )
     backend = None
+
+    def open_backend():
+        nonlocal backend
+        if backend is None:
+            backend = make_backend(
+                with_launch_log(config.backend, server_log(output_dir, shard)),
+                chat_template_kwargs=config.chat_template_kwargs,
+                prompt_format=config.prompt_format,
+            )
+        return backend
+
+    cache, cache_summary = open_cache(config)
     summaries: dict[str, dict] = {}
     try:
         with BoundedVerifier(config.verify_workers, config.verify_timeout_s) as verifier:
@@ -234,7 +284,7 @@ def run(config: EvalConfig) -> dict[str, Any]:
                 schedule = [TemperatureStep(temperature=config.temperature, n=config.n, max_new_tokens=limit)]
                 requests, context = build_requests(
                     questions,
-                    writer.done,
+                    set(),  # all of them: the fixed batches are cut from the whole list
                     schedule=schedule,
                     top_p=config.top_p,
                     top_k=config.top_k,
@@ -243,16 +293,14 @@ def run(config: EvalConfig) -> dict[str, Any]:
                     system_prompt=config.system_prompt,
                 )
                 errors = ErrorLog(sidecar(samples_file, "errors", ".jsonl"))
-                if requests:
-                    if backend is None:
-                        backend = make_backend(
-                            with_launch_log(config.backend, server_log(output_dir, shard)),
-                            chat_template_kwargs=config.chat_template_kwargs,
-                            prompt_format=config.prompt_format,
-                        )
+                missing = [request for request in requests if request.id not in writer.done]
+                if missing:
+                    fixed = None
+                    if config.backend.name == "hf":  # fixed batches, with or without the cache: the same records
+                        fixed = FixedBatches(fixed_batches(requests, config.backend.batch_size), open_backend, cache)
                     generate_records(
-                        backend,
-                        requests,
+                        fixed if fixed is not None else open_backend(),
+                        missing,
                         context,
                         writer,
                         errors,
@@ -261,6 +309,13 @@ def run(config: EvalConfig) -> dict[str, Any]:
                         model_name=model_name,
                         keep_logprobs=False,
                     )
+                    if fixed is not None:
+                        cache_summary["reused"] += fixed.reused
+                        cache_summary["generated"] += fixed.generated
+                        cache_summary["benchmarks"][benchmark.name] = {
+                            "reused": fixed.reused,
+                            "generated": fixed.generated,
+                        }
                 else:
                     writer.finish()
                 if shard is not None:
@@ -285,14 +340,24 @@ def run(config: EvalConfig) -> dict[str, Any]:
     finally:
         if backend is not None:
             backend.close()
+        if cache is not None:
+            cache.close()
+    if config.backend.name == "hf":
+        print(
+            f"eval cache: {cache_summary['reused']} samples reused, {cache_summary['generated']} generated "
+            f"({cache_summary['folder'] or cache_summary['reason']})",
+            file=sys.stderr,
+            flush=True,
+        )
     if shard is not None:  # graded by the run without shard, once every shard is in
-        return {"stage": "eval", "shard": config.shard, "benchmarks": summaries}
+        return {"stage": "eval", "shard": config.shard, "benchmarks": summaries, "cache": cache_summary}
     summary: EvalSummary = {
         "stage": "eval",
         "model": model_name,
         "temperature": config.temperature,
         "top_p": config.top_p,
         "benchmarks": summaries,
+        "cache": cache_summary,
     }
     write_summary(output_dir, summary)
     markdown = summary_markdown(f"dasd eval — {model_name}", summaries)
