@@ -153,7 +153,11 @@ def test_the_learning_rate_sweep_runs_on_the_dev_split_only(tmp_path):
     config = load_config(demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "ablation=dev"])
     spec = demo.pipeline(config, tmp_path / "world")
     assert spec["eval_benchmarks"] == [str(tmp_path / "world" / "dev_questions.jsonl")]
-    assert spec["seeds"] == [1] and spec["claims"] == [] and spec["eval"]["n"] == 4
+    assert spec["seeds"] == [1] and spec["eval"]["n"] == 4
+    # the gate's claims: the recipe at each rate against the student it started from
+    assert [(claim["better"], claim["worse"]) for claim in spec["claims"]] == [
+        (f"lr_{rate:g}", "student") for rate in demo.DEV_LEARNING_RATES
+    ]
     steps = {step.name: step for step in pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))}
     for rate in demo.DEV_LEARNING_RATES:
         train = steps[f"lr_{rate:g}.s1.train"].config
