@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
+import yaml
 
 from dasd.cli import main
 from dasd.config import load_config
+from dasd.data.summaries import BuildSFTSummary
 from dasd.stages import build_sft
 
 from .conftest import read_jsonl, write_jsonl
@@ -133,4 +136,147 @@ def test_forced_stage_and_bad_input(tmp_path, capsys):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{**_selected()[0], "reasoning": ""}])
     assert main(["build-sft", f"input={bad}", f"output={tmp_path / 'out' / 'sft.jsonl'}"]) == 2
     assert "bad.jsonl:1: field 'reasoning': empty" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# weight_by: two questions × three candidates. q0's three were sampled at T=1.0 (stage high_temp); q1's two at
+# T=1.0 and one at T=0.6 (a stage of its own: a lone candidate).
+def _candidates():
+    ln2 = math.log(2)
+    # mean teacher log-prob per token, reasoning and content tokens together: q0 -1, -1 - ln2, -1 - ln4 (c1's
+    # reasoning tokens alone average -1 - 1.5 ln2: a mean of the parts' means would be -1 - 0.75 ln2); q1 -0.5 each
+    teacher = [
+        ([-1.0, -1.0], [-1.0]),
+        ([-1.0 - 1.5 * ln2, -1.0 - 1.5 * ln2], [-1.0]),
+        ([-1.0 - 2 * ln2], [-1.0 - 2 * ln2]),
+        ([-0.5], [-0.5]),
+        ([-0.25, -0.75], [-0.5]),
+        ([-3.0], [-3.0]),
+    ]
+    teacher_sentences = [1, 2, 3, 0, 4, 5]
+    records = []
+    for index, ((reasoning, content), count) in enumerate(zip(teacher, teacher_sentences)):
+        question, temperature = ("q0", 1.0) if index < 3 else ("q1", 0.6 if index == 5 else 1.0)
+        record = {
+            **_selected()[0],
+            "id": f"{question}:c{index}",
+            "question_id": question,
+            "temperature": temperature,
+            "teacher_logprobs": {
+                "reasoning": {"offsets": [[i, i + 1] for i in range(len(reasoning))], "logprobs": reasoning},
+                "content": {"offsets": [[i, i + 1] for i in range(len(content))], "logprobs": content},
+            },
+            "das": {"teacher": count, "student": 1, "shared": 1, "n": count + 2},
+        }
+        records.append(record)
+    return records
+
+
+def _weights(tmp_path, *overrides):
+    path = write_jsonl(tmp_path / "selected.jsonl", _candidates())
+    output = tmp_path / "sft" / "sft.jsonl"
+    summary = build_sft.run(
+        load_config(build_sft.BuildSFTConfig, None, [f"input={path}", f"output={output}", *overrides])
+    )
+    return {record["id"]: record["weight"] for record in read_jsonl(output)}, summary
+
+
+def test_weight_by_teacher_seq_logprob(tmp_path, capsys):
+    weights, summary = _weights(tmp_path, "weight_by=teacher_seq_logprob", "weight=2")
+    # high_temp: softmax within q0 of (-1, -1 - ln2, -1 - ln4) ∝ 1 : 1/2 : 1/4 = 4/7, 2/7, 1/7; within q1's two
+    # equal means 1/2, 1/2; the stage's five sum to 2, mean 2/5, so × 5/2 → 10/7, 5/7, 5/14, 5/4, 5/4; × weight 2.
+    # low_temp: q1's lone candidate gets 1 → mean 1 → × 2.
+    expected = {
+        "q0:c0": 20 / 7,
+        "q0:c1": 10 / 7,
+        "q0:c2": 5 / 7,
+        "q1:c3": 5 / 2,
+        "q1:c4": 5 / 2,
+        "q1:c5": 2.0,
+    }
+    assert weights == pytest.approx(expected, rel=1e-9)
+    assert summary["weight_by"] == "teacher_seq_logprob" and summary["weight_temperature"] == 1.0
+    declared = BuildSFTSummary.__required_keys__ | BuildSFTSummary.__optional_keys__
+    assert set(summary) <= declared
+    assert summary["weights"] == {
+        "high_temp": {"min": round(5 / 7, 6), "mean": 2.0, "max": round(20 / 7, 6)},
+        "low_temp": {"min": 2.0, "mean": 2.0, "max": 2.0},
+    }
+    # the per-stage files and the prompt/completion export `dasd train` reads carry them too
+    low = read_jsonl(tmp_path / "sft" / "sft.high_temp.jsonl")
+    assert {record["id"]: record["weight"] for record in low} == pytest.approx(
+        {key: value for key, value in expected.items() if key != "q1:c5"}, rel=1e-9
+    )
+    # temperature 2 halves the log-prob gaps: q0 ∝ 1 : 2^-1/2 : 1/2 (sum s), q1 1/2, 1/2; × 5/2 (the stage sums to 2)
+    weights, _ = _weights(tmp_path, "weight_by=teacher_seq_logprob", "weight_temperature=2")
+    capsys.readouterr()
+    s = 1 + 2**-0.5 + 0.5
+    assert weights == pytest.approx(
+        {
+            "q0:c0": 2.5 / s,
+            "q0:c1": 2.5 * 2**-0.5 / s,
+            "q0:c2": 1.25 / s,
+            "q1:c3": 1.25,
+            "q1:c4": 1.25,
+            "q1:c5": 1.0,
+        },
+        rel=1e-9,
+    )
+    assert "warning" not in capsys.readouterr().err
+    # one record per question and stage (select k=1): nothing to weigh within a question, and the run says so
+    write_jsonl(tmp_path / "selected.jsonl", [_candidates()[i] for i in (0, 3, 5)])
+    build_sft.run(
+        load_config(
+            build_sft.BuildSFTConfig,
+            None,
+            [
+                f"input={tmp_path / 'selected.jsonl'}",
+                f"output={tmp_path / 'one.jsonl'}",
+                "weight_by=teacher_seq_logprob",
+            ],
+        )
+    )
+    assert {record["weight"] for record in read_jsonl(tmp_path / "one.jsonl")} == {1.0}
+    assert "every question has one record per stage here: every weight is 1" in capsys.readouterr().err
+
+
+def test_weight_by_teacher_sentences(tmp_path):
+    from dasd.cards import stage_facts
+
+    weights, summary = _weights(tmp_path, "weight_by=teacher_sentences", "weight=2")
+    # das.teacher, as dasd select counts: high_temp 1, 2, 3, 0, 4 (sum 10, mean 2) → /2 → 0.5, 1, 1.5, 0, 2;
+    # low_temp 5 alone → 1; all × weight 2
+    assert weights == {"q0:c0": 1.0, "q0:c1": 2.0, "q0:c2": 3.0, "q1:c3": 0.0, "q1:c4": 4.0, "q1:c5": 2.0}
+    assert summary["weight_by"] == "teacher_sentences" and "weight_temperature" not in summary
+    assert summary["weights"]["high_temp"] == {"min": 0.0, "mean": 2.0, "max": 4.0}
+    config = yaml.safe_load((tmp_path / "sft" / "sft.config.yaml").read_text())
+    facts = stage_facts({"stage": "build-sft", "file": "sft.jsonl", "config": config, "summary": summary})
+    assert "loss weights by teacher_sentences" in facts[-1] and "'max': 4.0" in facts[-1]
+
+
+def test_weight_by_none_is_the_constant_weight_and_leaves_every_file_as_before(tmp_path):
+    weights, summary = _weights(tmp_path, "weight=0.5")
+    assert set(weights.values()) == {0.5}
+    assert not {"weight_by", "weight_temperature", "weights"} & set(summary)
+    config = yaml.safe_load((tmp_path / "sft" / "sft.config.yaml").read_text())
+    # the resolved config (and so `dasd run`'s fingerprint of the step) is the one written before weight_by existed
+    assert not {"weight_by", "weight_temperature"} & set(config) and config["weight"] == 0.5
+    files = {path.name: path.read_bytes() for path in (tmp_path / "sft").iterdir()}
+    _weights(tmp_path, "weight=0.5", "weight_by=none")
+    assert {path.name: path.read_bytes() for path in (tmp_path / "sft").iterdir()} == files
+
+
+@pytest.mark.parametrize(
+    ("weight_by", "drop", "field"),
+    [("teacher_seq_logprob", "teacher_logprobs", "teacher_logprobs"), ("teacher_sentences", "das", "das")],
+)
+def test_weight_by_needs_its_field(tmp_path, capsys, weight_by, drop, field):
+    records = _candidates()
+    del records[1][drop]
+    bad = write_jsonl(tmp_path / "bad.jsonl", records)
+    output = tmp_path / "out" / "sft.jsonl"
+    assert main(["build-sft", f"input={bad}", f"output={output}", f"weight_by={weight_by}"]) == 2
+    err = capsys.readouterr().err
+    assert f"bad.jsonl:2: field '{field}': missing: weight_by={weight_by} needs" in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

@@ -136,10 +136,17 @@ def _filter_facts(config: dict[str, Any], summary: FilterSummary) -> list[str]:
 
 
 def _build_sft_facts(config: dict[str, Any], summary: BuildSFTSummary) -> list[str]:
-    return [
+    facts = [
         f"- student tokenizer `{config.get('student_tokenizer')}`; records per training stage "
         f"{summary.get('per_stage')}; chat-template check {summary.get('template_check')}"
     ]
+    if summary.get("weight_by"):
+        temperature = f" (temperature {summary['weight_temperature']})" if "weight_temperature" in summary else ""
+        facts.append(
+            f"- per-record loss weights by {summary['weight_by']}{temperature}, each stage scaled to mean "
+            f"{config.get('weight')}; min / mean / max per stage {summary.get('weights')}"
+        )
+    return facts
 
 
 def _mix_facts(config: dict[str, Any], summary: MixSummary) -> list[str]:

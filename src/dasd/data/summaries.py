@@ -97,6 +97,10 @@ class BuildSFTSummary(TypedDict):
     per_stage: dict[str, int]  # records per training stage
     files: list[str]
     template_check: dict[str, int] | None
+    # only with weight_by other than none (a default summary is as before):
+    weight_by: NotRequired[str]  # teacher_seq_logprob | teacher_sentences
+    weight_temperature: NotRequired[float]  # teacher_seq_logprob's softmax temperature
+    weights: NotRequired[dict[str, dict[str, float]]]  # training stage -> min, mean, max of its records' weights
 
 
 class TrainStageMetrics(TypedDict):

@@ -19,17 +19,31 @@ Written beside `output` (all rewritten whole on each run):
 With `student_tokenizer`, the student's real chat template renders the first records to check that
 the reasoning appears exactly once (some templates strip or duplicate think blocks); the summary
 says what it found.
+
+`weight` is the same for every record unless `weight_by` says otherwise (`dasd train` multiplies each
+record's weight into the loss of each of its tokens):
+* `teacher_seq_logprob`: the records of one question in one stage (`question_id`, and `stage` — so
+  candidates sampled at one temperature are compared with each other) share a softmax of their mean
+  teacher log-prob per token (`teacher_logprobs`, reasoning and content tokens together) divided by
+  `weight_temperature` (`softmax_weights`): a question's weights sum to 1, a lone candidate gets 1;
+* `teacher_sentences`: the record's teacher-sentence count, read as `dasd select` reads it
+  (`das.teacher`; the selected records carry the counts of select's threshold): a record with none
+  gets 0 (a stage where no record has any: all 1).
+Then each stage's weights are scaled to mean 1 (`mean_one`) and multiplied by `weight`; the summary
+gives each stage's min / mean / max. A record without the field a mode reads stops the run before
+anything is written.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from ..config import RecordOutput, StageConfig, dump_config
 from ..data.io import iter_records, write_json_atomic, write_jsonl_atomic, write_summary
@@ -38,7 +52,9 @@ from ..data.summaries import BuildSFTSummary
 from ..errors import InputError
 from ..naming import HIGH_TEMP_STAGE, sft_stage_file, sidecar, stage_for_temperature
 from ..progress import format_summary
+from ..sentence_scores import check_teacher_logprobs
 from ..text.render import DEFAULT_SYSTEM_PROMPT, think_text, with_system_prompt
+from .select import strategy_score
 
 EXPORTS = ("trl_messages", "trl_prompt_completion", "sharegpt")
 SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "tool": "observation"}
@@ -69,6 +85,29 @@ class BuildSFTConfig(StageConfig):
         None, description="student tokenizer: check that its chat template keeps the reasoning exactly once"
     )
     template_check_records: int = Field(100, ge=0, description="how many records the template check renders")
+    weight_by: Literal["none", "teacher_seq_logprob", "teacher_sentences"] = Field(
+        "none",
+        description="per-record loss weights — none: `weight` for every record; teacher_seq_logprob: softmax, over "
+        "a question's records in a stage, of their mean teacher token log-prob / weight_temperature (needs "
+        "`teacher_logprobs`); teacher_sentences: proportional to the record's teacher-sentence count as dasd select "
+        "counts it (needs `das`, i.e. scored records); both scaled to mean `weight` in each stage",
+    )
+    weight_temperature: float = Field(
+        1.0,
+        gt=0,
+        description="temperature of weight_by=teacher_seq_logprob's softmax: higher evens a question's weights out, "
+        "lower gives more to the candidate the teacher found likeliest per token",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_default_weighting(self, handler):
+        # with weight_by=none the resolved config (written beside the output, and `dasd run`'s fingerprint of the
+        # step) stays what it was before these keys existed: existing runs are not redone for them
+        data = handler(self)
+        if self.weight_by == "none" and self.weight_temperature == 1.0:
+            data.pop("weight_by", None)
+            data.pop("weight_temperature", None)
+        return data
 
 
 def sft_record(record: dict[str, Any], config: BuildSFTConfig) -> SFTRecord:
@@ -98,6 +137,107 @@ def sft_record(record: dict[str, Any], config: BuildSFTConfig) -> SFTRecord:
     if record.get("loss_mask_prefix_chars") is not None:
         out["loss_mask_prefix_chars"] = record["loss_mask_prefix_chars"]
     return out
+
+
+def mean_teacher_logprob(teacher_logprobs: dict[str, Any]) -> float | None:
+    """Mean log-prob per teacher token, the reasoning's and the content's tokens together; None without tokens.
+
+    >>> mean_teacher_logprob({"reasoning": {"offsets": [[0, 1], [1, 2]], "logprobs": [-1.0, -2.0]},
+    ...                       "content": {"offsets": [[0, 1]], "logprobs": [-3.0]}})
+    -2.0
+    """
+    values = [value for part in PARTS for value in ((teacher_logprobs.get(part) or {}).get("logprobs") or [])]
+    return sum(values) / len(values) if values else None
+
+
+def softmax_weights(scores: list[float], temperature: float = 1.0) -> list[float]:
+    """The softmax of `scores / temperature`: weights that sum to 1 over one question's candidates, so a lone
+    candidate gets 1 and a question's k candidates share what a lone one gets.
+
+    >>> softmax_weights([-0.7])
+    [1.0]
+    >>> [round(w, 6) for w in softmax_weights([-1.0, -1.0 - math.log(2), -1.0 - math.log(4)])]  # 4/7, 2/7, 1/7
+    [0.571429, 0.285714, 0.142857]
+    >>> [round(w, 6) for w in softmax_weights([0.0, -math.log(4)], temperature=2.0)]  # 1 : 1/2 -> 2/3, 1/3
+    [0.666667, 0.333333]
+    """
+    top = max(scores)
+    exps = [math.exp((score - top) / temperature) for score in scores]
+    total = sum(exps)
+    return [value / total for value in exps]
+
+
+def mean_one(values: list[float]) -> list[float]:
+    """`values` scaled so that their mean is 1 (one stage's weights); all 1.0 when they sum to 0.
+
+    >>> mean_one([1, 2, 3])
+    [0.5, 1.0, 1.5]
+    >>> mean_one([0, 0])
+    [1.0, 1.0]
+    """
+    total = sum(values)
+    if total <= 0:
+        return [1.0] * len(values)
+    return [value * len(values) / total for value in values]
+
+
+def weight_score(record: dict[str, Any], weight_by: str, *, path: str, line: int) -> float:
+    """What `weight_by` weighs a record by, from the record as build-sft reads it (`InputError` when it lacks it):
+    its mean teacher token log-prob, or its teacher-sentence count as `dasd select` reads it."""
+    if weight_by == "teacher_sentences":
+        das = record.get("das")
+        if not isinstance(das, dict) or not isinstance(das.get("teacher"), (int, float)):
+            field = "das" if not isinstance(das, dict) else "das.teacher"
+            raise InputError(
+                path, line, field, "missing: weight_by=teacher_sentences needs scored records (run dasd score first)"
+            )
+        return strategy_score(record, "count", seed=0)
+    if record.get("question_id") is None:
+        raise InputError(path, line, "question_id", "missing: weight_by=teacher_seq_logprob groups by it")
+    if not isinstance(record.get("teacher_logprobs"), dict):
+        raise InputError(
+            path,
+            line,
+            "teacher_logprobs",
+            "missing: weight_by=teacher_seq_logprob needs the teacher's token log-probs (sampled with log-probs on)",
+        )
+    error = check_teacher_logprobs(record)
+    mean = mean_teacher_logprob(record["teacher_logprobs"])
+    if error or mean is None:
+        raise InputError(path, line, "teacher_logprobs", error or "no token log-probs")
+    return mean
+
+
+def apply_weights(records: list[dict[str, Any]], scores: list[float], config: BuildSFTConfig) -> int | None:
+    """Set each SFT record's `weight` from its score (`weight_score`): per question and stage a softmax
+    (teacher_seq_logprob) or the score itself (teacher_sentences), then each stage scaled to mean `config.weight`.
+    Returns, for teacher_seq_logprob, how many (question, stage) groups have more than one record."""
+    raw = list(scores)
+    shared = None
+    if config.weight_by == "teacher_seq_logprob":
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for index, record in enumerate(records):
+            groups[(str(record["question_id"]), record["stage"])].append(index)
+        for indices in groups.values():
+            for index, value in zip(indices, softmax_weights([scores[i] for i in indices], config.weight_temperature)):
+                raw[index] = value
+        shared = sum(len(indices) > 1 for indices in groups.values())
+    stages: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        stages[record["stage"]].append(index)
+    for indices in stages.values():
+        for index, value in zip(indices, mean_one([raw[i] for i in indices])):
+            records[index]["weight"] = config.weight * value
+    return shared
+
+
+def weight_stats(records: list[dict[str, Any]]) -> dict[str, float]:
+    weights = [record["weight"] for record in records]
+    return {
+        "min": round(min(weights), 6),
+        "mean": round(sum(weights) / len(weights), 6),
+        "max": round(max(weights), 6),
+    }
 
 
 def to_trl_messages(record: dict[str, Any]) -> dict[str, Any]:
@@ -150,8 +290,9 @@ def template_check(tokenizer, records: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def run(config: BuildSFTConfig) -> dict[str, Any]:
-    # 1. Read and check every selected response before writing anything.
+    # 1. Read and check every selected response (and what its weight is read from) before writing anything.
     records = []
+    scores = []
     for line, record in iter_records(config.input):
         check_fields(record, ("id", "messages", "reasoning", "content"), path=config.input, line=line)
         for part in PARTS:
@@ -159,9 +300,17 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
                 raise InputError(
                     config.input, line, part, "empty: build-sft expects filtered responses (run dasd filter first)"
                 )
+        if config.weight_by != "none":
+            scores.append(weight_score(record, config.weight_by, path=config.input, line=line))
         records.append(sft_record(record, config))
     if not records:
         raise InputError(config.input, None, None, "no records (empty file)")
+    if config.weight_by != "none" and apply_weights(records, scores, config) == 0:
+        print(
+            "warning: weight_by=teacher_seq_logprob weighs the records of a question within a stage, and every "
+            f"question has one record per stage here: every weight is {config.weight:g} (select k >= 2 to weigh)",
+            file=sys.stderr,
+        )
 
     # 2. Write all records, one file per stage, and the exports of each.
     output = Path(config.output)
@@ -203,12 +352,23 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
         "files": written,
         "template_check": check,
     }
+    if config.weight_by != "none":
+        summary["weight_by"] = config.weight_by
+        if config.weight_by == "teacher_seq_logprob":
+            summary["weight_temperature"] = config.weight_temperature
+        summary["weights"] = {stage: weight_stats(items) for stage, items in sorted(by_stage.items())}
     write_summary(output, summary)
     rows = [
         ("records", len(records)),
         *((f"  stage {stage}", len(items)) for stage, items in sorted(by_stage.items())),
         ("exports", ", ".join(config.exports) or "none"),
     ]
+    if config.weight_by != "none":
+        rows.append(("weights", config.weight_by))
+        rows.extend(
+            (f"  weight {stage}", "min {min:g}, mean {mean:g}, max {max:g}".format(**stats))
+            for stage, stats in summary["weights"].items()
+        )
     if check is not None:
         rows.append(("template check", ", ".join(f"{key}: {value}" for key, value in sorted(check.items()))))
     print(format_summary(f"dasd build-sft -> {output}", rows), file=sys.stdout, flush=True)
