@@ -154,7 +154,9 @@ def _append(path, worker: int) -> None:
 
 def test_shared_writers_never_interleave_and_a_torn_line_is_skipped_then_cut(tmp_path):
     path = tmp_path / "records.jsonl"
-    context = multiprocessing.get_context("spawn")
+    # fork: spawn would start multiprocessing's resource tracker, a process that outlives the test (the sandbox
+    # tests count leftover children of the test process)
+    context = multiprocessing.get_context("fork")
     workers = [context.Process(target=_append, args=(path, worker)) for worker in range(3)]
     for worker in workers:
         worker.start()

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .data.records import PARTS
+from .data.records import PARTS, stable_seed
 
 
 def assign_tokens(
@@ -166,3 +166,23 @@ def score_sentences(
         )
         for part, start, end, means in scored
     ], None
+
+
+def response_length(record: dict[str, Any]) -> int:
+    """Teacher tokens of a scored record (characters when it has no token log-probs)."""
+    teacher = record.get("teacher_logprobs")
+    if isinstance(teacher, dict):
+        return sum(len((teacher.get(part) or {}).get("logprobs") or []) for part in ("reasoning", "content"))
+    return len(record["reasoning"]) + len(record["content"])
+
+
+def strategy_score(record: dict[str, Any], strategy: str, seed: int) -> float:
+    """How `dasd select` ranks a scored record: its teacher-sentence count (DAS), their share, its length, or a
+    seeded random key (RS). Shared by select and build-sft's `weight_by=teacher_sentences`."""
+    if strategy == "count":
+        return float(record["das"]["teacher"])
+    if strategy == "ratio":
+        return record["das"]["teacher"] / record["das"]["n"] if record["das"]["n"] else 0.0
+    if strategy == "longest":
+        return float(response_length(record))
+    return stable_seed(seed, "random", record["id"]) / float(1 << 63)

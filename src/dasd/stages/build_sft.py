@@ -52,9 +52,8 @@ from ..data.summaries import BuildSFTSummary
 from ..errors import InputError
 from ..naming import HIGH_TEMP_STAGE, sft_stage_file, sidecar, stage_for_temperature
 from ..progress import format_summary
-from ..sentence_scores import check_teacher_logprobs
+from ..sentence_scores import check_teacher_logprobs, strategy_score
 from ..text.render import DEFAULT_SYSTEM_PROMPT, think_text, with_system_prompt
-from .select import strategy_score
 
 EXPORTS = ("trl_messages", "trl_prompt_completion", "sharegpt")
 SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "tool": "observation"}

@@ -40,7 +40,7 @@ from ..data.summaries import SelectSummary
 from ..errors import ConfigError, InputError
 from ..naming import sidecar
 from ..progress import format_summary
-from ..sentence_scores import classify
+from ..sentence_scores import classify, strategy_score
 
 
 class SelectConfig(StageConfig):
@@ -82,23 +82,6 @@ class SelectConfig(StageConfig):
         default_factory=lambda: [0, 1, 2, 5, 10, 20, 50, 100, 200],
         description="lower edges of the teacher-sentence-count histogram bins in the summary",
     )
-
-
-def _length(record: dict[str, Any]) -> int:
-    teacher = record.get("teacher_logprobs")
-    if isinstance(teacher, dict):
-        return sum(len((teacher.get(part) or {}).get("logprobs") or []) for part in ("reasoning", "content"))
-    return len(record["reasoning"]) + len(record["content"])
-
-
-def strategy_score(record: dict[str, Any], strategy: str, seed: int) -> float:
-    if strategy == "count":
-        return float(record["das"]["teacher"])
-    if strategy == "ratio":
-        return record["das"]["teacher"] / record["das"]["n"] if record["das"]["n"] else 0.0
-    if strategy == "longest":
-        return float(_length(record))
-    return stable_seed(seed, "random", record["id"]) / float(1 << 63)
 
 
 def reclassified(record: dict[str, Any], beta: float, space: str) -> dict[str, Any]:
