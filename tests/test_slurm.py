@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from dasd.data.io import read_records
+from dasd.data.records import in_shard
 from dasd.models.demo_world import world_dir
 from dasd.pipeline import config as pipeline_config
 from dasd.pipeline import slurm as executors
@@ -108,25 +109,31 @@ def test_a_pipeline_on_slurm_survives_a_cancelled_task_and_a_new_task_count(slur
     pipeline = _pipeline(work, sample=2, score=2, eval=2)
 
     # 1. Cancel one sample task once it has written part of its file: the run stops, the steps after it never run.
+    # The victim is the shard with the most questions (ids hash to shards: 5 and 1 of these 6), so that the kill
+    # lands while most of its responses are still to come, not in the last response's short window.
+    questions = [json.loads(line) for line in (world_dir() / "train_questions.jsonl").read_text().splitlines()][:6]
+    sizes = [sum(in_shard(question["id"], (index, 2)) for question in questions) for index in range(2)]
+    victim_task = sizes.index(max(sizes))
+    assert sizes[victim_task] >= 3, sizes
     first = _dasd_run(pipeline)
     jobs_file = work / ".dasd" / "slurm" / "jobs.json"
     victim = None
     deadline = time.monotonic() + 600
+    shard = work / "sample" / f"responses.shard-{victim_task}-of-2.jsonl"
     while victim is None and time.monotonic() < deadline and first.poll() is None:
-        shard = work / "sample" / "responses.shard-1-of-2.jsonl"
         if jobs_file.exists() and shard.exists() and shard.read_bytes().count(b"\n") >= 1:
-            victim = json.loads(jobs_file.read_text())["sample"][1]  # [task 0, task 1, finalize]
+            victim = json.loads(jobs_file.read_text())["sample"][victim_task]  # [task 0, task 1, finalize]
             # SIGKILL at once, as a pre-emption or a dead node would: a plain scancel sends SIGTERM, which
             # submitit's tasks ignore until KillWait, long enough for this small shard to finish
             subprocess.run(["scancel", "--signal=KILL", victim], check=True)
         time.sleep(0.2)
-    assert victim is not None, "sample task 1 never wrote a record"
+    assert victim is not None, f"sample task {victim_task} never wrote a record"
     _, stderr = first.communicate(timeout=600)
     assert first.returncode == 2, stderr.decode()[-3000:]
     assert "rerun the same `dasd run` to resubmit only the unfinished tasks" in stderr.decode()
-    assert (work / ".dasd" / "tasks" / "sample" / "0-of-2.json").exists()
-    assert not (work / ".dasd" / "tasks" / "sample" / "1-of-2.json").exists()
-    killed_file = (work / "sample" / "responses.shard-1-of-2.jsonl").read_bytes()
+    assert (work / ".dasd" / "tasks" / "sample" / f"{1 - victim_task}-of-2.json").exists()
+    assert not (work / ".dasd" / "tasks" / "sample" / f"{victim_task}-of-2.json").exists()
+    killed_file = shard.read_bytes()
     partial = killed_file.split(b"\n")[:-1]  # complete lines only: SIGKILL may have torn the last one
 
     # 2. Rerun: only the cancelled task is resubmitted; it resumes from its own file; every id once.
@@ -134,8 +141,8 @@ def test_a_pipeline_on_slurm_survives_a_cancelled_task_and_a_new_task_count(slur
     stdout, stderr = second.communicate(timeout=1200)
     assert second.returncode == 0, stderr.decode()[-4000:]
     submitted = json.loads(jobs_file.read_text())
-    assert len(submitted["sample"]) == 2  # task 1 of 2, then the finalize
-    resumed = json.loads((work / "sample" / "responses.shard-1-of-2.summary.json").read_text())
+    assert len(submitted["sample"]) == 2  # the killed task, then the finalize
+    resumed = json.loads((work / "sample" / f"responses.shard-{victim_task}-of-2.summary.json").read_text())
     assert resumed["responses_already_done"] == len(partial) >= 1
     responses = _ids(work / "sample" / "responses.jsonl")
     assert len(responses) == len(set(responses)) == 6 * 2
