@@ -7,7 +7,7 @@ export DASD_CACHE ?= $(CURDIR)/.cache/dasd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-venv slurm demo ablation tune lint format test test-unit test-slow test-all bench clean
+.PHONY: venv vllm-venv slurm demo ablation research tune lint format test test-unit test-slow test-all bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/cpu.txt pyproject.toml
@@ -48,6 +48,12 @@ demo: venv
 ablation: venv
 	$(VENV)/bin/dasd demo ablation=arms workdir=runs/ablation
 	$(VENV)/bin/dasd report runs/ablation
+
+# The report's open questions (issue 29) as arms × 3 seeds against the recipe on equal data; predictions are in
+# benchmarks/PREREGISTERED.md, results in benchmarks/RESULTS.md.
+research: venv
+	$(VENV)/bin/dasd demo ablation=research workdir=runs/research
+	$(VENV)/bin/dasd report runs/research
 
 # How the demo's learning rates were chosen: the recipe and its mixed-policy stage at four rates, on the dev split.
 tune: venv

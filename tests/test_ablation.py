@@ -170,6 +170,35 @@ def test_the_learning_rate_sweep_runs_on_the_dev_split_only(tmp_path):
     assert evaluated and all(benchmarks == spec["eval_benchmarks"] for benchmarks in evaluated)
 
 
+def test_the_research_arms_differ_from_their_control_in_the_loss_weights_only(tmp_path):
+    """`make research` (issue 29): each weighting arm against the recipe at k=2 on equal data, on the evaluation
+    split, with the preregistered claims; the arms' select steps are the same step."""
+    config = load_config(demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "ablation=research"])
+    spec = demo.pipeline(config, tmp_path / "world")
+    assert spec["eval_benchmarks"] == [str(tmp_path / "world" / "eval_questions.jsonl")] and spec["seeds"] == [1, 2, 3]
+    assert spec["eval_models"] == ["student"]
+    assert [(claim["better"], claim["worse"]) for claim in spec["claims"]] == [
+        ("seq_logprob", "equal_k2"),
+        ("sentence_classes", "equal_k2"),
+    ]
+    steps = {step.name: step for step in pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))}
+    selects = {arm: steps[f"{arm}.select"].config for arm in ("equal_k2", "seq_logprob", "sentence_classes")}
+    assert all(select["k"] == 2 for select in selects.values())
+    assert (
+        len({json.dumps({k: v for k, v in c.items() if k != "output"}, sort_keys=True) for c in selects.values()}) == 1
+    )
+    builds = {arm: steps[f"{arm}.build_sft"].config for arm in selects}
+    assert builds["seq_logprob"]["weight_by"] == "teacher_seq_logprob"
+    assert builds["sentence_classes"]["sentence_weights"] == demo.SENTENCE_CLASS_WEIGHTS
+    assert "weight_by" not in builds["equal_k2"] and "sentence_weights" not in builds["equal_k2"]
+    trains = {arm: steps[f"{arm}.s2.train"].config for arm in selects}
+    unrelated = {"output_dir", "stages"}
+    assert (
+        len({json.dumps({k: v for k, v in c.items() if k not in unrelated}, sort_keys=True) for c in trains.values()})
+        == 1
+    )
+
+
 @pytest.fixture(scope="module")
 def arms_run(tmp_path_factory):
     """The reduced ablation (4 arms × 2 seeds), killed (-9) inside `t06_only.s2.train`, then rerun."""

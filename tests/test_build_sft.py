@@ -280,3 +280,79 @@ def test_weight_by_needs_its_field(tmp_path, capsys, weight_by, drop, field):
     assert f"bad.jsonl:2: field '{field}': missing: weight_by={weight_by} needs" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+# sentence_weights: the sentences as `dasd score` splits them (dasd.text.sentences), classed in turn
+def _scored(reasoning_prefix: str = "  "):
+    from dasd.text.sentences import split_sentences
+
+    kinds = ["teacher", "shared", "student"]
+    records = []
+    for record in _selected():
+        record = {**record, "reasoning": reasoning_prefix + record["reasoning"] + "\n"}
+        sentences = []
+        for part in ("reasoning", "content"):
+            for start, end in split_sentences(record[part]):
+                kind = kinds[len(sentences) % 3]
+                sentences.append({"part": part, "start": start, "end": end, "type": kind})
+        records.append({**record, "sentences": sentences})
+    return records
+
+
+def test_sentence_weights_mark_each_sentence_of_the_assistant_turn(tmp_path):
+    records = _scored()
+    path = write_jsonl(tmp_path / "scored.jsonl", records)
+    output = tmp_path / "sft" / "sft.jsonl"
+    summary = build_sft.run(
+        load_config(
+            build_sft.BuildSFTConfig,
+            None,
+            [f"input={path}", f"output={output}", "sentence_weights={teacher: 2, student: 0.5}"],
+        )
+    )
+    written = read_jsonl(output)
+    chars = {stage: {"teacher": 0, "shared": 0, "student": 0} for stage in ("low_temp", "high_temp")}
+    for source, record in zip(records, written):
+        assistant = record["messages"][-1]["content"]
+        spans = record["loss_weight_spans"]
+        assert len(spans) == len(source["sentences"])
+        for (start, end, weight), sentence in zip(spans, source["sentences"]):
+            # each span is its sentence's text in the assistant turn (the reasoning was stripped of its spaces)
+            text = source[sentence["part"]][sentence["start"] : sentence["end"]].strip()
+            assert assistant[start:end].strip() == text and text
+            chars[record["stage"]][sentence["type"]] += end - start
+            assert weight == pytest.approx(summary["sentence_weights"][record["stage"]]["weight"][sentence["type"]])
+    for stage, stats in summary["sentence_weights"].items():
+        weight, count = stats["weight"], chars[stage]
+        assert weight["teacher"] == pytest.approx(4 * weight["student"], abs=1e-5)
+        assert weight["shared"] == pytest.approx(2 * weight["student"], abs=1e-5)
+        # the stage's sentence characters weigh 1 on average: the loss moves between classes, its scale stays
+        total = sum(count.values())
+        assert sum(weight[kind] * count[kind] for kind in count) / total == pytest.approx(1.0, abs=1e-5)
+        assert stats["char_share"]["teacher"] == pytest.approx(count["teacher"] / total, abs=1e-6)
+    assert {record["weight"] for record in written} == {1.0}
+    config = yaml.safe_load((tmp_path / "sft" / "sft.config.yaml").read_text())
+    assert config["sentence_weights"] == {"teacher": 2.0, "student": 0.5}
+    facts = build_sft_card_facts(config, summary)
+    assert "DAS class of each sentence" in facts[-1] and "high_temp: teacher 1.96" in facts[-1]
+
+
+def build_sft_card_facts(config, summary):
+    from dasd import cards
+
+    return cards._build_sft_facts(config, summary)
+
+
+def test_sentence_weights_need_scored_records_and_stay_out_of_a_default_config(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "selected.jsonl", _selected())
+    output = tmp_path / "sft.jsonl"
+    assert main(["build-sft", f"input={path}", f"output={output}", "sentence_weights={teacher: 2}"]) == 2
+    assert "selected.jsonl:1: field 'sentences': missing: sentence_weights needs scored records" in (
+        capsys.readouterr().err
+    )
+    assert not output.exists()
+    assert main(["build-sft", f"input={path}", f"output={output}", "sentence_weights={teachr: 2}"]) == 2
+    assert "sentence_weights" in capsys.readouterr().err
+    assert main(["build-sft", f"input={path}", f"output={output}"]) == 0
+    assert "sentence_weights" not in yaml.safe_load((tmp_path / "sft.config.yaml").read_text())
+    assert all("loss_weight_spans" not in record for record in read_jsonl(output))

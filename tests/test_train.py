@@ -133,6 +133,31 @@ def test_mask_variant_puts_no_loss_on_the_student_prefix(smollm2_tokenizer):
     assert sum(label != -100 for label in full["labels"]) > len(trained)
 
 
+@pytest.mark.parametrize("tokenizer_name", ["smollm2_tokenizer", "qwen3_tokenizer"])
+def test_loss_weight_spans_weigh_the_tokens_of_their_characters(request, tokenizer_name):
+    """build-sft's sentence_weights: a span's weight lands on the tokens of its characters, with a template that
+    writes `<think>` itself (Qwen3's: the completion is tokenized without it) and one that does not (SmolLM2's)."""
+    tokenizer = request.getfixturevalue(tokenizer_name)
+    record = sft_records(1)[0]
+    assistant = record["messages"][-1]["content"]
+    first = assistant.index("I add")
+    second = assistant.index(" That gives")
+    record["weight"] = 2.0
+    record["loss_weight_spans"] = [[second, assistant.index("</think>"), 0.25], [first, second, 3.0]]  # unsorted
+    example = _examples(tokenizer, [record]).examples[0]
+    by_weight = {}
+    for token, label, weight in zip(example["input_ids"], example["labels"], example["token_weights"]):
+        if label != -100:
+            by_weight.setdefault(weight, []).append(token)
+    assert set(by_weight) == {6.0, 0.5, 2.0}  # × the record's weight 2; the think tags and the end token: 2
+    assert tokenizer.decode(by_weight[6.0]) == "I add 2 and 3."
+    assert tokenizer.decode(by_weight[0.5]).strip() == "That gives 5."
+    assert tokenizer.eos_token_id in by_weight[2.0] or tokenizer.convert_tokens_to_ids("<|im_end|>") in by_weight[2.0]
+    bad = {**record, "loss_weight_spans": [[5, 2, 1.0]]}
+    with pytest.raises(InputError, match=r"x.jsonl:1: field 'loss_weight_spans': must be \[start, end, weight\]"):
+        prepare_examples([(1, bad)], tokenizer, max_length=1024, mask_student_prefix=False, path="x.jsonl")
+
+
 def test_bad_sft_input(tmp_path, smollm2_tokenizer, tiny_llama_smollm2):
     no_assistant = {"id": "x", "messages": [{"role": "user", "content": "Hi"}]}
     with pytest.raises(InputError, match=r"sft.jsonl:1: field 'messages': must end with the assistant turn"):
@@ -358,6 +383,21 @@ def test_per_sample_weights_scale_the_loss(tmp_path, tiny_llama_smollm2, smollm2
                 per_token, mask = _per_token_losses(model, batch)
                 first = len(prepared.examples[0]["input_ids"])
                 expected = per_token[0, :first][mask[0, :first]].sum().item() / mask.sum().item()
+    # per-token weights within a sample (build-sft's sentence_weights): each weighs the loss of predicting its token
+    records = sft_records(2)
+    for record in records:
+        record["weight"] = 1.0
+        assistant = record["messages"][-1]["content"]
+        record["loss_weight_spans"] = [[assistant.index("I add"), assistant.index(" That gives"), 0.0]]
+    prepared = _examples(smollm2_tokenizer, records)
+    batch = PaddingFreeCollator(pad_token_id=0)(prepared.examples)
+    with torch.no_grad():
+        spans_loss = trainer.compute_loss(trainer.model, dict(batch)).item()
+        per_token, mask = _per_token_losses(model, batch)
+    weights = batch["token_weights"][:, 1:]
+    assert (weights[mask] == 0).any() and (weights[mask] == 1).any()
+    assert abs(spans_loss - (per_token * weights)[mask].sum().item() / mask.sum().item()) < 1e-5
+    assert abs(spans_loss - losses[(1.0, 1.0)]) > 1e-3
     assert (
         "token_weights" not in _examples(smollm2_tokenizer, sft_records(2)).examples[0]
     )  # all-1 weights: TRL's own path

@@ -146,6 +146,15 @@ def _build_sft_facts(config: dict[str, Any], summary: BuildSFTSummary) -> list[s
             f"- per-record loss weights by {summary['weight_by']}{temperature}, each stage scaled to mean "
             f"{config.get('weight')}; min / mean / max per stage {summary.get('weights')}"
         )
+    if summary.get("sentence_weights"):
+        per_stage = "; ".join(
+            f"{stage}: " + ", ".join(f"{kind} {weight:g}" for kind, weight in stats["weight"].items())
+            for stage, stats in summary["sentence_weights"].items()
+        )
+        facts.append(
+            f"- per-token loss weights by the DAS class of each sentence ({config.get('sentence_weights')}), "
+            f"scaled to mean 1 over each stage's sentence characters — {per_stage}"
+        )
     return facts
 
 
@@ -381,6 +390,11 @@ def _loss(value) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
 
 
+def _weighting(metrics: TrainStageMetrics) -> str:
+    weighting = metrics.get("loss_weights", "none")
+    return "" if weighting == "none" else f" ({weighting} loss weights)"
+
+
 def _stage_metrics(final: Path) -> TrainStageMetrics:
     return json.loads((final / STAGE_MARKER).read_text())
 
@@ -418,7 +432,8 @@ def write_model_card(final_dir: str | Path, *, evals: list[str | Path] = (), lic
         dasd_version=__version__,
     )
     stage_rows = [
-        f"| {metrics['stage']} | `{Path(str(metrics.get('data'))).name}` | {metrics.get('samples')} | "
+        f"| {metrics['stage']} | `{Path(str(metrics.get('data'))).name}`{_weighting(metrics)} | "
+        f"{metrics.get('samples')} | "
         f"{metrics.get('epochs')} | {metrics.get('learning_rate'):g} → {metrics.get('min_learning_rate'):g} | "
         f"{metrics.get('optimizer_steps')} | {metrics.get('tokens_seen')} | "
         f"{_loss(metrics.get('first_loss'))} → {_loss(metrics.get('final_loss'))} |"

@@ -13,13 +13,15 @@ Training itself is TRL's `SFTTrainer`; dasd prepares the data so that:
   sequence lengths, the collator flattens rows into one sequence with `position_ids` restarting per
   sample — flash-attention's varlen kernels on GPU, and on CPU the block-diagonal mask transformers
   builds from `position_ids` when no attention mask and no cache are given (TRL turns caching off);
-* per-sample `weight`s become per-token weights that `WeightedSFTTrainer` multiplies into the loss;
+* per-sample `weight`s become per-token weights that `WeightedSFTTrainer` multiplies into the loss, times
+  the weight of the `loss_weight_spans` span (build-sft's `sentence_weights`) a token starts in;
 * the final save holds the full weights on every distributed path (`save_full_model`), and a stage is
   done only when its saved folder loads as a model (`saved_model_problem`).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ class PreparedData:
     tokens: int = 0
     trained_tokens: int = 0
     weighted: bool = False
+    weighting: str = "none"  # none | per-sample | per-token (loss_weight_spans): what the loss was weighted by
 
 
 def prepare_examples(
@@ -91,17 +94,59 @@ def prepare_examples(
         weight = 1.0 if record.get("weight") is None else float(record["weight"])
         if weight < 0 or not math.isfinite(weight):
             raise InputError(path, line, "weight", f"must be a finite number >= 0 (got {record['weight']!r})")
-        weights_seen.add(weight)
-        example = {"input_ids": prompt_ids + completion_ids, "labels": labels, "weight": weight}
+        token_weights = [weight] * len(labels)
+        if record.get("loss_weight_spans"):
+            shift = len(completion_text) - len(rendered)
+            positions = [start + shift for start, _ in spans]
+            factors = span_weights(positions, checked_weight_spans(record["loss_weight_spans"], path=path, line=line))
+            for index, factor in enumerate(factors):
+                token_weights[len(prompt_ids) + index] = weight * factor
+        weights_seen.update(token_weights[len(prompt_ids) :])
+        example = {"input_ids": prompt_ids + completion_ids, "labels": labels, "token_weights": token_weights}
         prepared.examples.append(example)
         prepared.tokens += length
         prepared.trained_tokens += sum(1 for label in labels if label != -100)
     prepared.weighted = weights_seen != {1.0} and bool(weights_seen)
+    if prepared.weighted:
+        by_spans = any(record.get("loss_weight_spans") for _, record in records)
+        prepared.weighting = "per-token" if by_spans else "per-sample"
     for example in prepared.examples:
-        weight = example.pop("weight")
-        if prepared.weighted:
-            example["token_weights"] = [weight] * len(example["input_ids"])
+        if not prepared.weighted:
+            del example["token_weights"]
     return prepared
+
+
+def checked_weight_spans(value: Any, *, path: str, line: int) -> list[tuple[int, int, float]]:
+    """A record's `loss_weight_spans` (build-sft's `sentence_weights`), sorted, or a one-line `InputError`."""
+    from .errors import InputError
+
+    spans = []
+    for item in value if isinstance(value, list) else [None]:
+        ok = isinstance(item, (list, tuple)) and len(item) == 3 and all(isinstance(x, (int, float)) for x in item)
+        if not ok or not (0 <= item[0] <= item[1]) or item[2] < 0 or not math.isfinite(item[2]):
+            raise InputError(
+                path,
+                line,
+                "loss_weight_spans",
+                f"must be [start, end, weight] spans, 0 <= start <= end, weight >= 0 (got {item!r})",
+            )
+        spans.append((int(item[0]), int(item[1]), float(item[2])))
+    return sorted(spans)
+
+
+def span_weights(positions: list[int], spans: list[tuple[int, int, float]]) -> list[float]:
+    """The weight of the span holding each character position (sorted spans; 1.0 outside every span).
+
+    >>> span_weights([0, 3, 5, 9], [(2, 6, 0.5), (6, 9, 2.0)])
+    [1.0, 0.5, 0.5, 1.0]
+    """
+    starts = [start for start, _, _ in spans]
+    out = []
+    for position in positions:
+        index = bisect.bisect_right(starts, position) - 1
+        inside = index >= 0 and spans[index][0] <= position < spans[index][1]
+        out.append(spans[index][2] if inside else 1.0)
+    return out
 
 
 @dataclass

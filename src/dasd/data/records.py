@@ -149,6 +149,8 @@ class SFTRecord(TypedDict):
     answer: NotRequired[str | None]
     domain: NotRequired[str | None]
     loss_mask_prefix_chars: NotRequired[int]  # mixed policy: characters of the student-written prefix
+    # build-sft sentence_weights: [start, end, weight] character spans of the assistant turn (other characters: 1)
+    loss_weight_spans: NotRequired[list[list[float]]]
 
 
 class EvalResult(TypedDict):

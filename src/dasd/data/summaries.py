@@ -101,6 +101,8 @@ class BuildSFTSummary(TypedDict):
     weight_by: NotRequired[str]  # teacher_seq_logprob | teacher_sentences
     weight_temperature: NotRequired[float]  # teacher_seq_logprob's softmax temperature
     weights: NotRequired[dict[str, dict[str, float]]]  # training stage -> min, mean, max of its records' weights
+    # only with sentence_weights: training stage -> {"weight": class -> scaled weight, "char_share": class -> share}
+    sentence_weights: NotRequired[dict[str, dict[str, dict[str, float]]]]
 
 
 class TrainStageMetrics(TypedDict):
@@ -118,6 +120,7 @@ class TrainStageMetrics(TypedDict):
     padding_fraction: float
     tokens_per_epoch: int
     trained_tokens_per_epoch: int
+    loss_weights: NotRequired[str]  # none | per-sample (records' weight) | per-token (build-sft's sentence_weights)
     tokens_seen: int | None
     tokens_per_s: float | None
     optimizer_steps: int

@@ -32,6 +32,15 @@ record's weight into the loss of each of its tokens):
 Then each stage's weights are scaled to mean 1 (`mean_one`) and multiplied by `weight`; the summary
 gives each stage's min / mean / max. A record without the field a mode reads stops the run before
 anything is written.
+
+`sentence_weights={teacher: 2, shared: 1, student: 0.5}` weighs tokens within a record by the DAS class of
+the sentence they are in (`sentences`, as `dasd score` classified them or `dasd select` re-classified them;
+a class left out weighs 1): each record gets `loss_weight_spans`, `[start, end, weight]` character spans of
+its assistant turn (the way `loss_mask_prefix_chars` marks the mixed-policy prefix), which `dasd train`
+turns into per-token weights (times the record's `weight`; the think tags and the end token weigh 1). Each
+stage's weights are scaled so that its sentence characters weigh 1 on average: the weights move the loss
+between classes, they do not scale it. The summary gives each stage's scaled weight and character share
+per class.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ import math
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_serializer
 
@@ -98,14 +107,23 @@ class BuildSFTConfig(StageConfig):
         "lower gives more to the candidate the teacher found likeliest per token",
     )
 
+    sentence_weights: dict[Literal["teacher", "shared", "student"], Annotated[float, Field(ge=0)]] | None = Field(
+        None,
+        description="per-token loss weights by the DAS class of the token's sentence, e.g. {teacher: 2, shared: 1, "
+        "student: 0.5} (a class left out: 1; needs `sentences`, i.e. scored records), scaled so that each stage's "
+        "sentence characters weigh 1 on average; written as `loss_weight_spans`",
+    )
+
     @model_serializer(mode="wrap")
     def _without_default_weighting(self, handler):
-        # with weight_by=none the resolved config (written beside the output, and `dasd run`'s fingerprint of the
-        # step) stays what it was before these keys existed: existing runs are not redone for them
+        # at the defaults the resolved config (written beside the output, and `dasd run`'s fingerprint of the step)
+        # stays what it was before these keys existed: existing runs are not redone for them
         data = handler(self)
         if self.weight_by == "none" and self.weight_temperature == 1.0:
             data.pop("weight_by", None)
             data.pop("weight_temperature", None)
+        if self.sentence_weights is None:
+            data.pop("sentence_weights", None)
         return data
 
 
@@ -239,6 +257,75 @@ def weight_stats(records: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+SENTENCE_CLASSES = ("teacher", "shared", "student")
+
+
+def sentence_spans(record: dict[str, Any], *, path: str, line: int) -> list[tuple[int, int, str]]:
+    """The record's scored sentences as `(start, end, class)` character spans of its assistant turn
+    (`think_text` of the stripped reasoning and content, as `sft_record` writes it).
+
+    >>> record = {"reasoning": " A b. C d.", "content": "E.", "sentences": [
+    ...     {"part": "reasoning", "start": 1, "end": 5, "type": "teacher"},
+    ...     {"part": "reasoning", "start": 6, "end": 10, "type": "shared"},
+    ...     {"part": "content", "start": 0, "end": 2, "type": "student"}]}
+    >>> sentence_spans(record, path="x", line=1)
+    [(8, 12, 'teacher'), (13, 17, 'shared'), (28, 30, 'student')]
+    """
+    sentences = record.get("sentences")
+    if not isinstance(sentences, list):
+        raise InputError(path, line, "sentences", "missing: sentence_weights needs scored records (run dasd score)")
+    _, reasoning_start, content_start = think_text(record["reasoning"].strip(), record["content"].strip())
+    starts = {"reasoning": reasoning_start, "content": content_start}
+    spans = []
+    for sentence in sentences:
+        part, kind = sentence.get("part"), sentence.get("type")
+        if part not in starts or kind not in SENTENCE_CLASSES:
+            raise InputError(path, line, "sentences", f"a sentence with part {part!r} and type {kind!r}")
+        text = record[part]
+        lead, kept = len(text) - len(text.lstrip()), len(text.strip())
+        start = min(max(int(sentence["start"]) - lead, 0), kept)
+        end = min(max(int(sentence["end"]) - lead, 0), kept)
+        if end > start:
+            spans.append((starts[part] + start, starts[part] + end, kind))
+    return sorted(spans)
+
+
+def apply_sentence_weights(
+    records: list[dict[str, Any]], spans: list[list[tuple[int, int, str]]], weights: dict[str, float]
+) -> dict[str, dict[str, Any]]:
+    """Give each record `loss_weight_spans` from its sentences' classes, each stage's weights scaled so that its
+    sentence characters weigh 1 on average; returns per stage the scaled weight and character share per class.
+
+    >>> records = [{"stage": "s"}, {"stage": "s"}]
+    >>> stats = apply_sentence_weights(records, [[(0, 3, "teacher")], [(0, 1, "student")]], {"teacher": 3.0})
+    >>> records[0]["loss_weight_spans"], records[1]["loss_weight_spans"]  # mean (3·3 + 1·1) / 4 = 2.5
+    ([[0, 3, 1.2]], [[0, 1, 0.4]])
+    >>> stats["s"]["char_share"]
+    {'teacher': 0.75, 'shared': 0.0, 'student': 0.25}
+    """
+    chars: dict[str, Counter] = defaultdict(Counter)
+    for record, items in zip(records, spans):
+        for start, end, kind in items:
+            chars[record["stage"]][kind] += end - start
+    scale = {}
+    for stage, counts in chars.items():
+        total = sum(counts.values())
+        weighted = sum(weights.get(kind, 1.0) * count for kind, count in counts.items())
+        scale[stage] = total / weighted if weighted > 0 else 1.0
+    for record, items in zip(records, spans):
+        factor = scale.get(record["stage"], 1.0)
+        record["loss_weight_spans"] = [
+            [start, end, round(weights.get(kind, 1.0) * factor, 6)] for start, end, kind in items
+        ]
+    return {
+        stage: {
+            "weight": {kind: round(weights.get(kind, 1.0) * scale[stage], 6) for kind in SENTENCE_CLASSES},
+            "char_share": {kind: round(counts[kind] / max(sum(counts.values()), 1), 6) for kind in SENTENCE_CLASSES},
+        }
+        for stage, counts in sorted(chars.items())
+    }
+
+
 def to_trl_messages(record: dict[str, Any]) -> dict[str, Any]:
     return {"id": record["id"], "messages": record["messages"]}
 
@@ -292,6 +379,7 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
     # 1. Read and check every selected response (and what its weight is read from) before writing anything.
     records = []
     scores = []
+    spans = []
     for line, record in iter_records(config.input):
         check_fields(record, ("id", "messages", "reasoning", "content"), path=config.input, line=line)
         for part in PARTS:
@@ -301,6 +389,8 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
                 )
         if config.weight_by != "none":
             scores.append(weight_score(record, config.weight_by, path=config.input, line=line))
+        if config.sentence_weights is not None:
+            spans.append(sentence_spans(record, path=config.input, line=line))
         records.append(sft_record(record, config))
     if not records:
         raise InputError(config.input, None, None, "no records (empty file)")
@@ -310,6 +400,9 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
             f"question has one record per stage here: every weight is {config.weight:g} (select k >= 2 to weigh)",
             file=sys.stderr,
         )
+    sentence_stats = None
+    if config.sentence_weights is not None:
+        sentence_stats = apply_sentence_weights(records, spans, dict(config.sentence_weights))
 
     # 2. Write all records, one file per stage, and the exports of each.
     output = Path(config.output)
@@ -356,6 +449,8 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
         if config.weight_by == "teacher_seq_logprob":
             summary["weight_temperature"] = config.weight_temperature
         summary["weights"] = {stage: weight_stats(items) for stage, items in sorted(by_stage.items())}
+    if sentence_stats is not None:
+        summary["sentence_weights"] = sentence_stats
     write_summary(output, summary)
     rows = [
         ("records", len(records)),
@@ -368,6 +463,9 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
             (f"  weight {stage}", "min {min:g}, mean {mean:g}, max {max:g}".format(**stats))
             for stage, stats in summary["weights"].items()
         )
+    for stage, stats in (sentence_stats or {}).items():
+        classes = (f"{kind} {stats['weight'][kind]:.3g} ({stats['char_share'][kind]:.0%})" for kind in SENTENCE_CLASSES)
+        rows.append((f"  sentence weights {stage}", ", ".join(classes)))
     if check is not None:
         rows.append(("template check", ", ".join(f"{key}: {value}" for key, value in sorted(check.items()))))
     print(format_summary(f"dasd build-sft -> {output}", rows), file=sys.stdout, flush=True)

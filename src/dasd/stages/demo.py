@@ -4,6 +4,7 @@
     dasd demo ablation=arms workdir=runs/ablation   # the ablation arms × 3 seeds (`make ablation`)
     dasd demo ablation=sweeps workdir=runs/sweeps   # … plus the DAS-threshold and cut-position sweeps
     dasd demo ablation=dev workdir=runs/tune        # the learning-rate sweep on the dev split (`make tune`)
+    dasd demo ablation=research workdir=runs/research  # the report's open questions as arms (`make research`)
     dasd demo --preset smollm2     # the real pretrained SmolLM2-135M-Instruct as the student (much slower)
 
 The world (`dasd.models.demo_world`): multi-step reasoning-gym arithmetic, a teacher fitted on correct worked
@@ -35,11 +36,12 @@ class DemoConfig(StageConfig):
     preset: Literal["tiny", "smollm2"] = Field(
         "tiny", description="tiny: the world's own student; smollm2: the real SmolLM2-135M-Instruct as the student"
     )
-    ablation: Literal["none", "arms", "sweeps", "dev"] = Field(
+    ablation: Literal["none", "arms", "sweeps", "dev", "research"] = Field(
         "none",
         description="none: the recipe once (DAS and RS branches, mixed-policy) and its claims; arms: the "
         "ablation arms (`make ablation`); sweeps: the arms plus the DAS-threshold and cut-position sweeps; "
-        "dev: the learning-rate sweep that chose the demo's rates, on the dev split (`make tune`)",
+        "dev: the learning-rate sweep that chose the demo's rates, on the dev split (`make tune`); research: "
+        "the arms of the report's open questions (`make research`, benchmarks/PREREGISTERED.md)",
     )
     seeds: list[int] = Field(
         default_factory=lambda: [1, 2, 3], description="training seeds of every ablation arm (dev: the first only)"
@@ -94,6 +96,24 @@ ARM_CLAIMS = [
 ]
 
 
+# … and of the research arms (issue 29: the report's open questions), each against the recipe on equal data.
+RESEARCH_CLAIMS = [
+    {
+        "name": "re-weighting by the teacher's sequence log-prob beats equal weights",
+        "better": "seq_logprob",
+        "worse": "equal_k2",
+        "source": "§8, future work 1",
+    },
+    {
+        "name": "weighting teacher sentences up and student sentences down beats equal weights",
+        "better": "sentence_classes",
+        "worse": "equal_k2",
+        "source": "§8, future work 1",
+    },
+]
+SENTENCE_CLASS_WEIGHTS = {"teacher": 2.0, "shared": 1.0, "student": 0.5}  # fixed before any research arm ran
+
+
 def dev_claims(rates: list[float]) -> list[dict[str, str]]:
     """The gate on the dev split (issue 28): the recipe at each rate against the student it started from.
 
@@ -132,6 +152,23 @@ def arms(ablation: str, rates: list[float] | tuple[float, ...] = DEV_LEARNING_RA
     mixed-policy stage at each rate of `DEV_LEARNING_RATES` (floor: a tenth of it)."""
     if ablation == "none":
         return {}
+    if ablation == "research":
+        # two DAS responses per question and temperature in every arm, so that a question's candidates can be
+        # weighed against each other; equal data, only the loss weights differ
+        k2 = {"k": 2}
+        return {
+            "equal_k2": {"description": "DAS k=2, 0.6 → 1.0, equal weights", "select": k2},
+            "seq_logprob": {
+                "description": "… weighted by the teacher's mean log-prob (softmax per question)",
+                "select": k2,
+                "build_sft": {"weight_by": "teacher_seq_logprob"},
+            },
+            "sentence_classes": {
+                "description": "… tokens weighted by sentence class (teacher 2, shared 1, student 0.5)",
+                "select": k2,
+                "build_sft": {"sentence_weights": SENTENCE_CLASS_WEIGHTS},
+            },
+        }
     if ablation == "dev":
         out = {}
         for rate in rates:
@@ -250,13 +287,22 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
             "teacher": {"system_prompt": None},
             "backend": {"batch_size": 64},
         },
-        "claims": dev_claims(config.dev_learning_rates) if dev else ARM_CLAIMS if with_arms else RECIPE_CLAIMS,
+        "claims": (
+            dev_claims(config.dev_learning_rates)
+            if dev
+            else RESEARCH_CLAIMS
+            if config.ablation == "research"
+            else ARM_CLAIMS
+            if with_arms
+            else RECIPE_CLAIMS
+        ),
     }
     if with_arms:
         # the arms replace the recipe's own branches: sample, score and filter are shared, and the
         # student and the teacher are evaluated once
         spec["stages"] = {name: False for name in ("select", "build_sft", "train", "mix", "train_mixed")}
-        spec["eval_models"] = ["student"] if dev else ["student", "teacher"]
+        # the research arms compare arms with each other: the student is context, the teacher is not needed
+        spec["eval_models"] = ["student"] if dev or config.ablation == "research" else ["student", "teacher"]
         spec["arms"] = arms(config.ablation, config.dev_learning_rates)
         spec["seeds"] = list(config.seeds[:1] if dev else config.seeds)
     return spec

@@ -365,6 +365,7 @@ def run_stage(
         "padding_fraction": round(collator.padding_fraction, 4),
         "tokens_per_epoch": prepared.tokens,
         "trained_tokens_per_epoch": prepared.trained_tokens,
+        "loss_weights": prepared.weighting,
         "tokens_seen": tokens_seen,
         "tokens_per_s": round(tokens_seen / seconds, 1) if tokens_seen else None,
         "optimizer_steps": trainer.state.global_step,
