@@ -7,7 +7,7 @@ export DASD_CACHE ?= $(CURDIR)/.cache/dasd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-venv slurm demo ablation research tune lint format test test-unit test-slow test-all bench clean
+.PHONY: venv vllm-venv slurm demo ablation research research-transfer tune lint format test test-unit test-slow test-all bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/cpu.txt pyproject.toml
@@ -54,6 +54,11 @@ ablation: venv
 research: venv
 	$(VENV)/bin/dasd demo ablation=research workdir=runs/research
 	$(VENV)/bin/dasd report runs/research
+
+# Does a DAS selection made with another student's scores (the real SmolLM2-135M-Instruct) teach the world's student?
+research-transfer: venv
+	$(VENV)/bin/dasd demo ablation=transfer workdir=runs/transfer
+	$(VENV)/bin/dasd report runs/transfer
 
 # How the demo's learning rates were chosen: the recipe and its mixed-policy stage at four rates, on the dev split.
 tune: venv

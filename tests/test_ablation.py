@@ -199,6 +199,29 @@ def test_the_research_arms_differ_from_their_control_in_the_loss_weights_only(tm
     )
 
 
+def test_the_transfer_arm_selects_from_another_students_scores_and_trains_this_one(tmp_path):
+    """`make research-transfer` (issue 29 item 2): the filtered candidates scored again by SmolLM2, selected from
+    those scores (compared with the world student's), and the world's student trained on the selection."""
+    config = load_config(demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "ablation=transfer"])
+    spec = demo.pipeline(config, tmp_path / "world")
+    assert [(claim["better"], claim["worse"]) for claim in spec["claims"]] == [
+        ("recipe", "das_smollm2"),
+        ("das_smollm2", "rs"),
+    ]
+    steps = {step.name: step for step in pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))}
+    rescore = steps["das_smollm2.score"]
+    filtered = str(tmp_path / "run" / "filter" / "filtered.jsonl")
+    assert rescore.config["input"] == filtered and rescore.config["student"]["model"] == "smollm2"
+    assert rescore.config["student"]["tokenizer"] is None and rescore.depends == ["filter"]
+    chosen = steps["das_smollm2.select"]
+    assert chosen.config["input"] == rescore.config["output"] and chosen.config["compare_with"] == filtered
+    assert chosen.depends == ["das_smollm2.score"]
+    assert "recipe.score" not in steps and steps["recipe.select"].config["input"] == filtered
+    assert "compare_with" not in steps["recipe.select"].config
+    trained = steps["das_smollm2.s1.train"].config
+    assert trained["student"]["model"] == str(tmp_path / "world" / "student")
+
+
 @pytest.fixture(scope="module")
 def arms_run(tmp_path_factory):
     """The reduced ablation (4 arms × 2 seeds), killed (-9) inside `t06_only.s2.train`, then rerun."""

@@ -444,3 +444,50 @@ def test_parquet_outputs_hold_exactly_what_jsonl_holds_and_shards_merge(tmp_path
         score.run(load_config(score.ScoreConfig, None, [*settings, f"student.model={tiny_llama_smollm2}"]))
         scored[kind] = sorted((r for _, r in read_records(tmp_path / f"scored.{kind}")), key=lambda r: r["id"])
     assert len(scored["parquet"]) == 5 and scored["parquet"] == scored["jsonl"]
+
+
+def test_two_students_scorings_of_the_same_responses_match_sentence_for_sentence(
+    tmp_path, taught_teacher, tiny_llama_smollm2
+):
+    """`dasd select compare_with=` (DAS transfer across students): the same responses scored by the teacher itself
+    (every sentence shared) and by a random-init student with another tokenizer; every sentence of one scoring is
+    found in the other (the spans come from the text, not the tokenizer), and the classes disagree where they must."""
+    from dasd.stages import select
+
+    records, _ = _sample_then_score(
+        tmp_path,
+        taught_teacher,
+        sample_overrides=["schedule=[{temperature: 0.6, n: 1}, {temperature: 1.0, n: 1}]", "top_k=1"],
+        score_overrides=["system_prompt=null"],  # as in the test above: the teacher as student finds all shared
+    )
+    score.run(
+        load_config(
+            score.ScoreConfig,
+            None,
+            [
+                f"input={tmp_path / 'responses.jsonl'}",
+                f"output={tmp_path / 'scored_by_other.jsonl'}",
+                f"student.model={tiny_llama_smollm2}",
+            ],
+        )
+    )
+    summary = select.run(
+        load_config(
+            select.SelectConfig,
+            None,
+            [
+                f"input={tmp_path / 'scored.jsonl'}",
+                f"output={tmp_path / 'selected.jsonl'}",
+                f"compare_with={tmp_path / 'scored_by_other.jsonl'}",
+                "per_temperature=false",  # one of each question's two responses
+            ],
+        )
+    )
+    overlap = summary["overlap"]
+    total = sum(len(record["sentences"]) for record in records)
+    assert overlap["candidates_in_both"] == len(records) == 16
+    assert overlap["sentences"]["compared"] == total > 16
+    confusion = overlap["sentences"]["confusion"]
+    assert sum(confusion["shared"].values()) == total  # the teacher scoring itself: all shared
+    assert confusion["shared"]["teacher"] > 0  # the random student finds the teacher's sentences unlikely
+    assert overlap["selected_here"] == overlap["selected_there"] == 8 and 0 <= overlap["jaccard"] <= 1

@@ -168,3 +168,52 @@ def test_per_temperature_k_and_budgets_keep_the_best_of_each_temperature_and_dom
     assert sum(":t0.6:" in i for i in ids) == 6 and sum(":t1:" in i for i in ids) == 1
     with pytest.raises(Exception, match="k_per_temperature needs per_temperature=true"):
         _run(tmp_path, "k_per_temperature={0.6: 1}", "per_temperature=false", records=records)
+
+
+def _sentences(kinds: str) -> list[dict]:
+    names = {"t": "teacher", "s": "shared", "u": "student"}
+    return [{"part": "reasoning", "start": 2 * i, "end": 2 * i + 1, "type": names[k]} for i, k in enumerate(kinds)]
+
+
+def _scored_by(kinds_by_id: dict[str, str]) -> list[dict]:
+    """The same candidates (two questions, two temperatures) as one student scored them: each its sentence classes."""
+    records = []
+    for record_id, kinds in kinds_by_id.items():
+        question, temperature, index = record_id.split(":")
+        teacher = kinds.count("t")
+        record = _record(question, int(index), teacher=teacher, n=len(kinds), temperature=float(temperature[1:]))
+        records.append({**record, "sentences": _sentences(kinds)})
+    return records
+
+
+def test_compare_with_reports_the_overlap_of_two_students_selections(tmp_path, capsys):
+    # student A and student B disagree on q1 at T=0.6 (so the selections differ there) and on one sentence of q2
+    here = _scored_by({"q1:t0.6:0": "tts", "q1:t0.6:1": "tss", "q1:t1:0": "ttt", "q1:t1:1": "sss", "q2:t0.6:0": "tsu"})
+    there = _scored_by({"q1:t0.6:0": "sss", "q1:t0.6:1": "tts", "q1:t1:0": "ttt", "q1:t1:1": "sss", "q2:t0.6:0": "tsu"})
+    other = write_jsonl(tmp_path / "other.jsonl", there)
+    ids, summary = _run(tmp_path, f"compare_with={other}", records=here)
+    assert ids == ["q1:t0.6:0", "q1:t1:0", "q2:t0.6:0"]  # the selection is still this student's
+    overlap = summary["overlap"]
+    # here {q1 t0.6 0, q1 t1 0, q2 0}, there {q1 t0.6 1, q1 t1 0, q2 0}: 2 shared of 4
+    assert overlap["jaccard"] == 0.5 and overlap["selected_both"] == 2
+    assert overlap["jaccard_per_temperature"] == {"0.6": pytest.approx(1 / 3, abs=1e-6), "1.0": 1.0}
+    sentences = overlap["sentences"]
+    # 15 sentences; different: q1 t0.6 0 ("tts" vs "sss": 2), q1 t0.6 1 ("tss" vs "tts": 1)
+    assert sentences["compared"] == 15 and sentences["agreement"] == pytest.approx(12 / 15, abs=1e-6)
+    assert sentences["confusion"]["teacher"] == {"teacher": 5, "shared": 2, "student": 0}
+    assert sentences["confusion"]["shared"] == {"teacher": 1, "shared": 6, "student": 0}
+    assert sentences["same_class_share"] == pytest.approx({"teacher": 5 / 7, "shared": 6 / 7, "student": 1.0}, abs=1e-6)
+    out = capsys.readouterr().out
+    assert "selections' Jaccard" in out and "0.500" in out
+    # without compare_with the summary is as before
+    _, plain = _run(tmp_path, records=here)
+    assert "overlap" not in plain
+
+
+def test_compare_with_a_bad_file_is_one_line(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "scored.jsonl", RECORDS)
+    other = write_jsonl(tmp_path / "unscored.jsonl", [{**RECORDS[0], "das": None}])
+    code = main(["select", f"input={path}", f"output={tmp_path / 'out.jsonl'}", f"compare_with={other}"])
+    assert code == 2
+    assert "unscored.jsonl:1: field 'das': missing: strategy=count needs scored records" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()

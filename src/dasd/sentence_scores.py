@@ -186,3 +186,78 @@ def strategy_score(record: dict[str, Any], strategy: str, seed: int) -> float:
     if strategy == "longest":
         return float(response_length(record))
     return stable_seed(seed, "random", record["id"]) / float(1 << 63)
+
+
+SENTENCE_CLASSES = ("teacher", "shared", "student")
+
+
+def selection_overlap(
+    candidates: list[dict[str, Any]],
+    selected: list[dict[str, Any]],
+    other_candidates: list[dict[str, Any]],
+    other_selected: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """How two scorings of the same candidates (by two students) agree: the Jaccard index of the ids each one's
+    selection kept (overall and per temperature, over the candidates both hold), and how often a sentence — the
+    same text span of the same record, as both scorings split it — gets the same class.
+
+    >>> def rec(i, t, kinds):
+    ...     return {"id": i, "temperature": t, "sentences": [
+    ...         {"part": "reasoning", "start": n, "end": n + 1, "type": kind} for n, kind in enumerate(kinds)]}
+    >>> here = [rec("a", 0.6, ["teacher", "shared"]), rec("b", 0.6, ["shared"]), rec("c", 1.0, ["student"])]
+    >>> there = [rec("a", 0.6, ["teacher", "teacher"]), rec("b", 0.6, ["shared"]), rec("c", 1.0, ["student"])]
+    >>> result = selection_overlap(here, here[:1] + here[2:], there, there[1:])
+    >>> result["jaccard"], result["jaccard_per_temperature"], result["selected_both"]
+    (0.333333, {'0.6': 0.0, '1.0': 1.0}, 1)
+    >>> result["sentences"]["agreement"], result["sentences"]["same_class_share"]
+    (0.75, {'teacher': 1.0, 'shared': 0.5, 'student': 1.0})
+    """
+    common = {record["id"] for record in candidates} & {record["id"] for record in other_candidates}
+    here = {record["id"] for record in selected if record["id"] in common}
+    there = {record["id"] for record in other_selected if record["id"] in common}
+    temperature_of = {record["id"]: str(record.get("temperature")) for record in candidates}
+
+    def jaccard(a: set, b: set) -> float:
+        return round(len(a & b) / len(a | b), 6) if a | b else 1.0
+
+    per_temperature = {
+        t: jaccard({i for i in here if temperature_of[i] == t}, {i for i in there if temperature_of[i] == t})
+        for t in sorted({temperature_of[i] for i in here | there})
+    }
+    other_by_id = {record["id"]: record for record in other_candidates}
+    confusion: dict[str, dict[str, int]] = {kind: dict.fromkeys(SENTENCE_CLASSES, 0) for kind in SENTENCE_CLASSES}
+    for record in candidates:
+        if record["id"] not in common:
+            continue
+        theirs = {
+            (s.get("part"), s.get("start"), s.get("end")): s.get("type")
+            for s in other_by_id[record["id"]].get("sentences") or []
+        }
+        for sentence in record.get("sentences") or []:
+            mine, other = (
+                sentence.get("type"),
+                theirs.get((sentence.get("part"), sentence.get("start"), sentence.get("end"))),
+            )
+            if mine in confusion and other in confusion[mine]:
+                confusion[mine][other] += 1
+    compared = sum(sum(row.values()) for row in confusion.values())
+    return {
+        "candidates_in_both": len(common),
+        "selected_here": len(here),
+        "selected_there": len(there),
+        "selected_both": len(here & there),
+        "jaccard": jaccard(here, there),
+        "jaccard_per_temperature": per_temperature,
+        "sentences": {
+            "compared": compared,
+            "agreement": round(sum(confusion[kind][kind] for kind in SENTENCE_CLASSES) / compared, 6)
+            if compared
+            else None,
+            "same_class_share": {
+                kind: round(confusion[kind][kind] / sum(confusion[kind].values()), 6)
+                for kind in SENTENCE_CLASSES
+                if sum(confusion[kind].values())
+            },
+            "confusion": confusion,  # class here -> class there -> sentences
+        },
+    }

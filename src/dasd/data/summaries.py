@@ -88,6 +88,8 @@ class SelectSummary(TypedDict):
     excluded_by_temperature: int
     selected: int
     per_temperature: dict[str, dict[str, SelectedSide]]  # temperature -> "kept" / "dropped"
+    # only with compare_with: the two selections' Jaccard (overall, per temperature), the sentence-class agreement
+    overlap: NotRequired[dict[str, Any]]
 
 
 class BuildSFTSummary(TypedDict):

@@ -107,6 +107,13 @@ class ArmConfig(StageConfig):
         description="`dasd select` settings of this arm over the pipeline's `select` (strategy, k, temperatures, "
         "beta/space for a threshold sweep)",
     )
+    score_with: dict[str, Any] | None = Field(
+        None,
+        description="score the pipeline's filtered candidates again with these `dasd score` settings over the "
+        "pipeline's (e.g. {student: {model: smollm2}}: another student) and select from those scores; the select "
+        "summary compares the selection with the pipeline student's (`compare_with`). The arm still trains the "
+        "pipeline's student: does a DAS selection made with another student's probabilities teach this one?",
+    )
     build_sft: dict[str, Any] = Field(default_factory=dict, description="`dasd build-sft` settings of this arm")
     stages: list[str] = Field(
         default_factory=lambda: list(SFT_STAGES),

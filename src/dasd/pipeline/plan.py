@@ -507,18 +507,24 @@ def _arm_data_steps(config: PipelineConfig, arm: str, spec: ArmConfig) -> list[S
     folder = arm_dir(config.workdir, arm)
     select_out = folder / "select.jsonl"
     sft_out = folder / "sft" / "sft.jsonl"
+    filtered = str(_record_outputs(config)["filter"])
+    steps, candidates, compare = [], {"input": filtered}, {}
+    if spec.score_with is not None:
+        # the same candidates, scored by another student: select from those scores, compare with the pipeline's
+        rescored = folder / "score" / "scored.jsonl"
+        settings = {key: value for key, value in spec.score_with.items() if key != "student"}
+        student = {**config.student.model_dump(), "tokenizer": None, **(spec.score_with.get("student") or {})}
+        score_config = {**config.score, **settings, "input": filtered, "output": str(rescored), "student": student}
+        steps.append(Step(f"{arm}.score", "score", score_config, [rescored.parent], ["filter"]))
+        candidates, compare = {"input": str(rescored)}, {"compare_with": filtered}
     return [
+        *steps,
         Step(
             f"{arm}.select",
             "select",
-            {
-                **config.select,
-                **spec.select,
-                "input": str(_record_outputs(config)["filter"]),
-                "output": str(select_out),
-            },
+            {**config.select, **spec.select, **candidates, **compare, "output": str(select_out)},
             [select_out, summary_file(select_out, "select"), sidecar(select_out, "config", ".yaml")],
-            ["filter"],
+            [steps[0].name if steps else "filter"],
         ),
         Step(
             f"{arm}.build_sft",

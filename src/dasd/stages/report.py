@@ -392,8 +392,49 @@ def section_sentence_types(page: Page) -> list[str]:
         + _table(["set", "responses", "teacher sentences", "student sentences", "shared", "teacher share %"], rows)
         + "<p class='note'>teacher sentence: the teacher is much more confident than the student; student "
         "sentence: the reverse; shared: both agree. DAS keeps the responses richest in teacher sentences, RS "
-        "picks at random with the same budget.</p>"
+        "picks at random with the same budget.</p>" + _selection_overlaps(page)
     ]
+
+
+def _selection_overlaps(page: Page) -> str:
+    """`dasd select compare_with=…`: how a selection made with one student's scores overlaps another's."""
+    rows = []
+    for path, payload in page.of("select", SelectSummary):
+        overlap = payload.get("overlap")
+        if not overlap:
+            continue
+        agreement = overlap["sentences"]
+        rows.append(
+            [
+                page.label(path),
+                page.label(Path(overlap["compare_with"])),
+                f"{overlap['jaccard']:.3f}",
+                ", ".join(f"T={t}: {j:.3f}" for t, j in overlap["jaccard_per_temperature"].items()),
+                f"{overlap['selected_both']} / {overlap['selected_here']} / {overlap['selected_there']}",
+                "—" if agreement["agreement"] is None else f"{agreement['agreement']:.3f}",
+                ", ".join(f"{kind} {share:.3f}" for kind, share in agreement["same_class_share"].items()),
+            ]
+        )
+    if not rows:
+        return ""
+    return (
+        "<h3>Does a DAS selection transfer across students?</h3>"
+        + _table(
+            [
+                "selection",
+                "compared with",
+                "Jaccard",
+                "per temperature",
+                "kept by both / here / there",
+                "same sentence class",
+                "same class, by class here",
+            ],
+            rows,
+        )
+        + "<p class='note'>The same candidates scored by two students and selected with the same settings: the "
+        "Jaccard index of the kept ids (1: the same selection), and the share of sentences both scorings put in "
+        "the same class.</p>"
+    )
 
 
 def section_filtering(page: Page) -> list[str]:

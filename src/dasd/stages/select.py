@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +41,7 @@ from ..data.summaries import SelectSummary
 from ..errors import ConfigError, InputError
 from ..naming import sidecar
 from ..progress import format_summary
-from ..sentence_scores import classify, strategy_score
+from ..sentence_scores import classify, selection_overlap, strategy_score
 
 
 class SelectConfig(StageConfig):
@@ -77,6 +78,13 @@ class SelectConfig(StageConfig):
         None,
         description="space of `beta` when re-classifying: prob (p_T - p_S) or logratio (log p_T - log p_S; a "
         "p_T/p_S cut-off c is beta = ln c)",
+    )
+    compare_with: str | None = Field(
+        None,
+        description="the same candidates scored by another student (e.g. `dasd score … student.model=smollm2`): "
+        "selected there with the same settings, the summary gives the overlap of the two selections (Jaccard of "
+        "the kept ids, overall and per temperature) and how often the two scorings give a sentence the same class "
+        "— does a DAS selection transfer across students?",
     )
     histogram_bins: list[int] = Field(
         default_factory=lambda: [0, 1, 2, 5, 10, 20, 50, 100, 200],
@@ -149,41 +157,47 @@ def _bin(value: int, edges: list[int]) -> str:
     return f"{lower}-{higher[0] - 1}" if higher else f"{lower}+"
 
 
-def run(config: SelectConfig) -> dict[str, Any]:
-    candidates: list[dict[str, Any]] = []
-    not_candidates = 0
-    other_temperature = 0
+@dataclass
+class Candidates:
+    records: list[dict[str, Any]]
+    not_candidates: int = 0  # rejected by dasd filter
+    other_temperature: int = 0  # not at one of `temperatures`
+
+
+def read_candidates(path: str, config: SelectConfig) -> Candidates:
+    """The scored records of `path` that select may choose from (one-line `InputError` on a bad record)."""
+    found = Candidates([])
     needed = ("id", "question_id") + (("reasoning", "content") if config.strategy == "longest" else ())
-    for line, record in iter_records(config.input):
-        check_fields(record, needed, path=config.input, line=line)
+    for line, record in iter_records(path):
+        check_fields(record, needed, path=path, line=line)
         if isinstance(record.get("filter"), dict) and record["filter"].get("keep") is False:
-            not_candidates += 1
+            found.not_candidates += 1
             continue
         if config.strategy in ("count", "ratio") and not isinstance(record.get("das"), dict):
             raise InputError(
-                config.input,
-                line,
-                "das",
-                f"missing: strategy={config.strategy} needs scored records (run dasd score first)",
+                path, line, "das", f"missing: strategy={config.strategy} needs scored records (run dasd score first)"
             )
         if config.temperatures is not None:
             temperature = record.get("temperature")
             if not isinstance(temperature, (int, float)):
-                raise InputError(config.input, line, "temperature", "missing: `temperatures` selects by it")
+                raise InputError(path, line, "temperature", "missing: `temperatures` selects by it")
             if not any(abs(float(temperature) - wanted) < 1e-9 for wanted in config.temperatures):
-                other_temperature += 1
+                found.other_temperature += 1
                 continue
         if config.beta is not None or config.space is not None:
             if not isinstance(record.get("sentences"), list):
-                raise InputError(config.input, line, "sentences", "missing: re-classifying needs scored records")
+                raise InputError(path, line, "sentences", "missing: re-classifying needs scored records")
             record = reclassified(record, config.beta if config.beta is not None else 0.1, config.space or "prob")
-        candidates.append(record)
-    if config.k_per_temperature and not config.per_temperature:
-        raise ConfigError("k_per_temperature needs per_temperature=true (k is counted per question and temperature)")
-    if not candidates and not not_candidates:
-        reason = f"no records at temperatures {config.temperatures}" if other_temperature else "no records (empty file)"
-        raise InputError(config.input, None, None, reason)
+        found.records.append(record)
+    if not found.records and not found.not_candidates:
+        reason = f"no records at temperatures {config.temperatures}" if found.other_temperature else "no records"
+        raise InputError(path, None, None, reason + ("" if found.other_temperature else " (empty file)"))
+    return found
 
+
+def choose(candidates: list[dict[str, Any]], config: SelectConfig) -> list[dict[str, Any]]:
+    """The best `k` of each question (and temperature) by the strategy, within the budgets, each with its `select`
+    entry (strategy, rank, score)."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for record in candidates:
         groups[(record["question_id"], record.get("temperature") if config.per_temperature else None)].append(record)
@@ -217,6 +231,25 @@ def run(config: SelectConfig) -> dict[str, Any]:
         selected.sort(
             key=lambda record: (str(record["question_id"]), str(record.get("temperature")), record["select"]["rank"])
         )
+    return selected
+
+
+def run(config: SelectConfig) -> dict[str, Any]:
+    # 1. The candidates (and, with compare_with, the same candidates as another student scored them).
+    if config.k_per_temperature and not config.per_temperature:
+        raise ConfigError("k_per_temperature needs per_temperature=true (k is counted per question and temperature)")
+    found = read_candidates(config.input, config)
+    candidates, not_candidates, other_temperature = found.records, found.not_candidates, found.other_temperature
+    other = read_candidates(config.compare_with, config).records if config.compare_with else None
+
+    # 2. Select; with compare_with, select there too and compare.
+    selected = choose(candidates, config)
+    overlap = None
+    if other is not None:
+        overlap = {
+            "compare_with": config.compare_with,
+            **selection_overlap(candidates, selected, other, choose(other, config)),
+        }
     kept_ids = {record["id"] for record in selected}
 
     output = Path(config.output)
@@ -250,7 +283,7 @@ def run(config: SelectConfig) -> dict[str, Any]:
         "output": str(output),
         "strategy": config.strategy,
         "k": config.k,
-        "questions": len({key[0] for key in groups}),
+        "questions": len({record["question_id"] for record in candidates}),
         "candidates": len(candidates),
         "excluded_by_filter": not_candidates,
         "excluded_by_temperature": other_temperature,
@@ -261,6 +294,8 @@ def run(config: SelectConfig) -> dict[str, Any]:
         summary["k_per_temperature"] = {str(t): k for t, k in config.k_per_temperature.items()}
     if config.budget_per_temperature:
         summary["budget_per_temperature"] = {str(t): cap for t, cap in config.budget_per_temperature.items()}
+    if overlap is not None:
+        summary["overlap"] = overlap
     write_summary(output, summary)
     rows = [
         ("questions", summary["questions"]),
@@ -283,6 +318,25 @@ def run(config: SelectConfig) -> dict[str, Any]:
                     f"{info['count']} responses, mean teacher sentences {info['mean_teacher_sentences']}  [{bars}]",
                 )
             )
+    if overlap is not None:
+        rows.append(("overlap with", config.compare_with))
+        rows.append(
+            (
+                "  selections' Jaccard",
+                f"{overlap['jaccard']:.3f} ({overlap['selected_both']} kept by both of {overlap['selected_here']} "
+                f"here, {overlap['selected_there']} there; "
+                + ", ".join(f"T={t} {j:.3f}" for t, j in overlap["jaccard_per_temperature"].items())
+                + ")",
+            )
+        )
+        agreement = overlap["sentences"]
+        rows.append(
+            (
+                "  same sentence class",
+                f"{agreement['agreement']:.3f} of {agreement['compared']} sentences; by class here: "
+                + ", ".join(f"{kind} {share:.3f}" for kind, share in agreement["same_class_share"].items()),
+            )
+        )
     print(
         format_summary(f"dasd select ({config.strategy}, k={config.k}) -> {output}", rows), file=sys.stdout, flush=True
     )
