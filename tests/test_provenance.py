@@ -149,6 +149,17 @@ def test_different_models_give_other_classes_and_a_rerun_reuses_the_scores(
     counts = summary["sentences"]["correct"]
     # the taught teacher is sure of its own kind of text; the random-init student is not
     assert counts["teacher"] > 0 and summary["models"]["distilled"] == str(tiny_qwen3)
+    # each share comes with a cluster-bootstrap interval (questions resampled) that holds the share itself
+    assert summary["bootstrap"] == {"resamples": 1000, "unit": "question", "level": 0.95}
+    for group in ("correct", "incorrect"):
+        for kind, share in summary["share"][group].items():
+            if share is not None:
+                low, high = summary["share_interval"][group][kind]
+                assert low <= share <= high, (group, kind)
+    correct, incorrect = summary["share"]["correct"]["teacher"], summary["share"]["incorrect"]["teacher"]
+    if correct is not None and incorrect is not None:
+        low, high = summary["share_interval"]["difference"]["teacher"]
+        assert low <= correct - incorrect <= high
     folder = outputs / "provenance"
     before = {
         role: (folder / f"logprobs.{role}.jsonl").stat().st_mtime_ns for role in ("teacher", "student", "distilled")

@@ -259,15 +259,20 @@ def test_provenance_shares_and_deltas(tmp_path):
                 "incorrect": {"teacher": 0.239, "student": 0.145, "shared": 0.514, "boosted": None},
             },
             "delta": {"teacher": -0.002, "student": -0.121, "shared": 0.201, "boosted": None},
+            "share_interval": {
+                "correct": {"teacher": [0.2, 0.3]},
+                "incorrect": {"teacher": [0.19, 0.29]},
+                "difference": {"teacher": [-0.05, 0.074]},
+            },
         },
     )
     (html,) = report.section_provenance(_page(tmp_path))
     assert "240 answers (162 correct)" in html
     assert _cells(html) == [
-        ["teacher", "25.1", "23.9", "-0.002"],
-        ["student", "1.1", "14.5", "-0.121"],
-        ["shared", "72.3", "51.4", "+0.201"],
-        ["boosted", "1.5", "-", "-"],
+        ["teacher", "25.1 [20.0, 30.0]", "23.9 [19.0, 29.0]", "[-5.0, 7.4]", "-0.002"],
+        ["student", "1.1", "14.5", "-", "-0.121"],
+        ["shared", "72.3", "51.4", "-", "+0.201"],
+        ["boosted", "1.5", "-", "-", "-"],
     ]
 
 
@@ -277,3 +282,31 @@ def test_a_folder_without_dasd_outputs_is_a_one_line_error(tmp_path):
         report.build(ReportConfig(run_dir=str(tmp_path)))
     with pytest.raises(InputError, match="not a folder"):
         report.build(ReportConfig(run_dir=str(tmp_path / "missing")))
+
+
+def test_a_selection_compared_with_another_students_shows_its_overlap(tmp_path):
+    overlap = {
+        "compare_with": str(tmp_path / "filter" / "filtered.jsonl"),
+        "candidates_in_both": 40,
+        "selected_here": 8,
+        "selected_there": 8,
+        "selected_both": 4,
+        "jaccard": 1 / 3,
+        "jaccard_per_temperature": {"0.6": 0.5, "1.0": 0.2},
+        "sentences": {"compared": 400, "agreement": 0.25, "same_class_share": {"teacher": 0.9, "shared": 0.05}},
+    }
+    _summary(tmp_path / "arms" / "b" / "select.summary.json", {"stage": "select", "output": "x", "overlap": overlap})
+    _summary(tmp_path / "arms" / "a" / "select.summary.json", {"stage": "select", "output": "y"})
+    html = report._selection_overlaps(_page(tmp_path))
+    assert "transfer across students" in html
+    assert _cells(html) == [
+        [
+            "arms/b",
+            "filter/filtered.jsonl",
+            "0.333",
+            "T=0.6: 0.500, T=1.0: 0.200",
+            "4 / 8 / 8",
+            "0.250",
+            "teacher 0.900, shared 0.050",
+        ]
+    ]

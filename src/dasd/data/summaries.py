@@ -214,6 +214,9 @@ class ProvenanceSummary(TypedDict):
     sentences: dict[str, dict[str, int]]  # correct / incorrect -> PROVENANCE_CLASSES
     share: dict[str, dict[str, float | None]]
     delta: dict[str, float | None]  # share in correct − share in incorrect, by class
+    # 95% cluster-bootstrap intervals (questions resampled): correct / incorrect / difference -> class -> [low, high]
+    share_interval: NotRequired[dict[str, dict[str, list[float] | None]] | None]
+    bootstrap: NotRequired[dict[str, Any]]  # resamples, unit, level
     positions_used: int
     by_position: dict[str, Any]
     example: str | None

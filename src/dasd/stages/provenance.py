@@ -16,13 +16,15 @@ token probabilities. Classes, with d(a, b) = p_a - p_b (or log p_a - log p_b wit
 * teacher — otherwise, d(T, S) > beta;  student — d(T, S) < -beta;
 * boosted — otherwise (T and S agree within beta, but D moved away from them by more than alpha).
 
-Per sentence position (the i-th sentence of a response), the fraction of each class among correct and
-among incorrect answers (graded as `dasd eval` does; its `results.jsonl` is reused when present), over
-the positions where both groups have at least `min_samples` responses; Δ is the signed area between the
-two curves (the mean over those positions of correct minus incorrect). Outputs in `output_dir`:
-`provenance.jsonl` (each response's sentences with the three log-probs, class and correctness),
-`summary.json`, `example.png` (one response's three probability lines over class-coloured sentences:
-the report's Figure 5) and `positions.png` (Figure 6).
+Each class's share of the sentences of correct and of incorrect answers comes with a 95% interval from a
+cluster bootstrap over questions (`bootstrap_resamples`, 1,000; a question's answers are drawn together),
+and so does the difference of the two shares (answers graded as `dasd eval` does; its `results.jsonl` is
+reused when present). Per sentence position (the i-th sentence of a response), the fraction of each class
+among correct and among incorrect answers, over the positions where both groups have at least
+`min_samples` responses; Δ is the signed area between the two curves (the mean over those positions of
+correct minus incorrect). Outputs in `output_dir`: `provenance.jsonl` (each response's sentences with the
+three log-probs, class and correctness), `summary.json`, `example.png` (one response's three probability
+lines over class-coloured sentences: the report's Figure 5) and `positions.png` (Figure 6).
 
 Models run one at a time (`hf`: local transformers; `openai`: a server that returns prompt log-probs
 through `/v1/completions` with `echo` — vLLM does — with the text rendered locally in the model's chat
@@ -48,6 +50,7 @@ from ..data.summaries import ProvenanceSummary
 from ..errors import ConfigError, InputError
 from ..figures import plot_provenance_example, plot_provenance_positions
 from ..grading.answers import BoundedVerifier, grade_records
+from ..metrics import cluster_bootstrap
 from ..progress import Progress, format_summary
 from ..sentence_scores import sentence_scores_by_model
 from ..token_scorers import ScorerConfig, make_token_scorer
@@ -81,6 +84,13 @@ class ProvenanceConfig(StageConfig):
         "many responses reaching it",
     )
     max_positions: int = Field(200, ge=1, description="look at most at this many sentence positions")
+    bootstrap_resamples: int = Field(
+        1000,
+        ge=0,
+        description="95% intervals of the correct / incorrect class shares and their difference from this many "
+        "resamples of the questions (a cluster bootstrap: a question's answers are drawn together); 0: none",
+    )
+    bootstrap_seed: int = Field(0, description="seed of the bootstrap resamples")
     example: str | None = Field(
         None, description="id of the response drawn in example.png (default: a correct one with the most classes)"
     )
@@ -150,6 +160,39 @@ def position_fractions(responses: list[dict[str, Any]], *, min_samples: int, max
         "fractions": fractions,
         "delta": delta,
     }
+
+
+def share_intervals(responses: list[dict[str, Any]], *, resamples: int, seed: int) -> dict[str, dict[str, Any]]:
+    """95% cluster-bootstrap intervals (questions resampled) of each class's share of the sentences of correct and
+    of incorrect answers, and of their difference (correct − incorrect)."""
+    by_question: dict[str, list[tuple[bool, Counter]]] = {}
+    for response in responses:
+        counts = Counter(sentence["type"] for sentence in response["sentences"])
+        by_question.setdefault(str(response.get("question_id", response["id"])), []).append(
+            (bool(response["correct"]), counts)
+        )
+
+    def shares(drawn: list[list[tuple[bool, Counter]]]) -> dict[str, float | None]:
+        totals = {"correct": Counter(), "incorrect": Counter()}
+        for cluster in drawn:
+            for correct, counts in cluster:
+                totals["correct" if correct else "incorrect"].update(counts)
+        out: dict[str, float | None] = {}
+        for group, counter in totals.items():
+            size = sum(counter.values())
+            for kind in PROVENANCE_CLASSES:
+                out[f"{group}/{kind}"] = counter[kind] / size if size else None
+        for kind in PROVENANCE_CLASSES:
+            correct, incorrect = out[f"correct/{kind}"], out[f"incorrect/{kind}"]
+            out[f"difference/{kind}"] = None if correct is None or incorrect is None else correct - incorrect
+        return out
+
+    intervals = cluster_bootstrap(list(by_question.values()), shares, resamples=resamples, seed=seed)
+    grouped: dict[str, dict[str, Any]] = {group: {} for group in ("correct", "incorrect", "difference")}
+    for name, interval in intervals.items():
+        group, kind = name.split("/")
+        grouped[group][kind] = interval
+    return grouped
 
 
 # --- scoring (one model at a time, resumable) ------------------------------------------------------
@@ -332,6 +375,11 @@ def run(config: ProvenanceConfig) -> dict[str, Any]:
     totals = {group: Counter() for group in ("correct", "incorrect")}
     for response in responses:
         totals["correct" if response["correct"] else "incorrect"].update(s["type"] for s in response["sentences"])
+    intervals = (
+        share_intervals(responses, resamples=config.bootstrap_resamples, seed=config.bootstrap_seed)
+        if config.bootstrap_resamples
+        else None
+    )
     figures = {}
     example = _pick_example(responses, config.example)
     if example is not None:
@@ -364,6 +412,8 @@ def run(config: ProvenanceConfig) -> dict[str, Any]:
             for group in totals
         },
         "delta": analysis["delta"],
+        "share_interval": intervals,
+        "bootstrap": {"resamples": config.bootstrap_resamples, "unit": "question", "level": 0.95},
         "positions_used": len(analysis["positions"]),
         "by_position": analysis,
         "example": example["id"] if example else None,
@@ -385,12 +435,18 @@ def run(config: ProvenanceConfig) -> dict[str, Any]:
         rows.append(
             (
                 f"{kind} sentences",
-                f"correct {_pct(share['correct'])}  incorrect {_pct(share['incorrect'])}  "
+                f"correct {_pct(share['correct'])}{_interval(intervals, 'correct', kind)}  "
+                f"incorrect {_pct(share['incorrect'])}{_interval(intervals, 'incorrect', kind)}  "
                 f"Δ {'-' if delta is None else f'{delta:+.3f}'}",
             )
         )
     print(format_summary(f"dasd provenance -> {folder}", rows), file=sys.stdout, flush=True)
     return summary
+
+
+def _interval(intervals: dict[str, dict[str, Any]] | None, group: str, kind: str) -> str:
+    bounds = (intervals or {}).get(group, {}).get(kind)
+    return "" if not bounds else f" [{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]"
 
 
 def _pct(value: float | None) -> str:

@@ -396,6 +396,18 @@ def section_sentence_types(page: Page) -> list[str]:
     ]
 
 
+def _relative(path: Path, run_dir: Path) -> str:
+    """`path` from the run's folder when it is inside it (a file, where `Page.label` names folders).
+
+    >>> _relative(Path("/runs/x/filter/filtered.jsonl"), Path("/runs/x")), _relative(Path("/data/a.jsonl"), Path("/r"))
+    ('filter/filtered.jsonl', '/data/a.jsonl')
+    """
+    try:
+        return str(path.resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _selection_overlaps(page: Page) -> str:
     """`dasd select compare_with=…`: how a selection made with one student's scores overlaps another's."""
     rows = []
@@ -407,7 +419,7 @@ def _selection_overlaps(page: Page) -> str:
         rows.append(
             [
                 page.label(path),
-                page.label(Path(overlap["compare_with"])),
+                _relative(Path(overlap["compare_with"]), page.run_dir),
                 f"{overlap['jaccard']:.3f}",
                 ", ".join(f"T={t}: {j:.3f}" for t, j in overlap["jaccard_per_temperature"].items()),
                 f"{overlap['selected_both']} / {overlap['selected_here']} / {overlap['selected_there']}",
@@ -510,11 +522,18 @@ def section_provenance(page: Page) -> list[str]:
             for name in ("positions", "example")
             if (path.parent / f"{name}.png").exists()
         ]
+        intervals = payload.get("share_interval") or {}
+
+        def bounds(group: str, kind: str, intervals=intervals) -> str:
+            interval = intervals.get(group, {}).get(kind)
+            return "" if not interval else f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
         rows = [
             [
                 kind,
-                _percent(payload["share"]["correct"].get(kind)),
-                _percent(payload["share"]["incorrect"].get(kind)),
+                _percent(payload["share"]["correct"].get(kind)) + bounds("correct", kind),
+                _percent(payload["share"]["incorrect"].get(kind)) + bounds("incorrect", kind),
+                (bounds("difference", kind).strip() or "-"),
                 "-" if payload["delta"].get(kind) is None else f"{payload['delta'][kind]:+.3f}",
             ]
             for kind in PROVENANCE_CLASSES
@@ -526,8 +545,18 @@ def section_provenance(page: Page) -> list[str]:
             f"{payload['alpha']}, "
             f"beta {payload['beta']}, {payload['positions_used']} positions with ≥ {payload['min_samples']} answers in "
             "each group</p>"
-            + _table(["class", "share in correct %", "share in incorrect %", "Δ (correct − incorrect)"], rows)
-            + "".join(parts)
+            + _table(
+                [
+                    "class",
+                    "share in correct % [95%]",
+                    "share in incorrect % [95%]",
+                    "correct − incorrect, 95% (points)",
+                    "Δ by position (correct − incorrect)",
+                ],
+                rows,
+            )
+            + "<p class='note'>Intervals: a cluster bootstrap over questions (a question's answers drawn "
+            "together).</p>" + "".join(parts)
         )
     return sections
 
