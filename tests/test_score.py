@@ -491,3 +491,58 @@ def test_two_students_scorings_of_the_same_responses_match_sentence_for_sentence
     assert sum(confusion["shared"].values()) == total  # the teacher scoring itself: all shared
     assert confusion["shared"]["teacher"] > 0  # the random student finds the teacher's sentences unlikely
     assert overlap["selected_here"] == overlap["selected_there"] == 8 and 0 <= overlap["jaccard"] <= 1
+
+
+def test_boosted_sentences_found_before_training_leave_their_candidates_out(
+    tmp_path, taught_teacher, tiny_llama_smollm2
+):
+    """`dasd select boosted_scores=… max_boosted_share=…` (open question 4): the teacher and the original student
+    agree on every sentence (both the taught teacher); where the "distilled" scoring comes from a random-init model,
+    that model moved away from both — boosted sentences — and those candidates are left out; where it comes from the
+    teacher itself, nothing moved and they stay."""
+    from dasd.stages import select
+
+    records, _ = _sample_then_score(
+        tmp_path,
+        taught_teacher,
+        sample_overrides=["schedule=[{temperature: 0.6, n: 1}, {temperature: 1.0, n: 1}]", "top_k=1"],
+        score_overrides=["system_prompt=null"],
+    )
+    score.run(
+        load_config(
+            score.ScoreConfig,
+            None,
+            [
+                f"input={tmp_path / 'responses.jsonl'}",
+                f"output={tmp_path / 'by_random.jsonl'}",
+                f"student.model={tiny_llama_smollm2}",
+                "system_prompt=null",
+            ],
+        )
+    )
+    moved = {record["id"]: record for record in read_jsonl(tmp_path / "by_random.jsonl")}
+    distilled = [moved[r["id"]] if r["question_id"].startswith("q2") else r for r in records]
+    write_jsonl(tmp_path / "by_distilled.jsonl", distilled)
+    expected_out = {r["id"] for r in records if r["question_id"].startswith("q2")}
+
+    def run_select(*extra):
+        return select.run(
+            load_config(
+                select.SelectConfig,
+                None,
+                [
+                    f"input={tmp_path / 'scored.jsonl'}",
+                    f"output={tmp_path / 'selected.jsonl'}",
+                    f"boosted_scores={tmp_path / 'by_distilled.jsonl'}",
+                    *extra,
+                ],
+            )
+        )
+
+    described = run_select()  # no cap: the shares are reported, nothing is left out
+    assert described["boosted"]["excluded"] == 0 and described["selected"] == 16
+    capped = run_select("max_boosted_share=0.5")
+    kept = {record["id"] for record in read_jsonl(tmp_path / "selected.jsonl")}
+    assert capped["boosted"]["excluded"] == len(expected_out) == 4
+    assert kept == {r["id"] for r in records} - expected_out
+    assert capped["boosted"]["mean_share"]["kept"] == 0.0 and capped["boosted"]["unscored"] == 0

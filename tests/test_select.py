@@ -217,3 +217,10 @@ def test_compare_with_a_bad_file_is_one_line(tmp_path, capsys):
     assert code == 2
     assert "unscored.jsonl:1: field 'das': missing: strategy=count needs scored records" in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_max_boosted_share_needs_the_distilled_scores(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "scored.jsonl", RECORDS)
+    assert main(["select", f"input={path}", f"output={tmp_path / 'out.jsonl'}", "max_boosted_share=0.2"]) == 2
+    assert "max_boosted_share needs boosted_scores" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()

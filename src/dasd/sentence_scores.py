@@ -188,6 +188,40 @@ def strategy_score(record: dict[str, Any], strategy: str, seed: int) -> float:
     return stable_seed(seed, "random", record["id"]) / float(1 << 63)
 
 
+def _difference(a: float, b: float, space: str) -> float:
+    return math.exp(a) - math.exp(b) if space == "prob" else a - b
+
+
+def classify_provenance(
+    teacher: float, student: float, distilled: float, *, alpha: float = 0.1, beta: float = 0.1, space: str = "prob"
+) -> str:
+    """The class of one sentence from its mean token log-probs under the teacher, the original student and the
+    distilled model (`dasd provenance`; with d(a, b) = p_a − p_b, or log p_a − log p_b with space=logratio):
+    shared when all three pairwise differences are within alpha; else teacher / student when d(T, S) is above
+    beta / below −beta; else boosted (T and S agree, the distilled model moved away from both).
+
+    >>> import math
+    >>> classify_provenance(math.log(0.5), math.log(0.5), math.log(0.9))
+    'boosted'
+    >>> classify_provenance(math.log(0.9), math.log(0.2), math.log(0.9)), classify_provenance(-0.1, -0.1, -0.1)
+    ('teacher', 'shared')
+    """
+    if space not in ("prob", "logratio"):
+        raise ValueError(f"unknown space {space!r} (prob or logratio)")
+    t_s = _difference(teacher, student, space)
+    if (
+        abs(_difference(student, distilled, space)) <= alpha
+        and abs(_difference(teacher, distilled, space)) <= alpha
+        and abs(t_s) <= alpha
+    ):
+        return "shared"
+    if t_s > beta:
+        return "teacher"
+    if t_s < -beta:
+        return "student"
+    return "boosted"
+
+
 SENTENCE_CLASSES = ("teacher", "shared", "student")
 
 

@@ -34,7 +34,6 @@ kept in `logprobs.<role>.jsonl` as they are computed, so a killed run resumes wh
 
 from __future__ import annotations
 
-import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -52,7 +51,7 @@ from ..figures import plot_provenance_example, plot_provenance_positions
 from ..grading.answers import BoundedVerifier, grade_records
 from ..metrics import cluster_bootstrap
 from ..progress import Progress, format_summary
-from ..sentence_scores import sentence_scores_by_model
+from ..sentence_scores import classify_provenance, sentence_scores_by_model
 from ..token_scorers import ScorerConfig, make_token_scorer
 
 MODELS = ("teacher", "student", "distilled")  # the three models it compares (records.ROLES are message roles)
@@ -101,30 +100,6 @@ class ProvenanceConfig(StageConfig):
 
 
 # --- classes --------------------------------------------------------------------------------------
-
-
-def _difference(a: float, b: float, space: str) -> float:
-    return math.exp(a) - math.exp(b) if space == "prob" else a - b
-
-
-def classify_provenance(
-    teacher: float, student: float, distilled: float, *, alpha: float = 0.1, beta: float = 0.1, space: str = "prob"
-) -> str:
-    """The class of one sentence from its three mean token log-probs (see the module docstring)."""
-    if space not in ("prob", "logratio"):
-        raise ValueError(f"unknown space {space!r} (prob or logratio)")
-    t_s = _difference(teacher, student, space)
-    if (
-        abs(_difference(student, distilled, space)) <= alpha
-        and abs(_difference(teacher, distilled, space)) <= alpha
-        and abs(t_s) <= alpha
-    ):
-        return "shared"
-    if t_s > beta:
-        return "teacher"
-    if t_s < -beta:
-        return "student"
-    return "boosted"
 
 
 def position_fractions(responses: list[dict[str, Any]], *, min_samples: int, max_positions: int) -> dict[str, Any]:

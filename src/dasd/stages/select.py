@@ -41,7 +41,7 @@ from ..data.summaries import SelectSummary
 from ..errors import ConfigError, InputError
 from ..naming import sidecar
 from ..progress import format_summary
-from ..sentence_scores import classify, selection_overlap, strategy_score
+from ..sentence_scores import classify, classify_provenance, selection_overlap, strategy_score
 
 
 class SelectConfig(StageConfig):
@@ -85,6 +85,24 @@ class SelectConfig(StageConfig):
         "selected there with the same settings, the summary gives the overlap of the two selections (Jaccard of "
         "the kept ids, overall and per temperature) and how often the two scorings give a sentence the same class "
         "— does a DAS selection transfer across students?",
+    )
+    boosted_scores: str | None = Field(
+        None,
+        description="the same candidates scored with a distilled model as the student (e.g. the stage-1 checkpoint: "
+        "`dasd score … student.model=runs/x/train/das/low_temp/final`): each sentence is classed as `dasd "
+        "provenance` does — teacher, student, shared or boosted (the teacher and the original student agree, the "
+        "distilled model moved away from both) — and the summary gives the boosted share of kept and dropped "
+        "candidates; with max_boosted_share, candidates above it are not selected",
+    )
+    max_boosted_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="with boosted_scores: leave out candidates whose share of boosted sentences is above this "
+        "(the report's open question 4: find boosted sentences before training, not after)",
+    )
+    boosted_alpha: float = Field(
+        0.1, ge=0, description="with boosted_scores: provenance's alpha (beta and space are this stage's)"
     )
     histogram_bins: list[int] = Field(
         default_factory=lambda: [0, 1, 2, 5, 10, 20, 50, 100, 200],
@@ -234,15 +252,71 @@ def choose(candidates: list[dict[str, Any]], config: SelectConfig) -> list[dict[
     return selected
 
 
+def boosted_shares(candidates: list[dict[str, Any]], config: SelectConfig) -> dict[str, float | None]:
+    """Each candidate's share of boosted sentences: its sentences (teacher and original-student log-probs from the
+    input) classed with the distilled model's log-prob of the same span from `boosted_scores` (`dasd provenance`'s
+    classes); None for a candidate that file lacks."""
+    assert config.boosted_scores is not None
+    distilled: dict[str, dict[tuple, float]] = {}
+    for line, record in iter_records(config.boosted_scores):
+        check_fields(record, ("id", "sentences"), path=config.boosted_scores, line=line)
+        distilled[str(record["id"])] = {
+            (s.get("part"), s.get("start"), s.get("end")): s["student_logprob"] for s in record["sentences"]
+        }
+    beta = config.beta if config.beta is not None else 0.1
+    space = config.space or "prob"
+    shares: dict[str, float | None] = {}
+    for record in candidates:
+        theirs = distilled.get(str(record["id"]))
+        sentences = record.get("sentences") or []
+        if theirs is None or not sentences:
+            shares[record["id"]] = None
+            continue
+        classes = [
+            classify_provenance(
+                s["teacher_logprob"],
+                s["student_logprob"],
+                theirs[key],
+                alpha=config.boosted_alpha,
+                beta=beta,
+                space=space,
+            )
+            for s in sentences
+            if (key := (s.get("part"), s.get("start"), s.get("end"))) in theirs
+        ]
+        shares[record["id"]] = classes.count("boosted") / len(classes) if classes else None
+    return shares
+
+
 def run(config: SelectConfig) -> dict[str, Any]:
     # 1. The candidates (and, with compare_with, the same candidates as another student scored them).
     if config.k_per_temperature and not config.per_temperature:
         raise ConfigError("k_per_temperature needs per_temperature=true (k is counted per question and temperature)")
+    if config.max_boosted_share is not None and config.boosted_scores is None:
+        raise ConfigError("max_boosted_share needs boosted_scores (the candidates scored with the distilled model)")
     found = read_candidates(config.input, config)
     candidates, not_candidates, other_temperature = found.records, found.not_candidates, found.other_temperature
     other = read_candidates(config.compare_with, config).records if config.compare_with else None
 
-    # 2. Select; with compare_with, select there too and compare.
+    # 2. With boosted_scores: each candidate's share of boosted sentences; above max_boosted_share, not a candidate.
+    boosted = None
+    if config.boosted_scores is not None:
+        shares = boosted_shares(candidates, config)
+        excluded = {
+            record_id
+            for record_id, share in shares.items()
+            if config.max_boosted_share is not None and share is not None and share > config.max_boosted_share
+        }
+        boosted = {
+            "scores": config.boosted_scores,
+            "max_share": config.max_boosted_share,
+            "alpha": config.boosted_alpha,
+            "excluded": len(excluded),
+            "unscored": sum(share is None for share in shares.values()),
+        }
+        candidates = [record for record in candidates if record["id"] not in excluded]
+
+    # 3. Select; with compare_with, select there too and compare.
     selected = choose(candidates, config)
     overlap = None
     if other is not None:
@@ -296,6 +370,14 @@ def run(config: SelectConfig) -> dict[str, Any]:
         summary["budget_per_temperature"] = {str(t): cap for t, cap in config.budget_per_temperature.items()}
     if overlap is not None:
         summary["overlap"] = overlap
+    if boosted is not None:
+        kept_shares = [shares[i] for i in kept_ids if shares.get(i) is not None]
+        dropped_shares = [v for i, v in shares.items() if i not in kept_ids and v is not None]
+        boosted["mean_share"] = {
+            "kept": round(sum(kept_shares) / len(kept_shares), 6) if kept_shares else None,
+            "not_kept": round(sum(dropped_shares) / len(dropped_shares), 6) if dropped_shares else None,
+        }
+        summary["boosted"] = boosted
     write_summary(output, summary)
     rows = [
         ("questions", summary["questions"]),
@@ -318,6 +400,15 @@ def run(config: SelectConfig) -> dict[str, Any]:
                     f"{info['count']} responses, mean teacher sentences {info['mean_teacher_sentences']}  [{bars}]",
                 )
             )
+    if boosted is not None:
+        mean = boosted["mean_share"]
+        rows.append(
+            (
+                "boosted sentences",
+                f"mean share kept {mean['kept']}, not kept {mean['not_kept']}; excluded above "
+                f"{config.max_boosted_share}: {boosted['excluded']} ({boosted['unscored']} unscored there)",
+            )
+        )
     if overlap is not None:
         rows.append(("overlap with", config.compare_with))
         rows.append(
