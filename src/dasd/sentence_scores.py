@@ -168,6 +168,17 @@ def score_sentences(
     ], None
 
 
+def mean_teacher_logprob(teacher_logprobs: dict[str, Any]) -> float | None:
+    """Mean log-prob per teacher token, the reasoning's and the content's tokens together; None without tokens.
+
+    >>> mean_teacher_logprob({"reasoning": {"offsets": [[0, 1], [1, 2]], "logprobs": [-1.0, -2.0]},
+    ...                       "content": {"offsets": [[0, 1]], "logprobs": [-3.0]}})
+    -2.0
+    """
+    values = [value for part in PARTS for value in ((teacher_logprobs.get(part) or {}).get("logprobs") or [])]
+    return sum(values) / len(values) if values else None
+
+
 def response_length(record: dict[str, Any]) -> int:
     """Teacher tokens of a scored record (characters when it has no token log-probs)."""
     teacher = record.get("teacher_logprobs")

@@ -34,6 +34,7 @@ class SampleSummary(TypedDict):
     torn_bytes_repaired: int
     backend: dict[str, Any]  # its name and its stats (requests, retries, …)
     logprob_probe: dict[str, Any] | None  # the teacher-forced rescoring that verified raw log-probs; None: not probed
+    temperature_suggestion: NotRequired[dict[str, Any]]  # suggest_temperatures: low, high, reasons
 
 
 class ScoreSummary(TypedDict):

@@ -61,7 +61,7 @@ from ..data.summaries import BuildSFTSummary
 from ..errors import InputError
 from ..naming import HIGH_TEMP_STAGE, sft_stage_file, sidecar, stage_for_temperature
 from ..progress import format_summary
-from ..sentence_scores import check_teacher_logprobs, strategy_score
+from ..sentence_scores import check_teacher_logprobs, mean_teacher_logprob, strategy_score
 from ..text.render import DEFAULT_SYSTEM_PROMPT, think_text, with_system_prompt
 
 EXPORTS = ("trl_messages", "trl_prompt_completion", "sharegpt")
@@ -154,17 +154,6 @@ def sft_record(record: dict[str, Any], config: BuildSFTConfig) -> SFTRecord:
     if record.get("loss_mask_prefix_chars") is not None:
         out["loss_mask_prefix_chars"] = record["loss_mask_prefix_chars"]
     return out
-
-
-def mean_teacher_logprob(teacher_logprobs: dict[str, Any]) -> float | None:
-    """Mean log-prob per teacher token, the reasoning's and the content's tokens together; None without tokens.
-
-    >>> mean_teacher_logprob({"reasoning": {"offsets": [[0, 1], [1, 2]], "logprobs": [-1.0, -2.0]},
-    ...                       "content": {"offsets": [[0, 1]], "logprobs": [-3.0]}})
-    -2.0
-    """
-    values = [value for part in PARTS for value in ((teacher_logprobs.get(part) or {}).get("logprobs") or [])]
-    return sum(values) / len(values) if values else None
 
 
 def softmax_weights(scores: list[float], temperature: float = 1.0) -> list[float]:

@@ -10,6 +10,17 @@ generated token with its character offsets into those two strings.
 Beside the output it writes `<name>.config.yaml` (the resolved config), `<name>.errors.jsonl` (this
 run's failures — a rerun retries them) and `<name>.summary.json`. Rerunning the same command skips
 the response ids already written, so a killed run resumes where it stopped.
+
+Choosing the temperature pair (the report picks 0.6 / 1.0 by hand): sample a few questions at several
+temperatures and pass `--suggest-temperatures` (`suggest_temperatures=true`):
+
+    dasd sample input=questions.jsonl output=runs/probe/responses.jsonl limit=16 --suggest-temperatures \
+        'schedule=[{temperature: 0.3, n: 4}, {temperature: 0.6, n: 4}, {temperature: 0.8, n: 4}, \
+                   {temperature: 1.0, n: 4}, {temperature: 1.2, n: 4}]'
+
+It prints, and writes to `<name>.temperatures.json`, each temperature's density of mean raw log-prob per
+token, the overlaps between temperatures, stop / distinct / correct shares and a suggested low / high pair
+with its reasons (`dasd.temperature_probe`).
 """
 
 from __future__ import annotations
@@ -21,12 +32,13 @@ from pydantic import Field
 
 from ..backends import BackendConfig, make_backend, server_log, with_launch_log
 from ..config import RecordOutput, StageConfig, dump_config
-from ..data.io import ErrorLog, merge_shards, open_writer, shard_output, write_summary
+from ..data.io import ErrorLog, iter_records, merge_shards, open_writer, shard_output, write_json_atomic, write_summary
 from ..data.records import in_shard, load_questions, parse_shard
 from ..data.summaries import SampleSummary
 from ..generation import GenerationOutcome, TemperatureStep, build_requests, generate_records
 from ..naming import sidecar
 from ..progress import format_summary
+from ..temperature_probe import probe_report
 
 
 class SampleConfig(StageConfig):
@@ -67,6 +79,12 @@ class SampleConfig(StageConfig):
         None, description="teacher name recorded in each response's `model` (default: backend.model)"
     )
     limit: int | None = Field(None, ge=1, description="use only the first N questions")
+    suggest_temperatures: bool = Field(
+        False,
+        description="after sampling, measure each temperature's density of mean raw log-prob per token, their "
+        "overlaps, stop / distinct / correct shares, and suggest a low / high pair (<name>.temperatures.json); "
+        "meant for a small probe over several temperatures",
+    )
     shard: str | None = Field(
         None,
         pattern=r"^\d+/\d+$",
@@ -176,4 +194,60 @@ def run(config: SampleConfig) -> dict[str, Any]:
     if "retries" in backend_stats:
         rows.append(("retries", backend_stats["retries"]))
     print(format_summary(f"dasd sample -> {output}", rows), file=sys.stdout, flush=True)
+
+    # 5. With suggest_temperatures: the densities, overlaps and the suggested pair, over every response written.
+    if config.suggest_temperatures:
+        report = temperature_report(output)
+        write_json_atomic(sidecar(output, "temperatures", ".json"), report)
+        summary["temperature_suggestion"] = report["suggestion"]
+        write_summary(output, summary)
+        print(format_temperature_report(report, sidecar(output, "temperatures", ".json")), flush=True)
     return summary
+
+
+def temperature_report(output: str) -> dict[str, Any]:
+    """`temperature_probe.probe_report` over every response in `output`, graded where they have answers."""
+    from ..grading.answers import BoundedVerifier, grade_records
+
+    records = [record for _, record in iter_records(output)]
+    correct = None
+    if any(record.get("answer") not in (None, "") for record in records):
+        with BoundedVerifier() as verifier:
+            grades = grade_records(records, verifier)
+        correct = [None if grade is None else grade.correct for grade in grades]
+    return probe_report(records, correct)
+
+
+def format_temperature_report(report: dict[str, Any], path) -> str:
+    lines = [f"temperatures -> {path}", "-" * 100]
+    lines.append(
+        f"{'T':>5} {'responses':>9} {'mean lp':>8} {'p10':>8} {'p50':>8} {'p90':>8} {'stop':>6} "
+        f"{'distinct':>8} {'correct':>8}  overlap with the others"
+    )
+    for temperature, stats in report["temperatures"].items():
+        others = ", ".join(
+            f"{other}: {value:.2f}" for other, value in report["overlap"][temperature].items() if other != temperature
+        )
+        accuracy = "-" if stats["accuracy"] is None else f"{stats['accuracy']:.0%}"
+        lines.append(
+            f"{float(temperature):>5g} {stats['responses']:>9} {stats['mean_logprob']!s:>8} {stats['p10']!s:>8} "
+            f"{stats['p50']!s:>8} {stats['p90']!s:>8} {stats['stop_share']:>6.0%} {stats['distinct_share']:>8.0%} "
+            f"{accuracy:>8}  {others}"
+        )
+    suggestion = report["suggestion"]
+    pair = f"low {suggestion['low']}, high {suggestion['high']}" if suggestion["low"] is not None else "none"
+    lines.append(f"suggested pair: {pair}")
+    lines.extend(f"  {reason}" for reason in suggestion["reasons"])
+    return "\n".join(lines)
+
+
+def extra_arguments(parser) -> None:
+    parser.add_argument(
+        "--suggest-temperatures", action="store_true", help="same as suggest_temperatures=true (see its help)"
+    )
+
+
+def handle_extra(args) -> bool:
+    if getattr(args, "suggest_temperatures", False):
+        args.overrides = [*args.overrides, "suggest_temperatures=true"]
+    return False
