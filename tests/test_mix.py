@@ -215,3 +215,47 @@ def test_the_off_policy_control_is_as_large_as_the_mixed_file_and_starts_with_it
     for replaced in control[:3]:  # each mixed record → the teacher's curated record of that question
         assert replaced["messages"] == by_question[replaced["question_id"]]["messages"]
     assert len({r["id"] for r in control}) == 5
+
+
+def test_several_continuations_per_cut_and_a_shaped_cut(tmp_path, taught_teacher):
+    """Issue 29 item 5: `continuations_per_cut` continues each cut prefix several times (its own seed each), the
+    first keeping the id it always had; `cut_shape` moves the cut within the range; both stay out of a default
+    config (so existing runs keep their fingerprints)."""
+    output, summary = _run(tmp_path, taught_teacher, taught_teacher, "continuations_per_cut=3", "cut_shape=[5, 1]")
+    continuations = read_jsonl(output.parent / "mixed.continuations.jsonl")
+    by_question: dict[str, list] = {}
+    for item in continuations:
+        by_question.setdefault(item["question_id"], []).append(item)
+    assert by_question and summary["continued"] == len(continuations) == 3 * len(by_question)
+    for question_id, items in by_question.items():
+        assert sorted(item["id"] for item in items) == [
+            f"{question_id}:mixed",
+            f"{question_id}:mixed:1",
+            f"{question_id}:mixed:2",
+        ]
+        assert len({item["prefix"] for item in items}) == 1  # one cut, three continuations of it
+    texts = [item["continuation"] for item in continuations]
+    assert len(set(texts)) > len(by_question)  # seeded per continuation: not all the same
+    config = (output.parent / "mixed.config.yaml").read_text()
+    assert "continuations_per_cut: 3" in config and "cut_shape" in config
+    # the off-policy control of such a file holds one curated copy per mixed record, ids unique
+    write_jsonl(tmp_path / "curated.jsonl", curated(8))
+    control_out = tmp_path / "control" / "control.jsonl"
+    mix.run(
+        load_config(
+            mix.MixConfig,
+            None,
+            [
+                f"input={tmp_path / 'curated.jsonl'}",
+                f"output={control_out}",
+                "student.model=x",
+                "teacher.model=x",
+                f"equal_size_as={output}",
+            ],
+        )
+    )
+    control = read_jsonl(control_out)
+    assert len(control) == len(read_jsonl(output)) and len({r["id"] for r in control}) == len(control)
+    _, plain = _run(tmp_path / "plain", taught_teacher, taught_teacher)
+    plain_config = (tmp_path / "plain" / "mix" / "mixed.config.yaml").read_text()
+    assert "continuations_per_cut" not in plain_config and "cut_shape" not in plain_config

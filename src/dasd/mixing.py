@@ -3,9 +3,9 @@
 * budget — the student may write `ceil(budget_factor × L)` tokens, where L is the length of the
   teacher's reference response for the same question counted in **student** tokens (the
   think-tagged text the student is trained on);
-* cut — a uniformly random character position in the second half of the student's reasoning
-  (`cut_range`, seeded per question), moved back to the end of the last whole sentence at or
-  before it that still lies in that range (forward to the next one if there is none before it); a
+* cut — a random character position in the second half of the student's reasoning (uniform, or
+  Beta-shaped with `cut_shape`; `cut_range`, seeded per question), moved back to the end of the last whole
+  sentence at or before it that still lies in that range (forward to the next one if there is none before it); a
   rollout with no sentence end in the range is not used;
 * continuation — the teacher sees the question in its own format and an assistant turn already
   opened in its reasoning channel holding the student's text up to the cut: `<think>\\n` + prefix
@@ -28,15 +28,32 @@ def student_budget(tokenizer, teacher_text: str, factor: float) -> tuple[int, in
     return length, max(1, math.ceil(factor * length))
 
 
-def cut_position(text: str, *, seed: int, key: str, low: float = 0.5, high: float = 1.0) -> int | None:
-    """Character index to cut `text` at: a sentence end in [low, high] of its length (see module doc)."""
+def cut_position(
+    text: str, *, seed: int, key: str, low: float = 0.5, high: float = 1.0, shape: tuple[float, float] = (1.0, 1.0)
+) -> int | None:
+    """Character index to cut `text` at: a sentence end in [low, high] of its length (see module doc). The target
+    position is drawn uniformly in the range, or, with another `shape` (a, b), at low + (high − low) × Beta(a, b)
+    (e.g. (2, 5) early in the range, (5, 2) late).
+
+    >>> text = "One. Two. Three. Four. Five. Six. Seven. Eight."
+    >>> cut_position(text, seed=0, key="q", low=0.0, high=1.0) in {end for _, end in split_sentences(text)}
+    True
+    >>> early = [cut_position(text, seed=s, key="q", low=0.0, high=1.0, shape=(1, 8)) for s in range(20)]
+    >>> late = [cut_position(text, seed=s, key="q", low=0.0, high=1.0, shape=(8, 1)) for s in range(20)]
+    >>> sum(early) < sum(late)
+    True
+    """
     if not text:
         return None
     length = len(text)
     ends = [end for _, end in split_sentences(text) if low * length <= end < length and end <= high * length]
     if not ends:
         return None
-    target = random.Random(stable_seed(seed, "cut", key)).uniform(low * length, high * length)
+    rng = random.Random(stable_seed(seed, "cut", key))
+    if tuple(shape) == (1.0, 1.0):
+        target = rng.uniform(low * length, high * length)  # as before shapes existed: the same cuts
+    else:
+        target = (low + (high - low) * rng.betavariate(*shape)) * length
     before = [end for end in ends if end <= target]
     return max(before) if before else min(ends)
 

@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_serializer
 
 from ..backends import BackendConfig, GenerationRequest, make_backend, server_log, with_launch_log
 from ..config import RecordOutput, StageConfig, dump_config
@@ -88,6 +88,17 @@ class MixConfig(StageConfig):
     rollout_top_p: float = Field(1.0, gt=0, le=1, description="the student's top-p")
     cut_low: float = Field(0.5, ge=0, lt=1, description="cut no earlier than this share of the student's reasoning")
     cut_high: float = Field(1.0, gt=0, le=1, description="… and no later than this share")
+    cut_shape: tuple[float, float] = Field(
+        (1.0, 1.0),
+        description="Beta(a, b) shape of the cut position within [cut_low, cut_high]: (1, 1) uniform (the "
+        "report's), (2, 5) early in the range, (5, 2) late",
+    )
+    continuations_per_cut: int = Field(
+        1,
+        ge=1,
+        description="teacher continuations of each cut prefix (different seeds); every one that passes the "
+        "filters becomes a mixed record",
+    )
     teacher_temperature: float = Field(1.0, ge=0, description="the teacher's sampling temperature for continuations")
     teacher_top_p: float = Field(1.0, gt=0, le=1, description="the teacher's top-p")
     teacher_max_new_tokens: int = Field(32768, ge=1, description="longest teacher continuation")
@@ -121,6 +132,24 @@ class MixConfig(StageConfig):
         "off-policy records, and the curated record of each mixed record's question in its place",
     )
     seed: int = Field(0, description="seed of the subset, the rollouts, the cuts and the off-policy draw")
+
+    @field_validator("cut_shape")
+    @classmethod
+    def _positive_shape(cls, shape: tuple[float, float]) -> tuple[float, float]:
+        if min(shape) <= 0:
+            raise ValueError("both Beta parameters must be > 0")
+        return shape
+
+    @model_serializer(mode="wrap")
+    def _without_default_refinements(self, handler):
+        # at their defaults the resolved config (and `dasd run`'s fingerprint of the step) is the one written before
+        # these keys existed: existing runs are not redone for them
+        data = handler(self)
+        if tuple(self.cut_shape) == (1.0, 1.0):
+            data.pop("cut_shape", None)
+        if self.continuations_per_cut == 1:
+            data.pop("continuations_per_cut", None)
+        return data
 
 
 def _curated(config: MixConfig) -> dict[str, dict[str, Any]]:
@@ -227,16 +256,25 @@ def cuts(
         if not reasoning:
             reasons["rollout_without_reasoning"] += 1  # the student never opened <think>
             continue
-        cut = cut_position(reasoning, seed=config.seed, key=question_id, low=config.cut_low, high=config.cut_high)
+        cut = cut_position(
+            reasoning,
+            seed=config.seed,
+            key=question_id,
+            low=config.cut_low,
+            high=config.cut_high,
+            shape=config.cut_shape,
+        )
         if cut is None:
             reasons["no_sentence_end_to_cut_at"] += 1
             continue
-        found[f"{question_id}:mixed"] = {
-            "question_id": question_id,
-            "cut": cut,
-            "student_chars": len(reasoning),
-            "prefix": reasoning[:cut],
-        }
+        for index in range(config.continuations_per_cut):
+            # the first continuation keeps the id it had before continuations_per_cut existed
+            found[f"{question_id}:mixed" + (f":{index}" if index else "")] = {
+                "question_id": question_id,
+                "cut": cut,
+                "student_chars": len(reasoning),
+                "prefix": reasoning[:cut],
+            }
     return found
 
 
@@ -360,6 +398,7 @@ def off_policy_control(config: MixConfig, curated: dict[str, dict]) -> list[dict
     mixed record the teacher's curated record of the same question — the same questions, the same
     number of records, nothing on-policy."""
     control = []
+    seen: Counter = Counter()  # a question with several continuations (continuations_per_cut) gets as many copies
     for line, record in read_records(config.equal_size_as):
         if record.get("source") == "off_policy":
             control.append(record)
@@ -370,12 +409,14 @@ def off_policy_control(config: MixConfig, curated: dict[str, dict]) -> list[dict
         control.append(
             {
                 **curated[question_id]["record"],
-                "id": f"{curated[question_id]['record']['id']}:control",
+                "id": f"{curated[question_id]['record']['id']}:control"
+                + (f":{seen[question_id]}" if seen[question_id] else ""),
                 "stage": MIXED_POLICY_STAGE,
                 "source": "off_policy",
                 "weight": config.weight,
             }
         )
+        seen[question_id] += 1
     return control
 
 
