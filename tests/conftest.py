@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ os.environ.setdefault("DASD_CACHE", str(REPO / ".cache" / "dasd"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the sampling cache: a session's own (and each test its own, below), never the user's
+os.environ["DASD_SAMPLE_CACHE"] = tempfile.mkdtemp(prefix="dasd-sample-cache-")
 
 
 def _refuse_remote_connections() -> None:
@@ -39,6 +42,14 @@ def _refuse_remote_connections() -> None:
 
 
 _refuse_remote_connections()
+
+
+@pytest.fixture(autouse=True)
+def _own_sample_cache(tmp_path_factory, monkeypatch):
+    """Each test its own, empty sampling cache (`dasd.sample_cache`): a test that samples generates, as it would
+    on a fresh machine, instead of copying what an earlier test with the same settings made (subprocesses inherit
+    the variable)."""
+    monkeypatch.setenv("DASD_SAMPLE_CACHE", str(tmp_path_factory.mktemp("sample-cache")))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,18 +12,38 @@ from __future__ import annotations
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_serializer
 
 from .errors import ConfigError
 
 
 class StageConfig(BaseModel):
-    """Base for every config section: unknown keys are rejected."""
+    """Base for every config section: unknown keys are rejected.
+
+    A section's serialized form is its resolved config (written beside each output) and what `dasd run`
+    fingerprints a step by. `added_at_default` names fields added after runs were made with the section: at their
+    default they are left out, so a finished step is not redone after an upgrade for a setting it never had (never
+    list a field whose default changes what the stage writes). `omitted` names fields never serialized, because
+    they change nothing the stage writes (a cache switch)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    added_at_default: ClassVar[tuple[str, ...]] = ()
+    omitted: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler):
+        data = handler(self)
+        if isinstance(data, dict) and (self.added_at_default or self.omitted):
+            fields = type(self).model_fields
+            for name in self.added_at_default:
+                if name in data and getattr(self, name) == fields[name].get_default(call_default_factory=True):
+                    del data[name]
+            for name in self.omitted:
+                data.pop(name, None)
+        return data
 
 
 def _not_compressed(path: str) -> str:

@@ -35,6 +35,7 @@ class SampleSummary(TypedDict):
     backend: dict[str, Any]  # its name and its stats (requests, retries, …)
     logprob_probe: dict[str, Any] | None  # the teacher-forced rescoring that verified raw log-probs; None: not probed
     temperature_suggestion: NotRequired[dict[str, Any]]  # suggest_temperatures: low, high, reasons
+    cache: NotRequired[dict[str, Any]]  # the sampling cache: folder (or the reason it is off), reused, stored
 
 
 class ScoreSummary(TypedDict):

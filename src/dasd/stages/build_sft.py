@@ -52,7 +52,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_serializer
+from pydantic import Field
 
 from ..config import RecordOutput, StageConfig, dump_config
 from ..data.io import iter_records, write_json_atomic, write_jsonl_atomic, write_summary
@@ -114,17 +114,8 @@ class BuildSFTConfig(StageConfig):
         "sentence characters weigh 1 on average; written as `loss_weight_spans`",
     )
 
-    @model_serializer(mode="wrap")
-    def _without_default_weighting(self, handler):
-        # at the defaults the resolved config (written beside the output, and `dasd run`'s fingerprint of the step)
-        # stays what it was before these keys existed: existing runs are not redone for them
-        data = handler(self)
-        if self.weight_by == "none" and self.weight_temperature == 1.0:
-            data.pop("weight_by", None)
-            data.pop("weight_temperature", None)
-        if self.sentence_weights is None:
-            data.pop("sentence_weights", None)
-        return data
+    # added after runs existed: at their defaults they stay out of the resolved config (config.StageConfig)
+    added_at_default = ("weight_by", "weight_temperature", "sentence_weights")
 
 
 def sft_record(record: dict[str, Any], config: BuildSFTConfig) -> SFTRecord:

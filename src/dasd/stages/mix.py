@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_serializer
+from pydantic import Field, field_validator
 
 from ..backends import BackendConfig, GenerationRequest, make_backend, server_log, with_launch_log
 from ..config import RecordOutput, StageConfig, dump_config
@@ -140,16 +140,8 @@ class MixConfig(StageConfig):
             raise ValueError("both Beta parameters must be > 0")
         return shape
 
-    @model_serializer(mode="wrap")
-    def _without_default_refinements(self, handler):
-        # at their defaults the resolved config (and `dasd run`'s fingerprint of the step) is the one written before
-        # these keys existed: existing runs are not redone for them
-        data = handler(self)
-        if tuple(self.cut_shape) == (1.0, 1.0):
-            data.pop("cut_shape", None)
-        if self.continuations_per_cut == 1:
-            data.pop("continuations_per_cut", None)
-        return data
+    # added after runs existed: at their defaults they stay out of the resolved config (config.StageConfig)
+    added_at_default = ("cut_shape", "continuations_per_cut")
 
 
 def _curated(config: MixConfig) -> dict[str, dict[str, Any]]:

@@ -26,9 +26,10 @@ with its reasons (`dasd.temperature_probe`).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..backends import BackendConfig, make_backend, server_log, with_launch_log
 from ..config import RecordOutput, StageConfig, dump_config
@@ -38,10 +39,21 @@ from ..data.summaries import SampleSummary
 from ..generation import GenerationOutcome, TemperatureStep, build_requests, generate_records
 from ..naming import sidecar
 from ..progress import format_summary
+from ..sample_cache import SampleCache, default_root, settings_for
 from ..temperature_probe import probe_report
 
 
 class SampleConfig(StageConfig):
+    @field_validator("cache", mode="before", check_fields=False)
+    @classmethod
+    def _yaml_switch(cls, value: Any) -> Any:
+        """YAML reads a bare `off` / `on` as false / true."""
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
+
+    # suggest_temperatures came after runs existed; the cache changes nothing written (config.StageConfig)
+    added_at_default = ("suggest_temperatures",)
+    omitted = ("cache",)
+
     input: str = Field(
         ..., description="questions file: JSONL/JSONL.gz/Parquet/saved HF dataset, or the released DASD format"
     )
@@ -79,6 +91,14 @@ class SampleConfig(StageConfig):
         None, description="teacher name recorded in each response's `model` (default: backend.model)"
     )
     limit: int | None = Field(None, ge=1, description="use only the first N questions")
+    cache: str = Field(
+        "auto",
+        description="copy a whole run an earlier run (any workdir) made with the same teacher weights (content hash), "
+        "questions and settings instead of generating it: auto = the cache under $DASD_CACHE/sample; a folder = "
+        "that cache; off = always generate. hf backend, JSONL output, no shard; a run is stored only when it made "
+        "every response in one go, so the file is the same bytes either way (dasd.sample_cache). Not part of the "
+        "resolved config: it does not change what is written",
+    )
     suggest_temperatures: bool = Field(
         False,
         description="after sampling, measure each temperature's density of mean raw log-prob per token, their "
@@ -106,6 +126,9 @@ def run(config: SampleConfig) -> dict[str, Any]:
     output = shard_output(config.output, shard)
     if shard is None:
         merge_shards(config.output)
+    cache, cache_account = open_sample_cache(config, shard, questions, output)
+    if cache is not None and cache.lookup() is not None and not _has_records(output):
+        cache_account["reused"] = cache.copy_to(Path(output))
     writer = open_writer(output)
     requests, context = build_requests(
         questions,
@@ -176,6 +199,11 @@ def run(config: SampleConfig) -> dict[str, Any]:
         "backend": {"name": config.backend.name, **backend_stats},
         "logprob_probe": probe,
     }
+    fresh = expected - len(requests) == 0 and written == expected and not summary["failed"]
+    if cache is not None and fresh and cache_account["reused"] == 0:
+        cache.store(Path(output), written)  # a whole run made in one go: the next run with these settings copies it
+        cache_account["stored"] = True
+    summary["cache"] = cache_account
     write_summary(output, summary)
     rows = [
         ("questions", len(questions)),
@@ -189,6 +217,8 @@ def run(config: SampleConfig) -> dict[str, Any]:
         ("responses/s", summary["responses_per_s"]),
         ("tokens/s", summary["tokens_per_s"]),
     ]
+    if cache_account["reused"]:
+        rows.append(("copied from the sample cache", f"{cache_account['reused']} ({cache_account['folder']})"))
     if probe:
         rows.append(("log-prob probe", f"raw: mean |Δ| {probe['mean_abs_difference']} over {probe['tokens']} tokens"))
     if "retries" in backend_stats:
@@ -203,6 +233,30 @@ def run(config: SampleConfig) -> dict[str, Any]:
         write_summary(output, summary)
         print(format_temperature_report(report, sidecar(output, "temperatures", ".json")), flush=True)
     return summary
+
+
+def open_sample_cache(config: SampleConfig, shard, questions: list, output: str):
+    """The sampling cache this run reads and adds to (None when off or not cacheable), and the summary's account."""
+    account: dict[str, Any] = {"folder": None, "reason": None, "reused": 0, "stored": False}
+    if config.cache == "off":
+        account["reason"] = "cache=off"
+        return None, account
+    if shard is not None or str(output).endswith(".parquet"):
+        account["reason"] = "shards and Parquet outputs are not cached"
+        return None, account
+    stage = config.model_dump(mode="json", exclude={"input", "output", "shard", "backend", "suggest_temperatures"})
+    settings, reason = settings_for(config.backend, stage, questions, chat_template_kwargs=config.chat_template_kwargs)
+    if settings is None:
+        account["reason"] = reason
+        return None, account
+    cache = SampleCache(default_root() if config.cache == "auto" else Path(config.cache), settings)
+    account["folder"] = str(cache.folder)
+    return cache, account
+
+
+def _has_records(output: str) -> bool:
+    path = Path(output)
+    return path.exists() and path.stat().st_size > 0
 
 
 def temperature_report(output: str) -> dict[str, Any]:

@@ -104,6 +104,8 @@ class SelectConfig(StageConfig):
     boosted_alpha: float = Field(
         0.1, ge=0, description="with boosted_scores: provenance's alpha (beta and space are this stage's)"
     )
+    # added after runs existed: at their defaults they stay out of the resolved config (config.StageConfig)
+    added_at_default = ("compare_with", "boosted_scores", "max_boosted_share", "boosted_alpha")
     histogram_bins: list[int] = Field(
         default_factory=lambda: [0, 1, 2, 5, 10, 20, 50, 100, 200],
         description="lower edges of the teacher-sentence-count histogram bins in the summary",
