@@ -15,7 +15,8 @@ Choosing the temperature pair (the report picks 0.6 / 1.0 by hand): sample a few
 temperatures and pass `--suggest-temperatures` (`suggest_temperatures=true`):
 
     dasd sample input=questions.jsonl output=runs/probe/responses.jsonl limit=16 --suggest-temperatures \\
-        'schedule=[{temperature: 0.3, n: 4}, {temperature: 0.6, n: 4}, {temperature: 1.0, n: 4}, {temperature: 1.3, n: 4}]'
+        'schedule=[{temperature: 0.3, n: 4}, {temperature: 0.6, n: 4}, {temperature: 1.0, n: 4},
+                   {temperature: 1.3, n: 4}]'
 
 It prints, and writes to `<name>.temperatures.json`, each temperature's density of mean raw log-prob per
 token, the overlaps between temperatures, stop / distinct / correct shares and a suggested low / high pair
