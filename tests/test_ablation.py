@@ -222,6 +222,34 @@ def test_the_transfer_arm_selects_from_another_students_scores_and_trains_this_o
     assert trained["student"]["model"] == str(tmp_path / "world" / "student")
 
 
+def test_the_schedule_control_trains_two_stages_at_one_temperature(tmp_path):
+    """`make research-schedule`: 0.6 → 1.0 against two stages at 0.6 (or 1.0) on the same records as the one-stage
+    arm — best-ranked first, second-best in stage 2."""
+    config = load_config(demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "ablation=schedule"])
+    spec = demo.pipeline(config, tmp_path / "world")
+    assert set(spec["arms"]) == {"recipe", "t06_only", "t10_only", "t06_two_stage", "t10_two_stage"}
+    steps = {step.name: step for step in pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))}
+    for temperature, two, one in ((0.6, "t06_two_stage", "t06_only"), (1.0, "t10_two_stage", "t10_only")):
+        assert (
+            steps[f"{two}.select"].config["temperatures"]
+            == [temperature]
+            == steps[f"{one}.select"].config["temperatures"]
+        )
+        assert steps[f"{two}.select"].config["k"] == steps[f"{one}.select"].config["k"] == 2
+        assert steps[f"{two}.build_sft"].config["stage_by"] == "rank"
+        stages = [stage["name"] for stage in steps[f"{two}.s1.train"].config["stages"]]
+        assert stages == ["low_temp", "high_temp"]
+        assert [stage["name"] for stage in steps[f"{one}.s1.train"].config["stages"]] == [
+            "low_temp" if temperature == 0.6 else "high_temp"
+        ]
+    assert {(c["better"], c["worse"]) for c in spec["claims"]} == {
+        ("recipe", "t06_two_stage"),
+        ("recipe", "t10_two_stage"),
+        ("t06_two_stage", "t06_only"),
+        ("t10_two_stage", "t10_only"),
+    }
+
+
 @pytest.fixture(scope="module")
 def arms_run(tmp_path_factory):
     """The reduced ablation (4 arms × 2 seeds), killed (-9) inside `t06_only.s2.train`, then rerun."""

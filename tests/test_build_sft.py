@@ -356,3 +356,22 @@ def test_sentence_weights_need_scored_records_and_stay_out_of_a_default_config(t
     assert main(["build-sft", f"input={path}", f"output={output}"]) == 0
     assert "sentence_weights" not in yaml.safe_load((tmp_path / "sft.config.yaml").read_text())
     assert all("loss_weight_spans" not in record for record in read_jsonl(output))
+
+
+def test_stage_by_rank_splits_one_temperature_into_two_stages(tmp_path, capsys):
+    """The schedule control: select's rank 0 of a question trains in stage 1, its rank 1 in stage 2."""
+    records = [
+        {**record, "select": {"strategy": "count", "rank": index % 2, "score": 1.0}, "temperature": 0.6}
+        for index, record in enumerate(_selected())
+    ]
+    path = write_jsonl(tmp_path / "selected.jsonl", records)
+    output = tmp_path / "sft" / "sft.jsonl"
+    summary = build_sft.run(
+        load_config(build_sft.BuildSFTConfig, None, [f"input={path}", f"output={output}", "stage_by=rank"])
+    )
+    assert summary["per_stage"] == {"low_temp": 3, "high_temp": 3}
+    stages = {record["id"]: record["stage"] for record in read_jsonl(output)}
+    assert all(stages[r["id"]] == ("low_temp" if r["select"]["rank"] == 0 else "high_temp") for r in records)
+    unselected = write_jsonl(tmp_path / "plain.jsonl", _selected())
+    assert main(["build-sft", f"input={unselected}", f"output={tmp_path / 'x.jsonl'}", "stage_by=rank"]) == 2
+    assert "plain.jsonl:1: field 'select': missing: stage_by=rank needs dasd select's output" in capsys.readouterr().err

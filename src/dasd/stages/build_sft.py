@@ -6,7 +6,8 @@ Each response becomes `{id, messages, weight, stage, source, question_id, temper
 `messages` = system prompt ("You are a helpful assistant." by default, as in all of the report's
 stages), the question's turns, and the assistant turn `<think>\\n{reasoning}\\n</think>\\n\\n{content}`.
 `stage` is `low_temp` for responses sampled at temperature <= `low_temperature_max` (0.8), else
-`high_temp` — the two stages of temperature-scheduled SFT; `stage=NAME` forces one for all.
+`high_temp` — the two stages of temperature-scheduled SFT; `stage=NAME` forces one for all; `stage_by=rank` splits
+by select's rank instead (rank 0 → `low_temp`, the rest → `high_temp`: two stages at one temperature).
 
 Written beside `output` (all rewritten whole on each run):
 * `<name>.<stage>.jsonl` — the records of each stage;
@@ -59,7 +60,7 @@ from ..data.io import iter_records, write_json_atomic, write_jsonl_atomic, write
 from ..data.records import PARTS, SFTRecord, check_fields
 from ..data.summaries import BuildSFTSummary
 from ..errors import InputError
-from ..naming import HIGH_TEMP_STAGE, sft_stage_file, sidecar, stage_for_temperature
+from ..naming import HIGH_TEMP_STAGE, LOW_TEMP_STAGE, sft_stage_file, sidecar, stage_for_temperature
 from ..progress import format_summary
 from ..sentence_scores import check_teacher_logprobs, mean_teacher_logprob, strategy_score
 from ..text.render import DEFAULT_SYSTEM_PROMPT, think_text, with_system_prompt
@@ -83,6 +84,12 @@ class BuildSFTConfig(StageConfig):
         HIGH_TEMP_STAGE, description="stage of responses without a temperature (e.g. the released data)"
     )
     stage: str | None = Field(None, description="force this stage name for every record (e.g. mixed_policy)")
+    stage_by: Literal["temperature", "rank"] = Field(
+        "temperature",
+        description="temperature: low_temp / high_temp by the sampling temperature (the report's schedule); rank: "
+        "by select's rank within a question — rank 0 to low_temp (stage 1), the others to high_temp (stage 2) — "
+        "a two-stage schedule at one temperature, the control that separates the temperatures from the two stages",
+    )
     weight: float = Field(1.0, gt=0, description="per-sample loss weight written to every record")
     source: str = Field("dasd", description="`source` tag of the records")
     exports: list[Literal["trl_messages", "trl_prompt_completion", "sharegpt"]] = Field(
@@ -115,7 +122,7 @@ class BuildSFTConfig(StageConfig):
     )
 
     # added after runs existed: at their defaults they stay out of the resolved config (config.StageConfig)
-    added_at_default = ("weight_by", "weight_temperature", "sentence_weights")
+    added_at_default = ("weight_by", "weight_temperature", "sentence_weights", "stage_by")
 
 
 def sft_record(record: dict[str, Any], config: BuildSFTConfig) -> SFTRecord:
@@ -126,6 +133,8 @@ def sft_record(record: dict[str, Any], config: BuildSFTConfig) -> SFTRecord:
     temperature = record.get("temperature")
     if config.stage:
         stage = config.stage
+    elif config.stage_by == "rank":
+        stage = LOW_TEMP_STAGE if record["select"]["rank"] == 0 else HIGH_TEMP_STAGE
     elif temperature is None:
         stage = config.unknown_temperature_stage
     else:
@@ -362,6 +371,8 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
     spans = []
     for line, record in iter_records(config.input):
         check_fields(record, ("id", "messages", "reasoning", "content"), path=config.input, line=line)
+        if config.stage_by == "rank" and not isinstance((record.get("select") or {}).get("rank"), int):
+            raise InputError(config.input, line, "select", "missing: stage_by=rank needs dasd select's output")
         for part in PARTS:
             if not record[part].strip():
                 raise InputError(

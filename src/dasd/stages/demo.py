@@ -6,6 +6,7 @@
     dasd demo ablation=dev workdir=runs/tune        # the learning-rate sweep on the dev split (`make tune`)
     dasd demo ablation=research workdir=runs/research  # the report's open questions as arms (`make research`)
     dasd demo ablation=transfer workdir=runs/transfer  # DAS with another student's scores (`make research-transfer`)
+    dasd demo ablation=schedule workdir=runs/schedule  # temperatures vs two stages (`make research-schedule`)
     dasd demo --preset smollm2     # the real pretrained SmolLM2-135M-Instruct as the student (much slower)
 
 The world (`dasd.models.demo_world`): multi-step reasoning-gym arithmetic, a teacher fitted on correct worked
@@ -37,13 +38,14 @@ class DemoConfig(StageConfig):
     preset: Literal["tiny", "smollm2"] = Field(
         "tiny", description="tiny: the world's own student; smollm2: the real SmolLM2-135M-Instruct as the student"
     )
-    ablation: Literal["none", "arms", "sweeps", "dev", "research", "transfer"] = Field(
+    ablation: Literal["none", "arms", "sweeps", "dev", "research", "transfer", "schedule"] = Field(
         "none",
         description="none: the recipe once (DAS and RS branches, mixed-policy) and its claims; arms: the "
         "ablation arms (`make ablation`); sweeps: the arms plus the DAS-threshold and cut-position sweeps; "
         "dev: the learning-rate sweep that chose the demo's rates, on the dev split (`make tune`); research: "
         "the loss-weighting arms of the report's open question 1 (`make research`); transfer: DAS with another "
-        "student's scores (open question 3, `make research-transfer`); both in benchmarks/PREREGISTERED.md",
+        "student's scores (open question 3, `make research-transfer`); schedule: 0.6 → 1.0 against two stages at one "
+        "temperature (`make research-schedule`); predictions in benchmarks/PREREGISTERED.md",
     )
     seeds: list[int] = Field(
         default_factory=lambda: [1, 2, 3], description="training seeds of every ablation arm (dev: the first only)"
@@ -127,6 +129,14 @@ TRANSFER_CLAIMS = [
         "source": "open question 3",
     },
 ]
+# The control `make ablation` lacked: 0.6 → 1.0 beat each temperature alone, but it also trains two stages (two
+# warm-up + cosine cycles) where those arms train one. Two stages at one temperature separate the two.
+SCHEDULE_CLAIMS = [
+    {"name": "0.6 → 1.0 beats two stages at 0.6", "better": "recipe", "worse": "t06_two_stage", "source": "Table 1"},
+    {"name": "0.6 → 1.0 beats two stages at 1.0", "better": "recipe", "worse": "t10_two_stage", "source": "Table 1"},
+    {"name": "two stages beat one at 0.6", "better": "t06_two_stage", "worse": "t06_only", "source": "control"},
+    {"name": "two stages beat one at 1.0", "better": "t10_two_stage", "worse": "t10_only", "source": "control"},
+]
 SENTENCE_CLASS_WEIGHTS = {"teacher": 2.0, "shared": 1.0, "student": 0.5}  # fixed before any research arm ran
 # The mean log-prob per token divided by 1/124 is about the sequence log-prob (the teacher's responses average 124
 # tokens on the training split): the softmax of the teacher's sequence probabilities, as the report's future work
@@ -202,6 +212,15 @@ def arms(ablation: str, rates: list[float] | tuple[float, ...] = DEV_LEARNING_RA
             },
             "rs": {"description": "random selection, 0.6 → 1.0", "select": {"strategy": "random"}},
         }
+    if ablation == "schedule":
+        out = {name: spec for name, spec in arms("arms").items() if name in ("recipe", "t06_only", "t10_only")}
+        for temperature, name in ((0.6, "t06_two_stage"), (1.0, "t10_two_stage")):
+            out[name] = {
+                "description": f"DAS, T={temperature:g} only, 2 per question in two stages (best first)",
+                "select": {"temperatures": [temperature], "k": 2},
+                "build_sft": {"stage_by": "rank"},
+            }
+        return out
     if ablation == "dev":
         out = {}
         for rate in rates:
@@ -327,6 +346,8 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
             if config.ablation == "research"
             else TRANSFER_CLAIMS
             if config.ablation == "transfer"
+            else SCHEDULE_CLAIMS
+            if config.ablation == "schedule"
             else ARM_CLAIMS
             if with_arms
             else RECIPE_CLAIMS
@@ -338,7 +359,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         spec["stages"] = {name: False for name in ("select", "build_sft", "train", "mix", "train_mixed")}
         # the research arms compare arms with each other: the student is context, the teacher is not needed
         spec["eval_models"] = (
-            ["student"] if dev or config.ablation in ("research", "transfer") else ["student", "teacher"]
+            ["student"] if dev or config.ablation in ("research", "transfer", "schedule") else ["student", "teacher"]
         )
         spec["arms"] = arms(config.ablation, config.dev_learning_rates)
         spec["seeds"] = list(config.seeds[:1] if dev else config.seeds)
