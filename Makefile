@@ -56,14 +56,17 @@ research: venv
 	$(VENV)/bin/dasd report runs/research
 
 # Does a DAS selection made with another student's scores (the real SmolLM2-135M-Instruct) teach the world's student?
+# Run in the ablation's workdir: its recipe and RS arms are reused (the same steps), only the new arm trains; the
+# report then shows this run's arms.
 research-transfer: venv
-	$(VENV)/bin/dasd demo ablation=transfer workdir=runs/transfer
-	$(VENV)/bin/dasd report runs/transfer
+	$(VENV)/bin/dasd demo ablation=transfer workdir=runs/ablation
+	$(VENV)/bin/dasd report runs/ablation
 
-# The control make ablation lacked: 0.6 -> 1.0 against two SFT stages at one temperature (and one stage).
+# The control make ablation lacked: 0.6 -> 1.0 against two SFT stages at one temperature (and one stage); in the
+# ablation's workdir, so the recipe and single-temperature arms are the ablation's own models.
 research-schedule: venv
-	$(VENV)/bin/dasd demo ablation=schedule workdir=runs/schedule
-	$(VENV)/bin/dasd report runs/schedule
+	$(VENV)/bin/dasd demo ablation=schedule workdir=runs/ablation
+	$(VENV)/bin/dasd report runs/ablation
 
 # How the demo's learning rates were chosen: the recipe and its mixed-policy stage at four rates, on the dev split.
 tune: venv

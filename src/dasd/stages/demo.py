@@ -5,8 +5,8 @@
     dasd demo ablation=sweeps workdir=runs/sweeps   # … plus the DAS-threshold and cut-position sweeps
     dasd demo ablation=dev workdir=runs/tune        # the learning-rate sweep on the dev split (`make tune`)
     dasd demo ablation=research workdir=runs/research  # the report's open questions as arms (`make research`)
-    dasd demo ablation=transfer workdir=runs/transfer  # DAS with another student's scores (`make research-transfer`)
-    dasd demo ablation=schedule workdir=runs/schedule  # temperatures vs two stages (`make research-schedule`)
+    dasd demo ablation=transfer workdir=runs/ablation  # DAS with another student's scores (`make research-transfer`)
+    dasd demo ablation=schedule workdir=runs/ablation  # temperatures vs two stages (`make research-schedule`)
     dasd demo --preset smollm2     # the real pretrained SmolLM2-135M-Instruct as the student (much slower)
 
 The world (`dasd.models.demo_world`): multi-step reasoning-gym arithmetic, a teacher fitted on correct worked
