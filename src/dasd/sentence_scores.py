@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .data.records import PARTS, stable_seed
+from .data.records import PARTS, SENTENCE_TYPES, stable_seed
 
 
 def assign_tokens(
@@ -233,9 +233,6 @@ def classify_provenance(
     return "boosted"
 
 
-SENTENCE_CLASSES = ("teacher", "shared", "student")
-
-
 def selection_overlap(
     candidates: list[dict[str, Any]],
     selected: list[dict[str, Any]],
@@ -255,7 +252,7 @@ def selection_overlap(
     >>> result["jaccard"], result["jaccard_per_temperature"], result["selected_both"]
     (0.333333, {'0.6': 0.0, '1.0': 1.0}, 1)
     >>> result["sentences"]["agreement"], result["sentences"]["same_class_share"]
-    (0.75, {'teacher': 1.0, 'shared': 0.5, 'student': 1.0})
+    (0.75, {'teacher': 1.0, 'student': 1.0, 'shared': 0.5})
     """
     common = {record["id"] for record in candidates} & {record["id"] for record in other_candidates}
     here = {record["id"] for record in selected if record["id"] in common}
@@ -270,7 +267,7 @@ def selection_overlap(
         for t in sorted({temperature_of[i] for i in here | there})
     }
     other_by_id = {record["id"]: record for record in other_candidates}
-    confusion: dict[str, dict[str, int]] = {kind: dict.fromkeys(SENTENCE_CLASSES, 0) for kind in SENTENCE_CLASSES}
+    confusion: dict[str, dict[str, int]] = {kind: dict.fromkeys(SENTENCE_TYPES, 0) for kind in SENTENCE_TYPES}
     for record in candidates:
         if record["id"] not in common:
             continue
@@ -295,12 +292,12 @@ def selection_overlap(
         "jaccard_per_temperature": per_temperature,
         "sentences": {
             "compared": compared,
-            "agreement": round(sum(confusion[kind][kind] for kind in SENTENCE_CLASSES) / compared, 6)
+            "agreement": round(sum(confusion[kind][kind] for kind in SENTENCE_TYPES) / compared, 6)
             if compared
             else None,
             "same_class_share": {
                 kind: round(confusion[kind][kind] / sum(confusion[kind].values()), 6)
-                for kind in SENTENCE_CLASSES
+                for kind in SENTENCE_TYPES
                 if sum(confusion[kind].values())
             },
             "confusion": confusion,  # class here -> class there -> sentences

@@ -57,7 +57,7 @@ from pydantic import Field
 
 from ..config import RecordOutput, StageConfig, dump_config
 from ..data.io import iter_records, write_json_atomic, write_jsonl_atomic, write_summary
-from ..data.records import PARTS, SFTRecord, check_fields
+from ..data.records import PARTS, SENTENCE_TYPES, SFTRecord, check_fields
 from ..data.summaries import BuildSFTSummary
 from ..errors import InputError
 from ..naming import HIGH_TEMP_STAGE, LOW_TEMP_STAGE, sft_stage_file, sidecar, stage_for_temperature
@@ -246,9 +246,6 @@ def weight_stats(records: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-SENTENCE_CLASSES = ("teacher", "shared", "student")
-
-
 def sentence_spans(record: dict[str, Any], *, path: str, line: int) -> list[tuple[int, int, str]]:
     """The record's scored sentences as `(start, end, class)` character spans of its assistant turn
     (`think_text` of the stripped reasoning and content, as `sft_record` writes it).
@@ -268,7 +265,7 @@ def sentence_spans(record: dict[str, Any], *, path: str, line: int) -> list[tupl
     spans = []
     for sentence in sentences:
         part, kind = sentence.get("part"), sentence.get("type")
-        if part not in starts or kind not in SENTENCE_CLASSES:
+        if part not in starts or kind not in SENTENCE_TYPES:
             raise InputError(path, line, "sentences", f"a sentence with part {part!r} and type {kind!r}")
         text = record[part]
         lead, kept = len(text) - len(text.lstrip()), len(text.strip())
@@ -290,7 +287,7 @@ def apply_sentence_weights(
     >>> records[0]["loss_weight_spans"], records[1]["loss_weight_spans"]  # mean (3·3 + 1·1) / 4 = 2.5
     ([[0, 3, 1.2]], [[0, 1, 0.4]])
     >>> stats["s"]["char_share"]
-    {'teacher': 0.75, 'shared': 0.0, 'student': 0.25}
+    {'teacher': 0.75, 'student': 0.25, 'shared': 0.0}
     """
     chars: dict[str, Counter] = defaultdict(Counter)
     for record, items in zip(records, spans):
@@ -308,8 +305,8 @@ def apply_sentence_weights(
         ]
     return {
         stage: {
-            "weight": {kind: round(weights.get(kind, 1.0) * scale[stage], 6) for kind in SENTENCE_CLASSES},
-            "char_share": {kind: round(counts[kind] / max(sum(counts.values()), 1), 6) for kind in SENTENCE_CLASSES},
+            "weight": {kind: round(weights.get(kind, 1.0) * scale[stage], 6) for kind in SENTENCE_TYPES},
+            "char_share": {kind: round(counts[kind] / max(sum(counts.values()), 1), 6) for kind in SENTENCE_TYPES},
         }
         for stage, counts in sorted(chars.items())
     }
@@ -455,7 +452,7 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
             for stage, stats in summary["weights"].items()
         )
     for stage, stats in (sentence_stats or {}).items():
-        classes = (f"{kind} {stats['weight'][kind]:.3g} ({stats['char_share'][kind]:.0%})" for kind in SENTENCE_CLASSES)
+        classes = (f"{kind} {stats['weight'][kind]:.3g} ({stats['char_share'][kind]:.0%})" for kind in SENTENCE_TYPES)
         rows.append((f"  sentence weights {stage}", ", ".join(classes)))
     if check is not None:
         rows.append(("template check", ", ".join(f"{key}: {value}" for key, value in sorted(check.items()))))
