@@ -7,7 +7,7 @@ export DASD_CACHE ?= $(CURDIR)/.cache/dasd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-venv slurm demo ablation research research-transfer research-schedule tune lint format test test-unit test-slow test-all bench clean
+.PHONY: venv vllm-venv slurm demo ablation research research-transfer research-schedule research-boosted research-mixing tune lint format test test-unit test-slow test-all bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/cpu.txt pyproject.toml
@@ -67,6 +67,19 @@ research-transfer: venv
 research-schedule: venv
 	$(VENV)/bin/dasd demo ablation=schedule workdir=runs/ablation
 	$(VENV)/bin/dasd report runs/ablation
+
+# Open question 4 and the temperature pair: stage 2 without the candidates rich in boosted sentences under the
+# stage-1 model, and the pair `dasd sample --suggest-temperatures` suggested (0.3 -> 1.0), each against the recipe.
+# Samples at 0.3 as well as 0.6 and 1.0; research-mixing runs in the same workdir and reuses its recipe.
+research-boosted: venv
+	$(VENV)/bin/dasd demo ablation=boosted workdir=runs/open
+	$(VENV)/bin/dasd report runs/open
+
+# Open question 2: the mixed-policy cut's shape (earlier cuts) and two teacher continuations per cut, each against
+# the uniform cut with one; in research-boosted's workdir (its samples and recipe models are reused).
+research-mixing: venv
+	$(VENV)/bin/dasd demo ablation=mixing workdir=runs/open
+	$(VENV)/bin/dasd report runs/open
 
 # How the demo's learning rates were chosen: the recipe and its mixed-policy stage at four rates, on the dev split.
 tune: venv

@@ -33,7 +33,9 @@ REDUCED = [
     "off_policy=2",
     "seeds=[1, 2]",
 ]
-ARMS = ("recipe", "t06_only", "mixed", "off_policy")
+ARMS = ("recipe", "t06_only", "mixed", "off_policy", "stage2_again")
+# the recipe's stage 2 trained again from its stage-1 weights, with the boosted filter letting everything through
+STAGE2_AGAIN = {"after": "recipe", "stage2_select": {"max_boosted_share": 1.0}}
 
 
 def _graded(pattern: dict[str, list[bool]]) -> dict[str, dict[str, bool]]:
@@ -104,7 +106,14 @@ def _spec(tmp_path: Path, **changes) -> dict:
     [
         ({"a": {"after": "nowhere", "mix": {}}}, "arms.a.after"),
         ({"a": {"mix": {}}}, "need `after`"),
-        ({"a": {}, "b": {"after": "a"}}, "exactly one of `mix` or `control_of`"),
+        ({"a": {}, "b": {"after": "a"}}, "exactly one of `mix`, `control_of` or `stage2_select`"),
+        ({"a": {}, "b": {"after": "a", "mix": {}, "stage2_select": {}}}, "exactly one of"),
+        ({"a": {"stage2_select": {}}}, "need `after`"),
+        ({"a": {"stages": ["high_temp"]}, "b": {"after": "a", "stage2_select": {}}}, "no stage 1 to score with"),
+        (
+            {"a": {"build_sft": {"low_temperature_max": 1.5}}, "b": {"after": "a", "stage2_select": {}}},
+            "no sampled temperature is above low_temperature_max 1.5",
+        ),
         ({"a": {}, "b": {"after": "a", "control_of": "a"}}, "arms.b.control_of"),
         ({"a": {"stages": ["warmup"]}}, "arms.a.stages"),
     ],
@@ -250,6 +259,68 @@ def test_the_schedule_control_trains_two_stages_at_one_temperature(tmp_path):
     }
 
 
+def test_the_boosted_filter_scores_with_stage_1_and_trains_only_stage_2_from_it(tmp_path):
+    """`make research-boosted` (issue 29 items 3 and 4): per seed, the filtered candidates scored with the recipe's
+    stage-1 weights, selected at T = 1.0 with the boosted filter, and stage 2 trained from those weights with the
+    recipe's settings; the suggested pair selects at 0.3 and 1.0 from the same (three-temperature) samples."""
+    config = load_config(demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "ablation=boosted"])
+    spec = demo.pipeline(config, tmp_path / "world")
+    assert [entry["temperature"] for entry in spec["sample"]["schedule"]] == [0.3, 0.6, 1.0]
+    assert [(claim["better"], claim["worse"]) for claim in spec["claims"]] == [
+        ("boosted_filter", "recipe"),
+        ("suggested_pair", "recipe"),
+    ]
+    steps = {step.name: step for step in pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))}
+    filtered = str(tmp_path / "run" / "filter" / "filtered.jsonl")
+    assert steps["recipe.select"].config["temperatures"] == [0.6, 1.0]
+    assert steps["suggested_pair.select"].config["temperatures"] == [0.3, 1.0]
+    for seed in (1, 2, 3):
+        stage1 = str(tmp_path / "run" / "arms" / "recipe" / f"seed{seed}" / "low_temp" / "final")
+        score = steps[f"boosted_filter.s{seed}.score"]
+        assert score.config["input"] == filtered and score.config["student"]["model"] == stage1
+        assert score.depends == ["filter", f"recipe.s{seed}.train"]
+        chosen = steps[f"boosted_filter.s{seed}.select"].config
+        assert chosen["boosted_scores"] == score.config["output"] and chosen["input"] == filtered
+        assert chosen["temperatures"] == [1.0] and chosen["max_boosted_share"] == demo.MAX_BOOSTED_SHARE
+        recipe_select = {k: v for k, v in steps["recipe.select"].config.items() if k not in ("output", "temperatures")}
+        assert {k: v for k, v in chosen.items() if k in recipe_select} == recipe_select
+        built = steps[f"boosted_filter.s{seed}.build_sft"]
+        assert built.config["input"] == chosen["output"]
+        train = steps[f"boosted_filter.s{seed}.train"].config
+        assert [(stage["name"], stage["init"]) for stage in train["stages"]] == [("high_temp", stage1)]
+        assert train["stages"][0]["data"].startswith(str(Path(built.config["output"]).parent))
+        recipe_train = steps[f"recipe.s{seed}.train"].config
+        unrelated = {"output_dir", "stages"}
+        assert {k: v for k, v in train.items() if k not in unrelated} == {
+            k: v for k, v in recipe_train.items() if k not in unrelated
+        }
+        assert steps[f"boosted_filter.s{seed}.eval"].config["backend"]["model"] == str(
+            tmp_path / "run" / "arms" / "boosted_filter" / f"seed{seed}" / "high_temp" / "final"
+        )
+
+
+def test_the_mixing_arms_share_the_boosted_runs_recipe_and_differ_in_one_mix_setting(tmp_path):
+    """`make research-mixing` runs in `make research-boosted`'s workdir: the shared steps must be the same steps."""
+
+    def planned(ablation: str) -> dict:
+        config = load_config(demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", f"ablation={ablation}"])
+        plan = pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(demo.pipeline(config, tmp_path / "w")))
+        return {step.name: step for step in plan}
+
+    boosted, mixing = planned("boosted"), planned("mixing")
+    shared = [name for name in mixing if name in boosted]
+    assert {"sample", "score", "filter", "recipe.select", "recipe.s3.train", "recipe.s3.eval"} <= set(shared)
+    assert all(mixing[name].config == boosted[name].config for name in shared)
+    mixes = {
+        arm: {k: v for k, v in mixing[f"{arm}.s2.mix"].config.items() if k != "output"}
+        for arm in ("mixed", "mixed_early_cut", "mixed_two_continuations")
+    }
+    assert mixes["mixed_early_cut"].pop("cut_shape") == list(demo.EARLY_CUT_SHAPE)
+    assert mixes["mixed_two_continuations"].pop("continuations_per_cut") == 2
+    assert mixes["mixed"] == mixes["mixed_early_cut"] == mixes["mixed_two_continuations"]
+    assert mixes["mixed"]["seed"] == 2 and "cut_shape" not in mixes["mixed"]
+
+
 @pytest.fixture(scope="module")
 def arms_run(tmp_path_factory):
     """The reduced ablation (4 arms × 2 seeds), killed (-9) inside `t06_only.s2.train`, then rerun."""
@@ -257,7 +328,10 @@ def arms_run(tmp_path_factory):
     spec = yaml.safe_load(
         yaml.safe_dump(demo.pipeline(load_config(demo.DemoConfig, None, [f"workdir={work}", *REDUCED]), demo_world()))
     )
-    spec["arms"] = {arm: spec["arms"][arm] for arm in ARMS}
+    spec["arms"] = {arm: spec["arms"].get(arm, STAGE2_AGAIN) for arm in ARMS}
+    # 6 records per stage: batches of 2 give each stage 3 optimizer steps — one batch of 8 would be a single step,
+    # taken at the warm-up's learning rate 0, and nothing would train
+    spec["train"]["global_batch_size"] = 2
     spec["claims"] = [claim for claim in demo.ARM_CLAIMS if {claim["better"], claim["worse"]} <= {*ARMS, "student"}]
     spec_file = work.parent / "pipeline.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
@@ -307,6 +381,33 @@ def test_a_killed_arm_resumes_and_the_claims_are_paired_over_seeds(arms_run):
     assert claim["questions"] == 6 and claim["difference"] == pytest.approx(sum(differences) / len(differences))
     assert claim["verdict"] in ("agrees", "opposite", "not distinguishable")
     assert claim["name"] in stdout and "95% interval" in stdout
+
+
+@pytest.mark.integration
+def test_stage_2_trained_again_from_stage_1_with_nothing_left_out_is_the_recipes_own_stage_2(arms_run):
+    """The boosted filter's control is the recipe's stage 2 (issue 29 item 3): with a threshold that leaves nothing
+    out, the separate steps — scoring with the stage-1 weights, selecting at T = 1.0, building, training one stage
+    from those weights — must give the recipe's stage-2 records and, bit for bit, its weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    from dasd.naming import sft_stage_file
+
+    work = arms_run[0]
+    recipe_stage2 = sft_stage_file(work / "arms" / "recipe" / "sft" / "sft.jsonl", "high_temp")
+    for seed in (1, 2):
+        again = work / "arms" / "stage2_again" / f"seed{seed}"
+        assert sft_stage_file(again / "sft" / "sft.jsonl", "high_temp").read_bytes() == recipe_stage2.read_bytes()
+        summary = json.loads((again / "select.summary.json").read_text())
+        assert summary["boosted"]["excluded"] == 0 and summary["boosted"]["max_share"] == 1.0
+        assert summary["boosted"]["unscored"] == 0  # every candidate was scored by the stage-1 weights
+        mine = load_file(str(again / "high_temp" / "final" / "model.safetensors"))
+        theirs = load_file(str(work / "arms" / "recipe" / f"seed{seed}" / "high_temp" / "final" / "model.safetensors"))
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[name], theirs[name]) for name in mine)
+        first_stage = load_file(
+            str(work / "arms" / "recipe" / f"seed{seed}" / "low_temp" / "final" / "model.safetensors")
+        )
+        assert not all(torch.equal(mine[name], first_stage[name]) for name in mine)  # stage 2 did train
 
 
 def _by_question(path: Path) -> dict[str, list[bool]]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dasd.cli import STAGES, build_parser
+from dasd.cli import STAGES, build_parser, parse_arguments
 from dasd.config import describe_config, load_config
 from dasd.errors import ConfigError
 from dasd.stages.sample import SampleConfig
@@ -72,6 +72,23 @@ def test_help_lists_every_field():
         assert field.description, "every field needs a help string"
     parser = build_parser()
     assert set(STAGES) <= set(parser._subparsers._group_actions[0].choices)
+
+
+def test_overrides_after_a_flag_are_overrides_and_anything_else_is_still_refused(capsys):
+    # the README's probe command puts `schedule=…` after `--suggest-temperatures`; argparse alone rejected it
+    parser = build_parser()
+    argv = ["sample", "input=q.jsonl", "--suggest-temperatures", "schedule=[{temperature: 0.3, n: 2}]", "limit=3"]
+    args = parse_arguments(parser, argv)
+    assert args.suggest_temperatures and args.overrides == argv[1:2] + argv[3:]
+    config = load_config(SampleConfig, None, [*args.overrides, "output=r.jsonl", "backend.model=m"])
+    assert [entry.temperature for entry in config.schedule] == [0.3] and config.limit == 3
+    for argv, refused in (
+        (["sample", "a=1", "--suggest-temperatures", "nonsense"], "nonsense"),
+        (["sample", "a=1", "--nope", "b=2"], "--nope"),
+    ):
+        with pytest.raises(SystemExit):
+            parse_arguments(build_parser(), argv)
+        assert capsys.readouterr().err.endswith(f"unrecognized arguments: {refused}\n")
 
 
 def test_every_shipped_yaml_loads():

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from dasd.config import load_config
 from dasd.mixing import cut_position
@@ -238,7 +239,19 @@ def test_several_continuations_per_cut_and_a_shaped_cut(tmp_path, taught_teacher
     assert len(set(texts)) > len(by_question)  # seeded per continuation: not all the same
     config = (output.parent / "mixed.config.yaml").read_text()
     assert "continuations_per_cut: 3" in config and "cut_shape" in config
-    # the off-policy control of such a file holds one curated copy per mixed record, ids unique
+    # the dataset card says how the data was cut and continued
+    from dasd.cards import stage_facts
+
+    settings = yaml.safe_load(config)
+    facts = "\n".join(stage_facts({"stage": "mix", "config": settings, "summary": summary}))
+    assert "cut within [0.5, 1.0] of the rollout, Beta(5, 1); 3 teacher continuation(s) per cut" in facts
+    # the off-policy control of such a file holds one curated copy per mixed record, ids unique. The file is the
+    # continuations as if all had reached the right answer: how many do varies with the CPU's float arithmetic
+    # (0 of 9 on one machine), and the control needs several records of one question to be tested
+    as_if_kept = write_jsonl(
+        tmp_path / "as_if_kept.jsonl",
+        [{"id": item["id"], "question_id": item["question_id"], "source": "mixed"} for item in continuations],
+    )
     write_jsonl(tmp_path / "curated.jsonl", curated(8))
     control_out = tmp_path / "control" / "control.jsonl"
     mix.run(
@@ -250,12 +263,15 @@ def test_several_continuations_per_cut_and_a_shaped_cut(tmp_path, taught_teacher
                 f"output={control_out}",
                 "student.model=x",
                 "teacher.model=x",
-                f"equal_size_as={output}",
+                f"equal_size_as={as_if_kept}",
             ],
         )
     )
     control = read_jsonl(control_out)
-    assert len(control) == len(read_jsonl(output)) and len({r["id"] for r in control}) == len(control)
+    assert len(control) == len(continuations) and len({r["id"] for r in control}) == len(control)
+    assert len({r["question_id"] for r in control}) == len(by_question)  # three copies of each question's record
     _, plain = _run(tmp_path / "plain", taught_teacher, taught_teacher)
     plain_config = (tmp_path / "plain" / "mix" / "mixed.config.yaml").read_text()
     assert "continuations_per_cut" not in plain_config and "cut_shape" not in plain_config
+    facts = "\n".join(stage_facts({"stage": "mix", "config": yaml.safe_load(plain_config), "summary": {}}))
+    assert "uniform; 1 teacher continuation(s) per cut" in facts

@@ -546,3 +546,12 @@ def test_boosted_sentences_found_before_training_leave_their_candidates_out(
     assert capped["boosted"]["excluded"] == len(expected_out) == 4
     assert kept == {r["id"] for r in records} - expected_out
     assert capped["boosted"]["mean_share"]["kept"] == 0.0 and capped["boosted"]["unscored"] == 0
+    emptied = {r["question_id"] for r in records if r["question_id"].startswith("q2")}
+    assert (
+        capped["boosted"]["questions_emptied"] == len(emptied) >= 1 and described["boosted"]["questions_emptied"] == 0
+    )
+    # the dataset card says the filter made the data
+    from dasd.cards import stage_facts
+
+    facts = "\n".join(stage_facts({"stage": "select", "config": {"strategy": "count", "k": 1}, "summary": capped}))
+    assert f"max boosted share 0.5: 4 candidates left out (questions left without any: {len(emptied)})" in facts

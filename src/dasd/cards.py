@@ -119,6 +119,22 @@ def _select_facts(config: dict[str, Any], summary: SelectSummary) -> list[str]:
         facts.append(f"- budget per temperature (or per domain at a temperature): {summary['budget_per_temperature']}")
     if config.get("budget"):
         facts.append(f"- global budget: {config.get('budget')}")
+    boosted = summary.get("boosted")
+    if boosted:
+        shares = boosted.get("mean_share") or {}
+        facts.append(
+            f"- boosted sentences: candidates classed with the distilled model's scores `{boosted.get('scores')}` "
+            f"(α = {boosted.get('alpha')}); max boosted share {boosted.get('max_share')}: "
+            f"{boosted.get('excluded')} candidates left out (questions left without any: "
+            f"{boosted.get('questions_emptied')}); mean boosted share kept {shares.get('kept')}, not kept "
+            f"{shares.get('not_kept')}"
+        )
+    overlap = summary.get("overlap")
+    if overlap:
+        facts.append(
+            f"- compared with the selection from `{overlap.get('compare_with')}`: Jaccard {overlap.get('jaccard')}, "
+            f"sentence-class agreement {(overlap.get('sentences') or {}).get('agreement')}"
+        )
     for temperature, groups in sorted((summary.get("per_temperature") or {}).items()):
         kept, dropped = groups.get("kept", {}), groups.get("dropped", {})
         facts.append(
@@ -159,10 +175,14 @@ def _build_sft_facts(config: dict[str, Any], summary: BuildSFTSummary) -> list[s
 
 
 def _mix_facts(config: dict[str, Any], summary: MixSummary) -> list[str]:
+    shape = config.get("cut_shape") or (1, 1)
     return [
         f"- mixed-policy: {summary.get('rollouts')} student rollouts, {summary.get('cut')} cut, "
         f"{summary.get('continued')} continued by the teacher, {summary.get('kept')} kept, "
-        f"{summary.get('off_policy')} off-policy records; dropped {summary.get('drop_reasons')}"
+        f"{summary.get('off_policy')} off-policy records; dropped {summary.get('drop_reasons')}",
+        f"- cut within [{config.get('cut_low')}, {config.get('cut_high')}] of the rollout, "
+        + ("uniform" if tuple(shape) == (1, 1) else f"Beta({shape[0]:g}, {shape[1]:g})")
+        + f"; {config.get('continuations_per_cut') or 1} teacher continuation(s) per cut",
     ]
 
 

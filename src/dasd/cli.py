@@ -53,10 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """argparse, with `key=value` overrides allowed after a stage's flags too (`dasd sample --suggest-temperatures
+    schedule=…`): argparse alone ends the positional list at the first flag and rejects what follows it.
+
+    >>> args = parse_arguments(build_parser(), ["sample", "limit=4", "--suggest-temperatures", "schedule=[]"])
+    >>> args.overrides, args.suggest_temperatures
+    (['limit=4', 'schedule=[]'], True)
+    """
+    args, extra = parser.parse_known_args(argv)
+    stray = [argument for argument in extra if argument.startswith("-") or "=" not in argument]
+    if stray or (extra and not args.stage):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     if not args.stage:
         parser.print_help()
         return 0

@@ -92,7 +92,8 @@ class SelectSummary(TypedDict):
     per_temperature: dict[str, dict[str, SelectedSide]]  # temperature -> "kept" / "dropped"
     # only with compare_with: the two selections' Jaccard (overall, per temperature), the sentence-class agreement
     overlap: NotRequired[dict[str, Any]]
-    # only with boosted_scores: scores, max_share, alpha, excluded, unscored, mean_share {kept, not_kept}
+    # only with boosted_scores: scores, max_share, alpha, excluded, unscored, questions_emptied,
+    # mean_share {kept, not_kept}
     boosted: NotRequired[dict[str, Any]]
 
 

@@ -128,6 +128,15 @@ class ArmConfig(StageConfig):
         description="with `after`: train instead on as many off-policy records as this (mix) arm's mixed data "
         "holds — the equal-size control of mixed-policy distillation",
     )
+    stage2_select: dict[str, Any] | None = Field(
+        None,
+        description="with `after`: train the `after` arm's stage 2 (high_temp) again, from its stage-1 (low_temp) "
+        "weights of the same seed, on a selection of its own: the pipeline's filtered candidates are scored with "
+        "those stage-1 weights (`dasd score`) and selected with these `dasd select` settings over the `after` "
+        "arm's, at the stage-2 temperatures (above build-sft's low_temperature_max unless `temperatures` is given), "
+        "with `boosted_scores` set to that scoring — e.g. {max_boosted_share: 0.1}: boosted sentences found before "
+        "training, not after (the report's open question 4)",
+    )
 
 
 class ClaimConfig(StageConfig):

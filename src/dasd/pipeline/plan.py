@@ -449,6 +449,8 @@ def arm_final(work: Path, config: PipelineConfig, arm: str, seed: int) -> Path:
 def arm_last_stage(spec: ArmConfig) -> str:
     if spec.after is None:
         return spec.stages[-1]
+    if spec.stage2_select is not None:
+        return HIGH_TEMP_STAGE
     return "off_policy" if spec.control_of else MIXED_POLICY_STAGE
 
 
@@ -457,8 +459,19 @@ def _check_arms(config: PipelineConfig) -> None:
         if spec.after is not None:
             if spec.after not in config.arms or config.arms[spec.after].after is not None:
                 raise ConfigError(f"arms.{arm}.after: {spec.after!r} is not an arm that trains from the student")
-            if (spec.mix is None) == (spec.control_of is None):
-                raise ConfigError(f"arms.{arm}: an arm with `after` needs exactly one of `mix` or `control_of`")
+            kinds = [name for name in ("mix", "control_of", "stage2_select") if getattr(spec, name) is not None]
+            if len(kinds) != 1:
+                raise ConfigError(
+                    f"arms.{arm}: an arm with `after` needs exactly one of `mix`, `control_of` or `stage2_select`"
+                )
+            if spec.stage2_select is not None:
+                stages = config.arms[spec.after].stages
+                if stages != list(SFT_STAGES):
+                    raise ConfigError(
+                        f"arms.{arm}.stage2_select: {spec.after!r} trains {stages}, not both SFT stages "
+                        f"({', '.join(SFT_STAGES)}): there is no stage 1 to score with and continue from"
+                    )
+                _stage2_temperatures(config, arm, spec)  # its one-line error, before anything runs
             if spec.control_of is not None:
                 mixed = config.arms.get(spec.control_of)
                 if mixed is None or mixed.mix is None or mixed.after != spec.after:
@@ -466,8 +479,11 @@ def _check_arms(config: PipelineConfig) -> None:
                         f"arms.{arm}.control_of: {spec.control_of!r} is not a mix arm after {spec.after!r}"
                     )
             continue
-        if spec.mix is not None or spec.control_of is not None:
-            raise ConfigError(f"arms.{arm}: `mix` and `control_of` need `after` (the arm whose weights they continue)")
+        if spec.mix is not None or spec.control_of is not None or spec.stage2_select is not None:
+            raise ConfigError(
+                f"arms.{arm}: `mix`, `control_of` and `stage2_select` need `after` (the arm whose weights they "
+                "continue)"
+            )
         unknown = [stage for stage in spec.stages if stage not in SFT_STAGES]
         if unknown or not spec.stages:
             raise ConfigError(f"arms.{arm}.stages: choose among {', '.join(SFT_STAGES)} (got {spec.stages})")
@@ -548,7 +564,11 @@ def _arm_seed_steps(config: PipelineConfig, arm: str, spec: ArmConfig, seed: int
     work = _work(config)
     folder = seed_dir(work, arm, seed)
     steps = []
-    if spec.after is None:
+    if spec.stage2_select is not None:
+        steps, stages = _stage2_steps(config, arm, spec, seed)
+        settings = {**config.train, **config.arms[str(spec.after)].train, **spec.train}
+        depends = [f"{arm}.s{seed}.build_sft"]
+    elif spec.after is None:
         sft_out = arm_dir(work, arm) / "sft" / "sft.jsonl"
         stages = [{"name": stage, "data": str(sft_stage_file(sft_out, stage))} for stage in spec.stages]
         settings = {**config.train, **spec.train}
@@ -599,6 +619,79 @@ def _arm_seed_steps(config: PipelineConfig, arm: str, spec: ArmConfig, seed: int
         )
     )
     return steps
+
+
+def _stage2_temperatures(config: PipelineConfig, arm: str, spec: ArmConfig) -> list[float]:
+    """The temperatures of a `stage2_select` arm's candidates: its own `temperatures`, else the sampled ones that
+    build-sft puts in stage 2 (above `low_temperature_max`) among those the `after` arm selects from."""
+    assert spec.stage2_select is not None and spec.after is not None
+    given = spec.stage2_select.get("temperatures")
+    if given is not None:
+        return [float(t) for t in given]
+    low_max = float({**config.build_sft, **config.arms[spec.after].build_sft}.get("low_temperature_max", 0.8))
+    allowed = {**config.select, **config.arms[spec.after].select}.get("temperatures")
+    sampled = [float(entry["temperature"]) for entry in config.sample.get("schedule") or [] if "temperature" in entry]
+    high = [t for t in sampled if t > low_max and (allowed is None or any(abs(t - a) < 1e-9 for a in allowed))]
+    if not high:
+        raise ConfigError(
+            f"arms.{arm}.stage2_select: no sampled temperature is above low_temperature_max {low_max:g} (sampled: "
+            f"{sampled or 'none in sample.schedule'}); give `temperatures`"
+        )
+    return high
+
+
+def _stage2_steps(
+    config: PipelineConfig, arm: str, spec: ArmConfig, seed: int
+) -> tuple[list[Step], list[dict[str, Any]]]:
+    """A `stage2_select` arm's data for one seed: the filtered candidates scored with the `after` arm's stage-1
+    weights, selected with the boosted classes those scores give, built into SFT records — and its one stage,
+    high_temp from those stage-1 weights (the `after` arm's own stage 2 is the control: the same first stage)."""
+    assert spec.after is not None and spec.stage2_select is not None
+    work, base = _work(config), config.arms[spec.after]
+    folder = seed_dir(work, arm, seed)
+    stage1 = final_dir(seed_dir(work, spec.after, seed), LOW_TEMP_STAGE)
+    filtered = str(_record_outputs(config)["filter"])
+    scored, select_out, sft_out = (
+        folder / "score" / "scored.jsonl",
+        folder / "select.jsonl",
+        folder / "sft" / "sft.jsonl",
+    )
+    score_config = {
+        **config.score,
+        "input": filtered,
+        "output": str(scored),
+        "student": {**config.student.model_dump(), "model": str(stage1)},
+    }
+    select_config = {
+        **config.select,
+        **base.select,
+        **spec.stage2_select,
+        "temperatures": _stage2_temperatures(config, arm, spec),
+        "input": filtered,
+        "boosted_scores": str(scored),
+        "output": str(select_out),
+    }
+    build_config = {
+        "student_tokenizer": _student_tokenizer(config),
+        **config.build_sft,
+        **base.build_sft,
+        "input": str(select_out),
+        "output": str(sft_out),
+    }
+    trained = f"{spec.after}.s{seed}.train"
+    steps = [
+        Step(f"{arm}.s{seed}.score", "score", score_config, [scored.parent], ["filter", trained]),
+        Step(
+            f"{arm}.s{seed}.select",
+            "select",
+            select_config,
+            [select_out, summary_file(select_out, "select"), sidecar(select_out, "config", ".yaml")],
+            [f"{arm}.s{seed}.score"],
+        ),
+        Step(f"{arm}.s{seed}.build_sft", "build-sft", build_config, [sft_out.parent], [f"{arm}.s{seed}.select"]),
+    ]
+    stage = {"name": HIGH_TEMP_STAGE, "data": str(sft_stage_file(sft_out, HIGH_TEMP_STAGE)), "init": str(stage1)}
+    return steps, [stage]
 
 
 def stages_for(work: Path, branch: str) -> list[dict[str, Any]]:

@@ -7,6 +7,8 @@
     dasd demo ablation=research workdir=runs/research  # the report's open questions as arms (`make research`)
     dasd demo ablation=transfer workdir=runs/ablation  # DAS with another student's scores (`make research-transfer`)
     dasd demo ablation=schedule workdir=runs/ablation  # temperatures vs two stages (`make research-schedule`)
+    dasd demo ablation=boosted workdir=runs/open     # boosted filter, suggested pair (`make research-boosted`)
+    dasd demo ablation=mixing workdir=runs/open      # cut shape, continuations per cut (`make research-mixing`)
     dasd demo --preset smollm2     # the real pretrained SmolLM2-135M-Instruct as the student (much slower)
 
 The world (`dasd.models.demo_world`): multi-step reasoning-gym arithmetic, a teacher fitted on correct worked
@@ -38,14 +40,17 @@ class DemoConfig(StageConfig):
     preset: Literal["tiny", "smollm2"] = Field(
         "tiny", description="tiny: the world's own student; smollm2: the real SmolLM2-135M-Instruct as the student"
     )
-    ablation: Literal["none", "arms", "sweeps", "dev", "research", "transfer", "schedule"] = Field(
+    ablation: Literal["none", "arms", "sweeps", "dev", "research", "transfer", "schedule", "boosted", "mixing"] = Field(
         "none",
         description="none: the recipe once (DAS and RS branches, mixed-policy) and its claims; arms: the "
         "ablation arms (`make ablation`); sweeps: the arms plus the DAS-threshold and cut-position sweeps; "
         "dev: the learning-rate sweep that chose the demo's rates, on the dev split (`make tune`); research: "
         "the loss-weighting arms of the report's open question 1 (`make research`); transfer: DAS with another "
         "student's scores (open question 3, `make research-transfer`); schedule: 0.6 → 1.0 against two stages at one "
-        "temperature (`make research-schedule`); predictions in benchmarks/PREREGISTERED.md",
+        "temperature (`make research-schedule`); boosted: stage 2 without the candidates rich in boosted sentences "
+        "under the stage-1 model (open question 4), and the probe's suggested temperature pair 0.3 → 1.0 against "
+        "0.6 → 1.0 (`make research-boosted`); mixing: the mixed-policy cut's shape and two continuations per cut "
+        "(open question 2, `make research-mixing`); predictions in benchmarks/PREREGISTERED.md",
     )
     seeds: list[int] = Field(
         default_factory=lambda: [1, 2, 3], description="training seeds of every ablation arm (dev: the first only)"
@@ -137,6 +142,43 @@ SCHEDULE_CLAIMS = [
     {"name": "two stages beat one at 0.6", "better": "t06_two_stage", "worse": "t06_only", "source": "control"},
     {"name": "two stages beat one at 1.0", "better": "t10_two_stage", "worse": "t10_only", "source": "control"},
 ]
+# Open question 4 and the temperature pair (issue 29 items 3 and 4), each against the recipe: the same stage 1 for
+# the boosted filter, the same stage 2 data (T = 1.0) for the pair.
+BOOSTED_CLAIMS = [
+    {
+        "name": "leaving out stage-2 candidates rich in boosted sentences beats the recipe's stage 2",
+        "better": "boosted_filter",
+        "worse": "recipe",
+        "source": "§8, open question 4",
+    },
+    {
+        "name": "the probe's suggested pair 0.3 → 1.0 beats 0.6 → 1.0",
+        "better": "suggested_pair",
+        "worse": "recipe",
+        "source": "Fig. 3a",
+    },
+]
+# Open question 2 (issue 29 item 5): where the student's prefix is cut, and how many teacher continuations a cut gets.
+MIXING_CLAIMS = [
+    {
+        "name": "earlier cuts (Beta(1, 3) within [0.5, 1.0]) beat uniform cuts",
+        "better": "mixed_early_cut",
+        "worse": "mixed",
+        "source": "§8, open question 2",
+    },
+    {
+        "name": "two teacher continuations per cut beat one",
+        "better": "mixed_two_continuations",
+        "worse": "mixed",
+        "source": "§8, open question 2",
+    },
+    {"name": "mixed-policy adds to stage 2", "better": "mixed", "worse": "recipe", "source": "Table 5"},
+]
+# Fixed before either run (benchmarks/PREREGISTERED.md): the README's example threshold, the pair `dasd sample
+# --suggest-temperatures` suggested on a dev probe, and a cut shape with its mean a quarter into [cut_low, cut_high].
+MAX_BOOSTED_SHARE = 0.1
+SUGGESTED_PAIR = (0.3, 1.0)
+EARLY_CUT_SHAPE = (1.0, 3.0)
 SENTENCE_CLASS_WEIGHTS = {"teacher": 2.0, "shared": 1.0, "student": 0.5}  # fixed before any research arm ran
 # The mean log-prob per token divided by 1/124 is about the sequence log-prob (the teacher's responses average 124
 # tokens on the training split): the softmax of the teacher's sequence probabilities, as the report's future work
@@ -212,6 +254,37 @@ def arms(ablation: str, rates: list[float] | tuple[float, ...] = DEV_LEARNING_RA
             },
             "rs": {"description": "random selection, 0.6 → 1.0", "select": {"strategy": "random"}},
         }
+    if ablation == "boosted":
+        low, high = SUGGESTED_PAIR
+        return {
+            "recipe": {"description": "DAS, 0.6 → 1.0 (the report's)"},
+            "boosted_filter": {
+                "description": f"the recipe's stage 1, then stage 2 without candidates whose boosted share under "
+                f"it is above {MAX_BOOSTED_SHARE:g}",
+                "after": "recipe",
+                "stage2_select": {"max_boosted_share": MAX_BOOSTED_SHARE},
+            },
+            "suggested_pair": {
+                "description": f"DAS, {low:g} → {high:g} (the probe's suggestion)",
+                "select": {"temperatures": [low, high]},
+            },
+        }
+    if ablation == "mixing":
+        recipe_arms = arms("arms")
+        return {
+            "recipe": recipe_arms["recipe"],
+            "mixed": recipe_arms["mixed"],
+            "mixed_early_cut": {
+                "description": f"recipe + mixed-policy stage, cut ~ Beta{EARLY_CUT_SHAPE} within [0.5, 1.0]",
+                "after": "recipe",
+                "mix": {"cut_shape": list(EARLY_CUT_SHAPE)},
+            },
+            "mixed_two_continuations": {
+                "description": "recipe + mixed-policy stage, two teacher continuations per cut",
+                "after": "recipe",
+                "mix": {"continuations_per_cut": 2},
+            },
+        }
     if ablation == "schedule":
         out = {name: spec for name, spec in arms("arms").items() if name in ("recipe", "t06_only", "t10_only")}
         for temperature, name in ((0.6, "t06_two_stage"), (1.0, "t10_two_stage")):
@@ -281,6 +354,9 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
     train_questions = config.train_questions or (100 if with_arms else 64)
     samples = config.samples_per_temperature or (8 if with_arms else 4)
     dev = config.ablation == "dev"  # the same arms' data, evaluated on the dev split's 100 questions × 4
+    # boosted and mixing share a workdir and its samples: 0.3 as well, for the suggested pair; the other arms
+    # select among 0.6 and 1.0 as everywhere else
+    low_probe = config.ablation in ("boosted", "mixing")
     eval_questions = config.eval_questions or (100 if dev else 400 if with_arms else 120)
     eval_split = "dev_questions" if dev else "eval_questions"
     spec: dict[str, Any] = {
@@ -291,7 +367,8 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         "eval_benchmarks": [str(world / f"{eval_split}.jsonl")],
         "threads": config.threads,
         "sample": {
-            "schedule": [
+            "schedule": [{"temperature": SUGGESTED_PAIR[0], "n": samples}] * low_probe
+            + [
                 {"temperature": 0.6, "n": samples},
                 {"temperature": 1.0, "n": samples},
             ],
@@ -301,7 +378,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         },
         "score": {},
         "filter": {"length": {"max_length": 1024}},
-        "select": {"k": 1},
+        "select": {"k": 1, **({"temperatures": [0.6, 1.0]} if low_probe else {})},
         "build_sft": {},
         # batches of 8 whole samples give enough optimizer steps on a few hundred samples; the rates
         # were chosen on the dev split (LEARNING_RATE)
@@ -348,6 +425,10 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
             if config.ablation == "transfer"
             else SCHEDULE_CLAIMS
             if config.ablation == "schedule"
+            else BOOSTED_CLAIMS
+            if config.ablation == "boosted"
+            else MIXING_CLAIMS
+            if config.ablation == "mixing"
             else ARM_CLAIMS
             if with_arms
             else RECIPE_CLAIMS
@@ -359,7 +440,9 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         spec["stages"] = {name: False for name in ("select", "build_sft", "train", "mix", "train_mixed")}
         # the research arms compare arms with each other: the student is context, the teacher is not needed
         spec["eval_models"] = (
-            ["student"] if dev or config.ablation in ("research", "transfer", "schedule") else ["student", "teacher"]
+            ["student"]
+            if dev or config.ablation in ("research", "transfer", "schedule", "boosted", "mixing")
+            else ["student", "teacher"]
         )
         spec["arms"] = arms(config.ablation, config.dev_learning_rates)
         spec["seeds"] = list(config.seeds[:1] if dev else config.seeds)

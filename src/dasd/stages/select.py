@@ -316,7 +316,10 @@ def run(config: SelectConfig) -> dict[str, Any]:
             "excluded": len(excluded),
             "unscored": sum(share is None for share in shares.values()),
         }
+        before = {record["question_id"] for record in candidates}
         candidates = [record for record in candidates if record["id"] not in excluded]
+        # a question whose every candidate was left out gets no record at all: less data, not other data
+        boosted["questions_emptied"] = len(before - {record["question_id"] for record in candidates})
 
     # 3. Select; with compare_with, select there too and compare.
     selected = choose(candidates, config)
