@@ -72,6 +72,12 @@ def test_help_lists_every_field():
         assert field.description, "every field needs a help string"
     parser = build_parser()
     assert set(STAGES) <= set(parser._subparsers._group_actions[0].choices)
+    # a mapping of named sections lists its keys: `dasd run --help` explains every arm setting
+    from dasd.pipeline.config import ArmConfig, PipelineConfig
+
+    pipeline_help = "\n".join(describe_config(PipelineConfig))
+    for name in ArmConfig.model_fields:
+        assert f"  arms.<name>.{name} (" in pipeline_help
 
 
 def test_overrides_after_a_flag_are_overrides_and_anything_else_is_still_refused(capsys):

@@ -198,4 +198,8 @@ def describe_config(cls: type[StageConfig], prefix: str = "") -> list[str]:
                 default = default[:-4]
             default = default.removesuffix("...").strip()
         lines.append(f"  {key} ({_type_name(annotation)}; default {default})\n      {field.description or ''}")
+        # a mapping of named sections (the pipeline's `arms`): each name's keys, once
+        arguments = typing.get_args(annotation) if typing.get_origin(annotation) is dict else ()
+        if len(arguments) == 2 and isinstance(arguments[1], type) and issubclass(arguments[1], BaseModel):
+            lines.extend(describe_config(arguments[1], prefix=f"{key}.<name>."))
     return lines

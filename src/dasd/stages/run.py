@@ -23,12 +23,13 @@ content of the question files and of the model folders it starts from): a finish
 fingerprint is skipped; one that was killed is rerun and resumes by id; one whose fingerprint changed starts
 afresh (its old output is removed). A table at the end gives each stage's status and time, and the evaluation results.
 
-Ablation arms (`arms:`, README "Ablations"): named variants that share sample, score and filter and
-differ in selection, SFT schedule and training, or continue another arm's weights (`after:`) with
-mixed-policy data or its equal-size off-policy control. Each arm × training seed (`seeds:`) is a step
-of its own (`<arm>.select`, `<arm>.build_sft`, `<arm>.s<seed>.train`, `<arm>.s<seed>.mix`,
-`<arm>.s<seed>.eval`, under `<workdir>/arms/<arm>/`); `claims:` are then reported with paired
-statistics (`dasd.ablation`).
+Ablation arms (`arms:`, README "Ablations"; their keys are listed below as `arms.<name>.*`): named variants that
+share sample, score and filter and differ in selection (or select from another student's scores, `score_with`),
+SFT schedule and training, or continue another arm's weights (`after:`) with mixed-policy data (`mix`), its
+equal-size off-policy control (`control_of`) or a stage 2 selected again after that arm's stage 1 with the boosted
+filter (`stage2_select`). Each arm × training seed (`seeds:`) is a step of its own (`<arm>.select`,
+`<arm>.build_sft`, `<arm>.s<seed>.train`, `<arm>.s<seed>.mix`, `<arm>.s<seed>.score`, `<arm>.s<seed>.eval`, under
+`<workdir>/arms/<arm>/`); `claims:` are then reported with paired statistics (`dasd.ablation`).
 
 With `executor: slurm` (`dasd.pipeline.slurm`, README "Running on a cluster") each step is submitted as a job —
 sample, score and eval as job arrays of `tasks:` shards and a finalize — chained by dependencies; the same
