@@ -7,7 +7,7 @@ export DASD_CACHE ?= $(CURDIR)/.cache/dasd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-venv slurm demo ablation research research-transfer research-schedule research-boosted research-mixing tune lint format test test-unit test-slow test-all bench clean
+.PHONY: venv vllm-venv slurm demo ablation research research-transfer research-schedule research-boosted research-mixing research-cuts tune lint format test test-unit test-slow test-all bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/cpu.txt pyproject.toml
@@ -79,6 +79,12 @@ research-boosted: venv
 # the uniform cut with one; in research-boosted's workdir (its samples and recipe models are reused).
 research-mixing: venv
 	$(VENV)/bin/dasd demo ablation=mixing workdir=runs/open
+	$(VENV)/bin/dasd report runs/open
+
+# Open question 2, the sweep: the cut near 20/40/60/80% of the rollout (+-10%), against each other and the report's
+# uniform cut beyond half; in research-boosted's workdir (its samples, recipe and mixed models are reused).
+research-cuts: venv
+	$(VENV)/bin/dasd demo ablation=cuts workdir=runs/open
 	$(VENV)/bin/dasd report runs/open
 
 # How the demo's learning rates were chosen: the recipe and its mixed-policy stage at four rates, on the dev split.

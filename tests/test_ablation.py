@@ -300,17 +300,26 @@ def test_the_boosted_filter_scores_with_stage_1_and_trains_only_stage_2_from_it(
 
 
 def test_the_mixing_arms_share_the_boosted_runs_recipe_and_differ_in_one_mix_setting(tmp_path):
-    """`make research-mixing` runs in `make research-boosted`'s workdir: the shared steps must be the same steps."""
+    """`make research-mixing` and `make research-cuts` run in `make research-boosted`'s workdir: the shared steps
+    must be the same steps."""
 
     def planned(ablation: str) -> dict:
         config = load_config(demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", f"ablation={ablation}"])
         plan = pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(demo.pipeline(config, tmp_path / "w")))
         return {step.name: step for step in plan}
 
-    boosted, mixing = planned("boosted"), planned("mixing")
+    boosted, mixing, cuts = planned("boosted"), planned("mixing"), planned("cuts")
     shared = [name for name in mixing if name in boosted]
     assert {"sample", "score", "filter", "recipe.select", "recipe.s3.train", "recipe.s3.eval"} <= set(shared)
     assert all(mixing[name].config == boosted[name].config for name in shared)
+    # the cut sweep (research-cuts) reuses mixing's recipe and mixed arms
+    shared_with_cuts = [name for name in cuts if name in mixing]
+    assert {"recipe.s1.train", "mixed.s1.mix", "mixed.s3.train", "mixed.s3.eval"} <= set(shared_with_cuts)
+    assert all(cuts[name].config == mixing[name].config for name in shared_with_cuts)
+    assert {name for name in cuts if name.endswith(".s1.mix")} == {
+        f"{arm}.s1.mix" for arm in ("mixed", "cut_20", "cut_40", "cut_60", "cut_80")
+    }
+    assert (cuts["cut_20.s1.mix"].config["cut_low"], cuts["cut_20.s1.mix"].config["cut_high"]) == (0.1, 0.3)
     mixes = {
         arm: {k: v for k, v in mixing[f"{arm}.s2.mix"].config.items() if k != "output"}
         for arm in ("mixed", "mixed_early_cut", "mixed_two_continuations")

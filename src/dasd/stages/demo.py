@@ -9,6 +9,7 @@
     dasd demo ablation=schedule workdir=runs/ablation  # temperatures vs two stages (`make research-schedule`)
     dasd demo ablation=boosted workdir=runs/open     # boosted filter, suggested pair (`make research-boosted`)
     dasd demo ablation=mixing workdir=runs/open      # cut shape, continuations per cut (`make research-mixing`)
+    dasd demo ablation=cuts workdir=runs/open        # the cut-position sweep, 20-80% (`make research-cuts`)
     dasd demo --preset smollm2     # the real pretrained SmolLM2-135M-Instruct as the student (much slower)
 
 The world (`dasd.models.demo_world`): multi-step reasoning-gym arithmetic, a teacher fitted on correct worked
@@ -40,7 +41,9 @@ class DemoConfig(StageConfig):
     preset: Literal["tiny", "smollm2"] = Field(
         "tiny", description="tiny: the world's own student; smollm2: the real SmolLM2-135M-Instruct as the student"
     )
-    ablation: Literal["none", "arms", "sweeps", "dev", "research", "transfer", "schedule", "boosted", "mixing"] = Field(
+    ablation: Literal[
+        "none", "arms", "sweeps", "dev", "research", "transfer", "schedule", "boosted", "mixing", "cuts"
+    ] = Field(
         "none",
         description="none: the recipe once (DAS and RS branches, mixed-policy) and its claims; arms: the "
         "ablation arms (`make ablation`); sweeps: the arms plus the DAS-threshold and cut-position sweeps; "
@@ -50,7 +53,8 @@ class DemoConfig(StageConfig):
         "temperature (`make research-schedule`); boosted: stage 2 without the candidates rich in boosted sentences "
         "under the stage-1 model (open question 4), and the probe's suggested temperature pair 0.3 → 1.0 against "
         "0.6 → 1.0 (`make research-boosted`); mixing: the mixed-policy cut's shape and two continuations per cut "
-        "(open question 2, `make research-mixing`); predictions in benchmarks/PREREGISTERED.md",
+        "(open question 2, `make research-mixing`); cuts: the cut-position sweep (near 20/40/60/80% of the rollout) "
+        "against the report's cut (`make research-cuts`); predictions in benchmarks/PREREGISTERED.md",
     )
     seeds: list[int] = Field(
         default_factory=lambda: [1, 2, 3], description="training seeds of every ablation arm (dev: the first only)"
@@ -174,6 +178,21 @@ MIXING_CLAIMS = [
     },
     {"name": "mixed-policy adds to stage 2", "better": "mixed", "worse": "recipe", "source": "Table 5"},
 ]
+# … and the cut-position sweep (`ablation=sweeps`'s cut arms) against each other and the report's cut.
+CUTS_CLAIMS = [
+    {
+        "name": "a cut near 20% of the rollout beats one near 80%",
+        "better": "cut_20",
+        "worse": "cut_80",
+        "source": "§8, open question 2",
+    },
+    {
+        "name": "the report's cut (uniform beyond half) beats a cut near 20%",
+        "better": "mixed",
+        "worse": "cut_20",
+        "source": "§6.3",
+    },
+]
 # Fixed before either run (benchmarks/PREREGISTERED.md): the README's example threshold, the pair `dasd sample
 # --suggest-temperatures` suggested on a dev probe, and a cut shape with its mean a quarter into [cut_low, cut_high].
 MAX_BOOSTED_SHARE = 0.1
@@ -285,6 +304,9 @@ def arms(ablation: str, rates: list[float] | tuple[float, ...] = DEV_LEARNING_RA
                 "mix": {"continuations_per_cut": 2},
             },
         }
+    if ablation == "cuts":
+        swept = arms("sweeps")
+        return {name: spec for name, spec in swept.items() if name in ("recipe", "mixed") or name.startswith("cut_")}
     if ablation == "schedule":
         out = {name: spec for name, spec in arms("arms").items() if name in ("recipe", "t06_only", "t10_only")}
         for temperature, name in ((0.6, "t06_two_stage"), (1.0, "t10_two_stage")):
@@ -354,9 +376,9 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
     train_questions = config.train_questions or (100 if with_arms else 64)
     samples = config.samples_per_temperature or (8 if with_arms else 4)
     dev = config.ablation == "dev"  # the same arms' data, evaluated on the dev split's 100 questions × 4
-    # boosted and mixing share a workdir and its samples: 0.3 as well, for the suggested pair; the other arms
+    # boosted, mixing and cuts share a workdir and its samples: 0.3 as well, for the suggested pair; the other arms
     # select among 0.6 and 1.0 as everywhere else
-    low_probe = config.ablation in ("boosted", "mixing")
+    low_probe = config.ablation in ("boosted", "mixing", "cuts")
     eval_questions = config.eval_questions or (100 if dev else 400 if with_arms else 120)
     eval_split = "dev_questions" if dev else "eval_questions"
     spec: dict[str, Any] = {
@@ -429,6 +451,8 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
             if config.ablation == "boosted"
             else MIXING_CLAIMS
             if config.ablation == "mixing"
+            else CUTS_CLAIMS
+            if config.ablation == "cuts"
             else ARM_CLAIMS
             if with_arms
             else RECIPE_CLAIMS
@@ -441,7 +465,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         # the research arms compare arms with each other: the student is context, the teacher is not needed
         spec["eval_models"] = (
             ["student"]
-            if dev or config.ablation in ("research", "transfer", "schedule", "boosted", "mixing")
+            if dev or config.ablation in ("research", "transfer", "schedule", "boosted", "mixing", "cuts")
             else ["student", "teacher"]
         )
         spec["arms"] = arms(config.ablation, config.dev_learning_rates)
