@@ -193,6 +193,16 @@ CUTS_CLAIMS = [
         "source": "§6.3",
     },
 ]
+# The research ablations (issue 29) compare arms with each other, each with its own claims: the student is context,
+# the teacher is not evaluated.
+RESEARCH_ABLATION_CLAIMS = {
+    "research": RESEARCH_CLAIMS,
+    "transfer": TRANSFER_CLAIMS,
+    "schedule": SCHEDULE_CLAIMS,
+    "boosted": BOOSTED_CLAIMS,
+    "mixing": MIXING_CLAIMS,
+    "cuts": CUTS_CLAIMS,
+}
 # Fixed before either run (benchmarks/PREREGISTERED.md): the README's example threshold, the pair `dasd sample
 # --suggest-temperatures` suggested on a dev probe, and a cut shape with its mean a quarter into [cut_low, cut_high].
 MAX_BOOSTED_SHARE = 0.1
@@ -389,7 +399,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         "eval_benchmarks": [str(world / f"{eval_split}.jsonl")],
         "threads": config.threads,
         "sample": {
-            "schedule": [{"temperature": SUGGESTED_PAIR[0], "n": samples}] * low_probe
+            "schedule": ([{"temperature": SUGGESTED_PAIR[0], "n": samples}] if low_probe else [])
             + [
                 {"temperature": 0.6, "n": samples},
                 {"temperature": 1.0, "n": samples},
@@ -441,21 +451,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         "claims": (
             dev_claims(config.dev_learning_rates)
             if dev
-            else RESEARCH_CLAIMS
-            if config.ablation == "research"
-            else TRANSFER_CLAIMS
-            if config.ablation == "transfer"
-            else SCHEDULE_CLAIMS
-            if config.ablation == "schedule"
-            else BOOSTED_CLAIMS
-            if config.ablation == "boosted"
-            else MIXING_CLAIMS
-            if config.ablation == "mixing"
-            else CUTS_CLAIMS
-            if config.ablation == "cuts"
-            else ARM_CLAIMS
-            if with_arms
-            else RECIPE_CLAIMS
+            else RESEARCH_ABLATION_CLAIMS.get(config.ablation) or (ARM_CLAIMS if with_arms else RECIPE_CLAIMS)
         ),
     }
     if with_arms:
@@ -463,11 +459,8 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         # student and the teacher are evaluated once
         spec["stages"] = {name: False for name in ("select", "build_sft", "train", "mix", "train_mixed")}
         # the research arms compare arms with each other: the student is context, the teacher is not needed
-        spec["eval_models"] = (
-            ["student"]
-            if dev or config.ablation in ("research", "transfer", "schedule", "boosted", "mixing", "cuts")
-            else ["student", "teacher"]
-        )
+        research = dev or config.ablation in RESEARCH_ABLATION_CLAIMS
+        spec["eval_models"] = ["student"] if research else ["student", "teacher"]
         spec["arms"] = arms(config.ablation, config.dev_learning_rates)
         spec["seeds"] = list(config.seeds[:1] if dev else config.seeds)
     return spec
