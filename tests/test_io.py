@@ -223,3 +223,159 @@ def test_merge_shards_keeps_each_id_once_and_survives_a_crash(tmp_path):
         "scored.shard-1-of-2.summary.json",
     ]
     assert merge_shards(output) == {"shards": 0, "merged": 0, "already_merged": 0, "duplicates": 0}
+
+
+# --- streaming record I/O at scale (issue 34): memory flat in the file's size, merges that move bytes ---------------
+
+
+def _big_jsonl(path, records: int, chars: int) -> int:
+    """A JSONL output of `records` lines of ~`chars` characters each, written as raw bytes (fast)."""
+    filler = "x" * chars
+    with open(path, "wb") as handle:
+        for index in range(records):
+            handle.write(f'{{"id":"r{index}","reasoning":"{filler}","n":{index}}}\n'.encode())
+    return path.stat().st_size
+
+
+def test_resuming_a_200_mb_output_raises_rss_by_less_than_50_mb(tmp_path):
+    """Reopening an output to resume reads its ids line by line: the process's peak RSS does not grow with the
+    file (it did by the file's size, when the writer read the whole file to find a torn tail)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "scored.jsonl"
+    size = _big_jsonl(path, records=2000, chars=100_000)
+    with open(path, "ab") as handle:
+        handle.write(b'{"id":"torn","reasoning":"')  # and a torn tail to cut
+    assert size > 200_000_000
+    script = (
+        "import resource, sys\n"
+        "from dasd.data.io import RecordWriter\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "writer = RecordWriter(sys.argv[1])\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(len(writer.done), writer.repaired_bytes, (after - before) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True)
+    done, repaired, grown_mib = (int(value) for value in out.stdout.split())
+    assert done == 2000 and repaired == len('{"id":"torn","reasoning":"')
+    assert grown_mib < 50, f"resume raised peak RSS by {grown_mib} MiB for a {size >> 20} MiB file"
+    assert path.stat().st_size == size
+
+
+def test_a_damaged_line_in_the_middle_is_a_one_line_error_and_nothing_is_cut(tmp_path):
+    """A torn write followed by later appends (not a torn tail): resuming names the file and line and leaves the
+    file as it was — cutting there would delete every record after it."""
+    path = tmp_path / "responses.jsonl"
+    path.write_text('{"id":"a","x":1}\n{"id":"b","x":\n{"id":"c","x":3}\n')
+    before = path.read_bytes()
+    with pytest.raises(InputError, match=r"responses.jsonl:2: damaged record line"):
+        RecordWriter(path)
+    assert path.read_bytes() == before
+
+
+def test_a_shard_task_skips_other_shards_lines_before_parsing_them(tmp_path):
+    """`iter_records(keep_id=…)`: a line whose id is not kept is never parsed — here the other lines are not even
+    valid JSON past their id, so parsing them would raise."""
+    from dasd.data.io import iter_records
+
+    path = tmp_path / "scored.jsonl"
+    path.write_text('{"id":"mine","x":1}\n{"id":"theirs", not json at all\n{"id":"mine2","x":2}\n')
+    kept = [(line, record["id"]) for line, record in iter_records(path, keep_id=lambda i: i.startswith("mine"))]
+    assert kept == [(1, "mine"), (3, "mine2")]
+    with pytest.raises(InputError, match="scored.jsonl:2: invalid JSON"):
+        list(iter_records(path))
+
+
+def test_a_merge_killed_half_way_leaves_the_shards_intact_and_a_rerun_completes_it(tmp_path):
+    """kill -9 in the middle of `merge_shards`: every shard file is still there byte for byte, the output holds a
+    prefix (maybe with a torn line), and the rerun appends only the rest: each id exactly once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    output = tmp_path / "responses.jsonl"
+    shards = []
+    for index in range(4):
+        shard = tmp_path / f"responses.shard-{index}-of-4.jsonl"
+        with open(shard, "wb") as handle:
+            for number in range(150_000):
+                handle.write(f'{{"id":"s{index}-{number}","reasoning":"{"y" * 200}"}}\n'.encode())
+        shards.append((shard, shard.read_bytes()))
+    script = "import sys\nfrom dasd.data.io import merge_shards\nmerge_shards(sys.argv[1])\n"
+    process = subprocess.Popen([sys.executable, "-c", script, str(output)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not output.exists() or output.stat().st_size < 20_000_000):
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = output.stat().st_size
+    total = sum(len(data) for _, data in shards)
+    assert 0 < partial < total, "the merge finished before it could be killed: make the shards larger"
+    for shard, data in shards:
+        assert shard.read_bytes() == data  # intact
+    from dasd.data.io import merge_shards
+
+    counts = merge_shards(output)
+    assert counts["shards"] == 4 and counts["duplicates"] == 0
+    assert counts["merged"] + counts["already_merged"] == 600_000
+    ids = [json.loads(line)["id"] for line in output.read_bytes().splitlines()]
+    assert len(ids) == 600_000 == len(set(ids))
+    assert not any(shard.exists() for shard, _ in shards)
+
+
+def test_parquet_shards_merge_by_moving_parts_and_layout_v1_still_reads(tmp_path):
+    """Parquet shard parts are linked into the output whole (no record decoded), a part holding an id already merged
+    is rewritten without that row; log-probs are float32 (layout v2), and a v1 output (float64) still reads."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dasd.data.io import ParquetRecordWriter, iter_records, merge_shards
+
+    def record(record_id):
+        logprobs = {"reasoning": {"offsets": [[0, 3], [3, 5]], "logprobs": [-0.5, -0.25]}, "content": None}
+        return {"id": record_id, "reasoning": "abcde", "teacher_logprobs": logprobs}
+
+    output = tmp_path / "scored.parquet"
+    for index, ids in enumerate((["a", "b", "c"], ["d", "a"])):  # "a" twice: kept once
+        with ParquetRecordWriter(tmp_path / f"scored.shard-{index}-of-2.parquet", rows_per_part=2) as writer:
+            for record_id in ids:
+                writer.write(record(record_id))
+    first_part = tmp_path / "scored.shard-0-of-2.parquet" / "part-000000.parquet"
+    inode = first_part.stat().st_ino
+    counts = merge_shards(output)
+    assert counts == {"shards": 2, "merged": 4, "already_merged": 0, "duplicates": 1}
+    assert (output / "part-000000.parquet").stat().st_ino == inode  # moved, not rewritten
+    merged = [r for _, r in iter_records(output)]
+    assert sorted(r["id"] for r in merged) == ["a", "b", "c", "d"]
+    assert merged[0]["teacher_logprobs"]["reasoning"] == {"offsets": [[0, 3], [3, 5]], "logprobs": [-0.5, -0.25]}
+    assert pq.read_schema(output / "part-000000.parquet").field("reasoning_logprobs").type == pa.list_(pa.float32())
+
+    v1 = tmp_path / "old.parquet"
+    v1.mkdir()
+    schema = pa.schema(
+        [("id", pa.string()), ("record", pa.string()), ("has_logprobs", pa.bool_())]
+        + [(f"{part}_offsets", pa.list_(pa.int32())) for part in ("reasoning", "content")]
+        + [(f"{part}_logprobs", pa.list_(pa.float64())) for part in ("reasoning", "content")],
+        metadata={b"dasd.layout": b"dasd-records-v1", b"dasd.logprob_field": b"teacher_logprobs"},
+    )
+    row = {
+        "id": "z",
+        "record": '{"id":"z"}',
+        "has_logprobs": True,
+        "reasoning_offsets": [0, 2, 2, 4],
+        "content_offsets": [],
+        "reasoning_logprobs": [-0.1, -0.2],
+        "content_logprobs": [],
+    }
+    pq.write_table(pa.Table.from_pylist([row], schema=schema), v1 / "part-000000.parquet")
+    assert [r for _, r in iter_records(v1)] == [
+        {
+            "id": "z",
+            "teacher_logprobs": {
+                "reasoning": {"offsets": [[0, 2], [2, 4]], "logprobs": [-0.1, -0.2]},
+                "content": {"offsets": [], "logprobs": []},
+            },
+        }
+    ]

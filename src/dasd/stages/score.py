@@ -122,21 +122,23 @@ class ScoreConfig(StageConfig):
     )
 
 
-def _records(config: ScoreConfig) -> Iterator[tuple[dict[str, Any], str | None]]:
-    """(record, reason it cannot be scored or None) for each input record, fields checked."""
+def _records(config: ScoreConfig, shard=None) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """(record, reason it cannot be scored or None) for each input record, fields checked. With a shard (and no
+    `limit`, which counts the whole file's records), other shards' records are skipped before they are parsed."""
     if config.released_logprobs:
         from ..data.released import iter_released_responses
 
         yield from iter_released_responses(config.input, config.released_logprobs, tokenizer=config.released_tokenizer)
         return
-    for line, record in iter_records(config.input):
+    keep_id = (lambda record_id: in_shard(record_id, shard)) if shard is not None and not config.limit else None
+    for line, record in iter_records(config.input, keep_id=keep_id):
         check_fields(record, ("id", "messages", "reasoning", "content"), path=config.input, line=line)
         yield record, None
 
 
 def _pending(config: ScoreConfig, shard, writer: RecordWriter, errors: ErrorLog, counts: Counter, reasons: Counter):
     """The records of this shard that are not scored yet and have usable teacher log-probs."""
-    for seen, (record, error) in enumerate(_records(config)):
+    for seen, (record, error) in enumerate(_records(config, shard)):
         if config.limit and seen >= config.limit:
             return
         record_id = str(record["id"])
