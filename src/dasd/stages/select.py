@@ -20,12 +20,14 @@ domain mixes), then an optional global `budget`. `k_per_temperature` sets k for 
     dasd select … 'k_per_temperature={0.6: 1, 1.0: 2}' \\
         'budget_per_temperature={0.6: 105, 1.0: {math: 200, code: 130}}'
 
-The output is rewritten whole (atomically) on each run; the summary holds the histogram of
-teacher-sentence counts of kept vs dropped responses per temperature.
+The output (JSONL, or `*.parquet`) is rewritten whole (atomically) on each run; the summary holds the histogram of
+teacher-sentence counts of kept vs dropped responses per temperature. Memory does not grow with the responses'
+tokens: a first pass keeps a small key per candidate (`candidate_key`), a second copies the chosen records.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..config import RecordOutput, StageConfig, dump_config
-from ..data.io import iter_records, write_jsonl_atomic, write_summary
+from ..data.io import dumps_record, iter_records, write_records_atomic, write_summary
 from ..data.records import check_fields, stable_seed
 from ..data.summaries import SelectSummary
 from ..errors import ConfigError, InputError
@@ -46,7 +48,9 @@ from ..sentence_scores import classify, classify_provenance, selection_overlap, 
 
 class SelectConfig(StageConfig):
     input: str = Field(..., description="scored response records (a glob reads several shard files)")
-    output: RecordOutput = Field(..., description="selected records JSONL (rewritten whole on each run)")
+    output: RecordOutput = Field(
+        ..., description="selected records: JSONL, or *.parquet (a folder of parts); rewritten whole on each run"
+    )
     strategy: Literal["count", "ratio", "longest", "random"] = Field(
         "count",
         description="count: most teacher sentences (DAS); ratio: largest teacher share; longest: most "
@@ -179,16 +183,42 @@ def _bin(value: int, edges: list[int]) -> str:
 
 @dataclass
 class Candidates:
-    records: list[dict[str, Any]]
+    records: list[dict[str, Any]]  # one small key per candidate (`candidate_key`), never the whole record
     not_candidates: int = 0  # rejected by dasd filter
     other_temperature: int = 0  # not at one of `temperatures`
 
 
-def read_candidates(path: str, config: SelectConfig) -> Candidates:
-    """The scored records of `path` that select may choose from (one-line `InputError` on a bad record)."""
-    found = Candidates([])
+SENTENCE_KEYS = ("part", "start", "end", "type", "teacher_logprob", "student_logprob")
+
+
+def candidate_key(record: dict[str, Any], config: SelectConfig, *, sentences: bool) -> dict[str, Any]:
+    """What select keeps of a candidate between its two passes: id, question, temperature, domain, DAS counts and
+    the strategy's score — a few hundred bytes, where the record with its log-probs is ~200 B per token — plus, for
+    `compare_with` / `boosted_scores`, its sentences' spans, classes and log-probs (no text, no tokens).
+
+    >>> config = SelectConfig(input="x", output="y")
+    >>> candidate_key({"id": "a", "question_id": "q", "temperature": 0.6, "das": {"teacher": 2, "n": 4},
+    ...                "reasoning": "...", "teacher_logprobs": {}}, config, sentences=False)
+    {'id': 'a', 'question_id': 'q', 'temperature': 0.6, 'domain': None, 'das': {'teacher': 2, 'n': 4}, 'score': 2.0}
+    """
+    key = {
+        "id": record["id"],
+        "question_id": record["question_id"],
+        "temperature": record.get("temperature"),
+        "domain": record.get("domain"),
+        "das": record.get("das"),
+        "score": strategy_score(record, config.strategy, config.seed),
+    }
+    if sentences:
+        key["sentences"] = [{name: s.get(name) for name in SENTENCE_KEYS} for s in record.get("sentences") or []]
+    return key
+
+
+def _candidate_records(path: str, config: SelectConfig, found: Candidates, keep_id=None):
+    """The input's records that select may choose from, checked and (with beta/space) re-classified, counting
+    the ones it may not into `found` (one-line `InputError` on a bad record)."""
     needed = ("id", "question_id") + (("reasoning", "content") if config.strategy == "longest" else ())
-    for line, record in iter_records(path):
+    for line, record in iter_records(path, keep_id=keep_id):
         check_fields(record, needed, path=path, line=line)
         if isinstance(record.get("filter"), dict) and record["filter"].get("keep") is False:
             found.not_candidates += 1
@@ -208,26 +238,64 @@ def read_candidates(path: str, config: SelectConfig) -> Candidates:
             if not isinstance(record.get("sentences"), list):
                 raise InputError(path, line, "sentences", "missing: re-classifying needs scored records")
             record = reclassified(record, config.beta if config.beta is not None else 0.1, config.space or "prob")
-        found.records.append(record)
+        yield record
+
+
+def read_candidates(path: str, config: SelectConfig, *, sentences: bool = False) -> Candidates:
+    """Pass 1: the key of each candidate of `path` (`candidate_key`); memory grows with the candidates, not with
+    their tokens."""
+    found = Candidates([])
+    for record in _candidate_records(path, config, found):
+        found.records.append(candidate_key(record, config, sentences=sentences))
     if not found.records and not found.not_candidates:
         reason = f"no records at temperatures {config.temperatures}" if found.other_temperature else "no records"
         raise InputError(path, None, None, reason + ("" if found.other_temperature else " (empty file)"))
     return found
 
 
+def write_selected(path: str, selected: list[dict[str, Any]], config: SelectConfig, output: Path) -> int:
+    """Pass 2: the chosen records, whole, with their `select` entry, in `selected`'s order. The input is read once
+    more keeping only the chosen ids (other lines are skipped before they are parsed); since its order is not the
+    selection's, the chosen records go to a temporary JSONL beside the output first, then are copied from there in
+    order by their byte offsets: memory is one record plus an offset per chosen id, disk one temporary copy of the
+    selection."""
+    entries = {key["id"]: key["select"] for key in selected}
+    staging = output.with_name(output.name + ".unordered.jsonl")
+    offsets: dict[str, tuple[int, int]] = {}
+    try:
+        with open(staging, "wb") as handle:
+            for record in _candidate_records(path, config, Candidates([]), keep_id=entries.__contains__):
+                if record["id"] not in entries or record["id"] in offsets:
+                    continue
+                line = (dumps_record({**record, "select": entries[record["id"]]}) + "\n").encode("utf-8")
+                offsets[record["id"]] = (handle.tell(), len(line))
+                handle.write(line)
+        missing = [key["id"] for key in selected if key["id"] not in offsets]
+        if missing:
+            raise InputError(path, None, None, f"changed while select read it: {len(missing)} chosen ids are gone")
+        with open(staging, "rb") as handle:
+
+            def in_order():
+                for key in selected:
+                    start, length = offsets[key["id"]]
+                    handle.seek(start)
+                    yield json.loads(handle.read(length))
+
+            return write_records_atomic(output, in_order())
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def choose(candidates: list[dict[str, Any]], config: SelectConfig) -> list[dict[str, Any]]:
-    """The best `k` of each question (and temperature) by the strategy, within the budgets, each with its `select`
-    entry (strategy, rank, score)."""
+    """The best `k` of each question (and temperature) by the strategy (candidate keys, `candidate_key`), within the
+    budgets, in output order, each with its `select` entry (strategy, rank, score)."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for record in candidates:
         groups[(record["question_id"], record.get("temperature") if config.per_temperature else None)].append(record)
 
     def rank_key(record: dict[str, Any]) -> tuple[float, float]:
         # higher score first; ties in a seeded random order
-        return (
-            -strategy_score(record, config.strategy, config.seed),
-            stable_seed(config.seed, "tie", record["id"]) / float(1 << 63),
-        )
+        return (-record["score"], stable_seed(config.seed, "tie", record["id"]) / float(1 << 63))
 
     selected: list[dict[str, Any]] = []
     for key in sorted(groups, key=lambda key: (str(key[0]), str(key[1]))):
@@ -237,11 +305,7 @@ def choose(candidates: list[dict[str, Any]], config: SelectConfig) -> list[dict[
             selected.append(
                 {
                     **record,
-                    "select": {
-                        "strategy": config.strategy,
-                        "rank": rank,
-                        "score": strategy_score(record, config.strategy, config.seed),
-                    },
+                    "select": {"strategy": config.strategy, "rank": rank, "score": record["score"]},
                 }
             )
     if config.budget_per_temperature:
@@ -296,9 +360,10 @@ def run(config: SelectConfig) -> dict[str, Any]:
         raise ConfigError("k_per_temperature needs per_temperature=true (k is counted per question and temperature)")
     if config.max_boosted_share is not None and config.boosted_scores is None:
         raise ConfigError("max_boosted_share needs boosted_scores (the candidates scored with the distilled model)")
-    found = read_candidates(config.input, config)
+    research = config.compare_with is not None or config.boosted_scores is not None  # they compare sentences
+    found = read_candidates(config.input, config, sentences=research)
     candidates, not_candidates, other_temperature = found.records, found.not_candidates, found.other_temperature
-    other = read_candidates(config.compare_with, config).records if config.compare_with else None
+    other = read_candidates(config.compare_with, config, sentences=True).records if config.compare_with else None
 
     # 2. With boosted_scores: each candidate's share of boosted sentences; above max_boosted_share, not a candidate.
     boosted = None
@@ -332,7 +397,7 @@ def run(config: SelectConfig) -> dict[str, Any]:
     kept_ids = {record["id"] for record in selected}
 
     output = Path(config.output)
-    write_jsonl_atomic(output, selected)
+    write_selected(config.input, selected, config, output)
     dump_config(config, sidecar(output, "config", ".yaml"))
 
     histogram: dict[str, dict[str, Counter]] = defaultdict(lambda: {"kept": Counter(), "dropped": Counter()})
