@@ -311,14 +311,19 @@ def test_two_fresh_runs_give_identical_numbers(tmp_path):
         assert done.returncode == 0, done.stderr[-4000:]
         runs.append(work)
     for relative in (
-        "sample/responses.jsonl",
-        "score/scored.jsonl",
-        "select/das.jsonl",
+        "sample/responses.parquet",
+        "score/scored.parquet",
+        "select/das.parquet",
         "train/das/high_temp/final/model.safetensors",
         "eval/high_temp/eval_questions/results.jsonl",
         "eval/rs_high_temp/eval_questions/results.jsonl",
     ):
-        digests = {hashlib.sha256((work / relative).read_bytes()).hexdigest() for work in runs}
+
+        def digest(path):  # a file, or a Parquet output's parts in order
+            parts = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
+            return hashlib.sha256(b"".join(part.read_bytes() for part in parts)).hexdigest()
+
+        digests = {digest(work / relative) for work in runs}
         assert len(digests) == 1, f"{relative} differs between two fresh runs"
     numbers = [json.loads((work / "run.summary.json").read_text()) for work in runs]
     assert numbers[0]["eval"] == numbers[1]["eval"] and numbers[0]["claims"] == numbers[1]["claims"]

@@ -372,6 +372,7 @@ def export_dataset(
     folder: str | Path,
     *,
     rows_per_shard: int = 50_000,
+    bytes_per_shard: int = 512 << 20,
     license: str = "other",
     pretty_name: str | None = None,
 ) -> Path:
@@ -384,7 +385,9 @@ def export_dataset(
             lineage(source), features=features, rows=rows, license=license, pretty_name=pretty_name or source.name
         )
 
-    return write_parquet_dataset(source, folder, rows_per_shard=rows_per_shard, card=card)
+    return write_parquet_dataset(
+        source, folder, rows_per_shard=rows_per_shard, bytes_per_shard=bytes_per_shard, card=card
+    )
 
 
 # --- model cards -------------------------------------------------------------------------------------------

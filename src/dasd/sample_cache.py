@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import BackendConfig
-from .data.io import write_json_atomic
+from .data.io import iter_records, write_json_atomic, write_jsonl_atomic, write_records_atomic
 from .eval_cache import cache_settings, digest
 
 # Bump when the meaning of a cached run changes.
@@ -81,11 +81,15 @@ class SampleCache:
         return None
 
     def copy_to(self, output: Path) -> int:
-        """Copy the cached run to `output` (atomically); returns its number of records."""
+        """Copy the cached run to `output` (atomically; a `*.parquet` output gets the same records as Parquet);
+        returns its number of records."""
         output.parent.mkdir(parents=True, exist_ok=True)
-        partial = output.with_name(output.name + ".from-cache.tmp")
-        shutil.copyfile(self.records_file, partial)
-        os.replace(partial, output)
+        if str(output).endswith(".parquet"):
+            write_records_atomic(output, (record for _, record in iter_records(self.records_file)))
+        else:
+            partial = output.with_name(output.name + ".from-cache.tmp")
+            shutil.copyfile(self.records_file, partial)
+            os.replace(partial, output)
         return json.loads(self.complete_file.read_text())["records"]
 
     def store(self, output: Path, records: int) -> None:
@@ -95,6 +99,9 @@ class SampleCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.folder / "settings.json", self.settings)
         partial = self.records_file.with_name(f"responses.{os.getpid()}.tmp")
-        shutil.copyfile(output, partial)
+        if str(output).endswith(".parquet"):  # the cache keeps JSONL, whatever the run's format
+            write_jsonl_atomic(partial, (record for _, record in iter_records(output)))
+        else:
+            shutil.copyfile(output, partial)
         os.replace(partial, self.records_file)
         write_json_atomic(self.complete_file, {"records": records, "bytes": self.records_file.stat().st_size})

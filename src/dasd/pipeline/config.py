@@ -210,9 +210,10 @@ class PipelineConfig(StageConfig):
         "running on a cluster)",
     )
     record_format: Literal["jsonl", "parquet"] = Field(
-        "jsonl",
-        description="files of the big record steps (sample, score, filter): jsonl, or parquet (folders of parts, "
-        "log-probs as list columns; README: running on a cluster)",
+        "parquet",
+        description="files of the record steps that carry teacher log-probs (sample, score, filter and its rejected "
+        "file, select): parquet (folders of parts, log-probs as float32 list columns: ~11 B per teacher token "
+        "against ~40 as JSONL), or jsonl (README: running on a cluster)",
     )
     threads: int | None = Field(
         None,

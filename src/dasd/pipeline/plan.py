@@ -71,7 +71,7 @@ def _work(config: PipelineConfig) -> Path:
 
 
 def _record_outputs(config: PipelineConfig) -> dict[str, Path]:
-    """The files of the big record steps (sample, score, filter), in the run's record format."""
+    """The files of the big record steps (sample, score, filter), in the run's record format (select's too)."""
     work, ext = _work(config), config.record_format
     return {
         "sample": work / "sample" / f"responses.{ext}",
@@ -179,7 +179,7 @@ def _recipe_steps(config: PipelineConfig) -> list[tuple[str, Step]]:
 def _branch_steps(config: PipelineConfig, branch: str, filter_out: Path) -> list[tuple[str, Step]]:
     """select (DAS: most teacher sentences; RS: random) → build-sft → the two temperature stages."""
     work = _work(config)
-    select_out = work / "select" / f"{branch}.jsonl"
+    select_out = work / "select" / f"{branch}.{config.record_format}"
     sft_out = work / "sft" / branch / "sft.jsonl"
     train_dir = work / "train" / branch
     return [
@@ -521,13 +521,13 @@ def plan_arms(config: PipelineConfig) -> list[Step]:
 def _arm_data_steps(config: PipelineConfig, arm: str, spec: ArmConfig) -> list[Step]:
     """An arm's selection from the pipeline's filtered records, and its SFT files."""
     folder = arm_dir(config.workdir, arm)
-    select_out = folder / "select.jsonl"
+    select_out = folder / f"select.{config.record_format}"
     sft_out = folder / "sft" / "sft.jsonl"
     filtered = str(_record_outputs(config)["filter"])
     steps, candidates, compare = [], {"input": filtered}, {}
     if spec.score_with is not None:
         # the same candidates, scored by another student: select from those scores, compare with the pipeline's
-        rescored = folder / "score" / "scored.jsonl"
+        rescored = folder / "score" / f"scored.{config.record_format}"
         settings = {key: value for key, value in spec.score_with.items() if key != "student"}
         student = {**config.student.model_dump(), "tokenizer": None, **(spec.score_with.get("student") or {})}
         score_config = {**config.score, **settings, "input": filtered, "output": str(rescored), "student": student}
@@ -652,8 +652,8 @@ def _stage2_steps(
     stage1 = final_dir(seed_dir(work, spec.after, seed), LOW_TEMP_STAGE)
     filtered = str(_record_outputs(config)["filter"])
     scored, select_out, sft_out = (
-        folder / "score" / "scored.jsonl",
-        folder / "select.jsonl",
+        folder / "score" / f"scored.{config.record_format}",
+        folder / f"select.{config.record_format}",
         folder / "sft" / "sft.jsonl",
     )
     score_config = {

@@ -48,6 +48,14 @@ class PushConfig(StageConfig):
         None, description="record file: where to write its dataset folder (default: beside it, <name>.hf)"
     )
     rows_per_shard: int = Field(50_000, ge=1, description="record file: rows per Parquet shard of the dataset folder")
+    bytes_per_shard: int = Field(
+        512 << 20,
+        ge=1 << 20,
+        description="record file: a Parquet shard is closed once this many bytes of rows (estimated, uncompressed) "
+        "are in it; memory holds one batch of at most 64 MiB of rows, whatever the shard size",
+    )
+    # added after runs existed: at its default it stays out of the resolved config (config.StageConfig)
+    added_at_default = ("bytes_per_shard",)
     dry_run: bool = Field(
         False, description="write the folder and its card, print the files the commit would add, upload nothing"
     )
@@ -92,7 +100,13 @@ def run(config: PushConfig) -> dict[str, Any]:
     else:
         stem = source.name.split(".")[0] if source.is_file() else source.name
         folder = Path(config.folder) if config.folder else source.with_name(f"{stem}.hf")
-        export_dataset(source, folder, rows_per_shard=config.rows_per_shard, license=config.license)
+        export_dataset(
+            source,
+            folder,
+            rows_per_shard=config.rows_per_shard,
+            bytes_per_shard=config.bytes_per_shard,
+            license=config.license,
+        )
     operations = plan_operations(folder)
     total = sum(Path(op.path_or_fileobj).stat().st_size for op in operations)
     summary: dict[str, Any] = {

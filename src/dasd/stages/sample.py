@@ -95,8 +95,9 @@ class SampleConfig(StageConfig):
         "auto",
         description="copy a whole run an earlier run (any workdir) made with the same teacher weights (content hash), "
         "questions and settings instead of generating it: auto = the cache under $DASD_CACHE/sample; a folder = "
-        "that cache; off = always generate. hf backend, JSONL output, no shard; a run is stored only when it made "
-        "every response in one go, so the file is the same bytes either way (dasd.sample_cache). Not part of the "
+        "that cache; off = always generate. hf backend, no shard; a run is stored only when it made every response "
+        "in one go, so the file is the same bytes either way (for Parquet, the same records; dasd.sample_cache). "
+        "Not part of the "
         "resolved config: it does not change what is written",
     )
     suggest_temperatures: bool = Field(
@@ -241,8 +242,8 @@ def open_sample_cache(config: SampleConfig, shard, questions: list, output: str)
     if config.cache == "off":
         account["reason"] = "cache=off"
         return None, account
-    if shard is not None or str(output).endswith(".parquet"):
-        account["reason"] = "shards and Parquet outputs are not cached"
+    if shard is not None:
+        account["reason"] = "shards are not cached"
         return None, account
     stage = config.model_dump(mode="json", exclude={"input", "output", "shard", "backend", "suggest_temperatures"})
     settings, reason = settings_for(config.backend, stage, questions, chat_template_kwargs=config.chat_template_kwargs)
@@ -256,6 +257,8 @@ def open_sample_cache(config: SampleConfig, shard, questions: list, output: str)
 
 def _has_records(output: str) -> bool:
     path = Path(output)
+    if path.is_dir():  # a Parquet output: a folder of parts
+        return any(path.glob("part-*.parquet"))
     return path.exists() and path.stat().st_size > 0
 
 

@@ -262,6 +262,7 @@ def write_selected(path: str, selected: list[dict[str, Any]], config: SelectConf
     entries = {key["id"]: key["select"] for key in selected}
     staging = output.with_name(output.name + ".unordered.jsonl")
     offsets: dict[str, tuple[int, int]] = {}
+    output.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(staging, "wb") as handle:
             for record in _candidate_records(path, config, Candidates([]), keep_id=entries.__contains__):
