@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..naming import summary_file
 from .jsonl import (
     ErrorLog,
+    LineIndex,
     RecordWriter,
     cut_torn_tail,
     dumps_record,
@@ -40,6 +41,7 @@ from .summaries import StageSummary
 __all__ = [
     "PARQUET_LAYOUT",
     "ErrorLog",
+    "LineIndex",
     "ParquetRecordWriter",
     "RecordWriter",
     "batched",

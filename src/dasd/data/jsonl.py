@@ -256,3 +256,57 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict[str, Any]
             count += 1
     os.replace(tmp, path)
     return count
+
+
+class LineIndex:
+    """Random access to the records of a JSONL file by id: the byte offset and length of each id's line (its last
+    one), read once without parsing records; `get(id)` parses just that line. For joining a file written in another
+    order (e.g. length-sorted scoring chunks) without holding its records: memory is a few dozen bytes per id.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "parts.jsonl"
+    >>> _ = path.write_text('{"id":"b","v":2}\\n{"id":"a","v":1}\\n')
+    >>> with LineIndex(path) as index:
+    ...     index.get("a"), "b" in index, index.get("zz")
+    ({'id': 'a', 'v': 1}, True, None)
+    """
+
+    def __init__(self, path: str | os.PathLike, id_field: str = "id"):
+        self.path = Path(path)
+        self.offsets: dict[str, tuple[int, int]] = {}
+        self._handle = None
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as handle:
+            position = 0
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # a torn last line
+                if line.strip():
+                    record_id = line_id(line, id_field)
+                    if record_id is not None:
+                        self.offsets[record_id] = (position, len(line))
+                position += len(line)
+
+    def __contains__(self, record_id: str) -> bool:
+        return record_id in self.offsets
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        if record_id not in self.offsets:
+            return None
+        if self._handle is None:
+            self._handle = open(self.path, "rb")
+        start, length = self.offsets[record_id]
+        self._handle.seek(start)
+        return json.loads(self._handle.read(length))
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> LineIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -43,7 +43,7 @@ from pydantic import Field
 
 from ..backends import with_launch_log
 from ..config import StageConfig, dump_config
-from ..data.io import ErrorLog, RecordWriter, batched, iter_records, write_jsonl_atomic, write_summary
+from ..data.io import ErrorLog, LineIndex, RecordWriter, batched, iter_records, write_jsonl_atomic, write_summary
 from ..data.records import PROVENANCE_CLASSES, RESPONSE_FIELDS, check_fields
 from ..data.summaries import ProvenanceSummary
 from ..errors import ConfigError, InputError
@@ -180,8 +180,9 @@ def score_role(
     settings: ProvenanceConfig,
     folder: Path,
     errors: ErrorLog,
-) -> dict[str, dict]:
-    """`{id: parts}` of one model's token log-probs; resumes from and appends to `logprobs.<role>.jsonl`."""
+) -> LineIndex:
+    """One model's token log-probs of each record, in `logprobs.<role>.jsonl` (resumed, appended to), as an index
+    by id: the per-token parts are read one record at a time when the sentences are classed, never all at once."""
     writer = RecordWriter(folder / f"logprobs.{role}.jsonl")
     todo = [record for record in records if record["id"] not in writer.done]
     if todo:
@@ -207,9 +208,7 @@ def score_role(
             progress.close()
             writer.finish()
             scorer.close()
-    return (
-        {str(record["id"]): record["parts"] for _, record in iter_records(writer.path)} if writer.path.exists() else {}
-    )
+    return LineIndex(writer.path)
 
 
 def sentence_provenance(
@@ -329,7 +328,8 @@ def run(config: ProvenanceConfig) -> dict[str, Any]:
         if any(record["id"] not in logprobs[role] for role in MODELS):
             reasons["not_scored"] += 1
             continue
-        sentences, error = sentence_provenance(record, {role: logprobs[role][record["id"]] for role in MODELS}, config)
+        parts = {role: logprobs[role].get(record["id"])["parts"] for role in MODELS}
+        sentences, error = sentence_provenance(record, parts, config)
         if error:
             reasons[error.split(":")[0]] += 1
             continue
@@ -344,6 +344,8 @@ def run(config: ProvenanceConfig) -> dict[str, Any]:
                     "sentences": sentences,
                 }
             )
+    for index in logprobs.values():
+        index.close()
     write_jsonl_atomic(folder / "provenance.jsonl", responses)
 
     analysis = position_fractions(responses, min_samples=config.min_samples, max_positions=config.max_positions)
