@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dasd.config import load_config
-from dasd.mixing import cut_position
+from dasd.mixing import CuratedSet, cut_position
 from dasd.stages import mix, train
 from dasd.text.prompts import render_chat_prompt
 from dasd.text.render import think_text
@@ -191,7 +191,7 @@ def test_the_off_policy_control_is_as_large_as_the_mixed_file_and_starts_with_it
         [f"input={path}", f"output={tmp_path / 'mixed.jsonl'}", "student.model=x", "teacher.model=x", "off_policy=2"],
     )
     mixed_questions = {records[i]["question_id"] for i in (0, 1, 2)}
-    extras = mix.off_policy_extras(mixed_config, mix._curated(mixed_config), mixed_questions)
+    extras = list(mix.off_policy_extras(mixed_config, CuratedSet(path), mixed_questions))
     mixed = [{"id": f"{q}:mixed", "question_id": q, "source": "mixed_policy"} for q in sorted(mixed_questions)]
     write_jsonl(tmp_path / "mixed.jsonl", mixed + extras)
     output = tmp_path / "control" / "control.jsonl"

@@ -29,6 +29,7 @@ from __future__ import annotations
 import random
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,20 +37,22 @@ from pydantic import Field, field_validator
 
 from ..backends import BackendConfig, GenerationRequest, make_backend, server_log, with_launch_log
 from ..config import RecordOutput, StageConfig, dump_config
-from ..data.io import ErrorLog, RecordWriter, iter_records, read_records, write_jsonl_atomic, write_summary
+from ..data.io import ErrorLog, RecordWriter, batched, iter_records, write_jsonl_atomic, write_summary
 from ..data.records import stable_seed
 from ..data.summaries import MixSummary
 from ..errors import InputError
 from ..figures import plot_cutoff
 from ..filters import CorrectnessConfig, FilterChain, LengthConfig, RepetitionConfig, StructureConfig
 from ..generation import generate_records
-from ..mixing import continuation_prefix, cut_position, student_budget
+from ..mixing import CuratedSet, continuation_prefix, cut_position, student_budget
 from ..models.assets import load_tokenizer
 from ..naming import MIXED_POLICY_STAGE, sidecar
 from ..progress import Progress, format_summary
 from ..text.harmony import ANALYSIS_OPEN
 from ..text.reasoning import parse_harmony, parse_think
 from ..text.render import DEFAULT_SYSTEM_PROMPT, THINK_PREFIX, think_text, with_system_prompt
+
+JUDGED_AT_ONCE = 256  # continuations joined and filtered together (each carries per-token log-probs)
 
 
 class MixFilters(StageConfig):
@@ -144,31 +147,11 @@ class MixConfig(StageConfig):
     added_at_default = ("cut_shape", "continuations_per_cut")
 
 
-def _curated(config: MixConfig) -> dict[str, dict[str, Any]]:
-    """question id -> the first curated record of that question, with its reasoning/content parsed."""
-    questions: dict[str, dict[str, Any]] = {}
-    for line, record in read_records(config.input):
-        messages = record.get("messages")
-        if not isinstance(messages, list) or not messages or messages[-1].get("role") != "assistant":
-            raise InputError(config.input, line, "messages", "must end with the teacher's assistant turn")
-        parsed = parse_think(messages[-1]["content"])
-        if not parsed.reasoning:
-            raise InputError(config.input, line, "messages", "the assistant turn has no <think> reasoning")
-        question_id = str(record.get("question_id") or record["id"])
-        if question_id not in questions:
-            questions[question_id] = {
-                "record": record,
-                "turns": [m for m in messages[:-1] if m["role"] not in ("system", "developer")],
-                "reasoning": parsed.reasoning,
-                "content": parsed.content,
-            }
-    return questions
-
-
 def rollouts(
-    config: MixConfig, curated: dict[str, dict], budgets: dict[str, tuple[int, int]], path: Path, errors: ErrorLog
+    config: MixConfig, curated: CuratedSet, budgets: dict[str, tuple[int, int]], path: Path, errors: ErrorLog
 ) -> dict[str, dict[str, Any]]:
-    """Step 1: the student answers each chosen question, capped at its budget (resumable). question id -> rollout."""
+    """Step 1: the student answers each chosen question, capped at its budget (resumable). question id -> the
+    rollout's finish reason, usage and whether it has reasoning (its text stays in the file)."""
     writer = RecordWriter(path)
     requests, context = [], {}
     for question_id in budgets:
@@ -212,7 +195,16 @@ def rollouts(
             student.close()
     else:
         writer.finish()
-    return {record["question_id"]: record for _, record in iter_records(path) if record["question_id"] in budgets}
+    # what the cut-off points and the cuts read; the rollouts' text is read again only for the ones cut
+    return {
+        record["question_id"]: {
+            "finish_reason": record["finish_reason"],
+            "usage": record.get("usage") or {},
+            "has_reasoning": bool(record.get("reasoning")),
+        }
+        for _, record in iter_records(path)
+        if record["question_id"] in budgets
+    }
 
 
 def cutoff_points(rollouts_by_question: dict[str, dict], budgets: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
@@ -235,19 +227,27 @@ def cutoff_points(rollouts_by_question: dict[str, dict], budgets: dict[str, tupl
 
 
 def cuts(
-    config: MixConfig, points: list[dict], rollouts_by_question: dict[str, dict], reasons: Counter
+    config: MixConfig, points: list[dict], rollouts_by_question: dict[str, dict], rollouts_file: Path, reasons: Counter
 ) -> dict[str, dict]:
-    """Step 3a: where each capped rollout is cut (a sentence end in the second half). request id -> cut."""
-    found = {}
+    """Step 3a: where each capped rollout is cut (a sentence end in the second half). request id -> cut. The
+    rollouts' text is read from their file, only for those that hit the cap."""
+    capped = set()
     for point in points:
         if not point["truncated"]:
             reasons["finished_within_budget"] += 1  # only rollouts that hit the cap are continued
             continue
-        question_id = point["question_id"]
-        reasoning = rollouts_by_question[question_id]["reasoning"]
-        if not reasoning:
+        if not rollouts_by_question[point["question_id"]]["has_reasoning"]:
             reasons["rollout_without_reasoning"] += 1  # the student never opened <think>
             continue
+        capped.add(f"{point['question_id']}:rollout")
+    found = {}
+    rollouts_cut = iter_records(rollouts_file, keep_id=capped.__contains__)
+    reasoning_of = {record["question_id"]: record["reasoning"] for _, record in rollouts_cut}
+    for point in points:
+        question_id = point["question_id"]
+        if f"{question_id}:rollout" not in capped:
+            continue
+        reasoning = reasoning_of[question_id]
         cut = cut_position(
             reasoning,
             seed=config.seed,
@@ -271,9 +271,10 @@ def cuts(
 
 
 def continuations(
-    config: MixConfig, curated: dict[str, dict], cut_by_request: dict[str, dict], path: Path, errors: ErrorLog
-) -> list[dict[str, Any]]:
-    """Step 3b: the teacher continues each cut prefix in its own format (resumable)."""
+    config: MixConfig, curated: CuratedSet, cut_by_request: dict[str, dict], path: Path, errors: ErrorLog
+) -> Path:
+    """Step 3b: the teacher continues each cut prefix in its own format (resumable); returns their file (the
+    continuations carry per-token log-probs: they are read back a chunk at a time)."""
     writer = RecordWriter(path)
     requests = []
     system = [{"role": "system", "content": config.teacher_system_prompt}] if config.teacher_system_prompt else []
@@ -326,10 +327,10 @@ def continuations(
             progress.close()
             teacher.close()
     writer.finish()
-    return [record for _, record in iter_records(path) if record["id"] in cut_by_request]
+    return path
 
 
-def mixed_record(config: MixConfig, curated: dict[str, dict], continuation: dict[str, Any]) -> tuple[dict, dict]:
+def mixed_record(config: MixConfig, curated: CuratedSet, continuation: dict[str, Any]) -> tuple[dict, dict]:
     """Step 4a: the mixed SFT record (student prefix + teacher continuation), and the response view of it
     that the quality filters read."""
     question_id, prefix = continuation["question_id"], continuation["prefix"]
@@ -369,29 +370,28 @@ def mixed_record(config: MixConfig, curated: dict[str, dict], continuation: dict
     return mixed, response
 
 
-def off_policy_extras(config: MixConfig, curated: dict[str, dict], mixed_questions: set[str]) -> list[dict[str, Any]]:
+def off_policy_extras(config: MixConfig, curated: CuratedSet, mixed_questions: set[str]) -> Iterator[dict[str, Any]]:
     """Step 4c: `off_policy` curated records, preferably of questions without a mixed record (seeded draw)."""
     pool = [qid for qid in sorted(curated) if qid not in mixed_questions] or sorted(curated)
     random.Random(stable_seed(config.seed, "off_policy")).shuffle(pool)
-    return [
-        {
-            **curated[qid]["record"],
-            "id": f"{curated[qid]['record']['id']}:off_policy",
+    for qid in pool[: config.off_policy]:
+        record = curated[qid]["record"]
+        yield {
+            **record,
+            "id": f"{record['id']}:off_policy",
             "stage": MIXED_POLICY_STAGE,
             "source": "off_policy",
             "weight": config.weight,
         }
-        for qid in pool[: config.off_policy]
-    ]
 
 
-def off_policy_control(config: MixConfig, curated: dict[str, dict]) -> list[dict[str, Any]]:
+def off_policy_control(config: MixConfig, curated: CuratedSet) -> list[dict[str, Any]]:
     """The equal-size control of a mixed file: its off-policy records as they are, and in place of each
     mixed record the teacher's curated record of the same question — the same questions, the same
     number of records, nothing on-policy."""
     control = []
     seen: Counter = Counter()  # a question with several continuations (continuations_per_cut) gets as many copies
-    for line, record in read_records(config.equal_size_as):
+    for line, record in iter_records(config.equal_size_as):
         if record.get("source") == "off_policy":
             control.append(record)
             continue
@@ -413,7 +413,7 @@ def off_policy_control(config: MixConfig, curated: dict[str, dict]) -> list[dict
 
 
 def run(config: MixConfig) -> dict[str, Any]:
-    curated = _curated(config)
+    curated = CuratedSet(config.input)
     output = Path(config.output)
     dump_config(config, sidecar(output, "config", ".yaml"))
     if config.equal_size_as:  # the off-policy-only control arm: nothing to generate
@@ -455,14 +455,16 @@ def run(config: MixConfig) -> dict[str, Any]:
     counts["truncated"] = sum(point["truncated"] for point in points)
 
     # 3. cut at a sentence end in the second half; the teacher continues from there
-    cut_by_request = cuts(config, points, by_question, reasons)
+    rollouts_file = sidecar(output, "rollouts", ".jsonl")
+    cut_by_request = cuts(config, points, by_question, rollouts_file, reasons)
     counts["cut"] = len(cut_by_request)
     continued = continuations(config, curated, cut_by_request, sidecar(output, "continuations", ".jsonl"), errors)
     errors.close()
-    counts["continued"] = len(continued)
 
-    # 4. join, filter (the same chain as `dasd filter`), write the mixed SFT records and the off-policy extras
-    joined = [mixed_record(config, curated, continuation) for continuation in continued]
+    # 4. join, filter (the same chain as `dasd filter`), write the mixed SFT records and the off-policy extras — a
+    # chunk of continuations at a time (they carry per-token log-probs), streamed into both files
+    kept_questions: set[str] = set()
+    rejected_file = sidecar(output, "rejected", ".jsonl")
     with FilterChain(
         structure=config.filters.structure,
         length=config.filters.length,
@@ -472,14 +474,30 @@ def run(config: MixConfig) -> dict[str, Any]:
         system_prompt=config.system_prompt,
         chat_template_kwargs=config.student_chat_template_kwargs,
     ) as chain:
-        verdicts = chain.apply([response for _, response in joined])
-    kept = [{**mixed, "filter": verdict} for (mixed, _), verdict in zip(joined, verdicts) if verdict["keep"]]
-    rejected = [{**mixed, "filter": verdict} for (mixed, _), verdict in zip(joined, verdicts) if not verdict["keep"]]
-    reasons.update(item["filter"]["reason"] for item in rejected)
-    extras = off_policy_extras(config, curated, {record["question_id"] for record in kept})
-    counts["kept"], counts["off_policy"] = len(kept), len(extras)
-    write_jsonl_atomic(output, kept + extras)
-    write_jsonl_atomic(sidecar(output, "rejected", ".jsonl"), rejected)
+
+        def judged(rejected_records: list) -> Iterator[dict[str, Any]]:
+            """The kept mixed records, then the off-policy extras; rejected ones go to `rejected_records`."""
+            chunks = batched(iter_records(continued, keep_id=cut_by_request.__contains__), JUDGED_AT_ONCE)
+            for chunk in chunks:
+                counts["continued"] += len(chunk)
+                joined = [mixed_record(config, curated, continuation) for _, continuation in chunk]
+                verdicts = chain.apply([response for _, response in joined])
+                for (mixed, _), verdict in zip(joined, verdicts):
+                    if verdict["keep"]:
+                        counts["kept"] += 1
+                        kept_questions.add(mixed["question_id"])
+                        yield {**mixed, "filter": verdict}
+                    else:
+                        reasons[verdict["reason"]] += 1
+                        rejected_records.append({**mixed, "filter": verdict})
+            for extra in off_policy_extras(config, curated, kept_questions):
+                counts["off_policy"] += 1
+                yield extra
+
+        rejected: list[dict[str, Any]] = []  # the few the filters drop (their text only)
+        write_jsonl_atomic(output, judged(rejected))
+    write_jsonl_atomic(rejected_file, rejected)
+    curated.close()
 
     ratios = sorted(point["ratio"] for point in points)
     steps = ("rollouts", "truncated", "cut", "continued", "kept", "off_policy")
