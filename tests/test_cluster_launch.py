@@ -204,3 +204,33 @@ def test_resources_reach_the_sbatch_script(tmp_path):
         assert f"#SBATCH {line}\n" in script, line
     assert "source /shared/venv/bin/activate" in script and "dependency" not in script
     assert executor.parameters["array_parallelism"] == 3  # written only for arrays (--array=0-N%3)
+
+
+def test_a_shard_task_with_failures_writes_no_marker_and_the_finalize_asks_for_no_gpu(tmp_path):
+    """A score shard whose records fail (no teacher log-probs) fails its task, naming the errors file, and leaves no
+    task marker — the rerun resubmits it and it retries them; a shard with nothing of its own to score finishes
+    without loading the student (the path is not even a model) and marks itself done. The finalize job that merges
+    the shards asks Slurm for one node and no GPU."""
+    import json
+
+    from dasd.data.records import in_shard
+    from dasd.errors import DasdError
+    from dasd.pipeline.step import run_shard, task_done
+
+    ids = [f"r{i}" for i in range(40)]
+    mine = [record_id for record_id in ids if in_shard(record_id, (0, 2))]
+    records = [
+        {"id": record_id, "messages": [{"role": "user", "content": "hi"}], "reasoning": "Some work.", "content": "4"}
+        for record_id in mine
+    ]
+    source = tmp_path / "responses.jsonl"
+    source.write_text("".join(json.dumps(record) + "\n" for record in records))
+    config = {"input": str(source), "output": str(tmp_path / "score" / "scored.jsonl"), "student": {"model": "nope"}}
+    job = StepJob("score", "score", "dasd.stages.score", "ScoreConfig", config, "fp", tmp_path / "state")
+    with pytest.raises(DasdError, match=rf"score shard 0/2: {len(mine)} records failed \(see .*scored.shard-0-of-2"):
+        run_shard(job, (0, 2))
+    assert not task_done(job, (0, 2))
+    assert run_shard(job, (1, 2)) == "score shard 1/2 done" and task_done(job, (1, 2))
+
+    finalize = executors.cpu_only(SlurmResources(tasks=2, gpus_per_node=8, sbatch={"gres": "gpu:8"}, mem_gb=64))
+    assert (finalize.nodes, finalize.gpus_per_node, finalize.sbatch, finalize.mem_gb) == (1, None, {}, 64)

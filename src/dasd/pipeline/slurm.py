@@ -311,12 +311,26 @@ def submit(
                 jobs = array.map_array(run_shard, [job] * len(todo), todo)
                 submitted.jobs += [item.job_id for item in jobs]
                 after = [jobs[0].job_id.split("_")[0]]
-            finalize = SlurmResources.model_validate({**resources.model_dump(exclude_none=True), "nodes": 1})
+            # the finalize merges files (bytes moved, nothing parsed: dasd.data.merge): one node, no GPU
+            finalize = cpu_only(resources)
             final = _executor(config, folder, job.name, finalize, after).submit(run_step, job, launch_on_this_node)
         else:
             final = _executor(config, folder, job.name, resources, after).submit(run_step, job, launch_on_this_node)
     submitted.jobs.append(final.job_id)
     return submitted
+
+
+def cpu_only(resources: SlurmResources) -> SlurmResources:
+    """The finalize job's resources: one node, the step's time, memory, partition and account, and no GPU (neither
+    `gpus_per_node` nor a GPU request among the extra sbatch options).
+
+    >>> finalize = cpu_only(SlurmResources(tasks=8, nodes=2, gpus_per_node=8, sbatch={"gres": "gpu:8", "qos": "hi"}))
+    >>> finalize.nodes, finalize.gpus_per_node, finalize.sbatch
+    (1, None, {'qos': 'hi'})
+    """
+    gpu_options = {"gres", "gpus", "gpus-per-node", "gpus_per_node", "gpus-per-task", "gpus_per_task"}
+    sbatch = {key: value for key, value in resources.sbatch.items() if key not in gpu_options}
+    return resources.model_copy(update={"nodes": 1, "gpus_per_node": None, "sbatch": sbatch})
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.io import write_json_atomic
+from ..errors import DasdError
 from ..naming import step_marker
 
 ENDED = ("done", "skipped")
@@ -237,12 +238,39 @@ def task_done(job: StepJob, shard: tuple[int, int]) -> bool:
 
 
 def run_shard(job: StepJob, shard: tuple[int, int]) -> str:
-    """One task of a job array: the stage on shard i/n; its marker once it finished. A step that will be
-    skipped (its model was not produced) does no work here: its finalize records why."""
+    """One task of a job array: the stage on shard i/n; its marker once it finished with nothing left to retry. A
+    task whose records failed (its errors files are not empty) writes no marker and fails, naming them: its
+    finalize — a CPU-only merge — never has generation or scoring to redo, and the rerun of `dasd run` resubmits
+    just this task, which retries only what failed (resume by id). A step that will be skipped (its model was not
+    produced) does no work here: its finalize records why."""
     result: dict[str, Any] = {}
     if not (job.skip_if and job.skip_if()):
         result = job.run_stage({**job.config, "shard": f"{shard[0]}/{shard[1]}"}) or {}
+        failed = shard_failures(job, shard)
+        if failed:
+            count = sum(failed.values())
+            raise DasdError(
+                f"{job.name} shard {shard[0]}/{shard[1]}: {count} records failed (see {', '.join(map(str, failed))});"
+                " rerun `dasd run` to retry them in this shard's task"
+            )
     tokens = result.get("completion_tokens", result.get("student_tokens_scored", 0))  # sample / score
     marker = {"fingerprint": job.fingerprint, "time": time.time(), "tokens": tokens if isinstance(tokens, int) else 0}
     write_json_atomic(task_marker(job, shard), marker)
     return f"{job.name} shard {shard[0]}/{shard[1]} done"
+
+
+def shard_failures(job: StepJob, shard: tuple[int, int]) -> dict[Path, int]:
+    """The errors files shard (i, n) of a step left with entries (sample, score: beside the output; eval: in each
+    benchmark's folder), with their line counts."""
+    output = job.config.get("output") or job.config.get("output_dir")
+    if not output:
+        return {}
+    folder = Path(output) if job.config.get("output_dir") else Path(output).parent
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for path in sorted(folder.rglob(f"*.shard-{shard[0]}-of-{shard[1]}.errors.jsonl")):
+        lines = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+        if lines:
+            found[path] = lines
+    return found

@@ -189,23 +189,27 @@ def run(config: ScoreConfig) -> dict[str, Any]:
     writer = open_writer(output)
     errors = ErrorLog(sidecar(output, "errors", ".jsonl"))
     dump_config(config, sidecar(output, "config", ".yaml"))
-    scorer = make_token_scorer(
-        with_launch_log(config.student, server_log(output)),
-        system_prompt=config.system_prompt,
-        chat_template_kwargs=config.chat_template_kwargs,
-        batching=config.batching,
-        tokens_per_batch=config.tokens_per_batch,
-        max_length=config.max_length,
-        role="student",
-    )
-
-    # 3. Score a chunk at a time (length-sorted within it), write each record as it is classified.
+    # 3. Score a chunk at a time (length-sorted within it), write each record as it is classified. The student is
+    # loaded (or its server started) with the first chunk: a run with nothing left — a Slurm finalize, which merges
+    # the shard files on a node without a GPU — never loads it.
     counts: Counter = Counter()
     reasons: Counter = Counter()
     sentence_types: Counter = Counter()
-    progress = Progress(0, f"score [{scorer.label}]", unit="rec")
+    scorer = None
+    progress = Progress(0, f"score [{config.student.name}]", unit="rec")
     try:
         for chunk in batched(_pending(config, shard, writer, errors, counts, reasons), config.chunk_records):
+            if scorer is None:
+                scorer = make_token_scorer(
+                    with_launch_log(config.student, server_log(output)),
+                    system_prompt=config.system_prompt,
+                    chat_template_kwargs=config.chat_template_kwargs,
+                    batching=config.batching,
+                    tokens_per_batch=config.tokens_per_batch,
+                    max_length=config.max_length,
+                    role="student",
+                )
+                progress.bar.set_description(f"score [{scorer.label}]")
             progress.bar.total = (progress.bar.total or 0) + len(chunk)
             for scores in scorer.score(chunk):
                 record = scores.record
@@ -226,8 +230,10 @@ def run(config: ScoreConfig) -> dict[str, Any]:
         progress.close()
         writer.finish()
         errors.close()
-        stats = scorer.stats()
-        scorer.close()
+        nothing = {"tokens_scored": 0, "batching": config.batching, "padding_fraction": 0.0}
+        stats = scorer.stats() if scorer is not None else nothing
+        if scorer is not None:
+            scorer.close()
 
     # 4. Summary.
     elapsed = progress.elapsed
