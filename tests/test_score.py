@@ -572,3 +572,50 @@ def test_boosted_sentences_found_before_training_leave_their_candidates_out(
 
     facts = "\n".join(stage_facts({"stage": "select", "config": {"strategy": "count", "k": 1}, "summary": capped}))
     assert f"max boosted share 0.5: 4 candidates left out (questions left without any: {len(emptied)})" in facts
+
+
+def test_unfinished_responses_pass_through_unscored_and_filter_keeps_the_same_records(tmp_path, tiny_llama_smollm2):
+    """score skip_unfinished (what `dasd run` sets): a truncated response or a tool call is written unscored, and
+    `dasd filter` then drops it by its finish reason before reading anything scoring writes — the kept file is the
+    same records as when everything is scored, and the rejected one gives every record the same reason."""
+    from dasd.data.io import read_records
+    from dasd.stages import filter as filter_stage
+
+    records = [{**record, "question_id": record["id"], "finish_reason": "stop"} for record in _scorable_records(6)]
+    records[1]["finish_reason"], records[4]["finish_reason"] = "length", "tool_call"
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    results = {}
+    for skip in ("false", "true"):
+        scored = tmp_path / skip / "scored.jsonl"
+        summary = score.run(
+            load_config(
+                score.ScoreConfig,
+                None,
+                [
+                    f"input={source}",
+                    f"output={scored}",
+                    f"student.model={tiny_llama_smollm2}",
+                    f"skip_unfinished={skip}",
+                ],
+            )
+        )
+        filtered = tmp_path / skip / "filtered.jsonl"
+        filter_stage.run(
+            load_config(
+                filter_stage.FilterConfig,
+                None,
+                [f"input={scored}", f"output={filtered}", "length.enabled=false", "repetition.enabled=false"],
+            )
+        )
+        rejected = {
+            r["id"]: r["filter"]["reason"] for _, r in read_records(tmp_path / skip / "filtered.rejected.jsonl")
+        }
+        results[skip] = (summary, [r for _, r in read_records(filtered)], rejected, read_jsonl(scored))
+    assert results["true"][0]["unscored_unfinished"] == 2 and results["true"][0]["records_scored"] == 4
+    assert results["false"][0]["records_scored"] == 6
+    assert {r["id"]: r.get("unscored") for r in results["true"][3] if r.get("unscored")} == {
+        "r1": "finish_length",
+        "r4": "finish_tool_call",
+    }
+    assert results["true"][1] == results["false"][1] and len(results["true"][1]) == 4  # the kept records
+    assert results["true"][2] == results["false"][2] == {"r1": "finish_length", "r4": "tool_call"}

@@ -55,6 +55,7 @@ class ScoreSummary(TypedDict):
     beta: float
     space: str
     unverified_logprobs_scored: int
+    unscored_unfinished: NotRequired[int]  # skip_unfinished: passed through unscored (finish_reason != stop)
 
 
 class FilterSummary(TypedDict):

@@ -9,9 +9,10 @@ stage's config, validated by the stage's own class when the plan is checked, bef
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from ..backends.base import BackendConfig
 from ..config import StageConfig
@@ -213,8 +214,23 @@ class PipelineConfig(StageConfig):
         "parquet",
         description="files of the record steps that carry teacher log-probs (sample, score, filter and its rejected "
         "file, select): parquet (folders of parts, log-probs as float32 list columns: ~11 B per teacher token "
-        "against ~40 as JSONL), or jsonl (README: running on a cluster)",
+        "against ~40 as JSONL), or jsonl (README: running on a cluster); a workdir whose sample/responses.jsonl "
+        "exists (made before parquet was the default) keeps jsonl unless this is set",
     )
+
+    _made_before_parquet: bool = PrivateAttr(False)
+
+    @model_validator(mode="after")
+    def _keep_an_existing_runs_format(self) -> PipelineConfig:
+        # A workdir sampled before Parquet became the default holds responses.jsonl: without an explicit
+        # record_format it keeps JSONL, so upgrading never re-samples (hours of a teacher's server) into .parquet.
+        # Its score step keeps scoring every response too (see plan's skip_unfinished): a setting that moved since
+        # would change the step's fingerprint, and a changed step is redone from scratch.
+        self._made_before_parquet = (Path(self.workdir) / "sample" / "responses.jsonl").exists()
+        if "record_format" not in self.model_fields_set and self._made_before_parquet:
+            self.record_format = "jsonl"
+        return self
+
     threads: int | None = Field(
         None,
         ge=1,

@@ -80,6 +80,21 @@ def _record_outputs(config: PipelineConfig) -> dict[str, Path]:
     }
 
 
+def _filter_drops_unfinished(config: PipelineConfig) -> bool:
+    """Whether the pipeline's filter drops every response that did not finish (its structure check with
+    require_stop, the defaults): then scoring them is wasted work, and score passes them through unscored — except
+    in a workdir sampled before this existed (its score step would otherwise be redone from scratch).
+
+    >>> from types import SimpleNamespace
+    >>> _filter_drops_unfinished(SimpleNamespace(filter={})), _filter_drops_unfinished(
+    ...     SimpleNamespace(filter={"structure": {"require_stop": False}}))
+    (True, False)
+    """
+    structure = (config.filter or {}).get("structure") or {}
+    made_before = getattr(config, "_made_before_parquet", False)  # an existing run's score step stays as it was
+    return bool(structure.get("enabled", True) and structure.get("require_stop", True)) and not made_before
+
+
 def _branches(config: PipelineConfig) -> list[str]:
     return ["das"] + (["rs"] if config.rs_baseline else [])
 
@@ -109,7 +124,13 @@ def _recipe_steps(config: PipelineConfig) -> list[tuple[str, Step]]:
             Step(
                 "score",
                 "score",
-                {**config.score, "input": str(sample_out), "output": str(score_out), "student": student},
+                {
+                    "skip_unfinished": _filter_drops_unfinished(config),
+                    **config.score,
+                    "input": str(sample_out),
+                    "output": str(score_out),
+                    "student": student,
+                },
                 [score_out.parent],
                 ["sample"],
             ),

@@ -371,6 +371,8 @@ def section_sentence_types(page: Page) -> list[str]:
     by_temperature: dict[float, list[dict]] = defaultdict(list)
     for _, payload in page.of("score", ScoreSummary):
         for record in page.records(payload["output"]):
+            if record.get("unscored"):  # passed through unscored (score skip_unfinished): no sentences to count
+                continue
             by_temperature[float(record.get("temperature", float("nan")))].append({"das": record.get("das")})
     per_temperature = {temperature: _sentence_counts(records) for temperature, records in by_temperature.items()}
     selections: dict[str, Counter] = {}

@@ -120,6 +120,15 @@ class ScoreConfig(StageConfig):
         description="also score records whose teacher log-probs were not verified to be raw (logprob_mode other "
         "than raw: a server run with logprob_check=skip); the summary counts them",
     )
+    skip_unfinished: bool = Field(
+        False,
+        description="pass responses that did not finish (finish_reason other than stop: truncated at the token cap, "
+        "tool calls, errors) through unscored (`das: null`, `unscored: finish_<reason>`), since `dasd filter`'s "
+        "structure check drops them before reading anything scoring writes; these are the longest responses, so "
+        "this saves the most scoring. `dasd run` sets it when the filter's structure.require_stop is on",
+    )
+    # added after runs existed: at its default it stays out of the resolved config (config.StageConfig)
+    added_at_default = ("skip_unfinished",)
 
 
 def _records(config: ScoreConfig, shard=None) -> Iterator[tuple[dict[str, Any], str | None]]:
@@ -146,6 +155,11 @@ def _pending(config: ScoreConfig, shard, writer: RecordWriter, errors: ErrorLog,
             continue
         if record_id in writer.done:
             counts["already_done"] += 1
+            continue
+        if config.skip_unfinished and record.get("finish_reason") != "stop":
+            # dasd filter's structure check drops it first (filters.structure_filter reads only finish_reason there)
+            writer.write({**record, "das": None, "unscored": f"finish_{record.get('finish_reason')}"})
+            counts["unscored_unfinished"] += 1
             continue
         error = error or check_teacher_logprobs(record)
         mode = record.get("logprob_mode", "unverified")
@@ -255,12 +269,15 @@ def run(config: ScoreConfig) -> dict[str, Any]:
         "space": config.space,
         "unverified_logprobs_scored": counts["unverified_logprobs"],
     }
+    if config.skip_unfinished:
+        summary["unscored_unfinished"] = counts["unscored_unfinished"]
     write_summary(output, summary)
     total_sentences = sum(sentence_types.values()) or 1
     rows = [
         ("records scored", counts["scored"]),
         ("already done (skipped)", counts["already_done"]),
         ("failed (see errors file)", summary["records_failed"]),
+        *((("unfinished, passed unscored", counts["unscored_unfinished"]),) if config.skip_unfinished else ()),
         *((f"  {reason}", count) for reason, count in sorted(reasons.items())),
         *(
             (f"{kind} sentences", f"{sentence_types[kind]:,} ({sentence_types[kind] / total_sentences:.1%})")
