@@ -201,6 +201,29 @@ def test_dry_run_lists_the_plan_and_switching_off_stages(tmp_path, capsys):
     assert not (tmp_path / "work").exists()
 
 
+def test_new_runs_write_parquet_and_skip_scoring_unfinished_ones_and_an_existing_jsonl_run_stays_as_it_was(tmp_path):
+    """Parquet is the default for the record files, and score passes unfinished responses through unscored; a
+    workdir sampled as JSONL before that keeps JSONL and its score settings unless told otherwise (an upgrade must
+    not re-sample or re-score: the steps' fingerprints would change and they would be redone from scratch)."""
+    from dasd.pipeline.config import PipelineConfig
+    from dasd.pipeline.plan import plan
+
+    def steps(**extra):
+        return {step.name: step for step in plan(PipelineConfig.model_validate(_spec(tmp_path, **extra)))}
+
+    fresh = steps()
+    assert fresh["sample"].config["output"].endswith("sample/responses.parquet")
+    assert fresh["select_das"].config["output"].endswith("select/das.parquet")
+    assert fresh["score"].config["skip_unfinished"] is True
+    assert steps(filter={"structure": {"require_stop": False}})["score"].config["skip_unfinished"] is False
+    (tmp_path / "work" / "sample").mkdir(parents=True)
+    (tmp_path / "work" / "sample" / "responses.jsonl").write_text("")
+    existing = steps()
+    assert existing["score"].config["output"].endswith("score/scored.jsonl")
+    assert existing["score"].config["skip_unfinished"] is False
+    assert steps(record_format="parquet")["score"].config["output"].endswith("score/scored.parquet")
+
+
 def test_dry_run_on_slurm_shows_each_steps_jobs_and_the_resources_merge(tmp_path, capsys, monkeypatch):
     """Resources: every job's defaults, then the stage's, then the step's; sample/score/eval as arrays."""
     from dasd.pipeline.config import ExecutorConfig
