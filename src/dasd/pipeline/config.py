@@ -226,8 +226,12 @@ class PipelineConfig(StageConfig):
         # record_format it keeps JSONL, so upgrading never re-samples (hours of a teacher's server) into .parquet.
         # Its score step keeps scoring every response too (see plan's skip_unfinished): a setting that moved since
         # would change the step's fingerprint, and a changed step is redone from scratch.
-        self._made_before_parquet = (Path(self.workdir) / "sample" / "responses.jsonl").exists()
-        if "record_format" not in self.model_fields_set and self._made_before_parquet:
+        # (A run that asks for jsonl itself is a run of this version whatever its files: it is left as it is.)
+        self._made_before_parquet = (
+            "record_format" not in self.model_fields_set
+            and (Path(self.workdir) / "sample" / "responses.jsonl").exists()
+        )
+        if self._made_before_parquet:
             self.record_format = "jsonl"
         return self
 
