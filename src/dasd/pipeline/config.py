@@ -231,8 +231,8 @@ class PipelineConfig(StageConfig):
             "record_format" not in self.model_fields_set
             and (Path(self.workdir) / "sample" / "responses.jsonl").exists()
         )
-        if self._made_before_parquet:
-            self.record_format = "jsonl"
+        if self._made_before_parquet:  # set without validate_assignment, which would run this validator again
+            object.__setattr__(self, "record_format", "jsonl")
         return self
 
     threads: int | None = Field(
