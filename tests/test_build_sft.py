@@ -36,14 +36,45 @@ def _selected():
     ]
 
 
+ALL_EXPORTS = "exports=[trl_messages, trl_prompt_completion, sharegpt]"
+
+
 @pytest.fixture
 def built(tmp_path):
     path = write_jsonl(tmp_path / "selected.jsonl", _selected())
     output = tmp_path / "sft" / "sft.jsonl"
-    summary = build_sft.run(
-        load_config(build_sft.BuildSFTConfig, None, [f"input={path}", f"output={output}", "student_tokenizer=qwen3"])
-    )
+    args = [f"input={path}", f"output={output}", "student_tokenizer=qwen3", ALL_EXPORTS]
+    summary = build_sft.run(load_config(build_sft.BuildSFTConfig, None, args))
     return output, summary
+
+
+def test_by_default_only_what_train_and_mix_read_is_written(tmp_path):
+    from dasd.naming import SFT_STAGES, sft_stage_file
+
+    path = write_jsonl(tmp_path / "selected.jsonl", _selected())
+    output = tmp_path / "sft" / "sft.jsonl"
+    summary = build_sft.run(load_config(build_sft.BuildSFTConfig, None, [f"input={path}", f"output={output}"]))
+    # the records (dasd mix's curated set) and one file per stage (dasd train's and dasd run's data), no export
+    assert summary["files"] == [sft_stage_file(output, stage).name for stage in sorted(SFT_STAGES)]
+    assert {p.name for p in output.parent.iterdir()} == {
+        "sft.jsonl",
+        "sft.high_temp.jsonl",
+        "sft.low_temp.jsonl",
+        "sft.config.yaml",
+        "sft.summary.json",
+    }
+    assert yaml.safe_load((tmp_path / "sft" / "sft.config.yaml").read_text())["exports"] == []
+    # one export asked for: that one, for all stages and each stage, and nothing of the others
+    build_sft.run(
+        load_config(build_sft.BuildSFTConfig, None, [f"input={path}", f"output={output}", "exports=[sharegpt]"])
+    )
+    assert {p.name for p in output.parent.iterdir()} >= {
+        "sft.sharegpt.jsonl",
+        "sft.low_temp.sharegpt.jsonl",
+        "sft.high_temp.sharegpt.jsonl",
+        "dataset_info.json",
+    }
+    assert not any("trl_" in p.name for p in output.parent.iterdir())
 
 
 def test_records_and_stages(built):
@@ -202,7 +233,7 @@ def test_weight_by_teacher_seq_logprob(tmp_path, capsys):
         "high_temp": {"min": round(5 / 7, 6), "mean": 2.0, "max": round(20 / 7, 6)},
         "low_temp": {"min": 2.0, "mean": 2.0, "max": 2.0},
     }
-    # the per-stage files and the prompt/completion export `dasd train` reads carry them too
+    # the per-stage files `dasd train` reads carry them too
     low = read_jsonl(tmp_path / "sft" / "sft.high_temp.jsonl")
     assert {record["id"]: record["weight"] for record in low} == pytest.approx(
         {key: value for key, value in expected.items() if key != "q1:c5"}, rel=1e-9

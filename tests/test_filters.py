@@ -311,3 +311,119 @@ def test_length_filter_needs_the_student_tokenizer(tmp_path):
         filter_stage.run(
             load_config(filter_stage.FilterConfig, None, [f"input={path}", f"output={tmp_path / 'o.jsonl'}"])
         )
+
+
+# --- worker processes: the same outputs, record for record --------------------------------------------------------
+
+
+def _records_for_workers():
+    """Every rejection reason, duplicates in and across chunks and worker tasks (chunk_records=8 -> tasks of 4), a
+    duplicate of a wrong answer (dedupe saw it: `duplicate`), and a copy of a truncated response that finished
+    (structure rejected the first, so dedupe never saw it: kept)."""
+    records = _mixed_records(120)
+    wrong = next(r for r in records if r["content"] != f"The answer is $\\boxed{{{r['answer']}}}$." and r["answer"])
+    truncated = next(r for r in records if r["finish_reason"] == "length")
+    good = records[0]
+    extras = [
+        {**wrong, "id": "x-dup-of-wrong"},
+        {**truncated, "id": "x-finished-copy-of-truncated", "finish_reason": "stop"},
+        {**good, "id": "x-dup-of-first", "reasoning": good["reasoning"] + "  "},
+        {**good, "id": "x-same-text-other-question", "question_id": "elsewhere"},
+    ]
+    return records[:60] + extras[:2] + records[60:] + extras[2:]
+
+
+def _filter_outputs(tmp_path, name, records, workers, *extra):
+    path = write_jsonl(tmp_path / f"{name}.input.jsonl", records)
+    output = tmp_path / f"{name}.jsonl"
+    args = [
+        f"input={path}",
+        f"output={output}",
+        "student_tokenizer=smollm2",
+        "length.max_length=300",
+        "correctness.workers=1",
+        "chunk_records=8",
+        f"workers={workers}",
+        *extra,
+    ]
+    summary = filter_stage.run(load_config(filter_stage.FilterConfig, None, args))
+    for key in ("seconds", "records_per_s", "output"):
+        summary.pop(key)
+    return read_jsonl(output), read_jsonl(tmp_path / f"{name}.rejected.jsonl"), summary
+
+
+def test_two_workers_write_what_one_writes_record_for_record(tmp_path):
+    records = _records_for_workers()
+    one = _filter_outputs(tmp_path, "one", records, 1)
+    two = _filter_outputs(tmp_path, "two", records, 2)
+    assert one == two
+    kept, rejected, summary = two
+    assert [r["id"] for r in kept + rejected] != [] and sorted(r["id"] for r in kept + rejected) == sorted(
+        r["id"] for r in records
+    )
+    verdicts = {r["id"]: r["filter"]["reason"] for r in kept + rejected}
+    assert verdicts["x-dup-of-wrong"] == "duplicate" and verdicts["x-dup-of-first"] == "duplicate"
+    assert verdicts["x-finished-copy-of-truncated"] is None and verdicts["x-same-text-other-question"] is None
+    assert set(summary["reasons"]) == {
+        "wrong_answer",
+        "finish_length",
+        "empty_reasoning",
+        "sentence_loop",
+        "tool_call",
+        "duplicate",
+        "too_long",
+        "unparsable_answer",
+    }
+    assert summary["student_tokens"]["max"] > 300
+
+
+def test_two_workers_resume_as_one_does(tmp_path):
+    records = _records_for_workers()
+    for name, workers in (("one", 1), ("two", 2)):
+        _filter_outputs(tmp_path, name, records[:50], workers)  # a run cut after 50 records
+    one = _filter_outputs(tmp_path, "one", records, 1)
+    two = _filter_outputs(tmp_path, "two", records, 2)
+    assert one == two and one[2]["already_done"] == 50
+
+
+def test_a_parquet_output_gets_a_parquet_rejected_file(tmp_path):
+    from dasd.data.io import iter_records
+
+    records = _records_for_workers()
+    path = write_jsonl(tmp_path / "responses.jsonl", records)
+    args = [f"input={path}", "student_tokenizer=smollm2", "length.max_length=300", "correctness.workers=1"]
+    for kind in ("jsonl", "parquet"):
+        output = tmp_path / kind / f"kept.{kind}"
+        filter_stage.run(load_config(filter_stage.FilterConfig, None, [*args, f"output={output}"]))
+    assert (tmp_path / "parquet" / "kept.rejected.parquet").is_dir()
+    assert not (tmp_path / "parquet" / "kept.rejected.jsonl").exists()
+    for side in ("kept", "kept.rejected"):
+        jsonl = [(r["id"], r["filter"]) for _, r in iter_records(tmp_path / "jsonl" / f"{side}.jsonl")]
+        parquet = [(r["id"], r["filter"]) for _, r in iter_records(tmp_path / "parquet" / f"{side}.parquet")]
+        assert parquet == jsonl and jsonl
+
+
+def test_workers_auto_and_out_of_the_fingerprint(monkeypatch):
+    config = load_config(filter_stage.FilterConfig, None, ["input=x.jsonl", "output=y.jsonl", "chunk_records=4"])
+    assert config.workers == 0 and "workers" not in config.model_dump()
+    monkeypatch.setattr(filter_stage, "usable_cpus", lambda: 16)
+    workers, records = filter_stage.worker_count(config, iter(range(4)))
+    assert workers == 1 and list(records) == [0, 1, 2, 3]  # one chunk: not worth starting workers
+    workers, records = filter_stage.worker_count(config, iter(range(9)))
+    assert workers == filter_stage.AUTO_WORKERS_MAX and list(records) == list(range(9))
+    monkeypatch.setattr(filter_stage, "usable_cpus", lambda: 2)
+    assert filter_stage.worker_count(config, iter(range(9)))[0] == 1
+    explicit = config.model_copy(update={"workers": 3})
+    assert filter_stage.worker_count(explicit, iter(range(2)))[0] == 3 and "workers" not in explicit.model_dump()
+
+
+def test_a_worker_that_cannot_start_stops_the_run_with_one_line(tmp_path, capsys):
+    from dasd.cli import main
+
+    path = write_jsonl(tmp_path / "responses.jsonl", _mixed_records(20))
+    output = tmp_path / "out" / "kept.jsonl"
+    args = ["filter", f"input={path}", f"output={output}", "student_tokenizer=no-such-tokenizer", "workers=2"]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "tokenizer 'no-such-tokenizer' is not a local folder" in error
+    assert not output.exists() and not (tmp_path / "out" / "kept.rejected.jsonl").exists()

@@ -12,7 +12,10 @@
 
 `FilterChain.apply` runs them in that order — structure → length → repetition → dedupe →
 correctness — each record stopping at the first that rejects it; correctness is graded for a whole
-chunk at once (math-verify in parallel workers). `dasd filter` and `dasd mix` both use it.
+chunk at once (math-verify in parallel workers). `dasd filter` and `dasd mix` both use it. Only dedupe
+depends on the records before it: `FilterChain.screen` does the rest for a chunk, anywhere, and
+`FilterChain.decide` dedupes in input order — `ScreeningPool` screens in worker processes
+(`dasd filter workers=N`) with the same verdicts.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections import Counter
-from typing import Any
+import sys
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 from pydantic import Field
 
@@ -76,7 +81,9 @@ class RepetitionConfig(StageConfig):
 
 class CorrectnessConfig(StageConfig):
     enabled: bool = Field(True, description="grade answers that have a reference (records without one are kept)")
-    workers: int = Field(2, ge=1, description="math-verify worker processes")
+    workers: int = Field(
+        2, ge=1, description="math-verify worker processes (in each of dasd filter's worker processes, if any)"
+    )
     timeout_s: float = Field(
         5.0, gt=0, description="seconds per math-verify check before it counts as wrong (verify_timeout)"
     )
@@ -212,14 +219,40 @@ class Deduper:
     def __init__(self):
         self.seen: set[tuple[str, str]] = set()
 
+    @staticmethod
+    def key(record: dict[str, Any]) -> tuple[str, str]:
+        return str(record.get("question_id")), response_fingerprint(record)
+
     def add(self, record: dict[str, Any]) -> None:
-        self.seen.add((str(record.get("question_id")), response_fingerprint(record)))
+        self.seen.add(self.key(record))
 
     def __call__(self, record: dict[str, Any]):
-        key = (str(record.get("question_id")), response_fingerprint(record))
-        if key in self.seen:
+        if self.key(record) in self.seen:
             return False, "duplicate"
         return True
+
+
+class Screening(NamedTuple):
+    """What the per-record filters found for one record — everything `FilterChain.decide` needs but the
+    duplicates seen so far, so records can be screened in worker processes and decided in input order."""
+
+    reason: str | None  # the first of structure → length → repetition to reject it
+    key: tuple[str, str] | None  # (question id, response fingerprint): dedupe on and no rejection above
+    length: int | None  # student tokens, when the length filter measured them
+    grade: tuple[bool, str | None] | None  # (correct, reason) when correctness graded it
+
+
+# What the filters read of a record: all a worker process gets (a response's log-probs and sentences are most of
+# its bytes and no filter reads them).
+SCREENED_FIELDS = ("id", "question_id", "messages", "reasoning", "content", "finish_reason", "answer", "domain")
+SCREENED_OPTIONAL = ("choices", "meta")
+
+
+def screened_part(record: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a record the filters read (what is sent to a worker process)."""
+    part = {name: record.get(name) for name in SCREENED_FIELDS}
+    part.update({name: record[name] for name in SCREENED_OPTIONAL if name in record})
+    return part
 
 
 class FilterChain:
@@ -232,6 +265,10 @@ class FilterChain:
 
     A filter whose config is None or has `enabled: false` is skipped; the length filter also needs a
     tokenizer, correctness a reference answer on the record (records without one are kept).
+
+    `apply` is `screen` (the per-record filters and the grading: any process can do it, chunk by chunk)
+    then `decide` (dedupe, which must see every record in input order, and the verdicts): `dasd filter`
+    screens in worker processes and decides in its main process, with the same result record for record.
     """
 
     def __init__(
@@ -261,67 +298,280 @@ class FilterChain:
         self.verifier = (
             BoundedVerifier(self.correctness.workers, self.correctness.timeout_s) if self.correctness else None
         )
-        self.lengths: list[int] = []  # student tokens of every record the length filter measured
+        # student tokens of every record the length filter measured (count, sum, max: not one per record)
+        self.lengths_measured, self.lengths_total, self.lengths_max = 0, 0, 0
+        self.timeouts = 0  # verify_timeout grades among the verdicts
 
     def seen(self, record: dict[str, Any]) -> None:
         """Count a record kept by an earlier run as seen (dedupe on resume)."""
         if self.deduper is not None:
             self.deduper.add(record)
 
-    def _cheap(self, record: dict[str, Any]):
-        """structure → length → repetition → dedupe: True, or (False, reason)."""
+    def _per_record(self, record: dict[str, Any]) -> tuple[str | None, int | None]:
+        """structure → length → repetition: (the reason it is rejected or None, its student tokens if measured)."""
         if self.structure is not None:
             verdict = structure_filter(record, self.structure)
             if verdict is not True:
-                return verdict
+                return verdict[1], None
+        length = None
         if self.length is not None:
             length = student_length(
                 self.tokenizer, record, system_prompt=self.system_prompt, chat_template_kwargs=self.chat_template_kwargs
             )
-            self.lengths.append(length)
             verdict = length_filter(length, self.length)
             if verdict is not True:
-                return verdict
+                return verdict[1], length
         if self.repetition is not None:
             verdict = repetition_filter(record, self.repetition)
             if verdict is not True:
-                return verdict
-        if self.deduper is not None:
-            verdict = self.deduper(record)
-            if verdict is not True:
-                return verdict
-            self.deduper.add(record)
-        return True
+                return verdict[1], length
+        return None, length
+
+    def screen(self, records: list[dict[str, Any]], known: set | None = None) -> list[Screening]:
+        """The per-record filters of a chunk, and the grades of the records that reach correctness. A record
+        certain to be a duplicate — its key is in `known` (the keys seen before this chunk, when the caller
+        has them) or an earlier record of the chunk passed with the same key — is not graded: `decide`
+        rejects it as a duplicate whatever the chunks before it hold. Others are graded even if an earlier
+        chunk makes them duplicates (their grade is then unused)."""
+        from .grading.answers import grade_records
+
+        screened: list[Screening] = []
+        passed: set[tuple[str, str]] = set()
+        to_grade: list[int] = []
+        for index, record in enumerate(records):
+            reason, length = self._per_record(record)
+            key = None
+            if reason is None and self.deduper is not None:
+                key = self.deduper.key(record)
+                certain_duplicate = key in passed or (known is not None and key in known)
+                passed.add(key)
+            else:
+                certain_duplicate = False
+            if reason is None and not certain_duplicate and self.verifier is not None:
+                to_grade.append(index)
+            screened.append(Screening(reason, key, length, None))
+        if to_grade:
+            grades = grade_records([records[index] for index in to_grade], self.verifier)
+            for index, grade in zip(to_grade, grades):
+                if grade is not None:
+                    screened[index] = screened[index]._replace(grade=(grade.correct, grade.reason))
+        return screened
+
+    def decide(self, screened: list[Screening]) -> list[dict[str, Any]]:
+        """The verdicts of screened records, in input order: dedupe (the only filter with state across
+        records) sees every record that passed structure → length → repetition, then the grade decides."""
+        verdicts: list[dict[str, Any]] = []
+        for item in screened:
+            if item.length is not None:
+                self.lengths_measured += 1
+                self.lengths_total += item.length
+                self.lengths_max = max(self.lengths_max, item.length)
+            if item.reason is not None:
+                verdicts.append({"keep": False, "reason": item.reason})
+                continue
+            if self.deduper is not None and item.key is not None:
+                if item.key in self.deduper.seen:
+                    verdicts.append({"keep": False, "reason": "duplicate"})
+                    continue
+                self.deduper.seen.add(item.key)
+            if item.grade is not None and not item.grade[0]:
+                reason = item.grade[1] or "wrong_answer"
+                self.timeouts += reason == "verify_timeout"
+                verdicts.append({"keep": False, "reason": reason})
+            else:
+                verdicts.append({"keep": True, "reason": None})
+        return verdicts
 
     def apply(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A `{keep, reason}` verdict (`dasd.data.records.FilterVerdict`) per record, in order."""
-        from .grading.answers import grade_records
+        return self.decide(self.screen(records, self.deduper.seen if self.deduper is not None else None))
 
-        verdicts: list[dict[str, Any]] = []
-        survivors = []
-        for index, record in enumerate(records):
-            verdict = self._cheap(record)
-            if verdict is True:
-                survivors.append(index)
-                verdicts.append({"keep": True, "reason": None})
-            else:
-                verdicts.append({"keep": False, "reason": verdict[1]})
-        if self.verifier is not None and survivors:
-            grades = grade_records([records[index] for index in survivors], self.verifier)
-            for index, grade in zip(survivors, grades):
-                if grade is not None and not grade.correct:
-                    verdicts[index] = {"keep": False, "reason": grade.reason or "wrong_answer"}
-        return verdicts
+    @property
+    def student_tokens(self) -> dict[str, float] | None:
+        """Max and mean student tokens of the records the length filter measured (None when it measured none)."""
+        if not self.lengths_measured:
+            return None
+        return {"max": self.lengths_max, "mean": round(self.lengths_total / self.lengths_measured, 1)}
 
     @property
     def verify_timeouts(self) -> int:
-        return self.verifier.timeouts if self.verifier is not None else 0
+        """math-verify checks that ran out of time, among the records decided here."""
+        return self.timeouts
 
     def close(self) -> None:
         if self.verifier is not None:
             self.verifier.close()
 
     def __enter__(self) -> FilterChain:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- screening in worker processes (`dasd filter workers=N`) ------------------------------------------------------
+# A worker is a plain subprocess running `_serve_worker`, as BoundedVerifier's are: nothing of the parent (threads,
+# torch, the caller's __main__, which multiprocessing's spawn would import again) is copied or re-run. It reads
+# pickled messages on stdin — its settings, then chunks of records — and writes on stdout whether its FilterChain
+# started, then each chunk's screenings (plain tuples), in order.
+
+_WORKER_PROGRAM = """
+import os, sys
+root = {root!r}  # where the parent imported dasd from (a checkout's src/ is not always on the path)
+if not any(os.path.realpath(entry or ".") == root for entry in sys.path):
+    sys.path.insert(0, root)
+from dasd.filters import _serve_worker
+_serve_worker()
+sys.stderr.flush()
+os._exit(0)  # not a normal shutdown: the stdin reader thread may hold stdin's lock, a fatal error then
+"""
+
+
+def _serve_worker() -> None:  # pragma: no cover - runs in a child process
+    import pickle
+    import queue
+    import signal
+    import threading
+    import traceback
+
+    from .errors import DasdError
+    from .models.assets import load_tokenizer
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes the workers
+    tasks_in, results_out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing a library prints may corrupt the result stream
+    tasks: queue.Queue = queue.Queue()
+
+    def answer(status: str, payload: Any) -> None:
+        pickle.dump((status, payload), results_out, protocol=pickle.HIGHEST_PROTOCOL)
+        results_out.flush()
+
+    def read() -> None:  # always drain stdin, so the parent never blocks on a full pipe while this one writes
+        while True:
+            try:
+                tasks.put(pickle.load(tasks_in))
+            except EOFError:
+                tasks.put(None)
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    settings, tokenizer_name = tasks.get()
+    try:
+        chain = FilterChain(**settings, tokenizer=load_tokenizer(tokenizer_name) if tokenizer_name else None)
+    except DasdError as exc:  # e.g. a tokenizer that is not there: the parent stops with the same one line
+        return answer("dasd_error", str(exc))
+    except Exception:
+        return answer("error", traceback.format_exc())
+    answer("ok", None)
+    try:
+        while (records := tasks.get()) is not None:
+            try:
+                answer("ok", [tuple(item) for item in chain.screen(records)])
+            except Exception:
+                answer("error", traceback.format_exc())
+    finally:
+        chain.close()
+
+
+class _Worker:
+    def __init__(self, settings: dict[str, Any], tokenizer_name: str | None):
+        import os
+        import subprocess
+
+        root = os.path.realpath(os.path.join(os.path.dirname(__file__), os.pardir))
+        program = _WORKER_PROGRAM.format(root=root)
+        self.process = subprocess.Popen([sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.send((settings, tokenizer_name))
+
+    def send(self, message: Any) -> None:
+        import pickle
+
+        try:
+            pickle.dump(message, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            code = self.process.wait()
+            raise RuntimeError(f"a filter worker process died (exit status {code})") from None
+
+    def _receive(self) -> Any:
+        import pickle
+
+        from .errors import DasdError
+
+        try:
+            status, payload = pickle.load(self.process.stdout)
+        except EOFError:
+            code = self.process.wait()
+            raise RuntimeError(f"a filter worker process died (exit status {code})") from None
+        if status == "dasd_error":
+            raise DasdError(payload)
+        if status != "ok":
+            raise RuntimeError(f"a filter worker failed:\n{payload}")
+        return payload
+
+    def wait_started(self) -> None:
+        """Its first answer: whether its FilterChain started (a DasdError, e.g. no such tokenizer, if not)."""
+        self._receive()
+
+    def receive(self) -> list[Screening]:
+        return [Screening(*item) for item in self._receive()]
+
+    def close(self, *, wait_s: float) -> None:
+        import subprocess
+
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout=wait_s)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+
+class ScreeningPool:
+    """`workers` processes that each build `FilterChain(**settings)` once (with the tokenizer `tokenizer_name`
+    loads) and screen chunks of records (`FilterChain.screen`); they start loading when the pool is made.
+
+        with ScreeningPool(2, settings, "qwen3") as pool:
+            for chunk, screenings in pool.screen(chunks):
+                verdicts = chain.decide(screenings)  # in input order
+
+    Making the pool waits until every worker has started (seconds: each imports transformers and loads the
+    tokenizer) or raises what stopped one. A worker gets only the fields the filters read (`screened_part`);
+    chunk i goes to worker i mod `workers`, each has at most 2 in flight, so memory stays bounded whatever the
+    input's size."""
+
+    def __init__(self, workers: int, settings: dict[str, Any], tokenizer_name: str | None):
+        self.workers = [_Worker(settings, tokenizer_name) for _ in range(workers)]
+        self.finished = False
+        try:  # they start side by side; a setting that fails stops the run here, before any record is written
+            for worker in self.workers:
+                worker.wait_started()
+        except BaseException:
+            self.close()
+            raise
+
+    def screen(self, chunks: Iterable[list[dict[str, Any]]]) -> Iterator[tuple[list[dict[str, Any]], list[Screening]]]:
+        """`(chunk, its screenings)` for each chunk, in input order."""
+        count = len(self.workers)
+        in_flight: deque = deque()
+        for index, chunk in enumerate(chunks):
+            worker = self.workers[index % count]
+            worker.send([screened_part(record) for record in chunk])
+            in_flight.append((chunk, worker))
+            if len(in_flight) >= 2 * count:
+                chunk, worker = in_flight.popleft()
+                yield chunk, worker.receive()
+        while in_flight:
+            chunk, worker = in_flight.popleft()
+            yield chunk, worker.receive()
+        self.finished = True
+
+    def close(self) -> None:
+        for worker in self.workers:  # idle when all was read; else what they do is not needed any more
+            worker.close(wait_s=10.0 if self.finished else 1.0)
+
+    def __enter__(self) -> ScreeningPool:
         return self
 
     def __exit__(self, *exc) -> None:

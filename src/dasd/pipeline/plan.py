@@ -95,6 +95,15 @@ def _filter_drops_unfinished(config: PipelineConfig) -> bool:
     return bool(structure.get("enabled", True) and structure.get("require_stop", True)) and not made_before
 
 
+def _earlier_build_sft_defaults(config: PipelineConfig) -> dict[str, Any]:
+    """In a workdir made before build-sft wrote only what is read (and Parquet was the default), build-sft keeps
+    writing every export unless told otherwise: the same config, so its step and those after it — training — are
+    not redone after an upgrade."""
+    if getattr(config, "_made_before_parquet", False):
+        return {"exports": ["trl_messages", "trl_prompt_completion", "sharegpt"]}
+    return {}
+
+
 def _branches(config: PipelineConfig) -> list[str]:
     return ["das"] + (["rs"] if config.rs_baseline else [])
 
@@ -226,6 +235,7 @@ def _branch_steps(config: PipelineConfig, branch: str, filter_out: Path) -> list
                 "build-sft",
                 {
                     "student_tokenizer": _student_tokenizer(config),
+                    **_earlier_build_sft_defaults(config),
                     **config.build_sft,
                     "input": str(select_out),
                     "output": str(sft_out),
@@ -568,6 +578,7 @@ def _arm_data_steps(config: PipelineConfig, arm: str, spec: ArmConfig) -> list[S
             "build-sft",
             {
                 "student_tokenizer": _student_tokenizer(config),
+                **_earlier_build_sft_defaults(config),
                 **config.build_sft,
                 **spec.build_sft,
                 "input": str(select_out),
@@ -694,6 +705,7 @@ def _stage2_steps(
     }
     build_config = {
         "student_tokenizer": _student_tokenizer(config),
+        **_earlier_build_sft_defaults(config),
         **config.build_sft,
         **base.build_sft,
         "input": str(select_out),

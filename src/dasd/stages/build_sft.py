@@ -9,11 +9,13 @@ stages), the question's turns, and the assistant turn `<think>\\n{reasoning}\\n<
 `high_temp` — the two stages of temperature-scheduled SFT; `stage=NAME` forces one for all; `stage_by=rank` splits
 by select's rank instead (rank 0 → `low_temp`, the rest → `high_temp`: two stages at one temperature).
 
-Written beside `output` (all rewritten whole on each run):
-* `<name>.<stage>.jsonl` — the records of each stage;
+Written (all rewritten whole on each run): `output`, every record (what `dasd mix` reads as its curated
+set), and beside it `<name>.<stage>.jsonl`, the records of each stage (what `dasd train` and `dasd run`
+train on). Only the exports asked for (`exports=[...]`; none by default — each is one more copy of every
+text, twice: all stages and each stage) are written too:
 * `<name>[.<stage>].trl_messages.jsonl` — TRL conversational `{"messages": [...]}`;
 * `<name>[.<stage>].trl_prompt_completion.jsonl` — TRL `{"prompt": [...], "completion": [...]}`
-  (what `dasd train` and TRL's completion-only loss use);
+  (for TRL's completion-only loss);
 * `<name>[.<stage>].sharegpt.jsonl` and `dataset_info.json` — LLaMA-Factory's sharegpt format and
   the matching dataset entries.
 
@@ -93,7 +95,10 @@ class BuildSFTConfig(StageConfig):
     weight: float = Field(1.0, gt=0, description="per-sample loss weight written to every record")
     source: str = Field("dasd", description="`source` tag of the records")
     exports: list[Literal["trl_messages", "trl_prompt_completion", "sharegpt"]] = Field(
-        default_factory=lambda: list(EXPORTS), description="export formats to write"
+        default_factory=list,
+        description="exports to write beside the SFT files, for other trainers: trl_messages, trl_prompt_completion "
+        "(TRL), sharegpt (LLaMA-Factory, with dataset_info.json); none by default — dasd train and dasd run read the "
+        "per-stage SFT files, and each export copies every text twice (all stages, each stage)",
     )
     dataset_name: str = Field("dasd", description="prefix of the dataset names in LLaMA-Factory's dataset_info.json")
     student_tokenizer: str | None = Field(
