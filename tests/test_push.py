@@ -183,3 +183,21 @@ def test_push_to_hub_in_a_pipeline_plans_each_push_after_what_it_publishes(tmp_p
     spec["push_to_hub"] = {"weights": "me/x"}
     with pytest.raises(ConfigError, match=r"push_to_hub: unknown artefact\(s\) \['weights'\]"):
         pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))
+
+
+def test_the_dataset_export_is_sharded_by_bytes_and_holds_every_row(tmp_path):
+    """A record file larger than `bytes_per_shard` becomes several Parquet shards (memory: one batch of rows, not a
+    shard), named train-i-of-n, that `datasets` reads back whole and in order; a `{}` field becomes null."""
+    from datasets import load_dataset
+
+    from dasd.cards import export_dataset
+
+    source = tmp_path / "records.jsonl"
+    rows = [{"id": f"r{i}", "text": "x" * 40_000, "meta": {}, "logprobs": [-0.5] * 500} for i in range(120)]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    folder = export_dataset(source, tmp_path / "records.hf", bytes_per_shard=1 << 20)
+    shards = sorted(path.name for path in (folder / "data").glob("*.parquet"))
+    assert len(shards) >= 3 and shards[0] == f"train-00000-of-{len(shards):05d}.parquet"
+    loaded = load_dataset(str(folder), split="train")
+    assert [row["id"] for row in loaded] == [row["id"] for row in rows]
+    assert loaded[7]["meta"] is None and len(loaded[7]["text"]) == 40_000

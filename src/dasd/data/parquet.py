@@ -334,7 +334,8 @@ def export_dataset_folder(
         (staging / "data").mkdir()
         written: list[Path] = []
         writer, shard_rows, shard_bytes = None, 0, 0
-        for batch in _batches(records(), rows_per_shard, bytes_per_batch):
+        # a shard is closed between batches: a few batches per shard keep shards near their size
+        for batch in _batches(records(), rows_per_shard, min(bytes_per_batch, max(1, bytes_per_shard // 4))):
             size = sum(approximate_size(record) for record in batch)
             if writer is not None and (shard_rows + len(batch) > rows_per_shard or shard_bytes >= bytes_per_shard):
                 writer.close()
