@@ -9,6 +9,8 @@ Training itself is TRL's `SFTTrainer`; dasd prepares the data so that:
 * the mixed-policy mask variant puts no loss on the first `loss_mask_prefix_chars` characters of the
   assistant text (the student-written prefix) when `mask_student_prefix` is on;
 * a sample longer than `max_length` is dropped and counted, or is an error — never truncated;
+* a stage's samples are tokenized once, by worker processes, into a memory-mapped Arrow dataset cached by
+  content that every rank maps (`dasd.train_data`, which `prepare_examples` shares its per-record logic with);
 * packing is TRL's best-fit-decreasing `pack_dataset`, padding-free: each packed row carries its
   sequence lengths, the collator flattens rows into one sequence with `position_ids` restarting per
   sample — flash-attention's varlen kernels on GPU, and on CPU the block-diagonal mask transformers
@@ -21,7 +23,6 @@ Training itself is TRL's `SFTTrainer`; dasd prepares the data so that:
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .text.render import render_completion
+from .train_data import tokenize_record
 
 
 @dataclass
@@ -53,59 +54,31 @@ def prepare_examples(
     path: str = "<input>",
     chat_template_kwargs: dict | None = None,
 ) -> PreparedData:
-    """SFT records -> `{input_ids, labels[, token_weights]}` (labels -100 outside the trained part)."""
-    from .errors import InputError
+    """SFT records -> `{input_ids, labels[, token_weights]}` (labels -100 outside the trained part), in memory.
 
+    `dasd train` streams the same samples (`tokenize_record`) into a cached Arrow dataset instead
+    (`dasd.train_data.prepare_stage_data`); this list form is for small sets and tests."""
     prepared = PreparedData([])
     weights_seen = set()
     for line, record in records:
-        messages = record.get("messages")
-        if (
-            not isinstance(messages, list)
-            or not messages
-            or not isinstance(messages[-1], dict)
-            or messages[-1].get("role") != "assistant"
-        ):
-            raise InputError(path, line, "messages", "must end with the assistant turn to train on")
-        completion_text = messages[-1].get("content") or ""
-        if not completion_text.strip():
-            raise InputError(path, line, "messages", "the assistant turn is empty")
-        prompt_ids, completion_ids, spans, rendered = render_completion(
-            tokenizer, messages[:-1], completion_text, add_end_token=True, chat_template_kwargs=chat_template_kwargs
+        made = tokenize_record(
+            line,
+            record,
+            tokenizer,
+            max_length=max_length,
+            mask_student_prefix=mask_student_prefix,
+            too_long=too_long,
+            path=path,
+            chat_template_kwargs=chat_template_kwargs,
         )
-        length = len(prompt_ids) + len(completion_ids)
-        if length > max_length:
-            if too_long == "error":
-                raise InputError(
-                    path,
-                    line,
-                    "messages",
-                    f"{length} tokens > max_length {max_length} (set too_long=drop to skip such samples)",
-                )
+        if made is None:
             prepared.dropped["too_long"] += 1
             continue
-        labels = [-100] * len(prompt_ids) + list(completion_ids)
-        prefix_chars = record.get("loss_mask_prefix_chars")
-        if mask_student_prefix and prefix_chars:
-            shift = len(completion_text) - len(rendered)  # characters the template's own <think> took
-            for index, (start, _) in enumerate(spans):
-                if start + shift < prefix_chars:
-                    labels[len(prompt_ids) + index] = -100
-        weight = 1.0 if record.get("weight") is None else float(record["weight"])
-        if weight < 0 or not math.isfinite(weight):
-            raise InputError(path, line, "weight", f"must be a finite number >= 0 (got {record['weight']!r})")
-        token_weights = [weight] * len(labels)
-        if record.get("loss_weight_spans"):
-            shift = len(completion_text) - len(rendered)
-            positions = [start + shift for start, _ in spans]
-            factors = span_weights(positions, checked_weight_spans(record["loss_weight_spans"], path=path, line=line))
-            for index, factor in enumerate(factors):
-                token_weights[len(prompt_ids) + index] = weight * factor
-        weights_seen.update(token_weights[len(prompt_ids) :])
-        example = {"input_ids": prompt_ids + completion_ids, "labels": labels, "token_weights": token_weights}
+        example, prompt_length = made
+        weights_seen.update(example["token_weights"][prompt_length:])
         prepared.examples.append(example)
-        prepared.tokens += length
-        prepared.trained_tokens += sum(1 for label in labels if label != -100)
+        prepared.tokens += len(example["input_ids"])
+        prepared.trained_tokens += sum(1 for label in example["labels"] if label != -100)
     prepared.weighted = weights_seen != {1.0} and bool(weights_seen)
     if prepared.weighted:
         by_spans = any(record.get("loss_weight_spans") for _, record in records)
@@ -114,39 +87,6 @@ def prepare_examples(
         if not prepared.weighted:
             del example["token_weights"]
     return prepared
-
-
-def checked_weight_spans(value: Any, *, path: str, line: int) -> list[tuple[int, int, float]]:
-    """A record's `loss_weight_spans` (build-sft's `sentence_weights`), sorted, or a one-line `InputError`."""
-    from .errors import InputError
-
-    spans = []
-    for item in value if isinstance(value, list) else [None]:
-        ok = isinstance(item, (list, tuple)) and len(item) == 3 and all(isinstance(x, (int, float)) for x in item)
-        if not ok or not (0 <= item[0] <= item[1]) or item[2] < 0 or not math.isfinite(item[2]):
-            raise InputError(
-                path,
-                line,
-                "loss_weight_spans",
-                f"must be [start, end, weight] spans, 0 <= start <= end, weight >= 0 (got {item!r})",
-            )
-        spans.append((int(item[0]), int(item[1]), float(item[2])))
-    return sorted(spans)
-
-
-def span_weights(positions: list[int], spans: list[tuple[int, int, float]]) -> list[float]:
-    """The weight of the span holding each character position (sorted spans; 1.0 outside every span).
-
-    >>> span_weights([0, 3, 5, 9], [(2, 6, 0.5), (6, 9, 2.0)])
-    [1.0, 0.5, 0.5, 1.0]
-    """
-    starts = [start for start, _, _ in spans]
-    out = []
-    for position in positions:
-        index = bisect.bisect_right(starts, position) - 1
-        inside = index >= 0 and spans[index][0] <= position < spans[index][1]
-        out.append(spans[index][2] if inside else 1.0)
-    return out
 
 
 @dataclass

@@ -17,6 +17,10 @@ processes), 6 epochs, max_length 65,536, bf16 compute over float32 master weight
 gradient checkpointing on GPU. The loss covers the assistant turn only (`dasd.training`); samples are
 packed padding-free by default, and the global batch then counts packed rows of up to max_length
 tokens, as the report's released LLaMA-Factory stage files did (`batch_unit=samples` counts samples).
+A stage's data is tokenized and packed once, by the first process, in `data_workers` worker processes, into a
+memory-mapped Arrow dataset cached by content (`$DASD_TRAIN_DATA_CACHE`, else `$DASD_CACHE/train-data`;
+`dasd.train_data`) that every process maps: a rerun, or the same data with the same tokenizer and settings
+in another run, reads it back.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ..config import StageConfig, dump_config
-from ..data.io import read_records, write_json_atomic, write_summary
+from ..data.io import write_json_atomic, write_summary
 from ..errors import ConfigError, DasdError, InputError
 from ..models.loading import ModelConfig
 from ..naming import SFT_STAGES, STAGE_MARKER, sft_stage_file
@@ -60,6 +64,8 @@ class TrainStage(StageConfig):
 
 
 class TrainConfig(StageConfig):
+    omitted = ("data_workers",)  # how fast the data is tokenized, not what: a run's fingerprint leaves it out
+
     output_dir: str = Field(..., description="folder of the run; each stage writes <output_dir>/<stage>/")
     student: ModelConfig = Field(..., description="the student model the first stage starts from")
     stages: list[TrainStage] = Field(
@@ -100,6 +106,12 @@ class TrainConfig(StageConfig):
     )
     packing: bool = Field(
         True, description="padding-free best-fit-decreasing packing (position_ids restart per sample)"
+    )
+    data_workers: int = Field(
+        0,
+        ge=0,
+        description="processes that tokenize a stage's data, once (then cached: $DASD_TRAIN_DATA_CACHE, else "
+        "$DASD_CACHE/train-data); 0 = one per CPU core. Changes nothing trained",
     )
     bf16: Literal["auto", "true", "false"] = Field(
         "auto",
@@ -213,18 +225,16 @@ def run_stage(
     callbacks: list | None = None,
 ) -> dict[str, Any]:
     import torch
-    from datasets import Dataset
     from trl import SFTConfig
-    from trl.data_utils import pack_dataset
 
     from ..figures import plot_loss_curve
     from ..models.assets import load_tokenizer
     from ..models.attention import packed_attention
     from ..models.loading import load_causal_lm, load_model_config, resolve_attention
+    from ..train_data import prepare_stage_data, require_records
     from ..training import (
         PaddingFreeCollator,
         make_weighted_trainer_class,
-        prepare_examples,
         resolve_trackers,
         save_full_model,
         saved_model_problem,
@@ -248,28 +258,26 @@ def run_stage(
             f"× processes = {per_step}"
         )
 
-    records = read_records(stage.data)
+    require_records(stage.data)
     revision = config.student.revision if init == config.student.model else None  # a Hub id's, not a stage's
     tokenizer = load_tokenizer(
         config.student.tokenizer or init, revision=None if config.student.tokenizer else revision
     )
-    prepared = prepare_examples(
-        records,
+    # tokenized (and packed) once, by the first rank here, in worker processes; every rank maps the cached files
+    prepared = prepare_stage_data(
+        stage.data,
         tokenizer,
         max_length=config.max_length,
         mask_student_prefix=hyper["mask_student_prefix"],
         too_long=config.too_long,
-        path=stage.data,
         chat_template_kwargs=config.chat_template_kwargs,
+        packing=config.packing,
+        workers=config.data_workers,
     )
-    if not prepared.examples:
-        raise InputError(stage.data, None, None, f"no trainable samples (dropped: {dict(prepared.dropped)})")
-    dataset = Dataset.from_list(prepared.examples)
-    rows = len(dataset)
-    if config.packing:
-        dataset = pack_dataset(dataset, config.max_length, "bfd")
-        rows = len(dataset)
-    rows_per_step = _rows_per_step(config, samples=len(prepared.examples), rows=rows, per_step=per_step)
+    if not prepared.samples:
+        raise InputError(stage.data, None, None, f"no trainable samples (dropped: {prepared.dropped})")
+    dataset, rows = prepared.dataset, prepared.rows
+    rows_per_step = _rows_per_step(config, samples=prepared.samples, rows=rows, per_step=per_step)
     accumulation = rows_per_step // per_step
 
     args = SFTConfig(
@@ -357,7 +365,7 @@ def run_stage(
         "stage": stage.name,
         "init": init,
         "data": stage.data,
-        "samples": len(prepared.examples),
+        "samples": prepared.samples,
         "dropped": dict(prepared.dropped),
         "rows": rows,
         "packing": config.packing,
@@ -377,7 +385,7 @@ def run_stage(
         "gradient_accumulation_steps": accumulation,
         "batch_unit": config.batch_unit,
         "rows_per_step": rows_per_step,
-        "samples_per_step": round(rows_per_step * len(prepared.examples) / rows, 2),
+        "samples_per_step": round(rows_per_step * prepared.samples / rows, 2),
         "processes": world_size,
         "bf16": bf16,
         "master_weights": "float32",
