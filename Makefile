@@ -7,7 +7,7 @@ export DASD_CACHE ?= $(CURDIR)/.cache/dasd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-venv slurm demo ablation research research-transfer research-schedule research-boosted research-mixing research-cuts tune lint format test test-unit test-slow test-all bench clean
+.PHONY: venv vllm-venv slurm demo ablation research research-transfer research-schedule research-boosted research-mixing research-cuts tune lint format test test-unit test-slow test-all bench bench-scale clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/cpu.txt pyproject.toml
@@ -119,6 +119,11 @@ test-all: venv vllm-venv lint
 
 bench: venv vllm-venv
 	DASD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(PY) benchmarks/bench_sample.py
+
+# Every stage at N and 4N synthetic scored records (~1.1 GB of JSONL at 4N): peak RSS and µs per teacher token,
+# as a user runs them (issue 34); about 20 minutes on 2 cores. `$(PY) benchmarks/bench_scale.py --quick` is a smoke run.
+bench-scale: venv
+	$(PY) benchmarks/bench_scale.py
 
 clean:
 	rm -rf runs .pytest_cache
