@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import InputError
 from ..naming import summary_file
 from .jsonl import (
+    AtomicJsonlFiles,
     ErrorLog,
     LineIndex,
     RecordWriter,
@@ -40,6 +41,7 @@ from .summaries import StageSummary
 
 __all__ = [
     "PARQUET_LAYOUT",
+    "AtomicJsonlFiles",
     "ErrorLog",
     "LineIndex",
     "ParquetRecordWriter",

@@ -310,3 +310,56 @@ class LineIndex:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class AtomicJsonlFiles:
+    """Several JSONL files written together, record by record, each into `<name>.tmp` and renamed into place only
+    by `commit()` — a stage that streams into several outputs (build-sft: all records, one file per stage, the
+    exports) leaves the previous versions whole if it fails half way, and holds no record in memory.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with AtomicJsonlFiles() as files:
+    ...     files.write(folder / "a.jsonl", {"id": 1})
+    ...     files.write(folder / "b.jsonl", {"id": 2})
+    ...     files.commit()
+    >>> (folder / "a.jsonl").read_text(), files.counts[folder / "b.jsonl"]
+    ('{"id":1}\\n', 1)
+    """
+
+    def __init__(self):
+        self._handles: dict[Path, Any] = {}
+        self.counts: dict[Path, int] = {}
+
+    def write(self, path: str | os.PathLike, record: dict[str, Any]) -> None:
+        path = Path(path)
+        handle = self._handles.get(path)
+        if handle is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = self._handles[path] = open(path.with_name(path.name + ".tmp"), "w", encoding="utf-8")
+            self.counts[path] = 0
+        handle.write(dumps_record(record) + "\n")
+        self.counts[path] += 1
+
+    def touch(self, path: str | os.PathLike) -> None:
+        """Have `path` written (empty) even when no record goes to it."""
+        path = Path(path)
+        if path not in self._handles:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handles[path] = open(path.with_name(path.name + ".tmp"), "w", encoding="utf-8")
+            self.counts[path] = 0
+
+    def commit(self) -> None:
+        for path, handle in self._handles.items():
+            handle.close()
+            os.replace(path.with_name(path.name + ".tmp"), path)
+        self._handles = {}
+
+    def __enter__(self) -> AtomicJsonlFiles:
+        return self
+
+    def __exit__(self, *exc) -> None:  # not committed: the temporary files go, the previous versions stay
+        for path, handle in self._handles.items():
+            handle.close()
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+        self._handles = {}

@@ -58,7 +58,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from ..config import RecordOutput, StageConfig, dump_config
-from ..data.io import iter_records, write_json_atomic, write_jsonl_atomic, write_summary
+from ..data.io import AtomicJsonlFiles, iter_records, write_json_atomic, write_summary
 from ..data.records import PARTS, SENTENCE_TYPES, SFTRecord, check_fields
 from ..data.summaries import BuildSFTSummary
 from ..errors import InputError
@@ -130,20 +130,26 @@ class BuildSFTConfig(StageConfig):
     added_at_default = ("weight_by", "weight_temperature", "sentence_weights", "stage_by")
 
 
+def record_stage(record: dict[str, Any], config: BuildSFTConfig) -> str:
+    """The SFT stage a selected response trains in: `stage`, else by select's rank (`stage_by=rank`), else by its
+    sampling temperature."""
+    temperature = record.get("temperature")
+    if config.stage:
+        return config.stage
+    if config.stage_by == "rank":
+        return LOW_TEMP_STAGE if record["select"]["rank"] == 0 else HIGH_TEMP_STAGE
+    if temperature is None:
+        return config.unknown_temperature_stage
+    return stage_for_temperature(temperature, low_temperature_max=config.low_temperature_max)
+
+
 def sft_record(record: dict[str, Any], config: BuildSFTConfig) -> SFTRecord:
     assistant, _, _ = think_text(record["reasoning"].strip(), record["content"].strip())
     messages = with_system_prompt(record["messages"], config.system_prompt) + [
         {"role": "assistant", "content": assistant}
     ]
     temperature = record.get("temperature")
-    if config.stage:
-        stage = config.stage
-    elif config.stage_by == "rank":
-        stage = LOW_TEMP_STAGE if record["select"]["rank"] == 0 else HIGH_TEMP_STAGE
-    elif temperature is None:
-        stage = config.unknown_temperature_stage
-    else:
-        stage = stage_for_temperature(temperature, low_temperature_max=config.low_temperature_max)
+    stage = record_stage(record, config)
     out = {
         "id": record["id"],
         "messages": messages,
@@ -296,25 +302,41 @@ def apply_sentence_weights(
     """
     chars: dict[str, Counter] = defaultdict(Counter)
     for record, items in zip(records, spans):
-        for start, end, kind in items:
-            chars[record["stage"]][kind] += end - start
+        count_sentence_chars(chars, record["stage"], items)
+    scale, stats = sentence_weight_scales(chars, weights)
+    for record, items in zip(records, spans):
+        record["loss_weight_spans"] = weighted_spans(items, weights, scale.get(record["stage"], 1.0))
+    return stats
+
+
+def count_sentence_chars(chars: dict[str, Counter], stage: str, spans: list[tuple[int, int, str]]) -> None:
+    for start, end, kind in spans:
+        chars[stage][kind] += end - start
+
+
+def sentence_weight_scales(
+    chars: dict[str, Counter], weights: dict[str, float]
+) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Per stage, the factor that makes its sentence characters weigh 1 on average, and the scaled weight and
+    character share per class (the summary's `sentence_weights`)."""
     scale = {}
     for stage, counts in chars.items():
         total = sum(counts.values())
         weighted = sum(weights.get(kind, 1.0) * count for kind, count in counts.items())
         scale[stage] = total / weighted if weighted > 0 else 1.0
-    for record, items in zip(records, spans):
-        factor = scale.get(record["stage"], 1.0)
-        record["loss_weight_spans"] = [
-            [start, end, round(weights.get(kind, 1.0) * factor, 6)] for start, end, kind in items
-        ]
-    return {
+    stats = {
         stage: {
             "weight": {kind: round(weights.get(kind, 1.0) * scale[stage], 6) for kind in SENTENCE_TYPES},
             "char_share": {kind: round(counts[kind] / max(sum(counts.values()), 1), 6) for kind in SENTENCE_TYPES},
         }
         for stage, counts in sorted(chars.items())
     }
+    return scale, stats
+
+
+def weighted_spans(spans: list[tuple[int, int, str]], weights: dict[str, float], factor: float) -> list[list]:
+    """A record's `loss_weight_spans`: each sentence span with its class's weight times its stage's factor."""
+    return [[start, end, round(weights.get(kind, 1.0) * factor, 6)] for start, end, kind in spans]
 
 
 def to_trl_messages(record: dict[str, Any]) -> dict[str, Any]:
@@ -366,58 +388,77 @@ def template_check(tokenizer, records: list[dict[str, Any]]) -> dict[str, int]:
     return dict(found)
 
 
+def _checked(config: BuildSFTConfig, line: int, record: dict[str, Any]) -> None:
+    check_fields(record, ("id", "messages", "reasoning", "content"), path=config.input, line=line)
+    if config.stage_by == "rank" and not isinstance((record.get("select") or {}).get("rank"), int):
+        raise InputError(config.input, line, "select", "missing: stage_by=rank needs dasd select's output")
+    for part in PARTS:
+        if not record[part].strip():
+            raise InputError(
+                config.input, line, part, "empty: build-sft expects filtered responses (run dasd filter first)"
+            )
+
+
 def run(config: BuildSFTConfig) -> dict[str, Any]:
-    # 1. Read and check every selected response (and what its weight is read from) before writing anything.
-    records = []
+    # 1. Pass 1: check every selected response (and what its weight is read from) before writing anything, keeping
+    # a small entry per record (question, stage, weight score) and each stage's sentence characters — not records.
+    entries: list[dict[str, Any]] = []
     scores = []
-    spans = []
+    chars: dict[str, Counter] = defaultdict(Counter)
     for line, record in iter_records(config.input):
-        check_fields(record, ("id", "messages", "reasoning", "content"), path=config.input, line=line)
-        if config.stage_by == "rank" and not isinstance((record.get("select") or {}).get("rank"), int):
-            raise InputError(config.input, line, "select", "missing: stage_by=rank needs dasd select's output")
-        for part in PARTS:
-            if not record[part].strip():
-                raise InputError(
-                    config.input, line, part, "empty: build-sft expects filtered responses (run dasd filter first)"
-                )
+        _checked(config, line, record)
+        stage = record_stage(record, config)
         if config.weight_by != "none":
             scores.append(weight_score(record, config.weight_by, path=config.input, line=line))
         if config.sentence_weights is not None:
-            spans.append(sentence_spans(record, path=config.input, line=line))
-        records.append(sft_record(record, config))
-    if not records:
+            count_sentence_chars(chars, stage, sentence_spans(record, path=config.input, line=line))
+        entries.append({"question_id": record.get("question_id"), "stage": stage, "weight": config.weight})
+    if not entries:
         raise InputError(config.input, None, None, "no records (empty file)")
-    if config.weight_by != "none" and apply_weights(records, scores, config) == 0:
+    if config.weight_by != "none" and apply_weights(entries, scores, config) == 0:
         print(
             "warning: weight_by=teacher_seq_logprob weighs the records of a question within a stage, and every "
             f"question has one record per stage here: every weight is {config.weight:g} (select k >= 2 to weigh)",
             file=sys.stderr,
         )
-    sentence_stats = None
+    sentence_stats, scale = None, {}
     if config.sentence_weights is not None:
-        sentence_stats = apply_sentence_weights(records, spans, dict(config.sentence_weights))
-
-    # 2. Write all records, one file per stage, and the exports of each.
-    output = Path(config.output)
+        scale, sentence_stats = sentence_weight_scales(chars, dict(config.sentence_weights))
     by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        by_stage[record["stage"]].append(record)
-    groups = {None: records, **dict(sorted(by_stage.items()))}
+    for entry in entries:
+        by_stage[entry["stage"]].append(entry)
+
+    # 2. Pass 2: each SFT record written as it is built, to the file of all records, its stage's file and the
+    # exports of both (each file via a temporary one, renamed into place once all are written).
+    output = Path(config.output)
+    checked: list[dict[str, Any]] = []  # the first few, for the template check
+    with AtomicJsonlFiles() as files:
+        for index, (line, record) in enumerate(iter_records(config.input)):
+            sft = sft_record(record, config)
+            sft["weight"] = entries[index]["weight"]
+            if config.sentence_weights is not None:
+                spans = sentence_spans(record, path=config.input, line=line)
+                sft["loss_weight_spans"] = weighted_spans(
+                    spans, dict(config.sentence_weights), scale.get(sft["stage"], 1.0)
+                )
+            for base in (output, sft_stage_file(output, sft["stage"])):
+                files.write(base, sft)
+                for export in config.exports:
+                    files.write(sidecar(base, export, ".jsonl"), WRITERS[export](sft))
+            if len(checked) < config.template_check_records:
+                checked.append(sft)
+        files.commit()
     dataset_info: dict[str, Any] = {}
     written = []
-    for stage, items in groups.items():
+    for stage in [None, *sorted(by_stage)]:
         base = output if stage is None else sft_stage_file(output, stage)
         if stage is not None:
-            write_jsonl_atomic(base, items)
             written.append(base.name)
         for export in config.exports:
-            path = sidecar(base, export, ".jsonl")
-            write_jsonl_atomic(path, (WRITERS[export](record) for record in items))
-            written.append(path.name)
+            written.append(sidecar(base, export, ".jsonl").name)
             if export == "sharegpt":
                 name = config.dataset_name + ("" if stage is None else f"_{stage}")
-                dataset_info[name] = {"file_name": path.name, **SHAREGPT_DATASET_INFO}
-    write_jsonl_atomic(output, records)
+                dataset_info[name] = {"file_name": sidecar(base, export, ".jsonl").name, **SHAREGPT_DATASET_INFO}
     if "sharegpt" in config.exports:
         info_path = output.with_name("dataset_info.json")
         existing = json.loads(info_path.read_text()) if info_path.exists() else {}
@@ -428,11 +469,11 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
     if config.student_tokenizer and config.template_check_records:
         from ..models.assets import load_tokenizer
 
-        check = template_check(load_tokenizer(config.student_tokenizer), records[: config.template_check_records])
+        check = template_check(load_tokenizer(config.student_tokenizer), checked)
     summary: BuildSFTSummary = {
         "stage": "build-sft",
         "output": str(output),
-        "records": len(records),
+        "records": len(entries),
         "per_stage": {stage: len(items) for stage, items in sorted(by_stage.items())},
         "files": written,
         "template_check": check,
@@ -446,7 +487,7 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
         summary["sentence_weights"] = sentence_stats
     write_summary(output, summary)
     rows = [
-        ("records", len(records)),
+        ("records", len(entries)),
         *((f"  stage {stage}", len(items)) for stage, items in sorted(by_stage.items())),
         ("exports", ", ".join(config.exports) or "none"),
     ]
