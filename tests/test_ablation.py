@@ -219,7 +219,7 @@ def test_the_transfer_arm_selects_from_another_students_scores_and_trains_this_o
     ]
     steps = {step.name: step for step in pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))}
     rescore = steps["das_smollm2.score"]
-    filtered = str(tmp_path / "run" / "filter" / "filtered.jsonl")
+    filtered = str(tmp_path / "run" / "filter" / "filtered.parquet")
     assert rescore.config["input"] == filtered and rescore.config["student"]["model"] == "smollm2"
     assert rescore.config["student"]["tokenizer"] is None and rescore.depends == ["filter"]
     chosen = steps["das_smollm2.select"]
@@ -271,7 +271,7 @@ def test_the_boosted_filter_scores_with_stage_1_and_trains_only_stage_2_from_it(
         ("suggested_pair", "recipe"),
     ]
     steps = {step.name: step for step in pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))}
-    filtered = str(tmp_path / "run" / "filter" / "filtered.jsonl")
+    filtered = str(tmp_path / "run" / "filter" / "filtered.parquet")
     assert steps["recipe.select"].config["temperatures"] == [0.6, 1.0]
     assert steps["suggested_pair.select"].config["temperatures"] == [0.3, 1.0]
     for seed in (1, 2, 3):

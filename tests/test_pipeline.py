@@ -13,6 +13,7 @@ import yaml
 
 from dasd.cli import main
 from dasd.config import load_config
+from dasd.data.io import read_records
 from dasd.data.records import PROVENANCE_CLASSES
 from dasd.stages import demo
 from dasd.stages import run as pipeline_run
@@ -97,7 +98,7 @@ def test_killed_demo_resumes_where_it_stopped(demo_run):
         work / "train" / "das" / "train.config.yaml"
     ).exists()
     assert (work / "train" / "rs" / "high_temp" / "final" / "config.json").exists()
-    responses = read_jsonl(work / "sample" / "responses.jsonl")
+    responses = [record for _, record in read_records(work / "sample" / "responses.parquet")]  # the default format
     assert len(responses) == 12 * 4 and len({r["id"] for r in responses}) == 48
     assert {r["temperature"] for r in responses} == {0.6, 1.0}
 
