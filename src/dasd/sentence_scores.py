@@ -233,15 +233,36 @@ def classify_provenance(
     return "boosted"
 
 
+def empty_confusion() -> dict[str, dict[str, int]]:
+    """Sentence counts by class here -> class there (`add_to_confusion`)."""
+    return {kind: dict.fromkeys(SENTENCE_TYPES, 0) for kind in SENTENCE_TYPES}
+
+
+def add_to_confusion(confusion: dict[str, dict[str, int]], mine: list[dict], theirs: list[dict]) -> None:
+    """Count each sentence of one record, as this scoring and another split and classed it: the same span's class
+    here and there (sentences only one scoring has are not counted)."""
+    classes = {(s.get("part"), s.get("start"), s.get("end")): s.get("type") for s in theirs or []}
+    for sentence in mine or []:
+        here, there = (
+            sentence.get("type"),
+            classes.get((sentence.get("part"), sentence.get("start"), sentence.get("end"))),
+        )
+        if here in confusion and there in confusion[here]:
+            confusion[here][there] += 1
+
+
 def selection_overlap(
     candidates: list[dict[str, Any]],
     selected: list[dict[str, Any]],
     other_candidates: list[dict[str, Any]],
     other_selected: list[dict[str, Any]],
+    *,
+    confusion: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """How two scorings of the same candidates (by two students) agree: the Jaccard index of the ids each one's
     selection kept (overall and per temperature, over the candidates both hold), and how often a sentence — the
-    same text span of the same record, as both scorings split it — gets the same class.
+    same text span of the same record, as both scorings split it — gets the same class: from the records'
+    `sentences`, or from `confusion` when given (`dasd select` counts it in a join pass, holding no sentences).
 
     >>> def rec(i, t, kinds):
     ...     return {"id": i, "temperature": t, "sentences": [
@@ -266,22 +287,12 @@ def selection_overlap(
         t: jaccard({i for i in here if temperature_of[i] == t}, {i for i in there if temperature_of[i] == t})
         for t in sorted({temperature_of[i] for i in here | there})
     }
-    other_by_id = {record["id"]: record for record in other_candidates}
-    confusion: dict[str, dict[str, int]] = {kind: dict.fromkeys(SENTENCE_TYPES, 0) for kind in SENTENCE_TYPES}
-    for record in candidates:
-        if record["id"] not in common:
-            continue
-        theirs = {
-            (s.get("part"), s.get("start"), s.get("end")): s.get("type")
-            for s in other_by_id[record["id"]].get("sentences") or []
-        }
-        for sentence in record.get("sentences") or []:
-            mine, other = (
-                sentence.get("type"),
-                theirs.get((sentence.get("part"), sentence.get("start"), sentence.get("end"))),
-            )
-            if mine in confusion and other in confusion[mine]:
-                confusion[mine][other] += 1
+    if confusion is None:
+        other_by_id = {record["id"]: record for record in other_candidates}
+        confusion = empty_confusion()
+        for record in candidates:
+            if record["id"] in common:
+                add_to_confusion(confusion, record.get("sentences"), other_by_id[record["id"]].get("sentences"))
     compared = sum(sum(row.values()) for row in confusion.values())
     return {
         "candidates_in_both": len(common),

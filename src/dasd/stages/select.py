@@ -27,7 +27,9 @@ tokens: a first pass keeps a small key per candidate (`candidate_key`), a second
 
 from __future__ import annotations
 
+import glob
 import json
+import math
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -38,12 +40,19 @@ from pydantic import Field
 
 from ..config import RecordOutput, StageConfig, dump_config
 from ..data.io import dumps_record, iter_records, write_records_atomic, write_summary
-from ..data.records import check_fields, stable_seed
+from ..data.records import check_fields, in_shard, stable_seed
 from ..data.summaries import SelectSummary
 from ..errors import ConfigError, InputError
 from ..naming import sidecar
 from ..progress import format_summary
-from ..sentence_scores import classify, classify_provenance, selection_overlap, strategy_score
+from ..sentence_scores import (
+    add_to_confusion,
+    classify,
+    classify_provenance,
+    empty_confusion,
+    selection_overlap,
+    strategy_score,
+)
 
 
 class SelectConfig(StageConfig):
@@ -188,17 +197,14 @@ class Candidates:
     other_temperature: int = 0  # not at one of `temperatures`
 
 
-SENTENCE_KEYS = ("part", "start", "end", "type", "teacher_logprob", "student_logprob")
-
-
-def candidate_key(record: dict[str, Any], config: SelectConfig, *, sentences: bool) -> dict[str, Any]:
+def candidate_key(record: dict[str, Any], config: SelectConfig) -> dict[str, Any]:
     """What select keeps of a candidate between its two passes: id, question, temperature, domain, DAS counts and
-    the strategy's score — a few hundred bytes, where the record with its log-probs is ~200 B per token — plus, for
-    `compare_with` / `boosted_scores`, its sentences' spans, classes and log-probs (no text, no tokens).
+    the strategy's score — a few hundred bytes, where the record with its log-probs is ~200 B per token
+    (`compare_with` and `boosted_scores` read sentences in join passes of their own).
 
     >>> config = SelectConfig(input="x", output="y")
     >>> candidate_key({"id": "a", "question_id": "q", "temperature": 0.6, "das": {"teacher": 2, "n": 4},
-    ...                "reasoning": "...", "teacher_logprobs": {}}, config, sentences=False)
+    ...                "reasoning": "...", "teacher_logprobs": {}}, config)
     {'id': 'a', 'question_id': 'q', 'temperature': 0.6, 'domain': None, 'das': {'teacher': 2, 'n': 4}, 'score': 2.0}
     """
     key = {
@@ -209,8 +215,6 @@ def candidate_key(record: dict[str, Any], config: SelectConfig, *, sentences: bo
         "das": record.get("das"),
         "score": strategy_score(record, config.strategy, config.seed),
     }
-    if sentences:
-        key["sentences"] = [{name: s.get(name) for name in SENTENCE_KEYS} for s in record.get("sentences") or []]
     return key
 
 
@@ -241,12 +245,12 @@ def _candidate_records(path: str, config: SelectConfig, found: Candidates, keep_
         yield record
 
 
-def read_candidates(path: str, config: SelectConfig, *, sentences: bool = False) -> Candidates:
+def read_candidates(path: str, config: SelectConfig) -> Candidates:
     """Pass 1: the key of each candidate of `path` (`candidate_key`); memory grows with the candidates, not with
     their tokens."""
     found = Candidates([])
     for record in _candidate_records(path, config, found):
-        found.records.append(candidate_key(record, config, sentences=sentences))
+        found.records.append(candidate_key(record, config))
     if not found.records and not found.not_candidates:
         reason = f"no records at temperatures {config.temperatures}" if found.other_temperature else "no records"
         raise InputError(path, None, None, reason + ("" if found.other_temperature else " (empty file)"))
@@ -319,40 +323,87 @@ def choose(candidates: list[dict[str, Any]], config: SelectConfig) -> list[dict[
     return selected
 
 
-def boosted_shares(candidates: list[dict[str, Any]], config: SelectConfig) -> dict[str, float | None]:
+JOIN_BYTES = 2 << 30  # file bytes a join pass loads at most (one partition of the other file's sentences)
+
+
+def _bytes(path: str) -> int:
+    """The bytes of a record input: a file, a Parquet folder, or the files a glob matches (0 for a Hub dataset)."""
+    matches = sorted(glob.glob(path)) if any(char in path for char in "*?[") else [path]
+    total = 0
+    for match in map(Path, matches):
+        if match.is_dir():
+            total += sum(part.stat().st_size for part in match.rglob("*") if part.is_file())
+        elif match.is_file():
+            total += match.stat().st_size
+    return total
+
+
+def join_partitions(path: str) -> list[tuple[int, int] | None]:
+    """The passes of a join that loads `path`'s sentences a part at a time: records whose id hashes to part i of n
+    (`in_shard`), n growing with the file (JOIN_BYTES each); [None] — one pass, everything — for a small file.
+
+    >>> join_partitions("/nonexistent.jsonl")
+    [None]
+    """
+    parts = max(1, math.ceil(_bytes(path) / JOIN_BYTES))
+    return [None] if parts == 1 else [(index, parts) for index in range(parts)]
+
+
+def boosted_shares(candidate_ids: list[str], config: SelectConfig) -> dict[str, float | None]:
     """Each candidate's share of boosted sentences: its sentences (teacher and original-student log-probs from the
     input) classed with the distilled model's log-prob of the same span from `boosted_scores` (`dasd provenance`'s
-    classes); None for a candidate that file lacks."""
+    classes); None for a candidate that file lacks. A join of the two files a partition of ids at a time: memory is
+    one partition's sentences, never every candidate's."""
     assert config.boosted_scores is not None
-    distilled: dict[str, dict[tuple, float]] = {}
-    for line, record in iter_records(config.boosted_scores):
-        check_fields(record, ("id", "sentences"), path=config.boosted_scores, line=line)
-        distilled[str(record["id"])] = {
-            (s.get("part"), s.get("start"), s.get("end")): s["student_logprob"] for s in record["sentences"]
-        }
+    wanted = set(candidate_ids)
     beta = config.beta if config.beta is not None else 0.1
     space = config.space or "prob"
     shares: dict[str, float | None] = {}
-    for record in candidates:
-        theirs = distilled.get(str(record["id"]))
-        sentences = record.get("sentences") or []
-        if theirs is None or not sentences:
-            shares[record["id"]] = None
-            continue
-        classes = [
-            classify_provenance(
-                s["teacher_logprob"],
-                s["student_logprob"],
-                theirs[key],
-                alpha=config.boosted_alpha,
-                beta=beta,
-                space=space,
-            )
-            for s in sentences
-            if (key := (s.get("part"), s.get("start"), s.get("end"))) in theirs
-        ]
-        shares[record["id"]] = classes.count("boosted") / len(classes) if classes else None
-    return shares
+    for part in join_partitions(config.boosted_scores):
+        mine = (lambda i, part=part: i in wanted and in_shard(i, part)) if part else wanted.__contains__
+        distilled: dict[str, dict[tuple, float]] = {}
+        for line, record in iter_records(config.boosted_scores, keep_id=(lambda i, part=part: in_shard(i, part))):
+            check_fields(record, ("id", "sentences"), path=config.boosted_scores, line=line)
+            distilled[str(record["id"])] = {
+                (s.get("part"), s.get("start"), s.get("end")): s["student_logprob"] for s in record["sentences"]
+            }
+        for record in _candidate_records(config.input, config, Candidates([]), keep_id=mine):
+            theirs = distilled.get(str(record["id"]))
+            sentences = record.get("sentences") or []
+            if theirs is None or not sentences:
+                shares[record["id"]] = None
+                continue
+            classes = [
+                classify_provenance(
+                    s["teacher_logprob"],
+                    s["student_logprob"],
+                    theirs[key],
+                    alpha=config.boosted_alpha,
+                    beta=beta,
+                    space=space,
+                )
+                for s in sentences
+                if (key := (s.get("part"), s.get("start"), s.get("end"))) in theirs
+            ]
+            shares[record["id"]] = classes.count("boosted") / len(classes) if classes else None
+    return {record_id: shares.get(record_id) for record_id in candidate_ids}  # the candidates' order
+
+
+def sentence_confusion(common: set[str], config: SelectConfig) -> dict[str, dict[str, int]]:
+    """With compare_with: the class of each sentence here against there, over the candidates both files hold — a
+    join of the two files a partition of ids at a time (memory: one partition's sentences)."""
+    assert config.compare_with is not None
+    confusion = empty_confusion()
+    for part in join_partitions(config.compare_with):
+        both = (lambda i, part=part: i in common and in_shard(i, part)) if part else common.__contains__
+        theirs = {
+            record["id"]: record.get("sentences")
+            for record in _candidate_records(config.compare_with, config, Candidates([]), keep_id=both)
+        }
+        for record in _candidate_records(config.input, config, Candidates([]), keep_id=both):
+            if record["id"] in theirs:
+                add_to_confusion(confusion, record.get("sentences"), theirs[record["id"]])
+    return confusion
 
 
 def run(config: SelectConfig) -> dict[str, Any]:
@@ -361,15 +412,14 @@ def run(config: SelectConfig) -> dict[str, Any]:
         raise ConfigError("k_per_temperature needs per_temperature=true (k is counted per question and temperature)")
     if config.max_boosted_share is not None and config.boosted_scores is None:
         raise ConfigError("max_boosted_share needs boosted_scores (the candidates scored with the distilled model)")
-    research = config.compare_with is not None or config.boosted_scores is not None  # they compare sentences
-    found = read_candidates(config.input, config, sentences=research)
+    found = read_candidates(config.input, config)
     candidates, not_candidates, other_temperature = found.records, found.not_candidates, found.other_temperature
-    other = read_candidates(config.compare_with, config, sentences=True).records if config.compare_with else None
+    other = read_candidates(config.compare_with, config).records if config.compare_with else None
 
     # 2. With boosted_scores: each candidate's share of boosted sentences; above max_boosted_share, not a candidate.
     boosted = None
     if config.boosted_scores is not None:
-        shares = boosted_shares(candidates, config)
+        shares = boosted_shares([record["id"] for record in candidates], config)
         excluded = {
             record_id
             for record_id, share in shares.items()
@@ -391,9 +441,11 @@ def run(config: SelectConfig) -> dict[str, Any]:
     selected = choose(candidates, config)
     overlap = None
     if other is not None:
+        common = {record["id"] for record in candidates} & {record["id"] for record in other}
+        confusion = sentence_confusion(common, config)
         overlap = {
             "compare_with": config.compare_with,
-            **selection_overlap(candidates, selected, other, choose(other, config)),
+            **selection_overlap(candidates, selected, other, choose(other, config), confusion=confusion),
         }
     kept_ids = {record["id"] for record in selected}
 
