@@ -118,7 +118,7 @@ def iter_records(
             for number, record in iter_parquet(part, keep_id):
                 rows = number
                 yield row_number + number, record
-            row_number += max(rows, _parquet_rows(part))
+            row_number += rows if keep_id is None else _parquet_rows(part)  # rows skipped by keep_id count too
         return
     if path.is_dir():
         raise InputError(str(path), None, None, "is a folder, not a JSONL/Parquet file or a saved dataset")

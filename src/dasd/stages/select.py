@@ -30,6 +30,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import os
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -280,13 +281,19 @@ def write_selected(path: str, selected: list[dict[str, Any]], config: SelectConf
             raise InputError(path, None, None, f"changed while select read it: {len(missing)} chosen ids are gone")
         with open(staging, "rb") as handle:
 
-            def in_order():
+            def lines_in_order():
                 for key in selected:
                     start, length = offsets[key["id"]]
                     handle.seek(start)
-                    yield json.loads(handle.read(length))
+                    yield handle.read(length)
 
-            return write_records_atomic(output, in_order())
+            if str(output).endswith(".parquet"):
+                return write_records_atomic(output, (json.loads(line) for line in lines_in_order()))
+            partial = output.with_name(output.name + ".tmp")  # JSONL: the lines as they are, nothing parsed again
+            with open(partial, "wb") as sink:
+                sink.writelines(lines_in_order())
+            os.replace(partial, output)
+            return len(selected)
     finally:
         staging.unlink(missing_ok=True)
 
