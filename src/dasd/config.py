@@ -19,6 +19,17 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, mod
 
 from .errors import ConfigError
 
+# Where a field stands in the fingerprint of a step that uses it (`fingerprint_view`), declared on the field with
+# `Field(..., json_schema_extra=SPEED_ONLY)` or `json_schema_extra=ADDED`:
+# - SPEED_ONLY: the field changes how fast or how the work is done, or where it is noted, never which records come
+#   out (batch sizes whose outputs do not depend on them, concurrency, timeouts, retries, caches, progress, launch
+#   settings): it is never part of a fingerprint, so changing it reuses finished work;
+# - ADDED: the field was added after runs were made with its section: at its default it is left out, so a finished
+#   step is not redone after an upgrade for a setting it never had (never mark a field whose default changes what
+#   the stage writes). Every other field is fingerprinted as it is.
+SPEED_ONLY: dict[str, Any] = {"fingerprint": "speed_only"}
+ADDED: dict[str, Any] = {"fingerprint": "added"}
+
 
 class StageConfig(BaseModel):
     """Base for every config section: unknown keys are rejected.
