@@ -22,8 +22,10 @@ os.environ.setdefault("DASD_CACHE", str(REPO / ".cache" / "dasd"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# the sampling cache: a session's own (and each test its own, below), never the user's
+# the caches of work (`dasd.cache`): a session's own (and each test its own, below), never the user's
 os.environ["DASD_SAMPLE_CACHE"] = tempfile.mkdtemp(prefix="dasd-sample-cache-")
+os.environ["DASD_EVAL_CACHE"] = tempfile.mkdtemp(prefix="dasd-eval-cache-")
+os.environ["DASD_HASH_CACHE"] = tempfile.mkdtemp(prefix="dasd-hash-cache-")
 
 
 def _refuse_remote_connections() -> None:
@@ -45,11 +47,12 @@ _refuse_remote_connections()
 
 
 @pytest.fixture(autouse=True)
-def _own_sample_cache(tmp_path_factory, monkeypatch):
-    """Each test its own, empty sampling cache (`dasd.sample_cache`): a test that samples generates, as it would
-    on a fresh machine, instead of copying what an earlier test with the same settings made (subprocesses inherit
-    the variable)."""
-    monkeypatch.setenv("DASD_SAMPLE_CACHE", str(tmp_path_factory.mktemp("sample-cache")))
+def _own_caches(tmp_path_factory, monkeypatch):
+    """Each test its own, empty caches of work (`dasd.cache`: sampling, evaluation, file hashes): a test that
+    samples or evaluates generates, as it would on a fresh machine, instead of reading what an earlier test with
+    the same settings made (subprocesses inherit the variables)."""
+    for name in ("SAMPLE", "EVAL", "HASH"):
+        monkeypatch.setenv(f"DASD_{name}_CACHE", str(tmp_path_factory.mktemp(f"{name.lower()}-cache")))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from dasd.backends import BackendConfig
+from dasd.cache.eval import cache_settings, digest
 from dasd.config import load_config
 from dasd.data.io import RecordWriter, read_shared_records
 from dasd.data.summaries import EvalCacheSummary, EvalSummary
-from dasd.eval_cache import cache_settings, digest
 from dasd.stages import eval as eval_stage
 
 from .conftest import write_jsonl
@@ -56,7 +56,8 @@ def no_generation(*args, **kwargs):
 def test_a_second_eval_in_another_workdir_reads_the_cache_and_writes_the_same_bytes(
     tmp_path, tiny_llama_smollm2, questions, monkeypatch
 ):
-    monkeypatch.setenv("DASD_CACHE", str(tmp_path / "dasd-cache"))  # cache=auto: $DASD_CACHE/eval
+    monkeypatch.delenv("DASD_EVAL_CACHE")  # cache=auto: $DASD_EVAL_CACHE, else $DASD_CACHE/eval
+    monkeypatch.setenv("DASD_CACHE", str(tmp_path / "dasd-cache"))
     first = evaluate(tmp_path / "a", tiny_llama_smollm2, questions)
     assert (first["cache"]["reused"], first["cache"]["generated"]) == (0, 12)
     assert first["cache"]["folder"].startswith(str(tmp_path / "dasd-cache" / "eval"))

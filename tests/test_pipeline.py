@@ -15,6 +15,7 @@ from dasd.cli import main
 from dasd.config import load_config
 from dasd.data.io import read_records
 from dasd.data.records import PROVENANCE_CLASSES
+from dasd.errors import DasdError
 from dasd.stages import demo
 from dasd.stages import run as pipeline_run
 
@@ -114,18 +115,45 @@ def test_rerunning_a_finished_pipeline_does_no_work(demo_run):
 
 
 @pytest.mark.integration
-def test_a_changed_setting_reruns_only_what_depends_on_it(demo_run):
+def test_speed_settings_and_a_touched_model_leave_every_step_reused(demo_run, capsys):
+    work, _, _ = demo_run
+    spec = yaml.safe_load((work / "pipeline.yaml").read_text())
+    for path in Path(spec["teacher"]["model"]).iterdir():  # a re-sync of the teacher's folder: new times, same bytes
+        os.utime(path)
+    spec["teacher"]["batch_size"] = 32  # generates the same samples (up to rounding, as a resumed run does)
+    spec["filter"]["workers"] = 2
+    spec["score"]["tokens_per_batch"] = 1024
+    pipeline_run.run(pipeline_run.PipelineConfig.model_validate({**spec, "dry_run": True}))
+    statuses = {line.split()[0]: " ".join(line.split()[1:3]) for line in capsys.readouterr().out.splitlines()}
+    assert statuses and set(statuses.values()) == {"would reuse"}, statuses
+
+
+@pytest.mark.integration
+def test_a_changed_setting_stops_the_run_until_told_to_set_the_stale_outputs_aside(demo_run, capsys):
     work, _, _ = demo_run
     spec = yaml.safe_load((work / "pipeline.yaml").read_text())
     spec["eval"]["max_new_tokens"] = 64
     spec["eval_models"] = ["student", "teacher"]
-    summary = pipeline_run.run(pipeline_run.PipelineConfig.model_validate(spec))
+    old_results = (work / "eval" / "student" / "eval_questions" / "results.jsonl").read_bytes()
+    with pytest.raises(DasdError) as stopped:
+        pipeline_run.run(pipeline_run.PipelineConfig.model_validate(spec))
+    message = str(stopped.value)
+    assert "\n" not in message and message.startswith("eval_student is stale: max_new_tokens: 256 -> 64")
+    assert "rerun=stale" in message
+    assert not (work / "stale").exists()  # nothing moved, nothing deleted, nothing run
+    assert (work / "eval" / "student" / "eval_questions" / "results.jsonl").read_bytes() == old_results
+
+    summary = pipeline_run.run(pipeline_run.PipelineConfig.model_validate({**spec, "rerun": "stale"}))
     status = {step["step"]: step["status"] for step in summary["steps"]}
     assert status["eval_student"] == "ran" and status["eval_teacher"] == "ran"
     assert "provenance" not in status  # it reads eval_high_temp, which is not evaluated this time
     assert all(status[step] == "cached" for step in ALL_STEPS[:11] if not status[step].startswith("skipped"))
     config = yaml.safe_load((work / "eval" / "student" / "eval.config.yaml").read_text())
-    assert config["max_new_tokens"] == 64  # the old results were replaced, not resumed into
+    assert config["max_new_tokens"] == 64  # run afresh, not resumed into the old results
+    moved = Path(next(step for step in summary["steps"] if step["step"] == "eval_student")["moved_aside"])
+    assert moved.parent == work / "stale" and moved.name.startswith("eval_student-")
+    assert (moved / "eval" / "student" / "eval_questions" / "results.jsonl").read_bytes() == old_results
+    assert str(moved) in capsys.readouterr().out  # named in the run table
 
 
 @pytest.mark.integration
@@ -372,9 +400,7 @@ def test_a_start_model_replaced_under_the_same_path_reruns_the_steps_that_read_i
 
     before = fingerprints()
     (student / "config.json").unlink()
-    (student / "config.json").write_text("{}")  # a new student under the old path (a new file, written later)
-    later = (student / "config.json").stat().st_mtime_ns + 1_000_000_000
-    os.utime(student / "config.json", ns=(later, later))  # filesystems with coarse timestamps: one second later
+    (student / "config.json").write_text('{"trained": 1}')  # a new student under the old path: other content
     after = fingerprints()
     assert after["sample"] == before["sample"]  # the teacher's work does not read the student
     for step in ("score", "train_das", "train_rs", "eval_student"):

@@ -1,10 +1,11 @@
-"""The sampling cache (`dasd.sample_cache`): a whole run made with the same teacher, questions and settings in
+"""The sampling cache (`dasd.cache.sample`): a whole run made with the same teacher, questions and settings in
 another workdir is copied — the same bytes as generating it — and only a run made in one go is kept."""
 
 from __future__ import annotations
 
 import yaml
 
+from dasd.config import fingerprint_view
 from dasd.stages import sample
 
 from .conftest import read_jsonl
@@ -25,8 +26,10 @@ def test_a_second_workdir_copies_the_run_and_gets_the_same_bytes(tmp_path, tiny_
     third = sample.run(_config(questions_file, third_out, tiny_llama_smollm2, "max_new_tokens=8", "cache=off"))
     assert third["responses_written"] == 12 and third["cache"]["reason"] == "cache=off"
     assert third_out.read_bytes() == first_out.read_bytes()
-    # the cache is not part of the resolved config (`dasd run`'s fingerprint)
-    assert "cache" not in yaml.safe_load((tmp_path / "b" / "responses.config.yaml").read_text())
+    # the resolved config lists the cache; a step's fingerprint leaves it out (it changes nothing written)
+    resolved = yaml.safe_load((tmp_path / "b" / "responses.config.yaml").read_text())
+    assert resolved["cache"] == str(tmp_path / "cache")
+    assert "cache" not in fingerprint_view(sample.SampleConfig.model_validate(resolved))
 
 
 def test_another_setting_misses_and_a_resumed_run_is_not_kept(tmp_path, tiny_llama_smollm2, questions_file):

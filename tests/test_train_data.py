@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import time
 import tracemalloc
 
 import pytest
@@ -149,23 +148,6 @@ def test_a_rerun_reads_the_cache_and_new_content_gives_a_new_key(smollm2_tokeniz
     assert len(folders) == 4 and all(item.built for item in (changed, other_tokenizer, other_setting))
     cached = sorted(child.name for child in root.iterdir() if child.name not in ("hashes", "locks"))
     assert cached == sorted(folder.name for folder in folders)  # the four datasets, no partial build left
-
-
-def test_a_file_hash_is_memoised_until_the_file_changes(tmp_path, monkeypatch):
-    path = tmp_path / "data.jsonl"
-    path.write_bytes(b'{"id": "a"}\n' * 1000)
-    old = time.time() - 60
-    os.utime(path, (old, old))
-    calls = []
-    real = train_data._sha256_pieces
-    monkeypatch.setattr(train_data, "_sha256_pieces", lambda *args: calls.append(1) or real(*args))
-    monkeypatch.setattr(train_data, "HASH_PIECE", 4096)  # several pieces, hashed by threads
-    value = train_data.file_digest(path, tmp_path / "memo")
-    assert train_data.file_digest(path, tmp_path / "memo") == value and len(calls) == 1
-    path.write_bytes(b'{"id": "b"}\n' * 1000)  # same size, new mtime
-    assert train_data.file_digest(path, tmp_path / "memo") != value and len(calls) == 2
-    # a file written just now is hashed every time (a write in the same clock tick would keep its mtime)
-    assert train_data.file_digest(path, tmp_path / "memo") and len(calls) == 3
 
 
 def test_bad_input_is_the_same_one_line_error(smollm2_tokenizer, tmp_path, monkeypatch):

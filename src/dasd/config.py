@@ -12,10 +12,12 @@ from __future__ import annotations
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
 
 from .errors import ConfigError
 
@@ -32,29 +34,49 @@ ADDED: dict[str, Any] = {"fingerprint": "added"}
 
 
 class StageConfig(BaseModel):
-    """Base for every config section: unknown keys are rejected.
-
-    A section's serialized form is its resolved config (written beside each output) and what `dasd run`
-    fingerprints a step by. `added_at_default` names fields added after runs were made with the section: at their
-    default they are left out, so a finished step is not redone after an upgrade for a setting it never had (never
-    list a field whose default changes what the stage writes). `omitted` names fields never serialized, because
-    they change nothing the stage writes (a cache switch)."""
+    """Base for every config section: unknown keys are rejected. Its serialized form lists every field (the
+    resolved config written beside each output); what fingerprints a step is `fingerprint_view` of it."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    added_at_default: ClassVar[tuple[str, ...]] = ()
-    omitted: ClassVar[tuple[str, ...]] = ()
 
-    @model_serializer(mode="wrap")
-    def _serialize(self, handler):
-        data = handler(self)
-        if isinstance(data, dict) and (self.added_at_default or self.omitted):
-            fields = type(self).model_fields
-            for name in self.added_at_default:
-                if name in data and getattr(self, name) == fields[name].get_default(call_default_factory=True):
-                    del data[name]
-            for name in self.omitted:
-                data.pop(name, None)
-        return data
+
+def fingerprint_rule(field: FieldInfo) -> str | None:
+    """The field's place in a fingerprint, as declared on it: "speed_only", "added" or None (fingerprinted)."""
+    extra = field.json_schema_extra
+    return extra.get("fingerprint") if isinstance(extra, dict) else None  # type: ignore[return-value]
+
+
+def fingerprint_view(config: BaseModel) -> dict[str, Any]:
+    """What of a config decides what its stage writes: every field, nested sections included, but SPEED_ONLY ones
+    and ADDED ones at their default. The one rule behind `dasd run`'s step fingerprints and both caches' keys.
+
+    >>> from pydantic import Field
+    >>> class Section(StageConfig):
+    ...     temperature: float = 0.6
+    ...     batch_size: int = Field(16, json_schema_extra=SPEED_ONLY)
+    ...     new_option: bool = Field(False, json_schema_extra=ADDED)
+    >>> fingerprint_view(Section(batch_size=32))
+    {'temperature': 0.6}
+    >>> fingerprint_view(Section(new_option=True))
+    {'temperature': 0.6, 'new_option': True}
+    """
+    view: dict[str, Any] = {}
+    for name, field in type(config).model_fields.items():
+        rule, value = fingerprint_rule(field), getattr(config, name)
+        if rule == "speed_only" or (rule == "added" and value == field.get_default(call_default_factory=True)):
+            continue
+        view[name] = _view_of(value)
+    return view
+
+
+def _view_of(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return fingerprint_view(value)
+    if isinstance(value, (list, tuple)):
+        return [_view_of(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _view_of(item) for key, item in value.items()}
+    return to_jsonable_python(value)
 
 
 def _not_compressed(path: str) -> str:

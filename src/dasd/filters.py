@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from pydantic import Field
 
-from .config import StageConfig
+from .config import SPEED_ONLY, StageConfig
 from .data.records import Response
 from .text.reasoning import TOOL_CALL_MARKERS
 from .text.sentences import split_sentences
@@ -82,7 +82,10 @@ class RepetitionConfig(StageConfig):
 class CorrectnessConfig(StageConfig):
     enabled: bool = Field(True, description="grade answers that have a reference (records without one are kept)")
     workers: int = Field(
-        2, ge=1, description="math-verify worker processes (in each of dasd filter's worker processes, if any)"
+        2,
+        ge=1,
+        description="math-verify worker processes (in each of dasd filter's worker processes, if any)",
+        json_schema_extra=SPEED_ONLY,
     )
     timeout_s: float = Field(
         5.0, gt=0, description="seconds per math-verify check before it counts as wrong (verify_timeout)"

@@ -52,6 +52,7 @@ def sft_stage_file(sft_output: str | os.PathLike, stage: str) -> Path:
 # <workdir>/.dasd/<step>.json                                 each step's marker (fingerprint, status)
 
 STATE_DIR = ".dasd"
+STALE_DIR = "stale"  # where `dasd run rerun=stale` moves a stale step's outputs: <workdir>/stale/<step>-<fingerprint>/
 RUN_SUMMARY = "run.summary.json"
 STAGE_MARKER = "dasd_stage.json"  # in a trained stage's final/: its metrics, written last
 EVAL_SUMMARY = "summary.json"  # in an eval folder

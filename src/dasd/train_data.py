@@ -23,9 +23,9 @@ Cached by content. A folder `<cache>/<key>/` (`$DASD_TRAIN_DATA_CACHE`, else `$D
 dataset and `prepared.json` (the counts and what the key covers); the key is a hash of the data's bytes (every
 file the input names), the tokenizer (its saved files), the settings that change a sample (`max_length`,
 `too_long`, `mask_student_prefix`, `chat_template_kwargs`, `packing`), the code that tokenizes and the versions
-of transformers, tokenizers, TRL, datasets and pyarrow. A file's hash is read back from a memo while its size,
-mtime and inode are unchanged (a file written less than 2 s before it is hashed is not memoised), so a rerun, or
-the next rank, does not read the data again; a cold hash reads the file with several threads in 64 MiB pieces.
+of transformers, tokenizers, TRL, datasets and pyarrow. A file's hash (`dasd.cache.keys`) is read back from a memo
+while its size, mtime and inode are unchanged (a file written less than 2 s before it is hashed is not memoised), so a
+rerun, or the next rank, does not read the data again; a cold hash reads the file with several threads in 64 MiB pieces.
 `rm -rf <cache>` clears it; nothing else deletes it.
 
 One builder. Every rank of an `accelerate launch` calls `prepare_stage_data`; an exclusive file lock (flock) on
@@ -50,11 +50,11 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cache.keys import digest, file_sha256
 from .errors import DasdError, InputError
 from .text.render import render_completion
 
@@ -67,8 +67,6 @@ CHUNK_CHARS = 4_000_000
 CHUNK_RECORDS = 1024
 # The fields of an SFT record that tokenizing reads (the rest stays in the parent).
 RECORD_FIELDS = ("messages", "weight", "loss_mask_prefix_chars", "loss_weight_spans")
-HASH_PIECE = 64 << 20
-MEMO_SETTLE_S = 2.0
 
 
 # ---- one record -> one sample ----
@@ -172,16 +170,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("DASD_TRAIN_DATA_CACHE") or cache_dir() / "train-data")
 
 
-def digest(payload: Any) -> str:
-    """A short key of a JSON-able value.
-
-    >>> digest({"b": 1, "a": [2]}) == digest({"a": [2], "b": 1})
-    True
-    """
-    blob = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
-
-
 def data_files(path: str) -> list[Path]:
     """The files an input names, in reading order: a file; every file of a folder (a saved dataset, Parquet
     parts); a glob's matches in name order; a Hub dataset's files in the local HF cache."""
@@ -203,47 +191,6 @@ def data_files(path: str) -> list[Path]:
         else:
             files.append(match)
     return files
-
-
-def _sha256_pieces(path: Path, size: int, threads: int) -> str:
-    """sha256 over the sha256 of each 64 MiB piece: the same bytes give the same value; pieces hash in parallel."""
-
-    def piece(offset: int) -> bytes:
-        hasher = hashlib.sha256()
-        end = min(offset + HASH_PIECE, size)
-        with open(path, "rb", buffering=0) as handle:
-            handle.seek(offset)
-            while offset < end:
-                block = handle.read(min(8 << 20, end - offset))
-                if not block:
-                    raise InputError(str(path), None, None, "the file shrank while it was being hashed")
-                hasher.update(block)
-                offset += len(block)
-        return hasher.digest()
-
-    offsets = range(0, max(size, 1), HASH_PIECE)
-    with ThreadPoolExecutor(max(1, min(threads, len(offsets)))) as pool:
-        pieces = list(pool.map(piece, offsets))
-    return hashlib.sha256(b"".join(pieces)).hexdigest()
-
-
-def file_digest(path: Path, memo_dir: Path | None = None, *, threads: int = 8) -> str:
-    """The content hash of a file, read back from `memo_dir` while its size, mtime and inode are unchanged."""
-    stat = path.stat()
-    signature = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
-    memo = memo_dir / f"{digest(os.path.realpath(path))}.json" if memo_dir is not None else None
-    if memo is not None and memo.exists():
-        with contextlib.suppress(ValueError, OSError):
-            saved = json.loads(memo.read_text())
-            if saved.get("signature") == signature:
-                return saved["sha256"]
-    started = time.time()
-    value = _sha256_pieces(path, stat.st_size, threads)
-    after = path.stat()
-    settled = stat.st_mtime_ns / 1e9 < started - MEMO_SETTLE_S  # a later write gets a later mtime
-    if memo is not None and settled and [after.st_size, after.st_mtime_ns, after.st_ino] == signature:
-        _write_json(memo, {"path": os.path.realpath(path), "signature": signature, "sha256": value})
-    return value
 
 
 def tokenizer_identity(tokenizer) -> str:
@@ -564,7 +511,7 @@ def stage_data_key(
     """(key, what it covers) of a stage's data."""
     files = data_files(str(path))
     with _exclusive(root / "locks" / f"hash-{digest(os.path.realpath(str(path)))}.lock"):  # one rank reads the data
-        data = [[file.stat().st_size, file_digest(file, root / "hashes")] for file in files]
+        data = [[file.stat().st_size, file_sha256(file)] for file in files]
     settings = {
         "version": TRAIN_DATA_VERSION,
         "data": digest(data),

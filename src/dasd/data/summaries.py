@@ -191,7 +191,7 @@ class BenchmarkMetrics(TypedDict):
 
 
 class EvalCacheSummary(TypedDict):
-    folder: str | None  # the evaluation cache read and added to (`dasd.eval_cache`); None when not used
+    folder: str | None  # the evaluation cache read and added to (`dasd.cache.eval`); None when not used
     reason: str | None  # why it was not used (cache=off, a backend that is not cached)
     reused: int  # samples this run took from the cache
     generated: int  # samples this run generated (on hf: in fixed batches, stored in the cache when used)

@@ -147,6 +147,29 @@ class ClaimConfig(StageConfig):
     source: str = Field("", description="where the report makes the claim, e.g. 'Table 1'")
 
 
+class CostSettings(StageConfig):
+    """The `cost:` section: what `dry_run`'s cost table (`dasd.pipeline.cost`) cannot read from the config itself."""
+
+    questions: int | None = Field(
+        None,
+        ge=1,
+        description="number of questions, when the questions file is not here to count (or to price another size)",
+    )
+    response_tokens: dict[float, float] | None = Field(
+        None,
+        description="expected mean teacher answer length per temperature, e.g. {0.6: 13760, 1.0: 17480}; default: "
+        "sample.max_new_tokens (an upper bound); a finished sample step (here or in `pilot`) gives the measured one",
+    )
+    pilot: str | None = Field(
+        None,
+        description="workdir of a finished smaller run of the same recipe: its summaries give the measured averages "
+        "per record (tokens per response, share kept, answer lengths); default: this run's own workdir",
+    )
+    train_gpus: int = Field(
+        16, ge=1, description="GPUs one training job shards its state over (ZeRO-3): for the memory per GPU"
+    )
+
+
 class PipelineConfig(StageConfig):
     workdir: str = Field(..., description="folder of the run; every stage writes into its own subfolder")
     questions: str = Field(
@@ -242,11 +265,25 @@ class PipelineConfig(StageConfig):
         "be identical); default: torch's, recorded in the summary",
     )
     dry_run: bool = Field(
-        False, description="check every step's config and print what would run or be reused, without running anything"
+        False,
+        description="check every step's config and print what would run, resume, be reused or be stale (and what "
+        "the run will cost), without running anything",
+    )
+    rerun: Literal["none", "stale"] = Field(
+        "none",
+        description="what to do with a stale step (its settings or inputs changed since it ran, and its outputs are "
+        "there): none = stop, naming the step and what changed, before any work; stale = move its outputs (and "
+        "those of the stale steps after it) to <workdir>/stale/<step>-<old fingerprint>/ and run it again. "
+        "Nothing is ever deleted",
     )
     push_to_hub: dict[str, Any] = Field(
         default_factory=dict,
         description="publish on the Hub as the last steps (`dasd push`): OWNER/NAME per artefact among "
         f"{', '.join(PUSHABLE)} (model: the mixed-policy model if trained, else high_temp, with its evals in the "
         "card), plus private, license, dry_run",
+    )
+    cost: CostSettings = Field(
+        default_factory=CostSettings,
+        description="what dry_run's cost table cannot read from the config: the number of questions, the expected "
+        "answer length, a pilot run to measure from (README: what a run will cost)",
     )

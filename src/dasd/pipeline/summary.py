@@ -92,6 +92,8 @@ def render_table(summary: dict[str, Any]) -> str:
     ]
     for item in summary["steps"]:
         lines.append(f"{item['step']:22} {item['status'][:34]:34} {item['seconds']:8.1f}  {item.get('result', '')}")
+        if item.get("moved_aside"):
+            lines.append(f"{'':22} (its stale outputs were moved to {item['moved_aside']})")
     if summary["eval"]:
         benchmarks = sorted({name for values in summary["eval"].values() for name in values})
         lines += [

@@ -57,7 +57,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from ..config import RecordOutput, StageConfig, dump_config
+from ..config import ADDED, SPEED_ONLY, RecordOutput, StageConfig, dump_config
 from ..data.io import AtomicJsonlFiles, iter_records, write_json_atomic, write_summary
 from ..data.records import PARTS, SENTENCE_TYPES, SFTRecord, check_fields
 from ..data.summaries import BuildSFTSummary
@@ -91,6 +91,7 @@ class BuildSFTConfig(StageConfig):
         description="temperature: low_temp / high_temp by the sampling temperature (the report's schedule); rank: "
         "by select's rank within a question — rank 0 to low_temp (stage 1), the others to high_temp (stage 2) — "
         "a two-stage schedule at one temperature, the control that separates the temperatures from the two stages",
+        json_schema_extra=ADDED,
     )
     weight: float = Field(1.0, gt=0, description="per-sample loss weight written to every record")
     source: str = Field("dasd", description="`source` tag of the records")
@@ -104,19 +105,23 @@ class BuildSFTConfig(StageConfig):
     student_tokenizer: str | None = Field(
         None, description="student tokenizer: check that its chat template keeps the reasoning exactly once"
     )
-    template_check_records: int = Field(100, ge=0, description="how many records the template check renders")
+    template_check_records: int = Field(
+        100, ge=0, description="how many records the template check renders", json_schema_extra=SPEED_ONLY
+    )
     weight_by: Literal["none", "teacher_seq_logprob", "teacher_sentences"] = Field(
         "none",
         description="per-record loss weights — none: `weight` for every record; teacher_seq_logprob: softmax, over "
         "a question's records in a stage, of their mean teacher token log-prob / weight_temperature (needs "
         "`teacher_logprobs`); teacher_sentences: proportional to the record's teacher-sentence count as dasd select "
         "counts it (needs `das`, i.e. scored records); both scaled to mean `weight` in each stage",
+        json_schema_extra=ADDED,
     )
     weight_temperature: float = Field(
         1.0,
         gt=0,
         description="temperature of weight_by=teacher_seq_logprob's softmax: higher evens a question's weights out, "
         "lower gives more to the candidate the teacher found likeliest per token",
+        json_schema_extra=ADDED,
     )
 
     sentence_weights: dict[Literal["teacher", "shared", "student"], Annotated[float, Field(ge=0)]] | None = Field(
@@ -124,10 +129,8 @@ class BuildSFTConfig(StageConfig):
         description="per-token loss weights by the DAS class of the token's sentence, e.g. {teacher: 2, shared: 1, "
         "student: 0.5} (a class left out: 1; needs `sentences`, i.e. scored records), scaled so that each stage's "
         "sentence characters weigh 1 on average; written as `loss_weight_spans`",
+        json_schema_extra=ADDED,
     )
-
-    # added after runs existed: at their defaults they stay out of the resolved config (config.StageConfig)
-    added_at_default = ("weight_by", "weight_temperature", "sentence_weights", "stage_by")
 
 
 def record_stage(record: dict[str, Any], config: BuildSFTConfig) -> str:

@@ -19,7 +19,7 @@ reasoning-gym's own scorer, and the agreement is reported.
 
 On the local `hf` backend the samples are generated in fixed batches (`backend.batch_size` consecutive samples in
 question order), and a batch that an earlier run — in any workdir — generated with the same model weights and
-settings is read from the evaluation cache instead (`cache`, `dasd.eval_cache`): the demo's teacher is evaluated
+settings is read from the evaluation cache instead (`cache`, `dasd.cache.eval`): the demo's teacher is evaluated
 once for `make demo`, `make tune` and `make ablation`, and a larger limit generates only the batches a smaller one
 did not. The records are the same bytes with and without the cache; the summary counts what came from it.
 """
@@ -36,7 +36,8 @@ from pydantic import Field, field_validator
 
 from ..ablation import graded_samples
 from ..backends import BackendConfig, make_backend, server_log, with_launch_log
-from ..config import StageConfig, dump_config
+from ..cache.eval import EvalCache, FixedBatches, cache_settings, default_root, fixed_batches
+from ..config import SPEED_ONLY, StageConfig, dump_config
 from ..data.benchmarks import (
     CHOICE_SUFFIX,
     DEFAULT_MAX_NEW_TOKENS,
@@ -57,11 +58,9 @@ from ..data.io import (
 from ..data.records import EvalResult, Response, in_shard, parse_shard
 from ..data.summaries import EvalCacheSummary, EvalSummary
 from ..errors import DasdError
-from ..eval_cache import EvalCache, FixedBatches, cache_settings, fixed_batches
 from ..generation import TemperatureStep, build_requests, generate_records
 from ..grading.answers import BoundedVerifier, grade_records
 from ..metrics import avg_at_k, compare, mean_pass_at_k, paired_difference, pass_at_ks, standard_error
-from ..models.assets import cache_dir
 from ..naming import sidecar, summary_file
 from ..text.render import DEFAULT_SYSTEM_PROMPT
 
@@ -98,7 +97,7 @@ class EvalConfig(StageConfig):
     rg_seed: int = Field(0, description="seed of the reasoning-gym task sets")
     rg_size: int = Field(50, ge=1, description="questions in a reasoning-gym set when rg:<task> gives no size")
     limit: int | None = Field(None, ge=1, description="use only the first N questions of each benchmark")
-    verify_workers: int = Field(2, ge=1, description="math-verify worker processes")
+    verify_workers: int = Field(2, ge=1, description="math-verify worker processes", json_schema_extra=SPEED_ONLY)
     verify_timeout_s: float = Field(5.0, gt=0, description="seconds per math-verify check")
     model_name: str | None = Field(None, description="name recorded in the results (default: backend.model)")
     cache: str = Field(
@@ -107,6 +106,7 @@ class EvalConfig(StageConfig):
         "settings: auto = the cache under $DASD_CACHE/eval; a folder = that cache; off = generate everything. Only "
         "the hf backend is cached; it generates in fixed batches of backend.batch_size samples in question order, "
         "and a batch is reused only whole, so the records are the same bytes with and without the cache",
+        json_schema_extra=SPEED_ONLY,
     )
 
     @field_validator("cache", mode="before")
@@ -120,6 +120,7 @@ class EvalConfig(StageConfig):
         pattern=r"^\d+/\d+$",
         description="i/n: only generate the samples of the questions whose id hashes to shard i of n, into "
         "samples.shard-i-of-n.jsonl, and grade nothing; the run without shard merges the shards and grades",
+        json_schema_extra=SPEED_ONLY,
     )
 
 
@@ -223,7 +224,7 @@ def open_cache(config: EvalConfig) -> tuple[EvalCache | None, EvalCacheSummary]:
     if settings is None:
         account["reason"] = reason
         return None, account
-    cache = EvalCache(cache_dir() / "eval" if config.cache == "auto" else Path(config.cache), settings)
+    cache = EvalCache(default_root() if config.cache == "auto" else Path(config.cache), settings)
     account["folder"] = str(cache.folder)
     return cache, account
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..config import RecordOutput, StageConfig, dump_config
+from ..config import SPEED_ONLY, RecordOutput, StageConfig, dump_config
 from ..data.io import batched, iter_records, open_writer, write_summary
 from ..data.records import RESPONSE_FIELDS, check_fields
 from ..data.summaries import FilterSummary
@@ -69,7 +69,10 @@ class FilterConfig(StageConfig):
     dedupe: DedupeConfig = Field(default_factory=DedupeConfig, description="duplicate filter")
     correctness: CorrectnessConfig = Field(default_factory=CorrectnessConfig, description="answer correctness filter")
     chunk_records: int = Field(
-        256, ge=1, description="records graded together (math-verify runs in parallel within a chunk)"
+        256,
+        ge=1,
+        description="records graded together (math-verify runs in parallel within a chunk)",
+        json_schema_extra=SPEED_ONLY,
     )
     workers: int = Field(
         0,
@@ -78,10 +81,8 @@ class FilterConfig(StageConfig):
         f"one per usable CPU beyond this one, at most {AUTO_WORKERS_MAX}, and none when the input fits in one "
         "chunk); each loads the student tokenizer and starts correctness.workers math-verify processes. This "
         "process reads, dedupes and writes in input order: the outputs are the same for any number",
+        json_schema_extra=SPEED_ONLY,
     )
-
-    # changes nothing the stage writes (config.StageConfig): not part of the resolved config or a run's fingerprint
-    omitted = ("workers",)
 
 
 def _pending(config: FilterConfig, done: set[str], counts: Counter):

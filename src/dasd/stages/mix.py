@@ -36,7 +36,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ..backends import BackendConfig, GenerationRequest, make_backend, server_log, with_launch_log
-from ..config import RecordOutput, StageConfig, dump_config
+from ..config import ADDED, RecordOutput, StageConfig, dump_config
 from ..data.io import ErrorLog, RecordWriter, batched, iter_records, write_jsonl_atomic, write_summary
 from ..data.records import stable_seed
 from ..data.summaries import MixSummary
@@ -95,12 +95,14 @@ class MixConfig(StageConfig):
         (1.0, 1.0),
         description="Beta(a, b) shape of the cut position within [cut_low, cut_high]: (1, 1) uniform (the "
         "report's), (2, 5) early in the range, (5, 2) late",
+        json_schema_extra=ADDED,
     )
     continuations_per_cut: int = Field(
         1,
         ge=1,
         description="teacher continuations of each cut prefix (different seeds); every one that passes the "
         "filters becomes a mixed record",
+        json_schema_extra=ADDED,
     )
     teacher_temperature: float = Field(1.0, ge=0, description="the teacher's sampling temperature for continuations")
     teacher_top_p: float = Field(1.0, gt=0, le=1, description="the teacher's top-p")
@@ -142,9 +144,6 @@ class MixConfig(StageConfig):
         if min(shape) <= 0:
             raise ValueError("both Beta parameters must be > 0")
         return shape
-
-    # added after runs existed: at their defaults they stay out of the resolved config (config.StageConfig)
-    added_at_default = ("cut_shape", "continuations_per_cut")
 
 
 def rollouts(

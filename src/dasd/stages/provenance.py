@@ -42,7 +42,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..backends import with_launch_log
-from ..config import StageConfig, dump_config
+from ..config import SPEED_ONLY, StageConfig, dump_config
 from ..data.io import ErrorLog, LineIndex, RecordWriter, batched, iter_records, write_jsonl_atomic, write_summary
 from ..data.records import PROVENANCE_CLASSES, RESPONSE_FIELDS, check_fields
 from ..data.summaries import ProvenanceSummary
@@ -94,9 +94,15 @@ class ProvenanceConfig(StageConfig):
         None, description="id of the response drawn in example.png (default: a correct one with the most classes)"
     )
     limit: int | None = Field(None, ge=1, description="analyse only the first N responses")
-    tokens_per_batch: int = Field(16384, ge=256, description="hf: tokens per forward pass")
-    batching: Literal["auto", "packed", "padded", "single"] = Field("auto", description="hf: as in `dasd score`")
-    chunk_records: int = Field(256, ge=1, description="responses scored and written per round")
+    tokens_per_batch: int = Field(
+        16384, ge=256, description="hf: tokens per forward pass", json_schema_extra=SPEED_ONLY
+    )
+    batching: Literal["auto", "packed", "padded", "single"] = Field(
+        "auto", description="hf: as in `dasd score`", json_schema_extra=SPEED_ONLY
+    )
+    chunk_records: int = Field(
+        256, ge=1, description="responses scored and written per round", json_schema_extra=SPEED_ONLY
+    )
 
 
 # --- classes --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..config import StageConfig
+from ..config import ADDED, StageConfig
 from ..errors import ConfigError, DasdError, InputError
 from ..naming import STAGE_MARKER
 
@@ -53,9 +53,8 @@ class PushConfig(StageConfig):
         ge=1 << 20,
         description="record file: a Parquet shard is closed once this many bytes of rows (estimated, uncompressed) "
         "are in it; memory holds one batch of at most 64 MiB of rows, whatever the shard size",
+        json_schema_extra=ADDED,
     )
-    # added after runs existed: at its default it stays out of the resolved config (config.StageConfig)
-    added_at_default = ("bytes_per_shard",)
     dry_run: bool = Field(
         False, description="write the folder and its card, print the files the commit would add, upload nothing"
     )

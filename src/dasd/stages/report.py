@@ -53,7 +53,7 @@ from ..data.summaries import (
 )
 from ..errors import InputError
 from ..figures import plot_cutoff, plot_response_probability, plot_sentence_types, plot_training_loss
-from ..naming import EVAL_MODELS, RUN_SUMMARY, sidecar
+from ..naming import EVAL_MODELS, RUN_SUMMARY, STALE_DIR, sidecar
 
 S = TypeVar("S")
 
@@ -75,8 +75,10 @@ def _summaries(run_dir: Path) -> dict[str, list[tuple[Path, StageSummary]]]:
     """Every stage summary under the folder (`read_summary`), grouped by stage."""
     found: dict[str, list[tuple[Path, StageSummary]]] = defaultdict(list)
     for path in sorted(run_dir.rglob("*summary.json")):
-        if "report" in path.relative_to(run_dir).parts[:1] or ".shard-" in path.name:
-            continue  # the report's own files; one task's part of a sharded step (the merged summary counts)
+        if path.relative_to(run_dir).parts[:1] in (("report",), (STALE_DIR,)) or ".shard-" in path.name:
+            # the report's own files; outputs `dasd run` moved aside (rerun=stale); one task's part of a sharded step
+            # (the merged summary counts)
+            continue
         try:
             summary = read_summary(path)
         except InputError:

@@ -18,10 +18,13 @@ and `run_step` (`step`), the executors (`local`, `slurm`) and the closing table 
 reads top to bottom: config → plan → check every step → run them → table.
 
 Each stage writes under `<workdir>/<stage>/` with its resolved config beside its output. A stage's
-fingerprint is its resolved config plus the fingerprints of the stages it reads from (and the
-content of the question files and of the model folders it starts from): a finished stage with an unchanged
-fingerprint is skipped; one that was killed is rerun and resumes by id; one whose fingerprint changed starts
-afresh (its old output is removed). A table at the end gives each stage's status and time, and the evaluation results.
+fingerprint covers what decides its outputs: its config less the settings that only change speed or bookkeeping
+(batch sizes, concurrency, timeouts, workers, caches, launch settings), the fingerprints of the stages it reads from,
+and the content of the question files and of the model folders it starts from (a `touch` or a copy changes
+nothing). A finished stage with an unchanged fingerprint is reused; one that was killed is rerun and resumes by id;
+one whose fingerprint changed is stale: the run stops before any work with one line naming it and what changed
+(nothing is ever deleted), and with `rerun=stale` its old outputs are moved to `<workdir>/stale/` and it runs
+again. A table at the end gives each stage's status and time, and the evaluation results.
 
 Ablation arms (`arms:`, README "Ablations"; their keys are listed below as `arms.<name>.*`): named variants that
 share sample, score and filter and differ in selection (or select from another student's scores, `score_with`),
@@ -45,15 +48,26 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..config import dump_config, format_validation_error
+from ..config import dump_config, fingerprint_view, format_validation_error
 from ..data.io import write_json_atomic
-from ..errors import ConfigError
-from ..naming import RUN_SUMMARY, STATE_DIR
+from ..errors import ConfigError, DasdError
+from ..naming import RUN_SUMMARY, STALE_DIR, STATE_DIR
 from ..pipeline.config import PipelineConfig
 from ..pipeline.local import run_local
 from ..pipeline.plan import Step, plan
 from ..pipeline.slurm import check_cluster, placement, run_slurm
-from ..pipeline.step import StepJob, external_models, fingerprint, status_now
+from ..pipeline.step import (
+    StepJob,
+    adopt_earlier_markers,
+    external_models,
+    fingerprint,
+    is_stale,
+    legacy_fingerprint,
+    read_marker,
+    set_aside,
+    stale_reason,
+    status_now,
+)
 from ..pipeline.summary import collect_ablation, collect_evals, render_table
 from . import STAGES
 
@@ -69,19 +83,32 @@ def run(config: PipelineConfig) -> dict[str, Any]:
     steps = plan(config)
     jobs = step_jobs(config, steps, work / STATE_DIR)  # every step's config is checked before any work
     where = placement(config, steps, list(STAGES))
+    stale = [step for step in steps if is_stale(jobs[step.name], step.outputs)]
     if config.dry_run:
         for step in steps:
-            status = f"would {status_now(jobs[step.name])}"
+            status = f"would {status_now(jobs[step.name], step.outputs)}"
+            if status == "would stale":  # kept; run again only when told (rerun=stale)
+                status = "would move+run" if config.rerun == "stale" else "is stale"
             place = f" [{where[step.name]}]" if where else ""
             print(f"{step.name:22} {status:14} {', '.join(str(path) for path in step.outputs)}{place}", flush=True)
+        if stale and config.rerun != "stale":
+            print(stale_message(config, stale, jobs), flush=True)
         return {"workdir": str(work), "dry_run": True, "steps": [step.name for step in steps]}
+    if stale and config.rerun != "stale":
+        raise DasdError(stale_message(config, stale, jobs))
     on_slurm = config.executor.name == "slurm"
     if on_slurm:
         check_cluster(work / STATE_DIR)  # before anything is written
     work.mkdir(parents=True, exist_ok=True)
     dump_config(config, work / "pipeline.config.yaml")
+    moved = {step.name: set_aside(jobs[step.name], step.outputs, work) for step in stale}
+    for job in jobs.values():
+        adopt_earlier_markers(job)
     started = time.perf_counter()
     rows = run_slurm(config, steps, jobs, work / STATE_DIR) if on_slurm else run_local(steps, jobs)
+    for row in rows:
+        if row["step"] in moved:
+            row["moved_aside"] = str(moved[row["step"]])
     summary = {
         "workdir": str(work),
         "seconds": round(time.perf_counter() - started, 2),
@@ -97,28 +124,52 @@ def run(config: PipelineConfig) -> dict[str, Any]:
 
 def step_jobs(config: PipelineConfig, steps: list[Step], state_dir: Path) -> dict[str, StepJob]:
     """Each step validated by its stage's config class and fingerprinted (in plan order: a step's fingerprint
-    includes those of the steps it reads), as the job the executors run."""
+    includes those of the steps it reads), as the job the executors run. Where a marker comes from a dasd that did
+    not record its basis, each step also gets that dasd's fingerprint, so its finished work is recognised."""
     fingerprints: dict[str, str] = {}
+    earlier: dict[str, str] | None = {} if _earlier_markers(state_dir) else None
     jobs = {}
     for step in steps:
         stage = STAGES[step.stage]
-        resolved = _validate(step).model_dump(mode="json")
+        validated = _validate(step)
+        resolved = validated.model_dump(mode="json")
+        # the models it starts from count as inputs: a model folder whose files changed reruns it
         inputs = step.inputs + [
             path for path in external_models(resolved, Path(config.workdir)) if path not in step.inputs
         ]
+        key, basis = fingerprint(step.name, fingerprint_view(validated), step.depends, inputs, fingerprints)
         jobs[step.name] = StepJob(
             step.name,
             step.stage,
             stage.module,
             stage.config_class,
             resolved,
-            # the models it starts from count as inputs: a model folder replaced under the same path reruns it
-            fingerprint(step.name, resolved, step.depends, inputs, fingerprints),
+            key,
             state_dir,
+            basis=basis,
+            earlier_fingerprint=(
+                legacy_fingerprint(step.name, validated, step.depends, inputs, earlier) if earlier is not None else None
+            ),
             threads=config.threads,
             skip_if=step.skip_if,
         )
     return jobs
+
+
+def _earlier_markers(state_dir: Path) -> bool:
+    """Whether any step marker was written without its basis (by a dasd before issue 35)."""
+    return any("basis" not in read_marker(path) for path in state_dir.glob("*.json")) if state_dir.is_dir() else False
+
+
+def stale_message(config: PipelineConfig, stale: list[Step], jobs: dict[str, StepJob]) -> str:
+    """One line: the first stale step, what changed, and what to do (later stale steps follow from it)."""
+    first = stale[0]
+    after = f" (and {len(stale) - 1} stale step(s) after it)" if len(stale) > 1 else ""
+    return (
+        f"{first.name} is stale: {stale_reason(jobs[first.name])}; its outputs were made with other settings and are "
+        f"kept{after}. Undo the change, or run again with rerun=stale to move them to "
+        f"{Path(config.workdir) / STALE_DIR}/ and redo the step"
+    )
 
 
 def _validate(step: Step):

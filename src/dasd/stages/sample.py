@@ -32,14 +32,14 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ..backends import BackendConfig, make_backend, server_log, with_launch_log
-from ..config import RecordOutput, StageConfig, dump_config
+from ..cache.sample import SampleCache, default_root, settings_for
+from ..config import ADDED, SPEED_ONLY, RecordOutput, StageConfig, dump_config, fingerprint_view
 from ..data.io import ErrorLog, iter_records, merge_shards, open_writer, shard_output, write_json_atomic, write_summary
 from ..data.records import in_shard, load_questions, parse_shard
 from ..data.summaries import SampleSummary
 from ..generation import GenerationOutcome, TemperatureStep, build_requests, generate_records
 from ..naming import sidecar
 from ..progress import format_summary
-from ..sample_cache import SampleCache, default_root, settings_for
 from ..temperature_probe import probe_report
 
 
@@ -49,10 +49,6 @@ class SampleConfig(StageConfig):
     def _yaml_switch(cls, value: Any) -> Any:
         """YAML reads a bare `off` / `on` as false / true."""
         return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
-
-    # suggest_temperatures came after runs existed; the cache changes nothing written (config.StageConfig)
-    added_at_default = ("suggest_temperatures",)
-    omitted = ("cache",)
 
     input: str = Field(
         ..., description="questions file: JSONL/JSONL.gz/Parquet/saved HF dataset, or the released DASD format"
@@ -96,21 +92,23 @@ class SampleConfig(StageConfig):
         description="copy a whole run an earlier run (any workdir) made with the same teacher weights (content hash), "
         "questions and settings instead of generating it: auto = the cache under $DASD_CACHE/sample; a folder = "
         "that cache; off = always generate. hf backend, no shard; a run is stored only when it made every response "
-        "in one go, so the file is the same bytes either way (for Parquet, the same records; dasd.sample_cache). "
-        "Not part of the "
-        "resolved config: it does not change what is written",
+        "in one go, so the file is the same bytes either way (for Parquet, the same records; dasd.cache.sample). "
+        "Outside the step's fingerprint: it does not change what is written",
+        json_schema_extra=SPEED_ONLY,
     )
     suggest_temperatures: bool = Field(
         False,
         description="after sampling, measure each temperature's density of mean raw log-prob per token, their "
         "overlaps, stop / distinct / correct shares, and suggest a low / high pair (<name>.temperatures.json); "
         "meant for a small probe over several temperatures",
+        json_schema_extra=ADDED,
     )
     shard: str | None = Field(
         None,
         pattern=r"^\d+/\d+$",
         description="i/n: process only the questions whose id hashes to shard i of n, writing "
         "<output>.shard-i-of-n.jsonl (run n processes; the run without shard merges the shard files)",
+        json_schema_extra=SPEED_ONLY,
     )
 
 
@@ -245,7 +243,11 @@ def open_sample_cache(config: SampleConfig, shard, questions: list, output: str)
     if shard is not None:
         account["reason"] = "shards are not cached"
         return None, account
-    stage = config.model_dump(mode="json", exclude={"input", "output", "shard", "backend", "suggest_temperatures"})
+    stage = {
+        key: value
+        for key, value in fingerprint_view(config).items()
+        if key not in ("input", "output", "backend", "suggest_temperatures")
+    }
     settings, reason = settings_for(config.backend, stage, questions, chat_template_kwargs=config.chat_template_kwargs)
     if settings is None:
         account["reason"] = reason

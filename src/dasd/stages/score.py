@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..backends import BackendConfig, server_log, with_launch_log
-from ..config import RecordOutput, StageConfig, dump_config
+from ..config import ADDED, SPEED_ONLY, RecordOutput, StageConfig, dump_config
 from ..data.io import (
     ErrorLog,
     RecordWriter,
@@ -90,13 +90,16 @@ class ScoreConfig(StageConfig):
     space: Literal["prob", "logratio"] = Field(
         "prob", description="difference in probability space (the report's) or log-ratio space"
     )
-    tokens_per_batch: int = Field(16384, ge=256, description="student tokens per forward pass (rows × row width)")
+    tokens_per_batch: int = Field(
+        16384, ge=256, description="student tokens per forward pass (rows × row width)", json_schema_extra=SPEED_ONLY
+    )
     batching: Literal["auto", "packed", "padded", "single"] = Field(
         "auto",
         description="packed: several samples per row (position_ids restart) under mask-free attention "
         "(flash_attention_2, else dasd_packed: per-sample causal kernels, varlen flash on CUDA); padded: "
         "length-sorted rows of one sample each; single: one sample per forward; auto: packed on GPU, single on "
         "CPU (why: benchmarks/RESULTS.md, student scoring)",
+        json_schema_extra=SPEED_ONLY,
     )
     max_length: int | None = Field(
         None,
@@ -108,11 +111,13 @@ class ScoreConfig(StageConfig):
         512,
         ge=1,
         description="records read, scored and written per round (bounds memory; length-sorting happens within a round)",
+        json_schema_extra=SPEED_ONLY,
     )
     shard: str | None = Field(
         None,
         pattern=r"^\d+/\d+$",
         description="i/n: score only the records whose id hashes to shard i of n (auto under accelerate/torchrun)",
+        json_schema_extra=SPEED_ONLY,
     )
     limit: int | None = Field(None, ge=1, description="score only the first N records")
     allow_unverified_logprobs: bool = Field(
@@ -126,9 +131,8 @@ class ScoreConfig(StageConfig):
         "tool calls, errors) through unscored (`das: null`, `unscored: finish_<reason>`), since `dasd filter`'s "
         "structure check drops them before reading anything scoring writes; these are the longest responses, so "
         "this saves the most scoring. `dasd run` sets it when the filter's structure.require_stop is on",
+        json_schema_extra=ADDED,
     )
-    # added after runs existed: at its default it stays out of the resolved config (config.StageConfig)
-    added_at_default = ("skip_unfinished",)
 
 
 def _records(config: ScoreConfig, shard=None) -> Iterator[tuple[dict[str, Any], str | None]]:

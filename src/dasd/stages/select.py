@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..config import RecordOutput, StageConfig, dump_config
+from ..config import ADDED, RecordOutput, StageConfig, dump_config
 from ..data.io import dumps_record, iter_records, write_records_atomic, write_summary
 from ..data.records import check_fields, in_shard, stable_seed
 from ..data.summaries import SelectSummary
@@ -99,6 +99,7 @@ class SelectConfig(StageConfig):
         "selected there with the same settings, the summary gives the overlap of the two selections (Jaccard of "
         "the kept ids, overall and per temperature) and how often the two scorings give a sentence the same class "
         "— does a DAS selection transfer across students?",
+        json_schema_extra=ADDED,
     )
     boosted_scores: str | None = Field(
         None,
@@ -107,6 +108,7 @@ class SelectConfig(StageConfig):
         "provenance` does — teacher, student, shared or boosted (the teacher and the original student agree, the "
         "distilled model moved away from both) — and the summary gives the boosted share of kept and dropped "
         "candidates; with max_boosted_share, candidates above it are not selected",
+        json_schema_extra=ADDED,
     )
     max_boosted_share: float | None = Field(
         None,
@@ -114,12 +116,14 @@ class SelectConfig(StageConfig):
         le=1,
         description="with boosted_scores: leave out candidates whose share of boosted sentences is above this "
         "(the report's open question 4: find boosted sentences before training, not after)",
+        json_schema_extra=ADDED,
     )
     boosted_alpha: float = Field(
-        0.1, ge=0, description="with boosted_scores: provenance's alpha (beta and space are this stage's)"
+        0.1,
+        ge=0,
+        description="with boosted_scores: provenance's alpha (beta and space are this stage's)",
+        json_schema_extra=ADDED,
     )
-    # added after runs existed: at their defaults they stay out of the resolved config (config.StageConfig)
-    added_at_default = ("compare_with", "boosted_scores", "max_boosted_share", "boosted_alpha")
     histogram_bins: list[int] = Field(
         default_factory=lambda: [0, 1, 2, 5, 10, 20, 50, 100, 200],
         description="lower edges of the teacher-sentence-count histogram bins in the summary",

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from ..config import StageConfig, dump_config
+from ..config import SPEED_ONLY, StageConfig, dump_config
 from ..data.io import write_json_atomic, write_summary
 from ..errors import ConfigError, DasdError, InputError
 from ..models.loading import ModelConfig
@@ -64,8 +64,6 @@ class TrainStage(StageConfig):
 
 
 class TrainConfig(StageConfig):
-    omitted = ("data_workers",)  # how fast the data is tokenized, not what: a run's fingerprint leaves it out
-
     output_dir: str = Field(..., description="folder of the run; each stage writes <output_dir>/<stage>/")
     student: ModelConfig = Field(..., description="the student model the first stage starts from")
     stages: list[TrainStage] = Field(
@@ -95,7 +93,9 @@ class TrainConfig(StageConfig):
         "per-device batch 1 × accumulation 4 × 16 GPUs = 64 rows of 65,536 tokens), or samples (rows per step "
         "= global_batch_size / the stage's mean samples per packed row, rounded to whole steps)",
     )
-    per_device_batch_size: int = Field(1, ge=1, description="samples (packed rows) per process per forward pass")
+    per_device_batch_size: int = Field(
+        1, ge=1, description="samples (packed rows) per process per forward pass", json_schema_extra=SPEED_ONLY
+    )
     epochs: float = Field(6.0, gt=0, description="epochs per stage")
     max_steps: int | None = Field(
         None, ge=1, description="stop each stage after this many optimizer steps (smoke tests)"
@@ -112,6 +112,7 @@ class TrainConfig(StageConfig):
         ge=0,
         description="processes that tokenize a stage's data, once (then cached: $DASD_TRAIN_DATA_CACHE, else "
         "$DASD_CACHE/train-data); 0 = one per CPU core. Changes nothing trained",
+        json_schema_extra=SPEED_ONLY,
     )
     bf16: Literal["auto", "true", "false"] = Field(
         "auto",
@@ -119,7 +120,9 @@ class TrainConfig(StageConfig):
         "auto = on when the GPU supports it",
     )
     gradient_checkpointing: Literal["auto", "true", "false"] = Field(
-        "auto", description="recompute activations; auto = on GPU"
+        "auto",
+        description="recompute activations; auto = on GPU",
+        json_schema_extra=SPEED_ONLY,
     )
     liger: bool = Field(False, description="Liger kernels (GPU only; needs liger-kernel)")
     deepspeed: str | None = Field(
@@ -134,24 +137,34 @@ class TrainConfig(StageConfig):
         default_factory=dict, description="extra variables for the student's chat template"
     )
     seed: int = Field(42, description="training seed (data order, init of anything random)")
-    logging_steps: int = Field(1, ge=1, description="log every N optimizer steps")
+    logging_steps: int = Field(1, ge=1, description="log every N optimizer steps", json_schema_extra=SPEED_ONLY)
     report_to: list[Literal["none", "tensorboard", "trackio", "wandb", "all"]] = Field(
         ["none"],
         description="experiment trackers (one name or a list): tensorboard (event files under "
         "<output_dir>/<stage>/runs/; needs tensorboard or tensorboardX), trackio, wandb, all (every one installed), "
         "none",
+        json_schema_extra=SPEED_ONLY,
     )
     run_name: str | None = Field(
         None,
         description="tracker run name; each stage is its own run, <run_name>-<stage> (default: the output folder's "
         "name, so dasd run's branches stay apart: das-low_temp, rs-high_temp, …)",
+        json_schema_extra=SPEED_ONLY,
     )
-    save_steps: int = Field(50, ge=1, description="checkpoint every N optimizer steps (resume point after a crash)")
-    save_total_limit: int = Field(2, ge=1, description="checkpoints kept per stage while it trains")
+    save_steps: int = Field(
+        50,
+        ge=1,
+        description="checkpoint every N optimizer steps (resume point after a crash)",
+        json_schema_extra=SPEED_ONLY,
+    )
+    save_total_limit: int = Field(
+        2, ge=1, description="checkpoints kept per stage while it trains", json_schema_extra=SPEED_ONLY
+    )
     keep_checkpoints: bool = Field(
         False,
         description="keep a finished stage's checkpoints (its model is in final/; they only serve resuming "
         "it, and hold the optimizer state: 3x the model)",
+        json_schema_extra=SPEED_ONLY,
     )
 
     @field_validator("report_to", mode="before")

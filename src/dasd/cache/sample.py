@@ -8,7 +8,7 @@ weights, questions and settings is copied instead of generated again (`cache=aut
 
 What is exact. The unit is the whole run, not a sample: `hf` sorts a run's requests by prompt length and
 generates them in batches of `backend.batch_size`, and a sample's floating point (so, near a boundary between
-two tokens, its text) depends on what else is in its batch (`dasd.eval_cache` has the measurement). A run with the
+two tokens, its text) depends on what else is in its batch (`dasd.cache.eval` has the measurement). A run with the
 same questions, schedule and settings makes the same batches, so its file is the same bytes; a run is stored only
 when it generated every response itself, in one go (a resumed run batches its rest differently) and none failed.
 The key covers the teacher's content (a hash of its files), the runtime (device, dtype, attention, threads,
@@ -27,9 +27,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .backends import BackendConfig
-from .data.io import iter_records, write_json_atomic, write_jsonl_atomic, write_records_atomic
-from .eval_cache import cache_settings, digest
+from ..backends import BackendConfig
+from ..config import fingerprint_view
+from ..data.io import iter_records, write_json_atomic, write_jsonl_atomic, write_records_atomic
+from .eval import cache_settings
+from .keys import digest
 
 # Bump when the meaning of a cached run changes.
 SAMPLE_CACHE_VERSION = 1
@@ -37,7 +39,7 @@ SAMPLE_CACHE_VERSION = 1
 
 def default_root() -> Path:
     """`$DASD_SAMPLE_CACHE`, else `$DASD_CACHE/sample` (the tests give each test its own)."""
-    from .models.assets import cache_dir
+    from ..models.assets import cache_dir
 
     return Path(os.environ.get("DASD_SAMPLE_CACHE") or cache_dir() / "sample")
 
@@ -53,7 +55,11 @@ def settings_for(
     settings, reason = cache_settings(backend, chat_template_kwargs=chat_template_kwargs)
     if settings is None:
         return None, reason
-    backend_fields = backend.model_dump(mode="json", exclude={"model", "tokenizer", "revision"})
+    # the fingerprint's fields, and the batch size: on hf it decides the floating point, so the exact bytes
+    backend_fields = {  # model, tokenizer: by content, in `settings`
+        **{key: value for key, value in fingerprint_view(backend).items() if key not in ("model", "tokenizer")},
+        "batch_size": backend.batch_size,
+    }
     return {
         **settings,
         "sample_cache_version": SAMPLE_CACHE_VERSION,

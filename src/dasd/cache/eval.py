@@ -2,7 +2,7 @@
 read back instead of generated again (`cache=auto`, the default: `$DASD_CACHE/eval`, local `hf` backend only).
 
     settings, reason = cache_settings(config.backend, chat_template_kwargs={})   # None + why, for other backends
-    cache = EvalCache(cache_dir() / "eval", settings)
+    cache = EvalCache(default_root(), settings)
     generator = FixedBatches(fixed_batches(requests, config.backend.batch_size), lambda: make_backend(...), cache)
     generate_records(generator, missing, context, writer, errors, ...)          # as with any backend
 
@@ -32,17 +32,16 @@ mixes requests differently from run to run).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .backends import Backend, BackendConfig, GenerationRequest, GenerationResult
-from .data.io import RecordWriter, read_shared_records, write_json_atomic
-from .errors import DasdError
+from ..backends import Backend, BackendConfig, GenerationRequest, GenerationResult
+from ..data.io import RecordWriter, read_shared_records, write_json_atomic
+from ..errors import DasdError
+from .keys import digest, file_sha256, model_identity
 
 # Bump when the meaning of a cached line changes.
 CACHE_VERSION = 1
@@ -71,58 +70,12 @@ RESULT_FIELDS = (
     "sampling",
 )
 
-# Files of a model folder that do not change what the model generates: written by training beside the weights
-# (the card, dasd's stage record, the pickled training arguments: these name the workdir and the time).
-NOT_MODEL_FILES = ("README.md", "dasd_stage.json", "training_args.bin", "trainer_state.json")
 
+def default_root() -> Path:
+    """`$DASD_EVAL_CACHE`, else `$DASD_CACHE/eval` (the tests give each test its own)."""
+    from ..models.assets import cache_dir
 
-def digest(payload: Any) -> str:
-    """A short content key of a JSON-able value.
-
-    >>> digest({"b": 1, "a": [2]}) == digest({"a": [2], "b": 1})
-    True
-    """
-    blob = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
-
-
-def file_sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def model_files(path: Path) -> list[Path]:
-    """The files of a model folder that make the model (transformers loads only the top level), name-sorted."""
-    return sorted(
-        child
-        for child in path.iterdir()
-        if child.is_file() and not child.name.startswith(".") and child.name not in NOT_MODEL_FILES
-    )
-
-
-def model_identity(model: str, revision: str | None) -> str:
-    """The content of a model, whatever names it: a folder (its files), a `.gguf` file, the `smollm2` asset, or a
-    Hub id (its snapshot in the local Hugging Face cache). Raises `DasdError` when there is nothing local to read."""
-    from .models.assets import QUICKTOK_ENCODINGS, smollm2_gguf_path
-
-    path = Path(model)
-    if model == "smollm2":
-        path = smollm2_gguf_path()
-    elif not path.exists() and model not in QUICKTOK_ENCODINGS:
-        try:
-            from huggingface_hub import snapshot_download
-
-            path = Path(snapshot_download(model, revision=revision or "main", local_files_only=True))
-        except Exception as exc:  # huggingface_hub raises several types for a model that is not cached
-            raise DasdError(f"{model} is not a local model folder or file, nor in the Hugging Face cache") from exc
-    if path.is_file():
-        return file_sha256(path)
-    if path.is_dir():
-        return digest({child.name: file_sha256(child) for child in model_files(path)})
-    return f"asset:{model}"  # a tokenizer asset used as a model: dasd builds it the same way everywhere
+    return Path(os.environ.get("DASD_EVAL_CACHE") or cache_dir() / "eval")
 
 
 def runtime(backend: BackendConfig) -> dict[str, Any]:
@@ -132,10 +85,10 @@ def runtime(backend: BackendConfig) -> dict[str, Any]:
     import torch
     import transformers
 
-    from .models.loading import resolve_attention, resolve_device, resolve_dtype
+    from ..models.loading import resolve_attention, resolve_device, resolve_dtype
 
     device = resolve_device(backend.device)
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     return {
         "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
         "threads": None if device.startswith("cuda") else torch.get_num_threads(),
