@@ -89,6 +89,11 @@ class DemoConfig(StageConfig):
     )
     off_policy: int = Field(50, ge=0, description="curated (off-policy) samples mixed into the mixed-policy stage")
     threads: int = Field(2, ge=1, description="torch threads (pinned: float reductions depend on it)")
+    rerun: Literal["none", "stale"] = Field(
+        "none",
+        description="a stale step (made with other settings, e.g. by an earlier dasd whose demo differed): none = "
+        "stop naming it; stale = move its outputs to <workdir>/stale/ and run it again (dasd run's rerun)",
+    )
 
 
 # The report's claims, as comparisons of the recipe's own models (`ablation=none`) …
@@ -477,7 +482,7 @@ def run(config: DemoConfig) -> dict[str, Any]:
     spec = pipeline(config, world)
     Path(config.workdir).mkdir(parents=True, exist_ok=True)
     write_text_atomic(Path(config.workdir) / "pipeline.yaml", yaml.safe_dump(spec, sort_keys=False))
-    return pipeline_run.run(pipeline_run.PipelineConfig.model_validate(spec))
+    return pipeline_run.run(pipeline_run.PipelineConfig.model_validate({**spec, "rerun": config.rerun}))
 
 
 def extra_arguments(parser) -> None:
