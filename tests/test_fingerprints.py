@@ -24,6 +24,9 @@ from dasd.stages.run import step_jobs
 from dasd.stages.sample import SampleConfig
 
 SNAPSHOT = Path(__file__).parent / "data" / "fingerprinted_fields.json"
+# The configs of `dasd run` and `dasd demo` themselves are never fingerprinted: what they set reaches each step as
+# that stage's config, which is.
+NOT_STEP_CONFIGS = ("dasd.pipeline.", "dasd.stages.demo.")
 
 
 def config_classes() -> dict[str, type[StageConfig]]:
@@ -33,8 +36,10 @@ def config_classes() -> dict[str, type[StageConfig]]:
             continue
         module = importlib.import_module(info.name)
         for name, cls in inspect.getmembers(module, inspect.isclass):
+            qualified = f"{info.name}.{name}"
             if issubclass(cls, StageConfig) and cls is not StageConfig and cls.__module__ == info.name:
-                found[f"{info.name}.{name}"] = cls
+                if not qualified.startswith(NOT_STEP_CONFIGS):
+                    found[qualified] = cls
     return found
 
 
