@@ -85,15 +85,16 @@ def run(config: PipelineConfig) -> dict[str, Any]:
     where = placement(config, steps, list(STAGES))
     stale = [step for step in steps if is_stale(jobs[step.name], step.outputs)]
     if config.dry_run:
+        statuses = {}
         for step in steps:
-            status = f"would {status_now(jobs[step.name], step.outputs)}"
+            status = statuses[step.name] = f"would {status_now(jobs[step.name], step.outputs)}"
             if status == "would stale":  # kept; run again only when told (rerun=stale)
-                status = "would move+run" if config.rerun == "stale" else "is stale"
+                status = statuses[step.name] = "would move+run" if config.rerun == "stale" else "is stale"
             place = f" [{where[step.name]}]" if where else ""
             print(f"{step.name:22} {status:14} {', '.join(str(path) for path in step.outputs)}{place}", flush=True)
         if stale and config.rerun != "stale":
             print(stale_message(config, stale, jobs), flush=True)
-        return {"workdir": str(work), "dry_run": True, "steps": [step.name for step in steps]}
+        return {"workdir": str(work), "dry_run": True, "steps": [step.name for step in steps], "status": statuses}
     if stale and config.rerun != "stale":
         raise DasdError(stale_message(config, stale, jobs))
     on_slurm = config.executor.name == "slurm"
