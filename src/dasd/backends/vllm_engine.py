@@ -2,12 +2,18 @@
 
 The prompt is rendered with the same chat template code as the `hf` backend and passed as token
 ids. The engine runs with `logprobs_mode="raw_logprobs"`, so the log-prob of each sampled token is
-the raw model distribution's, as with `hf`. Requests go to the engine in chunks so that results
-reach the output file (and the resume log) while the job runs.
+the raw model distribution's, as with `hf`.
+
+Requests go to the engine through a rolling queue (`LLMEngine.add_request` and `step`, the loop `LLM.generate`
+runs inside): a few times the scheduler's `max_num_seqs` are queued, topped up as answers finish, and each
+answer is yielded the step it finishes — so it reaches the output file (and the resume log) at once, and the
+engine never idles at the tail of a chunk, waiting for its longest answer, as a loop over `LLM.generate` calls
+does. A consumer that stops early aborts what is still queued.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +22,11 @@ from ..text.prompts import render_chat_prompt
 from ..text.tokens import TokenBytes
 from .base import NEUTRAL_SAMPLING, Backend, BackendConfig, GenerationRequest, GenerationResult, sampling_params
 
-CHUNK = 512
+# Requests queued in the engine: this many times its max_num_seqs (and at least QUEUED_MIN), topped up when half
+# have finished — enough that the scheduler always has the next ones waiting, without rendering every prompt of a
+# run up front
+QUEUED_PER_SEQ = 2
+QUEUED_MIN = 512
 
 
 class VLLMBackend(Backend):
@@ -44,59 +54,79 @@ class VLLMBackend(Backend):
         self.chat_template_kwargs = chat_template_kwargs
         # The engine keeps the end token in `token_ids` (not in the text); it is not part of the answer.
         self.end_ids = set(self.tokenizer.all_special_ids) | {self.tokenizer.eos_token_id}
+        self._keys = itertools.count()
 
     def generate(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
-        from vllm import SamplingParams
+        """One result per request, in the order they finish."""
+        from vllm.sampling_params import RequestOutputKind
 
-        for start in range(0, len(requests), CHUNK):
-            chunk = requests[start : start + CHUNK]
-            rendered = [
-                render_chat_prompt(
+        engine = self.llm.llm_engine
+        scheduler = getattr(getattr(engine, "vllm_config", None), "scheduler_config", None)
+        queued = max(QUEUED_MIN, QUEUED_PER_SEQ * int(getattr(scheduler, "max_num_seqs", 256) or 256))
+        pending = iter(requests)
+        running: dict[str, tuple[GenerationRequest, int, bool]] = {}
+
+        def top_up() -> None:
+            for request in itertools.islice(pending, queued - len(running)):
+                prompt_ids, prefilled = render_chat_prompt(
                     self.tokenizer,
-                    r.messages,
-                    assistant_prefix=r.assistant_prefix,
+                    request.messages,
+                    assistant_prefix=request.assistant_prefix,
                     chat_template_kwargs=self.chat_template_kwargs,
                 )
-                for r in chunk
-            ]
-            prompts = [{"prompt_token_ids": ids} for ids, _ in rendered]
-            params = [
-                SamplingParams(
-                    n=1,
-                    temperature=r.temperature,
-                    top_p=r.top_p,
-                    top_k=r.top_k if r.top_k > 0 else -1,
-                    **NEUTRAL_SAMPLING,  # stated, not left to the model's generation_config
-                    max_tokens=r.max_new_tokens,
-                    seed=r.seed % (2**63),
-                    logprobs=0,
-                    skip_special_tokens=False,
-                )
-                for r in chunk
-            ]
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
-            for request, (prompt_ids, prefilled), output in zip(chunk, rendered, outputs):
-                completion = output.outputs[0]
-                ids = list(completion.token_ids)
-                logprobs = (
-                    [completion.logprobs[k][token].logprob for k, token in enumerate(ids)]
-                    if completion.logprobs
-                    else []
-                )
-                finish = "length" if completion.finish_reason == "length" else "stop"
-                if finish == "stop" and ids and (ids[-1] in self.end_ids or ids[-1] == completion.stop_reason):
-                    ids, logprobs = ids[:-1], logprobs[:-1]
-                text, spans = self.token_bytes.text_and_spans(ids)
-                yield GenerationResult(
-                    id=request.id,
-                    raw_text=text,
-                    token_spans=spans,
-                    token_logprobs=logprobs,
-                    token_ids=ids,
-                    finish_reason=finish,
-                    completion_tokens=len(completion.token_ids),
-                    prompt_tokens=len(prompt_ids),
-                    prefilled_open=prefilled,
-                    logprob_mode="raw",
-                    sampling=sampling_params(request),
-                )
+                key = f"dasd-{next(self._keys)}"  # the engine gives outputs back under the id it was given
+                # only the finished answer comes back: cumulative outputs would copy every answer's log-probs
+                # at every step
+                params = self._params(request, output_kind=RequestOutputKind.FINAL_ONLY)
+                engine.add_request(key, {"prompt_token_ids": prompt_ids}, params)
+                running[key] = (request, len(prompt_ids), prefilled)
+
+        top_up()
+        try:
+            while running:
+                for output in engine.step():
+                    if output.finished and output.request_id in running:
+                        request, prompt_tokens, prefilled = running.pop(output.request_id)
+                        yield self._result(request, output.outputs[0], prompt_tokens, prefilled)
+                if len(running) <= queued // 2:
+                    top_up()
+        finally:
+            if running:  # the consumer stopped early (an error, a closed generator): leave no work in the engine
+                engine.abort_request(list(running))
+
+    def _params(self, request: GenerationRequest, **extra: Any):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=1,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k if request.top_k > 0 else -1,
+            **NEUTRAL_SAMPLING,  # stated, not left to the model's generation_config
+            max_tokens=request.max_new_tokens,
+            seed=request.seed % (2**63),
+            logprobs=0,
+            skip_special_tokens=False,
+            **extra,
+        )
+
+    def _result(self, request: GenerationRequest, completion, prompt_tokens: int, prefilled: bool) -> GenerationResult:
+        ids = list(completion.token_ids)
+        logprobs = [completion.logprobs[k][token].logprob for k, token in enumerate(ids)] if completion.logprobs else []
+        finish = "length" if completion.finish_reason == "length" else "stop"
+        if finish == "stop" and ids and (ids[-1] in self.end_ids or ids[-1] == completion.stop_reason):
+            ids, logprobs = ids[:-1], logprobs[:-1]
+        text, spans = self.token_bytes.text_and_spans(ids)
+        return GenerationResult(
+            id=request.id,
+            raw_text=text,
+            token_spans=spans,
+            token_logprobs=logprobs,
+            token_ids=ids,
+            finish_reason=finish,
+            completion_tokens=len(completion.token_ids),
+            prompt_tokens=prompt_tokens,
+            prefilled_open=prefilled,
+            logprob_mode="raw",
+            sampling=sampling_params(request),
+        )
