@@ -184,6 +184,11 @@ def test_report_of_a_folder_without_outputs_is_a_one_line_error(tmp_path, capsys
     assert "\n" not in error and "no dasd outputs" in error
 
 
+def _plan_lines(printed: str) -> list[str]:
+    """dry_run's plan: one line per step, before the cost table (after a blank line)."""
+    return [line for line in printed.split("\n\n")[0].splitlines() if line.strip()]
+
+
 def _spec(tmp_path: Path, **extra) -> dict:
     return {
         "workdir": str(tmp_path / "work"),
@@ -219,7 +224,7 @@ def test_dry_run_lists_the_plan_and_switching_off_stages(tmp_path, capsys):
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(_spec(tmp_path, rs_baseline=False, stages={"mix": False, "train_mixed": False})))
     assert main(["run", str(path), "dry_run=true", "eval_models=[student, high_temp, mixed_policy, rs_high_temp]"]) == 0
-    printed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    printed = [line.split()[0] for line in _plan_lines(capsys.readouterr().out)]
     # no RS branch, no mix: the mixed_policy and rs models are not evaluated
     assert printed == [
         "sample",
@@ -278,7 +283,7 @@ def test_dry_run_on_slurm_shows_each_steps_jobs_and_the_resources_merge(tmp_path
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(_spec(tmp_path, rs_baseline=False, executor=executor)))
     assert main(["run", str(path), "dry_run=true"]) == 0
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    rows = {line.split()[0]: line for line in _plan_lines(capsys.readouterr().out)}
     assert rows["eval_student"].endswith("[slurm: 4 tasks + finalize, 1 GPU/node]")
     assert rows["eval_teacher"].endswith("[slurm: 4 tasks + finalize]")
     assert rows["train_das"].endswith("[slurm: 1 job, 2 nodes]")

@@ -53,6 +53,7 @@ from ..data.io import write_json_atomic
 from ..errors import ConfigError, DasdError
 from ..naming import RUN_SUMMARY, STALE_DIR, STATE_DIR
 from ..pipeline.config import PipelineConfig
+from ..pipeline.cost import render_cost
 from ..pipeline.local import run_local
 from ..pipeline.plan import Step, plan
 from ..pipeline.slurm import check_cluster, placement, run_slurm
@@ -94,6 +95,7 @@ def run(config: PipelineConfig) -> dict[str, Any]:
             print(f"{step.name:22} {status:14} {', '.join(str(path) for path in step.outputs)}{place}", flush=True)
         if stale and config.rerun != "stale":
             print(stale_message(config, stale, jobs), flush=True)
+        print("\n" + render_cost(config, steps, {name: job.config for name, job in jobs.items()}), flush=True)
         return {"workdir": str(work), "dry_run": True, "steps": [step.name for step in steps], "status": statuses}
     if stale and config.rerun != "stale":
         raise DasdError(stale_message(config, stale, jobs))
