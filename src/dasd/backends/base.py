@@ -40,8 +40,9 @@ class BackendConfig(ModelConfig):
     batch_size: int = Field(
         16,
         ge=1,
-        description="hf: sequences generated together (left-padded); a sample's tokens do not depend on it, its "
-        "log-probs only in floating-point rounding (as after a resume), so it is not part of a step's fingerprint",
+        description="hf: sequences generated together (left-padded). Each sample has its own seed, so the batch "
+        "changes it only through floating-point rounding, as a resumed run does (log-probs by ~1e-5; rarely a token "
+        "near a tie: 1 of 240 demo samples, dasd.cache.eval): not part of a step's fingerprint",
         json_schema_extra=SPEED_ONLY,
     )
     # --- openai ---
