@@ -62,6 +62,7 @@ class Hardware:
     train_state_bytes_per_param: Figure
     weight_bytes_per_param: Figure
     filter_cpu_us_per_token: Figure
+    client_cpu_us_per_token: Figure  # dasd sample's openai client reading streamed answers, per token
 
 
 H100 = Hardware(
@@ -121,6 +122,13 @@ H100 = Hardware(
     weight_bytes_per_param=Figure(2.0, "B/param", "bf16 weights in the saved checkpoints"),
     filter_cpu_us_per_token=Figure(
         4.63, "µs/token", "measured: RESULTS 'Every stage at two sizes', dasd filter at 4N", measured=True
+    ),
+    client_cpu_us_per_token=Figure(
+        170.0,
+        "µs/token",
+        "measured: RESULTS 'Streamed answers', bench_sample.py --client-cpu, completions mode streamed (chat: 175); "
+        "one client process reads ~1e6/this tokens/s: shard the sample step to keep up with the servers",
+        measured=True,
     ),
 )
 
@@ -527,6 +535,10 @@ def _sample(ctx: Context, step: Step, resolved: dict[str, Any]) -> StepCost:
     rate, note = _decode_rate(ctx, resolved["backend"], teacher=True)
     cost.gpu_hours, cost.gpu_note = gpu_hours(out.tokens, rate), note
     cost.memory = "client: not measured (streams)"
+    if resolved["backend"].get("name") == "openai":  # the client parses every streamed token: CPU on this side
+        per_token = _use(ctx, "client CPU", ctx.hardware.client_cpu_us_per_token)
+        cost.cpu_hours = out.tokens * per_token / 1e6 / 3600
+        cost.memory += f"; client CPU {cost.cpu_hours:,.0f} core-h ({1e6 / per_token:,.0f} tok/s per process)"
     return cost
 
 
@@ -936,7 +948,7 @@ def render_cost(
     lines.append(
         f"{'total':22} {'≤' if bound else '':9} disk {human(disk_total, 'B')}, "
         f"GPU {gpu_total:,.0f} h on {hardware.name}, "
-        f"filter CPU {cpu_total:,.1f} core-h, largest measured host process {human(peak, 'iB')}"
+        f"CPU {cpu_total:,.1f} core-h (filter, openai client), largest measured host process {human(peak, 'iB')}"
     )
     lines.append(
         "figures used (measured: by dasd, in benchmarks/RESULTS.md; published: by others, not measured by dasd; "
