@@ -1,13 +1,15 @@
 """Generation through any OpenAI-compatible server (vLLM, SGLang, llama.cpp) with the async `openai` client.
 
 * streamed answers (`stream`, on by default): chat and completions requests stream, with
-  `stream_options.include_usage`, and the answer is assembled from its chunks — text, log-probs, token ids,
-  bytes, reasoning, tool calls, finish reason and usage, exactly as from a whole answer (which is assembled by
-  the same code as a one-chunk stream). `request_timeout_s` then bounds the silence between two reads of the
-  connection (httpx applies its read timeout to every read), not the whole answer: a 40K-token answer at
-  ~50 tok/s takes ~13 minutes and finishes, where a whole-answer timeout would restart it from scratch on
-  every retry. There is no whole-answer limit: a server that keeps sending tokens is making progress and stops
-  at `max_tokens`, and any floor on tokens/s would abort sound answers on a loaded server (vLLM slows every
+  `stream_options.include_usage`, and the answer is assembled from its chunks — text, log-probs, token ids, bytes,
+  reasoning, tool calls, finish reason and usage, exactly as from a whole answer (which is assembled by the same
+  code as a one-chunk stream). Answers are read as plain dicts through the client's own request path and event
+  reader (`client.post(..., cast_to=object)`), not as `openai` model objects, whose construction per event was ~40%
+  of the client's CPU per streamed token (benchmarks/RESULTS.md). `request_timeout_s` then bounds the silence
+  between two reads of the connection (httpx applies its read timeout to every read), not the whole answer: a
+  40K-token answer at ~50 tok/s takes ~13 minutes and finishes, where a whole-answer timeout would restart it from
+  scratch on every retry. There is no whole-answer limit: a server that keeps sending tokens is making progress and
+  stops at `max_tokens`, and any floor on tokens/s would abort sound answers on a loaded server (vLLM slows every
   sequence when it batches more of them). A stream that is cut, falls silent for `request_timeout_s`, reports an
   error event or ends without a finish reason is retried like any failed request; a partial answer is never
   returned. Prompt scoring (`echo`, one generated token) is not streamed;
@@ -71,56 +73,59 @@ class IncompleteStream(RetryableResponse):
     """A stream that ended cleanly before its answer did (no finish reason): the rest never came; ask again."""
 
 
-def _reasoning_of(part: Any) -> str | None:
-    extra = getattr(part, "model_extra", None) or {}
-    return getattr(part, "reasoning_content", None) or extra.get("reasoning_content") or extra.get("reasoning")
-
-
 class _Answer:
-    """One answer read from its parts: the chunks of a stream, or a whole answer as its only part. A chat chunk's
-    `delta` carries the fields of a whole answer's `message`, and a completions chunk's choice has the shape of a
-    whole answer's, so streamed and whole answers are assembled by the same code."""
+    """One answer read from its parts: the chunks of a stream, or a whole answer as its only part, each as the plain
+    dict of its JSON (no `openai` model objects: building one per server-sent event was ~40% of the client's CPU).
+    A chat chunk's `delta` carries the fields of a whole answer's `message`, and a completions chunk's choice has
+    the shape of a whole answer's, so streamed and whole answers are assembled by the same code."""
 
     def __init__(self, *, chat: bool):
         self.chat = chat
         self.text: list[str] = []
         self.reasoning: list[str] = []
-        self.entries: list[Any] = []  # chat: the log-prob entry of every token
+        self.entries: list[dict[str, Any]] = []  # chat: the log-prob entry of every token
         self.tokens: list[str] = []  # completions: every token and its log-prob
         self.token_logprobs: list[float | None] = []
         self.tool_calls = False
         self.finish_reason: str | None = None
-        self.usage: Any = None
+        self.usage: dict[str, Any] | None = None
         self.parts = 0
 
-    def add(self, choices: Any, usage: Any) -> None:
+    def add(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise RetryableResponse(f"an answer that is not a JSON object ({type(data).__name__})")
+        usage = data.get("usage")
         if usage is not None:  # a stream's last chunk (include_usage), with no choices
             self.usage = usage
-        for choice in choices or []:
-            if choice.index != 0:  # n=1: there is no other
+        for choice in data.get("choices") or ():
+            if choice.get("index", 0) != 0:  # n=1: there is no other
                 continue
             self.parts += 1
-            if choice.finish_reason:
-                self.finish_reason = choice.finish_reason
-            logprobs = choice.logprobs
+            finish_reason = choice.get("finish_reason")
+            if finish_reason:
+                self.finish_reason = finish_reason
+            logprobs = choice.get("logprobs")
             if self.chat:
-                part = choice.delta if hasattr(choice, "delta") else choice.message
+                part = choice["delta"] if "delta" in choice else choice.get("message")
                 if part is not None:
-                    if part.content:
-                        self.text.append(part.content)
-                    reasoning = _reasoning_of(part)
+                    content = part.get("content")
+                    if content:
+                        self.text.append(content)
+                    reasoning = part.get("reasoning_content") or part.get("reasoning")
                     if reasoning:
                         self.reasoning.append(reasoning)
-                    if getattr(part, "tool_calls", None):
+                    if part.get("tool_calls"):
                         self.tool_calls = True
-                if logprobs is not None and logprobs.content:
-                    self.entries.extend(logprobs.content)
+                if logprobs is not None and logprobs.get("content"):
+                    self.entries.extend(logprobs["content"])
             else:
-                if choice.text:
-                    self.text.append(choice.text)
-                if logprobs is not None and logprobs.tokens:
-                    self.tokens.extend(logprobs.tokens)
-                    self.token_logprobs.extend(logprobs.token_logprobs or [None] * len(logprobs.tokens))
+                text = choice.get("text")
+                if text:
+                    self.text.append(text)
+                if logprobs is not None and logprobs.get("tokens"):
+                    tokens = logprobs["tokens"]
+                    self.tokens.extend(tokens)
+                    self.token_logprobs.extend(logprobs.get("token_logprobs") or [None] * len(tokens))
 
     def finish(self, *, streamed: bool) -> None:
         """Raise unless the answer is whole: a whole answer without choices, or a stream that ended without a
@@ -265,9 +270,8 @@ class OpenAIBackend(Backend):
         if self.chat_template_kwargs:
             body["chat_template_kwargs"] = self.chat_template_kwargs
         answer = _Answer(chat=True)
-        create = client.chat.completions.create
-        kwargs = dict(model=self.config.model, messages=messages, **arguments, logprobs=True, n=1, extra_body=body)
-        await self._receive(create, kwargs, answer)
+        payload = {"model": self.config.model, "messages": messages, **arguments, "logprobs": True, "n": 1, **body}
+        await self._receive(client, "/chat/completions", payload, answer)
         finish = FINISH_MAP.get(answer.finish_reason or "stop", "stop")
         if answer.tool_calls:
             finish = "tool_call"
@@ -285,28 +289,33 @@ class OpenAIBackend(Backend):
             result.prefilled_open = self.render_prompt_ids(request)[1]
         entries = answer.entries
         if entries:
-            pieces = [_token_piece(entry.token, entry.bytes, self.token_bytes) for entry in entries]
+            pieces = [_token_piece(entry["token"], entry.get("bytes"), self.token_bytes) for entry in entries]
             result.raw_text, result.token_spans = decode_bytes_with_spans(pieces)
-            result.token_logprobs = [float(entry.logprob) for entry in entries]
-            if all(entry.token.startswith("token_id:") for entry in entries):
-                result.token_ids = [int(entry.token[len("token_id:") :]) for entry in entries]
+            result.token_logprobs = [float(entry["logprob"]) for entry in entries]
+            if all(entry["token"].startswith("token_id:") for entry in entries):
+                result.token_ids = [int(entry["token"][len("token_id:") :]) for entry in entries]
         else:
             result.raw_text = None
         drop_end_token(result, self.special_ids)
         usage = answer.usage
-        result.completion_tokens = usage.completion_tokens if usage else len(entries)
-        result.prompt_tokens = usage.prompt_tokens if usage else 0
+        result.completion_tokens = usage["completion_tokens"] if usage else len(entries)
+        result.prompt_tokens = usage["prompt_tokens"] if usage else 0
         return result
 
     async def _completion(self, client, request: GenerationRequest) -> GenerationResult:
         prompt_ids, prefilled = self.render_prompt_ids(request)
         arguments, body, sampling = self._sampling(request)
         answer = _Answer(chat=False)
-        create = client.completions.create
-        kwargs = dict(
-            model=self.config.model, prompt=prompt_ids, **arguments, logprobs=1, n=1, echo=False, extra_body=body
-        )
-        await self._receive(create, kwargs, answer)
+        payload = {
+            "model": self.config.model,
+            "prompt": prompt_ids,
+            **arguments,
+            "logprobs": 1,
+            "n": 1,
+            "echo": False,
+            **body,
+        }
+        await self._receive(client, "/completions", payload, answer)
         result = GenerationResult(
             id=request.id,
             finish_reason=FINISH_MAP.get(answer.finish_reason or "stop", "stop"),
@@ -328,22 +337,36 @@ class OpenAIBackend(Backend):
             result.raw_text = result.server_content
         drop_end_token(result, self.special_ids)
         usage = answer.usage
-        result.completion_tokens = usage.completion_tokens if usage else len(tokens)
-        result.prompt_tokens = usage.prompt_tokens if usage else len(prompt_ids)
+        result.completion_tokens = usage["completion_tokens"] if usage else len(tokens)
+        result.prompt_tokens = usage["prompt_tokens"] if usage else len(prompt_ids)
         return result
 
-    async def _receive(self, create, kwargs: dict[str, Any], answer: _Answer) -> None:
-        """Send one generation request and read its answer into `answer`: streamed, chunk by chunk (the
-        timeout then bounds each wait for the next bytes), or whole as a single part."""
+    async def _receive(self, client, path: str, payload: dict[str, Any], answer: _Answer) -> None:
+        """Send one generation request (`payload`, the JSON body: what `create(..., extra_body=...)` would send) and
+        read its answer into `answer`: streamed, event by event (the timeout then bounds each wait for the next
+        bytes), or whole as a single part. Both go through the client's own request path — its timeouts, its
+        `APIStatusError` for an HTTP error (with the response, for `Retry-After`), its server-sent-event reader, which
+        raises `APIError` for an error event and `APITimeoutError`/`APIConnectionError` for a silent or cut stream —
+        but come back as plain dicts (`cast_to=object`), not `openai` models."""
+        import openai
+
         if not self.config.stream:
-            response = await create(**kwargs)
-            answer.add(response.choices, response.usage)
+            data = await client.post(path, body=payload, cast_to=object)
+            if isinstance(data, str):  # a body not labelled JSON comes back as text: it should still be JSON
+                data = json.loads(data)
+            answer.add(data)
             answer.finish(streamed=False)
             return
-        stream = await create(**kwargs, stream=True, stream_options={"include_usage": True})
+        stream = await client.post(
+            path,
+            body={**payload, "stream": True, "stream_options": {"include_usage": True}},
+            cast_to=object,
+            stream=True,
+            stream_cls=openai.AsyncStream[object],
+        )
         async with stream:  # closed also when reading fails: the server then stops generating for nobody
             async for chunk in stream:
-                answer.add(chunk.choices, chunk.usage)
+                answer.add(chunk)
         answer.finish(streamed=True)
 
     async def _score(self, client, request: ScoreRequest) -> ScoreResult:
