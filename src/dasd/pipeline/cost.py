@@ -124,10 +124,11 @@ H100 = Hardware(
         4.63, "µs/token", "measured: RESULTS 'Every stage at two sizes', dasd filter at 4N", measured=True
     ),
     client_cpu_us_per_token=Figure(
-        170.0,
+        87.0,
         "µs/token",
-        "measured: RESULTS 'Streamed answers', bench_sample.py --client-cpu, completions mode streamed (chat: 175); "
-        "one client process reads ~1e6/this tokens/s: shard the sample step to keep up with the servers",
+        "measured: RESULTS 'Streamed answers', bench_sample.py --client-cpu, completions mode streamed, the slower of "
+        "two runs (63-87; chat 105-112) on 64-token answers; one client process reads ~1e6/this tokens/s on one "
+        "event-loop thread: shard the sample step to keep up with the servers",
         measured=True,
     ),
 )
