@@ -13,7 +13,7 @@ import yaml
 
 from dasd.ablation import claim_results
 from dasd.config import load_config
-from dasd.errors import ConfigError
+from dasd.errors import ConfigError, DasdError
 from dasd.metrics import paired_difference, verdict
 from dasd.stages import demo
 from dasd.stages import run as pipeline_run
@@ -431,9 +431,13 @@ def test_changing_one_arm_reruns_only_that_arm(arms_run):
     work, spec_file, _, _ = arms_run
     spec = yaml.safe_load(spec_file.read_text())
     spec["arms"]["t06_only"]["train"] = {"learning_rate": 2e-4}
-    summary = pipeline_run.run(pipeline_run.PipelineConfig.model_validate(spec))
+    # the arm's trained models were made with another rate: the run stops, naming the first of them, until told
+    with pytest.raises(DasdError, match=r"^t06_only\.s1\.train is stale: learning_rate: 5e-05 -> 0\.0002"):
+        pipeline_run.run(pipeline_run.PipelineConfig.model_validate(spec))
+    summary = pipeline_run.run(pipeline_run.PipelineConfig.model_validate({**spec, "rerun": "stale"}))
     ran = {step["step"] for step in summary["steps"] if step["status"] == "ran"}
-    assert ran == {"t06_only.s1.train", "t06_only.s1.eval", "t06_only.s2.train", "t06_only.s2.eval"}
+    moved = {step["step"] for step in summary["steps"] if step.get("moved_aside")}
+    assert ran == moved == {"t06_only.s1.train", "t06_only.s1.eval", "t06_only.s2.train", "t06_only.s2.eval"}
     config = yaml.safe_load((work / "arms" / "t06_only" / "seed1" / "train.config.yaml").read_text())
     assert config["learning_rate"] == 2e-4 and config["seed"] == 1
 

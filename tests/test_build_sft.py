@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dasd.cli import main
-from dasd.config import load_config
+from dasd.config import fingerprint_view, load_config
 from dasd.data.summaries import BuildSFTSummary
 from dasd.stages import build_sft
 
@@ -290,8 +290,11 @@ def test_weight_by_none_is_the_constant_weight_and_leaves_every_file_as_before(t
     assert set(weights.values()) == {0.5}
     assert not {"weight_by", "weight_temperature", "weights"} & set(summary)
     config = yaml.safe_load((tmp_path / "sft" / "sft.config.yaml").read_text())
-    # the resolved config (and so `dasd run`'s fingerprint of the step) is the one written before weight_by existed
-    assert not {"weight_by", "weight_temperature"} & set(config) and config["weight"] == 0.5
+    # the resolved config lists every field; `dasd run`'s fingerprint of the step is the one made before weight_by
+    # existed (ADDED fields at their default are left out of it)
+    view = fingerprint_view(build_sft.BuildSFTConfig.model_validate(config))
+    assert config["weight_by"] == "none" and not {"weight_by", "weight_temperature"} & set(view)
+    assert view["weight"] == 0.5
     files = {path.name: path.read_bytes() for path in (tmp_path / "sft").iterdir()}
     _weights(tmp_path, "weight=0.5", "weight_by=none")
     assert {path.name: path.read_bytes() for path in (tmp_path / "sft").iterdir()} == files
@@ -385,7 +388,8 @@ def test_sentence_weights_need_scored_records_and_stay_out_of_a_default_config(t
     assert main(["build-sft", f"input={path}", f"output={output}", "sentence_weights={teachr: 2}"]) == 2
     assert "sentence_weights" in capsys.readouterr().err
     assert main(["build-sft", f"input={path}", f"output={output}"]) == 0
-    assert "sentence_weights" not in yaml.safe_load((tmp_path / "sft.config.yaml").read_text())
+    resolved = yaml.safe_load((tmp_path / "sft.config.yaml").read_text())
+    assert "sentence_weights" not in fingerprint_view(build_sft.BuildSFTConfig.model_validate(resolved))
     assert all("loss_weight_spans" not in record for record in read_jsonl(output))
 
 

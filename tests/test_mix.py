@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from dasd.config import load_config
+from dasd.config import fingerprint_view, load_config
 from dasd.mixing import CuratedSet, cut_position
 from dasd.stages import mix, train
 from dasd.text.prompts import render_chat_prompt
@@ -272,6 +272,7 @@ def test_several_continuations_per_cut_and_a_shaped_cut(tmp_path, taught_teacher
     assert len({r["question_id"] for r in control}) == len(by_question)  # three copies of each question's record
     _, plain = _run(tmp_path / "plain", taught_teacher, taught_teacher)
     plain_config = (tmp_path / "plain" / "mix" / "mixed.config.yaml").read_text()
-    assert "continuations_per_cut" not in plain_config and "cut_shape" not in plain_config
+    view = fingerprint_view(mix.MixConfig.model_validate(yaml.safe_load(plain_config)))
+    assert "continuations_per_cut" not in view and "cut_shape" not in view  # at their defaults: old fingerprints
     facts = "\n".join(stage_facts({"stage": "mix", "config": yaml.safe_load(plain_config), "summary": {}}))
     assert "uniform; 1 teacher continuation(s) per cut" in facts

@@ -239,6 +239,12 @@ _WORKER: dict[str, Any] = {}
 
 
 def _start_worker(tokenizer, options: dict[str, Any]) -> None:
+    import signal
+
+    # A forked worker inherits the parent's Python-level SIGTERM handler (a stage with a launched server installs
+    # one); it runs only when the worker's main thread gets back to the interpreter, so `Pool.terminate` could wait
+    # on a worker forever (seen once in the suite). The kernel's default ends it whatever it is doing.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _WORKER["tokenizer"], _WORKER["options"] = tokenizer, options
 
 
