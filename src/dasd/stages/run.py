@@ -1,7 +1,8 @@
 """`dasd run PIPELINE.yaml`: the whole recipe from one config, cached and resumable.
 
-    dasd run configs/gpt-oss-qwen3-4b-run.yaml dry_run=true    # validate, and show what would run or be reused
+    dasd run configs/gpt-oss-qwen3-4b-run.yaml dry_run=true    # validate; what would run or be reused; the cost
     dasd run configs/gpt-oss-qwen3-4b-run.yaml
+    dasd run configs/gpt-oss-qwen3-4b-run.yaml rerun=stale     # redo changed steps, their old outputs in stale/
     dasd run configs/gpt-oss-qwen3-4b-run.yaml workdir=runs/exp2 train.epochs=3 \\
         'stages={mix: false, train_mixed: false}'
     dasd run configs/gpt-oss-qwen3-4b-ablation-run.yaml        # arms × seeds, claims with paired statistics
