@@ -155,8 +155,8 @@ def test_a_file_hash_is_memoised_until_the_file_changes(tmp_path, monkeypatch):
     assert file_sha256(path, tmp_path / "memo") and len(calls) == 3
 
 
-# Fingerprints the previous dasd (commit ef26cd2, before the basis was recorded) gave this spec's steps, computed by
-# that code: markers it wrote must still be recognised as the same work.
+# Fingerprints the previous dasd (commit 7ed3679 = ef26cd2 + unused constants; no basis yet) gave this spec's steps,
+# computed by that code: markers it wrote must still be recognised as the same work.
 GOLDEN_SPEC = {
     "workdir": "/nonexistent/dasd-golden/work",
     "questions": "/nonexistent/dasd-golden/q.jsonl",
