@@ -322,6 +322,22 @@ def stale_reason(job: StepJob) -> str:
     return what_changed(marker_of(job).get("basis"), job.basis)
 
 
+def stale_message(stale: list[StepJob], workdir: Path) -> str:
+    """One line: the first stale step, what changed, and what to do (the later stale steps follow from it)."""
+    after = f" (and {len(stale) - 1} stale step(s) after it)" if len(stale) > 1 else ""
+    return (
+        f"{stale[0].name} is stale: {stale_reason(stale[0])}; its outputs were made with other settings and are "
+        f"kept{after}. Undo the change, or run again with rerun=stale to move them to {workdir / STALE_DIR}/ and "
+        "redo the step"
+    )
+
+
+def markers_without_basis(state_dir: Path) -> bool:
+    """Whether any step marker was written without its basis (by a dasd before issue 35): then each step's earlier
+    fingerprint is worth computing (`legacy_fingerprint`)."""
+    return any("basis" not in read_marker(path) for path in state_dir.glob("*.json")) if state_dir.is_dir() else False
+
+
 def set_aside(job: StepJob, outputs: list[Path], workdir: Path) -> Path:
     """Move a stale step's outputs (and its markers) under `<workdir>/stale/<step>-<old fingerprint>/`, keeping
     their paths relative to the workdir, and return that folder: nothing is deleted, and a rename moves no bytes."""

@@ -52,7 +52,7 @@ from pydantic import ValidationError
 from ..config import dump_config, fingerprint_view, format_validation_error
 from ..data.io import write_json_atomic
 from ..errors import ConfigError, DasdError
-from ..naming import RUN_SUMMARY, STALE_DIR, STATE_DIR
+from ..naming import RUN_SUMMARY, STATE_DIR
 from ..pipeline.config import PipelineConfig
 from ..pipeline.cost import render_cost
 from ..pipeline.local import run_local
@@ -65,9 +65,9 @@ from ..pipeline.step import (
     fingerprint,
     is_stale,
     legacy_fingerprint,
-    read_marker,
+    markers_without_basis,
     set_aside,
-    stale_reason,
+    stale_message,
     status_now,
 )
 from ..pipeline.summary import collect_ablation, collect_evals, render_table
@@ -95,11 +95,11 @@ def run(config: PipelineConfig) -> dict[str, Any]:
             place = f" [{where[step.name]}]" if where else ""
             print(f"{step.name:22} {status:14} {', '.join(str(path) for path in step.outputs)}{place}", flush=True)
         if stale and config.rerun != "stale":
-            print(stale_message(config, stale, jobs), flush=True)
+            print(stale_message([jobs[step.name] for step in stale], work), flush=True)
         print("\n" + render_cost(config, steps, {name: job.config for name, job in jobs.items()}), flush=True)
         return {"workdir": str(work), "dry_run": True, "steps": [step.name for step in steps], "status": statuses}
     if stale and config.rerun != "stale":
-        raise DasdError(stale_message(config, stale, jobs))
+        raise DasdError(stale_message([jobs[step.name] for step in stale], work))
     on_slurm = config.executor.name == "slurm"
     if on_slurm:
         check_cluster(work / STATE_DIR)  # before anything is written
@@ -131,7 +131,7 @@ def step_jobs(config: PipelineConfig, steps: list[Step], state_dir: Path) -> dic
     includes those of the steps it reads), as the job the executors run. Where a marker comes from a dasd that did
     not record its basis, each step also gets that dasd's fingerprint, so its finished work is recognised."""
     fingerprints: dict[str, str] = {}
-    earlier: dict[str, str] | None = {} if _earlier_markers(state_dir) else None
+    earlier: dict[str, str] | None = {} if markers_without_basis(state_dir) else None
     jobs = {}
     for step in steps:
         stage = STAGES[step.stage]
@@ -158,22 +158,6 @@ def step_jobs(config: PipelineConfig, steps: list[Step], state_dir: Path) -> dic
             skip_if=step.skip_if,
         )
     return jobs
-
-
-def _earlier_markers(state_dir: Path) -> bool:
-    """Whether any step marker was written without its basis (by a dasd before issue 35)."""
-    return any("basis" not in read_marker(path) for path in state_dir.glob("*.json")) if state_dir.is_dir() else False
-
-
-def stale_message(config: PipelineConfig, stale: list[Step], jobs: dict[str, StepJob]) -> str:
-    """One line: the first stale step, what changed, and what to do (later stale steps follow from it)."""
-    first = stale[0]
-    after = f" (and {len(stale) - 1} stale step(s) after it)" if len(stale) > 1 else ""
-    return (
-        f"{first.name} is stale: {stale_reason(jobs[first.name])}; its outputs were made with other settings and are "
-        f"kept{after}. Undo the change, or run again with rerun=stale to move them to "
-        f"{Path(config.workdir) / STALE_DIR}/ and redo the step"
-    )
 
 
 def _validate(step: Step):
