@@ -152,3 +152,54 @@ def test_a_compressed_record_output_is_a_one_line_config_error(stage, tmp_path):
     with pytest.raises(ConfigError, match=r"field 'output': .*plain \.jsonl or \.parquet") as error:
         load_config(config_class, None, ["input=questions.jsonl", f"output={output}"])
     assert "\n" not in str(error.value) and not output.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "cls, overrides, message",
+    [
+        (
+            SampleConfig,
+            ["backend.batch_sise=3"],
+            "field 'backend.batch_sise': unknown key; did you mean 'backend.batch_size'?",
+        ),
+        (SampleConfig, ["shedule=[]"], "field 'shedule': unknown key; did you mean 'schedule'?"),
+        (SampleConfig, ["backend.modle=m"], "did you mean 'backend.model'?"),  # two letters swapped: not `mode`
+        (SampleConfig, ["schedule=[{temperature: 1.0, n: 2, top_q: 0.9}]"], "did you mean 'schedule.0.top_p'?"),
+        (SampleConfig, ["zzzz=1"], "field 'zzzz': unknown key (see --help"),  # nothing close: no guess
+        ("pipeline", ["trian={epochs: 1}"], "field 'trian': unknown key; did you mean 'train'?"),
+        ("pipeline", ["arms={a: {selct: {}}}"], "field 'arms.a.selct': unknown key; did you mean 'arms.a.select'?"),
+        ("pipeline", ["executor.slurm.partiton=x"], "did you mean 'executor.slurm.partition'?"),
+    ],
+)
+def test_a_misspelt_key_names_the_closest_valid_one(cls, overrides, message):
+    if cls == "pipeline":
+        from dasd.pipeline.config import PipelineConfig
+
+        cls, base = PipelineConfig, ["workdir=w", "questions=q.jsonl", "teacher.model=t", "student.model=s"]
+    else:
+        base = ["input=q", "output=o", "backend.model=m"]
+    with pytest.raises(ConfigError) as error:
+        load_config(cls, None, [*base, *overrides])
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "override, read_as",
+    [
+        ("system_prompt=User: solve it", "the value was read as a mapping {User: solve it}"),  # YAML: a mapping
+        ("system_prompt=User: solve: it", "the value is not valid YAML (mapping values are not allowed here)"),
+        ("system_prompt=[note] be brief", "the value is not valid YAML"),
+        ("model_name=1.5", "the value was read as float 1.5"),
+    ],
+)
+def test_an_override_yaml_reads_as_something_else_says_how_to_quote_it(override, read_as):
+    key, text = override.split("=", 1)
+    with pytest.raises(ConfigError) as error:
+        load_config(SampleConfig, None, ["input=q", "output=o", "backend.model=m", override])
+    message = str(error.value)
+    assert read_as in message and "\n" not in message
+    quoted = f"'{key}=\"{text}\"'"  # what to type: double quotes for YAML, single quotes around it for the shell
+    assert f"override values are read as YAML: quote a text value, e.g. {quoted}" in message
+    # …and the quoted form is what the shell hands over: it loads as the text
+    config = load_config(SampleConfig, None, ["input=q", "output=o", "backend.model=m", quoted[1:-1]])
+    assert getattr(config, key) == text

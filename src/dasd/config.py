@@ -3,14 +3,19 @@
 Each stage defines a pydantic model deriving from `StageConfig` with a description per field.
 `load_config(SampleConfig, "cfg.yaml", ["backend.batch_size=8", "schedule=[{temperature: 1.0, n: 2}]"])`
 merges the file and the overrides (values are parsed as YAML, dotted keys reach nested sections),
-validates, and raises `ConfigError` with one line naming the field. `describe_config` renders
-the `--help` text from the same models, so the help never drifts from the code.
+validates, and raises `ConfigError` with one line naming the field — with the closest valid key for a misspelt
+one, and how to quote an override whose text YAML reads as something else (`'system_prompt="User: …"'`).
+`describe_config` renders the `--help` text from the same models, so the help never drifts from the code.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import shlex
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -109,21 +114,85 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _parse_override(item: str) -> tuple[str, str, Any]:
+    """`key=value` -> (key, the value's text, the value read as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value (e.g. backend.batch_size=8)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"override {item!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
+            f"{quoting_hint(key, raw)}"
+        ) from None
+    return key, raw, value
+
+
+def quoting_hint(key: str, text: str | None) -> str:
+    """How to give an override a text value that YAML reads as something else (a mapping, a list, a number).
+
+    >>> print(quoting_hint("system_prompt", "User: hi").split("e.g. ")[1])
+    'system_prompt="User: hi"' (the outer quotes are for the shell)
+    """
+    example = shlex.quote(f"{key}={json.dumps(text if text is not None else '…', ensure_ascii=False)}")
+    return f"override values are read as YAML: quote a text value, e.g. {example} (the outer quotes are for the shell)"
+
+
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    return _merged([_parse_override(item) for item in overrides])
+
+
+def _merged(parsed: list[tuple[str, str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value (e.g. backend.batch_size=8)")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise ConfigError(f"override {item!r}: empty key")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.problem})") from None
+    for key, _, value in parsed:
         _set_dotted(merged, key, value)
     return merged
+
+
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """`; did you mean 'x'?` for the closest of `choices` (difflib; two letters swapped first, which difflib ranks
+    below a letter dropped), or "" when none is close.
+
+    >>> did_you_mean("batch_sise", ["batch_size", "model"], "backend.")
+    "; did you mean 'backend.batch_size'?"
+    >>> did_you_mean("modle", ["mode", "model"]), did_you_mean("zzz", ["batch_size"])
+    ("; did you mean 'model'?", '')
+    """
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    swapped = [choice for choice in close if sorted(choice) == sorted(word)]
+    return f"; did you mean '{prefix}{(swapped or close)[0]}'?" if close else ""
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys of the section a validation error's location points into (through nested sections, lists of them
+    and mappings of named ones: `arms.<name>.…`); None when the location leaves the models."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _section_type(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif typing.get_origin(annotation) in (dict, list, tuple):
+            annotation = typing.get_args(annotation)[-1 if typing.get_origin(annotation) is dict else 0]
+        else:
+            return None
+    annotation = _section_type(annotation)
+    return list(annotation.model_fields) if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _section_type(annotation: Any) -> Any:
+    """`Section | None` -> Section (the one model of an optional or union annotation)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        models = [arg for arg in inner if isinstance(arg, type) and issubclass(arg, BaseModel)]
+        return models[0] if len(models) == 1 else inner[0] if len(inner) == 1 else annotation
+    return annotation
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -136,20 +205,59 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(
+    error: ValidationError,
+    source: str,
+    model: type[BaseModel] | None = None,
+    overrides: dict[str, str] | None = None,
+) -> str:
+    """One line for a config that does not validate: its source, the first field and what is wrong with it. Given
+    the `model`, a misspelt key gets the closest valid one; a text field that got a mapping, a list or a number
+    (YAML read `User: hi` as a mapping) gets how to quote it, from the override's own text when `overrides`
+    (dotted key -> text) has it."""
     first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "<root>"
+    loc = tuple(first["loc"])
+    field = ".".join(str(part) for part in loc) or "<root>"
     if first["type"] == "extra_forbidden":
-        message = "unknown key (see --help for the valid keys)"
+        keys = _keys_at(model, loc[:-1]) if model is not None else None
+        prefix = "".join(f"{part}." for part in loc[:-1])
+        suggestion = did_you_mean(str(loc[-1]), keys, prefix) if keys and loc else ""
+        message = f"unknown key{suggestion} (see --help for the valid keys)"
     elif first["type"] == "missing":
         message = "required but not given"
     else:
         message = first["msg"]
-        if "input" in first and not isinstance(first["input"], (dict, list)):
-            message += f" (got {first['input']!r})"
+        value = first.get("input")
+        if first["type"] == "string_type" and value is not None:  # YAML read the text as a mapping, list or number
+            text = (overrides or {}).get(field, _as_text(value))
+            message += f" (the value was read as {_as_yaml(value)}); {quoting_hint(field, text)}"
+        elif "input" in first and not isinstance(value, (dict, list)):
+            message += f" (got {value!r})"
     more = len(error.errors()) - 1
     suffix = f" (+{more} more)" if more > 0 else ""
     return f"{source}: field '{field}': {message}{suffix}"
+
+
+def _as_yaml(value: Any) -> str:
+    """A parsed value as YAML writes it on one line: what an override's text was read as."""
+    kind = "a mapping " if isinstance(value, dict) else "a list " if isinstance(value, list) else ""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+    return f"{kind}{text}" if kind else f"{type(value).__name__} {text}"
+
+
+def _as_text(value: Any) -> str | None:
+    """The text a user most likely typed for a value YAML parsed (`{'User': 'hi'}` <- `User: hi`), or None.
+
+    >>> _as_text({"User": "hi"}), _as_text(1.5), _as_text([1, 2])
+    ('User: hi', '1.5', None)
+    """
+    if isinstance(value, dict) and len(value) == 1:
+        key, item = next(iter(value.items()))
+        if not isinstance(item, (dict, list)):
+            return f"{key}:" if item is None else f"{key}: {item}"
+    if isinstance(value, (bool, int, float)):
+        return str(value)
+    return None
 
 
 def load_config(cls: type[StageConfig], config_path: str | None, overrides: list[str] | None = None) -> StageConfig:
@@ -171,13 +279,16 @@ def load_config(cls: type[StageConfig], config_path: str | None, overrides: list
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
         data = loaded
+    texts: dict[str, str] = {}  # each override's text, for the error of a value YAML read as something else
     if overrides:
-        data = _deep_merge(data, parse_overrides(overrides))
+        parsed = [_parse_override(item) for item in overrides]
+        texts = {key: raw for key, raw, _ in parsed}
+        data = _deep_merge(data, _merged(parsed))
         source = f"{source} + overrides" if config_path else "overrides"
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, cls, texts)) from None
 
 
 def dump_config(config: StageConfig, path: str | Path) -> None:
