@@ -202,8 +202,8 @@ def _spec(tmp_path: Path, **extra) -> dict:
 @pytest.mark.parametrize(
     "extra, message",
     [
-        ({"stages": {"sampling": False}}, "stages: unknown step(s) ['sampling']"),
-        ({"train": {"epoch": 2}}, "pipeline step train_das"),
+        ({"stages": {"sampling": False}}, "stages: unknown step(s) ['sampling']; did you mean 'stages.sample'?"),
+        ({"train": {"epoch": 2}}, "pipeline step train_das: field 'epoch': unknown key; did you mean 'epochs'?"),
         ({"eval_models": ["distilled"]}, "eval_models: unknown model 'distilled'"),
         ({"score": {"student": {"model": "x"}, "batch": 3}}, "pipeline step score"),
         ({"executor": {"name": "slurm", "steps": {"filter": {"tasks": 4}}}}, "filter (filter) cannot run as several"),
@@ -288,7 +288,9 @@ def test_dry_run_on_slurm_shows_each_steps_jobs_and_the_resources_merge(tmp_path
     assert rows["eval_teacher"].endswith("[slurm: 4 tasks + finalize]")
     assert rows["train_das"].endswith("[slurm: 1 job, 2 nodes]")
     assert rows["sample"].endswith("[slurm: 1 job]")
-    # without Slurm's client tools, a real run stops with one line before anything is submitted
+    # without Slurm's client tools, a real run stops with one line before anything is submitted (its question file
+    # is here and well-formed: the inputs are checked first)
+    (tmp_path / "q.jsonl").write_text('{"id": "q1", "prompt": "What is 1 + 1?"}\n')
     monkeypatch.setenv("PATH", str(tmp_path))
     assert main(["run", str(path)]) == 2
     error = capsys.readouterr().err.strip()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import did_you_mean
 from ..errors import ConfigError
 from ..naming import (
     EVAL_MODELS,
@@ -53,7 +54,8 @@ def plan(config: PipelineConfig) -> list[Step]:
     """Every step of the pipeline, in an order that runs each after the steps it reads."""
     unknown = set(config.stages) - set(STEPS)
     if unknown:
-        raise ConfigError(f"stages: unknown step(s) {sorted(unknown)} (known: {', '.join(STEPS)})")
+        hint = did_you_mean(sorted(unknown)[0], STEPS, "stages.")
+        raise ConfigError(f"stages: unknown step(s) {sorted(unknown)}{hint} (known: {', '.join(STEPS)})")
     enabled = {name: config.stages.get(name, True) for name in STEPS}
     recipe = [step for switch, step in _recipe_steps(config) if enabled[switch]]
     evals = _eval_steps(config, {step.name for step in recipe})  # checked even when eval is off
@@ -417,7 +419,10 @@ def plan_push(config: PipelineConfig, steps: list[Step]) -> list[Step]:
     shared = {key: settings.pop(key) for key in ("private", "license", "dry_run") if key in settings}
     unknown = set(settings) - set(PUSHABLE)
     if unknown:
-        raise ConfigError(f"push_to_hub: unknown artefact(s) {sorted(unknown)}; choose from {', '.join(PUSHABLE)}")
+        hint = did_you_mean(sorted(unknown)[0], PUSHABLE, "push_to_hub.")
+        raise ConfigError(
+            f"push_to_hub: unknown artefact(s) {sorted(unknown)}{hint}; choose from {', '.join(PUSHABLE)}"
+        )
     by_name = {step.name: step for step in steps}
     producers = {
         "responses": "sample",

@@ -15,8 +15,15 @@ Stages, in order (any can be switched off under `stages:`):
     the RS baseline, and the teacher) → provenance of one distilled model's answers
 
 The parts live in `dasd.pipeline`: the schema (`config`), the plan (`plan`), a step's fingerprint, markers
-and `run_step` (`step`), the executors (`local`, `slurm`) and the closing table (`summary`); this command
-reads top to bottom: config → plan → check every step → run them → table.
+and `run_step` (`step`), the check of the input files (`preflight`), the executors (`local`, `slurm`) and the
+closing table (`summary`); this command reads top to bottom: config → plan → check every step and the first records
+of its question and benchmark files → run them → table.
+
+Before any work, the first records of each question file and benchmark file the steps will read are checked as
+their stages check every record: `dry_run=true` prints one line per problem (file, line, field; a missing file by
+name), and a run stops on them with one line. A step that fails ends the run with exit status 2 and its one-line
+error, after the table and `run.summary.json` are written all the same: the steps before it, the failed step with
+its reason, and the steps not reached as `not run`.
 
 Each stage writes under `<workdir>/<stage>/` with its resolved config beside its output. A stage's
 fingerprint covers what decides its outputs: its config less the settings that only change speed or bookkeeping
@@ -57,14 +64,18 @@ from ..pipeline.config import PipelineConfig
 from ..pipeline.cost import render_cost
 from ..pipeline.local import run_local
 from ..pipeline.plan import Step, plan
+from ..pipeline.preflight import input_problems, problems_error, render_inputs
 from ..pipeline.slurm import check_cluster, placement, run_slurm
 from ..pipeline.step import (
     StepJob,
     adopt_earlier_markers,
     external_models,
     fingerprint,
+    has_ended,
+    is_done,
     is_stale,
     legacy_fingerprint,
+    marker_of,
     markers_without_basis,
     set_aside,
     stale_message,
@@ -86,6 +97,7 @@ def run(config: PipelineConfig) -> dict[str, Any]:
     jobs = step_jobs(config, steps, work / STATE_DIR)  # every step's config is checked before any work
     where = placement(config, steps, list(STAGES))
     stale = [step for step in steps if is_stale(jobs[step.name], step.outputs)]
+    checked, problems = input_problems(steps, jobs)  # the first records of the files the steps to run will read
     if config.dry_run:
         statuses = {}
         for step in steps:
@@ -96,10 +108,19 @@ def run(config: PipelineConfig) -> dict[str, Any]:
             print(f"{step.name:22} {status:14} {', '.join(str(path) for path in step.outputs)}{place}", flush=True)
         if stale and config.rerun != "stale":
             print(stale_message([jobs[step.name] for step in stale], work), flush=True)
+        print("\n" + render_inputs(checked, problems), flush=True)
         print("\n" + render_cost(config, steps, {name: job.config for name, job in jobs.items()}), flush=True)
-        return {"workdir": str(work), "dry_run": True, "steps": [step.name for step in steps], "status": statuses}
+        return {
+            "workdir": str(work),
+            "dry_run": True,
+            "steps": [step.name for step in steps],
+            "status": statuses,
+            "inputs": {"checked": checked, "problems": problems},
+        }
     if stale and config.rerun != "stale":
         raise DasdError(stale_message([jobs[step.name] for step in stale], work))
+    if problems:
+        raise DasdError(problems_error(problems))
     on_slurm = config.executor.name == "slurm"
     if on_slurm:
         check_cluster(work / STATE_DIR)  # before anything is written
@@ -109,7 +130,7 @@ def run(config: PipelineConfig) -> dict[str, Any]:
     for job in jobs.values():
         adopt_earlier_markers(job)
     started = time.perf_counter()
-    rows = run_slurm(config, steps, jobs, work / STATE_DIR) if on_slurm else run_local(steps, jobs)
+    rows, failure = execute(config, steps, jobs, work / STATE_DIR)
     for row in rows:
         if row["step"] in moved:
             row["moved_aside"] = str(moved[row["step"]])
@@ -121,9 +142,84 @@ def run(config: PipelineConfig) -> dict[str, Any]:
         "eval": collect_evals(work),
         **collect_ablation(config),
     }
+    if failure is not None:
+        summary["error"] = one_line(failure)
     write_json_atomic(work / RUN_SUMMARY, summary)
     print(render_table(summary), file=sys.stdout, flush=True)
+    if failure is not None:
+        raise failure  # after the table: the command still ends with the step's one-line error (exit status 2)
     return summary
+
+
+def execute(
+    config: PipelineConfig, steps: list[Step], jobs: dict[str, StepJob], state_dir: Path
+) -> tuple[list[dict[str, Any]], BaseException | None]:
+    """Each step's row, from the executor; and when a step fails (or the run is interrupted) the error, kept for
+    after the table, with the rows as far as the run went: the failed step's with its one-line reason, and the steps
+    not reached as not run. Locally the steps go to the executor one by one, so the rows of those before the failure
+    keep their results; a Slurm run's rows are read back from the markers its jobs left."""
+    if config.executor.name == "slurm":
+        done_before = {step.name for step in steps if is_done(jobs[step.name])}
+        try:
+            return run_slurm(config, steps, jobs, state_dir), None
+        except (Exception, KeyboardInterrupt) as exc:
+            return rows_from_markers(steps, jobs, done_before, exc), exc
+    rows: list[dict[str, Any]] = []
+    for index, step in enumerate(steps):
+        started = time.perf_counter()
+        try:
+            rows += run_local([step], jobs)
+        except (Exception, KeyboardInterrupt) as exc:
+            rows.append(failed_row(step.name, exc, time.perf_counter() - started))
+            return rows + [not_run_row(later.name) for later in steps[index + 1 :]], exc
+    return rows, None
+
+
+def rows_from_markers(
+    steps: list[Step], jobs: dict[str, StepJob], done_before: set[str], error: BaseException
+) -> list[dict[str, Any]]:
+    """The rows of a Slurm run that ended in an error, from the steps' markers: reused, ran or skipped when their
+    jobs ended; failed (with the run's error) when every step it reads had ended but it did not; not run when it
+    waited on a step that did not end (Slurm cancels such jobs)."""
+    planned = {step.name for step in steps}
+    ended: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    for step in steps:
+        job, marker = jobs[step.name], marker_of(jobs[step.name])
+        if step.name in done_before or has_ended(job):
+            ended.add(step.name)
+            status = "cached" if step.name in done_before else "ran (slurm)"
+            if marker.get("status") != "done":
+                status = f"skipped: {marker.get('reason', '')}"
+            rows.append({"step": step.name, "status": status, "seconds": marker.get("seconds", 0.0)})
+        elif all(name in ended for name in step.depends if name in planned):
+            rows.append(failed_row(step.name, error, 0.0))
+        else:
+            rows.append(not_run_row(step.name))
+    return rows
+
+
+def failed_row(name: str, error: BaseException, seconds: float) -> dict[str, Any]:
+    """The row of the step a run ended on; its reason in the table's result column too (the status is cut short)."""
+    reason = one_line(error)
+    status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    return {"step": name, "status": status, "seconds": round(seconds, 2), "reason": reason, "result": reason}
+
+
+def not_run_row(name: str) -> dict[str, Any]:
+    return {"step": name, "status": "not run", "seconds": 0.0}
+
+
+def one_line(error: BaseException, most: int = 300) -> str:
+    """An error as the one line the command prints: a dasd error's own text, else its type and first line.
+
+    >>> one_line(ValueError("bad\\nvalue")), one_line(DasdError("q.jsonl: not found")), one_line(KeyboardInterrupt())
+    ('ValueError: bad', 'q.jsonl: not found', 'interrupted')
+    """
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    text = str(error) if isinstance(error, DasdError) else f"{type(error).__name__}: {error}".rstrip(": ")
+    return (text.strip().splitlines() or [type(error).__name__])[0][:most]
 
 
 def step_jobs(config: PipelineConfig, steps: list[Step], state_dir: Path) -> dict[str, StepJob]:
@@ -165,7 +261,7 @@ def _validate(step: Step):
     try:
         return config_class.model_validate(step.config)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, f"pipeline step {step.name}")) from None
+        raise ConfigError(format_validation_error(exc, f"pipeline step {step.name}", config_class)) from None
 
 
 def _threads() -> int:
