@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from dasd.config import load_config
-from dasd.errors import InputError
+from dasd.errors import DasdError, InputError
 from dasd.stages import train
 from dasd.training import PaddingFreeCollator, cosine_with_floor, prepare_examples
 
@@ -421,10 +422,12 @@ def test_the_real_smollm2_from_its_gguf_file_trains_and_saves_a_plain_model(tmp_
             "global_batch_size=4",
             "learning_rate=1e-5",
             "min_learning_rate=1e-6",
+            "warmup_ratio=0",  # one step: inside warmup its rate would be 0, which is an error
         )
     )
     stage = summary["stages"][0]
     assert stage["optimizer_steps"] == 1 and math.isfinite(stage["final_loss"])
+    assert stage["peak_learning_rate"] == 1e-5 and stage["changed_tensors"] == stage["compared_tensors"] > 0
     final = tmp_path / "run" / "low_temp" / "final"
     assert "quantization_config" not in json.loads((final / "config.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(str(final))
@@ -488,3 +491,202 @@ def test_the_global_batch_counts_packed_rows_or_samples(tmp_path, tiny_llama_smo
         metrics["rows_per_step"] == max(1, round(12 / per_row)) and abs(metrics["samples_per_step"] - 12) <= per_row / 2
     )
     assert metrics["optimizer_steps"] == math.ceil(metrics["rows"] / metrics["rows_per_step"])
+
+
+def test_a_schedule_that_cannot_move_the_weights_stops_before_the_model_is_loaded(
+    tmp_path, tiny_llama_smollm2, monkeypatch
+):
+    """The issue's run: a handful of records, one optimizer step, inside warmup — the rate of that step is 0. It stops
+    with one line naming the numbers and the fix before the model is loaded, and writes no stage folder."""
+    import dasd.models.loading
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(dasd.models.loading, "load_causal_lm", no_model)
+    data = write_jsonl(tmp_path / "low.jsonl", sft_records(4))
+    config = _config(tmp_path, tiny_llama_smollm2, [{"name": "low_temp", "data": str(data)}], "epochs=1")
+    with pytest.raises(DasdError) as raised:
+        train.run(config)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert re.fullmatch(
+        r"stage low_temp would not change the weights: 4 records \(\d packed rows\) at an effective batch of 2 rows "
+        r"\(per-device batch 1 × gradient accumulation 2 × 1 process\(es\)\) over 1 epoch\(s\) make 1 optimizer "
+        r"step\(s\), all inside warmup \(warmup_ratio 0\.1 → 1 warmup step\(s\); step k, from 0, runs at 0\.003 × "
+        r"k/1\), so every step runs at learning rate 0; fix: warmup_ratio=0 \(a single step then runs at 0\.003\), or "
+        r"at least 2 optimizer steps: epochs above 1, more records, or a smaller global_batch_size \(now 2 rows\)",
+        message,
+    ), message
+    assert not (tmp_path / "run" / "low_temp").exists() and not (tmp_path / "run" / "train.summary.json").exists()
+
+
+def test_run_past_the_check_that_schedule_trains_at_rate_0_and_its_unchanged_weights_stop_the_stage(
+    tmp_path, tiny_llama_smollm2, monkeypatch
+):
+    """The same run let past the schedule check: the real Trainer's one step runs at learning rate 0 (the plan said
+    so), the saved weights are the student's, and that is an error that leaves nothing behind to resume."""
+    import dataclasses
+
+    import dasd.training
+
+    plans = []
+    real = dasd.training.planned_schedule
+
+    def unchecked(args, **kwargs):  # the real plan, recorded; what run_stage checks says a step moves
+        plans.append(real(args, **kwargs))
+        return dataclasses.replace(plans[-1], learning_rates=[1.0])
+
+    monkeypatch.setattr(dasd.training, "planned_schedule", unchecked)
+    data = write_jsonl(tmp_path / "low.jsonl", sft_records(4))
+    config = _config(
+        tmp_path, tiny_llama_smollm2, [{"name": "low_temp", "data": str(data)}], "epochs=1", "save_steps=1"
+    )
+    with pytest.raises(DasdError) as raised:
+        train.run(config)
+    assert plans[0].learning_rates == [0.0] and plans[0].steps == 1
+    assert re.fullmatch(
+        r"stage low_temp: training left the weights as they started \((\d+) of \1 tensors equal to .*'s\) after 1 "
+        r"optimizer step\(s\) at a peak learning rate of 0; .* the stage is not marked done",
+        str(raised.value),
+    ), raised.value
+    stage = tmp_path / "run" / "low_temp"
+    assert not (stage / "final").exists() and not list(stage.glob("checkpoint-*"))
+    assert not (tmp_path / "run" / "train.summary.json").exists()
+
+
+def test_a_stage_that_trains_at_a_positive_rate_but_moves_no_weight_is_an_error_not_a_result(
+    tmp_path, tiny_llama_smollm2
+):
+    """Records that all weigh 0 (no loss to learn from) and no weight decay: 4 steps, 3 of them at a rate above 0, and
+    not one weight moves (AdamW's update of a zero gradient is 0). The schedule is fine; the check of the saved
+    weights against the start catches it. (A rate of 1e-30 is not such a case on this tiny model: its embedding's
+    padding row is 0.0, and 0.0 + 1e-30 moves.)"""
+    records = sft_records(4)
+    for record in records:
+        record["weight"] = 0.0
+    data = write_jsonl(tmp_path / "low.jsonl", records)
+    config = _config(
+        tmp_path,
+        tiny_llama_smollm2,
+        [{"name": "low_temp", "data": str(data)}],
+        "epochs=1",
+        "global_batch_size=1",
+        "packing=false",
+        "weight_decay=0",
+    )
+    with pytest.raises(DasdError, match=r"after 4 optimizer step\(s\) at a peak learning rate of 0\.003; "):
+        train.run(config)
+    assert not (tmp_path / "run" / "low_temp" / "final").exists()
+
+
+def test_a_stage_with_steps_past_warmup_moves_the_weights_and_reports_its_steps_and_peak_rate(
+    tmp_path, tiny_llama_smollm2, monkeypatch
+):
+    """4 records, 1 per step: 4 optimizer steps, the first of them warmup. The rates the plan gave are those the real
+    Trainer's scheduler ran at, the weights moved, and the summaries show the steps and the peak rate reached."""
+    from safetensors.torch import load_file
+
+    import dasd.training
+    from dasd.pipeline.summary import headline
+
+    plans = []
+    real = dasd.training.planned_schedule
+    monkeypatch.setattr(dasd.training, "planned_schedule", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
+    data = write_jsonl(tmp_path / "low.jsonl", sft_records(4))
+    config = _config(
+        tmp_path,
+        tiny_llama_smollm2,
+        [{"name": "low_temp", "data": str(data)}],
+        "epochs=1",
+        "global_batch_size=1",
+        "packing=false",
+    )
+    result = train.run(config)
+    metrics = result["stages"][0]
+    history = json.loads((tmp_path / "run" / "low_temp" / "log_history.json").read_text())
+    rates = [entry["learning_rate"] for entry in history if "learning_rate" in entry]
+    assert rates[0] == 0.0 and rates == pytest.approx(plans[0].learning_rates, rel=1e-12, abs=0)
+    assert metrics["optimizer_steps"] == plans[0].steps == 4 and metrics["warmup_steps"] == 1
+    assert metrics["peak_learning_rate"] == max(rates) == pytest.approx(3e-3, rel=1e-12)
+    assert metrics["changed_tensors"] == metrics["compared_tensors"] > 0
+    final = load_file(str(tmp_path / "run" / "low_temp" / "final" / "model.safetensors"))
+    start = load_file(str(Path(tiny_llama_smollm2) / "model.safetensors"))
+    assert all(not torch.equal(final[name], start[name]) for name in final)
+    summary = json.loads((tmp_path / "run" / "train.summary.json").read_text())
+    assert summary["stages"][0]["peak_learning_rate"] == metrics["peak_learning_rate"]
+    assert headline("train", result).endswith(" (4 steps, peak lr 0.003)")
+
+
+def test_start_digests_come_from_the_files_when_the_loaded_model_does_not_hold_its_weights(tiny_llama_smollm2):
+    """ZeRO-3 partitions a model as it loads: the start is then digested from the files it was loaded from, to the
+    same digests as the loaded weights (a model on the meta device stands for one that holds no weights)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from dasd.training import start_weight_digests, weight_digests
+
+    loaded = AutoModelForCausalLM.from_pretrained(str(tiny_llama_smollm2), dtype=torch.float32)
+    from_memory = start_weight_digests(loaded, str(tiny_llama_smollm2))
+    assert from_memory == weight_digests(loaded.state_dict().items())
+    with torch.device("meta"):
+        empty = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(tiny_llama_smollm2)))
+    from_files = start_weight_digests(empty, str(tiny_llama_smollm2))
+    common = from_memory.keys() & from_files.keys()
+    assert len(common) >= len(from_files) - 1 and all(from_memory[name] == from_files[name] for name in common)
+
+
+@pytest.mark.parametrize(
+    ("rows", "per_device", "accumulation", "epochs", "max_steps", "warmup"),
+    [
+        (2, 1, 2, 1.0, -1, 0.1),  # the issue's stage: one step, inside warmup
+        (2, 1, 2, 1.0, -1, 0.0),
+        (7, 2, 3, 1.5, -1, 0.1),  # a last batch and a last accumulation that are short; a fractional epoch
+        (5, 1, 1, 3.0, -1, 0.5),
+        (9, 1, 4, 6.0, 2, 0.1),  # max_steps
+    ],
+)
+def test_the_planned_schedule_is_the_trainers(
+    tmp_path, tiny_llama_smollm2, smollm2_tokenizer, rows, per_device, accumulation, epochs, max_steps, warmup
+):
+    """planned_schedule against the real Trainer: its step count (from its real dataloader) and its real scheduler,
+    stepped as the training loop steps it (the rate read after the optimizer steps, before the scheduler does)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig
+
+    from dasd.training import make_weighted_trainer_class, planned_schedule
+
+    args = SFTConfig(
+        output_dir=str(tmp_path / "t"),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=5e-5,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr": 1e-5},
+        warmup_steps=warmup,
+        report_to="none",
+        use_cpu=True,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,
+    )
+    examples = _examples(smollm2_tokenizer, sft_records(rows)).examples
+    trainer = make_weighted_trainer_class()(
+        model=AutoModelForCausalLM.from_pretrained(str(tiny_llama_smollm2)),
+        args=args,
+        train_dataset=Dataset.from_list(examples),
+        processing_class=smollm2_tokenizer,
+        data_collator=PaddingFreeCollator(pad_token_id=0),
+    )
+    steps = trainer.set_initial_training_values(args, trainer.get_train_dataloader())[-1]
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    rates = []
+    for _ in range(steps):
+        trainer.optimizer.step()
+        rates.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.lr_scheduler.step()
+    plan = planned_schedule(args, rows=rows, processes=1)
+    assert plan.steps == steps and plan.learning_rates == rates
+    assert (plan.peak == 0) == (steps == 1 and warmup > 0)

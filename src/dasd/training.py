@@ -18,13 +18,20 @@ Training itself is TRL's `SFTTrainer`; dasd prepares the data so that:
 * per-sample `weight`s become per-token weights that `WeightedSFTTrainer` multiplies into the loss, times
   the weight of the `loss_weight_spans` span (build-sft's `sentence_weights`) a token starts in;
 * the final save holds the full weights on every distributed path (`save_full_model`), and a stage is
-  done only when its saved folder loads as a model (`saved_model_problem`).
+  done only when its saved folder loads as a model (`saved_model_problem`);
+* no stage is a silent no-op: its optimizer steps and the learning rate of each are known before the model is
+  loaded (`planned_schedule`, the Trainer's own step count and scheduler), the rate of every step taken is
+  recorded (`learning_rate_recorder`), and its saved weights are compared with its start by digest (`weight_digests`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections import Counter
+import os
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,6 +273,136 @@ def cosine_with_floor(step: int, *, total_steps: int, warmup_steps: int, peak: f
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     factor = 0.5 * (1.0 + math.cos(math.pi * progress))
     return peak * (factor * (1 - floor / peak) + floor / peak)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A stage's optimizer steps and the learning rate of each, as the Trainer will run them."""
+
+    steps: int
+    steps_per_epoch: int
+    warmup_steps: int
+    learning_rates: list[float]  # of optimizer step 0, 1, …: the rate the optimizer steps with
+
+    @property
+    def peak(self) -> float:
+        """The highest rate any step that happens runs at (0.0 without steps)."""
+        return max(self.learning_rates, default=0.0)
+
+
+def planned_schedule(args, *, rows: int, processes: int) -> Schedule:
+    """The optimizer steps `Trainer.train` will take on `rows` dataset rows, and each one's learning rate.
+
+    The step count is the Trainer's (transformers 5.24 `set_initial_training_values`): each process's dataloader
+    has ceil(rows / (per-device batch × processes)) batches (accelerate shards them evenly; dasd never sets
+    `dataloader_drop_last`), an epoch is ceil(batches / gradient accumulation) steps (at least 1), and the run
+    `max_steps`, or ceil(epochs × steps per epoch). The rates come from the scheduler the Trainer builds
+    (`create_scheduler`: `get_scheduler` with `args.get_warmup_steps`), so they are exact: step k runs at
+    peak × lambda(k) — the optimizer steps before the scheduler does — which in a linear warmup of W steps is
+    peak × k / W, 0 at the first step.
+    """
+    from transformers import get_scheduler
+
+    batches = math.ceil(rows / (args.per_device_train_batch_size * processes))
+    per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
+    steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * per_epoch)
+    warmup = args.get_warmup_steps(steps)
+    if args.learning_rate <= 0 or steps <= 0:  # (cosine_with_min_lr divides by the peak)
+        return Schedule(max(steps, 0), per_epoch, warmup, [0.0] * max(steps, 0))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
+    scheduler = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer=optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=steps,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+    )
+    rates = [args.learning_rate * scheduler.lr_lambdas[0](step) for step in range(steps)]
+    return Schedule(steps, per_epoch, warmup, rates)
+
+
+def learning_rate_recorder():
+    """A TrainerCallback that keeps the learning rate of every optimizer step it sees in `.rates`: the scheduler's
+    last rate right after the optimizer stepped, before the scheduler steps — what the Trainer logs, at every step
+    whatever `logging_steps` is."""
+    from transformers import TrainerCallback
+
+    class LearningRates(TrainerCallback):
+        def __init__(self):
+            self.rates: list[float] = []
+
+        def on_optimizer_step(self, args, state, control, lr_scheduler=None, **kwargs):
+            if lr_scheduler is not None:
+                rate = lr_scheduler.get_last_lr()[0]
+                self.rates.append(float(rate.item() if torch.is_tensor(rate) else rate))
+
+    return LearningRates()
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """sha256 of a tensor's shape and values, floating point as float32 (a bfloat16 save of float32 weights that
+    were bfloat16 at the start digests as the start did)."""
+    tensor = tensor.detach()
+    if tensor.is_floating_point():
+        tensor = tensor.to(torch.float32)
+    digest = hashlib.sha256(str(tuple(tensor.shape)).encode())
+    digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def weight_digests(tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, str]:
+    """`{name: tensor_digest}`, hashed in threads (hashlib releases the GIL) while the next tensors are read; at
+    most a few tensors are held beyond those the caller already holds."""
+    workers = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    digests: dict[str, str] = {}
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for name, tensor in tensors:
+            pending.append((name, pool.submit(tensor_digest, tensor)))
+            while len(pending) > 2 * workers:
+                name, future = pending.popleft()
+                digests[name] = future.result()
+        for name, future in pending:
+            digests[name] = future.result()
+    return digests
+
+
+def _saved_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                yield name, handle.get_tensor(name)
+
+
+def saved_weight_digests(folder: str | Path) -> dict[str, str]:
+    """`weight_digests` of a saved model folder's safetensors files, read one tensor at a time."""
+    return weight_digests(_saved_tensors(sorted(Path(folder).glob("*.safetensors"))))
+
+
+def start_weight_digests(model, init: str, revision: str | None = None) -> dict[str, str] | None:
+    """The digests of the weights a stage starts from: of the loaded model when it holds them (one process, DDP,
+    FSDP before sharding), else — a model that ZeRO-3 partitioned at load — of the safetensors files it was loaded
+    from (a folder, or a Hub id's cached snapshot); None when neither is available (the check is then skipped)."""
+    if not any(hasattr(p, "ds_id") or p.numel() == 0 or p.is_meta for p in model.parameters()):
+        return weight_digests(model.state_dict().items())
+    folder = Path(init)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(init, revision=revision or "main", local_files_only=True))
+        except Exception:  # a .gguf file, an asset, a snapshot not cached: nothing to compare with
+            return None
+    return saved_weight_digests(folder) if list(folder.glob("*.safetensors")) else None
+
+
+def changed_weights(start: dict[str, str], saved: dict[str, str]) -> tuple[int, int]:
+    """(tensors changed, tensors compared): those of both, by name (a tied head is saved once; a fused layout
+    transformers converts at load time is saved under other names and is not compared)."""
+    names = start.keys() & saved.keys()
+    return sum(start[name] != saved[name] for name in names), len(names)
 
 
 def resolve_trackers(names: list[str]) -> list[str] | str:

@@ -10,6 +10,10 @@ A finished stage (its `final/dasd_stage.json` exists) is skipped on rerun and it
 deleted (`keep_checkpoints=true` keeps them); a killed stage resumes from its last checkpoint. `final/`
 holds the full weights under FSDP2's sharded checkpoints too, and a stage is marked done (and its
 checkpoints deleted) only once `final/` loads as the whole model; otherwise it stops with one line.
+No stage is a silent no-op: one whose schedule runs every optimizer step at learning rate 0 (one step, inside
+warmup) stops with one line before its model is loaded, and one whose saved weights equal its starting weights
+(compared by a sha256 per tensor) is an error, its final/ and checkpoints removed; `metrics.json` and the summary
+record the optimizer steps and the peak learning rate reached.
 
 Defaults are the report's: lr 5e-5 cosine-decayed to a floor of 1e-5, warmup 0.1, AdamW (0.9,
 0.95, 1e-8), weight decay 0.1, grad clip 1.0, global batch 64 (per-device batch × accumulation ×
@@ -31,7 +35,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -41,6 +45,9 @@ from ..errors import ConfigError, DasdError, InputError
 from ..models.loading import ModelConfig
 from ..naming import SFT_STAGES, STAGE_MARKER, sft_stage_file
 from ..progress import format_summary
+
+if TYPE_CHECKING:
+    from ..training import Schedule
 
 
 class TrainStage(StageConfig):
@@ -227,6 +234,46 @@ def _stage_hyper(config: TrainConfig, stage: TrainStage) -> dict[str, Any]:
     }
 
 
+def _idle_schedule(
+    config: TrainConfig,
+    stage: TrainStage,
+    hyper: dict[str, Any],
+    schedule: Schedule,
+    *,
+    samples: int,
+    rows: int,
+    accumulation: int,
+    processes: int,
+) -> str:
+    """The one line for a stage whose planned learning rate is 0 at every optimizer step: the numbers, the fix."""
+    peak = hyper["learning_rate"]
+    unit = "packed rows" if config.packing else "rows"
+    batch = config.per_device_batch_size * accumulation * processes
+    length = f"max_steps={config.max_steps}" if config.max_steps else f"{hyper['epochs']:g} epoch(s)"
+    made = (
+        f"{samples} records ({rows} {unit}) at an effective batch of {batch} rows (per-device batch "
+        f"{config.per_device_batch_size} × gradient accumulation {accumulation} × {processes} process(es)) over "
+        f"{length} make {schedule.steps} optimizer step(s)"
+    )
+    more = "max_steps of 2 or more" if config.max_steps else f"epochs above {1 / schedule.steps_per_epoch:g}"
+    counted = "samples" if config.batch_unit == "samples" else "rows"
+    steps = f"at least 2 optimizer steps: {more}, more records, or a smaller global_batch_size (now "
+    steps += f"{config.global_batch_size} {counted})"
+    if schedule.steps <= 0:
+        why, fix = "so nothing trains", "at least one optimizer step"
+    elif peak <= 0:
+        why, fix = f"at a learning rate of {peak:g}", "a learning_rate above 0"
+    elif schedule.warmup_steps >= 1:
+        why = (
+            f"all inside warmup (warmup_ratio {config.warmup_ratio:g} → {schedule.warmup_steps} warmup step(s); step "
+            f"k, from 0, runs at {peak:g} × k/{schedule.warmup_steps}), so every step runs at learning rate 0"
+        )
+        fix = f"warmup_ratio=0 (a single step then runs at {peak:g}), or {steps}"
+    else:
+        why, fix = "and the scheduler's learning rate is 0 at every one", steps
+    return f"stage {stage.name} would not change the weights: {made}, {why}; fix: {fix}"
+
+
 def run_stage(
     config: TrainConfig,
     stage: TrainStage,
@@ -247,10 +294,15 @@ def run_stage(
     from ..train_data import prepare_stage_data, require_records
     from ..training import (
         PaddingFreeCollator,
+        changed_weights,
+        learning_rate_recorder,
         make_weighted_trainer_class,
+        planned_schedule,
         resolve_trackers,
         save_full_model,
         saved_model_problem,
+        saved_weight_digests,
+        start_weight_digests,
     )
 
     hyper = _stage_hyper(config, stage)
@@ -328,6 +380,22 @@ def run_stage(
         deepspeed=config.deepspeed,
         disable_tqdm=not is_main,
     )
+    # A schedule that cannot move the weights stops here, before the model is loaded: the Trainer's own step
+    # count and scheduler say the rate of every step it will take (a single step inside warmup runs at 0)
+    schedule = planned_schedule(args, rows=rows, processes=world_size)
+    if schedule.peak <= 0:
+        raise DasdError(
+            _idle_schedule(
+                config,
+                stage,
+                hyper,
+                schedule,
+                samples=prepared.samples,
+                rows=rows,
+                accumulation=accumulation,
+                processes=world_size,
+            )
+        )
     device = "cuda" if cuda else "cpu"
     attention = resolve_attention(config.student.attn_implementation, device)
     if config.packing and config.student.attn_implementation == "auto":
@@ -340,6 +408,9 @@ def run_stage(
     # 0.0078). bf16 is the compute precision: the Trainer's autocast, or ZeRO-3 / FSDP2 mixed precision,
     # which keep float32 masters of float32 weights. `student.dtype` applies to inference only.
     model = load_causal_lm(init, dtype=torch.float32, attention=attention, trainable=True, revision=revision)
+    # what the final weights are compared with: a digest per tensor, not a second copy (4B float32 weights: 16 GB)
+    start = start_weight_digests(model, init, revision) if is_main else None
+    rates = learning_rate_recorder()
     collator = PaddingFreeCollator(
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, padding_free=config.packing
     )
@@ -349,7 +420,7 @@ def run_stage(
         train_dataset=dataset,
         processing_class=tokenizer,
         data_collator=collator,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), rates],
     )
     resume = last_complete_checkpoint(stage_dir)
     started = time.perf_counter()
@@ -358,20 +429,37 @@ def run_stage(
 
     final_dir = stage_dir / "final"
     save_full_model(trainer, str(final_dir))
+    history = trainer.state.log_history
+    # the rate of every step: those of this run as they happened, and the logged ones of a run resumed from
+    peak = max([*rates.rates, *(entry["learning_rate"] for entry in history if "learning_rate" in entry)], default=0.0)
     # The stage is marked done, and its checkpoints deleted, only when final/ loads as the whole model:
-    # otherwise the checkpoints may hold the only copy of the trained weights. Every process gets process
-    # 0's verdict, so that all of them stop together rather than wait for each other in the next stage.
+    # otherwise the checkpoints may hold the only copy of the trained weights. And a stage whose saved weights
+    # are its starting weights trained nothing: an error, not a result. Every process gets process 0's
+    # verdicts, so that all of them stop together rather than wait for each other in the next stage.
     problem = saved_model_problem(final_dir) if is_main else None
+    changed = compared = None
+    if is_main and not problem and start is not None:
+        changed, compared = changed_weights(start, saved_weight_digests(final_dir))
     if world_size > 1:
         from accelerate.utils import broadcast_object_list
 
-        problem = broadcast_object_list([problem])[0]
+        problem, changed, compared = broadcast_object_list([problem, changed, compared])
     if problem:
         raise DasdError(
             f"stage {stage.name}: the final save is not a loadable model ({problem}); the stage is not marked "
             f"done and its checkpoints are kept in {stage_dir}"
         )
-    history = trainer.state.log_history
+    if compared and not changed:
+        if is_main:  # they hold its starting weights: a rerun starts the stage afresh rather than resume them
+            shutil.rmtree(final_dir, ignore_errors=True)
+            for checkpoint in stage_dir.glob("checkpoint-*"):
+                shutil.rmtree(checkpoint, ignore_errors=True)
+        raise DasdError(
+            f"stage {stage.name}: training left the weights as they started ({compared} of {compared} tensors equal "
+            f"to {init}'s) after {trainer.state.global_step} optimizer step(s) at a peak learning rate of {peak:.3g}; "
+            "a rate too small to move float32 weights, or no loss to learn from (records of weight 0), trains "
+            "nothing — raise learning_rate or check the records; the stage is not marked done"
+        )
     losses = [entry["loss"] for entry in history if "loss" in entry]
     tokens_seen = next((entry["num_tokens"] for entry in reversed(history) if "num_tokens" in entry), None)
     metrics = {
@@ -390,6 +478,10 @@ def run_stage(
         "tokens_seen": tokens_seen,
         "tokens_per_s": round(tokens_seen / seconds, 1) if tokens_seen else None,
         "optimizer_steps": trainer.state.global_step,
+        "warmup_steps": schedule.warmup_steps,
+        "peak_learning_rate": peak,
+        "changed_tensors": changed,
+        "compared_tensors": compared,
         "resumed_from": resume,
         "final_loss": losses[-1] if losses else None,
         "first_loss": losses[0] if losses else None,
@@ -470,15 +562,16 @@ def run(config: TrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
     if is_main:
         write_summary(output_dir, {"stage": "train", "stages": report})
         header = (
-            f"{'stage':14} {'samples':>8} {'dropped':>8} {'steps':>6} {'tokens seen':>12} "
+            f"{'stage':14} {'samples':>8} {'dropped':>8} {'steps':>6} {'peak lr':>9} {'tokens seen':>12} "
             f"{'tok/s':>9} {'padding':>8} {'first→final loss':>18} {'seconds':>8}"
         )
         lines = [header]
         for item in report:
             loss = f"{item['first_loss']:.3f}→{item['final_loss']:.3f}" if item.get("final_loss") is not None else "-"
+            peak = f"{item['peak_learning_rate']:.2e}" if item.get("peak_learning_rate") is not None else "-"
             lines.append(
                 f"{item['stage']:14} {item['samples']:8d} {sum(item['dropped'].values()):8d} "
-                f"{item['optimizer_steps']:6d} "
+                f"{item['optimizer_steps']:6d} {peak:>9} "
                 f"{(item['tokens_seen'] or 0):12,.0f} {(item['tokens_per_s'] or 0):9,.0f} "
                 f"{item['padding_fraction']:8.3f} "
                 f"{loss:>18} {item['seconds']:8.1f}{'  (done before)' if item.get('skipped') else ''}"
