@@ -35,13 +35,16 @@ def headline(stage: str, result: dict[str, Any]) -> str:
     'selected 12'
     >>> headline("train", {"stages": [{"stage": "low_temp", "first_loss": 1.234, "final_loss": 0.5}]})
     'low_temp loss 1.23→0.50'
+    >>> headline("train", {"stages": [{"stage": "low_temp", "first_loss": 1.234, "final_loss": 0.5,
+    ...                                "optimizer_steps": 12, "peak_learning_rate": 5e-05}]})
+    'low_temp loss 1.23→0.50 (12 steps, peak lr 5e-05)'
     """
     if stage in HEADLINE_COUNTS:
         key = HEADLINE_COUNTS[stage]
         return f"{key.replace('_', ' ')} {result[key]}" if key in result else ""
-    if stage == "train":  # …or the loss of each stage trained now
+    if stage == "train":  # …or the loss of each stage trained now, over how many steps at what peak rate
         return ", ".join(
-            f"{s['stage']} loss {s['first_loss']:.2f}→{s['final_loss']:.2f}"
+            f"{s['stage']} loss {s['first_loss']:.2f}→{s['final_loss']:.2f}{_steps(s)}"
             for s in result.get("stages", [])
             if not s.get("skipped") and s.get("final_loss") is not None
         )
@@ -53,6 +56,17 @@ def headline(stage: str, result: dict[str, Any]) -> str:
             f"{b} {100 * m['avg_at_k']:.1f}" for b, m in result.get("benchmarks", {}).items() if "avg_at_k" in m
         )
     return ""
+
+
+def _steps(stage: dict[str, Any]) -> str:
+    """` (12 steps, peak lr 5e-05)`: a training stage's optimizer steps and the highest learning rate they ran at
+    (a stage trained before dasd recorded them shows what it has)."""
+    parts = []
+    if stage.get("optimizer_steps") is not None:
+        parts.append(f"{stage['optimizer_steps']} steps")
+    if stage.get("peak_learning_rate") is not None:
+        parts.append(f"peak lr {stage['peak_learning_rate']:.2g}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def collect_ablation(config: PipelineConfig) -> dict[str, Any]:
