@@ -410,3 +410,77 @@ def test_stage_by_rank_splits_one_temperature_into_two_stages(tmp_path, capsys):
     unselected = write_jsonl(tmp_path / "plain.jsonl", _selected())
     assert main(["build-sft", f"input={unselected}", f"output={tmp_path / 'x.jsonl'}", "stage_by=rank"]) == 2
     assert "plain.jsonl:1: field 'select': missing: stage_by=rank needs dasd select's output" in capsys.readouterr().err
+
+
+def _answer_only():
+    """Responses of a teacher that writes no think block, sampled with reasoning_format none and scored."""
+    from dasd.text.sentences import split_sentences
+
+    records = []
+    for record in _selected():
+        content = f"I add the two numbers. {record['content']}"
+        sentences = [
+            {"part": "content", "start": start, "end": end, "type": "teacher"}
+            for start, end in split_sentences(content)
+        ]
+        das = {"teacher": len(sentences), "student": 0, "shared": 0, "n": len(sentences)}
+        records.append(
+            {
+                **record,
+                "reasoning": "",
+                "content": content,
+                "reasoning_format": "none",
+                "sentences": sentences,
+                "das": das,
+            }
+        )
+    return records
+
+
+def test_an_answer_only_response_trains_on_its_answer_without_an_empty_think_block(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "selected.jsonl", _answer_only())
+    output = tmp_path / "sft" / "sft.jsonl"
+    args = [f"input={path}", f"output={output}", "student_tokenizer=smollm2", "sentence_weights={teacher: 2}"]
+    summary = build_sft.run(load_config(build_sft.BuildSFTConfig, None, [*args, "weight_by=teacher_sentences"]))
+    assert summary["answer_only"] == 6 and summary["template_check"] == {"ok": 6}
+    assert "  6 (reasoning_format none: the answer alone, no think block)" in capsys.readouterr().out
+    for source, record in zip(_answer_only(), read_jsonl(output)):
+        assistant = record["messages"][-1]
+        assert assistant == {"role": "assistant", "content": source["content"]}
+        # the sentence spans index the answer itself
+        assert [assistant["content"][start:end] for start, end, _ in record["loss_weight_spans"]] == [
+            source["content"][s["start"] : s["end"]] for s in source["sentences"]
+        ]
+
+
+@pytest.mark.parametrize(
+    "changes, cause",
+    [
+        (
+            {"reasoning": ""},  # a think-format response (no reasoning_format: think) without reasoning
+            "field 'reasoning': empty: the teacher wrote no reasoning (no think block); sample with "
+            "reasoning_format=none",
+        ),
+        (
+            {"content": "", "finish_reason": "stop", "filter": {"keep": True, "reason": None}},
+            "field 'content': empty: the reasoning has no answer after it: the think block never closed (a teacher "
+            "that does not close the block its template opened: sample with reasoning_format=none and a template "
+            "that opens none); dasd filter kept it: its structure filter was off",
+        ),
+        (
+            {"content": "", "finish_reason": "length"},
+            "field 'content': empty: the reasoning has no answer after it: max_new_tokens cut the response inside its "
+            "think block; dasd filter's structure filter drops such responses",
+        ),
+        (
+            {"reasoning": "", "content": "", "reasoning_format": "none"},
+            "field 'content': empty: the response is empty (no reasoning, no answer)",
+        ),
+    ],
+)
+def test_an_empty_part_is_refused_with_its_real_cause(tmp_path, capsys, changes, cause):
+    bad = write_jsonl(tmp_path / "selected.jsonl", [{**_selected()[0], **changes}])
+    assert main(["build-sft", f"input={bad}", f"output={tmp_path / 'out' / 'sft.jsonl'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"selected.jsonl:1: {cause}" in err and "run dasd filter first" not in err
+    assert not (tmp_path / "out").exists()

@@ -68,6 +68,10 @@ def _record(
         ({"content": '<tool_call>\n{"name": "calc", "arguments": {"x": 1}}\n</tool_call>'}, "tool_call"),
         ({"content": '{"name": "search", "arguments": {"q": "2+3"}}'}, "tool_call"),
         ({"content": "The answer is 5.</think> really"}, "stray_think_tag"),
+        # a teacher that writes no think block, sampled as such: its chain of thought is its answer
+        ({"reasoning": "", "reasoning_format": "none"}, None),
+        ({"reasoning": "", "reasoning_format": "think"}, "empty_reasoning"),
+        ({"reasoning": "", "content": " ", "reasoning_format": "none"}, "empty_content"),
     ],
 )
 def test_structure(changes, reason):
@@ -93,6 +97,41 @@ def test_length_counts_the_whole_training_text_in_student_tokens(smollm2_tokeniz
     from dasd.filters import length_filter
 
     assert length_filter(100, config.length) is True and length_filter(101, config.length) == (False, "too_long")
+
+
+def test_the_length_of_an_answer_only_response_is_that_of_the_text_build_sft_writes(tmp_path, smollm2_tokenizer):
+    """No reasoning (reasoning_format none): the training text is the answer alone, without an empty think block."""
+    from dasd.stages import build_sft
+
+    record = _record(reasoning="", content="2 and 3 make 5. The answer is 5.", reasoning_format="none")
+    length = student_length(smollm2_tokenizer, record, system_prompt="You are a helpful assistant.")
+    sft = build_sft.sft_record(record, load_config(build_sft.BuildSFTConfig, None, ["input=x", "output=y"]))
+    assert sft["messages"][-1]["content"] == record["content"]
+    prompt = smollm2_tokenizer.apply_chat_template(sft["messages"][:-1], tokenize=False, add_generation_prompt=True)
+    expected = smollm2_tokenizer(prompt + record["content"], add_special_tokens=False)["input_ids"]
+    assert length == len(expected) + 1  # + the end token
+    with_think = student_length(smollm2_tokenizer, {**record, "reasoning": "So."}, system_prompt=None)
+    assert with_think > length  # the tags count where there is reasoning
+
+
+def test_answer_only_responses_pass_the_stage_in_worker_processes_too(tmp_path):
+    """The workers get the fields the filters read: `reasoning_format` among them."""
+    records = [_record(f"r{i}", f"q{i}", reasoning="", reasoning_format="none") for i in range(3)]
+    records.append(_record("think", "q9", reasoning=""))
+    path = write_jsonl(tmp_path / "in.jsonl", records)
+    summaries = {}
+    for workers in (1, 2):
+        output = tmp_path / f"w{workers}" / "kept.jsonl"
+        overrides = [
+            f"input={path}",
+            f"output={output}",
+            "length.enabled=false",
+            f"workers={workers}",
+            "chunk_records=2",
+        ]
+        summaries[workers] = filter_stage.run(load_config(filter_stage.FilterConfig, None, overrides))
+    for summary in summaries.values():
+        assert summary["kept"] == 3 == summary["answer_only_kept"] and summary["reasons"] == {"empty_reasoning": 1}
 
 
 # --- repetition -------------------------------------------------------------------------------

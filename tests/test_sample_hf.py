@@ -124,6 +124,9 @@ def test_stage_writes_think_split_records_with_exact_offsets(tmp_path, taught_te
     run_dir = output.parent
     assert (run_dir / "responses.config.yaml").exists() and (run_dir / "responses.summary.json").exists()
     assert summary["finish_reasons"].get("stop", 0) == len(stopped)
+    # a teacher that writes its think blocks: no warning; the records carry the format they were sampled in
+    assert summary["warnings"] == [] and {r["reasoning_format"] for r in records} == {"think"}
+    assert summary["missing_parts"]["checked"] == 12 and summary["questions_defaulted"] == {"id": 0, "domain": 0}
 
 
 def test_rerun_skips_done_ids_and_extends_the_schedule(tmp_path, tiny_llama_smollm2, questions_file):

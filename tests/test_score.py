@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from dasd import sentence_scores
 from dasd.config import load_config
 from dasd.sentence_scores import assign_tokens, classify, score_sentences
 from dasd.stages import sample, score
@@ -247,7 +248,7 @@ def test_bad_records_get_reasons_and_the_rest_is_scored(tmp_path, tiny_llama_smo
     errors = {e["id"]: e["error"] for e in read_jsonl(tmp_path / "scored.errors.jsonl")}
     assert errors["no_logprobs"] == "missing_teacher_logprobs"
     assert errors["bad_offsets"].startswith("teacher_offsets_mismatch: reasoning token 0 span [0, 50]")
-    assert errors["empty_reasoning"] == "empty_reasoning"
+    assert errors["empty_reasoning"].startswith("empty_reasoning: the teacher wrote no reasoning")
     assert errors["hole"].startswith("sentence_without_teacher_tokens: reasoning[6:13]")
     assert summary["records_scored"] == 1 and summary["records_failed"] == 4
 
@@ -619,3 +620,64 @@ def test_unfinished_responses_pass_through_unscored_and_filter_keeps_the_same_re
     }
     assert results["true"][1] == results["false"][1] and len(results["true"][1]) == 4  # the kept records
     assert results["true"][2] == results["false"][2] == {"r1": "finish_length", "r4": "tool_call"}
+
+
+def _answer_only(record_id: str, reasoning_format: str | None = "none") -> dict:
+    """A response of a teacher that writes no think block: its chain of thought is its answer (two sentences)."""
+    record = {
+        "id": record_id,
+        "messages": [{"role": "user", "content": "Q?"}],
+        "reasoning": "",
+        "content": "Fine. Really.",
+        "logprob_mode": "raw",
+        "teacher_logprobs": {
+            "reasoning": {"offsets": [], "logprobs": []},
+            "content": {"offsets": [[0, 5], [5, 13]], "logprobs": [-0.1, -0.2]},
+        },
+    }
+    if reasoning_format is not None:
+        record["reasoning_format"] = reasoning_format
+    return record
+
+
+def test_a_none_format_response_is_scored_on_its_answer_and_a_think_one_without_reasoning_is_not(
+    tmp_path, tiny_llama_smollm2, capsys
+):
+    records = [
+        _answer_only("none"),
+        _answer_only("think", "think"),
+        _answer_only("unlabelled", None),  # older records carry no format: think
+        {**_answer_only("empty"), "content": " "},
+    ]
+    path = write_jsonl(tmp_path / "in.jsonl", records)
+    output = tmp_path / "scored.jsonl"
+    summary = score.run(
+        load_config(
+            score.ScoreConfig, None, [f"input={path}", f"output={output}", f"student.model={tiny_llama_smollm2}"]
+        )
+    )
+    [scored] = read_jsonl(output)
+    assert scored["id"] == "none" and scored["das"]["n"] == 2
+    assert [(s["part"], s["start"], s["end"]) for s in scored["sentences"]] == [("content", 0, 5), ("content", 6, 13)]
+    assert summary["answer_only_scored"] == 1
+    assert summary["failure_reasons"] == {"empty_reasoning": 2, "empty_response": 1}
+    errors = {e["id"]: e["error"] for e in read_jsonl(tmp_path / "scored.errors.jsonl")}
+    assert errors["think"] == errors["unlabelled"] == sentence_scores.EMPTY_REASONING
+    assert "reasoning_format=none" in errors["think"]
+    out, err = capsys.readouterr()
+    assert "answer only             1 (reasoning_format none: the answer's sentences scored)" in out
+    assert "warning: 2 of 4 records have no reasoning: the teacher wrote no think block" in err
+    # the progress bar counts every record, failed ones too, against the input's size (not `0rec`)
+    assert "4/4" in err
+
+
+def test_the_progress_bar_total_is_the_inputs_size_where_it_is_known(tmp_path):
+    from dasd.data.records import record_count
+
+    path = write_jsonl(tmp_path / "in.jsonl", [_answer_only(f"r{i}") for i in range(5)])
+    assert record_count(str(path)) == 5
+    config = load_config(score.ScoreConfig, None, [f"input={path}", "output=x.jsonl", "student.model=s"])
+    assert score._input_size(config, None) == 5
+    assert score._input_size(config.model_copy(update={"limit": 3}), None) == 3
+    assert score._input_size(config, (0, 2)) is None  # a shard's share is not known before reading
+    assert record_count(str(tmp_path / "in*.jsonl")) is None

@@ -1,8 +1,11 @@
 """Quality filters for teacher responses. Each returns `True` (keep) or `(False, "snake_case_reason")`.
 
 * `structure` — the response finished (`finish_reason == stop`), has non-empty reasoning and answer,
-  no tool call (also none written as text in the answer), no stray think tags;
-* `length` — prompt + think-tagged response + end token, in **student** tokens, fits `max_length`;
+  no tool call (also none written as text in the answer), no stray think tags. A response sampled with
+  `reasoning_format: none` needs no reasoning: its chain of thought is its answer (`reasoning_in_answer`,
+  the record's own field, not an option here);
+* `length` — prompt + think-tagged response (the answer alone for one whose reasoning is its answer:
+  `assistant_text`, the text build-sft writes) + end token, in **student** tokens, fits `max_length`;
 * `repetition` — repeated long paragraphs, a sentence looping, too many repeated sentences or word
   n-grams, or a text whose tail is one unit repeated over and over. Defaults were set on the
   examples in tests/test_filters.py: a healthy 20K-token chain of thought that restates its formula
@@ -31,7 +34,7 @@ from typing import Any, NamedTuple
 from pydantic import Field
 
 from .config import SPEED_ONLY, StageConfig
-from .data.records import Response
+from .data.records import Response, assistant_text, reasoning_in_answer
 from .text.reasoning import TOOL_CALL_MARKERS
 from .text.sentences import split_sentences
 
@@ -104,7 +107,7 @@ def structure_filter(record: Response, config: StructureConfig):
     if config.require_stop and record["finish_reason"] != "stop":
         return False, f"finish_{record['finish_reason']}"
     reasoning, content = record["reasoning"], record["content"]
-    if not reasoning.strip():
+    if not reasoning.strip() and not reasoning_in_answer(record):
         return False, "empty_reasoning"
     if not content.strip():
         return False, "empty_content"
@@ -122,18 +125,18 @@ def structure_filter(record: Response, config: StructureConfig):
 def student_length(
     tokenizer, record: dict[str, Any], *, system_prompt: str | None, chat_template_kwargs: dict | None = None
 ) -> int:
-    from .text.render import render_student
+    """Student tokens of the training text: prompt, assistant text (`assistant_text`, as build-sft writes it), end
+    token."""
+    from .text.render import render_completion, with_system_prompt
 
-    rendered = render_student(
+    prompt_ids, completion_ids, _, _ = render_completion(
         tokenizer,
-        record["messages"],
-        record["reasoning"],
-        record["content"],
-        system_prompt=system_prompt,
+        with_system_prompt(record["messages"], system_prompt),
+        assistant_text(record["reasoning"], record["content"])[0],
         add_end_token=True,
         chat_template_kwargs=chat_template_kwargs,
     )
-    return rendered.length
+    return len(prompt_ids) + len(completion_ids)
 
 
 def length_filter(length: int, config: LengthConfig):
@@ -248,7 +251,7 @@ class Screening(NamedTuple):
 # What the filters read of a record: all a worker process gets (a response's log-probs and sentences are most of
 # its bytes and no filter reads them).
 SCREENED_FIELDS = ("id", "question_id", "messages", "reasoning", "content", "finish_reason", "answer", "domain")
-SCREENED_OPTIONAL = ("choices", "meta")
+SCREENED_OPTIONAL = ("choices", "meta", "reasoning_format")
 
 
 def screened_part(record: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .data.records import PARTS, SENTENCE_TYPES, stable_seed
+from .data.records import PARTS, SENTENCE_TYPES, reasoning_in_answer, stable_seed
 
 
 def assign_tokens(
@@ -118,13 +118,24 @@ class SentenceScore:
         }
 
 
+EMPTY_REASONING = (
+    "empty_reasoning: the teacher wrote no reasoning (no think block); to score and train on its answer as the "
+    "chain of thought, sample with reasoning_format=none"
+)
+
+
 def check_teacher_logprobs(record: dict[str, Any]) -> str | None:
-    """Why a response cannot be scored, or None."""
+    """Why a response cannot be scored, or None. A response without reasoning is scored on its answer's sentences
+    when its chain of thought is its answer (`reasoning_in_answer`: sampled with `reasoning_format: none`); any
+    other is `empty_reasoning` (a think-format teacher that wrote no think block)."""
     teacher = record.get("teacher_logprobs")
     if not isinstance(teacher, dict):
         return "missing_teacher_logprobs"
     if not record["reasoning"].strip():
-        return "empty_reasoning"
+        if not reasoning_in_answer(record):
+            return EMPTY_REASONING
+        if not record["content"].strip():
+            return "empty_response: no reasoning and no answer"
     for part in PARTS:
         text = record[part]
         entry = teacher.get(part) or {"offsets": [], "logprobs": []}

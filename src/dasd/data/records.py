@@ -22,12 +22,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from typing import Any, Literal
 
 from typing_extensions import NotRequired, TypedDict  # typing's own lacks NotRequired before 3.11
 
 from ..errors import ConfigError, InputError
-from ..text.reasoning import PARTS  # a response's two texts: defined by the parser that splits a response into them
+from ..text.reasoning import (
+    PARTS,  # a response's two texts: defined by the parser that splits a response into them
+    REASONING_FORMATS,
+)
+from ..text.render import think_text
 
 DOMAINS = ("math", "code", "science", "instruction", "other")
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -38,6 +43,7 @@ PROVENANCE_CLASSES = ("teacher", "student", "shared", "boosted")
 
 Domain = Literal["math", "code", "science", "instruction", "other"]
 FinishReason = Literal["stop", "length", "tool_call", "error"]
+ReasoningFormat = Literal["think", "harmony", "none"]  # REASONING_FORMATS
 
 
 class Message(TypedDict):
@@ -89,6 +95,10 @@ class Response(TypedDict):
     sample_index: NotRequired[int]
     reasoning: str  # the text inside the think block / analysis channel, no tags ("" when none)
     content: str  # the final answer ("" when none)
+    # how the teacher wrote its reasoning (`dasd sample`'s reasoning_format); absent (older records, the released
+    # data, eval samples): think. With none an empty `reasoning` is expected: the chain of thought is the answer
+    # (`reasoning_in_answer`)
+    reasoning_format: NotRequired[ReasoningFormat]
     finish_reason: FinishReason
     teacher_logprobs: PartLogprobs | None
     logprob_mode: NotRequired[Literal["raw", "processed"]]
@@ -140,7 +150,9 @@ class SFTRecord(TypedDict):
     """Input of `dasd train` (`dasd build-sft` and `dasd mix` write them)."""
 
     id: str
-    messages: list[Message]  # system prompt, question turns, assistant turn "<think>\n…\n</think>\n\n…"
+    # system prompt, question turns, assistant turn "<think>\n…\n</think>\n\n…" (`assistant_text`: the answer alone
+    # for a response whose chain of thought is its answer)
+    messages: list[Message]
     weight: float  # per-sample loss weight
     stage: str  # training stage: low_temp, high_temp, mixed_policy (dasd.naming)
     source: str  # dasd, mixed_policy, off_policy, …
@@ -168,13 +180,51 @@ class EvalResult(TypedDict):
     reasoning_gym_score: NotRequired[float]
 
 
+def reasoning_in_answer(record: dict[str, Any]) -> bool:
+    """Whether a response's chain of thought is its answer: it was sampled with `reasoning_format: none` (an
+    instruct teacher that writes no think block) and has no separate reasoning. `dasd score` then scores the
+    answer's sentences, `dasd filter` does not reject it as `empty_reasoning`, and `dasd build-sft` trains on the
+    answer alone (`assistant_text`). The choice is the record's, not a stage option: the records carry the format
+    they were sampled in, so every stage of a recipe agrees without being told, and a think-format response
+    without reasoning (a teacher or template that failed to open the block) stays an error.
+
+    >>> reasoning_in_answer({"reasoning": "", "content": "2 + 2 = 4.", "reasoning_format": "none"})
+    True
+    >>> reasoning_in_answer({"reasoning": "", "content": "2 + 2 = 4."})  # no format: think, and reasoning is missing
+    False
+    """
+    return record.get("reasoning_format") == "none" and not record["reasoning"].strip()
+
+
+def assistant_text(reasoning: str, content: str) -> tuple[str, int, int]:
+    """The assistant text a student is trained on for a response, and where reasoning and content start in it:
+    `<think>\\n{reasoning}\\n</think>\\n\\n{content}` (`dasd.text.render.think_text`), or the answer alone when
+    there is no reasoning (a `reasoning_format: none` teacher, whose chain of thought is its answer).
+
+    Not an empty think block: that is text the teacher never wrote, and it would teach the student to close its
+    reasoning at once and then reason in the answer, outside the block. Trained on the answer alone, the student
+    learns to answer as the teacher did (a student whose chat template opens `<think>` itself then reasons inside
+    the block the template opened). Scoring and the length filter should see the same text, so that the student's
+    log-probs and lengths are those of what it is trained on.
+
+    >>> assistant_text("Two and two.", "4")
+    ('<think>\\nTwo and two.\\n</think>\\n\\n4', 8, 31)
+    >>> assistant_text("", "2 + 2 = 4, so the answer is 4.")
+    ('2 + 2 = 4, so the answer is 4.', 0, 0)
+    """
+    if not reasoning:
+        return content, 0, 0
+    return think_text(reasoning, content)
+
+
 # Fields a stage needs from each record it reads, checked where the file is read.
 RESPONSE_FIELDS = ("id", "question_id", "messages", "reasoning", "content", "finish_reason")
 
 
 def check_fields(record: dict[str, Any], fields: tuple[str, ...], *, path: str, line: int | None) -> None:
     """Raise `InputError` (file, line, field) when `record` lacks one of `fields`, when a text part
-    (`reasoning`, `content`) is not a string, or when `finish_reason` is not one of FINISH_REASONS.
+    (`reasoning`, `content`) is not a string, when `finish_reason` is not one of FINISH_REASONS, or when the record
+    names a `reasoning_format` that is not one of REASONING_FORMATS.
 
     >>> check_fields({"id": "a", "reasoning": "r"}, ("id", "reasoning"), path="x.jsonl", line=3)
     >>> check_fields({"id": "a"}, ("id", "content"), path="x.jsonl", line=3)
@@ -189,6 +239,9 @@ def check_fields(record: dict[str, Any], fields: tuple[str, ...], *, path: str, 
             raise InputError(path, line, field, f"must be a string (got {type(record[field]).__name__})")
         if field == "finish_reason" and record[field] not in FINISH_REASONS:
             raise InputError(path, line, field, f"must be one of {', '.join(FINISH_REASONS)} (got {record[field]!r})")
+    if record.get("reasoning_format", "think") not in REASONING_FORMATS:
+        message = f"must be one of {', '.join(REASONING_FORMATS)} (got {record['reasoning_format']!r})"
+        raise InputError(path, line, "reasoning_format", message)
 
 
 def parse_shard(spec: str | None, *, from_launcher: bool = False) -> tuple[int, int] | None:
@@ -238,8 +291,17 @@ def response_id(question_id: str, temperature: float, index: int) -> str:
     return f"{question_id}:t{float(temperature):g}:{index}"
 
 
-def normalize_question(record: dict[str, Any], *, path: str = "<input>", line: int | None = None) -> Question:
-    """Validate one question record and return it in canonical form; `InputError` names the field."""
+def normalize_question(
+    record: dict[str, Any], *, path: str = "<input>", line: int | None = None, defaulted: Counter | None = None
+) -> Question:
+    """Validate one question record and return it in canonical form; `InputError` names the field. A missing `id`
+    becomes the hash of the prompt and a missing `domain` `other`; `defaulted` (when given) counts each ("id",
+    "domain"), so that `dasd sample` can say how many questions it gave one.
+
+    >>> defaulted = Counter()
+    >>> normalize_question({"prompt": "What is 2 + 2?"}, defaulted=defaulted)["domain"], dict(defaulted)
+    ('other', {'id': 1, 'domain': 1})
+    """
 
     def fail(field: str, message: str) -> InputError:
         return InputError(path, line, field, message)
@@ -272,10 +334,14 @@ def normalize_question(record: dict[str, Any], *, path: str = "<input>", line: i
     if question_id is None:
         # A file without ids still gets stable ones: the hash of the prompt.
         question_id = "q-" + stable_hash(clean, length=12)
+        if defaulted is not None:
+            defaulted["id"] += 1
     elif not isinstance(question_id, (str, int)) or isinstance(question_id, bool) or str(question_id) == "":
         raise fail("id", "must be a non-empty string")
 
     domain = record.get("domain") or "other"
+    if defaulted is not None and not record.get("domain"):
+        defaulted["domain"] += 1
     if domain not in DOMAINS:
         raise fail("domain", f"must be one of {', '.join(DOMAINS)} (got {domain!r})")
     meta = record.get("meta") or {}
@@ -291,9 +357,11 @@ def normalize_question(record: dict[str, Any], *, path: str = "<input>", line: i
     return question
 
 
-def load_questions(path: str) -> list[Question]:
+def load_questions(path: str, *, defaulted: Counter | None = None) -> list[Question]:
     """Read and validate every question of a file before any work starts (duplicate ids are errors; rows of
-    the released data repeat their question once per response, and each question is kept once)."""
+    the released data repeat their question once per response, and each question is kept once). `defaulted`
+    (when given) counts the questions given an id or a domain because they had none (`normalize_question`; a
+    released row's domain that is missing or not one of DOMAINS counts too)."""
     from .io import read_records
 
     questions, seen = [], {}
@@ -302,9 +370,11 @@ def load_questions(path: str) -> list[Question]:
         if released:
             question, _ = released_row_to_records(record, path=path, line=line)
         else:
-            question = normalize_question(record, path=path, line=line)
+            question = normalize_question(record, path=path, line=line, defaulted=defaulted)
         if released and question["id"] in seen:
             continue  # another response to a question already read
+        if released and defaulted is not None and str(record.get("domain") or "").lower() not in DOMAINS:
+            defaulted["domain"] += 1  # `_released_domain` made it `other`
         if question["id"] in seen:
             raise InputError(
                 path, line, "id", f"duplicate id {question['id']!r} (first on line {seen[question['id']]})"
@@ -312,6 +382,36 @@ def load_questions(path: str) -> list[Question]:
         seen[question["id"]] = line
         questions.append(question)
     return questions
+
+
+def record_count(path: str) -> int | None:
+    """How many records an input holds, where that is known without parsing them: the rows of a Parquet file or
+    output folder (their metadata), the lines of a plain JSONL file (a byte scan in 1 MiB blocks; a blank line counts
+    too); None for anything else (gzip, a glob, a saved or Hub dataset) — a progress bar's total.
+
+    >>> record_count("/nonexistent.jsonl") is None
+    True
+    """
+    from pathlib import Path
+
+    from .shards import parquet_parts
+
+    file = Path(path)
+    if any(char in path for char in "*?[") or path.startswith("hf://") or not file.exists():
+        return None
+    if file.is_dir() or file.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        parts = parquet_parts(file) if file.is_dir() else [file]
+        return sum(pq.ParquetFile(part).metadata.num_rows for part in parts) if parts else None
+    if file.name.endswith(".gz"):
+        return None
+    lines, last = 0, b"\n"
+    with open(file, "rb") as handle:
+        while block := handle.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
 
 
 # --- the released DASD data (Superior-Reasoning-SFT-gpt-oss-120b) ------------------------------

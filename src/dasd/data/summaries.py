@@ -36,6 +36,12 @@ class SampleSummary(TypedDict):
     logprob_probe: dict[str, Any] | None  # the teacher-forced rescoring that verified raw log-probs; None: not probed
     temperature_suggestion: NotRequired[dict[str, Any]]  # suggest_temperatures: low, high, reasons
     cache: NotRequired[dict[str, Any]]  # the sampling cache: folder (or the reason it is off), reused, stored
+    questions_defaulted: NotRequired[dict[str, int]]  # input questions given an id / a domain they lacked
+    reasoning_format: NotRequired[str]  # think | harmony | none: also on each response record
+    # this run's responses (`checked`) and how many lack a part: empty, no_reasoning, unclosed (reasoning, no answer),
+    # unclosed_at_length, no_extractable_answer (dasd.stages.sample.missing_parts)
+    missing_parts: NotRequired[dict[str, int]]
+    warnings: NotRequired[list[str]]  # one per part most of them lack, with the likely fix (printed too)
 
 
 class ScoreSummary(TypedDict):
@@ -56,6 +62,8 @@ class ScoreSummary(TypedDict):
     space: str
     unverified_logprobs_scored: int
     unscored_unfinished: NotRequired[int]  # skip_unfinished: passed through unscored (finish_reason != stop)
+    # records scored on their answer's sentences: no reasoning, sampled with reasoning_format none (only when some)
+    answer_only_scored: NotRequired[int]
 
 
 class FilterSummary(TypedDict):
@@ -70,6 +78,8 @@ class FilterSummary(TypedDict):
     student_tokens: dict[str, float] | None  # max, mean of the kept records (length filter on)
     seconds: float
     records_per_s: float
+    # kept records without reasoning, sampled with reasoning_format none (their answer is the chain of thought)
+    answer_only_kept: NotRequired[int]
 
 
 class SelectedSide(TypedDict):
@@ -105,6 +115,8 @@ class BuildSFTSummary(TypedDict):
     per_stage: dict[str, int]  # records per training stage
     files: list[str]
     template_check: dict[str, int] | None
+    # records whose assistant turn is the answer alone (no reasoning, sampled with reasoning_format none; when some)
+    answer_only: NotRequired[int]
     # only with weight_by other than none (a default summary is as before):
     weight_by: NotRequired[str]  # teacher_seq_logprob | teacher_sentences
     weight_temperature: NotRequired[float]  # teacher_seq_logprob's softmax temperature

@@ -9,6 +9,11 @@ stages), the question's turns, and the assistant turn `<think>\\n{reasoning}\\n<
 `high_temp` — the two stages of temperature-scheduled SFT; `stage=NAME` forces one for all; `stage_by=rank` splits
 by select's rank instead (rank 0 → `low_temp`, the rest → `high_temp`: two stages at one temperature).
 
+A response sampled with `reasoning_format: none` (an instruct teacher that writes no think block; the record's own
+field, written by `dasd sample`) has no reasoning: its chain of thought is its answer, and its assistant turn is the
+answer alone, without an empty think block (`dasd.data.records.assistant_text` says why); the summary counts them
+(`answer_only`). Any other response needs both a reasoning and an answer.
+
 Written (all rewritten whole on each run): `output`, every record (what `dasd mix` reads as its curated
 set), and beside it `<name>.<stage>.jsonl`, the records of each stage (what `dasd train` and `dasd run`
 train on). Only the exports asked for (`exports=[...]`; none by default — each is one more copy of every
@@ -59,13 +64,13 @@ from pydantic import Field
 
 from ..config import ADDED, SPEED_ONLY, RecordOutput, StageConfig, dump_config
 from ..data.io import AtomicJsonlFiles, iter_records, write_json_atomic, write_summary
-from ..data.records import PARTS, SENTENCE_TYPES, SFTRecord, check_fields
+from ..data.records import PARTS, SENTENCE_TYPES, SFTRecord, assistant_text, check_fields, reasoning_in_answer
 from ..data.summaries import BuildSFTSummary
 from ..errors import InputError
 from ..naming import HIGH_TEMP_STAGE, LOW_TEMP_STAGE, sft_stage_file, sidecar, stage_for_temperature
 from ..progress import format_summary
 from ..sentence_scores import check_teacher_logprobs, mean_teacher_logprob, strategy_score
-from ..text.render import DEFAULT_SYSTEM_PROMPT, think_text, with_system_prompt
+from ..text.render import DEFAULT_SYSTEM_PROMPT, with_system_prompt
 
 EXPORTS = ("trl_messages", "trl_prompt_completion", "sharegpt")
 SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "tool": "observation"}
@@ -147,7 +152,7 @@ def record_stage(record: dict[str, Any], config: BuildSFTConfig) -> str:
 
 
 def sft_record(record: dict[str, Any], config: BuildSFTConfig) -> SFTRecord:
-    assistant, _, _ = think_text(record["reasoning"].strip(), record["content"].strip())
+    assistant, _, _ = assistant_text(record["reasoning"].strip(), record["content"].strip())
     messages = with_system_prompt(record["messages"], config.system_prompt) + [
         {"role": "assistant", "content": assistant}
     ]
@@ -262,7 +267,7 @@ def weight_stats(records: list[dict[str, Any]]) -> dict[str, float]:
 
 def sentence_spans(record: dict[str, Any], *, path: str, line: int) -> list[tuple[int, int, str]]:
     """The record's scored sentences as `(start, end, class)` character spans of its assistant turn
-    (`think_text` of the stripped reasoning and content, as `sft_record` writes it).
+    (`assistant_text` of the stripped reasoning and content, as `sft_record` writes it).
 
     >>> record = {"reasoning": " A b. C d.", "content": "E.", "sentences": [
     ...     {"part": "reasoning", "start": 1, "end": 5, "type": "teacher"},
@@ -274,7 +279,7 @@ def sentence_spans(record: dict[str, Any], *, path: str, line: int) -> list[tupl
     sentences = record.get("sentences")
     if not isinstance(sentences, list):
         raise InputError(path, line, "sentences", "missing: sentence_weights needs scored records (run dasd score)")
-    _, reasoning_start, content_start = think_text(record["reasoning"].strip(), record["content"].strip())
+    _, reasoning_start, content_start = assistant_text(record["reasoning"].strip(), record["content"].strip())
     starts = {"reasoning": reasoning_start, "content": content_start}
     spans = []
     for sentence in sentences:
@@ -391,15 +396,48 @@ def template_check(tokenizer, records: list[dict[str, Any]]) -> dict[str, int]:
     return dict(found)
 
 
+def empty_part_cause(record: dict[str, Any], part: str) -> str:
+    """Why a response's `part` is empty, and what to do, for build-sft's one-line error: the teacher's format (no
+    think block written, or one that never closed), then whether dasd filter could have caught it.
+
+    >>> empty_part_cause({"reasoning": "Let me see", "content": "", "finish_reason": "stop"}, "content").split(" (")[0]
+    'empty: the reasoning has no answer after it: the think block never closed'
+    >>> empty_part_cause({"reasoning": "", "content": "4", "filter": {"keep": True}}, "reasoning").split("; ")[-1]
+    'dasd filter kept it: its structure filter was off'
+    """
+    if not record["reasoning"].strip() and not record["content"].strip():
+        cause = "the response is empty (no reasoning, no answer)"
+    elif part == "reasoning":
+        cause = (
+            "the teacher wrote no reasoning (no think block); sample with reasoning_format=none (the chain of thought "
+            "is then the answer, trained on alone) or a template that opens one"
+        )
+    elif record.get("finish_reason") == "length":
+        cause = "the reasoning has no answer after it: max_new_tokens cut the response inside its think block"
+    else:
+        cause = (
+            "the reasoning has no answer after it: the think block never closed (a teacher that does not close the "
+            "block its template opened: sample with reasoning_format=none and a template that opens none)"
+        )
+    verdict = record.get("filter")
+    if isinstance(verdict, dict) and verdict.get("keep"):
+        where = "dasd filter kept it: its structure filter was off"
+    elif isinstance(verdict, dict):
+        where = "dasd filter rejected it: build-sft reads the kept records (its output), not the rejected ones"
+    else:
+        where = "dasd filter's structure filter drops such responses"
+    return f"empty: {cause}; {where}"
+
+
 def _checked(config: BuildSFTConfig, line: int, record: dict[str, Any]) -> None:
     check_fields(record, ("id", "messages", "reasoning", "content"), path=config.input, line=line)
     if config.stage_by == "rank" and not isinstance((record.get("select") or {}).get("rank"), int):
         raise InputError(config.input, line, "select", "missing: stage_by=rank needs dasd select's output")
     for part in PARTS:
+        if part == "reasoning" and reasoning_in_answer(record):
+            continue  # the chain of thought is the answer (checked next): trained on alone
         if not record[part].strip():
-            raise InputError(
-                config.input, line, part, "empty: build-sft expects filtered responses (run dasd filter first)"
-            )
+            raise InputError(config.input, line, part, empty_part_cause(record, part))
 
 
 def run(config: BuildSFTConfig) -> dict[str, Any]:
@@ -408,8 +446,10 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
     entries: list[dict[str, Any]] = []
     scores = []
     chars: dict[str, Counter] = defaultdict(Counter)
+    answer_only = 0
     for line, record in iter_records(config.input):
         _checked(config, line, record)
+        answer_only += reasoning_in_answer(record)
         stage = record_stage(record, config)
         if config.weight_by != "none":
             scores.append(weight_score(record, config.weight_by, path=config.input, line=line))
@@ -481,6 +521,8 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
         "files": written,
         "template_check": check,
     }
+    if answer_only:
+        summary["answer_only"] = answer_only
     if config.weight_by != "none":
         summary["weight_by"] = config.weight_by
         if config.weight_by == "teacher_seq_logprob":
@@ -492,6 +534,11 @@ def run(config: BuildSFTConfig) -> dict[str, Any]:
     rows = [
         ("records", len(entries)),
         *((f"  stage {stage}", len(items)) for stage, items in sorted(by_stage.items())),
+        *(
+            (("answer only", f"{answer_only:,} (reasoning_format none: the answer alone, no think block)"),)
+            if answer_only
+            else ()
+        ),
         ("exports", ", ".join(config.exports) or "none"),
     ]
     if config.weight_by != "none":

@@ -9,6 +9,10 @@ exists). Kept records get `filter: {keep: true, reason: null}` and go to `output
 Parquet output). The summary counts drops per reason; kept + rejected always hold every input id exactly
 once. Resumable by id.
 
+A response sampled with `reasoning_format: none` (the record's field, written by `dasd sample`) has no reasoning: its
+chain of thought is its answer, so it is not rejected as `empty_reasoning`, and its length is that of the answer alone
+(what build-sft trains on); the summary counts the kept ones (`answer_only_kept`).
+
 With `workers=N` the per-record filters and the grading run in N worker processes, a chunk at a time;
 this process reads the input in order, runs dedupe (the one filter that depends on the records before
 it) and writes the verdicts in input order, so the outputs are the same record for record as with one.
@@ -27,7 +31,7 @@ from pydantic import Field
 
 from ..config import SPEED_ONLY, RecordOutput, StageConfig, dump_config
 from ..data.io import batched, iter_records, open_writer, write_summary
-from ..data.records import RESPONSE_FIELDS, check_fields
+from ..data.records import RESPONSE_FIELDS, check_fields, reasoning_in_answer, record_count
 from ..data.summaries import FilterSummary
 from ..errors import ConfigError, InputError
 from ..filters import (
@@ -128,6 +132,8 @@ def run(config: FilterConfig) -> dict[str, Any]:
         sidecar(config.output, "rejected", ".parquet" if config.output.endswith(".parquet") else ".jsonl")
     )
     done = kept.done | rejected.done
+    size = record_count(config.input)  # the progress bar's total: the records not done yet, where known cheaply
+    to_do = None if size is None else max(size - len(done), 0)
     dump_config(config, sidecar(config.output, "config", ".yaml"))
     settings = {
         "structure": config.structure,
@@ -158,13 +164,13 @@ def run(config: FilterConfig) -> dict[str, Any]:
         screened = pool.screen(batched(pending, -(-config.chunk_records // workers)))
 
     # 3. Filter chunk by chunk (correctness is graded a chunk at a time), writing each verdict in input order.
-    progress = Progress(0, "filter", unit="rec")
+    progress = Progress(to_do, "filter", unit="rec")
     try:
         for chunk, screenings in screened:
-            progress.bar.total = (progress.bar.total or 0) + len(chunk)
             for record, verdict in zip(chunk, filters.decide(screenings)):
                 (kept if verdict["keep"] else rejected).write({**record, "filter": verdict})
                 counts["kept" if verdict["keep"] else "rejected"] += 1
+                counts["answer_only"] += verdict["keep"] and reasoning_in_answer(record)
                 if not verdict["keep"]:
                     reasons[verdict["reason"]] += 1
             progress.update(len(chunk))
@@ -192,10 +198,17 @@ def run(config: FilterConfig) -> dict[str, Any]:
         if progress.elapsed
         else 0.0,
     }
+    if counts["answer_only"]:
+        summary["answer_only_kept"] = counts["answer_only"]
     write_summary(config.output, summary)
     rows = [
         ("records", counts["records"]),
         ("kept", counts["kept"]),
+        *(
+            (("  answer only", f"{counts['answer_only']:,} (reasoning_format none: no reasoning needed)"),)
+            if counts["answer_only"]
+            else ()
+        ),
         ("rejected", counts["rejected"]),
         *((f"  {reason}", count) for reason, count in summary["reasons"].items()),
         ("already done (skipped)", counts["already_done"]),

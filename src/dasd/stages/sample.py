@@ -11,6 +11,12 @@ Beside the output it writes `<name>.config.yaml` (the resolved config), `<name>.
 run's failures — a rerun retries them) and `<name>.summary.json`. Rerunning the same command skips
 the response ids already written, so a killed run resumes where it stopped.
 
+Each response records the run's `reasoning_format`. With `none` (an instruct teacher that writes no think block:
+most do) the chain of thought is the answer: score, filter, select and build-sft then work on the answer. The
+summary counts the responses with a part missing — no reasoning, reasoning but no answer (a think block that never
+closed), no extractable answer — and when most of this run's responses have one, a warning names the likely fix.
+Questions without an `id` or a `domain` get one (the prompt's hash, `other`); the summary counts them too.
+
 Choosing the temperature pair (the report picks 0.6 / 1.0 by hand): sample a few questions at several
 temperatures and pass `--suggest-temperatures` (`suggest_temperatures=true`):
 
@@ -26,6 +32,7 @@ with its reasons (`dasd.temperature_probe`).
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,9 +119,126 @@ class SampleConfig(StageConfig):
     )
 
 
+RESPONSE_PARTS = ("empty", "no_reasoning", "unclosed", "unclosed_at_length", "no_extractable_answer")
+MISSING_PART_LABELS = {  # the summary's rows
+    "empty": "empty (no text)",
+    "no_reasoning": "no reasoning",
+    "unclosed": "reasoning, no answer",
+    "unclosed_at_length": "  cut at max_new_tokens",
+    "no_extractable_answer": "no extractable answer",
+}
+
+
+def missing_parts(record: dict[str, Any]) -> list[str]:
+    """What a sampled response lacks (`RESPONSE_PARTS`): `empty` — no text at all; `no_reasoning` — an answer but
+    no reasoning; `unclosed` — reasoning but no answer (a think block that never closed, a harmony response with no
+    final channel), `unclosed_at_length` too when max_new_tokens cut it; `no_extractable_answer` — an answer in which
+    the grader finds no final answer, for a question with a reference.
+
+    >>> missing_parts({"reasoning": "", "content": "Paris.", "answer": None, "finish_reason": "stop"})
+    ['no_reasoning']
+    >>> missing_parts({"reasoning": "So the answer is", "content": "", "answer": "4", "finish_reason": "length"})
+    ['unclosed', 'unclosed_at_length']
+    >>> missing_parts({"reasoning": "Hm.", "content": "I think so.", "answer": "B", "finish_reason": "stop"})
+    ['no_extractable_answer']
+    """
+    from ..grading.answers import answer_kind, extract_choice, extract_final_answer
+
+    reasoning, content = record["reasoning"].strip(), record["content"].strip()
+    if not reasoning and not content:
+        return ["empty"]
+    if not content:
+        return ["unclosed"] + (["unclosed_at_length"] if record["finish_reason"] == "length" else [])
+    missing = [] if reasoning else ["no_reasoning"]
+    reference = record.get("answer")
+    if reference not in (None, ""):
+        extract = (
+            extract_choice if answer_kind(str(reference), record.get("domain")) == "choice" else extract_final_answer
+        )
+        if extract(content) is None:
+            missing.append("no_extractable_answer")
+    return missing
+
+
+class ResponseTally:
+    """`dasd sample`'s output writer, wrapped: each response it writes gets the run's `reasoning_format` (which later
+    stages read: with none an empty reasoning is expected, the chain of thought being the answer) and is counted by
+    what it lacks (`missing_parts`) for the summary and the warnings (`missing_part_warnings`). Everything else
+    (`done`, `finish`, …) is the writer's."""
+
+    def __init__(self, writer, reasoning_format: str):
+        self.writer = writer
+        self.reasoning_format = reasoning_format
+        self.checked = 0
+        self.missing: Counter = Counter()
+
+    def write(self, record: dict[str, Any]) -> None:
+        record["reasoning_format"] = self.reasoning_format
+        self.checked += 1
+        self.missing.update(missing_parts(record))
+        self.writer.write(record)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.writer, name)
+
+
+def missing_part_warnings(checked: int, missing: Counter, reasoning_format: str) -> list[str]:
+    """One line for each part that most (over half) of this run's `checked` responses lack, with counts and the
+    likely fix. No reasoning is what `reasoning_format: none` expects, and is not warned about there.
+
+    >>> missing_part_warnings(72, Counter(no_reasoning=63), "think")[0][:70]
+    '63 of 72 responses have no reasoning: the teacher writes no <think> bl'
+    >>> missing_part_warnings(72, Counter(no_reasoning=72), "none")
+    []
+    """
+
+    def most(part: str) -> bool:
+        return missing[part] * 2 > checked
+
+    warnings = []
+    if most("empty"):
+        warnings.append(
+            f"{missing['empty']} of {checked} responses are empty: the teacher wrote no text (check the backend's "
+            "stop strings and the chat template's generation prompt)"
+        )
+    if most("no_reasoning") and reasoning_format == "think":
+        warnings.append(
+            f"{missing['no_reasoning']} of {checked} responses have no reasoning: the teacher writes no <think> block; "
+            "set reasoning_format=none (the chain of thought is then the answer) or a chat template that opens one "
+            "(chat_template_kwargs, e.g. {enable_thinking: true})"
+        )
+    if most("no_reasoning") and reasoning_format == "harmony":
+        warnings.append(
+            f"{missing['no_reasoning']} of {checked} responses have no reasoning: the teacher writes no analysis "
+            "channel; set reasoning_format=none (the chain of thought is then the answer) unless it is a gpt-oss model"
+        )
+    if most("unclosed"):
+        at_length = missing["unclosed_at_length"]
+        block = "the <think> block never closed" if reasoning_format != "harmony" else "no final channel came"
+        causes = []
+        if missing["unclosed"] - at_length:
+            causes.append(
+                f"{missing['unclosed'] - at_length} ended inside it (finish=stop): the teacher does not close a think "
+                "block (one its chat template opened?); set reasoning_format=none and a template that opens none"
+            )
+        if at_length:
+            causes.append(f"{at_length} reached max_new_tokens first (finish=length): raise max_new_tokens")
+        warnings.append(
+            f"{missing['unclosed']} of {checked} responses have reasoning but no answer: {block}; " + "; ".join(causes)
+        )
+    if most("no_extractable_answer"):
+        warnings.append(
+            f"{missing['no_extractable_answer']} of {checked} responses have no extractable answer: the grader finds "
+            "no final answer (\\boxed{…}, 'Answer: …', an option letter) to compare with the reference; ask for one "
+            "in the prompt (e.g. system_prompt), or dasd filter's correctness check rejects them as no_answer"
+        )
+    return warnings
+
+
 def run(config: SampleConfig) -> dict[str, Any]:
     # 1. Validate every input before anything is written.
-    questions = load_questions(config.input)
+    defaulted: Counter = Counter()
+    questions = load_questions(config.input, defaulted=defaulted)
     if config.limit:  # the first N of the file, whichever shard runs them
         questions = questions[: config.limit]
     shard = parse_shard(config.shard)
@@ -128,7 +252,7 @@ def run(config: SampleConfig) -> dict[str, Any]:
     cache, cache_account = open_sample_cache(config, shard, questions, output)
     if cache is not None and cache.lookup() is not None and not _has_records(output):
         cache_account["reused"] = cache.copy_to(Path(output))
-    writer = open_writer(output)
+    writer = ResponseTally(open_writer(output), config.reasoning_format)
     requests, context = build_requests(
         questions,
         writer.done,
@@ -197,6 +321,10 @@ def run(config: SampleConfig) -> dict[str, Any]:
         "torn_bytes_repaired": writer.repaired_bytes,
         "backend": {"name": config.backend.name, **backend_stats},
         "logprob_probe": probe,
+        "questions_defaulted": {"id": defaulted["id"], "domain": defaulted["domain"]},
+        "reasoning_format": config.reasoning_format,
+        "missing_parts": {"checked": writer.checked, **{part: writer.missing[part] for part in RESPONSE_PARTS}},
+        "warnings": missing_part_warnings(writer.checked, writer.missing, config.reasoning_format),
     }
     fresh = expected - len(requests) == 0 and written == expected and not summary["failed"]
     if cache is not None and fresh and cache_account["reused"] == 0:
@@ -206,10 +334,20 @@ def run(config: SampleConfig) -> dict[str, Any]:
     write_summary(output, summary)
     rows = [
         ("questions", len(questions)),
+        *(
+            (f"  input questions without {article} {field}", f"{defaulted[field]:,} (given {given})")
+            for field, article, given in (("id", "an", "the hash of their prompt"), ("domain", "a", "domain other"))
+            if defaulted[field]
+        ),
         ("responses expected", expected),
         ("already done (skipped)", expected - len(requests)),
         ("written this run", written),
         *((f"  finish={reason}", count) for reason, count in summary["finish_reasons"].items()),
+        *(
+            (f"  {MISSING_PART_LABELS[part]}", writer.missing[part])
+            for part in RESPONSE_PARTS
+            if writer.missing[part] and not (part == "no_reasoning" and config.reasoning_format == "none")
+        ),
         ("failed (see errors file)", summary["failed"]),
         ("completion tokens", tokens),
         ("seconds", round(elapsed, 2)),
@@ -223,6 +361,8 @@ def run(config: SampleConfig) -> dict[str, Any]:
     if "retries" in backend_stats:
         rows.append(("retries", backend_stats["retries"]))
     print(format_summary(f"dasd sample -> {output}", rows), file=sys.stdout, flush=True)
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
     # 5. With suggest_temperatures: the densities, overlaps and the suggested pair, over every response written.
     if config.suggest_temperatures:

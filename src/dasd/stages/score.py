@@ -14,8 +14,13 @@ sentence is classed `teacher` (p_T - p_S > beta), `student` (< -beta) or `shared
 The released data: `input=` the text release and `released_logprobs=` its `-Logprob` file; the
 gpt-oss token ids are decoded offline and joined by uuid.
 
-Records that cannot be scored (no teacher log-probs, offsets outside the text, empty reasoning,
-longer than the student's context) go to `<name>.errors.jsonl` with the reason; the run goes on.
+A response sampled with `reasoning_format: none` (an instruct teacher that writes no think block) has no reasoning:
+its chain of thought is its answer, and it is scored on the answer's sentences, as the student is trained on the
+answer alone (`dasd.data.records.reasoning_in_answer`). This follows the record's own `reasoning_format` (written
+by `dasd sample`), not an option here; the summary counts these records (`answer_only_scored`).
+
+Records that cannot be scored (no teacher log-probs, offsets outside the text, empty reasoning in a think-format
+response, longer than the student's context) go to `<name>.errors.jsonl` with the reason; the run goes on.
 Responses longer than `max_length` student tokens are skipped with reason `too_long`, never truncated.
 Resumable by id like every stage; `shard=i/n` (set automatically from RANK/WORLD_SIZE under
 `accelerate launch`/`torchrun`) writes `<name>.shard-i-of-n.jsonl`; later stages read the shards
@@ -43,7 +48,7 @@ from ..data.io import (
     shard_output,
     write_summary,
 )
-from ..data.records import SENTENCE_TYPES, check_fields, in_shard, parse_shard
+from ..data.records import SENTENCE_TYPES, check_fields, in_shard, parse_shard, reasoning_in_answer, record_count
 from ..data.summaries import ScoreSummary
 from ..errors import InputError
 from ..naming import sidecar
@@ -149,8 +154,29 @@ def _records(config: ScoreConfig, shard=None) -> Iterator[tuple[dict[str, Any], 
         yield record, None
 
 
-def _pending(config: ScoreConfig, shard, writer: RecordWriter, errors: ErrorLog, counts: Counter, reasons: Counter):
-    """The records of this shard that are not scored yet and have usable teacher log-probs."""
+def _input_size(config: ScoreConfig, shard) -> int | None:
+    """How many records this run goes through, where that is known without parsing them (the progress bar's total):
+    `limit`, the row count of a Parquet input, the line count of a plain JSONL file (a byte scan: well under 1% of
+    scoring the same bytes); None for a shard (its records are a hash's share), a glob, gzip or the released data."""
+    if shard is not None or config.released_logprobs:
+        return None
+    size = record_count(config.input)
+    if config.limit:
+        return config.limit if size is None else min(size, config.limit)
+    return size
+
+
+def _pending(
+    config: ScoreConfig,
+    shard,
+    writer: RecordWriter,
+    errors: ErrorLog,
+    counts: Counter,
+    reasons: Counter,
+    progress: Progress,
+):
+    """The records of this shard that are not scored yet and have usable teacher log-probs; the others move the
+    progress bar here."""
     for seen, (record, error) in enumerate(_records(config, shard)):
         if config.limit and seen >= config.limit:
             return
@@ -159,11 +185,13 @@ def _pending(config: ScoreConfig, shard, writer: RecordWriter, errors: ErrorLog,
             continue
         if record_id in writer.done:
             counts["already_done"] += 1
+            progress.update(1)
             continue
         if config.skip_unfinished and record.get("finish_reason") != "stop":
             # dasd filter's structure check drops it first (filters.structure_filter reads only finish_reason there)
             writer.write({**record, "das": None, "unscored": f"finish_{record.get('finish_reason')}"})
             counts["unscored_unfinished"] += 1
+            progress.update(1)
             continue
         error = error or check_teacher_logprobs(record)
         mode = record.get("logprob_mode", "unverified")
@@ -178,6 +206,7 @@ def _pending(config: ScoreConfig, shard, writer: RecordWriter, errors: ErrorLog,
         if error:
             errors.log(record_id, error)
             reasons[error.split(":")[0]] += 1
+            progress.update(1)
             continue
         yield record
 
@@ -214,9 +243,10 @@ def run(config: ScoreConfig) -> dict[str, Any]:
     reasons: Counter = Counter()
     sentence_types: Counter = Counter()
     scorer = None
-    progress = Progress(0, f"score [{config.student.name}]", unit="rec")
+    progress = Progress(_input_size(config, shard), f"score [{config.student.name}]", unit="rec")
     try:
-        for chunk in batched(_pending(config, shard, writer, errors, counts, reasons), config.chunk_records):
+        pending = _pending(config, shard, writer, errors, counts, reasons, progress)
+        for chunk in batched(pending, config.chunk_records):
             if scorer is None:
                 scorer = make_token_scorer(
                     with_launch_log(config.student, server_log(output)),
@@ -228,7 +258,6 @@ def run(config: ScoreConfig) -> dict[str, Any]:
                     role="student",
                 )
                 progress.bar.set_description(f"score [{scorer.label}]")
-            progress.bar.total = (progress.bar.total or 0) + len(chunk)
             for scores in scorer.score(chunk):
                 record = scores.record
                 sentences, error = (
@@ -242,6 +271,7 @@ def run(config: ScoreConfig) -> dict[str, Any]:
                 else:
                     writer.write(scored_record(record, sentences, config.student.model))
                     counts["scored"] += 1
+                    counts["answer_only"] += reasoning_in_answer(record)
                     sentence_types.update(sentence.type for sentence in sentences)
                 progress.update(1, scores.tokens)
     finally:
@@ -275,10 +305,17 @@ def run(config: ScoreConfig) -> dict[str, Any]:
     }
     if config.skip_unfinished:
         summary["unscored_unfinished"] = counts["unscored_unfinished"]
+    if counts["answer_only"]:
+        summary["answer_only_scored"] = counts["answer_only"]
     write_summary(output, summary)
     total_sentences = sum(sentence_types.values()) or 1
     rows = [
         ("records scored", counts["scored"]),
+        *(
+            (("  answer only", f"{counts['answer_only']:,} (reasoning_format none: the answer's sentences scored)"),)
+            if counts["answer_only"]
+            else ()
+        ),
         ("already done (skipped)", counts["already_done"]),
         ("failed (see errors file)", summary["records_failed"]),
         *((("unfinished, passed unscored", counts["unscored_unfinished"]),) if config.skip_unfinished else ()),
@@ -292,6 +329,13 @@ def run(config: ScoreConfig) -> dict[str, Any]:
         ("student tokens/s", summary["student_tokens_per_s"]),
     ]
     print(format_summary(f"dasd score -> {output}", rows), file=sys.stdout, flush=True)
+    if reasons["empty_reasoning"]:
+        print(
+            f"warning: {reasons['empty_reasoning']} of {sum(reasons.values()) + counts['scored']} records have no "
+            "reasoning: the teacher wrote no think block; to score and train on its answer as the chain of thought, "
+            "sample with reasoning_format=none (dasd sample warns when most responses have no reasoning)",
+            file=sys.stderr,
+        )
     if counts["unverified_logprobs"]:
         print(
             f"warning: {counts['unverified_logprobs']} records were scored with teacher log-probs not verified to be "

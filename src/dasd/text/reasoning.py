@@ -8,6 +8,11 @@ Three teacher formats are understood:
 * gpt-oss harmony — `analysis` channel -> reasoning, `final` channel -> content; a message with a
   recipient (`to=functions.x`) or ending in `<|call|>` is a tool call (`finish_reason: tool_call`).
 
+With `none` (an instruct teacher that writes no think block) the whole text is the answer: `reasoning` is
+empty and the chain of thought is in `content`. `dasd sample` records the format on each response
+(`reasoning_format`), so later stages score, filter and train such a response on its answer
+(`dasd.data.records.reasoning_in_answer`, `dasd.data.records.assistant_text`).
+
 Every parser returns a `ParsedResponse` whose `segments` say which characters of the raw text
 became which characters of `reasoning` / `content`. `map_token_offsets` uses them to turn the
 raw-text character span of each generated token into offsets into the stored strings, so that
@@ -26,6 +31,7 @@ THINK_CLOSE = "</think>"
 # Text that looks like a tool call in a Qwen/Hermes-style answer.
 TOOL_CALL_MARKERS = ("<tool_call>", "<|tool_call|>", "<function_call>", "<|python_tag|>")
 PARTS = ("reasoning", "content")  # the two texts a response is split into (the one copy; records re-exports it)
+REASONING_FORMATS = ("think", "harmony", "none")  # how a teacher writes its reasoning (`parse_response`)
 
 
 @dataclass
@@ -217,7 +223,8 @@ def parse_fields(
 
 
 def parse_response(raw: str, fmt: str, *, finish_reason: str = "stop", prefilled_open: bool = False) -> ParsedResponse:
-    """Dispatch on the configured reasoning format: `think`, `harmony` or `none` (no reasoning)."""
+    """Dispatch on the configured reasoning format: `think`, `harmony` or `none` (no reasoning: the whole text is
+    the answer, and the chain of thought is in it)."""
     if fmt == "think":
         return parse_think(raw, prefilled_open=prefilled_open, finish_reason=finish_reason)
     if fmt == "harmony":
@@ -226,7 +233,7 @@ def parse_response(raw: str, fmt: str, *, finish_reason: str = "stop", prefilled
         start, end = _strip_span(raw, 0, len(raw))
         segments = [Segment("content", start, end, 0)] if end > start else []
         return ParsedResponse("", raw[start:end], finish_reason, segments)
-    raise ValueError(f"unknown reasoning format {fmt!r} (expected think, harmony or none)")
+    raise ValueError(f"unknown reasoning format {fmt!r} (expected {', '.join(REASONING_FORMATS)})")
 
 
 def map_token_offsets(
