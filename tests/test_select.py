@@ -224,3 +224,18 @@ def test_max_boosted_share_needs_the_distilled_scores(tmp_path, capsys):
     assert main(["select", f"input={path}", f"output={tmp_path / 'out.jsonl'}", "max_boosted_share=0.2"]) == 2
     assert "max_boosted_share needs boosted_scores" in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_printed_summary_never_says_none(tmp_path, capsys):
+    """What a missing mean means is printed instead: nothing dropped, no temperature, no shares, no sentences."""
+    records = [_record("q1", 0, teacher=2, n=4), _record("q2", 0, teacher=1, n=4)]  # one candidate each: none dropped
+    records.append({**_record("q3", 0, teacher=3, n=4), "temperature": None})  # e.g. the released data
+    elsewhere = write_jsonl(tmp_path / "elsewhere.jsonl", [{**_record("q9", 0, teacher=1, n=1), "sentences": []}])
+    _, summary = _run(tmp_path, f"boosted_scores={elsewhere}", f"compare_with={elsewhere}", records=records)
+    assert summary["per_temperature"]["0.6"]["dropped"] == {"count": 0, "mean_teacher_sentences": None, "histogram": {}}
+    out = capsys.readouterr().out
+    assert "None" not in out, out
+    assert "T=0.6 dropped" in out and "0 responses" in out
+    assert "records without a temperature kept" in out
+    assert "mean share kept n/a (none scored there)" in out and "none excluded (no max_boosted_share)" in out
+    assert "no candidates in common to compare" in out and "no sentence spans in common to compare" in out

@@ -12,6 +12,9 @@ temperature by default, so that both SFT stages get data for each question. Stra
 * `longest`: most teacher tokens (characters when there are no log-probs);
 * `random`: random sampling with the same budget (the RS baseline).
 
+A response sampled with `reasoning_format: none` has no reasoning: `dasd score` counted its answer's sentences (its
+chain of thought is its answer), and it is ranked by those like any other.
+
 Ties are broken by a seeded random order, so the result is deterministic for a seed. Budgets then keep the
 best of the selected records (a random subset for `random`): per temperature (`budget_per_temperature`: a
 number, or a number per domain — the report kept 105K responses at T=0.6 and 330K at T=1.0, with different
@@ -520,6 +523,7 @@ def run(config: SelectConfig) -> dict[str, Any]:
         ("selected", len(selected)),
     ]
     for temperature, sides in per_temperature.items():
+        label = "records without a temperature" if temperature == "None" else f"T={temperature}"  # e.g. released data
         for side in ("kept", "dropped"):
             info = sides[side]
             bars = ", ".join(
@@ -528,30 +532,42 @@ def run(config: SelectConfig) -> dict[str, Any]:
                     info["histogram"].items(), key=lambda item: int(item[0].split("-")[0].rstrip("+"))
                 )
             )
+            if not info["count"]:  # e.g. nothing dropped: every question had no more than k candidates
+                rows.append((f"{label} {side}", "0 responses"))
+                continue
             rows.append(
                 (
-                    f"T={temperature} {side}",
+                    f"{label} {side}",
                     f"{info['count']} responses, mean teacher sentences {info['mean_teacher_sentences']}  [{bars}]",
                 )
             )
     if boosted is not None:
-        mean = boosted["mean_share"]
+        mean = {
+            side: "n/a (none scored there)" if share is None else share for side, share in boosted["mean_share"].items()
+        }
+        excluded = (
+            f"excluded above {config.max_boosted_share}: {boosted['excluded']}"
+            if config.max_boosted_share is not None
+            else "none excluded (no max_boosted_share)"
+        )
         rows.append(
             (
                 "boosted sentences",
-                f"mean share kept {mean['kept']}, not kept {mean['not_kept']}; excluded above "
-                f"{config.max_boosted_share}: {boosted['excluded']} ({boosted['unscored']} unscored there)",
+                f"mean share kept {mean['kept']}, not kept {mean['not_kept']}; {excluded} "
+                f"({boosted['unscored']} unscored there)",
             )
         )
     if overlap is not None:
         rows.append(("overlap with", config.compare_with))
+        per_temperature_jaccard = ", ".join(f"T={t} {j:.3f}" for t, j in overlap["jaccard_per_temperature"].items())
+        per_temperature_jaccard = f"; {per_temperature_jaccard}" if per_temperature_jaccard else ""
         rows.append(
             (
                 "  selections' Jaccard",
                 f"{overlap['jaccard']:.3f} ({overlap['selected_both']} kept by both of {overlap['selected_here']} "
-                f"here, {overlap['selected_there']} there; "
-                + ", ".join(f"T={t} {j:.3f}" for t, j in overlap["jaccard_per_temperature"].items())
-                + ")",
+                f"here, {overlap['selected_there']} there{per_temperature_jaccard})"
+                if overlap["candidates_in_both"]
+                else "no candidates in common to compare",
             )
         )
         agreement = overlap["sentences"]
@@ -559,7 +575,9 @@ def run(config: SelectConfig) -> dict[str, Any]:
             (
                 "  same sentence class",
                 f"{agreement['agreement']:.3f} of {agreement['compared']} sentences; by class here: "
-                + ", ".join(f"{kind} {share:.3f}" for kind, share in agreement["same_class_share"].items()),
+                + ", ".join(f"{kind} {share:.3f}" for kind, share in agreement["same_class_share"].items())
+                if agreement["compared"]
+                else "no sentence spans in common to compare",
             )
         )
     print(
