@@ -210,14 +210,21 @@ def test_a_failing_step_names_its_log_and_cancels_what_waits_for_it(slurm_cluste
     work = tmp_path / "run"
     pipeline = _pipeline(work, sample=2)
     spec = yaml.safe_load(pipeline.read_text())
-    spec["questions"] = str(tmp_path / "missing.jsonl")  # found missing by the task on the node
+    # The submit host checks only the first 20 records of a question file (dasd.pipeline.preflight): a bad record
+    # further down is found by the sample tasks on the node, which read the whole file before any work
+    lines = (world_dir() / "train_questions.jsonl").read_text().splitlines()[:24]
+    bad = json.loads(lines[21])
+    bad["messages"][0]["role"] = "human"
+    lines[21] = json.dumps(bad)
+    questions = tmp_path / "late-mistake.jsonl"
+    questions.write_text("\n".join(lines) + "\n")
+    spec["questions"] = str(questions)
     pipeline.write_text(yaml.safe_dump(spec))
-    # nothing on the submit host opens the questions: the sample tasks find the file missing on the node
     finished = _dasd_run(pipeline)
     _, stderr = finished.communicate(timeout=600)
     text = stderr.decode()
     assert finished.returncode == 2, text[-3000:]
-    assert "sample: job" in text and "missing.jsonl: file not found" in text
+    assert "sample: job" in text and "late-mistake.jsonl:22: field 'messages[0].role'" in text, text[-3000:]
     assert "did not finish on Slurm (sample" in text
     queue = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
     assert queue.strip() == "", queue  # nothing left pending on a dependency that can never be met
