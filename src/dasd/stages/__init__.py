@@ -89,6 +89,12 @@ STAGES: dict[str, Stage] = {
         "one self-contained HTML page with the figures and tables of a run folder",
         positional="run_dir",
     ),
+    "serve": Stage(
+        "dasd.stages.serve",
+        "ServeConfig",
+        "serve a teacher (a folder, a Hub id, or a GGUF restored as one) with vLLM, raw log-probs, on CPU or GPU",
+        positional="model",
+    ),
     "push": Stage(
         "dasd.stages.push",
         "PushConfig",
