@@ -12,6 +12,7 @@ import os
 import random
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -121,6 +122,31 @@ class VLLMServer:
                 os.killpg(self.process.pid, 9)
                 self.process.wait()
         self.log.close()
+
+
+class DasdServe(VLLMServer):
+    """`dasd serve MODEL port=PORT [key=value …]` — the documented command (README "Serve a teacher"; what
+    `make serve-teacher` runs), with the vLLM venv given as `make serve-teacher` gives it ($DASD_VLLM_PYTHON).
+    dasd restores a GGUF first when asked for one, prints the server's command, then execs it: the process is
+    the server. Its output (dasd's lines, then the server's log) goes to `log_path`."""
+
+    def __init__(self, model: str | Path, log_path: Path, *settings: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        named = [setting.split("=", 1)[1] for setting in settings if setting.startswith("served_name=")]
+        self.served_name = named[-1] if named else "teacher"
+        self.log_path = log_path
+        script = Path(sys.executable).with_name("dasd")  # the venv's `dasd` entry point, as a user runs it
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "dasd"]
+        self.command = [*command, "serve", str(model), f"port={self.port}", *settings]
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "DASD_VLLM_PYTHON": str(vllm_python())},
+            start_new_session=True,
+        )
 
 
 class FaultProxy:
