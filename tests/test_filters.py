@@ -114,7 +114,7 @@ def test_the_length_of_an_answer_only_response_is_that_of_the_text_build_sft_wri
     assert with_think > length  # the tags count where there is reasoning
 
 
-def test_answer_only_responses_pass_the_stage_in_worker_processes_too(tmp_path):
+def test_answer_only_responses_pass_the_stage_in_worker_processes_too(tmp_path, capsys):
     """The workers get the fields the filters read: `reasoning_format` among them."""
     records = [_record(f"r{i}", f"q{i}", reasoning="", reasoning_format="none") for i in range(3)]
     records.append(_record("think", "q9", reasoning=""))
@@ -132,6 +132,8 @@ def test_answer_only_responses_pass_the_stage_in_worker_processes_too(tmp_path):
         summaries[workers] = filter_stage.run(load_config(filter_stage.FilterConfig, None, overrides))
     for summary in summaries.values():
         assert summary["kept"] == 3 == summary["answer_only_kept"] and summary["reasons"] == {"empty_reasoning": 1}
+    err = capsys.readouterr().err
+    assert "warning: 1 rejected as empty_reasoning: the teacher wrote no think block; to train on its answer" in err
 
 
 # --- repetition -------------------------------------------------------------------------------

@@ -48,6 +48,14 @@ from ..naming import sidecar
 from ..progress import Progress, format_summary
 from ..text.render import DEFAULT_SYSTEM_PROMPT
 
+# What an empty part of a response means, said when the structure filter drops some (`dasd sample` warns too).
+EMPTY_PART_CAUSES = {
+    "empty_reasoning": "the teacher wrote no think block; to train on its answer as the chain of thought, sample with "
+    "reasoning_format=none",
+    "empty_content": "reasoning without an answer after it: the think block never closed (cut at max_new_tokens, or "
+    "a teacher that does not close the block its template opened: then reasoning_format=none and a template that "
+    "opens none)",
+}
 AUTO_WORKERS_MAX = 4  # beyond this, reading and writing the records in one process is the limit (README)
 
 
@@ -216,4 +224,7 @@ def run(config: FilterConfig) -> dict[str, Any]:
         ("workers", workers if workers > 1 else "none (this process)"),
     ]
     print(format_summary(f"dasd filter -> {config.output}", rows), file=sys.stdout, flush=True)
+    for reason, cause in EMPTY_PART_CAUSES.items():
+        if reasons[reason]:
+            print(f"warning: {reasons[reason]} rejected as {reason}: {cause}", file=sys.stderr, flush=True)
     return summary
