@@ -69,6 +69,24 @@ def test_scoring_the_length_filter_and_training_agree_token_for_token(name):
 
 
 @pytest.mark.parametrize("name", STUDENTS)
+def test_an_answer_only_response_is_scored_filtered_and_trained_as_the_same_tokens(name):
+    """A `reasoning_format: none` response (its chain of thought is its answer): the student is scored on the
+    answer alone, as build-sft trains it and the length filter measures it — no empty think block anywhere."""
+    tokenizer = real_tokenizer(name)
+    response = {**_response(), "reasoning": "", "content": REASONING + "\n\n" + CONTENT, "reasoning_format": "none"}
+    scored = render_student(
+        tokenizer, response["messages"], "", response["content"], add_end_token=True, answer_only=True
+    )
+    length = student_length(tokenizer, response, system_prompt=DEFAULT_SYSTEM_PROMPT)
+    sft = sft_record(response, BuildSFTConfig(input="x", output="y"))
+    prepared = prepare_examples([(1, sft)], tokenizer, max_length=4096, mask_student_prefix=False)
+    (example,) = prepared.examples
+    assert example["input_ids"] == scored.prompt_ids + scored.completion_ids
+    assert length == len(example["input_ids"]) == scored.length
+    assert "</think>" not in scored.completion and scored.completion.endswith(CONTENT)
+
+
+@pytest.mark.parametrize("name", STUDENTS)
 def test_a_teacher_continues_inside_its_reasoning(name):
     """The continuation prompt is the generation prompt, the think opening once, then the student's prefix
     as raw text — not an assistant message that the template closes."""

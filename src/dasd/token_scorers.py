@@ -41,7 +41,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .backends import BackendConfig
-from .data.records import PartLogprobs
+from .data.records import PartLogprobs, reasoning_in_answer
 from .errors import ConfigError
 from .models.attention import has_varlen_kernel, packed_attention
 from .models.loading import compute_context
@@ -154,6 +154,7 @@ class HFTokenScorer(TokenScorer):
                 record["content"],
                 system_prompt=self.system_prompt,
                 chat_template_kwargs=self.chat_template_kwargs,
+                answer_only=reasoning_in_answer(record),
             )
             for record in records
         ]
@@ -221,6 +222,7 @@ class ServerTokenScorer(TokenScorer):
             record["content"],
             system_prompt=None,
             chat_template_kwargs=self.chat_template_kwargs,
+            answer_only=reasoning_in_answer(record),
         )
 
     def score(self, records: list[dict[str, Any]]) -> Iterator[TokenScores]:

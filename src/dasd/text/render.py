@@ -85,8 +85,15 @@ def render_student(
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     add_end_token: bool = False,
     chat_template_kwargs: dict | None = None,
+    answer_only: bool = False,
 ) -> StudentText:
-    completion, reasoning_start, content_start = think_text(reasoning, content)
+    """The student's view of a response: the prompt rendered by its chat template, then the assistant text.
+    `answer_only`: a response whose chain of thought is its answer (`dasd.data.records.reasoning_in_answer`) is
+    the answer alone, without an empty think block — the text `dasd build-sft` trains the student on."""
+    if answer_only and not reasoning:
+        completion, reasoning_start, content_start = content, 0, 0
+    else:
+        completion, reasoning_start, content_start = think_text(reasoning, content)
     prompt_ids, completion_ids, spans, rendered = render_completion(
         tokenizer,
         with_system_prompt(messages, system_prompt),
