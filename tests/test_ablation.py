@@ -30,7 +30,8 @@ REDUCED = [
     "eval_n=2",
     "epochs=1",
     "mix_questions=6",
-    "off_policy=2",
+    "off_policy=4",
+    "global_batch_size=2",  # every SFT stage makes several optimizer steps, past warmup
     "seeds=[1, 2]",
 ]
 ARMS = ("recipe", "t06_only", "mixed", "off_policy", "stage2_again")

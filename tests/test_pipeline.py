@@ -29,7 +29,8 @@ REDUCED = [
     "eval_n=2",
     "epochs=1",
     "mix_questions=8",
-    "off_policy=2",
+    "off_policy=4",
+    "global_batch_size=2",  # every SFT stage makes several optimizer steps, past warmup
 ]
 ALL_STEPS = [
     "sample",

@@ -117,6 +117,7 @@ def test_a_trained_model_gets_a_model_card_with_its_stages_data_and_evals(tmp_pa
             tiny_llama_smollm2,
             [{"name": "low_temp", "data": str(low)}, {"name": "high_temp", "data": str(high)}],
             "epochs=1",
+            "warmup_ratio=0",  # one optimizer step per stage: inside warmup it would run at learning rate 0
         )
     )
     final = tmp_path / "run" / "high_temp" / "final"

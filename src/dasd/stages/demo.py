@@ -32,7 +32,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
-from ..config import StageConfig
+from ..config import ADDED, StageConfig
 from ..data.io import write_text_atomic
 
 
@@ -73,6 +73,13 @@ class DemoConfig(StageConfig):
     )
     eval_n: int | None = Field(None, ge=1, description="samples per evaluation question (avg@k; default 2, dev 4)")
     epochs: float = Field(3.0, gt=0, description="epochs of each SFT stage (chosen on dev with `make tune`)")
+    global_batch_size: int = Field(
+        8,
+        ge=1,
+        description="samples per optimizer step in every SFT stage; a reduced world (a few questions) needs a smaller "
+        "one, or a stage makes a single step, which warmup runs at learning rate 0 (dasd train stops on that)",
+        json_schema_extra=ADDED,
+    )
     dev_learning_rates: list[float] = Field(
         default_factory=lambda: list(DEV_LEARNING_RATES),
         min_length=1,
@@ -421,7 +428,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         # were chosen on the dev split (LEARNING_RATE)
         "train": {
             "epochs": config.epochs,
-            "global_batch_size": 8,
+            "global_batch_size": config.global_batch_size,
             "packing": False,
             "max_length": 1024,
             "learning_rate": LEARNING_RATE,
