@@ -164,6 +164,10 @@ class TrainStageMetrics(TypedDict):
     learning_rate: float
     min_learning_rate: float
     mask_student_prefix: bool
+    warmup_steps: NotRequired[int]  # the schedule's (stages trained before dasd recorded it lack these four)
+    peak_learning_rate: NotRequired[float]  # the highest rate an optimizer step ran at
+    changed_tensors: NotRequired[int | None]  # tensors whose saved values differ from the start (None: not compared)
+    compared_tensors: NotRequired[int | None]
     skipped: NotRequired[bool]  # in the train summary: finished by an earlier `dasd train`
 
 
