@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 
 class Progress:
-    """A tqdm bar over records that also shows tokens/s; `disable` when not on a terminal is tqdm's call."""
+    """A tqdm bar over records that also shows tokens/s (once there are tokens to count); `disable` when not on a
+    terminal is tqdm's call."""
 
     def __init__(self, total: int, description: str, unit: str = "resp"):
         self.started = time.perf_counter()
@@ -27,8 +28,9 @@ class Progress:
 
     def update(self, records: int = 1, tokens: int = 0) -> None:
         self.tokens += tokens
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        self.bar.set_postfix_str(f"{self.tokens / elapsed:,.0f} tok/s", refresh=False)
+        if self.tokens:  # a stage that counts no tokens (filter) shows no "0 tok/s"
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            self.bar.set_postfix_str(f"{self.tokens / elapsed:,.0f} tok/s", refresh=False)
         self.bar.update(records)
 
     def close(self) -> None:
