@@ -471,6 +471,18 @@ class Context:
         return min(given, own or given, key=BASES.index)
 
 
+def _hours(value: float, decimals: int) -> str:
+    """Hours with `decimals` places, or two significant digits when that would print a non-zero amount as 0 (a
+    small run's GPU-hours).
+
+    >>> _hours(11065.2, 0), _hours(4454.31, 1), _hours(0.00312, 1), _hours(0.4, 0), _hours(0.0, 1)
+    ('11,065', '4,454.3', '0.0031', '0.4', '0.0')
+    """
+    if 0 < abs(value) < 10**-decimals:
+        return f"{value:.2g}"
+    return f"{value:,.{decimals}f}"
+
+
 def _fmt(config: dict[str, Any], key: str = "output") -> str:
     return "parquet" if str(config.get(key, "")).endswith(".parquet") else "jsonl"
 
@@ -935,7 +947,7 @@ def render_cost(
     for cost in costs:
         mark = "≤" if cost.basis == "bound" else " "
         disk = ", ".join(f"{what} {human(size, 'B')}" for what, size in cost.disk) or "—"
-        hours = f"{mark}{cost.gpu_hours:,.1f}" if cost.gpu_hours else "—"
+        hours = f"{mark}{_hours(cost.gpu_hours, 1)}" if cost.gpu_hours else "—"
         lines.append(
             f"{cost.name:22} {cost.basis:9} {_arrow(cost.records_in, cost.records_out):19} "
             f"{_arrow(cost.tokens_in, cost.tokens_out):19} {disk:44} {hours:>9}  {cost.memory}"
@@ -948,8 +960,8 @@ def render_cost(
     bound = any(cost.basis == "bound" and (cost.gpu_hours or cost.disk) for cost in costs)
     lines.append(
         f"{'total':22} {'≤' if bound else '':9} disk {human(disk_total, 'B')}, "
-        f"GPU {gpu_total:,.0f} h on {hardware.name}, "
-        f"CPU {cpu_total:,.1f} core-h (filter, openai client), largest measured host process {human(peak, 'iB')}"
+        f"GPU {_hours(gpu_total, 0)} h on {hardware.name}, "
+        f"CPU {_hours(cpu_total, 1)} core-h (filter, openai client), largest measured host process {human(peak, 'iB')}"
     )
     lines.append(
         "figures used (measured: by dasd, in benchmarks/RESULTS.md; published: by others, not measured by dasd; "
