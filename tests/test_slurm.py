@@ -74,7 +74,9 @@ def _pipeline(work: Path, record_format: str = "jsonl", **tasks: int) -> Path:
     """The demo's pipeline, reduced: 6 questions × 2 teacher samples, no RS branch or mixed policy; sample,
     score and eval as job arrays, training as one job."""
     world = world_dir()
-    config = demo.DemoConfig(workdir=str(work), train_questions=6, samples_per_temperature=1, eval_questions=4)
+    config = demo.DemoConfig(
+        workdir=str(work), train_questions=6, samples_per_temperature=1, eval_questions=4, global_batch_size=2
+    )  # 6 records a stage at 2 a step: steps past warmup (one step inside it would train at learning rate 0)
     spec = demo.pipeline(config.model_copy(update={"eval_n": 2, "epochs": 1.0}), world)
     spec["teacher"]["batch_size"] = 1  # one response at a time: a task can be cancelled with part of its file written
     spec.update(
