@@ -154,6 +154,34 @@ def test_a_failed_step_leaves_the_table_and_the_summary_with_its_reason_and_the_
     }
 
 
+@pytest.mark.integration
+def test_a_pipeline_whose_training_would_only_warm_up_stops_at_that_step_with_one_line(tmp_path, capsys):
+    """The issue-36 case end to end: a handful of questions and a batch larger than the selection, so each SFT stage
+    makes one optimizer step, inside warmup, at learning rate 0. The run stops at train_das before any model is
+    trained, with the numbers and the fix in one line and in its table; nothing is left that looks trained."""
+    world = world_dir()
+    spec = {
+        "questions": str(world / "train_questions.jsonl"),
+        "teacher": {"name": "hf", "model": str(world / "teacher")},
+        "student": {"model": str(world / "student")},
+        "rs_baseline": False,
+        "threads": 1,
+        "stages": {"mix": False, "train_mixed": False, "eval": False, "provenance": False},
+        "sample": {"limit": 4, "schedule": [{"temperature": 0.6, "n": 2}], "max_new_tokens": 256, "cache": "off"},
+        "train": {"global_batch_size": 64, "epochs": 1, "packing": False, "max_length": 1024},
+    }
+    assert main(["run", str(_pipeline(tmp_path, **spec))]) == 2
+    out, err = capsys.readouterr()
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("dasd run: error: stage low_temp would not change the weights: ")
+    assert "make 1 optimizer step(s), all inside warmup" in line and "fix: warmup_ratio=0" in line
+    rows = {row["step"]: row for row in json.loads((tmp_path / "work" / "run.summary.json").read_text())["steps"]}
+    assert rows["build_sft_das"]["status"] == "ran" and rows["train_das"]["status"] == "failed"
+    assert "would not change the weights" in rows["train_das"]["reason"]
+    assert "train_das              failed" in out
+    assert not list((tmp_path / "work").rglob("model.safetensors"))  # no stage saved weights
+
+
 def test_a_slurm_runs_rows_after_an_error_come_from_the_markers(tmp_path):
     """With `executor: slurm` the rows are read back from the markers the jobs left: a step whose inputs had all
     ended but which did not end itself failed; the steps waiting on it were not run."""
