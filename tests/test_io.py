@@ -96,6 +96,14 @@ def test_bad_files(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n\n")
     with pytest.raises(InputError, match="empty"):
         read_records(tmp_path / "empty.jsonl")
+    # a Parquet output that got no records (filter kept none) is an empty file, not "a folder": its writer makes the
+    # folder, the parts come with records; any other folder stays an error
+    (tmp_path / "kept.parquet").mkdir()
+    with pytest.raises(InputError, match="kept.parquet: no records"):
+        read_records(tmp_path / "kept.parquet")
+    (tmp_path / "models").mkdir()
+    with pytest.raises(InputError, match="is a folder, not a JSONL/Parquet file"):
+        read_records(tmp_path / "models")
     (tmp_path / "bad.jsonl").write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": \n')
     with pytest.raises(InputError) as error:
         read_records(tmp_path / "bad.jsonl")

@@ -120,6 +120,8 @@ def iter_records(
                 yield row_number + number, record
             row_number += rows if keep_id is None else _parquet_rows(part)  # rows skipped by keep_id count too
         return
+    if path.is_dir() and path.suffix == ".parquet" and not any(path.glob("[!.]*")):
+        return  # a Parquet output with no records (dasd's writer makes the folder, parts come with records)
     if path.is_dir():
         raise InputError(str(path), None, None, "is a folder, not a JSONL/Parquet file or a saved dataset")
     if path.suffix == ".parquet":
