@@ -46,6 +46,20 @@ def _pipeline(tmp_path: Path, **spec) -> Path:
     return path
 
 
+def _world_pipeline(**spec) -> dict:
+    """The demo world's tiny teacher and student on 4 questions × 2 samples, no RS branch; `spec` adds to it."""
+    world = world_dir()
+    return {
+        "questions": str(world / "train_questions.jsonl"),
+        "teacher": {"name": "hf", "model": str(world / "teacher")},
+        "student": {"model": str(world / "student")},
+        "rs_baseline": False,
+        "threads": 1,
+        "sample": {"limit": 4, "schedule": [{"temperature": 0.6, "n": 2}], "max_new_tokens": 256, "cache": "off"},
+        **spec,
+    }
+
+
 def test_dry_run_names_each_bad_record_and_missing_file_and_a_run_stops_on_them_before_any_work(tmp_path, capsys):
     questions = _write(
         tmp_path / "q.jsonl",
@@ -105,16 +119,9 @@ def test_dry_run_names_each_bad_record_and_missing_file_and_a_run_stops_on_them_
 def test_a_failed_step_leaves_the_table_and_the_summary_with_its_reason_and_the_steps_not_run(tmp_path, capsys):
     """The demo world's tiny teacher and student, 4 questions × 2 samples; filter is given a tokenizer that does not
     exist, so it fails after sample and score ran."""
-    world = world_dir()
-    spec = {
-        "questions": str(world / "train_questions.jsonl"),
-        "teacher": {"name": "hf", "model": str(world / "teacher")},
-        "student": {"model": str(world / "student")},
-        "rs_baseline": False,
-        "threads": 1,
-        "stages": {"train": False, "mix": False, "train_mixed": False, "eval": False, "provenance": False},
-        "sample": {"limit": 4, "schedule": [{"temperature": 0.6, "n": 2}], "max_new_tokens": 256, "cache": "off"},
-    }
+    spec = _world_pipeline(
+        stages={"train": False, "mix": False, "train_mixed": False, "eval": False, "provenance": False}
+    )
     path = _pipeline(tmp_path, **spec, filter={"student_tokenizer": "no-such-tokenizer"})
     assert main(["run", str(path)]) == 2
     out, err = capsys.readouterr()
@@ -159,17 +166,10 @@ def test_a_pipeline_whose_training_would_only_warm_up_stops_at_that_step_with_on
     """The issue-36 case end to end: a handful of questions and a batch larger than the selection, so each SFT stage
     makes one optimizer step, inside warmup, at learning rate 0. The run stops at train_das before any model is
     trained, with the numbers and the fix in one line and in its table; nothing is left that looks trained."""
-    world = world_dir()
-    spec = {
-        "questions": str(world / "train_questions.jsonl"),
-        "teacher": {"name": "hf", "model": str(world / "teacher")},
-        "student": {"model": str(world / "student")},
-        "rs_baseline": False,
-        "threads": 1,
-        "stages": {"mix": False, "train_mixed": False, "eval": False, "provenance": False},
-        "sample": {"limit": 4, "schedule": [{"temperature": 0.6, "n": 2}], "max_new_tokens": 256, "cache": "off"},
-        "train": {"global_batch_size": 64, "epochs": 1, "packing": False, "max_length": 1024},
-    }
+    spec = _world_pipeline(
+        stages={"mix": False, "train_mixed": False, "eval": False, "provenance": False},
+        train={"global_batch_size": 64, "epochs": 1, "packing": False, "max_length": 1024},
+    )
     assert main(["run", str(_pipeline(tmp_path, **spec))]) == 2
     out, err = capsys.readouterr()
     line = err.strip().splitlines()[-1]

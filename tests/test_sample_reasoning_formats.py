@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from dasd import response_checks
 from dasd.config import load_config
 from dasd.stages import build_sft, sample, score, select
 from dasd.stages import filter as filter_stage
@@ -84,22 +85,22 @@ def test_a_template_that_opens_think_for_a_teacher_that_never_closes_it_warns(
 
 
 def test_the_warnings_name_the_cause_of_each_missing_part():
-    stopped = sample.missing_part_warnings(10, Counter(unclosed=9, unclosed_at_length=2), "think")
+    stopped = response_checks.missing_part_warnings(10, Counter(unclosed=9, unclosed_at_length=2), "think")
     assert stopped == [
         "9 of 10 responses have reasoning but no answer: the <think> block never closed; 7 ended inside it "
         "(finish=stop): the teacher does not close a think block (one its chat template opened?); set "
         "reasoning_format=none and a template that opens none; 2 reached max_new_tokens first (finish=length): "
         "raise max_new_tokens"
     ]
-    assert sample.missing_part_warnings(10, Counter(no_reasoning=5), "think") == []  # half is not most
-    assert sample.missing_part_warnings(4, Counter(no_reasoning=4), "none") == []  # what none expects
-    harmony = sample.missing_part_warnings(4, Counter(no_reasoning=3), "harmony")
+    assert response_checks.missing_part_warnings(10, Counter(no_reasoning=5), "think") == []  # half is not most
+    assert response_checks.missing_part_warnings(4, Counter(no_reasoning=4), "none") == []  # what none expects
+    harmony = response_checks.missing_part_warnings(4, Counter(no_reasoning=3), "harmony")
     assert harmony[0].startswith("3 of 4 responses have no reasoning: the teacher writes no analysis channel")
-    answers = sample.missing_part_warnings(3, Counter(no_extractable_answer=2), "none")
+    answers = response_checks.missing_part_warnings(3, Counter(no_extractable_answer=2), "none")
     assert answers[0].startswith("2 of 3 responses have no extractable answer")
     record = {"reasoning": "", "content": "Maybe.", "answer": "C", "domain": "science", "finish_reason": "stop"}
-    assert sample.missing_parts(record) == ["no_reasoning", "no_extractable_answer"]
-    assert sample.missing_parts({**record, "content": "The answer is (C)."}) == ["no_reasoning"]
+    assert response_checks.missing_parts(record) == ["no_reasoning", "no_extractable_answer"]
+    assert response_checks.missing_parts({**record, "content": "The answer is (C)."}) == ["no_reasoning"]
 
 
 @pytest.mark.slow  # the real SmolLM2 (loaded twice: ~15 s each on 2 cores)

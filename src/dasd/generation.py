@@ -109,6 +109,7 @@ def response_record(
         "reasoning": parsed.reasoning,
         "content": parsed.content,
         "finish_reason": finish,
+        "reasoning_format": reasoning_format,  # with none, an empty reasoning is expected: the answer is the reasoning
         "teacher_logprobs": teacher_logprobs,
         "logprob_mode": result.logprob_mode,
         "sampling": result.sampling,

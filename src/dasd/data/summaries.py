@@ -39,7 +39,7 @@ class SampleSummary(TypedDict):
     questions_defaulted: NotRequired[dict[str, int]]  # input questions given an id / a domain they lacked
     reasoning_format: NotRequired[str]  # think | harmony | none: also on each response record
     # this run's responses (`checked`) and how many lack a part: empty, no_reasoning, unclosed (reasoning, no answer),
-    # unclosed_at_length, no_extractable_answer (dasd.stages.sample.missing_parts)
+    # unclosed_at_length, no_extractable_answer (dasd.response_checks.missing_parts)
     missing_parts: NotRequired[dict[str, int]]
     warnings: NotRequired[list[str]]  # one per part most of them lack, with the likely fix (printed too)
 
