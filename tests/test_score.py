@@ -671,7 +671,7 @@ def test_a_none_format_response_is_scored_on_its_answer_and_a_think_one_without_
     assert "4/4" in err
 
 
-def test_the_progress_bar_total_is_the_inputs_size_where_it_is_known(tmp_path):
+def test_the_progress_bar_total_is_the_inputs_size_where_it_is_known(tmp_path, monkeypatch):
     from dasd.data.records import record_count
 
     path = write_jsonl(tmp_path / "in.jsonl", [_answer_only(f"r{i}") for i in range(5)])
@@ -681,3 +681,6 @@ def test_the_progress_bar_total_is_the_inputs_size_where_it_is_known(tmp_path):
     assert score._input_size(config.model_copy(update={"limit": 3}), None) == 3
     assert score._input_size(config, (0, 2)) is None  # a shard's share is not known before reading
     assert record_count(str(tmp_path / "in*.jsonl")) is None
+    # a JSONL file over the scan's limit gets no total rather than a second full read of it
+    monkeypatch.setattr("dasd.data.records.COUNTED_JSONL_BYTES", path.stat().st_size - 1)
+    assert record_count(str(path)) is None

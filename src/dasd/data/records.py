@@ -384,10 +384,15 @@ def load_questions(path: str, *, defaulted: Counter | None = None) -> list[Quest
     return questions
 
 
+COUNTED_JSONL_BYTES = 1 << 30  # record_count scans a JSONL file this size or smaller
+
+
 def record_count(path: str) -> int | None:
     """How many records an input holds, where that is known without parsing them: the rows of a Parquet file or
-    output folder (their metadata), the lines of a plain JSONL file (a byte scan in 1 MiB blocks; a blank line counts
-    too); None for anything else (gzip, a glob, a saved or Hub dataset) — a progress bar's total.
+    output folder (their metadata), the lines of a plain JSONL file up to `COUNTED_JSONL_BYTES` (a byte scan in
+    1 MiB blocks; a blank line counts too); None for anything else (gzip, a glob, a saved or Hub dataset, a larger
+    JSONL file: at report scale a responses file is ~344 GB, and reading it once more for a bar's total would cost
+    minutes of I/O) — a progress bar's total.
 
     >>> record_count("/nonexistent.jsonl") is None
     True
@@ -404,7 +409,7 @@ def record_count(path: str) -> int | None:
 
         parts = parquet_parts(file) if file.is_dir() else [file]
         return sum(pq.ParquetFile(part).metadata.num_rows for part in parts) if parts else None
-    if file.name.endswith(".gz"):
+    if file.name.endswith(".gz") or file.stat().st_size > COUNTED_JSONL_BYTES:
         return None
     lines, last = 0, b"\n"
     with open(file, "rb") as handle:
