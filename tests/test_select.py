@@ -239,3 +239,100 @@ def test_the_printed_summary_never_says_none(tmp_path, capsys):
     assert "records without a temperature kept" in out
     assert "mean share kept n/a (none scored there)" in out and "none excluded (no max_boosted_share)" in out
     assert "no candidates in common to compare" in out and "no sentence spans in common to compare" in out
+
+
+def test_anti_das_keeps_the_fewest_teacher_sentences_and_oracle_counts_labelled_sentences(tmp_path, capsys):
+    """The controls that bound count: its mirror (fewest teacher sentences) and the oracle (sentences matching the
+    world's own labels of skill, read through the stored sentence offsets)."""
+    ids, _ = _run(tmp_path, "strategy=anti_das")
+    assert set(ids) == {"q1:t0.6:0", "q1:t1:1", "q2:t0.6:2"}  # 2 of (2, 5, 3); 1 of (9, 1); 0 of (4, 0)
+
+    def labelled(index: int, reasoning: str) -> dict:
+        spans, start = [], 0
+        for sentence in reasoning.split(". "):
+            end = start + len(sentence.rstrip(".")) + 1
+            spans.append({"part": "reasoning", "start": start, "end": end, "type": "shared"})
+            start = end + 1
+        return {**_record("q1", index, teacher=5 - index, n=len(spans)), "reasoning": reasoning, "sentences": spans}
+
+    records = [
+        labelled(0, "Add 3. Careful: 3 - 5 goes below zero. Then 4."),
+        labelled(1, "Careful: 2 - 7 goes below zero. Careful: 1 - 9 too. Then 2."),
+        labelled(2, "Add 3. Then 4. Then 2."),
+    ]
+    assert [records[1]["reasoning"][s["start"] : s["end"]] for s in records[1]["sentences"]][:2] == [
+        "Careful: 2 - 7 goes below zero.",
+        "Careful: 1 - 9 too.",
+    ]
+    ids, summary = _run(tmp_path, "strategy=oracle", "oracle_patterns=['^Careful:']", records=records)
+    assert ids == ["q1:t0.6:1"] and summary["strategy"] == "oracle"
+    assert read_jsonl(tmp_path / "selected.jsonl")[0]["select"]["score"] == 2.0
+    count, _ = _run(tmp_path, records=records)
+    assert count == ["q1:t0.6:0"]  # count would keep the one with most teacher sentences
+    # oracle needs its patterns, and sentences
+    path = write_jsonl(tmp_path / "scored.jsonl", records)
+    for extra in ([], ["oracle_patterns=[]"], ["oracle_patterns=['(']"]):
+        assert main(["select", f"input={path}", f"output={tmp_path / 'o.jsonl'}", "strategy=oracle", *extra]) == 2
+        error = capsys.readouterr().err.strip()
+        assert "oracle_patterns" in error and "\n" not in error
+    unscored = write_jsonl(tmp_path / "unscored.jsonl", RECORDS)
+    assert (
+        main(
+            ["select", f"input={unscored}", f"output={tmp_path / 'o.jsonl'}", "strategy=oracle", "oracle_patterns=[x]"]
+        )
+        == 2
+    )
+    assert "field 'sentences': missing: strategy=oracle" in capsys.readouterr().err
+
+
+def test_budget_order_rank_spreads_a_budget_over_questions_and_max_per_question_caps_each(tmp_path):
+    """Raw counts favour the question with long solutions: by score a budget of 3 at T=1.0 goes to q0's k=2 and
+    q1's best; by rank every question's best comes first."""
+    records = []
+    for q, counts in enumerate([(40, 30, 1), (20, 2, 1), (10, 3, 1), (5, 4, 1)]):
+        for index, teacher in enumerate(counts):
+            records.append(_record(f"q{q}", index, teacher=teacher, n=50, temperature=1.0))
+            records.append(_record(f"q{q}", index, teacher=teacher, n=50, temperature=0.6))
+    by_score, summary = _run(tmp_path, "k=2", "budget_per_temperature={1.0: 3}", records=records)
+    assert {i for i in by_score if ":t1:" in i} == {"q0:t1:0", "q0:t1:1", "q1:t1:0"}
+    assert "budget_order" not in summary and "groups" not in summary  # as before the option existed
+    by_rank, summary = _run(tmp_path, "k=2", "budget_per_temperature={1.0: 3}", "budget_order=rank", records=records)
+    assert {i for i in by_rank if ":t1:" in i} == {"q0:t1:0", "q1:t1:0", "q2:t1:0"}  # ties by score: q3's 5 is out
+    assert sum(":t0.6:" in i for i in by_rank) == 8 and summary["budget_order"] == "rank"
+    # a global budget in rank order: the four bests of 0.6 and of 1.0 (8), then no second
+    ranked, _ = _run(tmp_path, "k=2", "budget=8", "budget_order=rank", records=records)
+    assert all(i.endswith(":0") for i in ranked) and len(ranked) == 8
+    # at most 3 per question over both temperatures: by rank, both bests and the better second
+    capped, summary = _run(tmp_path, "k=2", "max_per_question=3", "budget_order=rank", records=records)
+    assert len(capped) == 12 and summary["max_per_question"] == 3
+    for q in range(4):
+        mine = [i for i in capped if i.startswith(f"q{q}:")]
+        assert len(mine) == 3 and f"q{q}:t0.6:0" in mine and f"q{q}:t1:0" in mine
+    # one per question, by score: a best of each (its two temperatures tie)
+    capped, _ = _run(tmp_path, "k=2", "max_per_question=1", records=records)
+    assert len(capped) == 4 and all(i.endswith(":0") for i in capped)
+
+
+def test_groups_left_without_a_candidate_are_counted_when_the_rejected_records_are_read(tmp_path, capsys):
+    """A glob over the filter's kept and rejected files: the question × temperature groups whose every response
+    was rejected, and what k per group would give (a student's own rollouts cover fewer questions)."""
+    kept = [_record("q1", 0, 1, 2, keep=True), _record("q1", 1, 1, 2, temperature=1.0, keep=True)]
+    rejected = [_record("q2", 0, 1, 2, keep=False), _record("q1", 2, 1, 2, temperature=1.0, keep=False)]
+    write_jsonl(tmp_path / "filtered.jsonl", kept)
+    write_jsonl(tmp_path / "filtered.rejected.jsonl", rejected)
+    output = tmp_path / "selected.jsonl"
+    summary = select.run(
+        load_config(
+            select.SelectConfig,
+            None,
+            [
+                f"input={tmp_path / 'filtered*.jsonl'}",
+                f"output={output}",
+                "strategy=random",
+                "k_per_temperature={1.0: 2}",
+            ],
+        )
+    )
+    assert summary["selected"] == 2 and summary["excluded_by_filter"] == 2
+    assert summary["groups"] == {"with_candidates": 2, "without_candidates": 1, "records_at_k": 4}
+    assert "1 whose every response the filter rejected" in capsys.readouterr().out

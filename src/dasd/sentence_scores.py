@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -198,11 +199,46 @@ def response_length(record: dict[str, Any]) -> int:
     return len(record["reasoning"]) + len(record["content"])
 
 
-def strategy_score(record: dict[str, Any], strategy: str, seed: int) -> float:
-    """How `dasd select` ranks a scored record: its teacher-sentence count (DAS), their share, its length, or a
-    seeded random key (RS). Shared by select and build-sft's `weight_by=teacher_sentences`."""
+def sentence_texts(record: dict[str, Any]) -> list[str]:
+    """The text of each of a scored record's sentences: its `part` (reasoning or content) between `start` and `end`.
+
+    >>> sentence_texts({"reasoning": "One. Two.", "content": "3", "sentences": [
+    ...     {"part": "reasoning", "start": 0, "end": 4}, {"part": "reasoning", "start": 5, "end": 9},
+    ...     {"part": "content", "start": 0, "end": 1}]})
+    ['One.', 'Two.', '3']
+    """
+    return [(record.get(s["part"]) or "")[s["start"] : s["end"]] for s in record.get("sentences") or []]
+
+
+def oracle_count(record: dict[str, Any], patterns: Sequence[re.Pattern[str]]) -> int:
+    """How many of a scored record's sentences match one of `patterns` (`re.search`): the `oracle` strategy's score,
+    for a world whose skill is labelled in its text (the demo world's) — an upper bound on what a selection rule can
+    find, not something a real run has.
+
+    >>> record = {"reasoning": "Careful: 3 - 5 goes below zero. So -2. Careful: again.", "content": "-2",
+    ...           "sentences": [{"part": "reasoning", "start": 0, "end": 31}, {"part": "reasoning", "start": 32,
+    ...                          "end": 38}, {"part": "reasoning", "start": 39, "end": 54}]}
+    >>> oracle_count(record, [re.compile(r"^Careful:")]), oracle_count(record, [re.compile("zero"), re.compile("So")])
+    (2, 2)
+    """
+    return sum(any(pattern.search(text) for pattern in patterns) for text in sentence_texts(record))
+
+
+def strategy_score(record: dict[str, Any], strategy: str, seed: int, patterns: Sequence[re.Pattern[str]] = ()) -> float:
+    """How `dasd select` ranks a scored record (higher first): its teacher-sentence count (DAS), that count negated
+    (`anti_das`: fewest first), their share, its length, its sentences matching the `oracle` `patterns`, or a seeded
+    random key (RS). Shared by select and build-sft's `weight_by=teacher_sentences`.
+
+    >>> record = {"id": "a", "das": {"teacher": 3, "n": 4}}
+    >>> strategy_score(record, "count", 0), strategy_score(record, "anti_das", 0), strategy_score(record, "ratio", 0)
+    (3.0, -3.0, 0.75)
+    """
     if strategy == "count":
         return float(record["das"]["teacher"])
+    if strategy == "anti_das":
+        return -float(record["das"]["teacher"])
+    if strategy == "oracle":
+        return float(oracle_count(record, patterns))
     if strategy == "ratio":
         return record["das"]["teacher"] / record["das"]["n"] if record["das"]["n"] else 0.0
     if strategy == "longest":

@@ -10,18 +10,35 @@ temperature by default, so that both SFT stages get data for each question. Stra
 * `count` (default; the companion study found it best): most teacher sentences;
 * `ratio`: largest share of teacher sentences;
 * `longest`: most teacher tokens (characters when there are no log-probs);
-* `random`: random sampling with the same budget (the RS baseline).
+* `random`: random sampling with the same budget (the RS baseline);
+* `anti_das`: fewest teacher sentences — count's mirror, a control that bounds it from below (ties as count's);
+* `oracle`: most sentences matching one of `oracle_patterns` (regular expressions over each sentence's text) — for a
+  demo world whose skill is labelled in its text, an upper bound on what any rule can select; a real run has no
+  such labels.
 
 A response sampled with `reasoning_format: none` has no reasoning: `dasd score` counted its answer's sentences (its
 chain of thought is its answer), and it is ranked by those like any other.
 
 Ties are broken by a seeded random order, so the result is deterministic for a seed. Budgets then keep the
-best of the selected records (a random subset for `random`): per temperature (`budget_per_temperature`: a
-number, or a number per domain — the report kept 105K responses at T=0.6 and 330K at T=1.0, with different
-domain mixes), then an optional global `budget`. `k_per_temperature` sets k for each temperature.
+best of the selected records (a random subset for `random`): at most `max_per_question` per question over all
+temperatures, then per temperature (`budget_per_temperature`: a number, or a number per domain — the report kept
+105K responses at T=0.6 and 330K at T=1.0, with different domain mixes), then an optional global `budget`.
+`k_per_temperature` sets k for each temperature.
 
     dasd select … 'k_per_temperature={0.6: 1, 1.0: 2}' \\
         'budget_per_temperature={0.6: 105, 1.0: {math: 200, code: 130}}'
+
+`budget_order` says which records a budget keeps. `score` (default, as before it existed): the best scores across
+questions — with `count`, raw teacher-sentence counts, which favours questions with long solutions (more sentences,
+so more teacher sentences) and can leave other questions with nothing. `rank`: every question's best (rank 0 within
+its question and temperature) before any question's second, ties by score — a budget then spreads over questions.
+
+    dasd select … k=2 'budget_per_temperature={1.0: 300}' budget_order=rank max_per_question=3
+
+When the input also holds the records the filter rejected (a glob over `dasd filter`'s kept and rejected files), the
+summary counts the question × temperature groups left without a candidate, and the records k per group would give
+if none were (`groups`): a selection from the student's own rollouts is smaller than the teacher's where the
+student never answered correctly.
 
 The output (JSONL, or `*.parquet`) is rewritten whole (atomically) on each run; the summary holds the histogram of
 teacher-sentence counts of kept vs dropped responses per temperature. Memory does not grow with the responses'
@@ -34,13 +51,14 @@ import glob
 import json
 import math
 import os
+import re
 import sys
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from ..config import ADDED, RecordOutput, StageConfig, dump_config
 from ..data.io import dumps_record, iter_records, write_records_atomic, write_summary
@@ -64,10 +82,21 @@ class SelectConfig(StageConfig):
     output: RecordOutput = Field(
         ..., description="selected records: JSONL, or *.parquet (a folder of parts); rewritten whole on each run"
     )
-    strategy: Literal["count", "ratio", "longest", "random"] = Field(
+    strategy: Literal["count", "ratio", "longest", "random", "anti_das", "oracle"] = Field(
         "count",
         description="count: most teacher sentences (DAS); ratio: largest teacher share; longest: most "
-        "teacher tokens; random: the RS baseline",
+        "teacher tokens; random: the RS baseline; anti_das: fewest teacher sentences (count's mirror, a control); "
+        "oracle: most sentences matching oracle_patterns (demo worlds only: an upper bound)",
+    )
+    oracle_patterns: list[str] | None = Field(
+        None,
+        validate_default=True,
+        description="with strategy=oracle (required there, non-empty): regular expressions (Python `re.search`) "
+        "matched against each sentence's text (`sentences` of dasd score: their part of reasoning/content); a "
+        "record's score is how many of its sentences match one. For demo worlds, whose skill is labelled in the "
+        "text (e.g. the demo world's sign checks): an upper bound on what a selection rule can find — a real run "
+        "has no such labels",
+        json_schema_extra=ADDED,
     )
     k: int = Field(1, ge=1, description="responses kept per question (per temperature when per_temperature)")
     per_temperature: bool = Field(True, description="select separately at each temperature (stage 1 / stage 2 data)")
@@ -82,6 +111,21 @@ class SelectConfig(StageConfig):
         "different domain mixes); the best by the strategy are kept; temperatures not named are not capped",
     )
     budget: int | None = Field(None, ge=1, description="optional cap on the total number of selected records")
+    budget_order: Literal["score", "rank"] = Field(
+        "score",
+        description="which records the caps (max_per_question, budget_per_temperature, budget) keep: score = the "
+        "best scores across questions (with count: raw teacher-sentence counts, favouring questions with long "
+        "solutions); rank = every question's best (its rank within question and temperature) before any "
+        "question's second, ties by score",
+        json_schema_extra=ADDED,
+    )
+    max_per_question: int | None = Field(
+        None,
+        ge=1,
+        description="cap on the records kept per question over all temperatures (applied before the budgets, in "
+        "budget_order)",
+        json_schema_extra=ADDED,
+    )
     seed: int = Field(0, description="seed of the random strategy and of tie-breaking")
     temperatures: list[float] | None = Field(
         None, description="only candidates sampled at these temperatures (e.g. [0.6] for a T=0.6-only arm)"
@@ -131,6 +175,24 @@ class SelectConfig(StageConfig):
         default_factory=lambda: [0, 1, 2, 5, 10, 20, 50, 100, 200],
         description="lower edges of the teacher-sentence-count histogram bins in the summary",
     )
+
+    @field_validator("oracle_patterns")
+    @classmethod
+    def _oracle_needs_patterns(cls, patterns: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if info.data.get("strategy") == "oracle" and not patterns:
+            raise ValueError(
+                "strategy=oracle needs a non-empty list of regular expressions matched against each sentence's text "
+                "(the world's labels of skill)"
+            )
+        for pattern in patterns or []:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression ({exc})") from None
+        return patterns
+
+    def compiled_patterns(self) -> list[re.Pattern[str]]:
+        return [re.compile(pattern) for pattern in self.oracle_patterns or []]
 
 
 def reclassified(record: dict[str, Any], beta: float, space: str) -> dict[str, Any]:
@@ -192,6 +254,39 @@ def capped(records: list[dict[str, Any]], caps: dict[float, int | dict[str, int]
     return [record for record in records if record["id"] not in dropped]
 
 
+def per_question_capped(records: list[dict[str, Any]], cap: int, rank_key) -> list[dict[str, Any]]:
+    """`records` with at most `cap` per question (over all temperatures), the best by `rank_key` kept; order
+    preserved.
+
+    >>> rows = [{"id": f"{q}{i}", "question_id": q, "score": i} for q in "ab" for i in range(3)]
+    >>> [r["id"] for r in per_question_capped(rows, 2, rank_key=lambda r: -r["score"])]
+    ['a1', 'a2', 'b1', 'b2']
+    """
+    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        groups[record["question_id"]].append(record)
+    dropped = {record["id"] for group in groups.values() for record in sorted(group, key=rank_key)[cap:]}
+    return [record for record in records if record["id"] not in dropped]
+
+
+def budget_key(order: str, rank_key):
+    """The order in which the caps keep selected records: `score` — `rank_key` (best score first, across
+    questions); `rank` — each record's rank within its question and temperature first (every question's best
+    before any question's second), then `rank_key`.
+
+    >>> rows = [{"id": "a", "score": 9, "select": {"rank": 0}}, {"id": "b", "score": 8, "select": {"rank": 1}},
+    ...         {"id": "c", "score": 2, "select": {"rank": 0}}]
+    >>> by_score = lambda r: -r["score"]
+    >>> [r["id"] for r in sorted(rows, key=budget_key("score", by_score))]
+    ['a', 'b', 'c']
+    >>> [r["id"] for r in sorted(rows, key=budget_key("rank", by_score))]
+    ['a', 'c', 'b']
+    """
+    if order == "rank":
+        return lambda record: (record["select"]["rank"], rank_key(record))
+    return rank_key
+
+
 def _bin(value: int, edges: list[int]) -> str:
     lower = max((edge for edge in edges if edge <= value), default=edges[0])
     higher = [edge for edge in edges if edge > lower]
@@ -203,6 +298,12 @@ class Candidates:
     records: list[dict[str, Any]]  # one small key per candidate (`candidate_key`), never the whole record
     not_candidates: int = 0  # rejected by dasd filter
     other_temperature: int = 0  # not at one of `temperatures`
+    rejected_groups: set[tuple] = field(default_factory=set)  # (question, temperature) of the rejected ones
+
+
+def group_of(record: dict[str, Any], config: SelectConfig) -> tuple:
+    """The group a record is selected in: (question, temperature), or (question, None) when not per_temperature."""
+    return (record["question_id"], record.get("temperature") if config.per_temperature else None)
 
 
 def candidate_key(record: dict[str, Any], config: SelectConfig) -> dict[str, Any]:
@@ -215,13 +316,14 @@ def candidate_key(record: dict[str, Any], config: SelectConfig) -> dict[str, Any
     ...                "reasoning": "...", "teacher_logprobs": {}}, config)
     {'id': 'a', 'question_id': 'q', 'temperature': 0.6, 'domain': None, 'das': {'teacher': 2, 'n': 4}, 'score': 2.0}
     """
+    patterns = config.compiled_patterns() if config.strategy == "oracle" else ()
     key = {
         "id": record["id"],
         "question_id": record["question_id"],
         "temperature": record.get("temperature"),
         "domain": record.get("domain"),
         "das": record.get("das"),
-        "score": strategy_score(record, config.strategy, config.seed),
+        "score": strategy_score(record, config.strategy, config.seed, patterns),
     }
     return key
 
@@ -229,21 +331,27 @@ def candidate_key(record: dict[str, Any], config: SelectConfig) -> dict[str, Any
 def _candidate_records(path: str, config: SelectConfig, found: Candidates, keep_id=None):
     """The input's records that select may choose from, checked and (with beta/space) re-classified, counting
     the ones it may not into `found` (one-line `InputError` on a bad record)."""
-    needed = ("id", "question_id") + (("reasoning", "content") if config.strategy == "longest" else ())
+    needed = ("id", "question_id") + (("reasoning", "content") if config.strategy in ("longest", "oracle") else ())
     for line, record in iter_records(path, keep_id=keep_id):
         check_fields(record, needed, path=path, line=line)
         if isinstance(record.get("filter"), dict) and record["filter"].get("keep") is False:
             found.not_candidates += 1
+            if _at_temperatures(record, config):
+                found.rejected_groups.add(group_of(record, config))
             continue
-        if config.strategy in ("count", "ratio") and not isinstance(record.get("das"), dict):
+        if config.strategy in ("count", "ratio", "anti_das") and not isinstance(record.get("das"), dict):
             raise InputError(
                 path, line, "das", f"missing: strategy={config.strategy} needs scored records (run dasd score first)"
+            )
+        if config.strategy == "oracle" and not isinstance(record.get("sentences"), list):
+            raise InputError(
+                path, line, "sentences", "missing: strategy=oracle reads the sentences of scored records (dasd score)"
             )
         if config.temperatures is not None:
             temperature = record.get("temperature")
             if not isinstance(temperature, (int, float)):
                 raise InputError(path, line, "temperature", "missing: `temperatures` selects by it")
-            if not any(abs(float(temperature) - wanted) < 1e-9 for wanted in config.temperatures):
+            if not _at_temperatures(record, config):
                 found.other_temperature += 1
                 continue
         if config.beta is not None or config.space is not None:
@@ -251,6 +359,16 @@ def _candidate_records(path: str, config: SelectConfig, found: Candidates, keep_
                 raise InputError(path, line, "sentences", "missing: re-classifying needs scored records")
             record = reclassified(record, config.beta if config.beta is not None else 0.1, config.space or "prob")
         yield record
+
+
+def _at_temperatures(record: dict[str, Any], config: SelectConfig) -> bool:
+    """Whether the record was sampled at one of `temperatures` (always, without them)."""
+    if config.temperatures is None:
+        return True
+    temperature = record.get("temperature")
+    return isinstance(temperature, (int, float)) and any(
+        abs(float(temperature) - wanted) < 1e-9 for wanted in config.temperatures
+    )
 
 
 def read_candidates(path: str, config: SelectConfig) -> Candidates:
@@ -310,7 +428,7 @@ def choose(candidates: list[dict[str, Any]], config: SelectConfig) -> list[dict[
     budgets, in output order, each with its `select` entry (strategy, rank, score)."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for record in candidates:
-        groups[(record["question_id"], record.get("temperature") if config.per_temperature else None)].append(record)
+        groups[group_of(record, config)].append(record)
 
     def rank_key(record: dict[str, Any]) -> tuple[float, float]:
         # higher score first; ties in a seeded random order
@@ -327,14 +445,36 @@ def choose(candidates: list[dict[str, Any]], config: SelectConfig) -> list[dict[
                     "select": {"strategy": config.strategy, "rank": rank, "score": record["score"]},
                 }
             )
+    fill = budget_key(config.budget_order, rank_key)
+    if config.max_per_question is not None:
+        selected = per_question_capped(selected, config.max_per_question, fill)
     if config.budget_per_temperature:
-        selected = capped(selected, config.budget_per_temperature, rank_key)
+        selected = capped(selected, config.budget_per_temperature, fill)
     if config.budget is not None and len(selected) > config.budget:
-        selected = sorted(selected, key=rank_key)[: config.budget]
+        selected = sorted(selected, key=fill)[: config.budget]
         selected.sort(
             key=lambda record: (str(record["question_id"]), str(record.get("temperature")), record["select"]["rank"])
         )
     return selected
+
+
+def group_coverage(candidates: list[dict[str, Any]], rejected_groups: set[tuple], config: SelectConfig) -> dict:
+    """How many selection groups (question × temperature) have a candidate, how many hold only responses the filter
+    rejected, and the records k per group would give over all of them (what a selection with a candidate in every
+    group keeps, before budgets).
+
+    >>> config = SelectConfig(input="x", output="y", k_per_temperature={1.0: 2})
+    >>> keys = [{"question_id": "a", "temperature": 0.6}, {"question_id": "a", "temperature": 1.0}]
+    >>> group_coverage(keys, {("a", 1.0), ("b", 1.0)}, config)
+    {'with_candidates': 2, 'without_candidates': 1, 'records_at_k': 5}
+    """
+    with_candidates = {group_of(record, config) for record in candidates}
+    every = with_candidates | rejected_groups
+    return {
+        "with_candidates": len(with_candidates),
+        "without_candidates": len(every - with_candidates),
+        "records_at_k": sum(for_temperature(config.k_per_temperature, t, default=config.k) for _, t in every),
+    }
 
 
 JOIN_BYTES = 2 << 30  # file bytes a join pass loads at most (one partition of the other file's sentences)
@@ -462,6 +602,7 @@ def run(config: SelectConfig) -> dict[str, Any]:
             **selection_overlap(candidates, selected, other, choose(other, config), confusion=confusion),
         }
     kept_ids = {record["id"] for record in selected}
+    groups = group_coverage(candidates, found.rejected_groups, config) if not_candidates else None
 
     output = Path(config.output)
     write_selected(config.input, selected, config, output)
@@ -505,6 +646,12 @@ def run(config: SelectConfig) -> dict[str, Any]:
         summary["k_per_temperature"] = {str(t): k for t, k in config.k_per_temperature.items()}
     if config.budget_per_temperature:
         summary["budget_per_temperature"] = {str(t): cap for t, cap in config.budget_per_temperature.items()}
+    if config.budget_order != "score":
+        summary["budget_order"] = config.budget_order
+    if config.max_per_question is not None:
+        summary["max_per_question"] = config.max_per_question
+    if groups is not None:
+        summary["groups"] = groups
     if overlap is not None:
         summary["overlap"] = overlap
     if boosted is not None:
@@ -522,6 +669,14 @@ def run(config: SelectConfig) -> dict[str, Any]:
         ("excluded by filter", not_candidates),
         ("selected", len(selected)),
     ]
+    if groups is not None:
+        rows.append(
+            (
+                "groups (question × temperature)",
+                f"{groups['with_candidates']} with a candidate, {groups['without_candidates']} whose every response "
+                f"the filter rejected (no record); k per group everywhere would be {groups['records_at_k']} records",
+            )
+        )
     for temperature, sides in per_temperature.items():
         label = "records without a temperature" if temperature == "None" else f"T={temperature}"  # e.g. released data
         for side in ("kept", "dropped"):
