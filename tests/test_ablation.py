@@ -14,7 +14,7 @@ import yaml
 from dasd.ablation import claim_results
 from dasd.config import load_config
 from dasd.errors import ConfigError, DasdError
-from dasd.metrics import paired_difference, verdict
+from dasd.metrics import paired_difference, satterthwaite_df, t_quantile, verdict
 from dasd.stages import demo
 from dasd.stages import run as pipeline_run
 
@@ -61,9 +61,14 @@ def test_paired_difference_averages_seeds_per_question_before_the_standard_error
     # two seeds: their spread adds to the spread over questions
     seed_variance = (1 / 3 - 1 / 6) ** 2 / 2
     assert result["standard_error"] == pytest.approx((variance / 3 + seed_variance / 2) ** 0.5, abs=1e-4)
+    # a t interval: Welch–Satterthwaite df over the question term (3 - 1 df) and the seed term (2 - 1 df)
+    df = satterthwaite_df([(variance / 3, 2), (seed_variance / 2, 1)])
+    assert result["degrees_of_freedom"] == pytest.approx(df, abs=0.01) and 1 <= df <= 3
+    t = t_quantile(0.975, df)
+    assert result["t"] == pytest.approx(t, abs=1e-3) and t > 3.18  # at most 3 df: far from 1.96
     low, high = result["interval"]
-    assert low == pytest.approx(0.25 - 1.96 * result["standard_error"], abs=1e-4)
-    assert high == pytest.approx(0.25 + 1.96 * result["standard_error"], abs=1e-4)
+    assert low == pytest.approx(0.25 - t * result["standard_error"], abs=1e-3)
+    assert high == pytest.approx(0.25 + t * result["standard_error"], abs=1e-3)
     assert verdict(result["interval"]) == "not distinguishable"
     # only the samples every model drew are compared
     partial = [_graded({"q1": [True]})]
@@ -93,6 +98,9 @@ def test_claims_compare_an_arm_over_seeds_with_a_single_model(tmp_path):
     assert len(rows) == 1 and rows[0]["benchmark"] == "bench"
     assert rows[0]["difference"] == pytest.approx(0.8) and rows[0]["verdict"] == "agrees"
     assert rows[0]["seeds"] == [["-"], ["1", "2"]]
+    # the two seeds agree exactly: no seed term, so df = questions − 1
+    assert rows[0]["per_run"] == [0.8, 0.8] and rows[0]["degrees_of_freedom"] == 9.0
+    assert rows[0]["t"] == pytest.approx(2.2622, abs=1e-4)
 
 
 def _spec(tmp_path: Path, **changes) -> dict:
@@ -390,7 +398,8 @@ def test_a_killed_arm_resumes_and_the_claims_are_paired_over_seeds(arms_run):
     differences = [sum(values) for values in correct.values()]
     assert claim["questions"] == 6 and claim["difference"] == pytest.approx(sum(differences) / len(differences))
     assert claim["verdict"] in ("agrees", "opposite", "not distinguishable")
-    assert claim["name"] in stdout and "95% interval" in stdout
+    assert claim["name"] in stdout and "95% interval" in stdout and "t(0.975, df)" in stdout
+    assert claim["degrees_of_freedom"] is not None and claim["t"] > 1.96
 
 
 @pytest.mark.integration

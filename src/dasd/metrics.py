@@ -11,13 +11,22 @@ difference of accuracies over the samples both runs drew with the same seeds (a 
 question × temperature × index, and its seed derives from it), then the mean and standard error of
 those differences — the question-to-question spread that both runs share cancels, so the paired
 standard error is usually much smaller than the unpaired one (`compare`).
+
+Its 95% interval is a t interval: mean ± t(0.975, df) · s.e. With one model against one, df = questions − 1; when
+training seeds enter (a seed term in the variance), df comes from Welch–Satterthwaite over the question term
+(df questions − 1) and the seed term (df runs − 1) — with 3 seeds the seed term alone has 2 degrees of freedom and
+t(0.975, 2) = 4.30, not 1.96. `t_quantile` and `satterthwaite_df` are pure Python (no scipy).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from statistics import NormalDist
 from typing import Any
+
+# Beyond this many degrees of freedom t(p, df) is the normal quantile to ~1e-7 (t ≈ z + (z³ + z) / 4df).
+_NORMAL_DF = 1e7
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -81,6 +90,143 @@ def compare(a: dict, b: dict) -> list[dict]:
     return rows
 
 
+# --- t intervals ----------------------------------------------------------------------------------------------
+
+
+def _incomplete_beta(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b), by its continued fraction (modified Lentz)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast below this point: use the symmetry
+        return 1.0 - _incomplete_beta(b, a, 1.0 - x)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    tiny, epsilon = 1e-300, 1e-15
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 100000):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < epsilon:
+            break
+    return math.exp(log_front) * fraction / a
+
+
+def t_upper_tail(t: float, degrees_of_freedom: float) -> float:
+    """P(T > t) for Student's t with this many degrees of freedom (non-integer allowed; inf: the normal).
+
+    >>> round(t_upper_tail(0.0, 5), 12), round(t_upper_tail(12.7062047, 1), 6)
+    (0.5, 0.025)
+    """
+    if degrees_of_freedom <= 0:
+        raise ValueError(f"degrees of freedom must be positive (got {degrees_of_freedom})")
+    if t < 0:
+        return 1.0 - t_upper_tail(-t, degrees_of_freedom)
+    if degrees_of_freedom >= _NORMAL_DF:
+        return NormalDist().cdf(-t)
+    return 0.5 * _incomplete_beta(degrees_of_freedom / 2, 0.5, degrees_of_freedom / (degrees_of_freedom + t * t))
+
+
+def t_quantile(probability: float, degrees_of_freedom: float) -> float:
+    """The Student t quantile: t with P(T ≤ t) = probability, for any positive (real) degrees of freedom; an
+    infinite (or very large) df gives the normal quantile. The tail of the incomplete beta, inverted by bisection.
+
+    >>> [round(t_quantile(0.975, df), 3) for df in (2, 10, 1e9, 1, math.inf)]
+    [4.303, 2.228, 1.96, 12.706, 1.96]
+    >>> round(t_quantile(0.025, 2), 3), t_quantile(0.5, 3), round(t_quantile(0.995, 2.5), 3)
+    (-4.303, 0.0, 7.164)
+    """
+    if not 0.0 < probability < 1.0:
+        raise ValueError(f"probability must be in (0, 1) (got {probability})")
+    if degrees_of_freedom <= 0 or math.isnan(degrees_of_freedom):
+        raise ValueError(f"degrees of freedom must be positive (got {degrees_of_freedom})")
+    if probability < 0.5:
+        return -t_quantile(1.0 - probability, degrees_of_freedom)
+    if probability == 0.5:
+        return 0.0
+    if degrees_of_freedom >= _NORMAL_DF:
+        return NormalDist().inv_cdf(probability)
+    tail = 1.0 - probability
+    low, high = 0.0, max(1.0, NormalDist().inv_cdf(probability))
+    while t_upper_tail(high, degrees_of_freedom) > tail:
+        low, high = high, 2.0 * high
+    for _ in range(200):
+        middle = (low + high) / 2
+        if t_upper_tail(middle, degrees_of_freedom) > tail:
+            low = middle
+        else:
+            high = middle
+        if high - low <= 1e-12 * high:
+            break
+    return (low + high) / 2
+
+
+def satterthwaite_df(terms: Iterable[tuple[float, float]]) -> float:
+    """Welch–Satterthwaite degrees of freedom of a variance that is a sum of independent terms, each given as
+    `(variance, its degrees of freedom)`: (Σ v)² / Σ (v² / df). Terms with no variance drop out; with none left
+    (the sum is 0) the smallest df is returned (the interval is then a point whatever t is).
+
+    >>> satterthwaite_df([(1.0, 10)]), satterthwaite_df([(1.0, 2), (1.0, 2)]), satterthwaite_df([(0.0, 3), (4.0, 2)])
+    (10.0, 4.0, 2.0)
+    >>> round(satterthwaite_df([(0.25, 399), (1.0, 2)]), 2)  # a seed term with 2 df dominates
+    3.12
+    """
+    terms = [(float(variance), float(df)) for variance, df in terms]
+    if not terms:
+        raise ValueError("no variance terms")
+    weighted = [(variance, df) for variance, df in terms if variance > 0]
+    if not weighted:
+        return min(df for _, df in terms)
+    if any(df <= 0 for _, df in weighted):
+        raise ValueError("a variance term with no degrees of freedom")
+    return sum(variance for variance, _ in weighted) ** 2 / sum(variance**2 / df for variance, df in weighted)
+
+
+def paired_degrees_of_freedom(questions: int, question_standard_error: float, per_run: Sequence[float]) -> float | None:
+    """The df of a paired difference's standard error (`paired_difference`): questions − 1 for one pair of models;
+    with several runs (seeds), Welch–Satterthwaite over the question term (df questions − 1) and the seed term
+    var(per_run) / runs (df runs − 1). None with fewer than 2 questions.
+
+    >>> paired_degrees_of_freedom(120, 0.034, [0.22])
+    119.0
+    >>> round(paired_degrees_of_freedom(400, 0.01, [0.01, 0.03, 0.02]), 2)  # 399 df alone; 2 for the seed term
+    30.62
+    """
+    if questions < 2:
+        return None
+    terms = [(question_standard_error**2, questions - 1)]
+    if len(per_run) > 1:
+        mean = sum(per_run) / len(per_run)
+        run_variance = sum((value - mean) ** 2 for value in per_run) / (len(per_run) - 1)
+        terms.append((run_variance / len(per_run), len(per_run) - 1))
+    return satterthwaite_df(terms)
+
+
+def t_interval(
+    mean: float, standard_error: float, degrees_of_freedom: float | None, level: float = 0.95
+) -> tuple[list[float], float | None]:
+    """`([low, high], t)`: mean ± t((1 + level) / 2, df) · s.e., rounded to 4 places; a point (and t None) without
+    degrees of freedom.
+
+    >>> interval, t = t_interval(0.5, 0.1, 2)
+    >>> interval, round(t, 3), t_interval(0.5, 0.1, None)
+    ([0.0697, 0.9303], 4.303, ([0.5, 0.5], None))
+    """
+    if degrees_of_freedom is None or degrees_of_freedom <= 0:
+        return [round(mean, 4), round(mean, 4)], None
+    t = t_quantile((1 + level) / 2, degrees_of_freedom)
+    return [round(mean - t * standard_error, 4), round(mean + t * standard_error, 4)], t
+
+
 Graded = Mapping[str, Mapping[str, bool]]  # {question id: {sample id: correct}} of one evaluated model
 
 
@@ -97,12 +243,17 @@ def paired_difference(a: Graded | Sequence[Graded], b: Graded | Sequence[Graded]
     Its standard error: over questions (`question_standard_error`, all there is for one model against
     one) and, with several training seeds, also over seeds — a seed that shifts every question alike
     does not show in the spread over questions — as s.e.² = s.e.(questions)² + var(per_run) / runs,
-    which is conservative (per_run's variance also holds some question noise). 95% interval: ± 1.96 s.e.
+    which is conservative (per_run's variance also holds some question noise).
+
+    95% interval: a t interval, mean ± t(0.975, df) · s.e., with `degrees_of_freedom` = questions − 1 for one
+    model against one, or Welch–Satterthwaite over the two terms (df questions − 1 and runs − 1) with several
+    runs (`paired_degrees_of_freedom`); `t` is the quantile used.
 
     >>> paired_difference({"q1": {"s1": True, "s2": False}, "q2": {"s3": False}},
     ...                   {"q1": {"s1": True, "s2": True}, "q2": {"s3": True}, "q3": {"s4": True}})
     {'questions': 2, 'samples': 3, 'a': 0.25, 'b': 1.0, 'difference': 0.75, 'standard_error': 0.25, \
-'question_standard_error': 0.25, 'interval': [0.26, 1.24], 'per_run': [0.75]}
+'question_standard_error': 0.25, 'interval': [-2.4266, 3.9266], 'per_run': [0.75], 'degrees_of_freedom': 1.0, \
+'t': 12.7062}
     >>> paired_difference([{"q": {"s": True}}, {"q": {"s": False}}], {"q": {"s": True}})["difference"]
     0.5
     """
@@ -145,6 +296,8 @@ def paired_difference(a: Graded | Sequence[Graded], b: Graded | Sequence[Graded]
         run_mean = sum(per_run) / len(per_run)
         run_variance = sum((value - run_mean) ** 2 for value in per_run) / (len(per_run) - 1)
         total = math.sqrt(error**2 + run_variance / len(per_run))
+    degrees_of_freedom = paired_degrees_of_freedom(count, error, per_run)
+    interval, t = t_interval(mean, total, degrees_of_freedom)
     return {
         "questions": count,
         "samples": sum(len(shared) for shared in shared_by_question.values()),
@@ -153,13 +306,15 @@ def paired_difference(a: Graded | Sequence[Graded], b: Graded | Sequence[Graded]
         "difference": mean,
         "standard_error": total,
         "question_standard_error": error,
-        "interval": [round(mean - 1.96 * total, 4), round(mean + 1.96 * total, 4)],
+        "interval": interval,
         "per_run": per_run,
+        "degrees_of_freedom": None if degrees_of_freedom is None else round(degrees_of_freedom, 2),
+        "t": None if t is None else round(t, 4),
     }
 
 
 def verdict(interval: Sequence[float], expected: int = 1) -> str:
-    """A claim's verdict from the 95% interval of (expected better − expected worse).
+    """A claim's verdict from the 95% (t) interval of (expected better − expected worse).
 
     >>> verdict([0.01, 0.05]), verdict([-0.05, -0.01]), verdict([-0.01, 0.03])
     ('agrees', 'opposite', 'not distinguishable')

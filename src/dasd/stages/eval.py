@@ -60,7 +60,7 @@ from ..data.summaries import EvalCacheSummary, EvalSummary
 from ..errors import DasdError
 from ..generation import TemperatureStep, build_requests, generate_records
 from ..grading.answers import BoundedVerifier, grade_records
-from ..metrics import avg_at_k, compare, mean_pass_at_k, paired_difference, pass_at_ks, standard_error
+from ..metrics import avg_at_k, compare, mean_pass_at_k, paired_difference, pass_at_ks, standard_error, verdict
 from ..naming import sidecar, summary_file
 from ..text.render import DEFAULT_SYSTEM_PROMPT
 
@@ -376,13 +376,16 @@ def extra_arguments(parser) -> None:
         nargs=2,
         metavar=("RUN_A", "RUN_B"),
         help="print two finished eval runs (folders or summary.json files) side by side and stop: per "
-        "benchmark B - A with its standard error, paired over the same questions and sample seeds",
+        "benchmark B - A with its standard error, paired over the same questions and sample seeds, and its 95%% t "
+        "interval (df = questions - 1)",
     )
 
 
 def compare_runs(run_a: Path, run_b: Path) -> tuple[list[dict], dict, dict]:
     """Per shared benchmark: the paired difference (same questions, same sample seeds) from the two runs'
-    results, or — where a run has no results file — the unpaired difference of the summaries."""
+    results, with its 95% t interval (df = questions − 1) and whether that interval excludes 0 (`verdict`: `B > A`,
+    `B < A` or `not distinguishable`), or — where a run has no results file — the unpaired difference of the
+    summaries. `significant` keeps its old meaning, |B − A| > 2 s.e."""
     summaries = []
     for run in (run_a, run_b):
         summary_path = summary_file(run, "eval") if run.is_dir() else run
@@ -409,6 +412,9 @@ def compare_runs(run_a: Path, run_b: Path) -> tuple[list[dict], dict, dict]:
                 "standard_error": standard_error,
                 "unpaired_standard_error": row["standard_error"],
                 "interval": paired["interval"],
+                "degrees_of_freedom": paired["degrees_of_freedom"],
+                "t": paired["t"],
+                "verdict": _direction(paired),
                 "questions": paired["questions"],
                 "samples": paired["samples"],
                 "paired": True,
@@ -426,13 +432,15 @@ def handle_extra(args) -> bool:
     rows, first, second = compare_runs(Path(args.compare[0]), Path(args.compare[1]))
     print(f"A = {args.compare[0]} ({first.get('model')})\nB = {args.compare[1]} ({second.get('model')})")
     print(
-        f"{'benchmark':24} {'A avg@k':>9} {'B avg@k':>9} {'B - A':>8} {'± s.e.':>8}  > 2 s.e.?  pairing [95% interval]"
+        f"{'benchmark':24} {'A avg@k':>9} {'B avg@k':>9} {'B - A':>8} {'± s.e.':>8}  > 2 s.e.?  pairing, "
+        "[95% t interval] (df) and what it says"
     )
     for row in rows:
         pairing = (
             f"paired: {row['questions']} questions, {row['samples']} samples (unpaired s.e. "
             f"{100 * row['unpaired_standard_error']:.2f}) "
-            f"[{100 * row['interval'][0]:+.2f}, {100 * row['interval'][1]:+.2f}]"
+            f"[{100 * row['interval'][0]:+.2f}, {100 * row['interval'][1]:+.2f}] ({_df(row['degrees_of_freedom'])}) "
+            f"{row['verdict']}"
             if row["paired"]
             else "unpaired (no results.jsonl)"
         )
@@ -440,4 +448,19 @@ def handle_extra(args) -> bool:
             f"{row['benchmark']:24} {100 * row['a']:9.2f} {100 * row['b']:9.2f} {100 * row['difference']:+8.2f} "
             f"{100 * row['standard_error']:8.2f}  {'yes' if row['significant'] else 'no ':9}  {pairing}"
         )
+    print(
+        "(points; paired: 95% t interval ± t(0.975, df) s.e. with df = questions − 1 — the verdict; "
+        "> 2 s.e. is the rough normal rule, the only one for unpaired rows)"
+    )
     return True
+
+
+def _direction(paired: dict) -> str:
+    """What a paired B − A's t interval says: `B > A`, `B < A` (it excludes 0) or `not distinguishable`."""
+    if paired["degrees_of_freedom"] is None:  # under 2 questions: no interval
+        return "not distinguishable"
+    return {"agrees": "B > A", "opposite": "B < A"}.get(verdict(paired["interval"]), "not distinguishable")
+
+
+def _df(value: float | None) -> str:
+    return "df -" if value is None else f"df {value:g}"

@@ -2,6 +2,7 @@
 
     dasd report runs/demo                       # writes runs/demo/report/index.html and the PNGs
     dasd report runs/demo output=/tmp/r/index.html
+    dasd report runs/world_a --interaction runs/world_b --claim "recipe>rs"   # one claim in two runs, and stop
 
 Works on any folder that holds dasd outputs — a `dasd run`/`dasd demo` workdir or a folder of
 stages run by hand: every stage writes `<name>.summary.json` with its `stage`, and the report reads
@@ -20,6 +21,11 @@ what it finds (a missing section is listed as such, never an error):
 
 The PNGs are written beside the HTML and also embedded in it (data URIs), so the HTML alone can be
 mailed or attached to an experiment tracker.
+
+`--interaction RUN_Y` prints, instead of writing the page, the interaction of the claims that RUN_DIR and RUN_Y
+(two `dasd run` workdirs, e.g. the same ablation on two twin worlds) both checked: (better − worse in RUN_DIR) −
+(better − worse in RUN_Y), with s.e. sqrt(s.e.x² + s.e.y²), a t interval (Welch–Satterthwaite df) and a verdict
+(`dasd.ablation.interaction`); `--claim` picks one claim by its name or as `BETTER>WORSE`.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from typing import Any, TypeVar, cast
 
 from pydantic import Field
 
-from ..config import StageConfig
+from ..ablation import claim_results, interaction_rows, interaction_table, with_t_interval
+from ..config import StageConfig, load_config
 from ..data.io import iter_records, read_summary, write_text_atomic
 from ..data.records import PROVENANCE_CLASSES, SENTENCE_TYPES
 from ..data.summaries import (
@@ -51,9 +58,9 @@ from ..data.summaries import (
     StageSummary,
     TrainSummary,
 )
-from ..errors import InputError
+from ..errors import DasdError, InputError
 from ..figures import plot_cutoff, plot_response_probability, plot_sentence_types, plot_training_loss
-from ..naming import EVAL_MODELS, RUN_SUMMARY, STALE_DIR, sidecar
+from ..naming import EVAL_MODELS, RUN_SUMMARY, STALE_DIR, eval_dir, seed_dir, sidecar
 
 S = TypeVar("S")
 
@@ -236,13 +243,23 @@ def section_claims(page: Page) -> list[str]:
         return []
     blocks = ["<h2>The report's claims, checked here</h2>"]
     rows = []
-    for row in summary.get("claims", []):
+    for row in map(with_t_interval, summary.get("claims", [])):
         if row.get("benchmark") is None:
             rows.append(
-                [row["name"], row.get("source", ""), f"{row['better']} > {row['worse']}", "-", "-", "-", row["verdict"]]
+                [
+                    row["name"],
+                    row.get("source", ""),
+                    f"{row['better']} > {row['worse']}",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    row["verdict"],
+                ]
             )
             continue
         low, high = row["interval"]
+        degrees_of_freedom = row.get("degrees_of_freedom")
         rows.append(
             [
                 row["name"],
@@ -250,16 +267,24 @@ def section_claims(page: Page) -> list[str]:
                 f"{row['better']} > {row['worse']}",
                 row["benchmark"],
                 f"{100 * row['difference']:+.2f} ± {100 * row['standard_error']:.2f}",
+                "-" if degrees_of_freedom is None else f"{degrees_of_freedom:.1f}",
                 f"[{100 * low:+.2f}, {100 * high:+.2f}]",
                 row["verdict"],
             ]
         )
     if rows:
         blocks.append(
-            _table(["claim", "report", "direction", "benchmark", "difference ± s.e.", "95% interval", "verdict"], rows)
+            _table(
+                ["claim", "report", "direction", "benchmark", "difference ± s.e.", "df", "95% t interval", "verdict"],
+                rows,
+            )
             + "<p class='note'>Accuracy points, better − worse: per question over the samples (and training seeds) "
             "both sides drew with the same per-sample seeds, then the mean over questions with its standard "
-            "error. agrees / opposite: the 95% interval excludes 0 on the report's side / the other side.</p>"
+            "error (with several training seeds it also counts their spread). 95% t interval: ± t(0.975, df) "
+            "s.e., df = questions − 1 for one model against one, or Welch–Satterthwaite over the question term "
+            "(questions − 1) and the seed term (seeds − 1) — with 3 seeds t is up to 4.3, not 1.96. agrees / "
+            "opposite: the interval excludes 0 on the report's side / the other side. A row with no df was written "
+            "before t intervals: its interval is ± 1.96 s.e.</p>"
         )
     arm_rows = []
     seeds = summary.get("seeds", [])
@@ -630,6 +655,72 @@ def _eval_order(path: Path, run_dir: Path) -> tuple[int, str]:
     label = _label(path, run_dir)
     name = Path(label).name
     return (EVAL_MODELS.index(name) if name in EVAL_MODELS else len(EVAL_MODELS), label)
+
+
+# --- `dasd report RUN_X --interaction RUN_Y` ---------------------------------------------------------------
+
+
+def extra_arguments(parser) -> None:
+    parser.add_argument(
+        "--interaction",
+        metavar="RUN_Y",
+        help="print, instead of writing the page, each claim that RUN_DIR and RUN_Y (two `dasd run` workdirs, e.g. "
+        "one ablation on two twin worlds) both checked as (better − worse in RUN_DIR) − (better − worse in RUN_Y) "
+        "with its t interval and verdict, and stop",
+    )
+    parser.add_argument(
+        "--claim",
+        metavar="NAME|BETTER>WORSE",
+        help="with --interaction: only this claim (its name, or its arms as BETTER>WORSE, e.g. 'recipe>rs')",
+    )
+
+
+def run_claims(run_dir: Path) -> list[dict[str, Any]]:
+    """The claim rows of a `dasd run` workdir (`run.summary.json`). Rows that lack what a t interval needs (the
+    question standard error and the per-run differences) are recomputed from the run's eval folders with
+    `claim_results`, laid out as `dasd run` writes them (arms over the summary's seeds, the evaluated models)."""
+    path = run_dir / RUN_SUMMARY
+    if not path.exists():
+        raise InputError(str(path), None, None, "no run summary here (a `dasd run` workdir with claims is needed)")
+    summary = json.loads(path.read_text())
+    rows = summary.get("claims") or []
+    if not rows:
+        raise InputError(str(path), None, "claims", "this run checked no claims")
+    checked = [with_t_interval(row) for row in rows]
+    if all(row.get("benchmark") is None or row.get("degrees_of_freedom") is not None for row in checked):
+        return checked
+    claims: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        claim = {key: row.get(key, "") for key in ("name", "better", "worse", "source")}
+        claims.setdefault((claim["name"], claim["better"], claim["worse"], claim["source"]), claim)
+    seeds = summary.get("seeds") or []
+    model_runs: dict[str, dict[str, Path]] = {}
+    for claim in claims.values():
+        for side in (claim["better"], claim["worse"]):
+            if side in summary.get("arms", {}) or (run_dir / "arms" / side).is_dir():
+                model_runs[side] = {str(seed): seed_dir(run_dir, side, seed) / "eval" for seed in seeds}
+            elif side in EVAL_MODELS:
+                model_runs[side] = {"-": eval_dir(run_dir, side)}
+    return claim_results(list(claims.values()), model_runs)
+
+
+def handle_extra(args) -> bool:
+    if not getattr(args, "interaction", None):
+        if getattr(args, "claim", None):
+            raise DasdError("--claim picks a claim for --interaction RUN_Y; give that too")
+        return False
+    overrides = list(args.overrides)
+    if overrides and "=" not in overrides[0]:
+        overrides[0] = f"run_dir={overrides[0]}"
+    config = load_config(ReportConfig, args.config, overrides)
+    run_x, run_y = Path(config.run_dir), Path(args.interaction)
+    rows = interaction_rows(run_claims(run_x), run_claims(run_y), args.claim)
+    if not rows:
+        asked = f"claim {args.claim!r}" if args.claim else "claim"
+        raise DasdError(f"no {asked} with results on the same benchmark in both {run_x} and {run_y}")
+    print(f"X = {run_x}\nY = {run_y}")
+    print("\n".join(interaction_table(rows)))
+    return True
 
 
 def run(config: ReportConfig) -> dict[str, Any]:
