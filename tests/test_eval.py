@@ -252,6 +252,8 @@ def test_compare_is_paired_over_the_same_questions_and_sample_seeds(tmp_path, ca
     assert row["paired"] and (row["questions"], row["samples"]) == (4, 8)
     assert (row["a"], row["b"], row["difference"]) == (0.375, 0.75, 0.375)
     assert abs(row["standard_error"] - 0.125) < 1e-12 and abs(row["unpaired_standard_error"] - 0.21 * 2**0.5) < 1e-12
-    assert row["significant"]  # 0.375 > 2 x 0.125 paired; unpaired (2 x 0.297) it would not be
+    # 0.375 > 2 x 0.125, but with 4 questions the 95% t interval is 0.375 ± t(0.975, 3) x 0.125 = ± 0.398: it holds 0
+    assert row["degrees_of_freedom"] == 3 and abs(row["t"] - 3.182) < 1e-3
+    assert row["interval"][0] < 0 < row["interval"][1] and not row["significant"]
     assert main(["eval", "--compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
-    assert "+37.50    12.50  yes" in capsys.readouterr().out
+    assert "+37.50    12.50  no " in capsys.readouterr().out

@@ -384,8 +384,8 @@ def extra_arguments(parser) -> None:
 def compare_runs(run_a: Path, run_b: Path) -> tuple[list[dict], dict, dict]:
     """Per shared benchmark: the paired difference (same questions, same sample seeds) from the two runs'
     results, with its 95% t interval (df = questions − 1) and whether that interval excludes 0 (`verdict`: `B > A`,
-    `B < A` or `not distinguishable`), or — where a run has no results file — the unpaired difference of the
-    summaries. `significant` keeps its old meaning, |B − A| > 2 s.e."""
+    `B < A` or `not distinguishable`; `significant`: it excludes 0), or — where a run has no results file — the
+    unpaired difference of the summaries (`significant`: |B − A| > 2 s.e.)."""
     summaries = []
     for run in (run_a, run_b):
         summary_path = summary_file(run, "eval") if run.is_dir() else run
@@ -418,9 +418,8 @@ def compare_runs(run_a: Path, run_b: Path) -> tuple[list[dict], dict, dict]:
                 "questions": paired["questions"],
                 "samples": paired["samples"],
                 "paired": True,
-                "significant": abs(paired["difference"]) > 2 * standard_error
-                if standard_error > 0
-                else paired["difference"] != 0,
+                # the t interval excludes 0 (with 4 questions t(0.975, 3) = 3.18, not 2)
+                "significant": _direction(paired) != "not distinguishable",
             }
         )
     return rows, summaries[0], summaries[1]
@@ -432,7 +431,7 @@ def handle_extra(args) -> bool:
     rows, first, second = compare_runs(Path(args.compare[0]), Path(args.compare[1]))
     print(f"A = {args.compare[0]} ({first.get('model')})\nB = {args.compare[1]} ({second.get('model')})")
     print(
-        f"{'benchmark':24} {'A avg@k':>9} {'B avg@k':>9} {'B - A':>8} {'± s.e.':>8}  > 2 s.e.?  pairing, "
+        f"{'benchmark':24} {'A avg@k':>9} {'B avg@k':>9} {'B - A':>8} {'± s.e.':>8}  differs?   pairing, "
         "[95% t interval] (df) and what it says"
     )
     for row in rows:
@@ -449,8 +448,8 @@ def handle_extra(args) -> bool:
             f"{100 * row['standard_error']:8.2f}  {'yes' if row['significant'] else 'no ':9}  {pairing}"
         )
     print(
-        "(points; paired: 95% t interval ± t(0.975, df) s.e. with df = questions − 1 — the verdict; "
-        "> 2 s.e. is the rough normal rule, the only one for unpaired rows)"
+        "(points; differs?: paired, the 95% t interval ± t(0.975, df) s.e., df = questions − 1, excludes 0; "
+        "unpaired rows (no results.jsonl), |B − A| > 2 s.e.)"
     )
     return True
 
