@@ -313,26 +313,26 @@ def test_budget_order_rank_spreads_a_budget_over_questions_and_max_per_question_
     assert len(capped) == 4 and all(i.endswith(":0") for i in capped)
 
 
-def test_groups_left_without_a_candidate_are_counted_when_the_rejected_records_are_read(tmp_path, capsys):
-    """A glob over the filter's kept and rejected files: the question × temperature groups whose every response
-    was rejected, and what k per group would give (a student's own rollouts cover fewer questions)."""
+def test_groups_left_without_a_candidate_are_counted_from_the_filters_rejected_records(tmp_path, capsys):
+    """With the filter's rejected file: the question × temperature groups whose every response was rejected, and
+    what k per group would give (a student's own rollouts cover fewer groups than the teacher's)."""
     kept = [_record("q1", 0, 1, 2, keep=True), _record("q1", 1, 1, 2, temperature=1.0, keep=True)]
     rejected = [_record("q2", 0, 1, 2, keep=False), _record("q1", 2, 1, 2, temperature=1.0, keep=False)]
     write_jsonl(tmp_path / "filtered.jsonl", kept)
     write_jsonl(tmp_path / "filtered.rejected.jsonl", rejected)
     output = tmp_path / "selected.jsonl"
+    settings = [f"output={output}", "strategy=random", "k_per_temperature={1.0: 2}"]
     summary = select.run(
         load_config(
             select.SelectConfig,
             None,
-            [
-                f"input={tmp_path / 'filtered*.jsonl'}",
-                f"output={output}",
-                "strategy=random",
-                "k_per_temperature={1.0: 2}",
-            ],
+            [f"input={tmp_path / 'filtered.jsonl'}", f"rejected={tmp_path / 'filtered.rejected.jsonl'}", *settings],
         )
     )
     assert summary["selected"] == 2 and summary["excluded_by_filter"] == 2
     assert summary["groups"] == {"with_candidates": 2, "without_candidates": 1, "records_at_k": 4}
     assert "1 whose every response the filter rejected" in capsys.readouterr().out
+    assert {r["id"] for r in read_jsonl(output)} == {r["id"] for r in kept}
+    # the same from one input holding both (a glob over the two files)
+    globbed = select.run(load_config(select.SelectConfig, None, [f"input={tmp_path / 'filtered*.jsonl'}", *settings]))
+    assert globbed["groups"] == summary["groups"] and globbed["selected"] == 2

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, model_validator
 
 from ..backends.base import BackendConfig
-from ..config import StageConfig
+from ..config import ADDED, StageConfig
 from ..errors import ConfigError
 from ..models.loading import ModelConfig
 from ..naming import EVAL_MODELS, SFT_STAGES
@@ -106,7 +106,26 @@ class ArmConfig(StageConfig):
     select: dict[str, Any] = Field(
         default_factory=dict,
         description="`dasd select` settings of this arm over the pipeline's `select` (strategy, k, temperatures, "
-        "beta/space for a threshold sweep)",
+        "beta/space for a threshold sweep, budget_order, …). An arm whose strategy is random (RS) selects and "
+        "builds its SFT data once per training seed, with that seed as select's `seed` (under seed<N>/): each seed "
+        "trains on its own draw, so a comparison with RS is not conditional on one; other strategies select once",
+    )
+    sample_from: Literal["student"] | None = Field(
+        None,
+        description="student: self-distillation — the arm samples its own candidates from the pipeline's student "
+        "with the pipeline's sample settings (same questions, schedule of temperatures and n, max_new_tokens, seed; "
+        "the student's system prompt and think format), filters them with the pipeline's filter (correctness "
+        "included), selects with its `select` settings (default strategy random, redrawn per training seed; k as "
+        "the pipeline's) and trains from the student like any other arm: +x from the student's own correct "
+        "rollouts against +y from the teacher's. Its select summary counts the question × temperature groups "
+        "where the student had no rollout the filter kept (`groups`): it trains on fewer records there",
+        json_schema_extra=ADDED,
+    )
+    sample: dict[str, Any] = Field(
+        default_factory=dict,
+        description="with sample_from: `dasd sample` settings over those it takes from the pipeline (e.g. "
+        "max_new_tokens in student tokens, system_prompt, chat_template_kwargs, backend: {batch_size: 8})",
+        json_schema_extra=ADDED,
     )
     score_with: dict[str, Any] | None = Field(
         None,

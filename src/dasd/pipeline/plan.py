@@ -31,6 +31,7 @@ from ..naming import (
     sidecar,
     summary_file,
 )
+from ..text.render import DEFAULT_SYSTEM_PROMPT
 from .config import PUSHABLE, STEPS, ArmConfig, PipelineConfig
 
 
@@ -492,6 +493,20 @@ def arm_last_stage(spec: ArmConfig) -> str:
 
 def _check_arms(config: PipelineConfig) -> None:
     for arm, spec in config.arms.items():
+        if spec.sample and spec.sample_from is None:
+            raise ConfigError(f"arms.{arm}.sample: sample settings need sample_from: student")
+        if spec.sample_from is not None:
+            if spec.after is not None or spec.score_with is not None:
+                raise ConfigError(
+                    f"arms.{arm}.sample_from: an arm that samples from the student trains from the student on its "
+                    "own rollouts (no `after`, no `score_with`)"
+                )
+            strategy = arm_select_settings(config, spec).get("strategy")
+            if strategy not in UNSCORED_STRATEGIES:
+                raise ConfigError(
+                    f"arms.{arm}.select.strategy: {strategy!r} needs scored candidates, and the student's own "
+                    f"rollouts are not scored (choose {' or '.join(UNSCORED_STRATEGIES)})"
+                )
         if spec.after is not None:
             if spec.after not in config.arms or config.arms[spec.after].after is not None:
                 raise ConfigError(f"arms.{arm}.after: {spec.after!r} is not an arm that trains from the student")
@@ -525,9 +540,42 @@ def _check_arms(config: PipelineConfig) -> None:
             raise ConfigError(f"arms.{arm}.stages: choose among {', '.join(SFT_STAGES)} (got {spec.stages})")
 
 
+UNSCORED_STRATEGIES = ("random", "longest")  # the select strategies that need no `dasd score`
+STUDENT_SAMPLE_SETTINGS = ("schedule", "top_p", "top_k", "max_new_tokens", "seed", "limit", "cache")
+
+
+def arm_select_settings(config: PipelineConfig, spec: ArmConfig) -> dict[str, Any]:
+    """An arm's `dasd select` settings over the pipeline's (strategy random for an arm sampling from the student,
+    unless it says otherwise), before its input and output are filled in."""
+    defaults = {"strategy": "random"} if spec.sample_from == "student" else {}
+    return {**config.select, **defaults, **spec.select}
+
+
+def redrawn_per_seed(config: PipelineConfig, spec: ArmConfig) -> bool:
+    """Whether an arm selects at random (RS): then it selects, and builds its SFT data, once per training seed.
+
+    >>> from types import SimpleNamespace
+    >>> arm = lambda **select: SimpleNamespace(select=select, sample_from=None)
+    >>> pipeline = SimpleNamespace(select={})
+    >>> redrawn_per_seed(pipeline, arm(strategy="random")), redrawn_per_seed(pipeline, arm())
+    (True, False)
+    """
+    return arm_select_settings(config, spec).get("strategy", "count") == "random"
+
+
+def arm_sft(config: PipelineConfig, arm: str, seed: int) -> tuple[Path, str]:
+    """The SFT file an arm trains on for one training seed, and the step that builds it: one for every seed, or
+    (RS) the seed's own."""
+    spec = config.arms[arm]
+    if redrawn_per_seed(config, spec):
+        return seed_dir(config.workdir, arm, seed) / "sft" / "sft.jsonl", f"{arm}.s{seed}.build_sft"
+    return arm_dir(config.workdir, arm) / "sft" / "sft.jsonl", f"{arm}.build_sft"
+
+
 def plan_arms(config: PipelineConfig) -> list[Step]:
-    """Each arm's steps: select and build-sft once, then per training seed train (or mix + train from another
-    arm's weights) and evaluate. Sample, score and filter are the pipeline's, computed once for all arms."""
+    """Each arm's steps: select and build-sft once (once per training seed for a random selection), then per
+    training seed train (or mix + train from another arm's weights) and evaluate. Sample, score and filter are the
+    pipeline's, computed once for all arms; an arm sampling from the student samples and filters its own."""
     _check_arms(config)
     work = _work(config)
     steps: list[Step] = []
@@ -555,12 +603,11 @@ def plan_arms(config: PipelineConfig) -> list[Step]:
 
 
 def _arm_data_steps(config: PipelineConfig, arm: str, spec: ArmConfig) -> list[Step]:
-    """An arm's selection from the pipeline's filtered records, and its SFT files."""
+    """An arm's selection from the pipeline's filtered records (or another student's scores of them, or its own
+    rollouts of the student), and its SFT files: once, or once per training seed for a random selection."""
     folder = arm_dir(config.workdir, arm)
-    select_out = folder / f"select.{config.record_format}"
-    sft_out = folder / "sft" / "sft.jsonl"
     filtered = str(_record_outputs(config)["filter"])
-    steps, candidates, compare = [], {"input": filtered}, {}
+    steps, candidates, compare, upstream = [], {"input": filtered}, {}, "filter"
     if spec.score_with is not None:
         # the same candidates, scored by another student: select from those scores, compare with the pipeline's
         rescored = folder / "score" / f"scored.{config.record_format}"
@@ -568,30 +615,81 @@ def _arm_data_steps(config: PipelineConfig, arm: str, spec: ArmConfig) -> list[S
         student = {**config.student.model_dump(), "tokenizer": None, **(spec.score_with.get("student") or {})}
         score_config = {**config.score, **settings, "input": filtered, "output": str(rescored), "student": student}
         steps.append(Step(f"{arm}.score", "score", score_config, [rescored.parent], ["filter"]))
-        candidates, compare = {"input": str(rescored)}, {"compare_with": filtered}
+        candidates, compare, upstream = {"input": str(rescored)}, {"compare_with": filtered}, f"{arm}.score"
+    if spec.sample_from == "student":
+        steps += _student_sample_steps(config, arm, spec)
+        # select's summary counts the groups where the student had no rollout kept, from the filter's rejected file
+        filtered_rollouts = folder / "filter" / f"filtered.{config.record_format}"
+        rejected = sidecar(filtered_rollouts, "rejected", f".{config.record_format}")
+        candidates = {"input": str(filtered_rollouts), "rejected": str(rejected)}
+        upstream = f"{arm}.filter"
+    settings = {**arm_select_settings(config, spec), **candidates, **compare}
+    for seed in config.seeds if redrawn_per_seed(config, spec) else [None]:
+        where, name = (folder, arm) if seed is None else (seed_dir(config.workdir, arm, seed), f"{arm}.s{seed}")
+        select_out = where / f"select.{config.record_format}"
+        sft_out = where / "sft" / "sft.jsonl"
+        steps += [
+            Step(
+                f"{name}.select",
+                "select",
+                {**settings, **({} if seed is None else {"seed": seed}), "output": str(select_out)},
+                [select_out, summary_file(select_out, "select"), sidecar(select_out, "config", ".yaml")],
+                [upstream],
+            ),
+            Step(
+                f"{name}.build_sft",
+                "build-sft",
+                {
+                    "student_tokenizer": _student_tokenizer(config),
+                    **_earlier_build_sft_defaults(config),
+                    **config.build_sft,
+                    **spec.build_sft,
+                    "input": str(select_out),
+                    "output": str(sft_out),
+                },
+                [sft_out.parent],
+                [f"{name}.select"],
+            ),
+        ]
+    return steps
+
+
+def _student_sample_steps(config: PipelineConfig, arm: str, spec: ArmConfig) -> list[Step]:
+    """A self-distillation arm's candidates: the pipeline's student answers the pipeline's questions with its sample
+    schedule (prompted as it is trained and evaluated: the SFT system prompt, think format), and the pipeline's
+    filter (correctness included) keeps its careful, correct rollouts."""
+    folder = arm_dir(config.workdir, arm)
+    rollouts = folder / "sample" / f"rollouts.{config.record_format}"
+    filtered = folder / "filter" / f"filtered.{config.record_format}"
+    student = config.student
+    backend = {
+        "name": "hf",
+        "model": student.model,
+        "tokenizer": student.tokenizer,
+        "device": student.device,
+        "dtype": student.dtype,
+        **config.eval.get("backend", {}),
+        **spec.sample.get("backend", {}),
+    }
+    sample_config = {
+        **{key: value for key, value in config.sample.items() if key in STUDENT_SAMPLE_SETTINGS},
+        "system_prompt": config.build_sft.get("system_prompt", DEFAULT_SYSTEM_PROMPT),
+        "reasoning_format": config.eval.get("reasoning_format", "think"),
+        **{key: value for key, value in spec.sample.items() if key != "backend"},
+        "input": config.questions,
+        "output": str(rollouts),
+        "backend": backend,
+    }
+    filter_config = {
+        "student_tokenizer": _student_tokenizer(config),
+        **config.filter,
+        "input": str(rollouts),
+        "output": str(filtered),
+    }
+    inputs = [Path(config.questions)] + ([p] if (p := _model_path(student.model)) else [])
     return [
-        *steps,
-        Step(
-            f"{arm}.select",
-            "select",
-            {**config.select, **spec.select, **candidates, **compare, "output": str(select_out)},
-            [select_out, summary_file(select_out, "select"), sidecar(select_out, "config", ".yaml")],
-            [steps[0].name if steps else "filter"],
-        ),
-        Step(
-            f"{arm}.build_sft",
-            "build-sft",
-            {
-                "student_tokenizer": _student_tokenizer(config),
-                **_earlier_build_sft_defaults(config),
-                **config.build_sft,
-                **spec.build_sft,
-                "input": str(select_out),
-                "output": str(sft_out),
-            },
-            [sft_out.parent],
-            [f"{arm}.select"],
-        ),
+        Step(f"{arm}.sample", "sample", sample_config, [rollouts.parent], inputs=inputs),
+        Step(f"{arm}.filter", "filter", filter_config, [filtered.parent], [f"{arm}.sample"]),
     ]
 
 
@@ -606,19 +704,19 @@ def _arm_seed_steps(config: PipelineConfig, arm: str, spec: ArmConfig, seed: int
         settings = {**config.train, **config.arms[str(spec.after)].train, **spec.train}
         depends = [f"{arm}.s{seed}.build_sft"]
     elif spec.after is None:
-        sft_out = arm_dir(work, arm) / "sft" / "sft.jsonl"
+        sft_out, built = arm_sft(config, arm, seed)
         stages = [{"name": stage, "data": str(sft_stage_file(sft_out, stage))} for stage in spec.stages]
         settings = {**config.train, **spec.train}
-        depends = [f"{arm}.build_sft"]
+        depends = [built]
     else:
-        base_sft = arm_dir(work, spec.after) / "sft" / "sft.jsonl"
+        base_sft, base_built = arm_sft(config, spec.after, seed)
         base_final = arm_final(work, config, spec.after, seed)
         mix_out = folder / "mix" / "mixed.jsonl"
         arm_mix = spec.mix if spec.mix is not None else config.arms[str(spec.control_of)].mix
         mix_settings = {**config.mix, **(arm_mix or {}), "seed": seed}
         teacher = config.teacher.model_dump()
         mix_config = mix_step_config(config, mix_settings, teacher, base_sft, mix_out, base_final)
-        mix_depends = [f"{spec.after}.s{seed}.train", f"{spec.after}.build_sft"]
+        mix_depends = [f"{spec.after}.s{seed}.train", base_built]
         if spec.control_of is not None:
             mixed_out = seed_dir(work, spec.control_of, seed) / "mix" / "mixed.jsonl"
             mix_config["equal_size_as"] = str(mixed_out)
@@ -699,10 +797,10 @@ def _stage2_steps(
         "output": str(scored),
         "student": {**config.student.model_dump(), "model": str(stage1)},
     }
+    settings = {**config.select, **base.select, **spec.stage2_select}
     select_config = {
-        **config.select,
-        **base.select,
-        **spec.stage2_select,
+        **settings,
+        **({"seed": seed} if settings.get("strategy") == "random" else {}),  # RS: each seed its own draw
         "temperatures": _stage2_temperatures(config, arm, spec),
         "input": filtered,
         "boosted_scores": str(scored),

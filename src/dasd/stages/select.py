@@ -35,10 +35,12 @@ its question and temperature) before any question's second, ties by score — a 
 
     dasd select … k=2 'budget_per_temperature={1.0: 300}' budget_order=rank max_per_question=3
 
-When the input also holds the records the filter rejected (a glob over `dasd filter`'s kept and rejected files), the
-summary counts the question × temperature groups left without a candidate, and the records k per group would give
-if none were (`groups`): a selection from the student's own rollouts is smaller than the teacher's where the
-student never answered correctly.
+Given the records the filter rejected (`rejected=`: `dasd filter`'s `<name>.rejected` file beside its output; or
+records with `filter.keep: false` in the input), the summary counts the question × temperature groups left without a
+candidate, and the records k per group would give if none were (`groups`): a selection from the student's own
+rollouts is smaller than one from the teacher's where the student never answered correctly.
+
+    dasd select input=runs/x/self/filtered.jsonl rejected=runs/x/self/filtered.rejected.jsonl strategy=random
 
 The output (JSONL, or `*.parquet`) is rewritten whole (atomically) on each run; the summary holds the histogram of
 teacher-sentence counts of kept vs dropped responses per temperature. Memory does not grow with the responses'
@@ -111,6 +113,12 @@ class SelectConfig(StageConfig):
         "different domain mixes); the best by the strategy are kept; temperatures not named are not capped",
     )
     budget: int | None = Field(None, ge=1, description="optional cap on the total number of selected records")
+    rejected: str | None = Field(
+        None,
+        description="the records dasd filter rejected from the same responses (its <name>.rejected file): never "
+        "selected, read to count the question × temperature groups left without a candidate (summary `groups`)",
+        json_schema_extra=ADDED,
+    )
     budget_order: Literal["score", "rank"] = Field(
         "score",
         description="which records the caps (max_per_question, budget_per_temperature, budget) keep: score = the "
@@ -377,6 +385,12 @@ def read_candidates(path: str, config: SelectConfig) -> Candidates:
     found = Candidates([])
     for record in _candidate_records(path, config, found):
         found.records.append(candidate_key(record, config))
+    if config.rejected is not None and path == config.input:
+        for line, record in iter_records(config.rejected):
+            check_fields(record, ("id", "question_id"), path=config.rejected, line=line)
+            found.not_candidates += 1
+            if _at_temperatures(record, config):
+                found.rejected_groups.add(group_of(record, config))
     if not found.records and not found.not_candidates:
         reason = f"no records at temperatures {config.temperatures}" if found.other_temperature else "no records"
         raise InputError(path, None, None, reason + ("" if found.other_temperature else " (empty file)"))
@@ -602,7 +616,11 @@ def run(config: SelectConfig) -> dict[str, Any]:
             **selection_overlap(candidates, selected, other, choose(other, config), confusion=confusion),
         }
     kept_ids = {record["id"] for record in selected}
-    groups = group_coverage(candidates, found.rejected_groups, config) if not_candidates else None
+    groups = (
+        group_coverage(candidates, found.rejected_groups, config)
+        if not_candidates or config.rejected is not None
+        else None
+    )
 
     output = Path(config.output)
     write_selected(config.input, selected, config, output)
