@@ -277,3 +277,71 @@ def test_several_continuations_per_cut_and_a_shaped_cut(tmp_path, taught_teacher
     assert "continuations_per_cut" not in view and "cut_shape" not in view  # at their defaults: old fingerprints
     facts = "\n".join(stage_facts({"stage": "mix", "config": yaml.safe_load(plain_config), "summary": {}}))
     assert "uniform; 1 teacher continuation(s) per cut" in facts
+
+
+def test_on_policy_keeps_the_students_correct_finished_rollouts_whole(tmp_path):
+    """on_policy=true (the report's §6.4, on-policy rejection sampling): a rollout the student finished within its cap
+    that passes the filters is kept whole as `source: on_policy`; a wrong one is rejected, a truncated one is only
+    ever cut and continued. The rollouts are written beforehand (mix resumes by id), so no model runs."""
+    records = curated(8)
+    rollouts = []
+    for index, record in enumerate(records):
+        answer = int(record["answer"])
+        finish, reasoning = "stop", f"I add the two numbers. That makes {answer}."
+        content = f"The answer is \\boxed{{{answer if index % 4 else answer + 1}}}."  # 0 and 4: wrong
+        if index in (6, 7):
+            finish, reasoning, content = "length", "", "I think"  # truncated, no reasoning: never cut
+        rollouts.append(
+            {
+                "id": f"{record['question_id']}:rollout",
+                "question_id": record["question_id"],
+                "messages": record["messages"][1:2],
+                "reasoning": reasoning,
+                "content": content,
+                "finish_reason": finish,
+                "usage": {"completion_tokens": 12},
+                "answer": record["answer"],
+                "domain": "math",
+            }
+        )
+    for folder in (tmp_path, tmp_path / "plain"):
+        write_jsonl(folder / "mix" / "mixed.rollouts.jsonl", rollouts)
+    output, summary = _run(tmp_path, "smollm2", "not-loaded", "on_policy=true", "off_policy=2")
+    assert summary["rollouts"] == 8 and summary["truncated"] == 2 and summary["cut"] == summary["kept"] == 0
+    assert summary["on_policy_finished"] == 6 and summary["on_policy"] == 4
+    assert summary["on_policy_drop_reasons"] == {"wrong_answer": 2}
+    written = read_jsonl(output)
+    on_policy = [r for r in written if r["source"] == "on_policy"]
+    assert sorted(r["question_id"] for r in on_policy) == sorted(records[i]["question_id"] for i in (1, 2, 3, 5))
+    for record in on_policy:
+        rollout = next(r for r in rollouts if r["question_id"] == record["question_id"])
+        assert record["messages"][-1]["content"] == think_text(rollout["reasoning"], rollout["content"])[0]
+        assert record["stage"] == "mixed_policy" and "loss_mask_prefix_chars" not in record
+        assert record["id"] == f"{record['question_id']}:on_policy" and record["filter"]["keep"]
+    # the off-policy extras go to questions with no record of their own
+    extras = [r for r in written if r["source"] == "off_policy"]
+    assert len(extras) == 2 and not {r["question_id"] for r in extras} & {r["question_id"] for r in on_policy}
+    rejected = [r for r in read_jsonl(output.parent / "mixed.rejected.jsonl") if r["source"] == "on_policy"]
+    assert len(rejected) == 2
+    # its equal-size control replaces each on-policy record by the teacher's curated one
+    control_out = tmp_path / "control" / "control.jsonl"
+    control = mix.run(
+        load_config(
+            mix.MixConfig,
+            None,
+            [
+                f"input={tmp_path / 'curated.jsonl'}",
+                f"output={control_out}",
+                "student.model=x",
+                "teacher.model=x",
+                f"equal_size_as={output}",
+            ],
+        )
+    )
+    assert control["off_policy"] == len(written) == 6
+    # off by default: the same rollouts, no on-policy records, and the summary as before
+    plain_output, plain = _run(tmp_path / "plain", "smollm2", "not-loaded", "off_policy=2")
+    assert "on_policy" not in plain and plain["off_policy"] == 2
+    assert [r["source"] for r in read_jsonl(plain_output)] == ["off_policy"] * 2
+    settings = yaml.safe_load((plain_output.parent / "mixed.config.yaml").read_text())
+    assert "on_policy" not in fingerprint_view(mix.MixConfig.model_validate(settings))  # old fingerprints kept

@@ -20,6 +20,12 @@ beside `output`:
    (structure, repetition, correctness when a reference exists, length in student tokens) — rejected
    ones go to `<name>.rejected.jsonl` — and `off_policy` extra curated samples are mixed in.
 
+With `on_policy=true` (the report's §6.4: "mixed-policy data via on-policy rejection sampling and off-policy teacher
+revision") the student's own rollouts that finished within the cap (not truncated) and pass the same quality filters
+(correct, when a reference exists) are kept too, whole, as records with `source: on_policy` (`stage: mixed_policy`,
+no masked prefix: every token is the student's); the summary counts them (`on_policy`, with its drop reasons).
+The off-policy extras then prefer questions that have neither a mixed nor an on-policy record.
+
 Train on it with the `mixed_policy` stage (1 epoch, from the last stage's weights): see
 configs/mixed-train.yaml.
 """
@@ -129,6 +135,13 @@ class MixConfig(StageConfig):
         ge=0,
         description="extra curated (off-policy) samples mixed into the output (the report's ablation: 20K "
         "with 7.7K mixed)",
+    )
+    on_policy: bool = Field(
+        False,
+        description="also keep the student's own rollouts that finished within the cap (not truncated) and pass "
+        "the quality filters (correct), whole, as records with source: on_policy — on-policy rejection sampling "
+        "beside the teacher's revisions (the report's §6.4)",
+        json_schema_extra=ADDED,
     )
     weight: float = Field(1.0, gt=0, description="loss weight of the mixed records")
     equal_size_as: str | None = Field(
@@ -369,6 +382,37 @@ def mixed_record(config: MixConfig, curated: CuratedSet, continuation: dict[str,
     return mixed, response
 
 
+def on_policy_record(config: MixConfig, curated: CuratedSet, rollout: dict[str, Any]) -> tuple[dict, dict]:
+    """The SFT record of a rollout the student finished within its cap (on-policy rejection sampling: every token
+    its own, nothing masked), and the response view of it that the quality filters read."""
+    question_id = rollout["question_id"]
+    source = curated[question_id]["record"]
+    messages = with_system_prompt(curated[question_id]["turns"], config.system_prompt)
+    record_id = f"{question_id}:on_policy"
+    assistant = think_text(rollout["reasoning"], rollout["content"])[0]
+    record = {
+        "id": record_id,
+        "question_id": question_id,
+        "messages": messages + [{"role": "assistant", "content": assistant}],
+        "weight": config.weight,
+        "stage": MIXED_POLICY_STAGE,
+        "source": "on_policy",
+        "answer": source.get("answer"),
+        "domain": source.get("domain"),
+    }
+    response = {
+        "id": record_id,
+        "question_id": question_id,
+        "messages": messages,
+        "reasoning": rollout["reasoning"],
+        "content": rollout["content"],
+        "finish_reason": rollout["finish_reason"],
+        "answer": source.get("answer"),
+        "domain": source.get("domain"),
+    }
+    return record, response
+
+
 def off_policy_extras(config: MixConfig, curated: CuratedSet, mixed_questions: set[str]) -> Iterator[dict[str, Any]]:
     """Step 4c: `off_policy` curated records, preferably of questions without a mixed record (seeded draw)."""
     pool = [qid for qid in sorted(curated) if qid not in mixed_questions] or sorted(curated)
@@ -455,6 +499,7 @@ def run(config: MixConfig) -> dict[str, Any]:
 
     # 3. cut at a sentence end in the second half; the teacher continues from there
     rollouts_file = sidecar(output, "rollouts", ".jsonl")
+    finished = {f"{point['question_id']}:rollout" for point in points if not point["truncated"]}
     cut_by_request = cuts(config, points, by_question, rollouts_file, reasons)
     counts["cut"] = len(cut_by_request)
     continued = continuations(config, curated, cut_by_request, sidecar(output, "continuations", ".jsonl"), errors)
@@ -463,6 +508,7 @@ def run(config: MixConfig) -> dict[str, Any]:
     # 4. join, filter (the same chain as `dasd filter`), write the mixed SFT records and the off-policy extras — a
     # chunk of continuations at a time (they carry per-token log-probs), streamed into both files
     kept_questions: set[str] = set()
+    on_policy_reasons: Counter = Counter()
     rejected_file = sidecar(output, "rejected", ".jsonl")
     with FilterChain(
         structure=config.filters.structure,
@@ -489,6 +535,19 @@ def run(config: MixConfig) -> dict[str, Any]:
                     else:
                         reasons[verdict["reason"]] += 1
                         rejected_records.append({**mixed, "filter": verdict})
+            if config.on_policy:  # the rollouts the student finished within its cap, whole, when they pass too
+                for chunk in batched(iter_records(rollouts_file, keep_id=finished.__contains__), JUDGED_AT_ONCE):
+                    counts["on_policy_finished"] += len(chunk)
+                    joined = [on_policy_record(config, curated, rollout) for _, rollout in chunk]
+                    verdicts = chain.apply([response for _, response in joined])
+                    for (record, _), verdict in zip(joined, verdicts):
+                        if verdict["keep"]:
+                            counts["on_policy"] += 1
+                            kept_questions.add(record["question_id"])
+                            yield {**record, "filter": verdict}
+                        else:
+                            on_policy_reasons[verdict["reason"]] += 1
+                            rejected_records.append({**record, "filter": verdict})
             for extra in off_policy_extras(config, curated, kept_questions):
                 counts["off_policy"] += 1
                 yield extra
@@ -507,8 +566,17 @@ def run(config: MixConfig) -> dict[str, Any]:
         "drop_reasons": dict(sorted(reasons.items(), key=lambda item: -item[1])),
         "cutoff_ratio": {"median": ratios[len(ratios) // 2], "max": ratios[-1]} if ratios else None,
     }
+    if config.on_policy:
+        summary["on_policy"] = counts["on_policy"]
+        summary["on_policy_finished"] = counts["on_policy_finished"]
+        summary["on_policy_drop_reasons"] = dict(sorted(on_policy_reasons.items(), key=lambda item: -item[1]))
     write_summary(output, summary)
     rows = [(name, counts[name]) for name in steps]
     rows += [(f"  dropped: {reason}", count) for reason, count in summary["drop_reasons"].items()]
+    if config.on_policy:
+        rows.append(
+            ("on_policy (finished within the cap, kept)", f"{counts['on_policy']} of {counts['on_policy_finished']}")
+        )
+        rows += [(f"  on-policy dropped: {reason}", count) for reason, count in on_policy_reasons.items()]
     print(format_summary(f"dasd mix -> {output}", rows), file=sys.stdout, flush=True)
     return summary
