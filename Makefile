@@ -7,7 +7,7 @@ export DASD_CACHE ?= $(CURDIR)/.cache/dasd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-venv slurm demo ablation research research-transfer research-schedule research-boosted research-mixing research-cuts tune lint format test test-unit test-slow test-all bench bench-scale clean
+.PHONY: venv vllm-venv slurm demo ablation ablation-das ablation-das-dev research research-transfer research-schedule research-boosted research-mixing research-cuts tune lint format test test-unit test-slow test-all bench bench-scale clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/cpu.txt pyproject.toml
@@ -58,6 +58,24 @@ demo: venv
 ablation: venv
 	$(VENV)/bin/dasd demo ablation=arms workdir=runs/ablation
 	$(VENV)/bin/dasd report runs/ablation
+
+# DAS made testable (issue 37): DAS against the controls that bound a selection rule (random redrawn per seed, the
+# world's oracle, the fewest teacher sentences, the longest, the share, self-distillation) and mixed-policy with
+# on-policy rejection sampling, 5 seeds, on world v7 (DAS's premise present) and on its twin (absent); then the
+# preregistered interaction (DAS − RS on v7) − (DAS − RS on the twin) and the strata. Predictions first:
+# benchmarks/PREREGISTERED.md. Long: about 2.5 hours per world on 2 cores (estimated, README).
+DAS_SEEDS ?= [1,2,3,4,5]
+ablation-das: venv
+	$(VENV)/bin/dasd demo world=v7 ablation=das workdir=runs/das-v7 'seeds=$(DAS_SEEDS)'
+	$(VENV)/bin/dasd demo world=v7-twin ablation=das workdir=runs/das-twin 'seeds=$(DAS_SEEDS)'
+	$(VENV)/bin/dasd report runs/das-v7 --interaction runs/das-twin
+	$(VENV)/bin/python benchmarks/das_strata.py runs/das-v7 runs/das-twin --pair recipe rs --pair oracle rs
+
+# The checks a v7 build may iterate on, on the dev split only: the oracle's headroom over random selection (one seed;
+# DAS itself is not trained here, so DAS − RS is never seen before the held-out run).
+ablation-das-dev: venv
+	$(VENV)/bin/dasd demo world=v7 ablation=das eval_split=dev 'seeds=[1]' 'only_arms=[rs, oracle]' workdir=runs/das-dev
+	$(VENV)/bin/python benchmarks/das_strata.py runs/das-dev --pair oracle rs
 
 # The report's open questions (issue 29) as arms × 3 seeds against the recipe on equal data; predictions are in
 # benchmarks/PREREGISTERED.md, results in benchmarks/RESULTS.md.

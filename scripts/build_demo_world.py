@@ -185,7 +185,11 @@ def student_solution(expression: str, rng: random.Random, error_rate: float) -> 
     <BLANKLINE>
     The answer is \\boxed{6}.
     """
-    steps = student_steps(expression, rng, error_rate)
+    return student_solution_from(student_steps(expression, rng, error_rate))
+
+
+def student_solution_from(steps: list[tuple[int, str, int, int]]) -> str:
+    """The student's terse text for steps already computed (`student_steps`)."""
     lines = [f"{a} {o} {b} makes {c}." for a, o, b, c in steps]
     return f"<think>\nQuick math. {' '.join(lines)}\n</think>\n\nThe answer is \\boxed{{{steps[-1][3]}}}."
 
@@ -422,6 +426,256 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
     return root
 
 
+# --- World v7 and its twin (issue 37): DAS's premise present, or absent ---------------------------------------------
+# Designed and fixed before any arm ran on it, to the premises of the report's claims (DESIGN §8), never to an
+# outcome; only the premise checks (tests/test_testbed_premises.py) and the oracle's headroom on dev may send a build
+# back (benchmarks/RESULTS.md logs every build). What changes against v6, and why:
+# * Careful work can be written two ways. Sequentially, as v6, or **grouped**: the terms added first, then the terms
+#   taken away, then one subtraction — so the running total is never below zero until the last step, where the
+#   student's misconception (|a - b|) lives. The teacher groups in `V7_GROUPING_SHARE` of its solutions (of questions
+#   with a term taken away): ~5% of its samples at T=0.6, ~15% at 1.0 (P1: a mode of value that T=1.0 exposes).
+# * Before a step whose result is below zero the teacher writes a **sign check** ("Careful: 3 - 5 goes below zero.")
+#   with probability `V7_SIGN_CHECK_RATE` — so a question's candidates differ in how many they hold (P2 within a
+#   question, not only across phrasings). A writer who has checked the sign computes the step right.
+# * The student's deficit is in every style: its terse mental math always has the misconception, and its careful work
+#   has it too, on each step below zero that it did not sign-check, with probability `V7_CAREFUL_MISCONCEPTION`. The
+#   skill is **weakly present**: the student sign-checks `V7_STUDENT_SIGN_CHECK_RATE` of such steps and groups
+#   `V7_STUDENT_GROUPING_SHARE` of its careful work — its vocabulary holds every word, its probabilities are low.
+#   The **twin** student's corpus is the same draw of the same expressions, but it sign-checks and groups at the
+#   teacher's rates: those sentences are shared sentences there, and DAS's count no longer points at them.
+# * Overlong rollouts are the student's errors: it re-checks in a loop after `V7_LOOP_IF_WRONG` of its wrong answers
+#   and `V7_LOOP_IF_RIGHT` of its right ones (v6: 20% of all), so mixed-policy's cut acts on drift, not on length.
+# * Fresh splits from unused item-seed ranges (v6's held-out split helped choose three worlds), skipping every
+#   expression of v6's splits; both models fitted to generality (one new expression per fitting example).
+V7_VERSION = "demo-world-v7"
+V7_SPLITS = (("eval_questions", 500_000, 200), ("dev_questions", 600_000, 50), ("train_questions", 700_000, 150))
+V7_GENERAL_SEEDS = {"teacher": 800_000, "student": 900_000}
+V7_GROUPING_SHARE = 0.15
+V7_SIGN_CHECK_RATE = 0.5
+V7_CAREFUL_MISCONCEPTION = 0.5
+V7_STUDENT_SIGN_CHECK_RATE = 0.03
+V7_STUDENT_GROUPING_SHARE = 0.03
+V7_LOOP_IF_WRONG = 0.5
+V7_LOOP_IF_RIGHT = 0.05
+V7_THREADS = 1  # each model is fitted in its own process with one torch thread (pinned: a rebuild is identical)
+# The world's own labels of the skill (regular expressions over a sentence's text), for the `oracle` selection arm.
+V7_SKILL_SENTENCES = (r"^Careful: ", r"^I will add the positive terms first", r"^Positive terms:", r"^Negative terms:")
+V7_GROUPING_INTRO = "I will add the positive terms first, then the ones taken away."
+
+
+def _terms(expression: str) -> tuple[list[int], list[str]]:
+    parts = expression.split()
+    return [int(parts[0])] + [int(parts[i + 1]) for i in range(1, len(parts), 2)], parts[1::2]
+
+
+def _listed(numbers: list[int]) -> str:
+    return ", ".join(str(number) for number in numbers)
+
+
+def careful_v7(
+    expression: str,
+    rng: random.Random,
+    *,
+    grouped: bool,
+    sign_check_rate: float,
+    misconception: float = 0.0,
+    slip_rate: float = 0.0,
+    phrasing: bool = True,
+) -> tuple[str, int]:
+    """Careful work in world v7 and its answer: sequential (v6's sentences) or grouped (the terms added, then the
+    terms taken away, then one subtraction). Before a step whose result is below zero, a sign check with probability
+    `sign_check_rate`; a step below zero that was not checked is written as |result| with probability
+    `misconception`; `slip_rate` slips by ±1 per step. `phrasing=False`: every sentence in the common phrasing.
+
+    >>> text, value = careful_v7("3 - 5 + 4", random.Random(0), grouped=False, sign_check_rate=1.0, phrasing=False)
+    >>> print(text)
+    <think>
+    I will work from left to right, one term at a time. Start with 3. Now subtract 5. Careful: 3 - 5 goes below zero. \
+3 - 5 = -2. Now add 4. -2 + 4 = 2. So the result is 2.
+    </think>
+    <BLANKLINE>
+    The answer is \\boxed{2}.
+    >>> text, value = careful_v7("3 - 5 + 4", random.Random(0), grouped=True, sign_check_rate=0.0, phrasing=False)
+    >>> print(text.split("\\n")[1])
+    I will add the positive terms first, then the ones taken away. Positive terms: 3, 4. 3 + 4 = 7. Negative terms: 5. \
+Now subtract 5. 7 - 5 = 2. So the result is 2.
+    >>> careful_v7("3 - 5 + 4", random.Random(1), grouped=False, sign_check_rate=0.0, misconception=1.0)[1]
+    6
+    """
+    pick = (lambda kind: _pick(kind, rng)) if phrasing else (lambda kind: _pick(kind, None))
+    numbers, operators = _terms(expression)
+
+    def step(a: int, o: str, b: int) -> list[str]:
+        adding = o == "+"
+        announce = pick("announce").format(
+            verb="add" if adding else "subtract", sign="+" if adding else "-", b=b, away="more" if adding else "away"
+        )
+        out, c = [announce], a + b if adding else a - b
+        if c < 0:
+            if rng.random() < sign_check_rate:
+                out.append(f"Careful: {a} {o} {b} goes below zero.")
+            elif rng.random() < misconception:
+                c = abs(c)
+        if slip_rate and rng.random() < slip_rate:
+            c += rng.choice([-1, 1])
+        out.append(pick("result").format(a=a, o=o, b=b, c=c))
+        return out, c
+
+    sentences: list[str] = []
+    if grouped:
+        added = [numbers[0]] + [n for o, n in zip(operators, numbers[1:]) if o == "+"]
+        taken = [n for o, n in zip(operators, numbers[1:]) if o == "-"]
+        if not taken:
+            raise ValueError(f"{expression!r} takes nothing away: nothing to group")
+        sentences += [V7_GROUPING_INTRO, f"Positive terms: {_listed(added)}."]
+        total = added[0]
+        for number in added[1:]:
+            new = total + number
+            if slip_rate and rng.random() < slip_rate:
+                new += rng.choice([-1, 1])
+            sentences.append(pick("result").format(a=total, o="+", b=number, c=new))
+            total = new
+        sentences.append(f"Negative terms: {_listed(taken)}.")
+        away = taken[0]
+        for number in taken[1:]:
+            new = away + number
+            if slip_rate and rng.random() < slip_rate:
+                new += rng.choice([-1, 1])
+            sentences.append(pick("result").format(a=away, o="+", b=number, c=new))
+            away = new
+        written, value = step(total, "-", away)
+        sentences += written
+    else:
+        sentences += [pick("intro"), f"Start with {numbers[0]}."]
+        value = numbers[0]
+        for o, b in zip(operators, numbers[1:]):
+            written, value = step(value, o, b)
+            sentences += written
+    sentences.append(pick("close").format(v=value, expression=expression))
+    return f"<think>\n{' '.join(sentences)}\n</think>\n\n{pick('answer').format(v=value)}", value
+
+
+def _groupable(expression: str) -> bool:
+    return " - " in expression
+
+
+def teacher_v7(expression: str, rng: random.Random) -> str:
+    """One of the v7 teacher's correct solutions: grouped in `V7_GROUPING_SHARE` of questions with a term taken away,
+    sign checks before `V7_SIGN_CHECK_RATE` of the steps below zero, phrasings as v6's teacher."""
+    grouped = _groupable(expression) and rng.random() < V7_GROUPING_SHARE
+    return careful_v7(expression, rng, grouped=grouped, sign_check_rate=V7_SIGN_CHECK_RATE)[0]
+
+
+def student_v7(expression: str, rng: random.Random, *, twin: bool) -> str:
+    """One text of the v7 student's corpus (`twin`: the twin's, which sign-checks and groups at the teacher's rates):
+    terse mental math (misconception, slips) in 70%, careful work in 30% (a third in the common phrasing), looping
+    after most wrong answers."""
+    correct = _steps(expression)[2]
+    sign_check = V7_SIGN_CHECK_RATE if twin else V7_STUDENT_SIGN_CHECK_RATE
+    grouping = V7_GROUPING_SHARE if twin else V7_STUDENT_GROUPING_SHARE
+    draw = rng.random()
+    if draw < TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE:
+        grouped = _groupable(expression) and rng.random() < grouping
+        text, value = careful_v7(
+            expression,
+            rng,
+            grouped=grouped,
+            sign_check_rate=sign_check,
+            misconception=V7_CAREFUL_MISCONCEPTION,
+            slip_rate=CAREFUL_SLIP_RATE,
+            phrasing=draw >= TEACHER_STYLE_SHARE,
+        )
+    else:
+        steps = student_steps(expression, rng, error_rate=TERSE_SLIP_RATE)
+        text, value = student_solution_from(steps), steps[-1][3]
+    if rng.random() < (V7_LOOP_IF_RIGHT if value == correct else V7_LOOP_IF_WRONG):
+        text = with_loop(text, rng)
+    return text
+
+
+def split_questions_v7() -> dict[str, list[dict[str, Any]]]:
+    """World v7's splits: fresh item-seed ranges, disjoint from each other and from v6's splits, by expression."""
+    seen = {
+        json.loads(line)["meta"]["expression"]
+        for name, _, _ in SPLITS
+        for line in (shipped_world() / f"{name}.jsonl").read_text().splitlines()
+    }
+    return {name: questions(seed, per_task, exclude=seen) for name, seed, per_task in V7_SPLITS}
+
+
+def general_corpus_v7(model: str, splits: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The questions of a v7 model's fitting corpus: one new expression per fitting example, none of any split's
+    (the student and its twin share one corpus of expressions)."""
+    exclude = {q["meta"]["expression"] for split in splits.values() for q in split}
+    return questions(V7_GENERAL_SEEDS[model], FIT_STEPS * FIT_BATCH // 2, exclude=exclude)
+
+
+def build_part_v7(root: Path, part: str) -> None:
+    """One part of world v7 under `root`: `splits` (the question files), or one fitted model — `teacher`,
+    `student` or `twin` (the twin's student) — with its fitting report in `<part>.json`."""
+    import torch
+
+    from dasd.models.tiny import build_tiny_model
+
+    torch.set_num_threads(V7_THREADS)
+    root.mkdir(parents=True, exist_ok=True)
+    splits = split_questions_v7()
+    if part == "splits":
+        for name, split in splits.items():
+            with open(root / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+                for question in split:
+                    handle.write(json.dumps(question) + "\n")
+        return
+    size = dict(hidden_size=128, layers=4, heads=4, kv_heads=2, intermediate_size=384)
+    if part == "teacher":
+        rng = random.Random(21)
+        corpus = [
+            [
+                {"role": "user", "content": q["messages"][0]["content"]},
+                {"role": "assistant", "content": teacher_v7(q["meta"]["expression"], rng)},
+            ]
+            for q in general_corpus_v7("teacher", splits)
+        ]
+        build_tiny_model("qwen3", "qwen3", root / "teacher", seed=0, **size)
+        report = fit_closed_vocabulary(root / "teacher", corpus, steps=FIT_STEPS, batch_size=FIT_BATCH, seed=0)
+    else:
+        rng = random.Random(22)  # the same draws for the student and its twin: only the two rates differ
+        corpus = [
+            [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": q["messages"][0]["content"]},
+                {"role": "assistant", "content": student_v7(q["meta"]["expression"], rng, twin=part == "twin")},
+            ]
+            for q in general_corpus_v7("student", splits)
+        ]
+        build_tiny_model("llama", "smollm2", root / part, seed=0, **size)
+        report = fit_closed_vocabulary(root / part, corpus, steps=FIT_STEPS, batch_size=FIT_BATCH, seed=1)
+    (root / f"{part}.json").write_text(json.dumps(report, indent=2))
+
+
+def build_world_v7(out: Path, scratch: Path) -> None:
+    """World v7 and its twin: the splits and the three models fitted in parallel processes (one thread each), then
+    exported to `out` (teacher/, student/, twin/ compact folders, the splits and world.json)."""
+    import shutil
+    import subprocess
+
+    parts = ("splits", "teacher", "student", "twin")
+    running = [
+        subprocess.Popen([sys.executable, __file__, "--world", "v7", "--part", part, "--export", str(scratch)])
+        for part in parts
+    ]
+    if any(process.wait() for process in running):
+        raise SystemExit("a part of world v7 failed (see above)")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, _, _ in V7_SPLITS:
+        shutil.copy(scratch / f"{name}.jsonl", out / f"{name}.jsonl")
+    report = {"version": V7_VERSION, "skill_sentences": list(V7_SKILL_SENTENCES)}
+    for part in parts[1:]:
+        report[part] = json.loads((scratch / f"{part}.json").read_text())
+        export_compact(scratch / part, out / part)
+    (out / "world.json").write_text(json.dumps(report, indent=2))
+
+
 def export_compact(model_dir: Path, out: Path) -> None:
     """Save a fitted world model without its zero rows: body + closed-vocabulary rows (a few MB)."""
     import torch
@@ -455,8 +709,27 @@ def main() -> None:
         action="store_true",
         help="keep the shipped teacher; refit only the student (~25 minutes on 2 cores)",
     )
+    parser.add_argument(
+        "--world",
+        choices=["v6", "v7"],
+        default="v6",
+        help="v6: the demo's world; v7: DAS's world and its twin (src/dasd/data/demo_world_v7)",
+    )
+    parser.add_argument(
+        "--part",
+        choices=["splits", "teacher", "student", "twin"],
+        help="v7: build only this part into --export (the parallel build runs each part this way)",
+    )
     args = parser.parse_args()
     out = Path(args.export)
+    if args.world == "v7":
+        if args.part:
+            build_part_v7(out, args.part)
+        else:
+            with tempfile.TemporaryDirectory() as scratch:
+                build_world_v7(out, Path(scratch))
+        print(out)
+        return
     with tempfile.TemporaryDirectory() as scratch:
         shipped = shipped_world() if args.keep_teacher else None
         root = build_world(Path(scratch) / "world", teacher_from=shipped / "teacher" if shipped else None)

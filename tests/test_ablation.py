@@ -151,7 +151,10 @@ def test_the_sweeps_plan_every_arm_for_every_seed_on_shared_upstream_steps(tmp_p
     for arm, spec in arms.items():
         for seed in (1, 2, 3):
             assert f"{arm}.s{seed}.train" in names and f"{arm}.s{seed}.eval" in names
-        assert (f"{arm}.select" in names) == ("after" not in spec)
+        # a random selection is drawn anew for each training seed (issue 37); the other rules select once
+        random = spec.get("select", {}).get("strategy") == "random"
+        assert (f"{arm}.select" in names) == ("after" not in spec and not random)
+        assert all((f"{arm}.s{seed}.select" in names) == random for seed in (1, 2, 3))
     by_name = {step.name: step for step in steps}
     # equal budgets: the single-temperature arms keep 2 per question at their temperature
     assert by_name["t06_only.select"].config["temperatures"] == [0.6] and by_name["t06_only.select"].config["k"] == 2
@@ -504,3 +507,84 @@ def test_the_shipped_real_ablation_config_plans_every_arm_and_keeps_the_teacher_
     teacher = steps["eval_teacher"]["backend"]
     assert teacher["name"] == "openai" and teacher["base_urls"]  # eval.backend is for the student side only
     assert {claim.better for claim in config.claims} >= {"recipe", "mixed"}
+
+
+def _das_world(tmp_path: Path) -> Path:
+    world = tmp_path / "world"
+    world.mkdir(exist_ok=True)
+    (world / "world.json").write_text(json.dumps({"version": "demo-world-v7", "skill_sentences": ["^Careful: "]}))
+    return world
+
+
+def test_the_das_study_bounds_das_with_its_controls_and_redraws_random_per_seed(tmp_path):
+    """`make ablation-das` (issue 37): on world v7 (or its twin) every control selects from the same filtered
+    candidates with the same budget; the oracle ranks by the world's own skill labels (world.json); random and
+    self-distillation draw anew for each training seed; self-distillation samples the student itself."""
+    config = load_config(
+        demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "world=v7", "ablation=das", "seeds=[1, 2]"]
+    )
+    spec = demo.pipeline(config, _das_world(tmp_path))
+    assert set(spec["arms"]) == {
+        "recipe",
+        "rs",
+        "oracle",
+        "anti_das",
+        "longest",
+        "ratio",
+        "self_distill",
+        "mixed",
+        "mixed_on_policy",
+    }
+    assert spec["arms"]["oracle"]["select"] == {"strategy": "oracle", "oracle_patterns": ["^Careful: "]}
+    assert spec["eval_models"] == ["student", "teacher"] and spec["eval_benchmarks"][0].endswith("eval_questions.jsonl")
+    assert {(c["better"], c["worse"]) for c in spec["claims"]} >= {("recipe", "rs"), ("oracle", "rs")}
+    steps = {step.name: step for step in pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))}
+    strategies = {
+        arm: {
+            steps[name].config.get("strategy", "count")
+            for name in steps
+            if name.startswith(f"{arm}.") and "select" in name
+        }
+        for arm in ("recipe", "rs", "oracle", "anti_das", "longest", "ratio")
+    }
+    assert strategies == {
+        "recipe": {"count"},
+        "rs": {"random"},
+        "oracle": {"oracle"},
+        "anti_das": {"anti_das"},
+        "longest": {"longest"},
+        "ratio": {"ratio"},
+    }
+    random_seeds = sorted(steps[name].config["seed"] for name in steps if name.startswith("rs.") and "select" in name)
+    assert random_seeds == [1, 2]  # one random draw per training seed, not one shared by all seeds
+    assert len([name for name in steps if name.startswith("recipe.") and name.endswith("select")]) == 1
+    sampled = [step for name, step in steps.items() if name.startswith("self_distill.") and step.stage == "sample"]
+    assert sampled and all(step.config["backend"]["model"] == spec["student"]["model"] for step in sampled)
+    assert any(step.config.get("on_policy") for name, step in steps.items() if name.startswith("mixed_on_policy."))
+
+
+def test_the_das_study_needs_a_world_with_its_premise_and_can_train_a_subset_on_dev(tmp_path):
+    world = _das_world(tmp_path)
+    config = load_config(demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "ablation=das"])
+    with pytest.raises(ConfigError, match="needs world=v7 or world=v7-twin"):
+        demo.pipeline(config, world)
+    config = load_config(
+        demo.DemoConfig,
+        None,
+        [
+            f"workdir={tmp_path / 'run'}",
+            "world=v7",
+            "ablation=das",
+            "eval_split=dev",
+            "seeds=[1]",
+            "only_arms=[rs, oracle]",
+        ],
+    )
+    spec = demo.pipeline(config, world)
+    assert set(spec["arms"]) == {"rs", "oracle"} and spec["eval_benchmarks"][0].endswith("dev_questions.jsonl")
+    assert [(c["better"], c["worse"]) for c in spec["claims"]] == [("oracle", "rs")]
+    config = load_config(
+        demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "world=v7", "ablation=das", "only_arms=[x]"]
+    )
+    with pytest.raises(ConfigError, match="only_arms: x not an arm"):
+        demo.pipeline(config, world)

@@ -81,7 +81,7 @@ def test_the_split_files_the_builder_writes_are_the_ones_the_loader_copies():
 
 def test_without_its_shipped_files_the_world_is_a_one_line_error_not_a_46_minute_build(tmp_path, monkeypatch):
     monkeypatch.setenv("DASD_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(shipped_world, "shipped_world", lambda: tmp_path / "empty")
+    monkeypatch.setattr(shipped_world, "shipped_world", lambda world="v6": tmp_path / "empty")
     with pytest.raises(DasdError, match="scripts/build_demo_world.py --export") as error:
         shipped_world.world_dir()
     assert "\n" not in str(error.value) and not (tmp_path / "cache").exists()

@@ -10,6 +10,8 @@
     dasd demo ablation=boosted workdir=runs/open     # boosted filter, suggested pair (`make research-boosted`)
     dasd demo ablation=mixing workdir=runs/open      # cut shape, continuations per cut (`make research-mixing`)
     dasd demo ablation=cuts workdir=runs/open        # the cut-position sweep, 20-80% (`make research-cuts`)
+    dasd demo world=v7 ablation=das workdir=runs/das-v7        # DAS and its controls on world v7 (`make ablation-das`)
+    dasd demo world=v7-twin ablation=das workdir=runs/das-twin  # … and on its twin, where DAS's premise is absent
     dasd demo --preset smollm2     # the real pretrained SmolLM2-135M-Instruct as the student (much slower)
 
 The world (`dasd.models.demo_world`): multi-step reasoning-gym arithmetic, a teacher fitted on correct worked
@@ -34,6 +36,8 @@ from pydantic import Field
 
 from ..config import ADDED, StageConfig
 from ..data.io import write_text_atomic
+from ..errors import ConfigError
+from ..models.demo_world import world_skill_sentences
 
 
 class DemoConfig(StageConfig):
@@ -42,7 +46,7 @@ class DemoConfig(StageConfig):
         "tiny", description="tiny: the world's own student; smollm2: the real SmolLM2-135M-Instruct as the student"
     )
     ablation: Literal[
-        "none", "arms", "sweeps", "dev", "research", "transfer", "schedule", "boosted", "mixing", "cuts"
+        "none", "arms", "sweeps", "dev", "research", "transfer", "schedule", "boosted", "mixing", "cuts", "das"
     ] = Field(
         "none",
         description="none: the recipe once (DAS and RS branches, mixed-policy) and its claims; arms: the "
@@ -54,7 +58,28 @@ class DemoConfig(StageConfig):
         "under the stage-1 model (open question 4), and the probe's suggested temperature pair 0.3 → 1.0 against "
         "0.6 → 1.0 (`make research-boosted`); mixing: the mixed-policy cut's shape and two continuations per cut "
         "(open question 2, `make research-mixing`); cuts: the cut-position sweep (near 20/40/60/80% of the rollout) "
-        "against the report's cut (`make research-cuts`); predictions in benchmarks/PREREGISTERED.md",
+        "against the report's cut (`make research-cuts`); das: DAS against the controls that bound a selection rule "
+        "(random, oracle, anti-DAS, longest, ratio, self-distillation) and mixed-policy with on-policy rejection "
+        "sampling, on world v7 or its twin (`make ablation-das`); predictions in benchmarks/PREREGISTERED.md",
+    )
+    world: Literal["v6", "v7", "v7-twin"] = Field(
+        "v6",
+        description="the demo world: v6 (the demo's); v7, built for DAS's premise (the teacher's sign checks and "
+        "grouped work are teacher sentences); v7-twin, the same teacher, texts and splits with a student that already "
+        "writes those sentences (premise absent)",
+        json_schema_extra=ADDED,
+    )
+    eval_split: Literal["eval", "dev"] | None = Field(
+        None,
+        description="the questions the arms are evaluated on: eval (held out; the default) or dev (for premise and "
+        "headroom checks before a held-out run; ablation=dev always uses dev)",
+        json_schema_extra=ADDED,
+    )
+    only_arms: list[str] | None = Field(
+        None,
+        description="train only these arms of the study (e.g. [rs, oracle] for the headroom check on dev); claims "
+        "between arms left out are 'not run'",
+        json_schema_extra=ADDED,
     )
     seeds: list[int] = Field(
         default_factory=lambda: [1, 2, 3], description="training seeds of every ablation arm (dev: the first only)"
@@ -116,7 +141,12 @@ ARM_CLAIMS = [
     {"name": "0.6 → 1.0 beats 0.6 only", "better": "recipe", "worse": "t06_only", "source": "Table 1"},
     {"name": "0.6 → 1.0 beats 1.0 only", "better": "recipe", "worse": "t10_only", "source": "Table 1"},
     {"name": "DAS beats random selection (RS)", "better": "recipe", "worse": "rs", "source": "Table 3"},
-    {"name": "mixed-policy beats equal-size off-policy", "better": "mixed", "worse": "off_policy", "source": "Table 5"},
+    {
+        "name": "mixed-policy beats equal-size off-policy",
+        "better": "mixed",
+        "worse": "off_policy",
+        "source": "control (stricter than Table 5)",
+    },
     {"name": "mixed-policy adds to stage 2", "better": "mixed", "worse": "recipe", "source": "Table 5"},
 ]
 
@@ -205,6 +235,30 @@ CUTS_CLAIMS = [
         "source": "§6.3",
     },
 ]
+# DAS against the controls that bound a selection rule (issue 37), on world v7 and on its twin: DAS is read as a
+# fraction of oracle − RS and credited only where it beats `longest`; the primary claim is the interaction (DAS − RS on
+# v7) − (DAS − RS on the twin), from the two workdirs (`dasd report … --interaction`; benchmarks/PREREGISTERED.md).
+DAS_CLAIMS = [
+    {"name": "distillation moves the student up", "better": "recipe", "worse": "student", "source": "Tables 1-7"},
+    {"name": "DAS beats random selection (RS)", "better": "recipe", "worse": "rs", "source": "Table 3"},
+    {"name": "the oracle beats random selection (headroom)", "better": "oracle", "worse": "rs", "source": "control"},
+    {"name": "DAS beats the longest candidate", "better": "recipe", "worse": "longest", "source": "control"},
+    {"name": "DAS beats the fewest teacher sentences", "better": "recipe", "worse": "anti_das", "source": "control"},
+    {"name": "DAS by count beats DAS by share (ratio)", "better": "recipe", "worse": "ratio", "source": "§8"},
+    {
+        "name": "the teacher's data beats the student's own correct rollouts",
+        "better": "recipe",
+        "worse": "self_distill",
+        "source": "control",
+    },
+    {"name": "mixed-policy adds to stage 2", "better": "mixed", "worse": "recipe", "source": "Table 5"},
+    {
+        "name": "mixed-policy with on-policy rejection sampling beats without",
+        "better": "mixed_on_policy",
+        "worse": "mixed",
+        "source": "§6.4",
+    },
+]
 # The research ablations (issue 29) compare arms with each other, each with its own claims: the student is context,
 # the teacher is not evaluated.
 RESEARCH_ABLATION_CLAIMS = {
@@ -214,6 +268,7 @@ RESEARCH_ABLATION_CLAIMS = {
     "boosted": BOOSTED_CLAIMS,
     "mixing": MIXING_CLAIMS,
     "cuts": CUTS_CLAIMS,
+    "das": DAS_CLAIMS,
 }
 # Fixed before either run (benchmarks/PREREGISTERED.md): the README's example threshold, the pair `dasd sample
 # --suggest-temperatures` suggested on a dev probe, and a cut shape with its mean a quarter into [cut_low, cut_high].
@@ -259,13 +314,53 @@ MIXED_LEARNING_RATE = 5e-5
 DEV_LEARNING_RATES = (5e-5, 2e-4, 5e-4, 1e-3)
 
 
+def das_arms(skill_sentences: list[str]) -> dict[str, Any]:
+    """The arms that bound DAS (issue 37), each selecting one candidate per question and temperature from the same
+    filtered samples (0.6 → 1.0, equal budgets): random (redrawn per training seed), the oracle (most sentences the
+    world labels as skill: `skill_sentences`), the fewest teacher sentences, the longest candidate, the share of
+    teacher sentences, and self-distillation (the student's own correct rollouts, drawn at random); then the recipe's
+    mixed-policy stage with and without the student's own correct rollouts kept (on-policy rejection sampling).
+
+    >>> sorted(das_arms(["^Careful: "]))[:4]
+    ['anti_das', 'longest', 'mixed', 'mixed_on_policy']
+    """
+    return {
+        "recipe": {"description": "DAS (most teacher sentences), 0.6 → 1.0 (the report's)"},
+        "rs": {
+            "description": "random selection, 0.6 → 1.0, redrawn per training seed",
+            "select": {"strategy": "random"},
+        },
+        "oracle": {
+            "description": "the most sentences the world labels as skill (sign checks, grouped work), 0.6 → 1.0",
+            "select": {"strategy": "oracle", "oracle_patterns": list(skill_sentences)},
+        },
+        "anti_das": {"description": "the fewest teacher sentences, 0.6 → 1.0", "select": {"strategy": "anti_das"}},
+        "longest": {"description": "the longest candidate, 0.6 → 1.0", "select": {"strategy": "longest"}},
+        "ratio": {"description": "the largest share of teacher sentences, 0.6 → 1.0", "select": {"strategy": "ratio"}},
+        "self_distill": {
+            "description": "the student's own correct rollouts (random, as many per question), 0.6 → 1.0",
+            "sample_from": "student",
+            "select": {"strategy": "random"},
+        },
+        "mixed": {"description": "recipe + mixed-policy stage", "after": "recipe", "mix": {}},
+        "mixed_on_policy": {
+            "description": "recipe + mixed-policy stage with the student's own correct rollouts kept",
+            "after": "recipe",
+            "mix": {"on_policy": True},
+        },
+    }
+
+
 def arms(ablation: str, rates: list[float] | tuple[float, ...] = DEV_LEARNING_RATES) -> dict[str, Any]:
     """The ablation arms: budgets are equal where the report compares at equal budget — every
     single-temperature arm keeps 2 responses per question where the recipe keeps 1 per temperature,
     and the off-policy control trains on as many records as the mixed arm. `dev`: the recipe and its
-    mixed-policy stage at each rate of `DEV_LEARNING_RATES` (floor: a tenth of it)."""
+    mixed-policy stage at each rate of `DEV_LEARNING_RATES` (floor: a tenth of it). `das`: `das_arms`, with the
+    world's skill labels filled in by `pipeline()`."""
     if ablation == "none":
         return {}
+    if ablation == "das":
+        return das_arms([])
     if ablation == "research":
         # two DAS responses per question and temperature in every arm, so that a question's candidates can be
         # weighed against each other; equal data, only the loss weights differ
@@ -397,10 +492,12 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
     # candidates per temperature and enough questions for one paired standard error of ~1.5 points
     train_questions = config.train_questions or (100 if with_arms else 64)
     samples = config.samples_per_temperature or (8 if with_arms else 4)
-    dev = config.ablation == "dev"  # the same arms' data, evaluated on the dev split's 100 questions × 4
+    dev = config.ablation == "dev" or config.eval_split == "dev"  # evaluated on the dev split's 100 questions × 4
     # boosted, mixing and cuts share a workdir and its samples: 0.3 as well, for the suggested pair; the other arms
     # select among 0.6 and 1.0 as everywhere else
     low_probe = config.ablation in ("boosted", "mixing", "cuts")
+    if config.ablation == "das" and config.world == "v6":
+        raise ConfigError("ablation=das needs world=v7 or world=v7-twin (v6 has no premise for DAS: README)")
     eval_questions = config.eval_questions or (100 if dev else 400 if with_arms else 120)
     eval_split = "dev_questions" if dev else "eval_questions"
     spec: dict[str, Any] = {
@@ -462,7 +559,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         },
         "claims": (
             dev_claims(config.dev_learning_rates)
-            if dev
+            if config.ablation == "dev"
             else RESEARCH_ABLATION_CLAIMS.get(config.ablation) or (ARM_CLAIMS if with_arms else RECIPE_CLAIMS)
         ),
     }
@@ -471,10 +568,22 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         # student and the teacher are evaluated once
         spec["stages"] = {name: False for name in ("select", "build_sft", "train", "mix", "train_mixed")}
         # the research arms compare arms with each other: the student is context, the teacher is not needed
-        research = dev or config.ablation in RESEARCH_ABLATION_CLAIMS
+        research = dev or (config.ablation in RESEARCH_ABLATION_CLAIMS and config.ablation != "das")
         spec["eval_models"] = ["student"] if research else ["student", "teacher"]
-        spec["arms"] = arms(config.ablation, config.dev_learning_rates)
-        spec["seeds"] = list(config.seeds[:1] if dev else config.seeds)
+        spec["arms"] = (
+            das_arms(world_skill_sentences(world))
+            if config.ablation == "das"
+            else arms(config.ablation, config.dev_learning_rates)
+        )
+        if config.only_arms is not None:
+            unknown = sorted(set(config.only_arms) - set(spec["arms"]))
+            if unknown:
+                raise ConfigError(f"only_arms: {', '.join(unknown)} not an arm of ablation={config.ablation}")
+            # an arm trained `after` another needs that one too
+            keep = set(config.only_arms) | {spec["arms"][arm].get("after") for arm in config.only_arms} - {None}
+            spec["arms"] = {name: arm for name, arm in spec["arms"].items() if name in keep}
+            spec["claims"] = [c for c in spec["claims"] if {c["better"], c["worse"]} <= keep | set(spec["eval_models"])]
+        spec["seeds"] = list(config.seeds[:1] if config.ablation == "dev" else config.seeds)
     return spec
 
 
@@ -485,7 +594,7 @@ def run(config: DemoConfig) -> dict[str, Any]:
     from ..models.demo_world import world_dir
     from . import run as pipeline_run
 
-    world = world_dir()
+    world = world_dir(config.world)
     spec = pipeline(config, world)
     Path(config.workdir).mkdir(parents=True, exist_ok=True)
     write_text_atomic(Path(config.workdir) / "pipeline.yaml", yaml.safe_dump(spec, sort_keys=False))
