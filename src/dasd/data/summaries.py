@@ -106,6 +106,11 @@ class SelectSummary(TypedDict):
     # only with boosted_scores: scores, max_share, alpha, excluded, unscored, questions_emptied,
     # mean_share {kept, not_kept}
     boosted: NotRequired[dict[str, Any]]
+    budget_order: NotRequired[str]  # score | rank, where budgets or max_per_question are set
+    max_per_question: NotRequired[int]  # the cap on records per question, where set
+    # only with rejected (the filter's rejected file): question × temperature groups with / without a candidate,
+    # and the records k per group would give (the self-distillation arm's two counts)
+    groups: NotRequired[dict[str, int]]
 
 
 class BuildSFTSummary(TypedDict):
@@ -188,6 +193,11 @@ class MixSummary(TypedDict):
     continued: NotRequired[int]
     drop_reasons: NotRequired[dict[str, int]]
     cutoff_ratio: NotRequired[dict[str, float] | None]  # median, max
+    # only with on_policy (on-policy rejection sampling): the student's finished rollouts kept whole, how many
+    # finished within the cap, and why the others were dropped
+    on_policy: NotRequired[int]
+    on_policy_finished: NotRequired[int]
+    on_policy_drop_reasons: NotRequired[dict[str, int]]
 
 
 class BenchmarkMetrics(TypedDict):
