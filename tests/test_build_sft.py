@@ -484,3 +484,52 @@ def test_an_empty_part_is_refused_with_its_real_cause(tmp_path, capsys, changes,
     err = capsys.readouterr().err
     assert f"selected.jsonl:1: {cause}" in err and "run dasd filter first" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_stage_by_draw_trains_each_fresh_draw_in_its_own_stage(tmp_path, capsys):
+    """The clean schedule control: select draw_size=8 draws=[0, 1] at T=1.0, draw 0's best in stage 1, draw 1's in
+    stage 2 (each a best-of-8 of its own samples, not the runner-up of the same 8)."""
+    from dasd.stages import select
+
+    sampled = [
+        {
+            **record,
+            "id": f"{record['question_id']}:t1:{index}",
+            "temperature": 1.0,
+            "sample_index": index,
+            "das": {"teacher": (index * 5) % 16, "student": 0, "shared": 1, "n": 17},
+        }
+        for record in _selected()
+        if record["temperature"] == 0.6
+        for index in range(16)
+    ]
+    scored = write_jsonl(tmp_path / "scored.jsonl", sampled)
+    selected = tmp_path / "selected.jsonl"
+    select.run(
+        load_config(
+            select.SelectConfig,
+            None,
+            [f"input={scored}", f"output={selected}", "temperatures=[1.0]", "draw_size=8", "draws=[0, 1]"],
+        )
+    )
+    output = tmp_path / "sft" / "sft.jsonl"
+    summary = build_sft.run(
+        load_config(build_sft.BuildSFTConfig, None, [f"input={selected}", f"output={output}", "stage_by=draw"])
+    )
+    assert summary["per_stage"] == {"low_temp": 3, "high_temp": 3}
+    draws = {record["id"]: record["select"]["draw"] for record in read_jsonl(selected)}
+    stages = {record["id"]: record["stage"] for record in read_jsonl(output)}
+    assert stages == {i: ("low_temp", "high_temp")[draw] for i, draw in draws.items()}
+    assert all(int(i.rsplit(":", 1)[1]) // 8 == draw for i, draw in draws.items())
+    assert [r["id"] for r in read_jsonl(tmp_path / "sft" / "sft.high_temp.jsonl")] == [
+        i for i, draw in draws.items() if draw == 1
+    ]
+    # a draw past the second, and records select wrote without draws: one line each
+    third = write_jsonl(tmp_path / "third.jsonl", [{**sampled[0], "select": {"rank": 0, "draw": 2}}])
+    assert main(["build-sft", f"input={third}", f"output={tmp_path / 'x.jsonl'}", "stage_by=draw"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "third.jsonl:1: field 'select.draw': draw 2: stage_by=draw trains draw 0 in stage 1 (low_temp)" in err
+    assert len(err.splitlines()) == 1
+    ranked = write_jsonl(tmp_path / "ranked.jsonl", [{**sampled[0], "select": {"rank": 0}}])
+    assert main(["build-sft", f"input={ranked}", f"output={tmp_path / 'x.jsonl'}", "stage_by=draw"]) == 2
+    assert "ranked.jsonl:1: field 'select.draw': missing: stage_by=draw needs" in capsys.readouterr().err

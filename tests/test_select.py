@@ -336,3 +336,100 @@ def test_groups_left_without_a_candidate_are_counted_from_the_filters_rejected_r
     # the same from one input holding both (a glob over the two files)
     globbed = select.run(load_config(select.SelectConfig, None, [f"input={tmp_path / 'filtered*.jsonl'}", *settings]))
     assert globbed["groups"] == summary["groups"] and globbed["selected"] == 2
+
+
+def _sampled(questions=("q1", "q2"), temperatures=(0.6, 1.0), n=16):
+    """Scored responses as dasd sample writes them (with `sample_index`), teacher counts spread over the indices."""
+    return [
+        {
+            **_record(q, index, teacher=(index * 7 + q_index * 3 + int(t * 10)) % 11, n=12, temperature=t),
+            "sample_index": index,
+        }
+        for q_index, q in enumerate(questions)
+        for t in temperatures
+        for index in range(n)
+    ]
+
+
+def test_draws_keep_k_per_question_temperature_and_fresh_draw(tmp_path, capsys):
+    """draw_size=8: indices 0-7 are draw 0, 8-15 draw 1; k is kept in each, and each kept record says its draw."""
+    records = _sampled()
+    ids, summary = _run(tmp_path, "draw_size=8", "k=2", records=records)
+    kept = read_jsonl(tmp_path / "selected.jsonl")
+    assert len(ids) == 2 * 2 * 2 * 2 and summary["selected"] == 16
+    assert summary["draw_size"] == 8 and summary["draws"] == [0, 1] and summary["excluded_by_draw"] == 0
+    assert "partial_draws" not in summary and "draws of 8" in capsys.readouterr().out
+    assert all(r["select"]["draw"] == r["sample_index"] // 8 for r in kept)
+    for group in {(r["question_id"], r["temperature"], r["select"]["draw"]) for r in kept}:
+        mine = sorted(
+            (r for r in kept if (r["question_id"], r["temperature"], r["select"]["draw"]) == group),
+            key=lambda r: r["select"]["rank"],
+        )
+        assert [r["select"]["rank"] for r in mine] == [0, 1]
+        counts = [
+            r["das"]["teacher"]
+            for r in records
+            if (r["question_id"], r["temperature"], r["sample_index"] // 8) == group
+        ]  # the draw's 8 candidates: the two best are kept, whatever the other draw holds
+        assert [r["das"]["teacher"] for r in mine] == sorted(counts, reverse=True)[:2]
+    # only draw 1: its candidates alone, the others counted as left out
+    ids, summary = _run(tmp_path, "draw_size=8", "draws=[1]", records=records)
+    assert len(ids) == 4 and all(int(i.rsplit(":", 1)[1]) >= 8 for i in ids)
+    assert summary["draws"] == [1] and summary["excluded_by_draw"] == 32 and summary["candidates"] == 32
+    # a default run is as before the option existed: no draw in the entries or the summary
+    _, summary = _run(tmp_path, records=records)
+    assert "draw_size" not in summary and all(
+        "draw" not in r["select"] for r in read_jsonl(tmp_path / "selected.jsonl")
+    )
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ["strategy=count"],
+        ["strategy=random", "seed=5"],
+        ["strategy=count", "k=3", "budget_per_temperature={1.0: 3}", "budget_order=rank"],
+        ["strategy=ratio", "k_per_temperature={0.6: 1, 1.0: 2}", "budget=5"],
+    ],
+)
+def test_the_first_draw_of_16_keeps_exactly_what_8_sampled_keep(tmp_path, settings):
+    """draw_size=8 draws=[0] on 16 candidates selects as a run that sampled 8 (each sample's seed derives from its
+    index, so those 8 are the same records): the same ids, ranks and scores."""
+    records = [
+        {**r, "das": {**r["das"], "teacher": r["das"]["teacher"] + (5 if r["sample_index"] >= 8 else 0)}}
+        for r in _sampled(questions=("q1", "q2", "q3"))
+    ]  # the second draw is better: leaking it in would change the picks
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    drawn, summary = _run(tmp_path / "a", "draw_size=8", "draws=[0]", *settings, records=records)
+    alone, _ = _run(tmp_path / "b", *settings, records=[r for r in records if r["sample_index"] < 8])
+    assert drawn == alone and summary["excluded_by_draw"] == 48
+    entries = [r["select"] for r in read_jsonl(tmp_path / "a" / "selected.jsonl")]
+    assert entries == [{**r["select"], "draw": 0} for r in read_jsonl(tmp_path / "b" / "selected.jsonl")]
+
+
+def test_draws_need_a_sample_index_a_size_and_records_in_every_listed_draw(tmp_path, capsys):
+    records = _sampled(n=8)
+    del records[3]["sample_index"]
+    path = write_jsonl(tmp_path / "scored.jsonl", records)
+    args = ["select", f"input={path}", f"output={tmp_path / 'o.jsonl'}"]
+    assert main([*args, "draw_size=8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "scored.jsonl:4: field 'sample_index': missing: draw_size splits responses into draws" in err
+    assert len(err.splitlines()) == 1
+    assert main([*args, "draws=[0]"]) == 2
+    assert "draws needs draw_size" in capsys.readouterr().err
+    path = write_jsonl(tmp_path / "scored.jsonl", _sampled(n=8))
+    assert main([*args, "draw_size=8", "draws=[0, 1]"]) == 2
+    assert "no records in draw 1 (sample indices 8-15): sample more" in capsys.readouterr().err
+    # 12 sampled with draws of 8: draw 1 holds 4 — selected, with a warning
+    _, summary = _run(tmp_path, "draw_size=8", records=_sampled(n=12))
+    assert summary["partial_draws"] == {"0.6": 1, "1.0": 1} and "looks partial" in capsys.readouterr().err
+
+
+def test_draws_count_the_groups_the_filter_emptied_per_draw(tmp_path):
+    records = _sampled(questions=("q1",), temperatures=(1.0,), n=16)
+    records = [{**r, "filter": {"keep": r["sample_index"] < 8, "reason": None}} for r in records]
+    _, summary = _run(tmp_path, "draw_size=8", "k=2", records=records)
+    assert summary["groups"] == {"with_candidates": 1, "without_candidates": 1, "records_at_k": 4}
+    assert summary["selected"] == 2 and summary["excluded_by_filter"] == 8

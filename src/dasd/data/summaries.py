@@ -111,6 +111,13 @@ class SelectSummary(TypedDict):
     # only with rejected (the filter's rejected file): question × temperature groups with / without a candidate,
     # and the records k per group would give (the self-distillation arm's two counts)
     groups: NotRequired[dict[str, int]]
+    # only with draw_size (fresh draws by sample index): the draw size, the draws selected from (listed, else every
+    # draw present), the responses in other draws left out, and the temperatures whose last draw in use looks
+    # partial (temperature -> draw)
+    draw_size: NotRequired[int]
+    draws: NotRequired[list[int]]
+    excluded_by_draw: NotRequired[int]
+    partial_draws: NotRequired[dict[str, int]]
 
 
 class BuildSFTSummary(TypedDict):

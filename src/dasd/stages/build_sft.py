@@ -7,7 +7,13 @@ Each response becomes `{id, messages, weight, stage, source, question_id, temper
 stages), the question's turns, and the assistant turn `<think>\\n{reasoning}\\n</think>\\n\\n{content}`.
 `stage` is `low_temp` for responses sampled at temperature <= `low_temperature_max` (0.8), else
 `high_temp` — the two stages of temperature-scheduled SFT; `stage=NAME` forces one for all; `stage_by=rank` splits
-by select's rank instead (rank 0 → `low_temp`, the rest → `high_temp`: two stages at one temperature).
+by select's rank instead (rank 0 → `low_temp`, the rest → `high_temp`: two stages at one temperature, stage 2 on the
+runner-up of the same samples); `stage_by=draw` by select's fresh draw (`dasd select draw_size=8 'draws=[0, 1]'`:
+draw 0 → `low_temp`, draw 1 → `high_temp`, another draw is an error: two stages at one temperature, each on the
+best of its own fresh draw — the clean control of the temperature schedule).
+
+    dasd select … 'temperatures=[1.0]' draw_size=8 'draws=[0, 1]'
+    dasd build-sft input=runs/x/selected.jsonl output=runs/x/sft/sft.jsonl stage_by=draw
 
 A response sampled with `reasoning_format: none` (an instruct teacher that writes no think block; the record's own
 field, written by `dasd sample`) has no reasoning: its chain of thought is its answer, and its assistant turn is the
@@ -91,11 +97,13 @@ class BuildSFTConfig(StageConfig):
         HIGH_TEMP_STAGE, description="stage of responses without a temperature (e.g. the released data)"
     )
     stage: str | None = Field(None, description="force this stage name for every record (e.g. mixed_policy)")
-    stage_by: Literal["temperature", "rank"] = Field(
+    stage_by: Literal["temperature", "rank", "draw"] = Field(
         "temperature",
         description="temperature: low_temp / high_temp by the sampling temperature (the report's schedule); rank: "
         "by select's rank within a question — rank 0 to low_temp (stage 1), the others to high_temp (stage 2) — "
-        "a two-stage schedule at one temperature, the control that separates the temperatures from the two stages",
+        "a two-stage schedule at one temperature, the control that separates the temperatures from the two stages; "
+        "draw: by select's fresh draw (select draw_size with draws [0, 1]) — draw 0 to low_temp, draw 1 to "
+        "high_temp (another draw is an error) — the same control with each stage on a fresh best-of-draw_size",
         json_schema_extra=ADDED,
     )
     weight: float = Field(1.0, gt=0, description="per-sample loss weight written to every record")
@@ -138,14 +146,24 @@ class BuildSFTConfig(StageConfig):
     )
 
 
+DRAW_STAGES = (LOW_TEMP_STAGE, HIGH_TEMP_STAGE)  # stage_by=draw: draw 0 trains in stage 1, draw 1 in stage 2
+
+
 def record_stage(record: dict[str, Any], config: BuildSFTConfig) -> str:
-    """The SFT stage a selected response trains in: `stage`, else by select's rank (`stage_by=rank`), else by its
-    sampling temperature."""
+    """The SFT stage a selected response trains in: `stage`, else by select's rank (`stage_by=rank`) or draw
+    (`stage_by=draw`), else by its sampling temperature.
+
+    >>> config = BuildSFTConfig(input="x", output="y", stage_by="draw")
+    >>> [record_stage({"select": {"rank": 0, "draw": draw}}, config) for draw in (0, 1)]
+    ['low_temp', 'high_temp']
+    """
     temperature = record.get("temperature")
     if config.stage:
         return config.stage
     if config.stage_by == "rank":
         return LOW_TEMP_STAGE if record["select"]["rank"] == 0 else HIGH_TEMP_STAGE
+    if config.stage_by == "draw":
+        return DRAW_STAGES[record["select"]["draw"]]  # checked by _checked
     if temperature is None:
         return config.unknown_temperature_stage
     return stage_for_temperature(temperature, low_temperature_max=config.low_temperature_max)
@@ -433,6 +451,20 @@ def _checked(config: BuildSFTConfig, line: int, record: dict[str, Any]) -> None:
     check_fields(record, ("id", "messages", "reasoning", "content"), path=config.input, line=line)
     if config.stage_by == "rank" and not isinstance((record.get("select") or {}).get("rank"), int):
         raise InputError(config.input, line, "select", "missing: stage_by=rank needs dasd select's output")
+    if config.stage_by == "draw" and not config.stage:
+        draw = (record.get("select") or {}).get("draw")
+        if draw is None or isinstance(draw, bool) or not isinstance(draw, int):
+            raise InputError(
+                config.input, line, "select.draw", "missing: stage_by=draw needs dasd select's output with draw_size"
+            )
+        if not 0 <= draw < len(DRAW_STAGES):
+            raise InputError(
+                config.input,
+                line,
+                "select.draw",
+                f"draw {draw}: stage_by=draw trains draw 0 in stage 1 ({LOW_TEMP_STAGE}) and draw 1 in stage 2 "
+                f"({HIGH_TEMP_STAGE}); select with draws=[0, 1]",
+            )
     for part in PARTS:
         if part == "reasoning" and reasoning_in_answer(record):
             continue  # the chain of thought is the answer (checked next): trained on alone

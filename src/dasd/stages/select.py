@@ -42,6 +42,18 @@ rollouts is smaller than one from the teacher's where the student never answered
 
     dasd select input=runs/x/self/filtered.jsonl rejected=runs/x/self/filtered.rejected.jsonl strategy=random
 
+Fresh draws (`draw_size` = m): a question × temperature's responses are split by their sample index (`sample_index`,
+written by `dasd sample`) into draws of m — draw d holds sample indices [d·m, (d+1)·m) — and k (k_per_temperature)
+is kept per question × temperature × draw, from the draws listed in `draws` (default: every draw present): each
+draw selects as if only its m responses had been sampled (each sample's seed derives from its id, i.e. its index,
+so draw 0 of 16 sampled is exactly what sampling 8 gives). Budgets rank within the draw; each kept record's `select`
+entry says its `draw` (`dasd build-sft stage_by=draw` trains draw 0 in stage 1, draw 1 in stage 2). The recipe on
+the first 8 of 16 sampled per temperature, and a two-stage control at one temperature where each stage is a fresh
+best-of-8 (not the runner-up of the same 8, as `k=2` with `stage_by=rank` gives):
+
+    dasd select … draw_size=8 'draws=[0]'
+    dasd select … 'temperatures=[1.0]' draw_size=8 'draws=[0, 1]'   # then: dasd build-sft … stage_by=draw
+
 The output (JSONL, or `*.parquet`) is rewritten whole (atomically) on each run; the summary holds the histogram of
 teacher-sentence counts of kept vs dropped responses per temperature. Memory does not grow with the responses'
 tokens: a first pass keeps a small key per candidate (`candidate_key`), a second copies the chosen records.
@@ -179,6 +191,22 @@ class SelectConfig(StageConfig):
         description="with boosted_scores: provenance's alpha (beta and space are this stage's)",
         json_schema_extra=ADDED,
     )
+    draw_size: int | None = Field(
+        None,
+        ge=1,
+        description="split each question × temperature's responses into fresh draws of this many by their sample "
+        "index (`sample_index`, written by dasd sample): draw d holds indices [d·draw_size, (d+1)·draw_size), and k "
+        "is kept per question × temperature × draw, as if each draw had been sampled alone; the select entry of a "
+        "kept record gains `draw`. Default: no draws (every response of a question × temperature competes)",
+        json_schema_extra=ADDED,
+    )
+    draws: list[int] | None = Field(
+        None,
+        description="with draw_size: only the responses of these draws are candidates, e.g. [0] (the first "
+        "draw_size sampled: what a run sampling draw_size gives) or [0, 1] (two fresh draws, for build-sft's "
+        "stage_by=draw); default: every draw present",
+        json_schema_extra=ADDED,
+    )
     histogram_bins: list[int] = Field(
         default_factory=lambda: [0, 1, 2, 5, 10, 20, 50, 100, 200],
         description="lower edges of the teacher-sentence-count histogram bins in the summary",
@@ -198,6 +226,17 @@ class SelectConfig(StageConfig):
             except re.error as exc:
                 raise ValueError(f"{pattern!r} is not a regular expression ({exc})") from None
         return patterns
+
+    @field_validator("draws")
+    @classmethod
+    def _draws_need_a_size(cls, draws: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if draws is None:
+            return None
+        if info.data.get("draw_size") is None:
+            raise ValueError("draws needs draw_size (how many sample indices make one draw)")
+        if not draws or any(draw < 0 for draw in draws) or len(set(draws)) != len(draws):
+            raise ValueError(f"must be a non-empty list of distinct draw numbers >= 0, got {draws}")
+        return sorted(draws)
 
     def compiled_patterns(self) -> list[re.Pattern[str]]:
         return [re.compile(pattern) for pattern in self.oracle_patterns or []]
@@ -306,12 +345,50 @@ class Candidates:
     records: list[dict[str, Any]]  # one small key per candidate (`candidate_key`), never the whole record
     not_candidates: int = 0  # rejected by dasd filter
     other_temperature: int = 0  # not at one of `temperatures`
+    other_draw: int = 0  # with draw_size: in a draw not listed in `draws`
+    draws: Counter = field(default_factory=Counter)  # with draw_size: records (candidates or rejected) per draw
+    last_index: dict[Any, int] = field(default_factory=dict)  # with draw_size: temperature -> largest sample index
     rejected_groups: set[tuple] = field(default_factory=set)  # (question, temperature) of the rejected ones
 
 
-def group_of(record: dict[str, Any], config: SelectConfig) -> tuple:
-    """The group a record is selected in: (question, temperature), or (question, None) when not per_temperature."""
-    return (record["question_id"], record.get("temperature") if config.per_temperature else None)
+def group_of(record: dict[str, Any], config: SelectConfig, draw: int | None = None) -> tuple:
+    """The group a record is selected in: (question, temperature), or (question, None) when not per_temperature;
+    with draw_size, its draw too (`draw`, else the candidate key's): (question, temperature, draw)."""
+    group = (record["question_id"], record.get("temperature") if config.per_temperature else None)
+    return group if config.draw_size is None else (*group, record["draw"] if draw is None else draw)
+
+
+def draw_of(index: int, draw_size: int) -> int:
+    """The fresh draw a response belongs to: draw d holds sample indices [d·draw_size, (d+1)·draw_size). Each
+    sample's seed derives from its index, so draw 0 is what sampling `draw_size` alone gives, draw 1 a fresh
+    draw of as many.
+
+    >>> [draw_of(index, 8) for index in (0, 7, 8, 15, 16)]
+    [0, 0, 1, 1, 2]
+    """
+    return index // draw_size
+
+
+def sample_index(record: dict[str, Any], *, path: str, line: int | None) -> int:
+    """The record's `sample_index` (`dasd sample` writes it); one-line `InputError` when it has none.
+
+    >>> sample_index({"id": "q:t1:3", "sample_index": 3}, path="x.jsonl", line=1)
+    3
+    >>> sample_index({"id": "q:t1:3"}, path="x.jsonl", line=1)
+    Traceback (most recent call last):
+    ...
+    dasd.errors.InputError: x.jsonl:1: field 'sample_index': missing: draw_size splits responses into draws by ...
+    """
+    index = record.get("sample_index")
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        problem = "missing" if index is None else f"{index!r} is not a sample index (an integer >= 0)"
+        raise InputError(
+            path,
+            line,
+            "sample_index",
+            f"{problem}: draw_size splits responses into draws by it (dasd sample writes it)",
+        )
+    return index
 
 
 def candidate_key(record: dict[str, Any], config: SelectConfig) -> dict[str, Any]:
@@ -333,6 +410,8 @@ def candidate_key(record: dict[str, Any], config: SelectConfig) -> dict[str, Any
         "das": record.get("das"),
         "score": strategy_score(record, config.strategy, config.seed, patterns),
     }
+    if config.draw_size is not None:  # checked by _candidate_records
+        key["draw"] = draw_of(record["sample_index"], config.draw_size)
     return key
 
 
@@ -342,10 +421,15 @@ def _candidate_records(path: str, config: SelectConfig, found: Candidates, keep_
     needed = ("id", "question_id") + (("reasoning", "content") if config.strategy in ("longest", "oracle") else ())
     for line, record in iter_records(path, keep_id=keep_id):
         check_fields(record, needed, path=path, line=line)
+        draw = None
+        if config.draw_size is not None:
+            draw = _counted_draw(record, config, found, path=path, line=line)
+            if draw is None:
+                continue
         if isinstance(record.get("filter"), dict) and record["filter"].get("keep") is False:
             found.not_candidates += 1
             if _at_temperatures(record, config):
-                found.rejected_groups.add(group_of(record, config))
+                found.rejected_groups.add(group_of(record, config, draw))
             continue
         if config.strategy in ("count", "ratio", "anti_das") and not isinstance(record.get("das"), dict):
             raise InputError(
@@ -369,6 +453,36 @@ def _candidate_records(path: str, config: SelectConfig, found: Candidates, keep_
         yield record
 
 
+def _counted_draw(record: dict[str, Any], config: SelectConfig, found: Candidates, *, path: str, line: int | None):
+    """With draw_size: the record's draw, counted into `found` (records per draw, largest sample index per
+    temperature); None, counted as `other_draw`, for a draw not listed in `draws`."""
+    assert config.draw_size is not None
+    index = sample_index(record, path=path, line=line)
+    draw = draw_of(index, config.draw_size)
+    if config.draws is not None and draw not in config.draws:
+        found.other_draw += 1
+        return None
+    if _at_temperatures(record, config):
+        found.draws[draw] += 1
+        temperature = record.get("temperature")
+        found.last_index[temperature] = max(found.last_index.get(temperature, -1), index)
+    return draw
+
+
+def partial_draws(last_index: dict[Any, int], draw_size: int, draws: list[int] | None) -> dict[str, int]:
+    """The temperatures whose last draw in use looks partial — the largest sample index + 1 (the n sampled, unless
+    the last samples failed) is not a multiple of draw_size — and that draw.
+
+    >>> partial_draws({0.6: 15, 1.0: 11}, 8, None), partial_draws({1.0: 11}, 8, [0])
+    ({'1.0': 1}, {})
+    """
+    partial = {}
+    for temperature, last in last_index.items():
+        if (last + 1) % draw_size and (draws is None or draw_of(last, draw_size) in draws):
+            partial[str(temperature)] = draw_of(last, draw_size)
+    return partial
+
+
 def _at_temperatures(record: dict[str, Any], config: SelectConfig) -> bool:
     """Whether the record was sampled at one of `temperatures` (always, without them)."""
     if config.temperatures is None:
@@ -388,12 +502,34 @@ def read_candidates(path: str, config: SelectConfig) -> Candidates:
     if config.rejected is not None and path == config.input:
         for line, record in iter_records(config.rejected):
             check_fields(record, ("id", "question_id"), path=config.rejected, line=line)
+            draw = None
+            if config.draw_size is not None:
+                draw = _counted_draw(record, config, found, path=config.rejected, line=line)
+                if draw is None:
+                    continue
             found.not_candidates += 1
             if _at_temperatures(record, config):
-                found.rejected_groups.add(group_of(record, config))
+                found.rejected_groups.add(group_of(record, config, draw))
     if not found.records and not found.not_candidates:
-        reason = f"no records at temperatures {config.temperatures}" if found.other_temperature else "no records"
-        raise InputError(path, None, None, reason + ("" if found.other_temperature else " (empty file)"))
+        if found.other_temperature:
+            reason = f"no records at temperatures {config.temperatures}"
+        elif found.other_draw:
+            reason = f"no records in draws {config.draws} (draw_size {config.draw_size})"
+        else:
+            reason = "no records (empty file)"
+        raise InputError(path, None, None, reason)
+    if config.draws is not None and path == config.input:
+        empty = [draw for draw in config.draws if not found.draws[draw]]
+        if empty:
+            spans = ", ".join(
+                f"{d} (sample indices {d * config.draw_size}-{(d + 1) * config.draw_size - 1})" for d in empty
+            )
+            raise InputError(
+                path,
+                None,
+                "sample_index",
+                f"no records in draw {spans}: sample more per temperature, or list fewer draws",
+            )
     return found
 
 
@@ -449,16 +585,14 @@ def choose(candidates: list[dict[str, Any]], config: SelectConfig) -> list[dict[
         return (-record["score"], stable_seed(config.seed, "tie", record["id"]) / float(1 << 63))
 
     selected: list[dict[str, Any]] = []
-    for key in sorted(groups, key=lambda key: (str(key[0]), str(key[1]))):
+    for key in sorted(groups, key=lambda key: (str(key[0]), str(key[1]), *key[2:])):
         ranked = sorted(groups[key], key=rank_key)
         k = for_temperature(config.k_per_temperature, key[1], default=config.k)
         for rank, record in enumerate(ranked[:k]):
-            selected.append(
-                {
-                    **record,
-                    "select": {"strategy": config.strategy, "rank": rank, "score": record["score"]},
-                }
-            )
+            entry = {"strategy": config.strategy, "rank": rank, "score": record["score"]}
+            if config.draw_size is not None:
+                entry["draw"] = record["draw"]
+            selected.append({**record, "select": entry})
     fill = budget_key(config.budget_order, rank_key)
     if config.max_per_question is not None:
         selected = per_question_capped(selected, config.max_per_question, fill)
@@ -467,7 +601,12 @@ def choose(candidates: list[dict[str, Any]], config: SelectConfig) -> list[dict[
     if config.budget is not None and len(selected) > config.budget:
         selected = sorted(selected, key=fill)[: config.budget]
         selected.sort(
-            key=lambda record: (str(record["question_id"]), str(record.get("temperature")), record["select"]["rank"])
+            key=lambda record: (
+                str(record["question_id"]),
+                str(record.get("temperature")),
+                record.get("draw", 0),
+                record["select"]["rank"],
+            )
         )
     return selected
 
@@ -487,7 +626,7 @@ def group_coverage(candidates: list[dict[str, Any]], rejected_groups: set[tuple]
     return {
         "with_candidates": len(with_candidates),
         "without_candidates": len(every - with_candidates),
-        "records_at_k": sum(for_temperature(config.k_per_temperature, t, default=config.k) for _, t in every),
+        "records_at_k": sum(for_temperature(config.k_per_temperature, key[1], default=config.k) for key in every),
     }
 
 
@@ -668,6 +807,14 @@ def run(config: SelectConfig) -> dict[str, Any]:
         summary["budget_order"] = config.budget_order
     if config.max_per_question is not None:
         summary["max_per_question"] = config.max_per_question
+    partial = None
+    if config.draw_size is not None:
+        summary["draw_size"] = config.draw_size
+        summary["draws"] = config.draws if config.draws is not None else sorted(found.draws)
+        summary["excluded_by_draw"] = found.other_draw
+        partial = partial_draws(found.last_index, config.draw_size, config.draws)
+        if partial:
+            summary["partial_draws"] = partial
     if groups is not None:
         summary["groups"] = groups
     if overlap is not None:
@@ -687,6 +834,15 @@ def run(config: SelectConfig) -> dict[str, Any]:
         ("excluded by filter", not_candidates),
         ("selected", len(selected)),
     ]
+    if config.draw_size is not None:
+        rows.insert(
+            3,
+            (
+                f"draws of {config.draw_size}",
+                f"{', '.join(map(str, summary['draws']))} (k per question × temperature × draw; "
+                f"{found.other_draw} responses in other draws left out)",
+            ),
+        )
     if groups is not None:
         rows.append(
             (
@@ -756,4 +912,10 @@ def run(config: SelectConfig) -> dict[str, Any]:
     print(
         format_summary(f"dasd select ({config.strategy}, k={config.k}) -> {output}", rows), file=sys.stdout, flush=True
     )
+    for temperature, draw in (partial or {}).items():
+        print(
+            f"warning: at T={temperature} draw {draw} looks partial: the largest sample index is not the last of a "
+            f"draw of {config.draw_size} (sampled n not a multiple of draw_size?); it selects among fewer candidates",
+            file=sys.stderr,
+        )
     return summary
