@@ -7,7 +7,7 @@ export DASD_CACHE ?= $(CURDIR)/.cache/dasd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-venv slurm demo ablation ablation-das ablation-das-dev research research-transfer research-schedule research-boosted research-mixing research-cuts tune lint format test test-unit test-slow test-all bench bench-scale clean
+.PHONY: venv vllm-venv slurm demo ablation ablation-das ablation-das-dev ablation-das-schedule research research-transfer research-schedule research-boosted research-mixing research-cuts tune lint format test test-unit test-slow test-all bench bench-scale clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/cpu.txt pyproject.toml
@@ -70,6 +70,13 @@ ablation-das: venv
 	$(VENV)/bin/dasd demo world=v7-twin ablation=das workdir=runs/das-twin 'seeds=$(DAS_SEEDS)'
 	$(VENV)/bin/dasd report runs/das-v7 --interaction runs/das-twin
 	$(VENV)/bin/python benchmarks/das_strata.py runs/das-v7 runs/das-twin --pair recipe rs --pair oracle rs
+
+# The clean control of the temperature schedule on world v7 (where T=1.0 exposes a minority strategy): 0.6 → 1.0
+# against two stages at one temperature, each stage the best of its own fresh draw of 8 (16 sampled per temperature),
+# and one stage on the same records; 5 seeds.
+ablation-das-schedule: venv
+	$(VENV)/bin/dasd demo world=v7 ablation=fresh-schedule workdir=runs/das-schedule 'seeds=$(DAS_SEEDS)'
+	$(VENV)/bin/dasd report runs/das-schedule
 
 # The checks a v7 build may iterate on, on the dev split only: the oracle's headroom over random selection (one seed;
 # DAS itself is not trained here, so DAS − RS is never seen before the held-out run).

@@ -588,3 +588,25 @@ def test_the_das_study_needs_a_world_with_its_premise_and_can_train_a_subset_on_
     )
     with pytest.raises(ConfigError, match="only_arms: x not an arm"):
         demo.pipeline(config, world)
+
+
+def test_the_fresh_schedule_control_trains_every_stage_on_its_own_fresh_draw(tmp_path):
+    """`make ablation-das-schedule` (issue 37): 16 sampled per temperature; the recipe selects among the first 8 (as an
+    8-sample run would), the two-stage arms at one temperature take the best of draw 0 into stage 1 and the best of
+    draw 1 into stage 2, and the one-stage arms train the same records in one stage."""
+    config = load_config(demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "world=v7", "ablation=fresh-schedule"])
+    spec = demo.pipeline(config, _das_world(tmp_path))
+    assert [entry["n"] for entry in spec["sample"]["schedule"]] == [16, 16]
+    steps = {step.name: step for step in pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(spec))}
+    assert (steps["recipe.select"].config["draw_size"], steps["recipe.select"].config["draws"]) == (8, [0])
+    for short, temperature, stage in (("t06", 0.6, "low_temp"), ("t10", 1.0, "high_temp")):
+        two, one = steps[f"{short}_two_draws.select"].config, steps[f"{short}_one_stage.select"].config
+        assert two["temperatures"] == one["temperatures"] == [temperature] and two["draws"] == one["draws"] == [0, 1]
+        assert steps[f"{short}_two_draws.build_sft"].config["stage_by"] == "draw"
+        assert [s["name"] for s in steps[f"{short}_two_draws.s1.train"].config["stages"]] == ["low_temp", "high_temp"]
+        assert [s["name"] for s in steps[f"{short}_one_stage.s1.train"].config["stages"]] == [stage]
+    config = load_config(
+        demo.DemoConfig, None, [f"workdir={tmp_path / 'run'}", "ablation=fresh-schedule", "samples_per_temperature=8"]
+    )
+    with pytest.raises(ConfigError, match="needs samples_per_temperature >= 16"):
+        demo.pipeline(config, _das_world(tmp_path))

@@ -12,6 +12,7 @@
     dasd demo ablation=cuts workdir=runs/open        # the cut-position sweep, 20-80% (`make research-cuts`)
     dasd demo world=v7 ablation=das workdir=runs/das-v7        # DAS and its controls on world v7 (`make ablation-das`)
     dasd demo world=v7-twin ablation=das workdir=runs/das-twin  # … and on its twin, where DAS's premise is absent
+    dasd demo world=v7 ablation=fresh-schedule workdir=runs/das-schedule  # 0.6 → 1.0 vs two fresh draws at one T
     dasd demo --preset smollm2     # the real pretrained SmolLM2-135M-Instruct as the student (much slower)
 
 The world (`dasd.models.demo_world`): multi-step reasoning-gym arithmetic, a teacher fitted on correct worked
@@ -46,7 +47,18 @@ class DemoConfig(StageConfig):
         "tiny", description="tiny: the world's own student; smollm2: the real SmolLM2-135M-Instruct as the student"
     )
     ablation: Literal[
-        "none", "arms", "sweeps", "dev", "research", "transfer", "schedule", "boosted", "mixing", "cuts", "das"
+        "none",
+        "arms",
+        "sweeps",
+        "dev",
+        "research",
+        "transfer",
+        "schedule",
+        "boosted",
+        "mixing",
+        "cuts",
+        "das",
+        "fresh-schedule",
     ] = Field(
         "none",
         description="none: the recipe once (DAS and RS branches, mixed-policy) and its claims; arms: the "
@@ -60,7 +72,9 @@ class DemoConfig(StageConfig):
         "(open question 2, `make research-mixing`); cuts: the cut-position sweep (near 20/40/60/80% of the rollout) "
         "against the report's cut (`make research-cuts`); das: DAS against the controls that bound a selection rule "
         "(random, oracle, anti-DAS, longest, ratio, self-distillation) and mixed-policy with on-policy rejection "
-        "sampling, on world v7 or its twin (`make ablation-das`); predictions in benchmarks/PREREGISTERED.md",
+        "sampling, on world v7 or its twin (`make ablation-das`); fresh-schedule: the clean control of the temperature "
+        "schedule — 0.6 → 1.0 against two stages at one temperature, each stage a fresh best-of-8 (16 sampled per "
+        "temperature; `make ablation-das-schedule`); predictions in benchmarks/PREREGISTERED.md",
     )
     world: Literal["v6", "v7", "v7-twin"] = Field(
         "v6",
@@ -259,6 +273,38 @@ DAS_CLAIMS = [
         "source": "§6.4",
     },
 ]
+# The clean control of the temperature schedule (issue 37): `schedule`'s two-stage arms trained stage 2 on the
+# runner-up of the same samples; here every stage is a best-of-8 from its own fresh draw of 8 (16 sampled per
+# temperature, `select.draw_size`), so 0.6 → 1.0 and two stages at one temperature differ only in the temperatures.
+FRESH_SCHEDULE_CLAIMS = [
+    {
+        "name": "0.6 → 1.0 beats two fresh stages at 0.6",
+        "better": "recipe",
+        "worse": "t06_two_draws",
+        "source": "Table 1",
+    },
+    {
+        "name": "0.6 → 1.0 beats two fresh stages at 1.0",
+        "better": "recipe",
+        "worse": "t10_two_draws",
+        "source": "Table 1",
+    },
+    {
+        "name": "two stages beat one at 0.6 (same records)",
+        "better": "t06_two_draws",
+        "worse": "t06_one_stage",
+        "source": "control",
+    },
+    {
+        "name": "two stages beat one at 1.0 (same records)",
+        "better": "t10_two_draws",
+        "worse": "t10_one_stage",
+        "source": "control",
+    },
+]
+DRAW_SIZE = 8  # candidates per fresh draw: the recipe's best-of-8 at each temperature, as in every other study
+
+
 # The research ablations (issue 29) compare arms with each other, each with its own claims: the student is context,
 # the teacher is not evaluated.
 RESEARCH_ABLATION_CLAIMS = {
@@ -269,6 +315,7 @@ RESEARCH_ABLATION_CLAIMS = {
     "mixing": MIXING_CLAIMS,
     "cuts": CUTS_CLAIMS,
     "das": DAS_CLAIMS,
+    "fresh-schedule": FRESH_SCHEDULE_CLAIMS,
 }
 # Fixed before either run (benchmarks/PREREGISTERED.md): the README's example threshold, the pair `dasd sample
 # --suggest-temperatures` suggested on a dev probe, and a cut shape with its mean a quarter into [cut_low, cut_high].
@@ -351,6 +398,35 @@ def das_arms(skill_sentences: list[str]) -> dict[str, Any]:
     }
 
 
+def fresh_schedule_arms() -> dict[str, Any]:
+    """0.6 → 1.0 against two stages at one temperature, every stage a best-of-`DRAW_SIZE` from its own fresh draw;
+    and one stage on the same two draws' records (the two-stage effect at equal data).
+
+    >>> arms = fresh_schedule_arms()
+    >>> arms["t10_two_draws"]["select"], arms["t10_two_draws"]["build_sft"]
+    ({'temperatures': [1.0], 'draw_size': 8, 'draws': [0, 1]}, {'stage_by': 'draw'})
+    """
+    out: dict[str, Any] = {
+        "recipe": {
+            "description": f"DAS, 0.6 → 1.0, each stage the best of the first {DRAW_SIZE} sampled (the report's)",
+            "select": {"draw_size": DRAW_SIZE, "draws": [0]},
+        }
+    }
+    for temperature, short, stage in ((0.6, "t06", "low_temp"), (1.0, "t10", "high_temp")):
+        draws = {"temperatures": [temperature], "draw_size": DRAW_SIZE, "draws": [0, 1]}
+        out[f"{short}_two_draws"] = {
+            "description": f"DAS, T={temperature:g} only, two stages, each the best of a fresh draw of {DRAW_SIZE}",
+            "select": draws,
+            "build_sft": {"stage_by": "draw"},
+        }
+        out[f"{short}_one_stage"] = {
+            "description": f"DAS, T={temperature:g} only, the same two draws' records in one stage",
+            "select": draws,
+            "stages": [stage],
+        }
+    return out
+
+
 def arms(ablation: str, rates: list[float] | tuple[float, ...] = DEV_LEARNING_RATES) -> dict[str, Any]:
     """The ablation arms: budgets are equal where the report compares at equal budget — every
     single-temperature arm keeps 2 responses per question where the recipe keeps 1 per temperature,
@@ -361,6 +437,8 @@ def arms(ablation: str, rates: list[float] | tuple[float, ...] = DEV_LEARNING_RA
         return {}
     if ablation == "das":
         return das_arms([])
+    if ablation == "fresh-schedule":
+        return fresh_schedule_arms()
     if ablation == "research":
         # two DAS responses per question and temperature in every arm, so that a question's candidates can be
         # weighed against each other; equal data, only the loss weights differ
@@ -491,13 +569,18 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
     # sizes measured on 2 cores (benchmarks/RESULTS.md): the demo fits in 10 minutes; the arms get 8
     # candidates per temperature and enough questions for one paired standard error of ~1.5 points
     train_questions = config.train_questions or (100 if with_arms else 64)
-    samples = config.samples_per_temperature or (8 if with_arms else 4)
+    # fresh-schedule: two fresh draws of 8 per temperature
+    samples = config.samples_per_temperature or (
+        2 * DRAW_SIZE if config.ablation == "fresh-schedule" else 8 if with_arms else 4
+    )
     dev = config.ablation == "dev" or config.eval_split == "dev"  # evaluated on the dev split's 100 questions × 4
     # boosted, mixing and cuts share a workdir and its samples: 0.3 as well, for the suggested pair; the other arms
     # select among 0.6 and 1.0 as everywhere else
     low_probe = config.ablation in ("boosted", "mixing", "cuts")
     if config.ablation == "das" and config.world == "v6":
         raise ConfigError("ablation=das needs world=v7 or world=v7-twin (v6 has no premise for DAS: README)")
+    if config.ablation == "fresh-schedule" and samples < 2 * DRAW_SIZE:
+        raise ConfigError(f"ablation=fresh-schedule needs samples_per_temperature >= {2 * DRAW_SIZE} (two fresh draws)")
     eval_questions = config.eval_questions or (100 if dev else 400 if with_arms else 120)
     eval_split = "dev_questions" if dev else "eval_questions"
     spec: dict[str, Any] = {
@@ -568,7 +651,9 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         # student and the teacher are evaluated once
         spec["stages"] = {name: False for name in ("select", "build_sft", "train", "mix", "train_mixed")}
         # the research arms compare arms with each other: the student is context, the teacher is not needed
-        research = dev or (config.ablation in RESEARCH_ABLATION_CLAIMS and config.ablation != "das")
+        research = dev or (
+            config.ablation in RESEARCH_ABLATION_CLAIMS and config.ablation not in ("das", "fresh-schedule")
+        )
         spec["eval_models"] = ["student"] if research else ["student", "teacher"]
         spec["arms"] = (
             das_arms(world_skill_sentences(world))
