@@ -236,6 +236,18 @@ def test_a_math_verify_call_that_would_hang_is_bounded(verifier):
     assert grade_many([("\\boxed{3}", "3", "math", None)], verifier)[0].correct
 
 
+def test_a_checks_time_limit_does_not_pay_for_its_workers_start():
+    """A worker's start (the interpreter, math-verify and sympy: seconds, far more on a loaded machine) is not part
+    of any check's limit: a first check once paid for it and, with the cores saturated, 9 of 16 right answers were
+    graded `verify_timeout` (each replacement worker paid again). A limit far below the start time still grades a
+    trivial check right — also the first after a timeout, on its freshly started replacement."""
+    with BoundedVerifier(workers=1, timeout_s=0.5) as bounded:
+        assert bounded.verify_many([("1", "1"), ("2", "3")]) == [(True, None), (False, None)]
+        hanging = grade_many([("\\boxed{9^{9^{9^{9}}}}", "1", "math", None)], bounded)[0]
+        assert (hanging.correct, hanging.reason) == (False, "verify_timeout")
+        assert bounded.verify_many([("4", "4")]) == [(True, None)]
+
+
 # --- dedupe -----------------------------------------------------------------------------------
 
 

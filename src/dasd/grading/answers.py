@@ -150,15 +150,27 @@ def _worker_main() -> None:  # pragma: no cover - runs in a child process
     import sys
 
     logging.disable(logging.WARNING)  # math-verify warns on every call made without its signal timeouts
+    verify_pair("1", "1")  # import math-verify and sympy now, so no check's time limit pays for it
+    sys.stdout.write(READY + "\n")
+    sys.stdout.flush()
     for line in sys.stdin:
         gold, prediction = json.loads(line)
         sys.stdout.write(json.dumps(verify_pair(gold, prediction)) + "\n")
         sys.stdout.flush()
 
 
+READY = "ready"  # the worker's first line: its imports are done and it takes checks
+# How long a worker may take to start (the interpreter, dasd, math-verify and sympy: ~2 s idle, far more on a loaded
+# machine). Not part of any check's time limit: a first check that paid for the imports timed out under load, and
+# each replacement worker then paid again (9 of 16 right answers graded `verify_timeout` with 2 cores saturated).
+STARTUP_TIMEOUT_S = 300.0
+
+
 @dataclass
 class _Slot:
     process: subprocess.Popen
+    started: float = 0.0
+    ready: bool = False
 
 
 class BoundedVerifier:
@@ -184,16 +196,37 @@ class BoundedVerifier:
             text=True,
             bufsize=1,
         )
-        return _Slot(process)
+        return _Slot(process, started=time.monotonic())
+
+    def _await_ready(self, wait: bool) -> None:
+        """Mark the workers whose READY line has come; with `wait`, block until one is ready (a worker that dies or
+        takes longer than STARTUP_TIMEOUT_S to start is an error: nothing could be checked)."""
+        while True:
+            starting = {slot.process.stdout: slot for slot in self.slots if not slot.ready}
+            if not starting:
+                return
+            deadline = min(slot.started for slot in starting.values()) + STARTUP_TIMEOUT_S
+            ready, _, _ = select.select(list(starting), [], [], max(0.0, deadline - time.monotonic()) if wait else 0)
+            for stream in ready:
+                line = stream.readline()
+                if line.strip() != READY:
+                    raise RuntimeError(f"the math-verify worker failed to start (it said {line.strip()!r})")
+                starting[stream].ready = True
+            if not ready and wait:
+                raise RuntimeError(f"no math-verify worker started within {STARTUP_TIMEOUT_S:g} s")
+            if not wait or any(slot.ready for slot in self.slots):
+                return
 
     def verify_many(self, pairs: list[tuple[str, str]]) -> list[tuple[bool, str | None]]:
-        """(gold, prediction) pairs -> (correct, reason when not correct because of a failure)."""
+        """(gold, prediction) pairs -> (correct, reason when not correct because of a failure). A check's time limit
+        starts when a started worker takes it (workers start in parallel, before any check)."""
         results: list[tuple[bool, str | None] | None] = [None] * len(pairs)
         pending = deque(enumerate(pairs))
         busy: dict[int, tuple[int, float]] = {}
         while pending or busy:
+            self._await_ready(wait=not busy and bool(pending))
             for index, slot in enumerate(self.slots):
-                if index not in busy and pending:
+                if index not in busy and pending and slot.ready:
                     job, pair = pending.popleft()
                     try:
                         slot.process.stdin.write(json.dumps(list(pair)) + "\n")
