@@ -110,6 +110,26 @@ def mechanism(work: Path, arm: str) -> dict[str, float]:
     return out
 
 
+def credit(work: Path) -> str:
+    """DAS read against its bounds (issue 37): its gain over random as a fraction of the oracle's, and credited only
+    where it beats `longest` (its interval above 0)."""
+    try:
+        das, oracle, longest = (
+            paired_by_stratum(work, better, worse)["all"]
+            for better, worse in (("recipe", "rs"), ("oracle", "rs"), ("recipe", "longest"))
+        )
+    except (KeyError, ValueError, ZeroDivisionError):
+        return "DAS against its bounds: needs the recipe, rs, oracle and longest arms"
+    fraction = das["difference"] / oracle["difference"] if oracle["difference"] > 0 else float("nan")
+    credited = verdict(longest["interval"]) == "agrees"
+    return (
+        f"DAS − RS {100 * das['difference']:+.2f}, oracle − RS {100 * oracle['difference']:+.2f}: DAS reaches "
+        f"{fraction:.2f} of the oracle's gain (point estimates); DAS − longest {100 * longest['difference']:+.2f} "
+        f"[{100 * longest['interval'][0]:+.2f}, {100 * longest['interval'][1]:+.2f}]: "
+        f"{'credited' if credited else 'not credited (does not beat longest)'}"
+    )
+
+
 def line(name: str, row: dict) -> str:
     low, high = row["interval"]
     return (
@@ -133,6 +153,7 @@ def main() -> None:
             print(f"{better} - {worse} (points, paired over seeds):")
             for name, row in paired_by_stratum(work, better, worse).items():
                 print(line(name, row))
+        print(credit(work))
         print("what the students write (held-out answers, all seeds):")
         for arm in ["student", *pipeline.get("arms", {})]:
             habits = mechanism(work, arm)
