@@ -93,7 +93,9 @@ def main() -> None:
     pipeline = yaml.safe_load((args.workdir / "pipeline.yaml").read_text())
     world = Path(pipeline["questions"]).parent
     patterns = world_skill_sentences(world)
-    filtered = next(path for path in (args.workdir / "filter").glob("filtered.*") if "rejected" not in path.name)
+    filtered = next(
+        path for path in (args.workdir / "filter").glob("filtered.*") if path.suffix in (".parquet", ".jsonl")
+    )
     records = [record for _, record in iter_records(filtered) if record.get("sentences")]
     print(json.dumps({"run's student": premises(records, patterns)}, indent=1))
     if args.scored:

@@ -1,0 +1,257 @@
+"""World v7 and its twin as a testbed for DAS (issue 37): its premise present in v7, absent in the twin.
+
+Measured on the shipped models through dasd's own path: the teacher's own samples (`dasd sample` at 0.6 and 1.0 on
+training questions, as `dasd demo world=v7 ablation=das` samples them), scored by each world's student (`dasd score`)
+and filtered (`dasd filter`); the student's probabilities of chosen continuations (each model under its own tokenizer
+and chat template). The premises, fixed before any arm ran on the world (scripts/build_demo_world.py, "World v7"):
+
+- P1: T=1.0 exposes a valuable minority strategy — grouped work (the terms added, then the ones taken away, then one
+  subtraction: no running total below zero until the last step) — that T=0.6 nearly drops (~5% / ~15% designed).
+- P2: the skill sits in sentences the teacher is sure of and the student is not — in v7 the sign checks and grouped
+  work are teacher sentences, in the twin (whose student writes them at the teacher's rate) shared ones; a question's
+  candidates differ in how many they hold, and DAS's count follows them in v7, not in the twin.
+- P0: the student's deficit is in every style — its careful work, too, writes a step below zero as |a - b| when it
+  has not checked the sign — and a sign check carries the skill (after one, it computes the step right).
+- P3 (designed, **not met**): the student's overlong rollouts were to be its errors (loops after 50% of its corpus's
+  wrong answers, 5% of its right ones); the fitted student loops often after every style but cannot tell its own
+  wrong step from a right one, so its loops do not follow its errors — the test pins that diagnosis.
+
+The held-out results are in benchmarks/RESULTS.md, the predictions in benchmarks/PREREGISTERED.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from dasd.config import load_config
+from dasd.data.io import iter_records
+from dasd.models.demo_world import world_dir, world_skill_sentences
+from dasd.pipeline.config import PipelineConfig
+from dasd.pipeline.plan import plan
+from dasd.stages import STAGES, demo
+
+from .test_testbed_premises import mean, record, scorer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import build_demo_world as builder  # noqa: E402  (scripts/ is not a package)
+
+pytestmark = pytest.mark.slow  # the teacher samples 256 answers and two students score them: ~2-3 minutes
+
+QUESTIONS = 16  # training questions sampled, 8 answers at each temperature (the demo's arms sample 8 of 100)
+
+
+def run_steps(world: str, work: Path, names: tuple[str, ...]) -> None:
+    """Run these steps of the demo's DAS study as its pipeline plans them (the same stage settings)."""
+    config = load_config(
+        demo.DemoConfig,
+        None,
+        [f"workdir={work}", f"world={world}", "ablation=das", f"train_questions={QUESTIONS}"],
+    )
+    for step in plan(PipelineConfig.model_validate(demo.pipeline(config, world_dir(world)))):
+        if step.name in names:
+            module, config_class = STAGES[step.stage].load()
+            module.run(config_class.model_validate(step.config))
+
+
+@pytest.fixture(scope="module")
+def filtered(tmp_path_factory) -> dict[str, list[dict]]:
+    """Each world's filtered candidates: the teacher's samples (one teacher, the same samples for both worlds),
+    scored by that world's student."""
+    work = tmp_path_factory.mktemp("das-world")
+    run_steps("v7", work / "v7", ("sample", "score", "filter"))
+    twin = work / "twin"
+    (twin / "sample").mkdir(parents=True)
+    for path in (work / "v7" / "sample").iterdir():
+        (twin / "sample" / path.name).symlink_to(path)
+    run_steps("v7-twin", twin, ("score", "filter"))
+    out = {}
+    for world, folder in (("v7", work / "v7"), ("v7-twin", twin)):
+        (path,) = [
+            path
+            for path in (folder / "filter").glob("filtered.*")
+            if path.suffix in (".parquet", ".jsonl") and "rejected" not in path.name
+        ]
+        records = [rec for _, rec in iter_records(path)]
+        out[world] = records
+    return out
+
+
+def skill_count(candidate: dict, patterns: list[str]) -> int:
+    """How many of a scored candidate's sentences the world labels as skill (what the `oracle` arm ranks by)."""
+    return sum(
+        any(re.search(pattern, candidate[s["part"]][s["start"] : s["end"]].strip()) for pattern in patterns)
+        for s in candidate["sentences"]
+    )
+
+
+def opening_shares(teacher, question: dict, openings: list[str], temperature: float) -> list[float]:
+    """The share of each opening sentence among the teacher's samples at `temperature`, exactly: the openings share
+    their first tokens ("I will work …" / "I will add …"), so the choice is made token by token along their common
+    prefix tree, each token's probability tempered (p^(1/T)) and renormalised over the openings' tokens at that point
+    (the rest of the vocabulary holds ~1e-6)."""
+    scored = teacher.score([record(question, f"<think>\n{text} Start with 1.\n</think>\n\nx") for text in openings])
+    paths = []
+    for text, scores in zip(openings, scored):
+        part = scores.parts["reasoning"]
+        paths.append([(text[a:b], lp) for (a, b), lp in zip(part["offsets"], part["logprobs"]) if a < len(text)])
+    shares = []
+    for path in paths:
+        share = 1.0
+        for depth, (token, _) in enumerate(path):
+            prefix = [piece for piece, _ in path[:depth]]
+            siblings = {
+                other[depth][0]: other[depth][1]
+                for other in paths
+                if len(other) > depth and [piece for piece, _ in other[:depth]] == prefix
+            }
+            if len(siblings) > 1:
+                weights = {piece: math.exp(lp / temperature) for piece, lp in siblings.items()}
+                share *= weights[token] / sum(weights.values())
+        shares.append(share)
+    return shares
+
+
+def test_p1_temperature_one_exposes_grouped_work_that_temperature_06_nearly_drops():
+    """How often the teacher opens with grouped work at T = 0.6 and 1.0 (`opening_shares`), averaged over training
+    questions with a term taken away (the teacher groups only those)."""
+    import json
+
+    world = world_dir("v7")
+    teacher = scorer(world / "teacher", "teacher")
+    openings = [text for text, _ in builder.TEACHER_PHRASINGS["intro"]] + [builder.V7_GROUPING_INTRO]
+    with open(world / "train_questions.jsonl", encoding="utf-8") as handle:
+        questions = [q for q in map(json.loads, handle) if " - " in q["meta"]["expression"]][:12]
+    grouped = {
+        temperature: mean(opening_shares(teacher, question, openings, temperature)[-1] for question in questions)
+        for temperature in (0.6, 1.0)
+    }
+    # designed: 15% of the solutions of such questions; at 0.6 a fraction of that
+    assert 0.08 < grouped[1.0] < 0.25, grouped
+    assert grouped[0.6] < 0.7 * grouped[1.0], grouped
+
+
+def test_p2_the_skill_sentences_are_teacher_sentences_in_v7_and_shared_in_the_twin(filtered):
+    patterns = world_skill_sentences(world_dir("v7"))
+    shares = {}
+    for world, records in filtered.items():
+        kinds = [
+            s["type"]
+            for candidate in records
+            for s in candidate["sentences"]
+            if any(re.search(p, candidate[s["part"]][s["start"] : s["end"]].strip()) for p in patterns)
+        ]
+        assert len(kinds) >= 30, (world, len(kinds))  # the teacher's samples hold them
+        shares[world] = kinds.count("teacher") / len(kinds)
+    assert shares["v7"] >= 0.8, shares
+    assert shares["v7-twin"] <= 0.3, shares
+
+
+def test_p2_a_questions_candidates_differ_in_skill_and_das_count_follows_it_only_in_v7(filtered):
+    """Per question and temperature: the skill sentences of DAS's choice (most teacher sentences) over the mean of
+    the candidates' — the skill DAS's selection gains over random selection, before any training."""
+    patterns = world_skill_sentences(world_dir("v7"))
+    gain, differing = {}, {}
+    for world, records in filtered.items():
+        groups: dict[tuple, list[dict]] = {}
+        for candidate in records:
+            groups.setdefault((candidate["question_id"], candidate["temperature"]), []).append(candidate)
+        gains, varied = [], 0
+        for candidates in groups.values():
+            if len(candidates) < 2:
+                continue
+            skills = [skill_count(candidate, patterns) for candidate in candidates]
+            varied += len(set(skills)) > 1
+            best = max(range(len(candidates)), key=lambda i: (candidates[i]["das"]["teacher"], -i))
+            gains.append(skills[best] - mean(skills))
+        gain[world], differing[world] = mean(gains), varied / len(gains)
+    assert differing["v7"] >= 0.5, differing  # candidates of most questions differ in their skill sentences
+    assert gain["v7"] >= 0.5, gain  # DAS picks half a skill sentence more than a random candidate holds, or more
+    assert gain["v7-twin"] < 0.5 * gain["v7"], gain
+
+
+def probability(model_scorer, question: dict, reasoning: str, after: str) -> float:
+    """The model's probability of the reasoning text after `after` (its tokens from there on: a token that starts with
+    the space before the next sentence counts, so `after`'s trailing space is not part of it)."""
+    scores = next(model_scorer.score([record(question, f"<think>\n{reasoning}\n</think>\n\nx")]))
+    part = scores.parts["reasoning"]
+    begin = len(after.rstrip())
+    return math.exp(sum(lp for (start, _), lp in zip(part["offsets"], part["logprobs"]) if start >= begin))
+
+
+def negative_step_question(world: Path) -> list[dict]:
+    """Training questions whose first step goes below zero (a - b with b > a)."""
+    import json
+
+    with open(world / "train_questions.jsonl", encoding="utf-8") as handle:
+        out = []
+        for question in map(json.loads, handle):
+            _, steps, _ = builder._steps(question["meta"]["expression"])
+            if steps and steps[0][3] < 0:
+                out.append(question)
+    return out[:8]
+
+
+@pytest.mark.parametrize("world", ["v7", "v7-twin"])
+def test_p0_the_students_careful_work_has_the_deficit_and_a_sign_check_carries_the_skill(world):
+    """On careful work's first step below zero (a - b, b > a): how often the student writes the sign check, and the
+    share of the right result (a - b) against its misconception (|a - b|), in the same phrasing, with and without
+    a sign check before it."""
+    root = world_dir(world)
+    student = scorer(root / "student", "student")
+    check, unchecked, checked_right = [], [], []
+    for question in negative_step_question(root):
+        a, o, b, c = builder._steps(question["meta"]["expression"])[1][0]
+        prefix = f"I will work from left to right, one term at a time. Start with {a}. Now subtract {b}. "
+        checked = prefix + f"Careful: {a} {o} {b} goes below zero. "
+        check.append(probability(student, question, checked, prefix))
+        for before, out in ((prefix, unchecked), (checked, checked_right)):
+            right = probability(student, question, before + f"{a} {o} {b} = {c}.", before)
+            wrong = probability(student, question, before + f"{a} {o} {b} = {abs(c)}.", before)
+            out.append(right / (right + wrong))
+    # without a sign check the careful student writes |a - b| about half the time (designed: 0.5) …
+    assert 0.2 < mean(unchecked) < 0.8, unchecked
+    # … and after one it computes the step right (designed: always)
+    assert mean(checked_right) > 0.9, checked_right
+    # v7's student rarely checks (designed: 3% of such steps), the twin's at the teacher's rate (50%)
+    if world == "v7":
+        assert mean(check) < 0.1, check
+    else:
+        assert mean(check) > 0.25, check
+
+
+@pytest.mark.parametrize("world", ["v7", "v7-twin"])
+def test_p3_the_student_loops_often_but_its_loops_do_not_follow_its_errors(world):
+    """P3 as designed — loops after 50% of the corpus's wrong answers and 5% of its right ones — is **not met**: a
+    model this small cannot tell its own wrong step from a right one, and learnt a loop rate per style instead. This
+    pins the diagnosis (benchmarks/RESULTS.md, "World v7's builds"): after the same careful work the student loops
+    about as often when a step went wrong (no sign check, |a - b|) as when it checked the sign and got it right; its
+    rollouts still run long (mixed-policy has prefixes to cut), but a cut lands on drift no more often than on
+    right work."""
+    import random
+
+    root = world_dir(world)
+    student = scorer(root / "student", "student")
+    terse_wrong, careful_wrong, careful_right = [], [], []
+    loop = " Wait, let me check again."
+    for question in negative_step_question(root):
+        expression = question["meta"]["expression"]
+        steps = builder.student_steps(expression, random.Random(0), 0.0)  # the misconception: wrong here
+        done = "Quick math. " + " ".join(f"{a} {o} {b} makes {c}." for a, o, b, c in steps)
+        terse_wrong.append(probability(student, question, done + loop, done))
+        for out, settings in (
+            (careful_wrong, {"sign_check_rate": 0.0, "misconception": 1.0}),
+            (careful_right, {"sign_check_rate": 1.0}),
+        ):
+            text = builder.careful_v7(expression, random.Random(0), grouped=False, phrasing=False, **settings)[0]
+            body = text.removeprefix("<think>\n").split("\n</think>")[0]
+            out.append(probability(student, question, body + loop, body))
+    # loops are common after every style (measured 0.2-0.43: v6's student 0.1-0.4) …
+    assert min(mean(terse_wrong), mean(careful_wrong), mean(careful_right)) > 0.15
+    # … but within careful work not more common after a wrong step than after a right one (measured v7: 0.31 vs 0.40;
+    # twin: 0.21 vs 0.21) — designed 10x
+    assert mean(careful_wrong) < 1.5 * mean(careful_right), (careful_wrong, careful_right)
