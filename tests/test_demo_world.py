@@ -98,3 +98,49 @@ def test_a_cache_restored_from_other_shipped_files_is_restored_anew(tmp_path, mo
     root = shipped_world.world_dir()
     assert (root / "world.json").read_bytes() == (SHIPPED / "world.json").read_bytes()
     assert (root / "student" / "model.safetensors").read_bytes() != b"old weights"
+
+
+SHIPPED_V7 = shipped_world.shipped_world("v7")
+
+
+def test_world_v7s_splits_are_fresh_drawn_by_the_code_and_disjoint_from_v6s():
+    """World v7 (issue 37) draws its splits from unused item-seed ranges: v6's held-out split helped choose three
+    worlds, so none of its expressions (nor of v6's other splits) may be in v7's."""
+    drawn = demo_world.split_questions_v7()
+    v6 = {expression for name, _, _ in demo_world.SPLITS for expression in _expressions(name)}
+    seen: set[str] = set()
+    for name, _, per_task in demo_world.V7_SPLITS:
+        with open(SHIPPED_V7 / f"{name}.jsonl", encoding="utf-8") as handle:
+            shipped = [json.loads(line)["meta"]["expression"] for line in handle]
+        assert [q["meta"]["expression"] for q in drawn[name]] == shipped
+        assert len(shipped) == per_task * len(demo_world.TASKS) == len(set(shipped))
+        assert not set(shipped) & v6 and not set(shipped) & seen
+        seen |= set(shipped)
+
+
+@pytest.mark.parametrize(("model", "tokenizer"), [("teacher", "qwen3"), ("student", "smollm2"), ("twin", "smollm2")])
+def test_every_v7_prompt_token_is_in_the_fitted_vocabulary(model, tokenizer):
+    from safetensors.torch import load_file
+
+    from dasd.models.assets import load_tokenizer
+
+    fitted = set(load_file(str(SHIPPED_V7 / model / "model.safetensors"))["dasd.row_ids"].tolist())
+    text_tokenizer = load_tokenizer(tokenizer)
+    for name, _, _ in demo_world.V7_SPLITS:
+        with open(SHIPPED_V7 / f"{name}.jsonl", encoding="utf-8") as handle:
+            for line in handle:
+                question = json.loads(line)
+                ids = set(text_tokenizer(question["messages"][0]["content"], add_special_tokens=False)["input_ids"])
+                assert ids <= fitted, f"{name} {question['id']}: tokens outside the {model}'s world"
+
+
+def test_world_v7_and_its_twin_restore_one_teacher_two_students_and_the_skill_labels(tmp_path, monkeypatch):
+    monkeypatch.setenv("DASD_CACHE", str(tmp_path / "cache"))
+    v7, twin = shipped_world.world_dir("v7"), shipped_world.world_dir("v7-twin")
+    assert v7 != twin and (v7 / "eval_questions.jsonl").read_bytes() == (twin / "eval_questions.jsonl").read_bytes()
+    assert (v7 / "teacher" / "model.safetensors").read_bytes() == (twin / "teacher" / "model.safetensors").read_bytes()
+    assert (v7 / "student" / "model.safetensors").read_bytes() != (twin / "student" / "model.safetensors").read_bytes()
+    assert shipped_world.world_skill_sentences(v7) == list(demo_world.V7_SKILL_SENTENCES)
+    assert shipped_world.world_skill_sentences(shipped_world.world_dir()) == []  # v6 has no labels
+    with pytest.raises(DasdError, match="no demo world 'v8'"):
+        shipped_world.world_dir("v8")
