@@ -94,7 +94,9 @@ def main() -> None:
     world = Path(pipeline["questions"]).parent
     patterns = world_skill_sentences(world)
     filtered = next(
-        path for path in (args.workdir / "filter").glob("filtered.*") if path.suffix in (".parquet", ".jsonl")
+        path
+        for path in (args.workdir / "filter").glob("filtered.*")
+        if path.suffix in (".parquet", ".jsonl") and "rejected" not in path.name
     )
     records = [record for _, record in iter_records(filtered) if record.get("sentences")]
     print(json.dumps({"run's student": premises(records, patterns)}, indent=1))
