@@ -91,8 +91,8 @@ class DemoConfig(StageConfig):
     )
     only_arms: list[str] | None = Field(
         None,
-        description="train only these arms of the study (e.g. [rs, oracle] for the headroom check on dev); claims "
-        "between arms left out are 'not run'",
+        description="train only these arms of the study (e.g. [rs, oracle] for the headroom check on dev; an arm "
+        "trained `after` another brings that one along); the claims comparing an arm left out are dropped",
         json_schema_extra=ADDED,
     )
     seeds: list[int] = Field(
