@@ -27,45 +27,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from dasd.data.io import iter_records  # noqa: E402
 from dasd.models.demo_world import world_skill_sentences  # noqa: E402
+from dasd.sentence_scores import oracle_count, sentence_texts, strategy_score  # noqa: E402
 
 GROUPED = "I will add the positive terms first"
 
 
-def skill_count(record: dict, patterns: list[str]) -> int:
-    return sum(
-        any(re.search(p, record[s["part"]][s["start"] : s["end"]].strip()) for p in patterns)
-        for s in record["sentences"]
-    )
+RULES = {"das (count)": "count", "oracle": "oracle", "longest": "longest", "ratio": "ratio", "anti_das": "anti_das"}
 
 
-def rules(record: dict, patterns: list[str]) -> dict[str, float]:
-    """Each rule's score of a candidate (higher is chosen), as `dasd select` ranks them."""
-    das = record["das"]
-    return {
-        "das (count)": das["teacher"],
-        "oracle": skill_count(record, patterns),
-        "longest": len(record.get("reasoning") or "") + len(record.get("content") or ""),
-        "ratio": das["teacher"] / das["n"] if das["n"] else 0.0,
-        "anti_das": -das["teacher"],
-    }
+def rules(record: dict, patterns: list[re.Pattern[str]]) -> dict[str, float]:
+    """Each rule's score of a candidate (higher is chosen): `dasd select`'s own (`strategy_score`)."""
+    return {name: strategy_score(record, strategy, 0, patterns) for name, strategy in RULES.items()}
 
 
-def premises(records: list[dict], patterns: list[str]) -> dict:
+def premises(records: list[dict], patterns: list[re.Pattern[str]]) -> dict:
     kinds: Counter = Counter()
     grouped: dict[float, list[bool]] = defaultdict(list)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
         grouped[record["temperature"]].append(GROUPED in (record.get("reasoning") or ""))
         groups[(record["question_id"], record["temperature"])].append(record)
-        for s in record["sentences"]:
-            if any(re.search(p, record[s["part"]][s["start"] : s["end"]].strip()) for p in patterns):
-                kinds[s["type"]] += 1
+        for sentence, text in zip(record["sentences"], sentence_texts(record)):
+            if any(pattern.search(text) for pattern in patterns):
+                kinds[sentence["type"]] += 1
     gains: dict[str, list[float]] = defaultdict(list)
     varied = 0
     for candidates in groups.values():
         if len(candidates) < 2:
             continue
-        skills = [skill_count(c, patterns) for c in candidates]
+        skills = [oracle_count(c, patterns) for c in candidates]
         varied += len(set(skills)) > 1
         scores = [rules(c, patterns) for c in candidates]
         for rule in scores[0]:
@@ -92,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     pipeline = yaml.safe_load((args.workdir / "pipeline.yaml").read_text())
     world = Path(pipeline["questions"]).parent
-    patterns = world_skill_sentences(world)
+    patterns = [re.compile(pattern) for pattern in world_skill_sentences(world)]
     filtered = next(
         path
         for path in (args.workdir / "filter").glob("filtered.*")

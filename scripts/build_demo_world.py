@@ -527,22 +527,22 @@ Now subtract 5. 7 - 5 = 2. So the result is 2.
         taken = [n for o, n in zip(operators, numbers[1:]) if o == "-"]
         if not taken:
             raise ValueError(f"{expression!r} takes nothing away: nothing to group")
+
+        def summed(terms: list[int]) -> int:
+            """Add up `terms` a sentence per addition (with slips); their written sum."""
+            total = terms[0]
+            for number in terms[1:]:
+                new = total + number
+                if slip_rate and rng.random() < slip_rate:
+                    new += rng.choice([-1, 1])
+                sentences.append(pick("result").format(a=total, o="+", b=number, c=new))
+                total = new
+            return total
+
         sentences += [V7_GROUPING_INTRO, f"Positive terms: {_listed(added)}."]
-        total = added[0]
-        for number in added[1:]:
-            new = total + number
-            if slip_rate and rng.random() < slip_rate:
-                new += rng.choice([-1, 1])
-            sentences.append(pick("result").format(a=total, o="+", b=number, c=new))
-            total = new
+        total = summed(added)
         sentences.append(f"Negative terms: {_listed(taken)}.")
-        away = taken[0]
-        for number in taken[1:]:
-            new = away + number
-            if slip_rate and rng.random() < slip_rate:
-                new += rng.choice([-1, 1])
-            sentences.append(pick("result").format(a=away, o="+", b=number, c=new))
-            away = new
+        away = summed(taken)
         written, value = step(total, "-", away)
         sentences += written
     else:

@@ -18,6 +18,7 @@ import yaml
 from dasd.config import load_config
 from dasd.data.io import iter_records
 from dasd.models.demo_world import world_dir, world_skill_sentences
+from dasd.sentence_scores import oracle_count
 from dasd.stages import demo
 
 pytestmark = pytest.mark.slow
@@ -50,13 +51,10 @@ def test_the_das_study_trains_every_control_and_draws_random_anew_per_seed(tmp_p
         assert (chosen["strategy"], chosen["seed"]) == ("random", seed)
     assert "rs.select" not in status and "recipe.select" in status
     # the oracle keeps, per question and temperature, the candidate with the most skill-labelled sentences
-    patterns = world_skill_sentences(world_dir("v7"))
+    patterns = [re.compile(pattern) for pattern in world_skill_sentences(world_dir("v7"))]
 
     def skill(record: dict) -> int:
-        return sum(
-            any(re.search(p, record[s["part"]][s["start"] : s["end"]].strip()) for p in patterns)
-            for s in record["sentences"]
-        )
+        return oracle_count(record, patterns)
 
     candidates = records(next((work / "filter").glob("filtered.parquet")))
     best = {}

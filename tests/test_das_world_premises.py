@@ -33,6 +33,7 @@ from dasd.data.io import iter_records
 from dasd.models.demo_world import world_dir, world_skill_sentences
 from dasd.pipeline.config import PipelineConfig
 from dasd.pipeline.plan import plan
+from dasd.sentence_scores import oracle_count, sentence_texts
 from dasd.stages import STAGES, demo
 
 from .test_testbed_premises import mean, record, scorer
@@ -81,12 +82,9 @@ def filtered(tmp_path_factory) -> dict[str, list[dict]]:
     return out
 
 
-def skill_count(candidate: dict, patterns: list[str]) -> int:
-    """How many of a scored candidate's sentences the world labels as skill (what the `oracle` arm ranks by)."""
-    return sum(
-        any(re.search(pattern, candidate[s["part"]][s["start"] : s["end"]].strip()) for pattern in patterns)
-        for s in candidate["sentences"]
-    )
+def skill_patterns() -> list[re.Pattern[str]]:
+    """The world's own labels of skill, as `dasd select strategy=oracle` matches them (`oracle_count`)."""
+    return [re.compile(pattern) for pattern in world_skill_sentences(world_dir("v7"))]
 
 
 def opening_shares(teacher, question: dict, openings: list[str], temperature: float) -> list[float]:
@@ -136,14 +134,14 @@ def test_p1_temperature_one_exposes_grouped_work_that_temperature_06_nearly_drop
 
 
 def test_p2_the_skill_sentences_are_teacher_sentences_in_v7_and_shared_in_the_twin(filtered):
-    patterns = world_skill_sentences(world_dir("v7"))
+    patterns = skill_patterns()
     shares = {}
     for world, records in filtered.items():
         kinds = [
-            s["type"]
+            sentence["type"]
             for candidate in records
-            for s in candidate["sentences"]
-            if any(re.search(p, candidate[s["part"]][s["start"] : s["end"]].strip()) for p in patterns)
+            for sentence, text in zip(candidate["sentences"], sentence_texts(candidate))
+            if any(pattern.search(text) for pattern in patterns)
         ]
         assert len(kinds) >= 30, (world, len(kinds))  # the teacher's samples hold them
         shares[world] = kinds.count("teacher") / len(kinds)
@@ -154,7 +152,7 @@ def test_p2_the_skill_sentences_are_teacher_sentences_in_v7_and_shared_in_the_tw
 def test_p2_a_questions_candidates_differ_in_skill_and_das_count_follows_it_only_in_v7(filtered):
     """Per question and temperature: the skill sentences of DAS's choice (most teacher sentences) over the mean of
     the candidates' — the skill DAS's selection gains over random selection, before any training."""
-    patterns = world_skill_sentences(world_dir("v7"))
+    patterns = skill_patterns()
     gain, differing = {}, {}
     for world, records in filtered.items():
         groups: dict[tuple, list[dict]] = {}
@@ -164,7 +162,7 @@ def test_p2_a_questions_candidates_differ_in_skill_and_das_count_follows_it_only
         for candidates in groups.values():
             if len(candidates) < 2:
                 continue
-            skills = [skill_count(candidate, patterns) for candidate in candidates]
+            skills = [oracle_count(candidate, patterns) for candidate in candidates]
             varied += len(set(skills)) > 1
             best = max(range(len(candidates)), key=lambda i: (candidates[i]["das"]["teacher"], -i))
             gains.append(skills[best] - mean(skills))

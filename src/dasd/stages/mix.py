@@ -499,7 +499,6 @@ def run(config: MixConfig) -> dict[str, Any]:
 
     # 3. cut at a sentence end in the second half; the teacher continues from there
     rollouts_file = sidecar(output, "rollouts", ".jsonl")
-    finished = {f"{point['question_id']}:rollout" for point in points if not point["truncated"]}
     cut_by_request = cuts(config, points, by_question, rollouts_file, reasons)
     counts["cut"] = len(cut_by_request)
     continued = continuations(config, curated, cut_by_request, sidecar(output, "continuations", ".jsonl"), errors)
@@ -520,34 +519,38 @@ def run(config: MixConfig) -> dict[str, Any]:
         chat_template_kwargs=config.student_chat_template_kwargs,
     ) as chain:
 
-        def judged(rejected_records: list) -> Iterator[dict[str, Any]]:
-            """The kept mixed records, then the off-policy extras; rejected ones go to `rejected_records`."""
-            chunks = batched(iter_records(continued, keep_id=cut_by_request.__contains__), JUDGED_AT_ONCE)
-            for chunk in chunks:
-                counts["continued"] += len(chunk)
-                joined = [mixed_record(config, curated, continuation) for _, continuation in chunk]
+        def passing(lines, join, seen: str, kept: str, dropped: Counter, rejected_records: list):
+            """The records `join` makes of `lines` (a chunk at a time) that pass the filters; the others go to
+            `rejected_records`, counted by reason into `dropped`."""
+            for chunk in batched(lines, JUDGED_AT_ONCE):
+                counts[seen] += len(chunk)
+                joined = [join(config, curated, item) for _, item in chunk]
                 verdicts = chain.apply([response for _, response in joined])
-                for (mixed, _), verdict in zip(joined, verdicts):
+                for (record, _), verdict in zip(joined, verdicts):
                     if verdict["keep"]:
-                        counts["kept"] += 1
-                        kept_questions.add(mixed["question_id"])
-                        yield {**mixed, "filter": verdict}
+                        counts[kept] += 1
+                        kept_questions.add(record["question_id"])
+                        yield {**record, "filter": verdict}
                     else:
-                        reasons[verdict["reason"]] += 1
-                        rejected_records.append({**mixed, "filter": verdict})
+                        dropped[verdict["reason"]] += 1
+                        rejected_records.append({**record, "filter": verdict})
+
+        def judged(rejected_records: list) -> Iterator[dict[str, Any]]:
+            """The kept mixed records, the kept on-policy rollouts (on_policy), then the off-policy extras; rejected
+            ones go to `rejected_records`."""
+            continuations_read = iter_records(continued, keep_id=cut_by_request.__contains__)
+            yield from passing(continuations_read, mixed_record, "continued", "kept", reasons, rejected_records)
             if config.on_policy:  # the rollouts the student finished within its cap, whole, when they pass too
-                for chunk in batched(iter_records(rollouts_file, keep_id=finished.__contains__), JUDGED_AT_ONCE):
-                    counts["on_policy_finished"] += len(chunk)
-                    joined = [on_policy_record(config, curated, rollout) for _, rollout in chunk]
-                    verdicts = chain.apply([response for _, response in joined])
-                    for (record, _), verdict in zip(joined, verdicts):
-                        if verdict["keep"]:
-                            counts["on_policy"] += 1
-                            kept_questions.add(record["question_id"])
-                            yield {**record, "filter": verdict}
-                        else:
-                            on_policy_reasons[verdict["reason"]] += 1
-                            rejected_records.append({**record, "filter": verdict})
+                finished = {f"{point['question_id']}:rollout" for point in points if not point["truncated"]}
+                rollouts_read = iter_records(rollouts_file, keep_id=finished.__contains__)
+                yield from passing(
+                    rollouts_read,
+                    on_policy_record,
+                    "on_policy_finished",
+                    "on_policy",
+                    on_policy_reasons,
+                    rejected_records,
+                )
             for extra in off_policy_extras(config, curated, kept_questions):
                 counts["off_policy"] += 1
                 yield extra

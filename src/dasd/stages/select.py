@@ -61,6 +61,7 @@ tokens: a first pass keeps a small key per candidate (`candidate_key`), a second
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import math
@@ -238,8 +239,14 @@ class SelectConfig(StageConfig):
             raise ValueError(f"must be a non-empty list of distinct draw numbers >= 0, got {draws}")
         return sorted(draws)
 
-    def compiled_patterns(self) -> list[re.Pattern[str]]:
-        return [re.compile(pattern) for pattern in self.oracle_patterns or []]
+    def compiled_patterns(self) -> tuple[re.Pattern[str], ...]:
+        """`oracle_patterns` compiled, once per config (select asks for them for every candidate)."""
+        return _compiled(tuple(self.oracle_patterns or ()))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(pattern) for pattern in patterns)
 
 
 def reclassified(record: dict[str, Any], beta: float, space: str) -> dict[str, Any]:
