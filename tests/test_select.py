@@ -433,3 +433,14 @@ def test_draws_count_the_groups_the_filter_emptied_per_draw(tmp_path):
     _, summary = _run(tmp_path, "draw_size=8", "k=2", records=records)
     assert summary["groups"] == {"with_candidates": 1, "without_candidates": 1, "records_at_k": 4}
     assert summary["selected"] == 2 and summary["excluded_by_filter"] == 8
+
+
+def test_a_selection_with_no_candidate_fails_at_select_and_writes_nothing(tmp_path):
+    """Every response rejected by the filter (e.g. a self-distillation arm whose student answered nothing right):
+    select says so in one line, instead of writing an empty selection that build-sft would reject a step later."""
+    from dasd.errors import InputError
+
+    rejected = [_record("q1", index, teacher=1, n=4, keep=False) for index in range(3)]
+    with pytest.raises(InputError, match="no candidate: dasd filter rejected all 3 responses"):
+        _run(tmp_path, "strategy=random", records=rejected)
+    assert not (tmp_path / "selected.jsonl").exists()

@@ -94,7 +94,9 @@ def test_read_summary_tells_a_stage_summary_from_other_files(tmp_path):
 def test_the_run_table_reads_each_step_by_its_stage_not_by_guessing_from_its_keys(stages_run):
     _, returned = stages_run
     assert headline("filter", returned["filter"]) == f"kept {returned['filter']['kept']}"
-    assert headline("select", returned["select"]) == f"selected {returned['select']['selected']}"
+    chosen = returned["select"]
+    expected = f"selected {chosen['selected']} of {chosen['candidates']} ({chosen['strategy']})"
+    assert headline("select", chosen) == expected
     # build-sft's records, even when its summary also had a field another stage's headline reads
     assert headline("build-sft", {**returned["build-sft"], "kept": 1}) == f"records {returned['build-sft']['records']}"
     # `dasd train` returns its stages without a `stage` key: the step's stage says what it is

@@ -256,16 +256,29 @@ def sample_volume(questions: int, schedule: list[dict[str, Any]], tokens_per_res
     return out
 
 
-def select_volume(volume: Volume, questions: int, k: dict[float, int], budgets: dict[float, int]) -> Volume:
-    """What select keeps per temperature: at most k per question, at most the temperature's budget, at most what
-    is there (an upper bound: it assumes every question has k candidates left after filtering).
+def select_volume(
+    volume: Volume,
+    questions: int,
+    k: dict[float, int],
+    budgets: dict[float, int],
+    draw_size: int | None = None,
+    draws: list[int] | None = None,
+) -> Volume:
+    """What select keeps per temperature: at most k per question (per question and draw with `draw_size`: k for each
+    draw in `draws`, or every draw there is), at most the temperature's budget, at most what is there (an upper bound:
+    it assumes every question has k candidates left after filtering).
 
     >>> select_volume({0.6: Part(400, 4e5), 1.0: Part(800, 1.6e6)}, 100, {0.6: 1, 1.0: 1}, {1.0: 50})
     {0.6: Part(records=100, tokens=100000.0), 1.0: Part(records=50, tokens=100000.0)}
+    >>> select_volume({1.0: Part(1600, 1.6e6)}, 100, {1.0: 1}, {}, draw_size=8, draws=[0, 1])  # 16 each: 2 draws
+    {1.0: Part(records=200, tokens=200000.0)}
     """
     out: Volume = {}
     for t, part in volume.items():
-        kept = min(part.records, questions * k.get(t, 1), budgets.get(t, math.inf))
+        per_question = k.get(t, 1)
+        if draw_size and questions:  # the draws listed, or as many as a question's responses fill
+            per_question *= len(draws) if draws is not None else math.ceil(part.records / questions / draw_size)
+        kept = min(part.records, questions * per_question, budgets.get(t, math.inf))
         out[t] = Part(kept, kept * part.per_record)
     return out
 
@@ -642,7 +655,8 @@ def _select(ctx: Context, step: Step, resolved: dict[str, Any]) -> StepCost:
     for t, value in (resolved.get("k_per_temperature") or {}).items():
         k[float(t)] = int(value)
     budgets = {float(t): budget_count(b) for t, b in (resolved.get("budget_per_temperature") or {}).items()}
-    kept = select_volume(volume, ctx.sampled_questions or ctx.questions or 0, k, budgets)
+    questions = ctx.sampled_questions or ctx.questions or 0
+    kept = select_volume(volume, questions, k, budgets, resolved.get("draw_size"), resolved.get("draws"))
     if resolved.get("budget"):
         kept = scaled(kept, records=min(1.0, resolved["budget"] / max(total(kept).records, 1)))
     summary = measured_summary(step, ctx.config.workdir, ctx.settings.pilot)

@@ -31,14 +31,22 @@ def headline(stage: str, result: dict[str, Any]) -> str:
     """The `result` cell of a step that ran: what its stage's `run()` returned, read by that stage's fields (the
     step's `stage`: `dasd train` returns `{"stages": …}` without one). Empty when the stage ran elsewhere.
 
-    >>> headline("select", {"stage": "select", "selected": 12, "candidates": 40})
-    'selected 12'
+    >>> headline("select", {"stage": "select", "selected": 12, "candidates": 40, "strategy": "count"})
+    'selected 12 of 40 (count)'
+    >>> headline("select", {"selected": 8, "candidates": 32, "strategy": "oracle", "draws": [0, 1]})
+    'selected 8 of 32 (oracle, draws 0, 1)'
     >>> headline("train", {"stages": [{"stage": "low_temp", "first_loss": 1.234, "final_loss": 0.5}]})
     'low_temp loss 1.23→0.50'
     >>> headline("train", {"stages": [{"stage": "low_temp", "first_loss": 1.234, "final_loss": 0.5,
     ...                                "optimizer_steps": 12, "peak_learning_rate": 5e-05}]})
     'low_temp loss 1.23→0.50 (12 steps, peak lr 5e-05)'
     """
+    if stage == "select" and "selected" in result:  # of how many, by what rule: arms differ only in these
+        how = [result["strategy"]] if "strategy" in result else []
+        if result.get("draws") is not None:
+            how.append(f"draws {', '.join(map(str, result['draws']))}")
+        of = f" of {result['candidates']}" if "candidates" in result else ""
+        return f"selected {result['selected']}{of}" + (f" ({', '.join(how)})" if how else "")
     if stage in HEADLINE_COUNTS:
         key = HEADLINE_COUNTS[stage]
         return f"{key.replace('_', ' ')} {result[key]}" if key in result else ""

@@ -525,6 +525,15 @@ def read_candidates(path: str, config: SelectConfig) -> Candidates:
         else:
             reason = "no records (empty file)"
         raise InputError(path, None, None, reason)
+    if not found.records and path == config.input:
+        # a selection of nothing trains nothing: say so here, not as build-sft's "empty file" one step later
+        raise InputError(
+            path,
+            None,
+            "filter",
+            f"no candidate: dasd filter rejected all {found.not_candidates} responses (the filter's summary says why; "
+            "a self-distillation arm whose student answered nothing right has no rollout to keep)",
+        )
     if config.draws is not None and path == config.input:
         empty = [draw for draw in config.draws if not found.draws[draw]]
         if empty:
