@@ -7,15 +7,17 @@ The strata are fixed in benchmarks/PREREGISTERED.md (issue 37) and computed from
 `no dip` — the left-to-right running total never goes below zero (the student's misconception, |a - b|, never
 applies); `dip, answer ≥ 0` — it dips and comes back; `answer < 0`. Per stratum the paired difference of two arms
 over their training seeds (`dasd.metrics.paired_difference`: t interval, Welch–Satterthwaite df), and per arm what
-its students write in their held-out answers (`samples.jsonl`): the share of answers with a sign check, with grouped
-work, with a re-check loop, and the accuracy of each. With two workdirs: the interaction (pair's difference in the
-first − in the second) per stratum (`dasd.ablation.interaction`).
+its students write in their held-out answers (`samples.jsonl`): the share of answers with a comparison before a
+subtraction, opening in the checking mode, with a re-check loop, and the accuracy of each; and the share of its
+comparisons that are true (the student computes the skill sentence itself, the build-1 failure). With two
+workdirs: the interaction (pair's difference in the first − in the second) per stratum (`dasd.ablation.interaction`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -82,13 +84,30 @@ def paired_by_stratum(work: Path, better: str, worse: str) -> dict[str, dict]:
     return out
 
 
-SIGN_CHECK, GROUPED, LOOP = "Careful: ", "I will add the positive terms first", "Wait, let me check again."
+COMPARISON, CHECKING, LOOP = (
+    ", so the total ",
+    "I will check the sign at every subtraction.",
+    "Wait, let me check again.",
+)
+HABITS = (("comparison", COMPARISON), ("checking mode", CHECKING), ("loop", LOOP))
+# "10 is more than 7, so the total goes below zero." / "5 is not more than 7, so the total stays at zero or above."
+WRITTEN_COMPARISON = re.compile(r"(-?\d+) is (not )?more than (-?\d+), so the total")
+
+
+def true_comparisons(text: str) -> tuple[int, int]:
+    """(true, all) comparisons in a text: whether each states the order of its two numbers rightly.
+
+    >>> true_comparisons("5 is more than 3, so the total goes below zero. 2 is not more than 1, so the total stays")
+    (1, 2)
+    """
+    found = WRITTEN_COMPARISON.findall(text)
+    return sum((int(b) > int(a)) == (not negated) for b, negated, a in found), len(found)
 
 
 def mechanism(work: Path, arm: str) -> dict[str, float]:
     """What the arm's students write in their held-out answers, over seeds: share of answers with each habit and the
     accuracy of those answers."""
-    counts = {"answers": 0, "correct": 0}
+    counts = {"answers": 0, "correct": 0, "comparisons": 0, "true comparisons": 0}
     for run in arm_runs(work, arm).values():
         for path in run.glob("*/samples.jsonl"):
             graded = {str(r["id"]): bool(r["correct"]) for _, r in iter_records(path.with_name("results.jsonl"))}
@@ -97,13 +116,17 @@ def mechanism(work: Path, arm: str) -> dict[str, float]:
                 right = graded.get(str(sample["id"]), False)
                 counts["answers"] += 1
                 counts["correct"] += right
-                for name, marker in (("sign check", SIGN_CHECK), ("grouped", GROUPED), ("loop", LOOP)):
+                true, written = true_comparisons(text)
+                counts["comparisons"] += written
+                counts["true comparisons"] += true
+                for name, marker in HABITS:
                     if marker in text:
                         counts[name] = counts.get(name, 0) + 1
                         counts[f"{name} correct"] = counts.get(f"{name} correct", 0) + right
     total = max(counts["answers"], 1)
     out = {"answers": counts["answers"], "accuracy": counts["correct"] / total}
-    for name in ("sign check", "grouped", "loop"):
+    out["true comparisons share"] = counts["true comparisons"] / max(counts["comparisons"], 1)
+    for name, _ in HABITS:
         present = counts.get(name, 0)
         out[f"{name} share"] = present / total
         out[f"{name} accuracy"] = counts.get(f"{name} correct", 0) / present if present else float("nan")

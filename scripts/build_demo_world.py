@@ -428,39 +428,55 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
 
 # --- World v7 and its twin (issue 37): DAS's premise present, or absent ---------------------------------------------
 # Designed and fixed before any arm ran on it, to the premises of the report's claims (DESIGN §8), never to an
-# outcome; only the premise checks (tests/test_testbed_premises.py) and the oracle's headroom on dev may send a build
-# back (benchmarks/RESULTS.md logs every build). What changes against v6, and why:
-# * Careful work can be written two ways. Sequentially, as v6, or **grouped**: the terms added first, then the terms
-#   taken away, then one subtraction — so the running total is never below zero until the last step, where the
-#   student's misconception (|a - b|) lives. The teacher groups in `V7_GROUPING_SHARE` of its solutions (of questions
-#   with a term taken away): ~5% of its samples at T=0.6, ~15% at 1.0 (P1: a mode of value that T=1.0 exposes).
-# * Before a step whose result is below zero the teacher writes a **sign check** ("Careful: 3 - 5 goes below zero.")
-#   with probability `V7_SIGN_CHECK_RATE` — so a question's candidates differ in how many they hold (P2 within a
-#   question, not only across phrasings). A writer who has checked the sign computes the step right.
-# * The student's deficit is in every style: its terse mental math always has the misconception, and its careful work
-#   has it too, on each step below zero that it did not sign-check, with probability `V7_CAREFUL_MISCONCEPTION`. The
-#   skill is **weakly present**: the student sign-checks `V7_STUDENT_SIGN_CHECK_RATE` of such steps and groups
-#   `V7_STUDENT_GROUPING_SHARE` of its careful work — its vocabulary holds every word, its probabilities are low.
-#   The **twin** student's corpus is the same draw of the same expressions, but it sign-checks and groups at the
-#   teacher's rates: those sentences are shared sentences there, and DAS's count no longer points at them.
+# outcome; only the premise checks (tests/test_das_world_premises.py) and the oracle's headroom on dev may send a build
+# back (benchmarks/RESULTS.md logs every build). This is **build 2**. Build 1 (grouped work and "Careful: a - b goes
+# below zero." sign checks) met its premises and failed the gate: the student could not execute grouped work (collecting
+# one sign's terms is not a local operation) and wrote the sign check where the total did not dip, then forced a
+# negative result — the sentence carried the decision, not a comparison the student can make. What changes against
+# v6, and why:
+# * Before a subtraction the teacher may write a **comparison** that states the truth either way and carries the
+#   decision the student gets wrong: "10 is more than 7, so the total goes below zero." / "5 is not more than 7, so
+#   the total stays at zero or above." — two numbers it has just written, compared. In `V7_CHECKER_SHARE` of its
+#   solutions it opens with "I will check the sign at every subtraction." (in place of its usual opening) and
+#   compares before every subtraction — a mode T=1.0 exposes more than 0.6 (P1); in the others it compares before
+#   each subtraction with probability `V7_COMPARISON_RATE`, so a question's candidates differ in how many
+#   comparisons they hold (P2 within a question). A writer who compared computes the step right.
+# * The student's deficit is the skill, in every style: its terse mental math always has the misconception (|a - b|);
+#   its careful work is v6's (slips 2%) except on a subtraction below zero written without a comparison, where it
+#   writes |a - b| with probability `V7_CAREFUL_MISCONCEPTION`. The skill is **weakly present**: the student opens in
+#   the checking mode in `V7_STUDENT_CHECKER_SHARE` of its careful work and compares before
+#   `V7_STUDENT_COMPARISON_RATE` of other subtractions — its vocabulary holds every word, its probabilities are low.
+#   The **twin** student's corpus is the same draw of the same expressions, but it checks at the teacher's rates:
+#   the comparisons are shared sentences there, and DAS's count no longer points at them.
+# * Length that is not skill: comparisons add sentences, so without anything else the longest candidate would be the
+#   most-compared one and `longest` the oracle by construction. Teacher and students alike restate the running total
+#   ("So far the running total is 4, and I carry it on.") after a step with probability `V7_RESTATE_RATE` — a
+#   shared sentence that DAS does not count and `longest` does (real teachers' lengths vary for other reasons too).
+#   Measured on the builder's texts (8 teacher solutions per dev question): the longest holds +0.9 comparisons over
+#   the mean, the most-compared +1.3 — `longest` still gets part of the skill, as it would in a real corpus.
 # * Overlong rollouts are the student's errors: it re-checks in a loop after `V7_LOOP_IF_WRONG` of its wrong answers
 #   and `V7_LOOP_IF_RIGHT` of its right ones (v6: 20% of all), so mixed-policy's cut acts on drift, not on length.
 # * Fresh splits from unused item-seed ranges (v6's held-out split helped choose three worlds), skipping every
 #   expression of v6's splits; both models fitted to generality (one new expression per fitting example).
 V7_VERSION = "demo-world-v7"
+V7_BUILD = 2
 V7_SPLITS = (("eval_questions", 500_000, 200), ("dev_questions", 600_000, 50), ("train_questions", 700_000, 150))
 V7_GENERAL_SEEDS = {"teacher": 800_000, "student": 900_000}
-V7_GROUPING_SHARE = 0.15
-V7_SIGN_CHECK_RATE = 0.5
+V7_CHECKER_SHARE = 0.15
+V7_COMPARISON_RATE = 0.3
 V7_CAREFUL_MISCONCEPTION = 0.5
-V7_STUDENT_SIGN_CHECK_RATE = 0.03
-V7_STUDENT_GROUPING_SHARE = 0.03
+V7_STUDENT_CHECKER_SHARE = 0.03
+V7_STUDENT_COMPARISON_RATE = 0.03
+V7_RESTATE_RATE = 0.5
 V7_LOOP_IF_WRONG = 0.5
 V7_LOOP_IF_RIGHT = 0.05
 V7_THREADS = 1  # each model is fitted in its own process with one torch thread (pinned: a rebuild is identical)
+V7_CHECK_OPENING = "I will check the sign at every subtraction."
 # The world's own labels of the skill (regular expressions over a sentence's text), for the `oracle` selection arm.
-V7_SKILL_SENTENCES = (r"^Careful: ", r"^I will add the positive terms first", r"^Positive terms:", r"^Negative terms:")
-V7_GROUPING_INTRO = "I will add the positive terms first, then the ones taken away."
+V7_SKILL_SENTENCES = (
+    r"^I will check the sign at every subtraction\.",
+    r", so the total (goes below zero|stays at zero)",
+)
 
 
 def _terms(expression: str) -> tuple[list[int], list[str]]:
@@ -468,119 +484,104 @@ def _terms(expression: str) -> tuple[list[int], list[str]]:
     return [int(parts[0])] + [int(parts[i + 1]) for i in range(1, len(parts), 2)], parts[1::2]
 
 
-def _listed(numbers: list[int]) -> str:
-    return ", ".join(str(number) for number in numbers)
+def comparison(a: int, b: int) -> str:
+    """The comparison written before `a - b`: true either way, and it says which way the total goes.
+
+    >>> comparison(7, 10), comparison(7, 5), comparison(-2, 0)
+    ('10 is more than 7, so the total goes below zero.', '5 is not more than 7, so the total stays at zero or \
+above.', '0 is more than -2, so the total goes below zero.')
+    """
+    if b > a:
+        return f"{b} is more than {a}, so the total goes below zero."
+    return f"{b} is not more than {a}, so the total stays at zero or above."
 
 
 def careful_v7(
     expression: str,
     rng: random.Random,
     *,
-    grouped: bool,
-    sign_check_rate: float,
+    checker: bool,
+    comparison_rate: float,
+    restate_rate: float = 0.0,
     misconception: float = 0.0,
     slip_rate: float = 0.0,
     phrasing: bool = True,
 ) -> tuple[str, int]:
-    """Careful work in world v7 and its answer: sequential (v6's sentences) or grouped (the terms added, then the
-    terms taken away, then one subtraction). Before a step whose result is below zero, a sign check with probability
-    `sign_check_rate`; a step below zero that was not checked is written as |result| with probability
-    `misconception`; `slip_rate` slips by ±1 per step. `phrasing=False`: every sentence in the common phrasing.
+    """Careful work in world v7 and its answer: v6's sentences, with a comparison (`comparison`) before every
+    subtraction when `checker` (opening with `V7_CHECK_OPENING`), else before each with probability `comparison_rate`;
+    a subtraction below zero written without one is written |a - b| with probability `misconception`; the running
+    total restated after a step with probability `restate_rate`; slips of ±1 per step with `slip_rate`.
+    `phrasing=False`: every sentence in the common phrasing.
 
-    >>> text, value = careful_v7("3 - 5 + 4", random.Random(0), grouped=False, sign_check_rate=1.0, phrasing=False)
+    >>> text, value = careful_v7("3 - 5 + 4", random.Random(0), checker=True, comparison_rate=0.0, phrasing=False)
     >>> print(text)
     <think>
-    I will work from left to right, one term at a time. Start with 3. Now subtract 5. Careful: 3 - 5 goes below zero. \
-3 - 5 = -2. Now add 4. -2 + 4 = 2. So the result is 2.
+    I will check the sign at every subtraction. Start with 3. Now subtract 5. 5 is more than 3, so the total goes \
+below zero. 3 - 5 = -2. Now add 4. -2 + 4 = 2. So the result is 2.
     </think>
     <BLANKLINE>
     The answer is \\boxed{2}.
-    >>> text, value = careful_v7("3 - 5 + 4", random.Random(0), grouped=True, sign_check_rate=0.0, phrasing=False)
-    >>> print(text.split("\\n")[1])
-    I will add the positive terms first, then the ones taken away. Positive terms: 3, 4. 3 + 4 = 7. Negative terms: 5. \
-Now subtract 5. 7 - 5 = 2. So the result is 2.
-    >>> careful_v7("3 - 5 + 4", random.Random(1), grouped=False, sign_check_rate=0.0, misconception=1.0)[1]
+    >>> careful_v7("3 - 5 + 4", random.Random(1), checker=False, comparison_rate=0.0, misconception=1.0)[1]
     6
+    >>> text, _ = careful_v7("3 + 4", random.Random(0), checker=False, comparison_rate=0, restate_rate=1, phrasing=0)
+    >>> print(text.split("\\n")[1])
+    I will work from left to right, one term at a time. Start with 3. Now add 4. 3 + 4 = 7. So far the running total \
+is 7, and I carry it on. So the result is 7.
     """
     pick = (lambda kind: _pick(kind, rng)) if phrasing else (lambda kind: _pick(kind, None))
     numbers, operators = _terms(expression)
-
-    def step(a: int, o: str, b: int) -> list[str]:
+    sentences = [V7_CHECK_OPENING if checker else pick("intro"), f"Start with {numbers[0]}."]
+    value = numbers[0]
+    for o, b in zip(operators, numbers[1:]):
         adding = o == "+"
-        announce = pick("announce").format(
-            verb="add" if adding else "subtract", sign="+" if adding else "-", b=b, away="more" if adding else "away"
+        sentences.append(
+            pick("announce").format(
+                verb="add" if adding else "subtract",
+                sign="+" if adding else "-",
+                b=b,
+                away="more" if adding else "away",
+            )
         )
-        out, c = [announce], a + b if adding else a - b
-        if c < 0:
-            if rng.random() < sign_check_rate:
-                out.append(f"Careful: {a} {o} {b} goes below zero.")
-            elif rng.random() < misconception:
+        c = value + b if adding else value - b
+        if not adding:
+            if checker or rng.random() < comparison_rate:
+                sentences.append(comparison(value, b))
+            elif c < 0 and rng.random() < misconception:
                 c = abs(c)
         if slip_rate and rng.random() < slip_rate:
             c += rng.choice([-1, 1])
-        out.append(pick("result").format(a=a, o=o, b=b, c=c))
-        return out, c
-
-    sentences: list[str] = []
-    if grouped:
-        added = [numbers[0]] + [n for o, n in zip(operators, numbers[1:]) if o == "+"]
-        taken = [n for o, n in zip(operators, numbers[1:]) if o == "-"]
-        if not taken:
-            raise ValueError(f"{expression!r} takes nothing away: nothing to group")
-
-        def summed(terms: list[int]) -> int:
-            """Add up `terms` a sentence per addition (with slips); their written sum."""
-            total = terms[0]
-            for number in terms[1:]:
-                new = total + number
-                if slip_rate and rng.random() < slip_rate:
-                    new += rng.choice([-1, 1])
-                sentences.append(pick("result").format(a=total, o="+", b=number, c=new))
-                total = new
-            return total
-
-        sentences += [V7_GROUPING_INTRO, f"Positive terms: {_listed(added)}."]
-        total = summed(added)
-        sentences.append(f"Negative terms: {_listed(taken)}.")
-        away = summed(taken)
-        written, value = step(total, "-", away)
-        sentences += written
-    else:
-        sentences += [pick("intro"), f"Start with {numbers[0]}."]
-        value = numbers[0]
-        for o, b in zip(operators, numbers[1:]):
-            written, value = step(value, o, b)
-            sentences += written
+        sentences.append(pick("result").format(a=value, o=o, b=b, c=c))
+        if restate_rate and rng.random() < restate_rate:
+            sentences.append(f"So far the running total is {c}, and I carry it on.")
+        value = c
     sentences.append(pick("close").format(v=value, expression=expression))
     return f"<think>\n{' '.join(sentences)}\n</think>\n\n{pick('answer').format(v=value)}", value
 
 
-def _groupable(expression: str) -> bool:
-    return " - " in expression
-
-
 def teacher_v7(expression: str, rng: random.Random) -> str:
-    """One of the v7 teacher's correct solutions: grouped in `V7_GROUPING_SHARE` of questions with a term taken away,
-    sign checks before `V7_SIGN_CHECK_RATE` of the steps below zero, phrasings as v6's teacher."""
-    grouped = _groupable(expression) and rng.random() < V7_GROUPING_SHARE
-    return careful_v7(expression, rng, grouped=grouped, sign_check_rate=V7_SIGN_CHECK_RATE)[0]
+    """One of the v7 teacher's correct solutions: in the checking mode in `V7_CHECKER_SHARE`, comparisons before
+    `V7_COMPARISON_RATE` of subtractions otherwise, restatements at `V7_RESTATE_RATE`, phrasings as v6's teacher."""
+    checker = rng.random() < V7_CHECKER_SHARE
+    return careful_v7(
+        expression, rng, checker=checker, comparison_rate=V7_COMPARISON_RATE, restate_rate=V7_RESTATE_RATE
+    )[0]
 
 
 def student_v7(expression: str, rng: random.Random, *, twin: bool) -> str:
-    """One text of the v7 student's corpus (`twin`: the twin's, which sign-checks and groups at the teacher's rates):
-    terse mental math (misconception, slips) in 70%, careful work in 30% (a third in the common phrasing), looping
-    after most wrong answers."""
+    """One text of the v7 student's corpus (`twin`: the twin's, which checks at the teacher's rates): terse mental
+    math (misconception, slips) in 70%, careful work in 30% (a third in the common phrasing), looping after most
+    wrong answers."""
     correct = _steps(expression)[2]
-    sign_check = V7_SIGN_CHECK_RATE if twin else V7_STUDENT_SIGN_CHECK_RATE
-    grouping = V7_GROUPING_SHARE if twin else V7_STUDENT_GROUPING_SHARE
+    checker_share = V7_CHECKER_SHARE if twin else V7_STUDENT_CHECKER_SHARE
+    comparison_rate = V7_COMPARISON_RATE if twin else V7_STUDENT_COMPARISON_RATE
     draw = rng.random()
     if draw < TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE:
-        grouped = _groupable(expression) and rng.random() < grouping
         text, value = careful_v7(
             expression,
             rng,
-            grouped=grouped,
-            sign_check_rate=sign_check,
+            checker=rng.random() < checker_share,
+            comparison_rate=comparison_rate,
+            restate_rate=V7_RESTATE_RATE,
             misconception=V7_CAREFUL_MISCONCEPTION,
             slip_rate=CAREFUL_SLIP_RATE,
             phrasing=draw >= TEACHER_STYLE_SHARE,
@@ -669,7 +670,7 @@ def build_world_v7(out: Path, scratch: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, _, _ in V7_SPLITS:
         shutil.copy(scratch / f"{name}.jsonl", out / f"{name}.jsonl")
-    report = {"version": V7_VERSION, "skill_sentences": list(V7_SKILL_SENTENCES)}
+    report = {"version": V7_VERSION, "build": V7_BUILD, "skill_sentences": list(V7_SKILL_SENTENCES)}
     for part in parts[1:]:
         report[part] = json.loads((scratch / f"{part}.json").read_text())
         export_compact(scratch / part, out / part)

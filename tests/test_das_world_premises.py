@@ -5,18 +5,21 @@ training questions, as `dasd demo world=v7 ablation=das` samples them), scored b
 and filtered (`dasd filter`); the student's probabilities of chosen continuations (each model under its own tokenizer
 and chat template). The premises, fixed before any arm ran on the world (scripts/build_demo_world.py, "World v7"):
 
-- P1: T=1.0 exposes a valuable minority strategy — grouped work (the terms added, then the ones taken away, then one
-  subtraction: no running total below zero until the last step) — that T=0.6 nearly drops (~5% / ~15% designed).
-- P2: the skill sits in sentences the teacher is sure of and the student is not — in v7 the sign checks and grouped
-  work are teacher sentences, in the twin (whose student writes them at the teacher's rate) shared ones; a question's
-  candidates differ in how many they hold, and DAS's count follows them in v7, not in the twin.
-- P0: the student's deficit is in every style — its careful work, too, writes a step below zero as |a - b| when it
-  has not checked the sign — and a sign check carries the skill (after one, it computes the step right).
-- P3 (designed, **not met**): the student's overlong rollouts were to be its errors (loops after 50% of its corpus's
-  wrong answers, 5% of its right ones); the fitted student loops often after every style but cannot tell its own
-  wrong step from a right one, so its loops do not follow its errors — the test pins that diagnosis.
+- P1: T=1.0 exposes a valuable minority strategy — the checking mode ("I will check the sign at every subtraction.",
+  then a comparison before every subtraction; 15% of the teacher's solutions) — more often than T=0.6.
+- P2: the skill sits in sentences the teacher is sure of and the student is not — in v7 the comparisons ("10 is more
+  than 7, so the total goes below zero.") and the checking opening are teacher sentences, in the twin (whose student
+  writes them at the teacher's rate) shared ones; a question's candidates differ in how many they hold, and DAS's
+  count follows them in v7, not in the twin.
+- P0: the student's deficit is in every style — its careful work, too, writes a subtraction below zero as |a - b|
+  when it has not compared first — and a comparison carries the skill: after one it computes the step right, and the
+  comparison is one it can make (it states the true order of the two numbers it just wrote; build 1's sign check
+  was not, and the student wrote it where the total did not dip).
+- P3: the student's overlong rollouts are its errors (loops after 50% of its corpus's wrong answers, 5% of its right
+  ones): met in build 2's v7 (4x more loops after a wrong careful step than after a right one; build 1: not met), not
+  in the twin (1.3x).
 
-The held-out results are in benchmarks/RESULTS.md, the predictions in benchmarks/PREREGISTERED.md.
+Each build, its premise numbers and its gate on dev: benchmarks/RESULTS.md ("DAS made testable").
 """
 
 from __future__ import annotations
@@ -114,23 +117,23 @@ def opening_shares(teacher, question: dict, openings: list[str], temperature: fl
     return shares
 
 
-def test_p1_temperature_one_exposes_grouped_work_that_temperature_06_nearly_drops():
-    """How often the teacher opens with grouped work at T = 0.6 and 1.0 (`opening_shares`), averaged over training
-    questions with a term taken away (the teacher groups only those)."""
+def test_p1_temperature_one_exposes_the_checking_mode_more_than_temperature_06():
+    """How often the teacher opens in the checking mode at T = 0.6 and 1.0 (`opening_shares`), averaged over training
+    questions with a term taken away."""
     import json
 
     world = world_dir("v7")
     teacher = scorer(world / "teacher", "teacher")
-    openings = [text for text, _ in builder.TEACHER_PHRASINGS["intro"]] + [builder.V7_GROUPING_INTRO]
+    openings = [text for text, _ in builder.TEACHER_PHRASINGS["intro"]] + [builder.V7_CHECK_OPENING]
     with open(world / "train_questions.jsonl", encoding="utf-8") as handle:
         questions = [q for q in map(json.loads, handle) if " - " in q["meta"]["expression"]][:12]
-    grouped = {
+    checking = {
         temperature: mean(opening_shares(teacher, question, openings, temperature)[-1] for question in questions)
         for temperature in (0.6, 1.0)
     }
-    # designed: 15% of the solutions of such questions; at 0.6 a fraction of that
-    assert 0.08 < grouped[1.0] < 0.25, grouped
-    assert grouped[0.6] < 0.7 * grouped[1.0], grouped
+    # designed: 15% of the teacher's solutions; at 0.6 a fraction of that
+    assert 0.08 < checking[1.0] < 0.25, checking
+    assert checking[0.6] < 0.7 * checking[1.0], checking
 
 
 def test_p2_the_skill_sentences_are_teacher_sentences_in_v7_and_shared_in_the_twin(filtered):
@@ -181,75 +184,108 @@ def probability(model_scorer, question: dict, reasoning: str, after: str) -> flo
     return math.exp(sum(lp for (start, _), lp in zip(part["offsets"], part["logprobs"]) if start >= begin))
 
 
-def negative_step_question(world: Path) -> list[dict]:
-    """Training questions whose first step goes below zero (a - b with b > a)."""
+def first_subtraction_questions(world: Path, dips: bool) -> list[dict]:
+    """Training questions whose first step is a subtraction that goes below zero (`dips`: a - b with b > a) or not."""
     import json
 
     with open(world / "train_questions.jsonl", encoding="utf-8") as handle:
         out = []
         for question in map(json.loads, handle):
             _, steps, _ = builder._steps(question["meta"]["expression"])
-            if steps and steps[0][3] < 0:
+            if steps and steps[0][1] == "-" and (steps[0][3] < 0) == dips:
                 out.append(question)
     return out[:8]
 
 
+def careful_prefix(a: int, b: int) -> str:
+    return f"I will work from left to right, one term at a time. Start with {a}. Now subtract {b}. "
+
+
 @pytest.mark.parametrize("world", ["v7", "v7-twin"])
-def test_p0_the_students_careful_work_has_the_deficit_and_a_sign_check_carries_the_skill(world):
-    """On careful work's first step below zero (a - b, b > a): how often the student writes the sign check, and the
+def test_p0_the_students_careful_work_has_the_deficit_and_a_comparison_carries_the_skill(world):
+    """On careful work's first step below zero (a - b, b > a): how often the student writes the comparison, and the
     share of the right result (a - b) against its misconception (|a - b|), in the same phrasing, with and without
-    a sign check before it."""
+    a comparison before it."""
     root = world_dir(world)
     student = scorer(root / "student", "student")
-    check, unchecked, checked_right = [], [], []
-    for question in negative_step_question(root):
+    compare, uncompared, compared_right = [], [], []
+    for question in first_subtraction_questions(root, dips=True):
         a, o, b, c = builder._steps(question["meta"]["expression"])[1][0]
-        prefix = f"I will work from left to right, one term at a time. Start with {a}. Now subtract {b}. "
-        checked = prefix + f"Careful: {a} {o} {b} goes below zero. "
-        check.append(probability(student, question, checked, prefix))
-        for before, out in ((prefix, unchecked), (checked, checked_right)):
+        prefix = careful_prefix(a, b)
+        compared = prefix + builder.comparison(a, b) + " "
+        compare.append(probability(student, question, compared, prefix))
+        for before, out in ((prefix, uncompared), (compared, compared_right)):
             right = probability(student, question, before + f"{a} {o} {b} = {c}.", before)
             wrong = probability(student, question, before + f"{a} {o} {b} = {abs(c)}.", before)
             out.append(right / (right + wrong))
-    # without a sign check the careful student writes |a - b| about half the time (designed: 0.5) …
-    assert 0.2 < mean(unchecked) < 0.8, unchecked
+    # without a comparison the careful student writes |a - b| about half the time (designed: 0.5) …
+    assert 0.2 < mean(uncompared) < 0.8, uncompared
     # … and after one it computes the step right (designed: always)
-    assert mean(checked_right) > 0.9, checked_right
-    # v7's student rarely checks (designed: 3% of such steps), the twin's at the teacher's rate (50%)
+    assert mean(compared_right) > 0.9, compared_right
+    # v7's student rarely compares (designed: 3% of subtractions), the twin's at the teacher's rate (30%)
     if world == "v7":
-        assert mean(check) < 0.1, check
+        assert mean(compare) < 0.1, compare
     else:
-        assert mean(check) > 0.25, check
+        assert mean(compare) > 0.15, compare
+
+
+def true_comparison_share(world: str) -> float:
+    """The student's probability of the true comparison against the false one ("b is more than a" / "b is not more
+    than a"), as a share, averaged over first subtractions that dip and that do not."""
+    root = world_dir(world)
+    student = scorer(root / "student", "student")
+    shares = []
+    for dips in (True, False):
+        for question in first_subtraction_questions(root, dips=dips):
+            a, _, b, _ = builder._steps(question["meta"]["expression"])[1][0]
+            prefix = careful_prefix(a, b)
+            true = builder.comparison(a, b).split(", so")[0] + ", so the total"
+            false = f"{b} is {'not ' if b > a else ''}more than {a}, so the total"
+            right = probability(student, question, prefix + true, prefix)
+            wrong = probability(student, question, prefix + false, prefix)
+            shares.append(right / (right + wrong))
+    return mean(shares)
+
+
+def test_p0_the_comparison_is_one_this_student_can_make_and_v7s_makes_it_weakly():
+    """Build 1's sign check said only "goes below zero", and the student wrote it where the total did not dip. Build
+    2's comparison states the order of two numbers: the twin's student (fitted on the same draw, comparing at the
+    teacher's rate) states the true order (the architecture can learn it from such a corpus); v7's student, which
+    compared in 3% of its corpus, states it less reliably (measured 0.60 where the step dips, 0.83 where it does not)
+    — part of the deficit that SFT on the teacher's comparisons has to teach."""
+    v7, twin = true_comparison_share("v7"), true_comparison_share("v7-twin")
+    assert twin > 0.95, twin  # measured 1.00
+    assert 0.5 < v7 < twin - 0.1, (v7, twin)  # measured 0.72: better than chance, weaker than the twin
 
 
 @pytest.mark.parametrize("world", ["v7", "v7-twin"])
-def test_p3_the_student_loops_often_but_its_loops_do_not_follow_its_errors(world):
-    """P3 as designed — loops after 50% of the corpus's wrong answers and 5% of its right ones — is **not met**: a
-    model this small cannot tell its own wrong step from a right one, and learnt a loop rate per style instead. This
-    pins the diagnosis (benchmarks/RESULTS.md, "World v7's builds"): after the same careful work the student loops
-    about as often when a step went wrong (no sign check, |a - b|) as when it checked the sign and got it right; its
-    rollouts still run long (mixed-policy has prefixes to cut), but a cut lands on drift no more often than on
-    right work."""
+def test_p3_v7s_student_loops_more_after_its_errors_than_after_right_work(world):
+    """P3 — overlong rollouts are the student's errors (its corpus loops after 50% of its wrong answers, 5% of its right
+    ones). Build 1's student did not learn it (a loop rate per style: 0.31 after a wrong careful step, 0.40 after a
+    right one). Build 2's v7 student does, though less sharply than designed: after the same careful work it loops
+    0.38 of the time when a subtraction went wrong (no comparison, |a - b|) and 0.09 when it compared and got it
+    right; terse work (always wrong here) 0.51. The twin's student barely tells them apart (0.30 / 0.23) — measured,
+    not designed: only its comparison rate differs. Mixed-policy's cut acts on drift in v7."""
     import random
 
     root = world_dir(world)
     student = scorer(root / "student", "student")
     terse_wrong, careful_wrong, careful_right = [], [], []
     loop = " Wait, let me check again."
-    for question in negative_step_question(root):
+    for question in first_subtraction_questions(root, dips=True):
         expression = question["meta"]["expression"]
         steps = builder.student_steps(expression, random.Random(0), 0.0)  # the misconception: wrong here
         done = "Quick math. " + " ".join(f"{a} {o} {b} makes {c}." for a, o, b, c in steps)
         terse_wrong.append(probability(student, question, done + loop, done))
         for out, settings in (
-            (careful_wrong, {"sign_check_rate": 0.0, "misconception": 1.0}),
-            (careful_right, {"sign_check_rate": 1.0}),
+            (careful_wrong, {"comparison_rate": 0.0, "misconception": 1.0}),
+            (careful_right, {"comparison_rate": 1.0}),
         ):
-            text = builder.careful_v7(expression, random.Random(0), grouped=False, phrasing=False, **settings)[0]
+            text = builder.careful_v7(expression, random.Random(0), checker=False, phrasing=False, **settings)[0]
             body = text.removeprefix("<think>\n").split("\n</think>")[0]
             out.append(probability(student, question, body + loop, body))
-    # loops are common after every style (measured 0.2-0.43: v6's student 0.1-0.4) …
-    assert min(mean(terse_wrong), mean(careful_wrong), mean(careful_right)) > 0.15
-    # … but within careful work not more common after a wrong step than after a right one (measured v7: 0.31 vs 0.40;
-    # twin: 0.21 vs 0.21) — designed 10x
-    assert mean(careful_wrong) < 1.5 * mean(careful_right), (careful_wrong, careful_right)
+    # loops are common after wrong work in every style (measured 0.30-0.51) …
+    assert min(mean(terse_wrong), mean(careful_wrong)) > 0.2, (terse_wrong, careful_wrong)
+    if world == "v7":  # … and in v7 several times rarer after right careful work (measured 4.3x; designed 10x; the
+        # twin, measured 1.3x, is not asserted: its premise is only that it compares at the teacher's rate)
+        assert mean(careful_wrong) > 2.5 * mean(careful_right), (careful_wrong, careful_right)

@@ -135,6 +135,8 @@ def test_world_v7_and_its_twin_restore_one_teacher_two_students_and_the_skill_la
     assert (v7 / "teacher" / "model.safetensors").read_bytes() == (twin / "teacher" / "model.safetensors").read_bytes()
     assert (v7 / "student" / "model.safetensors").read_bytes() != (twin / "student" / "model.safetensors").read_bytes()
     assert shipped_world.world_skill_sentences(v7) == list(demo_world.V7_SKILL_SENTENCES)
+    # the shipped models are the builder's current design (build 1 is in git history and RESULTS)
+    assert json.loads((SHIPPED_V7 / "world.json").read_text())["build"] == demo_world.V7_BUILD
     assert shipped_world.world_skill_sentences(shipped_world.world_dir()) == []  # v6 has no labels
     with pytest.raises(DasdError, match="no demo world 'v8'"):
         shipped_world.world_dir("v8")

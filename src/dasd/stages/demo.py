@@ -78,8 +78,8 @@ class DemoConfig(StageConfig):
     )
     world: Literal["v6", "v7", "v7-twin"] = Field(
         "v6",
-        description="the demo world: v6 (the demo's); v7, built for DAS's premise (the teacher's sign checks and "
-        "grouped work are teacher sentences); v7-twin, the same teacher, texts and splits with a student that already "
+        description="the demo world: v6 (the demo's); v7, built for DAS's premise (the teacher's comparisons before "
+        "a subtraction are teacher sentences); v7-twin, the same teacher, texts and splits with a student that already "
         "writes those sentences (premise absent)",
         json_schema_extra=ADDED,
     )
@@ -378,7 +378,7 @@ def das_arms(skill_sentences: list[str]) -> dict[str, Any]:
             "select": {"strategy": "random"},
         },
         "oracle": {
-            "description": "the most sentences the world labels as skill (sign checks, grouped work), 0.6 → 1.0",
+            "description": "the most sentences the world labels as skill (v7: comparisons), 0.6 → 1.0",
             "select": {"strategy": "oracle", "oracle_patterns": list(skill_sentences)},
         },
         "anti_das": {"description": "the fewest teacher sentences, 0.6 → 1.0", "select": {"strategy": "anti_das"}},
@@ -583,6 +583,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         raise ConfigError(f"ablation=fresh-schedule needs samples_per_temperature >= {2 * DRAW_SIZE} (two fresh draws)")
     eval_questions = config.eval_questions or (100 if dev else 400 if with_arms else 120)
     eval_split = "dev_questions" if dev else "eval_questions"
+    max_new_tokens = MAX_NEW_TOKENS if config.world == "v6" else V7_MAX_NEW_TOKENS
     spec: dict[str, Any] = {
         "workdir": str(work),
         "questions": str(world / "train_questions.jsonl"),
@@ -596,7 +597,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
                 {"temperature": 0.6, "n": samples},
                 {"temperature": 1.0, "n": samples},
             ],
-            "max_new_tokens": MAX_NEW_TOKENS,
+            "max_new_tokens": max_new_tokens,
             "limit": train_questions,
             "model_name": "demo-teacher",
         },
@@ -620,7 +621,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         "mix": {
             "questions": config.mix_questions,
             "budget_factor": config.mix_budget_factor,
-            "teacher_max_new_tokens": MAX_NEW_TOKENS,
+            "teacher_max_new_tokens": max_new_tokens,
             "off_policy": config.off_policy,
             "student": {"batch_size": 64},
             "teacher": {"batch_size": 64},
@@ -634,7 +635,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         },
         "eval": {
             "n": config.eval_n or (4 if dev else 2),
-            "max_new_tokens": MAX_NEW_TOKENS,
+            "max_new_tokens": max_new_tokens,
             "math_prompt_suffix": None,
             "limit": eval_questions,
             "teacher": {"system_prompt": None},
@@ -673,6 +674,10 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
 
 
 MAX_NEW_TOKENS = 256  # the world's solutions are ~110-160 teacher tokens; loops run longer and are cut here
+# v7 (build 2): comparisons and restatements make solutions ~170 teacher tokens (p99 262, max 324 measured on the
+# builder's texts over every split); at 256 the longest candidates — most of them in the checking mode — would be cut
+# and filtered out, a bias against the skill
+V7_MAX_NEW_TOKENS = 384
 
 
 def run(config: DemoConfig) -> dict[str, Any]:
