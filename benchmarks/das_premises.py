@@ -4,7 +4,8 @@
     python benchmarks/das_premises.py runs/das-dev --scored runs/twin-scored.jsonl   # … and another student's scoring
 
 From `<workdir>/filter/filtered.*` (the teacher's samples that passed the filters, scored by the run's student):
-- P1: the share of candidates in the checking mode (opening with the sign-check sentence), per temperature;
+- P1: the share of candidates in the checking mode (opening "I will check the sign at every subtraction."), per
+  temperature;
 - P2: how the sentences the world labels as skill (`world.json`'s `skill_sentences`) are classified (teacher /
   shared / student), and per question × temperature how much skill DAS's choice holds over a random candidate's —
   and the same for each other selection rule (oracle, longest, ratio, anti-DAS), before any training.

@@ -9,7 +9,8 @@ applies); `dip, answer ≥ 0` — it dips and comes back; `answer < 0`. Per stra
 over their training seeds (`dasd.metrics.paired_difference`: t interval, Welch–Satterthwaite df), and per arm what
 its students write in their held-out answers (`samples.jsonl`): the share of answers with a comparison before a
 subtraction, opening in the checking mode, with a re-check loop, and the accuracy of each; and the share of its
-comparisons that are true (the student computes the skill sentence itself, the build-1 failure). With two
+comparisons that state the order of their two numbers rightly, and how many of those after an announced subtraction
+compare the term just announced (build 2's students copied another number into them). With two
 workdirs: the interaction (pair's difference in the first − in the second) per stratum (`dasd.ablation.interaction`).
 """
 
@@ -94,6 +95,23 @@ HABITS = (("comparison", COMPARISON), ("checking mode", CHECKING), ("loop", LOOP
 WRITTEN_COMPARISON = re.compile(r"(-?\d+) is (not )?more than (-?\d+), so the total")
 
 
+# the comparison right after the sentence that announced the subtraction: does it compare that term?
+ANNOUNCED_COMPARISON = re.compile(
+    r"(?:Now subtract (\d+)|The next term is -(\d+)|Then I take (\d+) away)\. (-?\d+) is (?:not )?more than"
+)
+
+
+def announced_comparisons(text: str) -> tuple[int, int]:
+    """(on the announced term, all) comparisons that follow an announced subtraction: whether the comparison's first
+    number is the term just announced (build 2's students mostly copied another number, then computed with it).
+
+    >>> announced_comparisons("Now subtract 8. 5 is more than 7, so x. Then I take 3 away. 3 is not more than 9, so y")
+    (1, 2)
+    """
+    found = ANNOUNCED_COMPARISON.findall(text)
+    return sum(next(term for term in groups[:3] if term) == groups[3] for groups in found), len(found)
+
+
 def true_comparisons(text: str) -> tuple[int, int]:
     """(true, all) comparisons in a text: whether each states the order of its two numbers rightly.
 
@@ -119,6 +137,9 @@ def mechanism(work: Path, arm: str) -> dict[str, float]:
                 true, written = true_comparisons(text)
                 counts["comparisons"] += written
                 counts["true comparisons"] += true
+                copied, announced = announced_comparisons(text)
+                counts["announced comparisons"] = counts.get("announced comparisons", 0) + announced
+                counts["on the announced term"] = counts.get("on the announced term", 0) + copied
                 for name, marker in HABITS:
                     if marker in text:
                         counts[name] = counts.get(name, 0) + 1
@@ -126,6 +147,8 @@ def mechanism(work: Path, arm: str) -> dict[str, float]:
     total = max(counts["answers"], 1)
     out = {"answers": counts["answers"], "accuracy": counts["correct"] / total}
     out["true comparisons share"] = counts["true comparisons"] / max(counts["comparisons"], 1)
+    out["comparisons on the announced term"] = counts.get("on the announced term", 0)
+    out["comparisons after an announced subtraction"] = counts.get("announced comparisons", 0)
     for name, _ in HABITS:
         present = counts.get(name, 0)
         out[f"{name} share"] = present / total

@@ -263,21 +263,25 @@ def select_volume(
     budgets: dict[float, int],
     draw_size: int | None = None,
     draws: list[int] | None = None,
+    sampled: dict[float, int] | None = None,
 ) -> Volume:
     """What select keeps per temperature: at most k per question (per question and draw with `draw_size`: k for each
-    draw in `draws`, or every draw there is), at most the temperature's budget, at most what is there (an upper bound:
-    it assumes every question has k candidates left after filtering).
+    draw in `draws`, or for every draw the `sampled` responses per question fill), at most the temperature's budget,
+    at most what is there (an upper bound: it assumes every question has k candidates left after filtering).
 
     >>> select_volume({0.6: Part(400, 4e5), 1.0: Part(800, 1.6e6)}, 100, {0.6: 1, 1.0: 1}, {1.0: 50})
     {0.6: Part(records=100, tokens=100000.0), 1.0: Part(records=50, tokens=100000.0)}
     >>> select_volume({1.0: Part(1600, 1.6e6)}, 100, {1.0: 1}, {}, draw_size=8, draws=[0, 1])  # 16 each: 2 draws
     {1.0: Part(records=200, tokens=200000.0)}
+    >>> select_volume({1.0: Part(800, 8e5)}, 100, {1.0: 1}, {}, draw_size=8, sampled={1.0: 16})  # half kept: still 2
+    {1.0: Part(records=200, tokens=200000.0)}
     """
     out: Volume = {}
     for t, part in volume.items():
         per_question = k.get(t, 1)
-        if draw_size and questions:  # the draws listed, or as many as a question's responses fill
-            per_question *= len(draws) if draws is not None else math.ceil(part.records / questions / draw_size)
+        if draw_size and questions:  # the draws listed, or as many as the responses sampled per question fill
+            filled = (sampled or {}).get(t) or part.records / questions  # (kept records undercount the draws)
+            per_question *= len(draws) if draws is not None else math.ceil(filled / draw_size)
         kept = min(part.records, questions * per_question, budgets.get(t, math.inf))
         out[t] = Part(kept, kept * part.per_record)
     return out
@@ -656,7 +660,8 @@ def _select(ctx: Context, step: Step, resolved: dict[str, Any]) -> StepCost:
         k[float(t)] = int(value)
     budgets = {float(t): budget_count(b) for t, b in (resolved.get("budget_per_temperature") or {}).items()}
     questions = ctx.sampled_questions or ctx.questions or 0
-    kept = select_volume(volume, questions, k, budgets, resolved.get("draw_size"), resolved.get("draws"))
+    sampled = {float(e["temperature"]): int(e.get("n", 1)) for e in (ctx.config.sample or {}).get("schedule", [])}
+    kept = select_volume(volume, questions, k, budgets, resolved.get("draw_size"), resolved.get("draws"), sampled)
     if resolved.get("budget"):
         kept = scaled(kept, records=min(1.0, resolved["budget"] / max(total(kept).records, 1)))
     summary = measured_summary(step, ctx.config.workdir, ctx.settings.pilot)

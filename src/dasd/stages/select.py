@@ -109,7 +109,7 @@ class SelectConfig(StageConfig):
         description="with strategy=oracle (required there, non-empty): regular expressions (Python `re.search`) "
         "matched against each sentence's text (`sentences` of dasd score: their part of reasoning/content); a "
         "record's score is how many of its sentences match one. For demo worlds, whose skill is labelled in the "
-        "text (e.g. the demo world's sign checks): an upper bound on what a selection rule can find — a real run "
+        "text (e.g. the demo world's comparisons): an upper bound on what a selection rule can find — a real run "
         "has no such labels",
         json_schema_extra=ADDED,
     )
@@ -531,8 +531,10 @@ def read_candidates(path: str, config: SelectConfig) -> Candidates:
             path,
             None,
             "filter",
-            f"no candidate: dasd filter rejected all {found.not_candidates} responses (the filter's summary says why; "
-            "a self-distillation arm whose student answered nothing right has no rollout to keep)",
+            f"no candidate: dasd filter rejected all {found.not_candidates} responses"
+            + (f" ({found.other_temperature} kept ones are at other temperatures)" if found.other_temperature else "")
+            + " (the filter's summary says why; a self-distillation arm whose student answered nothing right has no "
+            "rollout to keep)",
         )
     if config.draws is not None and path == config.input:
         empty = [draw for draw in config.draws if not found.draws[draw]]
