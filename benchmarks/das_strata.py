@@ -10,8 +10,8 @@ over their training seeds (`dasd.metrics.paired_difference`: t interval, Welch�
 its students write in their held-out answers (`samples.jsonl`): the share of answers with a comparison before a
 subtraction, opening in the checking mode, with a re-check loop, and the accuracy of each; and the share of its
 comparisons that state the order of their two numbers rightly, and how many of those after an announced subtraction
-compare the term just announced (build 2's students copied another number into them). With two
-workdirs: the interaction (pair's difference in the first − in the second) per stratum (`dasd.ablation.interaction`).
+compare the term just announced (build 2's students copied another number into them). With two workdirs: the
+interaction (pair's difference in the first − in the second) per stratum (`dasd.ablation.interaction`).
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ def true_comparisons(text: str) -> tuple[int, int]:
 def mechanism(work: Path, arm: str) -> dict[str, float]:
     """What the arm's students write in their held-out answers, over seeds: share of answers with each habit and the
     accuracy of those answers."""
-    counts = {"answers": 0, "correct": 0, "comparisons": 0, "true comparisons": 0}
+    counts = dict.fromkeys(
+        ("answers", "correct", "comparisons", "true comparisons", "announced comparisons", "on the announced term"), 0
+    )
     for run in arm_runs(work, arm).values():
         for path in run.glob("*/samples.jsonl"):
             graded = {str(r["id"]): bool(r["correct"]) for _, r in iter_records(path.with_name("results.jsonl"))}
@@ -138,8 +140,8 @@ def mechanism(work: Path, arm: str) -> dict[str, float]:
                 counts["comparisons"] += written
                 counts["true comparisons"] += true
                 copied, announced = announced_comparisons(text)
-                counts["announced comparisons"] = counts.get("announced comparisons", 0) + announced
-                counts["on the announced term"] = counts.get("on the announced term", 0) + copied
+                counts["announced comparisons"] += announced
+                counts["on the announced term"] += copied
                 for name, marker in HABITS:
                     if marker in text:
                         counts[name] = counts.get(name, 0) + 1
@@ -147,8 +149,8 @@ def mechanism(work: Path, arm: str) -> dict[str, float]:
     total = max(counts["answers"], 1)
     out = {"answers": counts["answers"], "accuracy": counts["correct"] / total}
     out["true comparisons share"] = counts["true comparisons"] / max(counts["comparisons"], 1)
-    out["comparisons on the announced term"] = counts.get("on the announced term", 0)
-    out["comparisons after an announced subtraction"] = counts.get("announced comparisons", 0)
+    out["comparisons on the announced term"] = counts["on the announced term"]
+    out["comparisons after an announced subtraction"] = counts["announced comparisons"]
     for name, _ in HABITS:
         present = counts.get(name, 0)
         out[f"{name} share"] = present / total

@@ -16,12 +16,12 @@ from ..ablation import arm_results, claim_results, claims_table
 from ..naming import EVAL_MODELS, EVAL_SUMMARY, eval_dir, seed_dir
 from .config import PipelineConfig
 
-# The number in a step's row that says the stage did its work, by stage: a count of its summary…
+# The number in a step's row that says the stage did its work, by stage: a count of its summary (select's row also
+# says of how many and by what rule)…
 HEADLINE_COUNTS = {
     "sample": "responses_written",
     "score": "records_scored",
     "filter": "kept",
-    "select": "selected",
     "build-sft": "records",
     "mix": "kept",
 }
