@@ -189,6 +189,22 @@ CASES = [
         "passed",
         "grade_call_based: `[json.loads(line) for line in inputs.split('\\n')]`, then method(*gt_inp)",
     ),
+    (
+        "1.6 MB of expected output (200,000 lines)",
+        "n = int(input())\nprint('\\n'.join(['1234567'] * n))",
+        _stdin("200000\n", "\n".join(["1234567"] * 200_000) + "\n"),
+        None,
+        "passed",
+        "run_test keeps the whole output (no limit): dasd's grows with the expected output, past the 1 MiB default",
+    ),
+    (
+        "a flood far past the expected output",
+        "import sys\nwhile True:\n    sys.stdout.write('1234567\\n' * 8192)",
+        _stdin("", "\n".join(["1234567"] * 200_000) + "\n"),
+        None,
+        "output_limit",
+        "LCB would time out (or run out of memory) here; dasd stops it at its limit, 1 MiB + twice the expected",
+    ),
 ]
 
 

@@ -19,7 +19,9 @@ them (read at LiveCodeBench/LiveCodeBench@28fef95; each rule below names the fun
   the result (a tuple made a list) must `==` the expected JSON value: exactly, no float tolerance.
 
 Deliberate differences: each test runs in its own sandboxed process with a 10 s wall clock (LCB: one
-process per answer, 6 s per test by `signal.alarm`); a functional result of a type JSON and Python's
+process per answer, 6 s per test by `signal.alarm`); output is kept up to the sandbox's limit plus twice the
+test's expected output (`output_limit_for`: LCB keeps all of it, and a correct answer to a test whose expected
+output is megabytes must never be `output_limit`; a program that floods past that is stopped); a functional result of a type JSON and Python's
 containers cannot express compares unequal (LCB would call its own `__eq__`). The harness artefacts of
 LCB's in-process capture (`sys.stdout.buffer` missing, `quit` disabled, the program wrapped in a function)
 are not reproduced.
@@ -36,7 +38,7 @@ from __future__ import annotations
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from .sandbox import DEFAULT_LIMITS, Limits, run_program
@@ -225,9 +227,22 @@ def _last_line(text: str) -> str:
     return _short(text.strip().splitlines()[-1] if text.strip() else "")
 
 
+def output_limit_for(expected: str, limits: Limits) -> Limits:
+    """The limits for one test: the output kept grows with the test's expected output, so a correct answer is never
+    stopped for its size (LiveCodeBench's tests often expect 10^5 lines or more).
+
+    >>> output_limit_for("x" * 3_000_000, Limits(output_bytes=1 << 20)).output_bytes
+    7048576
+    >>> output_limit_for("3\\n", Limits(output_bytes=1 << 20)).output_bytes
+    1048580
+    """
+    return replace(limits, output_bytes=limits.output_bytes + 2 * len(expected.encode("utf-8")))
+
+
 def _run_test(program: str, test: dict, func_name: str | None, limits: Limits) -> tuple[str, str | None]:
     """(outcome, detail) of one test: passed, or the failure kind."""
     files = {"solution.py": program}
+    limits = output_limit_for(str(test.get("output", "")), limits)
     if test.get("kind", "stdin") == "functional":
         if not func_name:
             return "runtime_error", "a functional test needs func_name"
