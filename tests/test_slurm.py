@@ -291,3 +291,29 @@ def test_the_queue_is_read_for_this_user_only(slurm_cluster, tmp_path):
         assert executors.queue_states(ids) == {ids[1]: "PENDING"}
     finally:
         subprocess.run(["scancel", *ids], check=True)
+
+
+def test_the_progress_line_says_why_a_job_is_pending(slurm_cluster, tmp_path):
+    """A step whose jobs wait shows squeue's reason in `dasd run`'s progress line, not only "pending": here a held
+    job (JobHeldUser) and one that waits for it (Dependency), as a job held by a partition limit would show
+    PartitionTimeLimit."""
+    held = subprocess.run(
+        ["sbatch", "--parsable", "--hold", "--output=/dev/null", "--wrap", "true"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    waiting = subprocess.run(
+        ["sbatch", "--parsable", f"--dependency=afterok:{held}", "--output=/dev/null", "--wrap", "true"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        jobs = executors.queue_jobs([held, waiting])
+        assert executors.queue_note([jobs[held]]) == " (pending: JobHeldUser)", jobs
+        assert executors.queue_note([jobs[waiting]]) == " (pending: Dependency)", jobs
+    finally:
+        subprocess.run(["scancel", held, waiting], check=True)

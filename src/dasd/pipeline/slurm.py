@@ -242,24 +242,50 @@ def require_slurm() -> None:
         raise DasdError(f"executor: slurm needs the Slurm client tools; not found on PATH: {', '.join(missing)}")
 
 
-def queue_states(job_ids: list[str]) -> dict[str, str]:
-    """`squeue` states of these jobs (array tasks as `<array>_<i>`); jobs Slurm forgot are absent."""
+def queue_jobs(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """`squeue`'s (state, reason) of these jobs (array tasks as `<array>_<i>`; the reason says why a job is pending,
+    e.g. `Resources`, `Priority`, `Dependency`, `PartitionTimeLimit`); jobs Slurm forgot are absent."""
     if not job_ids:
         return {}
     # this user's jobs Slurm still remembers (array tasks one per line: -r), not every user's (a long list on a busy
     # cluster, every poll); `-j` with one forgotten id fails whole
     listed = subprocess.run(
-        ["squeue", "--me", "-h", "-r", "--states=all", "-o", "%i|%T"], capture_output=True, text=True
+        ["squeue", "--me", "-h", "-r", "--states=all", "-o", "%i|%T|%r"], capture_output=True, text=True
     )
     if listed.returncode != 0:
         raise DasdError(f"squeue failed: {listed.stderr.strip()[:300]}")
     wanted = set(job_ids)
-    states = {}
+    jobs = {}
     for line in listed.stdout.splitlines():
-        job_id, _, state = line.strip().partition("|")
+        job_id, _, rest = line.strip().partition("|")
+        state, _, reason = rest.partition("|")
         if job_id in wanted:
-            states[job_id] = state
-    return states
+            jobs[job_id] = (state, reason)
+    return jobs
+
+
+def queue_states(job_ids: list[str]) -> dict[str, str]:
+    """`squeue` states of these jobs (`queue_jobs` without the reasons)."""
+    return {job_id: state for job_id, (state, _) in queue_jobs(job_ids).items()}
+
+
+def queue_note(jobs: list[tuple[str, str]]) -> str:
+    """What a step's progress line says of its jobs' (state, reason): running, or why it waits — the reason of its
+    first pending job, as squeue gives it (a job held by a partition limit says so, not just "pending").
+
+    >>> queue_note([("PENDING", "Dependency"), ("RUNNING", "None")])
+    ' (running)'
+    >>> queue_note([("PENDING", "PartitionTimeLimit"), ("PENDING", "Dependency")])
+    ' (pending: PartitionTimeLimit)'
+    >>> queue_note([("COMPLETED", "None")])
+    ''
+    """
+    if any(state == "RUNNING" for state, _ in jobs):
+        return " (running)"
+    reasons = [reason for state, reason in jobs if state == "PENDING"]
+    if reasons:
+        return f" (pending: {reasons[0]})" if reasons[0] and reasons[0] != "None" else " (pending)"
+    return ""
 
 
 def _executor(config: ExecutorConfig, folder: Path, name: str, resources: SlurmResources, after: list[str]):
@@ -365,7 +391,8 @@ def follow(submitted: list[Submitted], jobs: dict[str, StepJob], poll_s: float) 
     started = time.monotonic()
     last = ""
     while True:
-        states = queue_states(all_ids)
+        queued = queue_jobs(all_ids)
+        states = {job_id: state for job_id, (state, _) in queued.items()}
         active = [job_id for job_id in all_ids if states.get(job_id) in ACTIVE_STATES]
         finished, parts = 0, []
         for item in submitted:
@@ -386,8 +413,7 @@ def follow(submitted: list[Submitted], jobs: dict[str, StepJob], poll_s: float) 
                 tokens = sum(m.get("tokens", 0) for m in finished_now)
                 if tokens:
                     text += f", {tokens / elapsed:,.0f} tok/s"
-            if any(states.get(job_id) == "RUNNING" for job_id in item.jobs):
-                text += " (running)"
+            text += queue_note([queued[job_id] for job_id in item.jobs if job_id in queued])
             parts.append(text)
         line = " | ".join([f"{finished}/{len(submitted)} steps done", *parts])
         if line != last:
