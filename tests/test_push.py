@@ -109,6 +109,10 @@ def test_dry_run_writes_the_folder_and_sends_nothing(selected_run, monkeypatch, 
 
 
 def test_a_trained_model_gets_a_model_card_with_its_stages_data_and_evals(tmp_path, tiny_llama_smollm2, monkeypatch):
+    """The card `dasd train` writes, `dasd eval` of the model updates and `dasd push` publishes: stages, data lineage,
+    the eval table and the Hub's `model-index` — and no path of the folder the run was made in (issue 38)."""
+    from dasd.stages import eval as eval_stage
+
     low = write_jsonl(tmp_path / "low.jsonl", sft_records(6))
     high = write_jsonl(tmp_path / "high.jsonl", sft_records(6, start=6, stage="high_temp"))
     train.run(
@@ -124,8 +128,28 @@ def test_a_trained_model_gets_a_model_card_with_its_stages_data_and_evals(tmp_pa
     card = ModelCard.load(final / "README.md")  # dasd train wrote it
     assert "| low_temp | `low.jsonl` |" in card.text and "| high_temp | `high.jsonl` |" in card.text
     assert "Not evaluated yet" in card.text
-    # an eval folder as `dasd eval` writes it; push puts its table in the card
-    eval_dir = tmp_path / "eval"
+    tokens = json.loads((final / "dasd_stage.json").read_text())["tokens_seen"]
+    assert f"| {int(tokens):,} |" in card.text and f"{tokens}." not in card.text  # a count, as an integer
+    # `dasd eval` of the trained model (as the pipeline runs it) puts its results in the card
+    questions = write_jsonl(
+        tmp_path / "q.jsonl", [{"id": f"q{i}", "prompt": f"{i} + {i}?", "answer": "2"} for i in (1, 2)]
+    )
+    evaluated = eval_stage.run(
+        load_config(
+            eval_stage.EvalConfig,
+            None,
+            [f"output_dir={tmp_path / 'eval' / 'mine'}", f"backend.model={final}", f"benchmarks=[{questions}]", "n=2"]
+            + ["max_new_tokens=8", "cache=off"],
+        )
+    )
+    card = ModelCard.load(final / "README.md")
+    result = evaluated["benchmarks"]["q"]
+    assert "Not evaluated yet" not in card.text
+    assert f"| q | {100 * result['avg_at_k']:.2f} ± {100 * result['standard_error']:.2f} | 2 | 2 |" in card.text
+    (index,) = card.data.to_dict()["model-index"]
+    assert index["results"][0]["metrics"][0]["value"] == round(100 * result["avg_at_k"], 2)
+    # an eval folder given to push joins them
+    eval_dir = tmp_path / "eval" / "other"
     eval_dir.mkdir()
     (eval_dir / "summary.json").write_text(
         json.dumps(
@@ -142,8 +166,12 @@ def test_a_trained_model_gets_a_model_card_with_its_stages_data_and_evals(tmp_pa
     push.run(load_config(push.PushConfig, None, [f"path={final}", "repo_id=me/student", f"eval=[{eval_dir}]"]))
     card = ModelCard.load(final / "README.md")
     assert card.data.to_dict()["pipeline_tag"] == "text-generation" and "dasd" in card.data.to_dict()["tags"]
-    assert "| aime24 |" in card.text and "25.00 ± 5.00 | 4 | 30 |" in card.text
+    assert "| aime24 | 25.00 ± 5.00 | 4 | 30 |" in card.text and "| q |" in card.text
     assert "arXiv:2601.09088" in card.text
+    # fit to publish: nothing names where the run was made; the local student is named by its folder and content
+    text = (final / "README.md").read_text()
+    assert str(tmp_path) not in text and str(tmp_path.resolve()) not in text
+    assert f"Student `{Path(tiny_llama_smollm2).name} (content " in text
     ((name, args, kwargs),) = [call for call in api.calls if call[0] == "create_commit"]
     files = {op.path_in_repo for op in args[1]}
     assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= files

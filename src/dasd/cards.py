@@ -24,7 +24,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .data.io import read_summary, write_parquet_dataset
+from .cache.keys import file_sha256, folder_identity
+from .data.io import read_summary, write_parquet_dataset, write_text_atomic
 from .data.lineage import LineageStep, lineage, resolve_recorded
 from .data.summaries import (
     BuildSFTSummary,
@@ -294,6 +295,43 @@ def redacted(value: Any) -> Any:
     return value
 
 
+# An absolute path in a card's text: "/" not inside a word, a URL ("://", "host/v1") or a closing tag ("</details>").
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/<~-])/[\w.@+=-]+(?:/[\w.@+=-]+)*/?")
+
+
+def public_name(path: str) -> str:
+    """How a card names a local path: a model folder (or `.gguf` file) by its name and content hash, anything else by
+    its name — never where it sits on this machine (cards are published). A Hub id or any other text: as it is.
+
+    >>> public_name("/home/me/runs/x/sft.high_temp.jsonl"), public_name("Qwen/Qwen3-4B-Instruct-2507")
+    ('sft.high_temp.jsonl', 'Qwen/Qwen3-4B-Instruct-2507')
+    """
+    local = Path(path)
+    if not local.is_absolute():
+        return path
+    name = local.name or str(local)
+    if name == "final" and local.parent.name:  # a dasd train stage's model: name its stage
+        name = f"{local.parent.name}/final"
+    try:
+        if local.is_dir() and (local / "config.json").exists():
+            return f"{name} (content {folder_identity(local)[:12]})"
+        if local.is_file() and local.suffix == ".gguf":
+            return f"{name} (content {file_sha256(local)[:12]})"
+    except OSError:
+        pass
+    return name
+
+
+def public_paths(text: str) -> str:
+    """`text` with every absolute path replaced by its `public_name`.
+
+    >>> public_paths("input: /tmp/run/questions.jsonl, url http://node2:8000/v1 </details> 1/2")
+    'input: questions.jsonl, url http://node2:8000/v1 </details> 1/2'
+    """
+    names: dict[str, str] = {}
+    return _ABSOLUTE_PATH.sub(lambda m: names.setdefault(m.group(0), public_name(m.group(0).rstrip("/"))), text)
+
+
 def _details(step: LineageStep) -> str:
     import yaml
 
@@ -317,7 +355,7 @@ def provenance_section(steps: list[LineageStep], level: int = 2) -> str:
         lines.append("\n" + _details(step))
     if not steps:
         lines.append("\n(no dasd stage sidecars were found beside this file: its lineage is unknown)")
-    return "\n".join(lines)
+    return public_paths("\n".join(lines))
 
 
 # --- dataset cards ----------------------------------------------------------------------------------------
@@ -361,7 +399,7 @@ def dataset_card(steps: list[LineageStep], *, features, rows: int, license: str,
         template_path=_template("dataset_card.md"),
         pretty_name=pretty_name,
         rows=f"{rows:,}",
-        teacher=teacher,
+        teacher=public_name(str(teacher)) if teacher else teacher,
         stages=" → ".join(stages) or "(unknown)",
         provenance=provenance_section(steps),
     )
@@ -393,20 +431,89 @@ def export_dataset(
 # --- model cards -------------------------------------------------------------------------------------------
 
 
-def _eval_rows(evals: list[str | Path]) -> list[str]:
-    rows = []
+EVALS_FILE = "dasd_evals.json"  # in a trained model's folder: its pipeline's eval results (numbers only), for the card
+
+
+def eval_results(summary: dict) -> dict[str, dict]:
+    """The publishable part of an eval summary, by benchmark: avg@k ± s.e., k, questions and the sampling — no path.
+
+    >>> eval_results({"model": "/x/final", "temperature": 1.0, "top_p": 1.0,
+    ...               "benchmarks": {"aime24": {"avg_at_k": 0.25, "standard_error": 0.05, "n": 4, "questions": 30}}})
+    {'aime24': {'avg_at_k': 0.25, 'standard_error': 0.05, 'n': 4, 'questions': 30, 'temperature': 1.0, 'top_p': 1.0}}
+    """
+    out = {}
+    for benchmark, result in sorted((summary.get("benchmarks") or {}).items()):
+        out[benchmark] = {
+            **{key: result.get(key) for key in ("avg_at_k", "standard_error", "n", "questions")},
+            "temperature": summary.get("temperature"),
+            "top_p": summary.get("top_p"),
+        }
+    return out
+
+
+def record_eval(final_dir: str | Path, summary: dict) -> Path | None:
+    """After `dasd eval` of a model dasd trained: its results join the model folder's `EVALS_FILE` (by benchmark, the
+    newest kept) and the model card is written again with them. None (nothing written) for any other model."""
+    final_dir = Path(final_dir)
+    if not (final_dir / STAGE_MARKER).exists():
+        return None
+    path = final_dir / EVALS_FILE
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    recorded.update(eval_results(summary))
+    write_text_atomic(path, json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+    return write_model_card(final_dir)
+
+
+def _evals_of(final_dir: Path, evals: list[str | Path]) -> dict[str, dict]:
+    """The model's recorded eval results (`record_eval`), updated by the eval folders given (`dasd push eval=…`)."""
+    path = final_dir / EVALS_FILE
+    results = json.loads(path.read_text()) if path.exists() else {}
     for folder in evals:
-        path = summary_file(folder, "eval") if Path(folder).is_dir() else Path(folder)
-        summary = read_summary(path)
+        summary_path = summary_file(folder, "eval") if Path(folder).is_dir() else Path(folder)
+        summary = read_summary(summary_path)
         if summary is None:
-            raise InputError(str(path), None, None, "not a dasd eval summary")
-        for benchmark, result in sorted((summary.get("benchmarks") or {}).items()):
-            rows.append(
-                f"| {benchmark} | {summary.get('model')} | {100 * result['avg_at_k']:.2f} ± "
-                f"{100 * result['standard_error']:.2f} | {result.get('n')} | {result.get('questions')} | "
-                f"T={summary.get('temperature')}, top_p={summary.get('top_p')} |"
-            )
-    return rows
+            raise InputError(str(summary_path), None, None, "not a dasd eval summary")
+        results.update(eval_results(summary))
+    return results
+
+
+def _eval_rows(results: dict[str, dict]) -> list[str]:
+    return [
+        f"| {benchmark} | {100 * result['avg_at_k']:.2f} ± {100 * result['standard_error']:.2f} | {result.get('n')} | "
+        f"{result.get('questions')} | T={result.get('temperature')}, top_p={result.get('top_p')} |"
+        for benchmark, result in sorted(results.items())
+    ]
+
+
+def _model_index(name: str, results: dict[str, dict]) -> list:
+    """The Hub's `model-index` entries: one per benchmark, avg@k in % (the body's table has the ± s.e.)."""
+    from huggingface_hub import EvalResult
+
+    return [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=benchmark,
+            dataset_name=benchmark,
+            metric_type="avg@k",
+            metric_name=f"avg@{result.get('n')}",
+            metric_value=round(100 * result["avg_at_k"], 2),
+            metric_args={"temperature": result.get("temperature"), "top_p": result.get("top_p")},
+        )
+        for benchmark, result in sorted(results.items())
+    ]
+
+
+def _number(value) -> str:
+    """A count as an integer, a rate as it is.
+
+    >>> _number(30681.0), _number(1.0), _number(2.5), _number(None)
+    ('30,681', '1', '2.5', '—')
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _loss(value) -> str:
@@ -446,8 +553,11 @@ def write_model_card(final_dir: str | Path, *, evals: list[str | Path] = (), lic
     config_path = run_dir / "train.config.yaml"
     config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
     base_model = _get(config, "student.model", base)
+    results = _evals_of(final_dir, list(evals))
     data = ModelCardData(
         base_model=base_model if base_model and not Path(str(base_model)).exists() else None,
+        model_name=final_dir.parent.name if results else None,
+        eval_results=_model_index(final_dir.parent.name, results) or None,
         license=license,
         library_name="transformers",
         pipeline_tag="text-generation",
@@ -456,9 +566,9 @@ def write_model_card(final_dir: str | Path, *, evals: list[str | Path] = (), lic
     )
     stage_rows = [
         f"| {metrics['stage']} | `{Path(str(metrics.get('data'))).name}`{_weighting(metrics)} | "
-        f"{metrics.get('samples')} | "
-        f"{metrics.get('epochs')} | {metrics.get('learning_rate'):g} → {metrics.get('min_learning_rate'):g} | "
-        f"{metrics.get('optimizer_steps')} | {metrics.get('tokens_seen')} | "
+        f"{_number(metrics.get('samples'))} | "
+        f"{_number(metrics.get('epochs'))} | {metrics.get('learning_rate'):g} → {metrics.get('min_learning_rate'):g} | "
+        f"{_number(metrics.get('optimizer_steps'))} | {_number(metrics.get('tokens_seen'))} | "
         f"{_loss(metrics.get('first_loss'))} → {_loss(metrics.get('final_loss'))} |"
         for metrics in chain
     ]
@@ -497,7 +607,7 @@ def write_model_card(final_dir: str | Path, *, evals: list[str | Path] = (), lic
         stage_data.append(
             {
                 "name": metrics["stage"],
-                "file": metrics.get("data"),
+                "file": Path(str(metrics.get("data"))).name,
                 "provenance": provenance_section(lineage(data_file), level=4)
                 if data_file
                 else "(data file not found: lineage unknown)",
@@ -507,15 +617,15 @@ def write_model_card(final_dir: str | Path, *, evals: list[str | Path] = (), lic
         data,
         template_path=_template("model_card.md"),
         title=final_dir.parent.name,
-        student=base_model,
+        student=public_name(str(base_model)) if base_model else base_model,
         stage_count=len(chain),
         report=REPORT,
         report_url=REPORT_URL,
         stage_rows="\n".join(stage_rows),
         settings=json.dumps(shared),
-        eval_rows="\n".join(_eval_rows(list(evals))),
+        eval_rows="\n".join(_eval_rows(results)),
         data=stage_data,
         train_config=yaml.safe_dump(redacted(config), sort_keys=False),
     )
-    card.save(final_dir / "README.md")
+    write_text_atomic(final_dir / "README.md", public_paths(str(card)))
     return final_dir / "README.md"

@@ -31,7 +31,8 @@ MEMO_SETTLE_S = 2.0
 
 # Files of a model folder that do not change what the model computes: written by training beside the weights
 # (the card, dasd's stage record, the pickled training arguments: these name the workdir and the time).
-NOT_MODEL_FILES = ("README.md", "dasd_stage.json", "training_args.bin", "trainer_state.json")
+# a trained model's card and its records (`dasd.cards`: README.md, dasd_evals.json) change without the model changing
+NOT_MODEL_FILES = ("README.md", "dasd_stage.json", "dasd_evals.json", "training_args.bin", "trainer_state.json")
 
 
 def digest(payload: Any) -> str:

@@ -18,13 +18,13 @@ them (read at LiveCodeBench/LiveCodeBench@28fef95; each rule below names the fun
   `Solution()` when the program contains `class Solution` (LeetCode starter code), else as a function;
   the result (a tuple made a list) must `==` the expected JSON value: exactly, no float tolerance.
 
-Deliberate differences: each test runs in its own sandboxed process with a 10 s wall clock (LCB: one
-process per answer, 6 s per test by `signal.alarm`); output is kept up to the sandbox's limit plus twice the
-test's expected output (`output_limit_for`: LCB keeps all of it, and a correct answer to a test whose expected
-output is megabytes must never be `output_limit`; a program that floods past that is stopped); a functional result of a type JSON and Python's
-containers cannot express compares unequal (LCB would call its own `__eq__`). The harness artefacts of
-LCB's in-process capture (`sys.stdout.buffer` missing, `quit` disabled, the program wrapped in a function)
-are not reproduced.
+Deliberate differences: each test runs in its own sandboxed process with a 10 s wall clock (LCB: one process per
+answer, 6 s per test by `signal.alarm`); output is kept up to the sandbox's limit plus twice the test's expected
+output (`output_limit_for`: LCB keeps all of it, and a correct answer to a test whose expected output is megabytes
+must never be `output_limit`; a program that floods past that is stopped); a functional result of a type JSON and
+Python's containers cannot express compares unequal (LCB would call its own `__eq__`). The harness artefacts of
+LCB's in-process capture (`sys.stdout.buffer` missing, `quit` disabled, the program wrapped in a function) are not
+reproduced.
 
 Tests run one process each, stopping at the first failure, whose kind is the answer's outcome:
 `wrong_answer`, `runtime_error`, `timeout`, `memory` (or `output_limit`); else `passed`.

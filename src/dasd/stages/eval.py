@@ -37,6 +37,7 @@ from pydantic import Field, field_validator
 from ..ablation import graded_samples
 from ..backends import BackendConfig, make_backend, server_log, with_launch_log
 from ..cache.eval import EvalCache, FixedBatches, cache_settings, default_root, fixed_batches
+from ..cards import record_eval
 from ..config import SPEED_ONLY, StageConfig, dump_config
 from ..data.benchmarks import (
     CHOICE_SUFFIX,
@@ -364,6 +365,10 @@ def run(config: EvalConfig) -> dict[str, Any]:
     markdown = summary_markdown(f"dasd eval — {model_name}", summaries)
     write_text_atomic(output_dir / "summary.md", markdown)
     print(markdown, file=sys.stdout, flush=True)
+    try:  # a model dasd trained: its card shows these results (and its model-index)
+        record_eval(config.backend.model, summary)
+    except OSError as exc:
+        print(f"warning: the model card of {config.backend.model} was not updated: {exc}", file=sys.stderr)
     return summary
 
 
