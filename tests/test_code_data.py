@@ -17,14 +17,13 @@ import pytest
 
 from dasd.data.benchmarks import load_benchmark
 from dasd.data.code_data import (
-    GPQA_LETTERS,
     decode_test_cases,
     encode_test_cases,
     lcb_window_dates,
     load_code_problems,
-    load_gpqa,
     load_livecodebench,
 )
+from dasd.data.gpqa import GPQA_LETTERS, load_gpqa
 from dasd.data.io import write_jsonl_atomic
 from dasd.errors import ConfigError, InputError
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import shlex
 import types
 import typing
@@ -292,11 +293,13 @@ def load_config(cls: type[StageConfig], config_path: str | None, overrides: list
 
 
 def dump_config(config: StageConfig, path: str | Path) -> None:
-    """Write the resolved config (every field, defaults included) as YAML."""
-    from .data.io import write_text_atomic
-
-    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
-    write_text_atomic(path, text)
+    """Write the resolved config (every field, defaults included) as YAML, via a temporary file and a rename (as
+    `dasd.data.io.write_text_atomic`, which this bottom layer does not import)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True), "utf-8")
+    os.replace(tmp, path)
 
 
 def _type_name(annotation: Any) -> str:

@@ -195,7 +195,7 @@ class OpenAIBackend(Backend):
             )
         self.server = None
         if config.launch:  # a server of its own on this node, stopped by close()
-            from ..launch import LaunchedServer
+            from .launch import LaunchedServer
 
             self.server = LaunchedServer(
                 config.launch,

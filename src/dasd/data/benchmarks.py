@@ -135,7 +135,7 @@ def load_benchmark(
         window_name = f"_{window.replace('..', '_')}" if window else ""
         return Benchmark(f"lcb_{Path(file).stem}{window_name}", questions, "code")
     if spec.startswith("gpqa:"):
-        from .code_data import load_gpqa
+        from .gpqa import load_gpqa
 
         questions = [_with_choices(question, spec) for question in load_gpqa(spec[len("gpqa:") :], seed=rg_seed)]
         return Benchmark("gpqa_diamond", [_suffixed(question, choice_suffix) for question in questions], "choice")

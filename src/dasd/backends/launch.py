@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import DasdError
+from ..errors import DasdError
 
 HOST = "127.0.0.1"
 
