@@ -220,9 +220,16 @@ class ScoreResult:
 
 
 class Backend:
-    """Interface: `generate` yields one result per request, in completion order."""
+    """Interface: `generate` yields one result per request, in completion order. A context manager: `with
+    make_backend(config) as backend:` closes it (and stops a server it launched) however the block ends."""
 
     name = "base"
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def generate(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
         raise NotImplementedError

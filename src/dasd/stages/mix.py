@@ -187,11 +187,10 @@ def rollouts(
             0,
         )
     if requests:
-        student = make_backend(
+        with make_backend(
             with_launch_log(config.student, server_log(path)),
             chat_template_kwargs=config.student_chat_template_kwargs,
-        )
-        try:
+        ) as student:
             generate_records(
                 student,
                 requests,
@@ -203,8 +202,6 @@ def rollouts(
                 model_name=config.student.model,
                 keep_logprobs=False,
             )
-        finally:
-            student.close()
     else:
         writer.finish()
     # what the cut-off points and the cuts read; the rollouts' text is read again only for the ones cut
@@ -305,39 +302,38 @@ def continuations(
             )
         )
     if requests:
-        teacher = make_backend(
+        with make_backend(
             with_launch_log(config.teacher, server_log(path)),
             chat_template_kwargs=config.teacher_chat_template_kwargs,
             prompt_format=config.teacher_prompt_format,
-        )
-        progress = Progress(len(requests), f"mix: teacher continuations [{config.teacher.name}]")
-        try:
-            teacher.check_continuation(requests[0])  # a chat-mode server must render the prefix exactly
-            for result in teacher.generate(requests):
-                if result.error:
-                    errors.log(result.id, result.error, retries=result.retries)
-                else:
-                    writer.write(
-                        {
-                            "id": result.id,
-                            **cut_by_request[result.id],
-                            "continuation": result.raw_text or result.server_content or "",
-                            "finish_reason": result.finish_reason,
-                            "sampling": result.sampling,
-                            "continuation_logprobs": {
-                                "offsets": [list(span) for span in result.token_spans],
-                                "logprobs": result.token_logprobs,
-                            },
-                            "usage": {
-                                "prompt_tokens": result.prompt_tokens,
-                                "completion_tokens": result.completion_tokens,
-                            },
-                        }
-                    )
-                progress.update(1, result.completion_tokens)
-        finally:
-            progress.close()
-            teacher.close()
+        ) as teacher:
+            progress = Progress(len(requests), f"mix: teacher continuations [{config.teacher.name}]")
+            try:
+                teacher.check_continuation(requests[0])  # a chat-mode server must render the prefix exactly
+                for result in teacher.generate(requests):
+                    if result.error:
+                        errors.log(result.id, result.error, retries=result.retries)
+                    else:
+                        writer.write(
+                            {
+                                "id": result.id,
+                                **cut_by_request[result.id],
+                                "continuation": result.raw_text or result.server_content or "",
+                                "finish_reason": result.finish_reason,
+                                "sampling": result.sampling,
+                                "continuation_logprobs": {
+                                    "offsets": [list(span) for span in result.token_spans],
+                                    "logprobs": result.token_logprobs,
+                                },
+                                "usage": {
+                                    "prompt_tokens": result.prompt_tokens,
+                                    "completion_tokens": result.completion_tokens,
+                                },
+                            }
+                        )
+                    progress.update(1, result.completion_tokens)
+            finally:
+                progress.close()
     writer.finish()
     return path
 
