@@ -7,18 +7,17 @@ The strata are fixed in benchmarks/PREREGISTERED.md (issue 37) and computed from
 `no dip` — the left-to-right running total never goes below zero (the student's misconception, |a - b|, never
 applies); `dip, answer ≥ 0` — it dips and comes back; `answer < 0`. Per stratum the paired difference of two arms
 over their training seeds (`dasd.metrics.paired_difference`: t interval, Welch–Satterthwaite df), and per arm what
-its students write in their held-out answers (`samples.jsonl`): the share of answers with a comparison before a
-subtraction, opening in the checking mode, with a re-check loop, and the accuracy of each; and the share of its
-comparisons that state the order of their two numbers rightly, and how many of those after an announced subtraction
-compare the term just announced (build 2's students copied another number into them). With two workdirs: the
-interaction (pair's difference in the first − in the second) per stratum (`dasd.ablation.interaction`).
+its students write in their held-out answers (`samples.jsonl`): the share of answers in careful work (the teacher's
+"Start with …"), with "Negative totals are allowed.", with a re-check loop, and the accuracy of each; and, on
+questions whose running total dips, the accuracy of careful work with and without the sentence (the mechanism the
+world is built on). Build 2's comparison counters are at commit aca054c. With two workdirs: the interaction (pair's
+difference in the first − in the second) per stratum (`dasd.ablation.interaction`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -85,49 +84,15 @@ def paired_by_stratum(work: Path, better: str, worse: str) -> dict[str, dict]:
     return out
 
 
-COMPARISON, CHECKING, LOOP = (
-    ", so the total ",
-    "I will check the sign at every subtraction.",
-    "Wait, let me check again.",
-)
-HABITS = (("comparison", COMPARISON), ("checking mode", CHECKING), ("loop", LOOP))
-# "10 is more than 7, so the total goes below zero." / "5 is not more than 7, so the total stays at zero or above."
-WRITTEN_COMPARISON = re.compile(r"(-?\d+) is (not )?more than (-?\d+), so the total")
-
-
-# the comparison right after the sentence that announced the subtraction: does it compare that term?
-ANNOUNCED_COMPARISON = re.compile(
-    r"(?:Now subtract (\d+)|The next term is -(\d+)|Then I take (\d+) away)\. (-?\d+) is (?:not )?more than"
-)
-
-
-def announced_comparisons(text: str) -> tuple[int, int]:
-    """(on the announced term, all) comparisons that follow an announced subtraction: whether the comparison's first
-    number is the term just announced (build 2's students mostly copied another number, then computed with it).
-
-    >>> announced_comparisons("Now subtract 8. 5 is more than 7, so x. Then I take 3 away. 3 is not more than 9, so y")
-    (1, 2)
-    """
-    found = ANNOUNCED_COMPARISON.findall(text)
-    return sum(next(term for term in groups[:3] if term) == groups[3] for groups in found), len(found)
-
-
-def true_comparisons(text: str) -> tuple[int, int]:
-    """(true, all) comparisons in a text: whether each states the order of its two numbers rightly.
-
-    >>> true_comparisons("5 is more than 3, so the total goes below zero. 2 is not more than 1, so the total stays")
-    (1, 2)
-    """
-    found = WRITTEN_COMPARISON.findall(text)
-    return sum((int(b) > int(a)) == (not negated) for b, negated, a in found), len(found)
+CAREFUL, ALLOWED, LOOP = "Start with ", "Negative totals are allowed.", "Wait, let me check again."
+HABITS = (("careful", CAREFUL), ("negatives allowed", ALLOWED), ("loop", LOOP))
 
 
 def mechanism(work: Path, arm: str) -> dict[str, float]:
     """What the arm's students write in their held-out answers, over seeds: share of answers with each habit and the
-    accuracy of those answers."""
-    counts = dict.fromkeys(
-        ("answers", "correct", "comparisons", "true comparisons", "announced comparisons", "on the announced term"), 0
-    )
+    accuracy of those answers; on dipping questions, careful work's accuracy with and without the sentence."""
+    strata = question_strata(work)
+    counts: dict[str, int] = {"answers": 0, "correct": 0}
     for run in arm_runs(work, arm).values():
         for path in run.glob("*/samples.jsonl"):
             graded = {str(r["id"]): bool(r["correct"]) for _, r in iter_records(path.with_name("results.jsonl"))}
@@ -136,25 +101,24 @@ def mechanism(work: Path, arm: str) -> dict[str, float]:
                 right = graded.get(str(sample["id"]), False)
                 counts["answers"] += 1
                 counts["correct"] += right
-                true, written = true_comparisons(text)
-                counts["comparisons"] += written
-                counts["true comparisons"] += true
-                copied, announced = announced_comparisons(text)
-                counts["announced comparisons"] += announced
-                counts["on the announced term"] += copied
                 for name, marker in HABITS:
                     if marker in text:
                         counts[name] = counts.get(name, 0) + 1
                         counts[f"{name} correct"] = counts.get(f"{name} correct", 0) + right
+                if CAREFUL in text and strata.get(str(sample["id"]), "no dip") != "no dip":
+                    key = "dip, careful " + ("with the sentence" if ALLOWED in text else "without it")
+                    counts[key] = counts.get(key, 0) + 1
+                    counts[f"{key} correct"] = counts.get(f"{key} correct", 0) + right
     total = max(counts["answers"], 1)
     out = {"answers": counts["answers"], "accuracy": counts["correct"] / total}
-    out["true comparisons share"] = counts["true comparisons"] / max(counts["comparisons"], 1)
-    out["comparisons on the announced term"] = counts["on the announced term"]
-    out["comparisons after an announced subtraction"] = counts["announced comparisons"]
     for name, _ in HABITS:
         present = counts.get(name, 0)
         out[f"{name} share"] = present / total
         out[f"{name} accuracy"] = counts.get(f"{name} correct", 0) / present if present else float("nan")
+    for key in ("dip, careful with the sentence", "dip, careful without it"):
+        present = counts.get(key, 0)
+        out[f"{key}: answers"] = present
+        out[f"{key}: accuracy"] = counts.get(f"{key} correct", 0) / present if present else float("nan")
     return out
 
 

@@ -429,54 +429,45 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
 # --- World v7 and its twin (issue 37): DAS's premise present, or absent ---------------------------------------------
 # Designed and fixed before any arm ran on it, to the premises of the report's claims (DESIGN §8), never to an
 # outcome; only the premise checks (tests/test_das_world_premises.py) and the oracle's headroom on dev may send a build
-# back (benchmarks/RESULTS.md logs every build). This is **build 2**. Build 1 (grouped work and "Careful: a - b goes
-# below zero." sign checks) met its premises and failed the gate: the student could not execute grouped work (collecting
-# one sign's terms is not a local operation) and wrote the sign check where the total did not dip, then forced a
-# negative result — the sentence carried the decision, not a comparison the student can make. What changes against
-# v6, and why:
-# * Before a subtraction the teacher may write a **comparison** that states the truth either way and carries the
-#   decision the student gets wrong: "10 is more than 7, so the total goes below zero." / "5 is not more than 7, so
-#   the total stays at zero or above." — two numbers it has just written, compared. In `V7_CHECKER_SHARE` of its
-#   solutions it opens with "I will check the sign at every subtraction." (in place of its usual opening) and
-#   compares before every subtraction — a mode T=1.0 exposes more than 0.6 (P1); in the others it compares before
-#   each subtraction with probability `V7_COMPARISON_RATE`, so a question's candidates differ in how many
-#   comparisons they hold (P2 within a question). A writer who compared computes the step right.
-# * The student's deficit is the skill, in every style: its terse mental math always has the misconception (|a - b|);
-#   its careful work is v6's (slips 2%) except on a subtraction below zero written without a comparison, where it
-#   writes |a - b| with probability `V7_CAREFUL_MISCONCEPTION`. The skill is **weakly present**: the student opens in
-#   the checking mode in `V7_STUDENT_CHECKER_SHARE` of its careful work and compares before
-#   `V7_STUDENT_COMPARISON_RATE` of other subtractions — its vocabulary holds every word, its probabilities are low.
-#   The **twin** student's corpus is the same draw of the same expressions, but it checks at the teacher's rates:
-#   the comparisons are shared sentences there, and DAS's count no longer points at them.
-# * Length that is not skill: comparisons add sentences, so without anything else the longest candidate would be the
-#   most-compared one and `longest` the oracle by construction. Teacher and students alike restate the running total
-#   ("So far the running total is 4, and I carry it on.") after a step with probability `V7_RESTATE_RATE` — a
-#   shared sentence that DAS does not count and `longest` does (real teachers' lengths vary for other reasons too).
-#   Measured on the builder's texts (8 teacher solutions per dev question): the longest holds +0.9 comparisons over
-#   the mean, the most-compared +1.3 — `longest` still gets part of the skill, as it would in a real corpus.
+# back (benchmarks/RESULTS.md logs every build). This is **build 3**. Builds 1 and 2 met their premises and failed the
+# gate, both for one reason: the skill was an *execution* new to the student (build 1: collecting one sign's terms
+# into a list; build 2: "10 is more than 7, so the total goes below zero." — copying the announced term into a
+# comparison), and 200 SFT records taught the sentence's form, not its execution (build 2's students wrote comparisons
+# in 24-43% of their answers, 12-13% of them on the term just announced, and those answers were 6-7% right). Build 1's
+# code and models: commit 0b6b2f4; build 2's: aca054c. What changes against v6, and why:
+# * The skill is a **choice, not an execution**: a short sentence with nothing to copy, "Negative totals are
+#   allowed.", which the teacher writes right after its opening in `V7_CHECKER_SHARE` of its solutions — a mode T=1.0
+#   exposes more than 0.6 (P1), and a question's candidates differ in it (P2 within a question). It is ~5 tokens, so
+#   its one decision token keeps the sentence's geometric mean apart between a teacher who writes it 15% of the time
+#   and a student who writes it 3% (v6's 14-token careful opening was diluted below β).
+# * The student's deficit is in every style: its terse mental math always has the misconception (|a - b|); its careful
+#   work is v6's (slips 2%) except that on a subtraction below zero it writes |a - b| with probability
+#   `V7_CAREFUL_MISCONCEPTION` — unless it opened with the sentence, after which it never does (P0). The skill is
+#   **weakly present**: the student writes the sentence in `V7_STUDENT_CHECKER_SHARE` of its careful work. The **twin**
+#   student's corpus is the same draw of the same expressions, but it writes the sentence at the teacher's rate: a
+#   shared sentence there, and DAS's count no longer points at it.
+# * Length that is not skill: teacher and students alike say "That step is done." after a step with probability
+#   `V7_FILLER_RATE` — a shared sentence DAS does not count and `longest` does, with no number in it (build 2's
+#   restatements of the running total gave the student numbers to copy past: its careful work fell to 28% right).
 # * Overlong rollouts are the student's errors: it re-checks in a loop after `V7_LOOP_IF_WRONG` of its wrong answers
 #   and `V7_LOOP_IF_RIGHT` of its right ones (v6: 20% of all), so mixed-policy's cut acts on drift, not on length.
 # * Fresh splits from unused item-seed ranges (v6's held-out split helped choose three worlds), skipping every
 #   expression of v6's splits; both models fitted to generality (one new expression per fitting example).
 V7_VERSION = "demo-world-v7"
-V7_BUILD = 2
+V7_BUILD = 3
 V7_SPLITS = (("eval_questions", 500_000, 200), ("dev_questions", 600_000, 50), ("train_questions", 700_000, 150))
 V7_GENERAL_SEEDS = {"teacher": 800_000, "student": 900_000}
 V7_CHECKER_SHARE = 0.15
-V7_COMPARISON_RATE = 0.3
 V7_CAREFUL_MISCONCEPTION = 0.5
 V7_STUDENT_CHECKER_SHARE = 0.03
-V7_STUDENT_COMPARISON_RATE = 0.03
-V7_RESTATE_RATE = 0.5
+V7_FILLER_RATE = 0.5
 V7_LOOP_IF_WRONG = 0.5
 V7_LOOP_IF_RIGHT = 0.05
 V7_THREADS = 1  # each model is fitted in its own process with one torch thread (pinned: a rebuild is identical)
-V7_CHECK_OPENING = "I will check the sign at every subtraction."
+V7_ALLOWED = "Negative totals are allowed."
+V7_FILLER = "That step is done."
 # The world's own labels of the skill (regular expressions over a sentence's text), for the `oracle` selection arm.
-V7_SKILL_SENTENCES = (
-    r"^I will check the sign at every subtraction\.",
-    r", so the total (goes below zero|stays at zero)",
-)
+V7_SKILL_SENTENCES = (r"^Negative totals are allowed\.",)
 
 
 def _terms(expression: str) -> tuple[list[int], list[str]]:
@@ -484,53 +475,39 @@ def _terms(expression: str) -> tuple[list[int], list[str]]:
     return [int(parts[0])] + [int(parts[i + 1]) for i in range(1, len(parts), 2)], parts[1::2]
 
 
-def comparison(a: int, b: int) -> str:
-    """The comparison written before `a - b`: true either way, and it says which way the total goes.
-
-    >>> comparison(7, 10), comparison(7, 5), comparison(-2, 0)
-    ('10 is more than 7, so the total goes below zero.', '5 is not more than 7, so the total stays at zero or \
-above.', '0 is more than -2, so the total goes below zero.')
-    """
-    if b > a:
-        return f"{b} is more than {a}, so the total goes below zero."
-    return f"{b} is not more than {a}, so the total stays at zero or above."
-
-
 def careful_v7(
     expression: str,
     rng: random.Random,
     *,
-    checker: bool,
-    comparison_rate: float,
-    restate_rate: float = 0.0,
+    allowed: bool,
+    filler_rate: float = 0.0,
     misconception: float = 0.0,
     slip_rate: float = 0.0,
     phrasing: bool = True,
 ) -> tuple[str, int]:
-    """Careful work in world v7 and its answer: v6's sentences, with a comparison (`comparison`) before every
-    subtraction when `checker` (opening with `V7_CHECK_OPENING`), else before each with probability `comparison_rate`;
-    a subtraction below zero written without one is written |a - b| with probability `misconception`; the running
-    total restated after a step with probability `restate_rate`; slips of ±1 per step with `slip_rate`.
-    `phrasing=False`: every sentence in the common phrasing.
+    """Careful work in world v7 and its answer: v6's sentences, with `V7_ALLOWED` after the opening when `allowed`;
+    without it, a subtraction below zero is written |a - b| with probability `misconception`; `V7_FILLER` after a step
+    with probability `filler_rate`; slips of ±1 per step with `slip_rate`. `phrasing=False`: every sentence in the
+    common phrasing.
 
-    >>> text, value = careful_v7("3 - 5 + 4", random.Random(0), checker=True, comparison_rate=0.0, phrasing=False)
+    >>> text, value = careful_v7("3 - 5 + 4", random.Random(0), allowed=True, misconception=1.0, phrasing=False)
     >>> print(text)
     <think>
-    I will check the sign at every subtraction. Start with 3. Now subtract 5. 5 is more than 3, so the total goes \
-below zero. 3 - 5 = -2. Now add 4. -2 + 4 = 2. So the result is 2.
+    I will work from left to right, one term at a time. Negative totals are allowed. Start with 3. Now subtract 5. \
+3 - 5 = -2. Now add 4. -2 + 4 = 2. So the result is 2.
     </think>
     <BLANKLINE>
     The answer is \\boxed{2}.
-    >>> careful_v7("3 - 5 + 4", random.Random(1), checker=False, comparison_rate=0.0, misconception=1.0)[1]
+    >>> careful_v7("3 - 5 + 4", random.Random(1), allowed=False, misconception=1.0)[1]
     6
-    >>> text, _ = careful_v7("3 + 4", random.Random(0), checker=False, comparison_rate=0, restate_rate=1, phrasing=0)
+    >>> text, _ = careful_v7("3 + 4", random.Random(0), allowed=False, filler_rate=1, phrasing=False)
     >>> print(text.split("\\n")[1])
-    I will work from left to right, one term at a time. Start with 3. Now add 4. 3 + 4 = 7. So far the running total \
-is 7, and I carry it on. So the result is 7.
+    I will work from left to right, one term at a time. Start with 3. Now add 4. 3 + 4 = 7. That step is done. So the \
+result is 7.
     """
     pick = (lambda kind: _pick(kind, rng)) if phrasing else (lambda kind: _pick(kind, None))
     numbers, operators = _terms(expression)
-    sentences = [V7_CHECK_OPENING if checker else pick("intro"), f"Start with {numbers[0]}."]
+    sentences = [pick("intro"), *([V7_ALLOWED] if allowed else []), f"Start with {numbers[0]}."]
     value = numbers[0]
     for o, b in zip(operators, numbers[1:]):
         adding = o == "+"
@@ -543,45 +520,38 @@ is 7, and I carry it on. So the result is 7.
             )
         )
         c = value + b if adding else value - b
-        if not adding:
-            if checker or rng.random() < comparison_rate:
-                sentences.append(comparison(value, b))
-            elif c < 0 and rng.random() < misconception:
-                c = abs(c)
+        if c < 0 and not adding and not allowed and rng.random() < misconception:
+            c = abs(c)
         if slip_rate and rng.random() < slip_rate:
             c += rng.choice([-1, 1])
         sentences.append(pick("result").format(a=value, o=o, b=b, c=c))
-        if restate_rate and rng.random() < restate_rate:
-            sentences.append(f"So far the running total is {c}, and I carry it on.")
+        if filler_rate and rng.random() < filler_rate:
+            sentences.append(V7_FILLER)
         value = c
     sentences.append(pick("close").format(v=value, expression=expression))
     return f"<think>\n{' '.join(sentences)}\n</think>\n\n{pick('answer').format(v=value)}", value
 
 
 def teacher_v7(expression: str, rng: random.Random) -> str:
-    """One of the v7 teacher's correct solutions: in the checking mode in `V7_CHECKER_SHARE`, comparisons before
-    `V7_COMPARISON_RATE` of subtractions otherwise, restatements at `V7_RESTATE_RATE`, phrasings as v6's teacher."""
-    checker = rng.random() < V7_CHECKER_SHARE
-    return careful_v7(
-        expression, rng, checker=checker, comparison_rate=V7_COMPARISON_RATE, restate_rate=V7_RESTATE_RATE
-    )[0]
+    """One of the v7 teacher's correct solutions: `V7_ALLOWED` in `V7_CHECKER_SHARE` of them, `V7_FILLER` at
+    `V7_FILLER_RATE`, phrasings as v6's teacher."""
+    allowed = rng.random() < V7_CHECKER_SHARE
+    return careful_v7(expression, rng, allowed=allowed, filler_rate=V7_FILLER_RATE)[0]
 
 
 def student_v7(expression: str, rng: random.Random, *, twin: bool) -> str:
-    """One text of the v7 student's corpus (`twin`: the twin's, which checks at the teacher's rates): terse mental
-    math (misconception, slips) in 70%, careful work in 30% (a third in the common phrasing), looping after most
-    wrong answers."""
+    """One text of the v7 student's corpus (`twin`: the twin's, which writes `V7_ALLOWED` at the teacher's rate): terse
+    mental math (misconception, slips) in 70%, careful work in 30% (a third in the common phrasing), looping after
+    most wrong answers."""
     correct = _steps(expression)[2]
-    checker_share = V7_CHECKER_SHARE if twin else V7_STUDENT_CHECKER_SHARE
-    comparison_rate = V7_COMPARISON_RATE if twin else V7_STUDENT_COMPARISON_RATE
+    allowed_share = V7_CHECKER_SHARE if twin else V7_STUDENT_CHECKER_SHARE
     draw = rng.random()
     if draw < TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE:
         text, value = careful_v7(
             expression,
             rng,
-            checker=rng.random() < checker_share,
-            comparison_rate=comparison_rate,
-            restate_rate=V7_RESTATE_RATE,
+            allowed=rng.random() < allowed_share,
+            filler_rate=V7_FILLER_RATE,
             misconception=V7_CAREFUL_MISCONCEPTION,
             slip_rate=CAREFUL_SLIP_RATE,
             phrasing=draw >= TEACHER_STYLE_SHARE,

@@ -5,19 +5,16 @@ training questions, as `dasd demo world=v7 ablation=das` samples them), scored b
 and filtered (`dasd filter`); the student's probabilities of chosen continuations (each model under its own tokenizer
 and chat template). The premises, fixed before any arm ran on the world (scripts/build_demo_world.py, "World v7"):
 
-- P1: T=1.0 exposes a valuable minority strategy — the checking mode ("I will check the sign at every subtraction.",
-  then a comparison before every subtraction; 15% of the teacher's solutions) — more often than T=0.6.
-- P2: the skill sits in sentences the teacher is sure of and the student is not — in v7 the comparisons ("10 is more
-  than 7, so the total goes below zero.") and the checking opening are teacher sentences, in the twin (whose student
-  writes them at the teacher's rate) shared ones; a question's candidates differ in how many they hold, and DAS's
-  count follows them in v7, not in the twin.
+- P1: T=1.0 exposes a valuable minority strategy — "Negative totals are allowed." right after the opening (15% of the
+  teacher's solutions) — more often than T=0.6.
+- P2: the skill sits in a sentence the teacher is sure of and the student is not — in v7 "Negative totals are
+  allowed." is a teacher sentence, in the twin (whose student writes it at the teacher's rate) a shared one; a
+  question's candidates differ in it, and DAS's count follows it in v7, not in the twin.
 - P0: the student's deficit is in every style — its careful work, too, writes a subtraction below zero as |a - b|
-  when it has not compared first — and a comparison carries the skill: after one it computes the step right, and the
-  comparison is one it can make (it states the true order of the two numbers it just wrote; build 1's sign check
-  was not, and the student wrote it where the total did not dip).
+  half the time — and the sentence carries the skill as a choice, not an execution (builds 1 and 2 failed there):
+  after it the student computes the step right; nothing in it is copied from the question.
 - P3: the student's overlong rollouts are its errors (loops after 50% of its corpus's wrong answers, 5% of its right
-  ones): met in build 2's v7 (4x more loops after a wrong careful step than after a right one; build 1: not met), not
-  in the twin (1.3x).
+  ones).
 
 Each build, its premise numbers and its gate on dev: benchmarks/RESULTS.md ("DAS made testable").
 """
@@ -117,23 +114,28 @@ def opening_shares(teacher, question: dict, openings: list[str], temperature: fl
     return shares
 
 
-def test_p1_temperature_one_exposes_the_checking_mode_more_than_temperature_06():
-    """How often the teacher opens in the checking mode at T = 0.6 and 1.0 (`opening_shares`), averaged over training
-    questions with a term taken away."""
+def test_p1_temperature_one_exposes_the_allowed_negatives_mode_more_than_temperature_06():
+    """How often the teacher writes "Negative totals are allowed." after its opening at T = 0.6 and 1.0
+    (`opening_shares` over every opening followed by it or by "Start with"), averaged over training questions with a
+    term taken away."""
     import json
 
     world = world_dir("v7")
     teacher = scorer(world / "teacher", "teacher")
-    openings = [text for text, _ in builder.TEACHER_PHRASINGS["intro"]] + [builder.V7_CHECK_OPENING]
+    openings = [
+        f"{intro} {after}"
+        for intro, _ in builder.TEACHER_PHRASINGS["intro"]
+        for after in ("Start with 1.", f"{builder.V7_ALLOWED} Start with 1.")
+    ]
     with open(world / "train_questions.jsonl", encoding="utf-8") as handle:
         questions = [q for q in map(json.loads, handle) if " - " in q["meta"]["expression"]][:12]
-    checking = {
-        temperature: mean(opening_shares(teacher, question, openings, temperature)[-1] for question in questions)
+    allowed = {
+        temperature: mean(sum(opening_shares(teacher, question, openings, temperature)[1::2]) for question in questions)
         for temperature in (0.6, 1.0)
     }
     # designed: 15% of the teacher's solutions; at 0.6 a fraction of that
-    assert 0.08 < checking[1.0] < 0.25, checking
-    assert checking[0.6] < 0.7 * checking[1.0], checking
+    assert 0.08 < allowed[1.0] < 0.25, allowed
+    assert allowed[0.6] < 0.7 * allowed[1.0], allowed
 
 
 def test_p2_the_skill_sentences_are_teacher_sentences_in_v7_and_shared_in_the_twin(filtered):
@@ -146,7 +148,7 @@ def test_p2_the_skill_sentences_are_teacher_sentences_in_v7_and_shared_in_the_tw
             for sentence, text in zip(candidate["sentences"], sentence_texts(candidate))
             if any(pattern.search(text) for pattern in patterns)
         ]
-        assert len(kinds) >= 30, (world, len(kinds))  # the teacher's samples hold them
+        assert len(kinds) >= 12, (world, len(kinds))  # the teacher's samples hold them (~12% of 256)
         shares[world] = kinds.count("teacher") / len(kinds)
     assert shares["v7"] >= 0.8, shares
     assert shares["v7-twin"] <= 0.3, shares
@@ -170,8 +172,9 @@ def test_p2_a_questions_candidates_differ_in_skill_and_das_count_follows_it_only
             best = max(range(len(candidates)), key=lambda i: (candidates[i]["das"]["teacher"], -i))
             gains.append(skills[best] - mean(skills))
         gain[world], differing[world] = mean(gains), varied / len(gains)
-    assert differing["v7"] >= 0.5, differing  # candidates of most questions differ in their skill sentences
-    assert gain["v7"] >= 0.5, gain  # DAS picks half a skill sentence more than a random candidate holds, or more
+    # candidates of many questions differ in the skill (designed: 1 - 0.85^8 - 0.15^8 = 73% at T = 1, 53% at 0.6)
+    assert differing["v7"] >= 0.4, differing
+    assert gain["v7"] >= 0.3, gain  # DAS's choice holds the sentence 0.3 more often than a random candidate, or more
     assert gain["v7-twin"] < 0.5 * gain["v7"], gain
 
 
@@ -197,65 +200,38 @@ def first_subtraction_questions(world: Path, dips: bool) -> list[dict]:
     return out[:8]
 
 
-def careful_prefix(a: int, b: int) -> str:
-    return f"I will work from left to right, one term at a time. Start with {a}. Now subtract {b}. "
+OPENING = "I will work from left to right, one term at a time. "
+
+
+def careful_prefix(a: int, b: int, allowed: bool) -> str:
+    return f"{OPENING}{builder.V7_ALLOWED + ' ' if allowed else ''}Start with {a}. Now subtract {b}. "
 
 
 @pytest.mark.parametrize("world", ["v7", "v7-twin"])
-def test_p0_the_students_careful_work_has_the_deficit_and_a_comparison_carries_the_skill(world):
-    """On careful work's first step below zero (a - b, b > a): how often the student writes the comparison, and the
-    share of the right result (a - b) against its misconception (|a - b|), in the same phrasing, with and without
-    a comparison before it."""
+def test_p0_the_students_careful_work_has_the_deficit_and_the_sentence_carries_the_skill(world):
+    """On careful work's first step below zero (a - b, b > a): how often the student writes "Negative totals are
+    allowed." after its opening, and the share of the right result (a - b) against its misconception (|a - b|), in the
+    same phrasing, with and without the sentence."""
     root = world_dir(world)
     student = scorer(root / "student", "student")
-    compare, uncompared, compared_right = [], [], []
+    writes, without, after = [], [], []
     for question in first_subtraction_questions(root, dips=True):
         a, o, b, c = builder._steps(question["meta"]["expression"])[1][0]
-        prefix = careful_prefix(a, b)
-        compared = prefix + builder.comparison(a, b) + " "
-        compare.append(probability(student, question, compared, prefix))
-        for before, out in ((prefix, uncompared), (compared, compared_right)):
+        writes.append(probability(student, question, OPENING + builder.V7_ALLOWED + " ", OPENING))
+        for allowed, out in ((False, without), (True, after)):
+            before = careful_prefix(a, b, allowed)
             right = probability(student, question, before + f"{a} {o} {b} = {c}.", before)
             wrong = probability(student, question, before + f"{a} {o} {b} = {abs(c)}.", before)
             out.append(right / (right + wrong))
-    # without a comparison the careful student writes |a - b| about half the time (designed: 0.5) …
-    assert 0.2 < mean(uncompared) < 0.8, uncompared
-    # … and after one it computes the step right (designed: always)
-    assert mean(compared_right) > 0.9, compared_right
-    # v7's student rarely compares (designed: 3% of subtractions), the twin's at the teacher's rate (30%)
+    # without the sentence the careful student writes |a - b| about half the time (designed: 0.5) …
+    assert 0.2 < mean(without) < 0.8, without
+    # … and after it computes the step right (designed: always)
+    assert mean(after) > 0.9, after
+    # v7's student rarely writes it (designed: 3% of its careful work), the twin's at the teacher's rate (15%)
     if world == "v7":
-        assert mean(compare) < 0.1, compare
+        assert mean(writes) < 0.08, writes
     else:
-        assert mean(compare) > 0.15, compare
-
-
-def true_comparison_share(world: str) -> float:
-    """The student's probability of the true comparison against the false one ("b is more than a" / "b is not more
-    than a"), as a share, averaged over first subtractions that dip and that do not."""
-    root = world_dir(world)
-    student = scorer(root / "student", "student")
-    shares = []
-    for dips in (True, False):
-        for question in first_subtraction_questions(root, dips=dips):
-            a, _, b, _ = builder._steps(question["meta"]["expression"])[1][0]
-            prefix = careful_prefix(a, b)
-            true = builder.comparison(a, b).split(", so")[0] + ", so the total"
-            false = f"{b} is {'not ' if b > a else ''}more than {a}, so the total"
-            right = probability(student, question, prefix + true, prefix)
-            wrong = probability(student, question, prefix + false, prefix)
-            shares.append(right / (right + wrong))
-    return mean(shares)
-
-
-def test_p0_the_comparison_is_one_this_student_can_make_and_v7s_makes_it_weakly():
-    """Build 1's sign check said only "goes below zero", and the student wrote it where the total did not dip. Build
-    2's comparison states the order of two numbers: the twin's student (fitted on the same draw, comparing at the
-    teacher's rate) states the true order (the architecture can learn it from such a corpus); v7's student, which
-    compared in 3% of its corpus, states it less reliably (measured 0.60 where the step dips, 0.83 where it does not)
-    — part of the deficit that SFT on the teacher's comparisons has to teach."""
-    v7, twin = true_comparison_share("v7"), true_comparison_share("v7-twin")
-    assert twin > 0.95, twin  # measured 1.00
-    assert 0.5 < v7 < twin - 0.1, (v7, twin)  # measured 0.72: better than chance, weaker than the twin
+        assert mean(writes) > 0.08, writes
 
 
 @pytest.mark.parametrize("world", ["v7", "v7-twin"])
@@ -278,10 +254,10 @@ def test_p3_v7s_student_loops_more_after_its_errors_than_after_right_work(world)
         done = "Quick math. " + " ".join(f"{a} {o} {b} makes {c}." for a, o, b, c in steps)
         terse_wrong.append(probability(student, question, done + loop, done))
         for out, settings in (
-            (careful_wrong, {"comparison_rate": 0.0, "misconception": 1.0}),
-            (careful_right, {"comparison_rate": 1.0}),
+            (careful_wrong, {"allowed": False, "misconception": 1.0}),
+            (careful_right, {"allowed": True}),
         ):
-            text = builder.careful_v7(expression, random.Random(0), checker=False, phrasing=False, **settings)[0]
+            text = builder.careful_v7(expression, random.Random(0), phrasing=False, **settings)[0]
             body = text.removeprefix("<think>\n").split("\n</think>")[0]
             out.append(probability(student, question, body + loop, body))
     # loops are common after wrong work in every style (measured 0.30-0.51) …

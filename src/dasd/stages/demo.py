@@ -78,9 +78,9 @@ class DemoConfig(StageConfig):
     )
     world: Literal["v6", "v7", "v7-twin"] = Field(
         "v6",
-        description="the demo world: v6 (the demo's); v7, built for DAS's premise (the teacher's comparisons before "
-        "a subtraction are teacher sentences); v7-twin, the same teacher, texts and splits with a student that already "
-        "writes those sentences (premise absent)",
+        description="the demo world: v6 (the demo's); v7, built for DAS's premise (the teacher's 'Negative totals "
+        "are allowed.', after which the student computes a dip right, is a teacher sentence); v7-twin, the same "
+        "teacher, texts and splits with a student that already writes that sentence (premise absent)",
         json_schema_extra=ADDED,
     )
     eval_split: Literal["eval", "dev"] | None = Field(
@@ -378,7 +378,8 @@ def das_arms(skill_sentences: list[str]) -> dict[str, Any]:
             "select": {"strategy": "random"},
         },
         "oracle": {
-            "description": "the most sentences the world labels as skill (v7: comparisons), 0.6 → 1.0",
+            "description": "the most skill sentences by the world's labels (v7: 'Negative totals are allowed.'), "
+            "0.6 → 1.0",
             "select": {"strategy": "oracle", "oracle_patterns": list(skill_sentences)},
         },
         "anti_das": {"description": "the fewest teacher sentences, 0.6 → 1.0", "select": {"strategy": "anti_das"}},
@@ -583,7 +584,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         raise ConfigError(f"ablation=fresh-schedule needs samples_per_temperature >= {2 * DRAW_SIZE} (two fresh draws)")
     eval_questions = config.eval_questions or (100 if dev else 400 if with_arms else 120)
     eval_split = "dev_questions" if dev else "eval_questions"
-    max_new_tokens = MAX_NEW_TOKENS if config.world == "v6" else V7_MAX_NEW_TOKENS
+    max_new_tokens = MAX_NEW_TOKENS
     spec: dict[str, Any] = {
         "workdir": str(work),
         "questions": str(world / "train_questions.jsonl"),
@@ -673,11 +674,9 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
     return spec
 
 
-MAX_NEW_TOKENS = 256  # the world's solutions are ~110-160 teacher tokens; loops run longer and are cut here
-# v7 (build 2): comparisons and restatements make solutions ~170 teacher tokens (p99 262, max 324 measured on the
-# builder's texts over every split); at 256 the longest candidates — most of them in the checking mode — would be cut
-# and filtered out, a bias against the skill
-V7_MAX_NEW_TOKENS = 384
+# v6's solutions are ~110-160 teacher tokens, v7's (build 3) 135 on average, p99 180, max 191 (the builder's texts, 4
+# per question of every split; build 2's comparisons and restatements needed 384); loops run longer and are cut here
+MAX_NEW_TOKENS = 256
 
 
 def run(config: DemoConfig) -> dict[str, Any]:
