@@ -429,7 +429,12 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
 # --- World v7 and its twin (issue 37): DAS's premise present, or absent ---------------------------------------------
 # Designed and fixed before any arm ran on it, to the premises of the report's claims (DESIGN §8), never to an
 # outcome; only the premise checks (tests/test_das_world_premises.py) and the oracle's headroom on dev may send a build
-# back (benchmarks/RESULTS.md logs every build). This is **build 3**. Builds 1 and 2 met their premises and failed the
+# back (benchmarks/RESULTS.md logs every build). This is **build 4**: build 3's design, but the student writes the
+# sentence in every style (terse work too) at 5%, not in 3% of its careful work only — build 3's v7 student, which saw
+# it in ~390 texts, never learnt what it switches (the right result after it 0.55, as without it; the twin, ~1,950
+# texts: 0.95), so P0 failed in v7; at 5% of all texts (~2,100) it is seen as often as the twin saw it, and 5% against
+# the teacher's 15% still parts the sentence's geometric mean by > β (0.05^(1/5) = 0.55 vs 0.68). The teacher is
+# build 3's (its corpus and fit are unchanged: `--keep-teacher`). Builds 1 and 2 met their premises and failed the
 # gate, both for one reason: the skill was an *execution* new to the student (build 1: collecting one sign's terms
 # into a list; build 2: "10 is more than 7, so the total goes below zero." — copying the announced term into a
 # comparison), and 200 SFT records taught the sentence's form, not its execution (build 2's students wrote comparisons
@@ -440,12 +445,12 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
 #   exposes more than 0.6 (P1), and a question's candidates differ in it (P2 within a question). It is ~5 tokens, so
 #   its one decision token keeps the sentence's geometric mean apart between a teacher who writes it 15% of the time
 #   and a student who writes it 3% (v6's 14-token careful opening was diluted below β).
-# * The student's deficit is in every style: its terse mental math always has the misconception (|a - b|); its careful
-#   work is v6's (slips 2%) except that on a subtraction below zero it writes |a - b| with probability
-#   `V7_CAREFUL_MISCONCEPTION` — unless it opened with the sentence, after which it never does (P0). The skill is
-#   **weakly present**: the student writes the sentence in `V7_STUDENT_CHECKER_SHARE` of its careful work. The **twin**
-#   student's corpus is the same draw of the same expressions, but it writes the sentence at the teacher's rate: a
-#   shared sentence there, and DAS's count no longer points at it.
+# * The student's deficit is in every style: its terse mental math has the misconception (|a - b|); its careful work
+#   is v6's (slips 2%) except that on a subtraction below zero it writes |a - b| with probability
+#   `V7_CAREFUL_MISCONCEPTION` — unless it opened with the sentence, after which it never does, in either style (P0).
+#   The skill is **weakly present**: the student writes the sentence after its opening in `V7_STUDENT_CHECKER_SHARE` of
+#   its texts, terse and careful. The **twin** student's corpus is the same draw of the same expressions, but it writes
+#   the sentence at the teacher's rate: a shared sentence there, and DAS's count no longer points at it.
 # * Length that is not skill: teacher and students alike say "That step is done." after a step with probability
 #   `V7_FILLER_RATE` — a shared sentence DAS does not count and `longest` does, with no number in it (build 2's
 #   restatements of the running total gave the student numbers to copy past: its careful work fell to 28% right).
@@ -454,12 +459,12 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
 # * Fresh splits from unused item-seed ranges (v6's held-out split helped choose three worlds), skipping every
 #   expression of v6's splits; both models fitted to generality (one new expression per fitting example).
 V7_VERSION = "demo-world-v7"
-V7_BUILD = 3
+V7_BUILD = 4
 V7_SPLITS = (("eval_questions", 500_000, 200), ("dev_questions", 600_000, 50), ("train_questions", 700_000, 150))
 V7_GENERAL_SEEDS = {"teacher": 800_000, "student": 900_000}
 V7_CHECKER_SHARE = 0.15
 V7_CAREFUL_MISCONCEPTION = 0.5
-V7_STUDENT_CHECKER_SHARE = 0.03
+V7_STUDENT_CHECKER_SHARE = 0.05
 V7_FILLER_RATE = 0.5
 V7_LOOP_IF_WRONG = 0.5
 V7_LOOP_IF_RIGHT = 0.05
@@ -541,24 +546,34 @@ def teacher_v7(expression: str, rng: random.Random) -> str:
 
 def student_v7(expression: str, rng: random.Random, *, twin: bool) -> str:
     """One text of the v7 student's corpus (`twin`: the twin's, which writes `V7_ALLOWED` at the teacher's rate): terse
-    mental math (misconception, slips) in 70%, careful work in 30% (a third in the common phrasing), looping after
-    most wrong answers."""
+    mental math (misconception, slips) in 70%, careful work in 30% (a third in the common phrasing), either opening
+    with `V7_ALLOWED` (then without the misconception) in `V7_STUDENT_CHECKER_SHARE`, looping after most wrong answers.
+
+    >>> rng = random.Random(3)
+    >>> texts = [student_v7("3 - 5 + 4", rng, twin=False) for _ in range(4000)]
+    >>> round(sum(V7_ALLOWED in t for t in texts) / 4000, 2), any(f"Quick math. {V7_ALLOWED} 3 - 5 makes -2." in t
+    ...                                                                for t in texts)
+    (0.05, True)
+    """
     correct = _steps(expression)[2]
     allowed_share = V7_CHECKER_SHARE if twin else V7_STUDENT_CHECKER_SHARE
     draw = rng.random()
+    allowed = rng.random() < allowed_share
     if draw < TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE:
         text, value = careful_v7(
             expression,
             rng,
-            allowed=rng.random() < allowed_share,
+            allowed=allowed,
             filler_rate=V7_FILLER_RATE,
             misconception=V7_CAREFUL_MISCONCEPTION,
             slip_rate=CAREFUL_SLIP_RATE,
             phrasing=draw >= TEACHER_STYLE_SHARE,
         )
-    else:
-        steps = student_steps(expression, rng, error_rate=TERSE_SLIP_RATE)
+    else:  # terse mental math: the misconception unless it opened with the sentence
+        steps = student_steps(expression, rng, error_rate=TERSE_SLIP_RATE, misconception=not allowed)
         text, value = student_solution_from(steps), steps[-1][3]
+        if allowed:
+            text = text.replace("Quick math. ", f"Quick math. {V7_ALLOWED} ", 1)
     if rng.random() < (V7_LOOP_IF_RIGHT if value == correct else V7_LOOP_IF_WRONG):
         text = with_loop(text, rng)
     return text
@@ -624,13 +639,15 @@ def build_part_v7(root: Path, part: str) -> None:
     (root / f"{part}.json").write_text(json.dumps(report, indent=2))
 
 
-def build_world_v7(out: Path, scratch: Path) -> None:
+def build_world_v7(out: Path, scratch: Path, teacher_from: Path | None = None) -> None:
     """World v7 and its twin: the splits and the three models fitted in parallel processes (one thread each), then
-    exported to `out` (teacher/, student/, twin/ compact folders, the splits and world.json)."""
+    exported to `out` (teacher/, student/, twin/ compact folders, the splits and world.json). `teacher_from`: a shipped
+    v7 folder whose teacher (compact files and fitting report) is kept as it is — its corpus and fit do not depend on
+    the students'."""
     import shutil
     import subprocess
 
-    parts = ("splits", "teacher", "student", "twin")
+    parts = ("splits", "student", "twin") if teacher_from else ("splits", "teacher", "student", "twin")
     running = [
         subprocess.Popen([sys.executable, __file__, "--world", "v7", "--part", part, "--export", str(scratch)])
         for part in parts
@@ -641,6 +658,15 @@ def build_world_v7(out: Path, scratch: Path) -> None:
     for name, _, _ in V7_SPLITS:
         shutil.copy(scratch / f"{name}.jsonl", out / f"{name}.jsonl")
     report = {"version": V7_VERSION, "build": V7_BUILD, "skill_sentences": list(V7_SKILL_SENTENCES)}
+    if teacher_from:
+        kept = json.loads((teacher_from / "world.json").read_text())
+        # the build whose fit this teacher is (a kept teacher keeps its number)
+        report["teacher"] = {
+            **kept["teacher"],
+            "kept_from_build": kept["teacher"].get("kept_from_build", kept["build"]),
+        }
+        if Path(teacher_from).resolve() != (out / "teacher").resolve():
+            shutil.copytree(teacher_from / "teacher", out / "teacher", dirs_exist_ok=True)
     for part in parts[1:]:
         report[part] = json.loads((scratch / f"{part}.json").read_text())
         export_compact(scratch / part, out / part)
@@ -678,7 +704,7 @@ def main() -> None:
     parser.add_argument(
         "--keep-teacher",
         action="store_true",
-        help="keep the shipped teacher; refit only the student (~25 minutes on 2 cores)",
+        help="keep the shipped teacher; refit only the student (v6: ~25 minutes on 2 cores) or the students (v7)",
     )
     parser.add_argument(
         "--world",
@@ -698,7 +724,7 @@ def main() -> None:
             build_part_v7(out, args.part)
         else:
             with tempfile.TemporaryDirectory() as scratch:
-                build_world_v7(out, Path(scratch))
+                build_world_v7(out, Path(scratch), teacher_from=shipped_world("v7") if args.keep_teacher else None)
         print(out)
         return
     with tempfile.TemporaryDirectory() as scratch:

@@ -211,13 +211,16 @@ def careful_prefix(a: int, b: int, allowed: bool) -> str:
 def test_p0_the_students_careful_work_has_the_deficit_and_the_sentence_carries_the_skill(world):
     """On careful work's first step below zero (a - b, b > a): how often the student writes "Negative totals are
     allowed." after its opening, and the share of the right result (a - b) against its misconception (|a - b|), in the
-    same phrasing, with and without the sentence."""
+    same phrasing, with and without the sentence. Build 3's v7 student, which saw the sentence in ~390 careful texts,
+    had not learnt what it switches (0.55 after it, 0.51 without; its twin, ~1,950 texts: 0.95, 0.62): build 4's
+    writes it in 5% of all its texts."""
     root = world_dir(world)
     student = scorer(root / "student", "student")
     writes, without, after = [], [], []
     for question in first_subtraction_questions(root, dips=True):
         a, o, b, c = builder._steps(question["meta"]["expression"])[1][0]
-        writes.append(probability(student, question, OPENING + builder.V7_ALLOWED + " ", OPENING))
+        # (the sentence's own tokens: a reasoning that ended in a space would charge the space's improbability too)
+        writes.append(probability(student, question, OPENING + builder.V7_ALLOWED, OPENING))
         for allowed, out in ((False, without), (True, after)):
             before = careful_prefix(a, b, allowed)
             right = probability(student, question, before + f"{a} {o} {b} = {c}.", before)
@@ -227,7 +230,7 @@ def test_p0_the_students_careful_work_has_the_deficit_and_the_sentence_carries_t
     assert 0.2 < mean(without) < 0.8, without
     # … and after it computes the step right (designed: always)
     assert mean(after) > 0.9, after
-    # v7's student rarely writes it (designed: 3% of its careful work), the twin's at the teacher's rate (15%)
+    # v7's student rarely writes it (designed: 5% of its texts), the twin's at the teacher's rate (15%)
     if world == "v7":
         assert mean(writes) < 0.08, writes
     else:
