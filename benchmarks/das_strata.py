@@ -105,7 +105,7 @@ def mechanism(work: Path, arm: str) -> dict[str, float]:
                     if marker in text:
                         counts[name] = counts.get(name, 0) + 1
                         counts[f"{name} correct"] = counts.get(f"{name} correct", 0) + right
-                if CAREFUL in text and strata.get(str(sample["id"]), "no dip") != "no dip":
+                if CAREFUL in text and strata.get(str(sample.get("question_id")), "no dip") != "no dip":
                     key = "dip, careful " + ("with the sentence" if ALLOWED in text else "without it")
                     counts[key] = counts.get(key, 0) + 1
                     counts[f"{key} correct"] = counts.get(f"{key} correct", 0) + right
