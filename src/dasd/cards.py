@@ -457,17 +457,19 @@ def record_eval(final_dir: str | Path, summary: dict) -> Path | None:
     final_dir = Path(final_dir)
     if not (final_dir / STAGE_MARKER).exists():
         return None
-    path = final_dir / EVALS_FILE
-    recorded = json.loads(path.read_text()) if path.exists() else {}
-    recorded.update(eval_results(summary))
-    write_text_atomic(path, json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+    recorded = {**_recorded_evals(final_dir), **eval_results(summary)}
+    write_text_atomic(final_dir / EVALS_FILE, json.dumps(recorded, indent=1, sort_keys=True) + "\n")
     return write_model_card(final_dir)
+
+
+def _recorded_evals(final_dir: Path) -> dict[str, dict]:
+    path = final_dir / EVALS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _evals_of(final_dir: Path, evals: list[str | Path]) -> dict[str, dict]:
     """The model's recorded eval results (`record_eval`), updated by the eval folders given (`dasd push eval=…`)."""
-    path = final_dir / EVALS_FILE
-    results = json.loads(path.read_text()) if path.exists() else {}
+    results = _recorded_evals(final_dir)
     for folder in evals:
         summary_path = summary_file(folder, "eval") if Path(folder).is_dir() else Path(folder)
         summary = read_summary(summary_path)

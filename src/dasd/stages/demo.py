@@ -584,7 +584,6 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         raise ConfigError(f"ablation=fresh-schedule needs samples_per_temperature >= {2 * DRAW_SIZE} (two fresh draws)")
     eval_questions = config.eval_questions or (100 if dev else 400 if with_arms else 120)
     eval_split = "dev_questions" if dev else "eval_questions"
-    max_new_tokens = MAX_NEW_TOKENS
     spec: dict[str, Any] = {
         "workdir": str(work),
         "questions": str(world / "train_questions.jsonl"),
@@ -598,7 +597,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
                 {"temperature": 0.6, "n": samples},
                 {"temperature": 1.0, "n": samples},
             ],
-            "max_new_tokens": max_new_tokens,
+            "max_new_tokens": MAX_NEW_TOKENS,
             "limit": train_questions,
             "model_name": "demo-teacher",
         },
@@ -622,7 +621,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         "mix": {
             "questions": config.mix_questions,
             "budget_factor": config.mix_budget_factor,
-            "teacher_max_new_tokens": max_new_tokens,
+            "teacher_max_new_tokens": MAX_NEW_TOKENS,
             "off_policy": config.off_policy,
             "student": {"batch_size": 64},
             "teacher": {"batch_size": 64},
@@ -636,7 +635,7 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
         },
         "eval": {
             "n": config.eval_n or (4 if dev else 2),
-            "max_new_tokens": max_new_tokens,
+            "max_new_tokens": MAX_NEW_TOKENS,
             "math_prompt_suffix": None,
             "limit": eval_questions,
             "teacher": {"system_prompt": None},
