@@ -31,7 +31,7 @@ def main() -> None:
 
     from dasd.backends import BackendConfig, GenerationRequest
     from dasd.backends.hf import HFBackend
-    from dasd.token_scorers import ModelScorer, ScoringItem
+    from dasd.scoring.token_scorers import ModelScorer, ScoringItem
 
     backend = HFBackend(BackendConfig(name="hf", model=args.model, device="cpu", batch_size=8), chat_template_kwargs={})
     model, tokenizer = backend.model, backend.tokenizer

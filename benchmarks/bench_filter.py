@@ -27,7 +27,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from dasd.config import load_config
-    from dasd.filters import (
+    from dasd.grading.answers import BoundedVerifier, grade_many
+    from dasd.models.assets import load_tokenizer
+    from dasd.selection.filters import (
         Deduper,
         LengthConfig,
         RepetitionConfig,
@@ -37,8 +39,6 @@ def main() -> None:
         structure_filter,
         student_length,
     )
-    from dasd.grading.answers import BoundedVerifier, grade_many
-    from dasd.models.assets import load_tokenizer
     from dasd.stages import filter as filter_stage
     from tests.conftest import write_jsonl
     from tests.test_filters import healthy_cot

@@ -8,7 +8,7 @@ bytes) and times, in this process:
 
 * `before (caches)` — how the sample and eval caches knew a model before: sha256 of every file, one thread, on
   every run (`hashlib` over 1 MiB reads);
-* `cold` — `dasd.cache.keys.folder_identity` the first time: sha256 of 64 MiB pieces on several threads, then the
+* `cold` — `dasd.models.identity.folder_identity` the first time: sha256 of 64 MiB pieces on several threads, then the
   memo written;
 * `warm` — the same call again: size, mtime and inode read back from the memo, no byte of the weights read;
 * `touched` — after `touch` of every file (a re-sync): each file read again once (new mtime), same identity.
@@ -33,7 +33,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
-from dasd.cache.keys import folder_identity, model_files  # noqa: E402
+from dasd.models.identity import folder_identity, model_files  # noqa: E402
 
 SHARD = 1 << 30  # the largest weight file written (real checkpoints shard at 2-10 GB)
 

@@ -40,7 +40,7 @@ def main() -> None:
     from dasd.backends import BackendConfig, GenerationRequest
     from dasd.backends.hf import HFBackend
     from dasd.models.demo_world import world_dir
-    from dasd.token_scorers import ModelScorer, ScoringItem
+    from dasd.scoring.token_scorers import ModelScorer, ScoringItem
 
     world = world_dir()
     lines = (world / "eval_questions.jsonl").read_text().splitlines()[: args.questions]

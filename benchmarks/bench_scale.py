@@ -18,7 +18,7 @@ that of the largest single process, the stage or one of its workers) and a wall 
   then the same `dasd filter` command again;
 * `build-sft` — `dasd build-sft` on the selection (its default files, the template check);
 * `train data` — what `dasd train` does with a stage file before the model loads (`dasd.stages.train.run_stage`:
-  read the records, `dasd.training.prepare_examples` with the Qwen3 tokenizer, `Dataset.from_list`, BFD
+  read the records, `dasd.training.sft.prepare_examples` with the Qwen3 tokenizer, `Dataset.from_list`, BFD
   packing at max_length 65536), on build-sft's high_temp file;
 * `push` — `dasd push` of the selection with `dry_run=true` to a local folder (the Parquet dataset folder and
   its card, nothing uploaded);
@@ -286,12 +286,12 @@ from dasd.models.assets import load_tokenizer
 
 path, tokenizer, max_length = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:  # what dasd.stages.train.run_stage does before the model loads: tokenize once into the cache, then map it
-    from dasd.train_data import prepare_stage_data
+    from dasd.training.data import prepare_stage_data
 except ImportError:  # before issue 34: read every record, tokenize into lists, pack from Python
     from datasets import Dataset
     from trl.data_utils import pack_dataset
     from dasd.data.io import read_records
-    from dasd.training import prepare_examples
+    from dasd.training.sft import prepare_examples
 
     records = read_records(path)
     prepared = prepare_examples(

@@ -151,7 +151,7 @@ def measure(shape: str, device: str, samples: int, median: int, max_len: int, to
     import torch
 
     from dasd.models.attention import packed_attention
-    from dasd.token_scorers import ModelScorer, ScoringItem
+    from dasd.scoring.token_scorers import ModelScorer, ScoringItem
 
     model, description = build_model(shape, device, "sdpa")
     if device.startswith("cuda"):

@@ -29,7 +29,7 @@ def main() -> None:
     import pysbd
 
     from dasd.models.assets import load_tokenizer
-    from dasd.sentence_scores import assign_tokens
+    from dasd.scoring.sentence_scores import assign_tokens
     from dasd.text.sentences import split_sentences
     from tests.test_sentences import LABELLED
 

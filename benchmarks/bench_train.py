@@ -160,7 +160,7 @@ def train_throughput(
     from transformers import AutoModelForCausalLM, Qwen3Config
 
     from dasd.models.attention import packed_attention
-    from dasd.training import PaddingFreeCollator
+    from dasd.training.sft import PaddingFreeCollator
 
     cuda = device.startswith("cuda")
     config = Qwen3Config(

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from dasd.training import changed_weights, saved_weight_digests, weight_digests
+from dasd.training.sft import changed_weights, saved_weight_digests, weight_digests
 
 TENSOR_ELEMENTS = 8 * 1024 * 1024  # 32 MiB float32 tensors, a 4B model's MLP matrices are ~50-100 MiB in bf16
 

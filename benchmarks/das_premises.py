@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from dasd.data.io import iter_records  # noqa: E402
 from dasd.models.demo_world import world_skill_sentences  # noqa: E402
-from dasd.sentence_scores import oracle_count, sentence_texts, strategy_score  # noqa: E402
+from dasd.scoring.sentence_scores import oracle_count, sentence_texts, strategy_score  # noqa: E402
 
 ALLOWED = "Negative totals are allowed."
 

@@ -6,12 +6,13 @@
 The strata are fixed in benchmarks/PREREGISTERED.md (issue 37) and computed from each question's expression alone:
 `no dip` — the left-to-right running total never goes below zero (the student's misconception, |a - b|, never
 applies); `dip, answer ≥ 0` — it dips and comes back; `answer < 0`. Per stratum the paired difference of two arms
-over their training seeds (`dasd.metrics.paired_difference`: t interval, Welch–Satterthwaite df), and per arm what
+over their training seeds (`dasd.reporting.metrics.paired_difference`: t interval, Welch–Satterthwaite df), and per
+arm what
 its students write in their held-out answers (`samples.jsonl`): the share of answers in careful work (the teacher's
 "Start with …"), with "Negative totals are allowed.", with a re-check loop, and the accuracy of each; and, on
 questions whose running total dips, the accuracy of careful work with and without the sentence (the mechanism the
 world is built on). Build 2's comparison counters are at commit aca054c. With two workdirs: the interaction (pair's
-difference in the first − in the second) per stratum (`dasd.ablation.interaction`).
+difference in the first − in the second) per stratum (`dasd.reporting.ablation.interaction`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dasd.ablation import benchmarks_of, graded_samples, interaction  # noqa: E402
 from dasd.data.io import iter_records  # noqa: E402
-from dasd.metrics import paired_difference, verdict  # noqa: E402
 from dasd.naming import seed_dir  # noqa: E402
+from dasd.reporting.ablation import benchmarks_of, graded_samples, interaction  # noqa: E402
+from dasd.reporting.metrics import paired_difference, verdict  # noqa: E402
 
 STRATA = ("no dip", "dip, answer >= 0", "answer < 0")
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dasd.ablation import claim_results
 from dasd.config import load_config
 from dasd.errors import ConfigError, DasdError
-from dasd.metrics import paired_difference, satterthwaite_df, t_quantile, verdict
+from dasd.reporting.ablation import claim_results
+from dasd.reporting.metrics import paired_difference, satterthwaite_df, t_quantile, verdict
 from dasd.stages import demo
 from dasd.stages import run as pipeline_run
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dasd.models.attention import PACKED, register, sample_bounds
-from dasd.token_scorers import ModelScorer, ScoringItem, plan_batches
+from dasd.scoring.token_scorers import ModelScorer, ScoringItem, plan_batches
 
 
 def _model(path, attention: str, dtype=torch.float32):
@@ -60,7 +60,7 @@ def test_packed_attention_is_the_masked_attention_exactly_in_float32(tiny_qwen3)
 
 def test_padding_free_training_gradients_match_the_masked_path(tiny_qwen3):
     """One padding-free row of three samples: loss and every gradient as with SDPA's block-diagonal mask."""
-    from dasd.training import PaddingFreeCollator
+    from dasd.training.sft import PaddingFreeCollator
 
     generator = torch.Generator().manual_seed(0)
     examples = []

@@ -272,7 +272,7 @@ def test_weight_by_teacher_seq_logprob(tmp_path, capsys):
 
 
 def test_weight_by_teacher_sentences(tmp_path):
-    from dasd.cards import stage_facts
+    from dasd.reporting.cards import stage_facts
 
     weights, summary = _weights(tmp_path, "weight_by=teacher_sentences", "weight=2")
     # das.teacher, as dasd select counts: high_temp 1, 2, 3, 0, 4 (sum 10, mean 2) → /2 → 0.5, 1, 1.5, 0, 2;

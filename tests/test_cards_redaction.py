@@ -5,7 +5,7 @@ config and summary that hold each kind of credential next to facts whose names l
 
 from __future__ import annotations
 
-from dasd.cards import provenance_section, redacted
+from dasd.reporting.cards import provenance_section, redacted
 
 HF_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123"
 OPENAI_KEY = "sk-" + "proj-abcdefghijklmnopqrstuvwx"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dasd.models.loading import ModelConfig, compute_context, load_model
-from dasd.token_scorers import ModelScorer, ScoringItem
+from dasd.scoring.token_scorers import ModelScorer, ScoringItem
 
 TEXT = (
     "<|im_start|>user\nWhat is 17 * 23 + 4?<|im_end|>\n<|im_start|>assistant\n<think>\n"

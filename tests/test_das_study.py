@@ -18,7 +18,7 @@ import yaml
 from dasd.config import load_config
 from dasd.data.io import iter_records
 from dasd.models.demo_world import world_dir, world_skill_sentences
-from dasd.sentence_scores import oracle_count
+from dasd.scoring.sentence_scores import oracle_count
 from dasd.stages import demo
 
 pytestmark = pytest.mark.slow

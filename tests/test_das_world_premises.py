@@ -33,7 +33,7 @@ from dasd.data.io import iter_records
 from dasd.models.demo_world import world_dir, world_skill_sentences
 from dasd.pipeline.config import PipelineConfig
 from dasd.pipeline.plan import plan
-from dasd.sentence_scores import oracle_count, sentence_texts
+from dasd.scoring.sentence_scores import oracle_count, sentence_texts
 from dasd.stages import STAGES, demo
 
 from .test_testbed_premises import mean, record, scorer

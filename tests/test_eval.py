@@ -14,7 +14,7 @@ from dasd.config import load_config
 from dasd.data.benchmarks import load_benchmark
 from dasd.errors import ConfigError
 from dasd.grading.answers import BoundedVerifier, grade_many
-from dasd.metrics import avg_at_k, compare, mean_pass_at_k, pass_at_k, standard_error
+from dasd.reporting.metrics import avg_at_k, compare, mean_pass_at_k, pass_at_k, standard_error
 from dasd.stages import eval as eval_stage
 from dasd.text.reasoning import parse_response
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from dasd.backends import BackendConfig
-from dasd.cache.eval import cache_settings, digest
 from dasd.config import load_config
 from dasd.data.io import RecordWriter, read_shared_records
 from dasd.data.summaries import EvalCacheSummary, EvalSummary
+from dasd.sampling.eval_cache import cache_settings, digest
 from dasd.stages import eval as eval_stage
 
 from .conftest import write_jsonl

@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from dasd.config import fingerprint_view, load_config
-from dasd.filters import (
+from dasd.grading.answers import BoundedVerifier, extract_choice, extract_final_answer, grade_many
+from dasd.selection.filters import (
     DedupeConfig,
     Deduper,
     RepetitionConfig,
@@ -17,7 +18,6 @@ from dasd.filters import (
     structure_filter,
     student_length,
 )
-from dasd.grading.answers import BoundedVerifier, extract_choice, extract_final_answer, grade_many
 from dasd.stages import filter as filter_stage
 
 from .conftest import read_jsonl, write_jsonl
@@ -94,7 +94,7 @@ def test_length_counts_the_whole_training_text_in_student_tokens(smollm2_tokeniz
         prompt_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         assert length > prompt_tokens + 300  # prompt + ~300 words + tags + end token
     config = load_config(filter_stage.FilterConfig, None, ["input=x", "output=y", "length.max_length=100"])
-    from dasd.filters import length_filter
+    from dasd.selection.filters import length_filter
 
     assert length_filter(100, config.length) is True and length_filter(101, config.length) == (False, "too_long")
 

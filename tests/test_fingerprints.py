@@ -16,8 +16,9 @@ from pydantic import Field, create_model
 
 import dasd
 from dasd.cache import keys
-from dasd.cache.keys import file_sha256, folder_identity, model_identity
+from dasd.cache.keys import file_sha256
 from dasd.config import ADDED, SPEED_ONLY, StageConfig, fingerprint_rule, fingerprint_view
+from dasd.models.identity import folder_identity, model_identity
 from dasd.pipeline.config import PipelineConfig
 from dasd.pipeline.plan import plan
 from dasd.stages.run import step_jobs

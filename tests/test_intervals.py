@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dasd.ablation import arm_results, claim_results, interaction, interaction_rows, with_t_interval
 from dasd.cli import main
-from dasd.metrics import paired_difference, satterthwaite_df, t_quantile, t_upper_tail
 from dasd.naming import RUN_SUMMARY, eval_dir, seed_dir
+from dasd.reporting.ablation import arm_results, claim_results, interaction, interaction_rows, with_t_interval
+from dasd.reporting.metrics import paired_difference, satterthwaite_df, t_quantile, t_upper_tail
 
 from .conftest import write_jsonl
 

@@ -4,7 +4,9 @@
   runner (`run`) and `demo`, which drive other stages through the registry;
 * no part imports a stage;
 * the import graph of `dasd` has no cycle, counting the imports inside functions too (those load
-  heavy dependencies lazily; they are not a licence for two modules to need each other).
+  heavy dependencies lazily; they are not a licence for two modules to need each other);
+* each layer imports only from itself and the layers below it (`LAYERS`, README's "How the code is laid out"):
+  every module belongs to one, and a new folder has to be placed before it can be imported.
 """
 
 from __future__ import annotations
@@ -112,6 +114,70 @@ def test_the_import_graph_has_no_cycle():
         if module not in state:
             cycle = visit(module)
             assert cycle is None, " -> ".join(cycle)
+
+
+# The layers, bottom first: a module imports only from its own layer and those below (top-level and lazy imports alike).
+# A module's layer is its folder under dasd/ (or its own name for the modules at the top: the foundation).
+LAYERS = (
+    ("dasd", "errors", "files", "naming", "progress", "config"),  # the foundation (`dasd` is the package's __init__)
+    ("cache",),  # content keys, the cache root
+    ("models",),  # loading, assets (tokenizers), identity, tiny models, the demo world
+    ("text",),  # rendering, reasoning formats, sentences, token offsets
+    ("grading",),  # answers, code grading, the sandbox
+    ("data",),  # the records' contract, io, hub, lineage, benchmarks
+    ("backends",),  # generation backends and the per-task server launcher
+    ("scoring",),  # token scorers, sentence scores
+    ("sampling",),  # the generation loop, the probe, mixing, the caches of generations
+    ("selection",),  # the filter chain
+    ("training",),  # SFT data and the trainer
+    ("reporting",),  # metrics, ablation claims, figures, cards
+    ("pipeline",),  # dasd run's parts
+    ("stages",),  # one module per command, and the registry
+    ("cli", "__main__"),  # the entry point
+)
+
+
+def _layer_of(module: str) -> int | None:
+    parts = module.split(".")
+    group = parts[1] if len(parts) > 1 else "dasd"
+    return next((rank for rank, groups in enumerate(LAYERS) if group in groups), None)
+
+
+def _upward_imports(modules: dict[str, Path]) -> list[str]:
+    problems = []
+    for name, path in sorted(modules.items()):
+        own = _layer_of(name)
+        if own is None:
+            problems.append(f"{name} is in no layer (tests/test_layout.py LAYERS)")
+            continue
+        for imported in sorted(_imports(path, top_level_only=False)):
+            layer = _layer_of(imported)
+            if layer is not None and layer > own:
+                problems.append(f"{name} imports {imported}, a layer above it")
+    return problems
+
+
+def test_each_layer_imports_only_the_layers_below():
+    assert not _upward_imports(_modules())
+
+
+def test_the_layer_rule_fails_on_an_upward_import(tmp_path):
+    """A part of `data` that imports the pipeline, and a module in a folder no layer names, are both reported."""
+    part = tmp_path / "upward.py"
+    part.write_text("from ..pipeline.plan import plan\n")
+    stray = tmp_path / "stray.py"
+    stray.write_text("")
+    original = _module_name
+    names = {part: "dasd.data.upward", stray: "dasd.newfolder.stray"}
+    try:
+        globals()["_module_name"] = lambda path: names.get(path) or original(path)
+        problems = _upward_imports({"dasd.data.upward": part, "dasd.newfolder.stray": stray})
+    finally:
+        globals()["_module_name"] = original
+    assert problems == [
+        "dasd.data.upward imports dasd.pipeline.plan, a layer above it",
+        "dasd.newfolder.stray is in no layer (tests/test_layout.py LAYERS)",
+    ]
 
 
 def test_the_examples_in_docstrings_hold():

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dasd.config import fingerprint_view, load_config
-from dasd.mixing import CuratedSet, cut_position
+from dasd.sampling.mixing import CuratedSet, cut_position
 from dasd.stages import mix, train
 from dasd.text.prompts import render_chat_prompt
 from dasd.text.render import think_text
@@ -241,7 +241,7 @@ def test_several_continuations_per_cut_and_a_shaped_cut(tmp_path, taught_teacher
     config = (output.parent / "mixed.config.yaml").read_text()
     assert "continuations_per_cut: 3" in config and "cut_shape" in config
     # the dataset card says how the data was cut and continued
-    from dasd.cards import stage_facts
+    from dasd.reporting.cards import stage_facts
 
     settings = yaml.safe_load(config)
     facts = "\n".join(stage_facts({"stage": "mix", "config": settings, "summary": summary}))

@@ -219,7 +219,7 @@ def test_the_dataset_export_is_sharded_by_bytes_and_holds_every_row(tmp_path):
     shard), named train-i-of-n, that `datasets` reads back whole and in order; a `{}` field becomes null."""
     from datasets import load_dataset
 
-    from dasd.cards import export_dataset
+    from dasd.reporting.cards import export_dataset
 
     source = tmp_path / "records.jsonl"
     rows = [{"id": f"r{i}", "text": "x" * 40_000, "meta": {}, "logprobs": [-0.5] * 500} for i in range(120)]

@@ -18,7 +18,7 @@ from dasd.backends import BackendConfig, GenerationRequest
 from dasd.backends.hf import HFBackend
 from dasd.models.loading import ModelConfig, load_causal_lm, load_model
 from dasd.models.restricted_head import RestrictedLMHead, nonzero_rows, restrict_output_vocab
-from dasd.token_scorers import ModelScorer, ScoringItem
+from dasd.scoring.token_scorers import ModelScorer, ScoringItem
 
 TOLERANCE = 1e-5  # on log-probs; measured: 0 for batched rows, ~1e-6 for a single row
 MAX_NEW_TOKENS = 32

@@ -1,4 +1,4 @@
-"""The sampling cache (`dasd.cache.sample`): a whole run made with the same teacher, questions and settings in
+"""The sampling cache (`dasd.sampling.sample_cache`): a whole run made with the same teacher, questions and settings in
 another workdir is copied — the same bytes as generating it — and only a run made in one go is kept."""
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ import torch
 
 from dasd import sentence_scores
 from dasd.config import load_config
-from dasd.sentence_scores import assign_tokens, classify, score_sentences
+from dasd.scoring.sentence_scores import assign_tokens, classify, score_sentences
+from dasd.scoring.token_scorers import ModelScorer, ScoringItem, plan_batches
 from dasd.stages import sample, score
 from dasd.text.render import completion_part_logprobs, render_student
 from dasd.text.sentences import split_sentences
-from dasd.token_scorers import ModelScorer, ScoringItem, plan_batches
 
 from .conftest import read_jsonl, write_jsonl
 
@@ -569,7 +569,7 @@ def test_boosted_sentences_found_before_training_leave_their_candidates_out(
         capped["boosted"]["questions_emptied"] == len(emptied) >= 1 and described["boosted"]["questions_emptied"] == 0
     )
     # the dataset card says the filter made the data
-    from dasd.cards import stage_facts
+    from dasd.reporting.cards import stage_facts
 
     facts = "\n".join(stage_facts({"stage": "select", "config": {"strategy": "count", "k": 1}, "summary": capped}))
     assert f"max boosted share 0.5: 4 candidates left out (questions left without any: {len(emptied)})" in facts

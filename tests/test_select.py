@@ -158,7 +158,7 @@ def test_per_temperature_k_and_budgets_keep_the_best_of_each_temperature_and_dom
     assert summary["budget_per_temperature"] == {"0.6": 2, "1.0": {"math": 3, "code": 1}}
     assert summary["selected"] == 6
     # the dataset card says which budgets made the data
-    from dasd.cards import stage_facts
+    from dasd.reporting.cards import stage_facts
 
     facts = "\n".join(stage_facts({"stage": "select", "config": {"strategy": "count", "k": 1}, "summary": summary}))
     assert "k per temperature: {'0.6': 1, '1.0': 2}" in facts

@@ -9,7 +9,7 @@ import pytest
 
 from dasd.cli import main
 from dasd.models.demo_world import world_dir
-from dasd.temperature_probe import suggest_pair
+from dasd.sampling.temperature_probe import suggest_pair
 
 TEMPERATURES = (0.3, 0.6, 1.0, 1.6)
 

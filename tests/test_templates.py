@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 
 from dasd.errors import DasdError
-from dasd.filters import student_length
+from dasd.selection.filters import student_length
 from dasd.stages.build_sft import BuildSFTConfig, sft_record
 from dasd.text.prompts import check_chat_continuation, render_chat_prompt
 from dasd.text.render import DEFAULT_SYSTEM_PROMPT, render_student
-from dasd.training import prepare_examples
+from dasd.training.sft import prepare_examples
 
 from .real_templates import real_tokenizer
 

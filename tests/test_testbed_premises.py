@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 
 from dasd.backends import BackendConfig, GenerationRequest, make_backend
-from dasd.mixing import continuation_prefix, cut_position
 from dasd.models.demo_world import world_dir
-from dasd.sentence_scores import classify, sentence_scores_by_model
+from dasd.sampling.mixing import continuation_prefix, cut_position
+from dasd.scoring.sentence_scores import classify, sentence_scores_by_model
+from dasd.scoring.token_scorers import make_token_scorer
 from dasd.text.render import DEFAULT_SYSTEM_PROMPT, render_student
-from dasd.token_scorers import make_token_scorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import build_demo_world as builder  # noqa: E402  (scripts/ is not a package)
@@ -213,7 +213,7 @@ def test_p3_the_student_loops_and_the_teacher_continues_its_prefixes_to_the_righ
         )
     assert 0.1 < mean(loop_probabilities) < 0.4, loop_probabilities  # fitted: 20% of its corpus loops
     # recovery: the teacher continues the student's work cut where mixed-policy cuts it (a sentence end in the
-    # second half, `dasd.mixing.cut_position`) and reaches the right answer (measured 5 of 6)
+    # second half, `dasd.sampling.mixing.cut_position`) and reaches the right answer (measured 5 of 6)
     teacher = make_backend(BackendConfig(model=str(world / "teacher")))
     requests = [
         GenerationRequest(

@@ -16,7 +16,7 @@ import torch
 from dasd.config import load_config
 from dasd.errors import DasdError, InputError
 from dasd.stages import train
-from dasd.training import PaddingFreeCollator, cosine_with_floor, prepare_examples
+from dasd.training.sft import PaddingFreeCollator, cosine_with_floor, prepare_examples
 
 from .conftest import kill_when, write_jsonl
 
@@ -351,7 +351,7 @@ def test_per_sample_weights_scale_the_loss(tmp_path, tiny_llama_smollm2, smollm2
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig
 
-    from dasd.training import make_weighted_trainer_class
+    from dasd.training.sft import make_weighted_trainer_class
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_smollm2), dtype=torch.float32)
     records = sft_records(2)
@@ -528,16 +528,16 @@ def test_run_past_the_check_that_schedule_trains_at_rate_0_and_its_unchanged_wei
     so), the saved weights are the student's, and that is an error that leaves nothing behind to resume."""
     import dataclasses
 
-    import dasd.training
+    import dasd.training.sft
 
     plans = []
-    real = dasd.training.planned_schedule
+    real = dasd.training.sft.planned_schedule
 
     def unchecked(args, **kwargs):  # the real plan, recorded; what run_stage checks says a step moves
         plans.append(real(args, **kwargs))
         return dataclasses.replace(plans[-1], learning_rates=[1.0])
 
-    monkeypatch.setattr(dasd.training, "planned_schedule", unchecked)
+    monkeypatch.setattr(dasd.training.sft, "planned_schedule", unchecked)
     data = write_jsonl(tmp_path / "low.jsonl", sft_records(4))
     config = _config(
         tmp_path, tiny_llama_smollm2, [{"name": "low_temp", "data": str(data)}], "epochs=1", "save_steps=1"
@@ -587,12 +587,12 @@ def test_a_stage_with_steps_past_warmup_moves_the_weights_and_reports_its_steps_
     Trainer's scheduler ran at, the weights moved, and the summaries show the steps and the peak rate reached."""
     from safetensors.torch import load_file
 
-    import dasd.training
+    import dasd.training.sft
     from dasd.pipeline.summary import headline
 
     plans = []
-    real = dasd.training.planned_schedule
-    monkeypatch.setattr(dasd.training, "planned_schedule", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
+    real = dasd.training.sft.planned_schedule
+    monkeypatch.setattr(dasd.training.sft, "planned_schedule", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
     data = write_jsonl(tmp_path / "low.jsonl", sft_records(4))
     config = _config(
         tmp_path,
@@ -623,7 +623,7 @@ def test_start_digests_come_from_the_files_when_the_loaded_model_does_not_hold_i
     same digests as the loaded weights (a model on the meta device stands for one that holds no weights)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from dasd.training import start_weight_digests, weight_digests
+    from dasd.training.sft import start_weight_digests, weight_digests
 
     loaded = AutoModelForCausalLM.from_pretrained(str(tiny_llama_smollm2), dtype=torch.float32)
     from_memory = start_weight_digests(loaded, str(tiny_llama_smollm2))
@@ -654,7 +654,7 @@ def test_the_planned_schedule_is_the_trainers(
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig
 
-    from dasd.training import make_weighted_trainer_class, planned_schedule
+    from dasd.training.sft import make_weighted_trainer_class, planned_schedule
 
     args = SFTConfig(
         output_dir=str(tmp_path / "t"),

@@ -1,4 +1,5 @@
-"""`dasd.train_data`: a stage's samples tokenized once, by worker processes, into a cached memory-mapped Arrow dataset.
+"""`dasd.training.data`: a stage's samples tokenized once, by worker processes, into a cached memory-mapped Arrow
+dataset.
 
 The dataset holds exactly the list path's samples (`prepare_examples`), packs into the same rows and trains the same
 weights; a rerun reads it back; new data, another tokenizer or another setting gives another key; one of several
@@ -18,8 +19,8 @@ import torch
 from dasd import train_data
 from dasd.errors import InputError
 from dasd.stages import train
-from dasd.train_data import load_stage_data, prepare_stage_data
-from dasd.training import prepare_examples
+from dasd.training.data import load_stage_data, prepare_stage_data
+from dasd.training.sft import prepare_examples
 
 from .conftest import write_jsonl
 from .test_train import _config, sft_records

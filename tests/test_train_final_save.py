@@ -15,7 +15,7 @@ import torch
 
 from dasd.errors import DasdError
 from dasd.stages import train
-from dasd.training import saved_model_problem
+from dasd.training.sft import saved_model_problem
 
 from .conftest import REPO, write_jsonl
 from .test_train import _config, sft_records

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import shlex
 import types
 import typing
@@ -26,6 +25,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
 from .errors import ConfigError
+from .files import write_text_atomic
 
 # Where a field stands in the fingerprint of a step that uses it (`fingerprint_view`), declared on the field with
 # `Field(..., json_schema_extra=SPEED_ONLY)` or `json_schema_extra=ADDED`:
@@ -293,13 +293,8 @@ def load_config(cls: type[StageConfig], config_path: str | None, overrides: list
 
 
 def dump_config(config: StageConfig, path: str | Path) -> None:
-    """Write the resolved config (every field, defaults included) as YAML, via a temporary file and a rename (as
-    `dasd.data.io.write_text_atomic`, which this bottom layer does not import)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True), "utf-8")
-    os.replace(tmp, path)
+    """Write the resolved config (every field, defaults included) as YAML, atomically."""
+    write_text_atomic(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
 
 
 def _type_name(annotation: Any) -> str:

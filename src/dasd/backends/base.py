@@ -42,7 +42,7 @@ class BackendConfig(ModelConfig):
         ge=1,
         description="hf: sequences generated together (left-padded). Each sample has its own seed, so the batch "
         "changes it only through floating-point rounding, as a resumed run does (log-probs by ~1e-5; rarely a token "
-        "near a tie: 1 of 240 demo samples, dasd.cache.eval): not part of a step's fingerprint",
+        "near a tie: 1 of 240 demo samples, dasd.sampling.eval_cache): not part of a step's fingerprint",
         json_schema_extra=SPEED_ONLY,
     )
     # --- openai ---

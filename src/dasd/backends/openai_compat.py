@@ -566,7 +566,7 @@ class OpenAIBackend(Backend):
         yield from self._stream(self._generate_one, requests)
 
     def score(self, requests: list[ScoreRequest]) -> Iterator[ScoreResult]:
-        """The server's prompt log-probs of each token sequence, in completion order (`dasd.token_scorers`)."""
+        """The server's prompt log-probs of each token sequence, in completion order (`dasd.scoring.token_scorers`)."""
         yield from self._stream(self._score, requests)
 
     def _stream(self, call, requests: list) -> Iterator:

@@ -1,11 +1,6 @@
-"""What dasd keeps between runs, and how it knows two things are the same.
-
-- `keys`: content keys — `digest` of settings, `file_sha256` (memoised by size, mtime and inode), and the one
-  identity of a model (`model_identity`: its files' names, sizes and content), used by `dasd run`'s fingerprints
-  and by both caches;
-- `sample`: a whole `dasd sample` run made before with the same teacher weights, questions and settings, copied;
-- `eval`: `dasd eval` batches generated before with the same model and settings, read back.
-
-Each cache's folder comes from its variable (`$DASD_SAMPLE_CACHE`, `$DASD_EVAL_CACHE`, `$DASD_HASH_CACHE`), else
-from `$DASD_CACHE`; the tests give every test its own.
+"""What makes a file or a set of settings the same as before (`keys`): `digest` of settings, `file_sha256` (memoised
+by size, mtime and inode under `$DASD_HASH_CACHE`, else `$DASD_CACHE/hashes`) and `cache_dir`, the root of every cache
+and built asset (`$DASD_CACHE`). A model's identity is built on them in `dasd.models.identity`; the caches of
+generations that use them are `dasd.sampling.sample_cache` and `dasd.sampling.eval_cache` (each with its own variable,
+`$DASD_SAMPLE_CACHE`, `$DASD_EVAL_CACHE`; the tests give every test its own).
 """

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files import write_json_atomic, write_text_atomic
 from ..naming import summary_file
 from .jsonl import (
     AtomicJsonlFiles,
@@ -224,21 +225,6 @@ def write_parquet_dataset(
         rows_per_shard=rows_per_shard,
         bytes_per_shard=bytes_per_shard,
     )
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a text file (YAML, HTML, Markdown, …) via a temporary file and a rename, so that readers
-    never see half of it and a crash leaves the previous version."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-    """Write `payload` as indented JSON, atomically (summaries, markers, metrics)."""
-    write_text_atomic(path, json.dumps(payload, ensure_ascii=False, indent=2))
 
 
 def write_summary(output: str | os.PathLike, summary: StageSummary) -> Path:

@@ -4,7 +4,7 @@
   leaves at most one partial trailing line — which the next `RecordWriter` on that file cuts off;
 * a rerun skips ids already present (`writer.done`), so long jobs resume where they stopped;
 * failures never enter the output: they go to an `ErrorLog` beside it, and a rerun retries them;
-* a file that several processes append to at once (the evaluation cache, `dasd.cache.eval`) is written
+* a file that several processes append to at once (the evaluation cache, `dasd.sampling.eval_cache`) is written
   with `RecordWriter(path, shared=True)` and read with `read_shared_records`: both hold a lock on
   `<name>.lock` (`file_lock`), so lines never interleave and a torn line is cut only when no one writes.
 """

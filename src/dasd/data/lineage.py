@@ -4,7 +4,7 @@
 
 Every stage writes `<name>.config.yaml` (its resolved config, which names its `input`) and `<name>.summary.json`
 beside its output (`dasd.naming.sidecar`); `lineage` follows the `input` links from a file back to the questions.
-The cards (`dasd.cards`) are made from what it finds — never from what the user says they did.
+The cards (`dasd.reporting.cards`) are made from what it finds — never from what the user says they did.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The summaries the stages write — the other half of the data contract (`dasd.data.records` has the records).
 
 Every stage writes one beside its output (`<name>.summary.json`; where: `dasd.naming.summary_file`) through
-`dasd.data.io.write_summary`, and the cards (`dasd.cards`), `dasd run`'s table (`dasd.pipeline.summary.headline`) and
+`dasd.data.io.write_summary`, and the cards (`dasd.reporting.cards`), `dasd run`'s table
+(`dasd.pipeline.summary.headline`) and
 `dasd report` read it back through `dasd.data.io.read_summary`: one TypedDict per stage, told apart by `stage`. As with
 the records, plain JSON objects: a summary written by an older dasd may lack a field, so readers that publish
 (cards, report) use `.get`.
@@ -39,7 +40,7 @@ class SampleSummary(TypedDict):
     questions_defaulted: NotRequired[dict[str, int]]  # input questions given an id / a domain they lacked
     reasoning_format: NotRequired[str]  # think | harmony | none: also on each response record
     # this run's responses (`checked`) and how many lack a part: empty, no_reasoning, unclosed (reasoning, no answer),
-    # unclosed_at_length, no_extractable_answer (dasd.response_checks.missing_parts)
+    # unclosed_at_length, no_extractable_answer (dasd.sampling.response_checks.missing_parts)
     missing_parts: NotRequired[dict[str, int]]
     warnings: NotRequired[list[str]]  # one per part most of them lack, with the likely fix (printed too)
 
@@ -224,7 +225,7 @@ class BenchmarkMetrics(TypedDict):
 
 
 class EvalCacheSummary(TypedDict):
-    folder: str | None  # the evaluation cache read and added to (`dasd.cache.eval`); None when not used
+    folder: str | None  # the evaluation cache read and added to (`dasd.sampling.eval_cache`); None when not used
     reason: str | None  # why it was not used (cache=off, a backend that is not cached)
     reused: int  # samples this run took from the cache
     generated: int  # samples this run generated (on hf: in fixed batches, stored in the cache when used)

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..cache.keys import cache_dir
 from ..errors import DasdError, hub_error
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -104,12 +105,6 @@ QUICKTOK_ENCODINGS = {
         ["<|call|>"],
     ),
 }
-
-
-def cache_dir() -> Path:
-    root = Path(os.environ.get("DASD_CACHE", Path.home() / ".cache" / "dasd"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def _package_dir(module: str) -> Path:

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cache.keys import path_identity
 from ..data.io import write_json_atomic
 from ..errors import DasdError
+from ..models.identity import path_identity
 from ..naming import STALE_DIR, step_marker
 
 ENDED = ("done", "skipped")
@@ -88,7 +88,7 @@ def fingerprint(
     """(fingerprint, basis) of a step: its basis is what decides its outputs — the fingerprint view of its config
     (`dasd.config.fingerprint_view`: no speed-only fields, added ones only when set), the fingerprints of the steps
     it reads (computed before: plan order) and the identity of its input files and start models
-    (`dasd.cache.keys.path_identity`: content, so a `touch` or a copied model changes nothing). The basis is kept
+    (`dasd.models.identity.path_identity`: content, so a `touch` or a copied model changes nothing). The basis is kept
     in the marker, to say what changed when the fingerprint does; the fingerprint is recorded in `fingerprints`."""
     basis = {
         "step": name,

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..ablation import arm_results, claim_results, claims_table
 from ..naming import EVAL_MODELS, EVAL_SUMMARY, eval_dir, seed_dir
+from ..reporting.ablation import arm_results, claim_results, claims_table
 from .config import PipelineConfig
 
 # The number in a step's row that says the stage did its work, by stage: a count of its summary (select's row also

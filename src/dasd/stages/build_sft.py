@@ -75,7 +75,7 @@ from ..data.summaries import BuildSFTSummary
 from ..errors import InputError
 from ..naming import HIGH_TEMP_STAGE, LOW_TEMP_STAGE, sft_stage_file, sidecar, stage_for_temperature
 from ..progress import format_summary
-from ..sentence_scores import check_teacher_logprobs, mean_teacher_logprob, strategy_score
+from ..scoring.sentence_scores import check_teacher_logprobs, mean_teacher_logprob, strategy_score
 from ..text.render import DEFAULT_SYSTEM_PROMPT, with_system_prompt
 
 EXPORTS = ("trl_messages", "trl_prompt_completion", "sharegpt")

@@ -19,7 +19,8 @@ reasoning-gym's own scorer, and the agreement is reported.
 
 On the local `hf` backend the samples are generated in fixed batches (`backend.batch_size` consecutive samples in
 question order), and a batch that an earlier run — in any workdir — generated with the same model weights and
-settings is read from the evaluation cache instead (`cache`, `dasd.cache.eval`): the demo's teacher is evaluated
+settings is read from the evaluation cache instead (`cache`, `dasd.sampling.eval_cache`): the demo's teacher is
+evaluated
 once for `make demo`, `make tune` and `make ablation`, and a larger limit generates only the batches a smaller one
 did not. The records are the same bytes with and without the cache; the summary counts what came from it.
 """
@@ -34,10 +35,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from ..ablation import graded_samples
 from ..backends import BackendConfig, make_backend, server_log, with_launch_log
-from ..cache.eval import EvalCache, FixedBatches, cache_settings, default_root, fixed_batches
-from ..cards import record_eval
 from ..config import SPEED_ONLY, StageConfig, dump_config
 from ..data.benchmarks import (
     CHOICE_SUFFIX,
@@ -59,10 +57,21 @@ from ..data.io import (
 from ..data.records import EvalResult, Response, in_shard, parse_shard
 from ..data.summaries import EvalCacheSummary, EvalSummary
 from ..errors import DasdError
-from ..generation import TemperatureStep, build_requests, generate_records
 from ..grading.answers import BoundedVerifier, grade_records
-from ..metrics import avg_at_k, compare, mean_pass_at_k, paired_difference, pass_at_ks, standard_error, verdict
 from ..naming import sidecar, summary_file
+from ..reporting.ablation import graded_samples
+from ..reporting.cards import record_eval
+from ..reporting.metrics import (
+    avg_at_k,
+    compare,
+    mean_pass_at_k,
+    paired_difference,
+    pass_at_ks,
+    standard_error,
+    verdict,
+)
+from ..sampling.eval_cache import EvalCache, FixedBatches, cache_settings, default_root, fixed_batches
+from ..sampling.generation import TemperatureStep, build_requests, generate_records
 from ..text.render import DEFAULT_SYSTEM_PROMPT
 
 

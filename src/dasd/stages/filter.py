@@ -2,7 +2,7 @@
 
     dasd filter input=runs/x/scored.jsonl output=runs/x/filtered.jsonl student_tokenizer=path/to/student
 
-Filters (`dasd.filters`), in this order, each record stopping at the first that rejects it:
+Filters (`dasd.selection.filters`), in this order, each record stopping at the first that rejects it:
 structure → length (student tokens) → repetition → dedupe → correctness (when a reference answer
 exists). Kept records get `filter: {keep: true, reason: null}` and go to `output`; rejected ones get
 `filter: {keep: false, reason}` and go to `<name>.rejected.jsonl` (`<name>.rejected.parquet` beside a
@@ -34,7 +34,10 @@ from ..data.io import batched, iter_records, open_writer, write_summary
 from ..data.records import RESPONSE_FIELDS, check_fields, reasoning_in_answer, record_count
 from ..data.summaries import FilterSummary
 from ..errors import ConfigError, InputError
-from ..filters import (
+from ..models.assets import load_tokenizer
+from ..naming import sidecar
+from ..progress import Progress, format_summary
+from ..selection.filters import (
     CorrectnessConfig,
     DedupeConfig,
     FilterChain,
@@ -43,9 +46,6 @@ from ..filters import (
     ScreeningPool,
     StructureConfig,
 )
-from ..models.assets import load_tokenizer
-from ..naming import sidecar
-from ..progress import Progress, format_summary
 from ..text.render import DEFAULT_SYSTEM_PROMPT
 
 # What an empty part of a response means, said when the structure filter drops some (`dasd sample` warns too).

@@ -11,7 +11,7 @@ beside `output`:
 2. cut-off data (`<name>.cutoff.jsonl`, `<name>.cutoff.png`): each rollout's length over the teacher's
    (the report's Figure 7); only rollouts that hit the cap (finish_reason = length) go on;
 3. continuations (`<name>.continuations.jsonl`): each kept rollout is cut at a random sentence end in
-   the second half of its reasoning (seeded; `dasd.mixing`), and the teacher — in its own chat
+   the second half of its reasoning (seeded; `dasd.sampling.mixing`), and the teacher — in its own chat
    template or harmony, with its own tokenizer — continues the student's text from the cut; the
    continuation's token log-probs are kept;
 4. the mixed SFT records (`output`): assistant text = `<think>\\n` + student prefix + teacher
@@ -47,13 +47,13 @@ from ..data.io import ErrorLog, RecordWriter, batched, iter_records, write_jsonl
 from ..data.records import stable_seed
 from ..data.summaries import MixSummary
 from ..errors import InputError
-from ..figures import plot_cutoff
-from ..filters import CorrectnessConfig, FilterChain, LengthConfig, RepetitionConfig, StructureConfig
-from ..generation import generate_records
-from ..mixing import CuratedSet, continuation_prefix, cut_position, student_budget
 from ..models.assets import load_tokenizer
 from ..naming import MIXED_POLICY_STAGE, sidecar
 from ..progress import Progress, format_summary
+from ..reporting.figures import plot_cutoff
+from ..sampling.generation import generate_records
+from ..sampling.mixing import CuratedSet, continuation_prefix, cut_position, student_budget
+from ..selection.filters import CorrectnessConfig, FilterChain, LengthConfig, RepetitionConfig, StructureConfig
 from ..text.harmony import ANALYSIS_OPEN
 from ..text.reasoning import parse_harmony, parse_think
 from ..text.render import DEFAULT_SYSTEM_PROMPT, THINK_PREFIX, think_text, with_system_prompt

@@ -47,12 +47,12 @@ from ..data.io import ErrorLog, LineIndex, RecordWriter, batched, iter_records, 
 from ..data.records import PROVENANCE_CLASSES, RESPONSE_FIELDS, check_fields
 from ..data.summaries import ProvenanceSummary
 from ..errors import ConfigError, InputError
-from ..figures import plot_provenance_example, plot_provenance_positions
 from ..grading.answers import BoundedVerifier, grade_records
-from ..metrics import cluster_bootstrap
 from ..progress import Progress, format_summary
-from ..sentence_scores import classify_provenance, sentence_scores_by_model
-from ..token_scorers import ScorerConfig, make_token_scorer
+from ..reporting.figures import plot_provenance_example, plot_provenance_positions
+from ..reporting.metrics import cluster_bootstrap
+from ..scoring.sentence_scores import classify_provenance, sentence_scores_by_model
+from ..scoring.token_scorers import ScorerConfig, make_token_scorer
 
 MODELS = ("teacher", "student", "distilled")  # the three models it compares (records.ROLES are message roles)
 

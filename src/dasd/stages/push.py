@@ -5,9 +5,9 @@
     dasd push runs/x/sft/das/sft.jsonl repo_id=me/sft dry_run=true     # write the folder, list the files, stop
 
 A record file (responses, scored, selected, filtered, SFT, mixed — JSONL or Parquet) becomes a Hugging Face
-dataset folder beside it (`<name>.hf/`: `data/train-*.parquet` + `README.md`, `dasd.cards.export_dataset`);
+dataset folder beside it (`<name>.hf/`: `data/train-*.parquet` + `README.md`, `dasd.reporting.cards.export_dataset`);
 a folder that already is one is pushed as it is; a trained model folder (`…/<stage>/final`) gets its model
-card (`dasd.cards.write_model_card`: base model, data lineage, stages and hyper-parameters, the eval table of
+card (`dasd.reporting.cards.write_model_card`: base model, data lineage, stages and hyper-parameters, the eval table of
 the `eval` folders given). Then `huggingface_hub` creates the repository (`exist_ok`) and uploads: one
 commit of the listed files, or — above 1,000 files or 5 GB — `upload_folder`, which commits in batches and
 resumes where it stopped. Credentials are huggingface_hub's own (`hf auth login` or `HF_TOKEN`).
@@ -77,7 +77,7 @@ def plan_operations(folder: Path) -> list:
 
 
 def run(config: PushConfig) -> dict[str, Any]:
-    from ..cards import export_dataset, write_model_card
+    from ..reporting.cards import export_dataset, write_model_card
 
     source = Path(config.path)
     if not source.exists():

@@ -25,7 +25,7 @@ mailed or attached to an experiment tracker.
 `--interaction RUN_Y` prints, instead of writing the page, the interaction of the claims that RUN_DIR and RUN_Y
 (two `dasd run` workdirs, e.g. the same ablation on two twin worlds) both checked: (better − worse in RUN_DIR) −
 (better − worse in RUN_Y), with s.e. sqrt(s.e.x² + s.e.y²), a t interval (Welch–Satterthwaite df) and a verdict
-(`dasd.ablation.interaction`); `--claim` picks one claim by its name or as `BETTER>WORSE`.
+(`dasd.reporting.ablation.interaction`); `--claim` picks one claim by its name or as `BETTER>WORSE`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from typing import Any, TypeVar, cast
 
 from pydantic import Field
 
-from ..ablation import claim_results, interaction_rows, interaction_table, with_t_interval
 from ..config import StageConfig, load_config
 from ..data.io import iter_records, read_summary, write_text_atomic
 from ..data.records import PROVENANCE_CLASSES, SENTENCE_TYPES
@@ -59,8 +58,9 @@ from ..data.summaries import (
     TrainSummary,
 )
 from ..errors import DasdError, InputError
-from ..figures import plot_cutoff, plot_response_probability, plot_sentence_types, plot_training_loss
 from ..naming import EVAL_MODELS, RUN_SUMMARY, STALE_DIR, eval_dir, seed_dir, sidecar
+from ..reporting.ablation import claim_results, interaction_rows, interaction_table, with_t_interval
+from ..reporting.figures import plot_cutoff, plot_response_probability, plot_sentence_types, plot_training_loss
 
 S = TypeVar("S")
 

@@ -40,7 +40,7 @@ SFT schedule and training, or continue another arm's weights (`after:`) with mix
 equal-size off-policy control (`control_of`) or a stage 2 selected again after that arm's stage 1 with the boosted
 filter (`stage2_select`). Each arm × training seed (`seeds:`) is a step of its own (`<arm>.select`,
 `<arm>.build_sft`, `<arm>.s<seed>.train`, `<arm>.s<seed>.mix`, `<arm>.s<seed>.score`, `<arm>.s<seed>.eval`, under
-`<workdir>/arms/<arm>/`); `claims:` are then reported with paired statistics (`dasd.ablation`).
+`<workdir>/arms/<arm>/`); `claims:` are then reported with paired statistics (`dasd.reporting.ablation`).
 
 With `executor: slurm` (`dasd.pipeline.slurm`, README "Running on a cluster") each step is submitted as a job —
 sample, score and eval as job arrays of `tasks:` shards and a finalize — chained by dependencies; the same

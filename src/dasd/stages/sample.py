@@ -26,7 +26,7 @@ temperatures and pass `--suggest-temperatures` (`suggest_temperatures=true`):
 
 It prints, and writes to `<name>.temperatures.json`, each temperature's density of mean raw log-prob per
 token, the overlaps between temperatures, stop / distinct / correct shares and a suggested low / high pair
-with its reasons (`dasd.temperature_probe`).
+with its reasons (`dasd.sampling.temperature_probe`).
 """
 
 from __future__ import annotations
@@ -39,21 +39,21 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ..backends import BackendConfig, make_backend, server_log, with_launch_log
-from ..cache.sample import SampleCache, default_root, settings_for
 from ..config import ADDED, SPEED_ONLY, RecordOutput, StageConfig, dump_config, fingerprint_view
 from ..data.io import ErrorLog, iter_records, merge_shards, open_writer, shard_output, write_json_atomic, write_summary
 from ..data.records import in_shard, load_questions, parse_shard
 from ..data.summaries import SampleSummary
-from ..generation import GenerationOutcome, TemperatureStep, build_requests, generate_records
 from ..naming import sidecar
 from ..progress import format_summary
-from ..response_checks import (
+from ..sampling.generation import GenerationOutcome, TemperatureStep, build_requests, generate_records
+from ..sampling.response_checks import (
     MISSING_PART_LABELS,
     RESPONSE_PARTS,
     MissingPartTally,
     missing_part_warnings,
 )
-from ..temperature_probe import probe_report
+from ..sampling.sample_cache import SampleCache, default_root, settings_for
+from ..sampling.temperature_probe import probe_report
 
 
 class SampleConfig(StageConfig):
@@ -105,7 +105,8 @@ class SampleConfig(StageConfig):
         description="copy a whole run an earlier run (any workdir) made with the same teacher weights (content hash), "
         "questions and settings instead of generating it: auto = the cache under $DASD_CACHE/sample; a folder = "
         "that cache; off = always generate. hf backend, no shard; a run is stored only when it made every response "
-        "in one go, so the file is the same bytes either way (for Parquet, the same records; dasd.cache.sample). "
+        "in one go, so the file is the same bytes either way (for Parquet, the same records; "
+        "dasd.sampling.sample_cache). "
         "Outside the step's fingerprint: it does not change what is written",
         json_schema_extra=SPEED_ONLY,
     )

@@ -7,7 +7,7 @@ Each response's reasoning and answer are split into sentences (`dasd.text.senten
 sentence log-prob is the mean of its recorded token log-probs in the sentence; the student's is the
 mean of its own token log-probs, teacher-forced on exactly the text it would be trained on (its chat
 template with the system prompt, then `<think>\\n{reasoning}\\n</think>\\n\\n{content}`). Tokens go to
-sentences by the same character rule for both tokenizers (`dasd.sentence_scores.assign_tokens`). Each
+sentences by the same character rule for both tokenizers (`dasd.scoring.sentence_scores.assign_tokens`). Each
 sentence is classed `teacher` (p_T - p_S > beta), `student` (< -beta) or `shared`, and the record gets
 `sentences` and `das` counts.
 
@@ -53,9 +53,9 @@ from ..data.summaries import ScoreSummary
 from ..errors import InputError
 from ..naming import sidecar
 from ..progress import Progress, format_summary
-from ..sentence_scores import check_teacher_logprobs, score_sentences
+from ..scoring.sentence_scores import check_teacher_logprobs, score_sentences
+from ..scoring.token_scorers import make_token_scorer
 from ..text.render import DEFAULT_SYSTEM_PROMPT
-from ..token_scorers import make_token_scorer
 
 
 class ScoreConfig(StageConfig):

@@ -82,7 +82,7 @@ from ..data.summaries import SelectSummary
 from ..errors import ConfigError, InputError
 from ..naming import sidecar
 from ..progress import format_summary
-from ..sentence_scores import (
+from ..scoring.sentence_scores import (
     add_to_confusion,
     classify,
     classify_provenance,

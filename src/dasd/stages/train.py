@@ -18,12 +18,12 @@ record the optimizer steps and the peak learning rate reached.
 Defaults are the report's: lr 5e-5 cosine-decayed to a floor of 1e-5, warmup 0.1, AdamW (0.9,
 0.95, 1e-8), weight decay 0.1, grad clip 1.0, global batch 64 (per-device batch × accumulation ×
 processes), 6 epochs, max_length 65,536, bf16 compute over float32 master weights where supported,
-gradient checkpointing on GPU. The loss covers the assistant turn only (`dasd.training`); samples are
+gradient checkpointing on GPU. The loss covers the assistant turn only (`dasd.training.sft`); samples are
 packed padding-free by default, and the global batch then counts packed rows of up to max_length
 tokens, as the report's released LLaMA-Factory stage files did (`batch_unit=samples` counts samples).
 A stage's data is tokenized and packed once, by the first process, in `data_workers` worker processes, into a
 memory-mapped Arrow dataset cached by content (`$DASD_TRAIN_DATA_CACHE`, else `$DASD_CACHE/train-data`;
-`dasd.train_data`) that every process maps: a rerun, or the same data with the same tokenizer and settings
+`dasd.training.data`) that every process maps: a rerun, or the same data with the same tokenizer and settings
 in another run, reads it back.
 """
 
@@ -47,7 +47,7 @@ from ..naming import SFT_STAGES, STAGE_MARKER, sft_stage_file
 from ..progress import format_summary
 
 if TYPE_CHECKING:
-    from ..training import Schedule
+    from ..training.sft import Schedule
 
 
 class TrainStage(StageConfig):
@@ -287,12 +287,12 @@ def run_stage(
     import torch
     from trl import SFTConfig
 
-    from ..figures import plot_loss_curve
     from ..models.assets import load_tokenizer
     from ..models.attention import packed_attention
     from ..models.loading import load_causal_lm, load_model_config, resolve_attention
-    from ..train_data import prepare_stage_data, require_records
-    from ..training import (
+    from ..reporting.figures import plot_loss_curve
+    from ..training.data import prepare_stage_data, require_records
+    from ..training.sft import (
         PaddingFreeCollator,
         changed_weights,
         learning_rate_recorder,
@@ -507,7 +507,7 @@ def run_stage(
         plot_loss_curve(history, stage_dir / "loss.png", f"{stage.name}: training loss")
         write_json_atomic(final_dir / STAGE_MARKER, metrics)  # written last: the stage is done
         try:  # the model card: base model, data lineage, stages (dasd push adds the eval table)
-            from ..cards import write_model_card
+            from ..reporting.cards import write_model_card
 
             write_model_card(final_dir)
         except Exception as exc:  # a card is documentation: never undo a finished stage for it
@@ -520,7 +520,7 @@ def run_stage(
 
 def run(config: TrainConfig, *, callbacks: list | None = None) -> dict[str, Any]:
     """Run the stages; `callbacks` (transformers TrainerCallbacks) are handed to every stage's trainer."""
-    from ..training import saved_model_problem
+    from ..training.sft import saved_model_problem
 
     if not config.stages:
         raise ConfigError("stages is empty")

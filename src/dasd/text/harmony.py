@@ -2,7 +2,7 @@
 
 Used by completions-mode generation against a gpt-oss server: the prompt is rendered locally as
 token ids, exactly as the model was trained to see it, and sent to `/v1/completions`; and by server
-scoring (`dasd.token_scorers`), which renders a finished answer (`render_harmony_response`) to get gpt-oss's
+scoring (`dasd.scoring.token_scorers`), which renders a finished answer (`render_harmony_response`) to get gpt-oss's
 prompt log-probs of it.
 """
 

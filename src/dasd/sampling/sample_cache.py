@@ -8,7 +8,8 @@ weights, questions and settings is copied instead of generated again (`cache=aut
 
 What is exact. The unit is the whole run, not a sample: `hf` sorts a run's requests by prompt length and
 generates them in batches of `backend.batch_size`, and a sample's floating point (so, near a boundary between
-two tokens, its text) depends on what else is in its batch (`dasd.cache.eval` has the measurement). A run with the
+two tokens, its text) depends on what else is in its batch (`dasd.sampling.eval_cache` has the measurement). A run
+with the
 same questions, schedule and settings makes the same batches, so its file is the same bytes; a run is stored only
 when it generated every response itself, in one go (a resumed run batches its rest differently) and none failed.
 The key covers the teacher's content (a hash of its files), the runtime (device, dtype, attention, threads,
@@ -28,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import BackendConfig
+from ..cache.keys import digest
 from ..config import fingerprint_view
 from ..data.io import iter_records, write_json_atomic, write_jsonl_atomic, write_records_atomic
-from .eval import cache_settings
-from .keys import digest
+from .eval_cache import cache_settings
 
 # Bump when the meaning of a cached run changes.
 SAMPLE_CACHE_VERSION = 1

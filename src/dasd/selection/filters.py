@@ -33,10 +33,10 @@ from typing import Any, NamedTuple
 
 from pydantic import Field
 
-from .config import SPEED_ONLY, StageConfig
-from .data.records import Response, assistant_text, reasoning_in_answer
-from .text.reasoning import TOOL_CALL_MARKERS
-from .text.sentences import split_sentences
+from ..config import SPEED_ONLY, StageConfig
+from ..data.records import Response, assistant_text, reasoning_in_answer
+from ..text.reasoning import TOOL_CALL_MARKERS
+from ..text.sentences import split_sentences
 
 _TOOL_CALL_JSON = re.compile(
     r'^\s*\{\s*"(?:name|tool|function)"\s*:\s*"[^"]+"\s*,\s*"(?:arguments|parameters|args)"\s*:', re.MULTILINE
@@ -127,7 +127,7 @@ def student_length(
 ) -> int:
     """Student tokens of the training text: prompt, assistant text (`assistant_text`, as build-sft writes it), end
     token."""
-    from .text.render import render_completion, with_system_prompt
+    from ..text.render import render_completion, with_system_prompt
 
     prompt_ids, completion_ids, _, _ = render_completion(
         tokenizer,
@@ -289,7 +289,7 @@ class FilterChain:
         system_prompt: str | None = None,
         chat_template_kwargs: dict | None = None,
     ):
-        from .grading.answers import BoundedVerifier
+        from ..grading.answers import BoundedVerifier
 
         def on(settings):
             return settings if settings is not None and settings.enabled else None
@@ -339,7 +339,7 @@ class FilterChain:
         has them) or an earlier record of the chunk passed with the same key — is not graded: `decide`
         rejects it as a duplicate whatever the chunks before it hold. Others are graded even if an earlier
         chunk makes them duplicates (their grade is then unused)."""
-        from .grading.answers import grade_records
+        from ..grading.answers import grade_records
 
         screened: list[Screening] = []
         passed: set[tuple[str, str]] = set()
@@ -426,7 +426,7 @@ import os, sys
 root = {root!r}  # where the parent imported dasd from (a checkout's src/ is not always on the path)
 if not any(os.path.realpath(entry or ".") == root for entry in sys.path):
     sys.path.insert(0, root)
-from dasd.filters import _serve_worker
+from dasd.selection.filters import _serve_worker
 _serve_worker()
 sys.stderr.flush()
 os._exit(0)  # not a normal shutdown: the stdin reader thread may hold stdin's lock, a fatal error then
@@ -440,8 +440,8 @@ def _serve_worker() -> None:  # pragma: no cover - runs in a child process
     import threading
     import traceback
 
-    from .errors import DasdError
-    from .models.assets import load_tokenizer
+    from ..errors import DasdError
+    from ..models.assets import load_tokenizer
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes the workers
     tasks_in, results_out = sys.stdin.buffer, sys.stdout.buffer
@@ -484,7 +484,7 @@ class _Worker:
         import os
         import subprocess
 
-        root = os.path.realpath(os.path.join(os.path.dirname(__file__), os.pardir))
+        root = os.path.realpath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
         program = _WORKER_PROGRAM.format(root=root)
         self.process = subprocess.Popen([sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.send((settings, tokenizer_name))
@@ -502,7 +502,7 @@ class _Worker:
     def _receive(self) -> Any:
         import pickle
 
-        from .errors import DasdError
+        from ..errors import DasdError
 
         try:
             status, payload = pickle.load(self.process.stdout)

@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import Backend, BackendConfig, GenerationRequest, GenerationResult
+from ..cache.keys import digest, file_sha256
 from ..data.io import RecordWriter, read_shared_records, write_json_atomic
 from ..errors import DasdError
-from .keys import digest, file_sha256, model_identity
+from ..models.identity import model_identity
 
 # Bump when the meaning of a cached line changes.
 CACHE_VERSION = 1
@@ -57,7 +58,8 @@ GENERATION_CODE = (
     "text/tokens.py",
 )
 
-# What the result of a request is kept as: the fields `dasd.generation.response_record` reads without log-probs.
+# What the result of a request is kept as: the fields `dasd.sampling.generation.response_record` reads without
+# log-probs.
 RESULT_FIELDS = (
     "raw_text",
     "finish_reason",

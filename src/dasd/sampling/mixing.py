@@ -19,12 +19,12 @@ import math
 import random
 from pathlib import Path
 
-from .data.io import iter_records
-from .data.records import stable_seed
-from .errors import InputError
-from .text.reasoning import parse_think
-from .text.render import THINK_PREFIX
-from .text.sentences import split_sentences
+from ..data.io import iter_records
+from ..data.records import stable_seed
+from ..errors import InputError
+from ..text.reasoning import parse_think
+from ..text.render import THINK_PREFIX
+from ..text.sentences import split_sentences
 
 
 def student_budget(tokenizer, teacher_text: str, factor: float) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from .grading.answers import answer_kind, extract_choice, extract_final_answer
+from ..grading.answers import answer_kind, extract_choice, extract_final_answer
 
 RESPONSE_PARTS = ("empty", "no_reasoning", "unclosed", "unclosed_at_length", "no_extractable_answer")
 MISSING_PART_LABELS = {  # the summary's rows

@@ -40,12 +40,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .backends import BackendConfig
-from .data.records import PartLogprobs, reasoning_in_answer
-from .errors import ConfigError
-from .models.attention import has_varlen_kernel, packed_attention
-from .models.loading import compute_context
-from .text.render import StudentText, completion_part_logprobs, render_student, with_system_prompt
+from ..backends import BackendConfig
+from ..data.records import PartLogprobs, reasoning_in_answer
+from ..errors import ConfigError
+from ..models.attention import has_varlen_kernel, packed_attention
+from ..models.loading import compute_context
+from ..text.render import StudentText, completion_part_logprobs, render_student, with_system_prompt
 
 
 class ScorerConfig(BackendConfig):
@@ -117,7 +117,7 @@ class HFTokenScorer(TokenScorer):
         tokens_per_batch: int = 16384,
         max_length: int | None = None,
     ):
-        from .models.loading import load_model
+        from ..models.loading import load_model
 
         self.model, self.tokenizer, self.device = load_model(config)
         self.system_prompt = system_prompt
@@ -196,7 +196,7 @@ class ServerTokenScorer(TokenScorer):
         prompt_format: str = "chat_template",
         max_length: int | None = None,
     ):
-        from .backends.openai_compat import OpenAIBackend
+        from ..backends.openai_compat import OpenAIBackend
 
         if prompt_format == "chat_template" and not config.tokenizer:
             raise ConfigError("a server scorer renders the text locally: set its tokenizer (or prompt_format=harmony)")
@@ -211,7 +211,7 @@ class ServerTokenScorer(TokenScorer):
     def render(self, record: dict[str, Any]) -> StudentText:
         messages = with_system_prompt(record["messages"], self.system_prompt)
         if self.prompt_format == "harmony":
-            from .text.harmony import render_harmony_response
+            from ..text.harmony import render_harmony_response
 
             effort = str(self.chat_template_kwargs.get("reasoning_effort", "medium"))
             return render_harmony_response(messages, record["reasoning"], record["content"], reasoning_effort=effort)
@@ -226,7 +226,7 @@ class ServerTokenScorer(TokenScorer):
         )
 
     def score(self, records: list[dict[str, Any]]) -> Iterator[TokenScores]:
-        from .backends import ScoreRequest
+        from ..backends import ScoreRequest
 
         texts, requests = {}, []
         for record in records:

@@ -26,7 +26,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from .sentence_scores import mean_teacher_logprob
+from ..scoring.sentence_scores import mean_teacher_logprob
 
 
 def densities(values_by_temperature: dict[float, list[float]], bins: int = 20) -> tuple[list[float], dict]:

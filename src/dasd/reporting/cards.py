@@ -24,10 +24,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .cache.keys import file_sha256, folder_identity
-from .data.io import read_summary, write_parquet_dataset, write_text_atomic
-from .data.lineage import LineageStep, lineage, resolve_recorded
-from .data.summaries import (
+from ..cache.keys import file_sha256
+from ..data.io import read_summary, write_parquet_dataset, write_text_atomic
+from ..data.lineage import LineageStep, lineage, resolve_recorded
+from ..data.summaries import (
     BuildSFTSummary,
     FilterSummary,
     MixSummary,
@@ -36,9 +36,10 @@ from .data.summaries import (
     SelectSummary,
     TrainStageMetrics,
 )
-from .errors import InputError
-from .naming import STAGE_MARKER, is_final_dir, summary_file, train_dir_of
-from .naming import final_dir as stage_final_dir
+from ..errors import InputError
+from ..models.identity import folder_identity
+from ..naming import STAGE_MARKER, is_final_dir, summary_file, train_dir_of
+from ..naming import final_dir as stage_final_dir
 
 REPORT = "Distribution-Aligned Sequence Distillation for Superior Long-CoT Reasoning (arXiv:2601.09088)"
 REPORT_URL = "https://arxiv.org/abs/2601.09088"
@@ -345,7 +346,7 @@ def _details(step: LineageStep) -> str:
 
 def provenance_section(steps: list[LineageStep], level: int = 2) -> str:
     """How it was made: each stage from the questions on, its facts, its full config and summary."""
-    from . import __version__
+    from .. import __version__
 
     head = "#" * level
     lines = [f"{head} How it was made\n\nWith dasd {__version__}, the DASD recipe ([{REPORT}]({REPORT_URL})):"]
@@ -377,7 +378,7 @@ def dataset_card(steps: list[LineageStep], *, features, rows: int, license: str,
     """The card of an exported record file (`export_dataset`): Hub metadata and how it was made."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from . import __version__
+    from .. import __version__
 
     stages = [step["stage"] for step in reversed(steps)]
     data = DatasetCardData(
@@ -537,7 +538,7 @@ def write_model_card(final_dir: str | Path, *, evals: list[str | Path] = (), lic
     import yaml
     from huggingface_hub import ModelCard, ModelCardData
 
-    from . import __version__
+    from .. import __version__
 
     final_dir = Path(final_dir)
     run_dir = train_dir_of(final_dir)

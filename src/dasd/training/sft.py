@@ -10,7 +10,7 @@ Training itself is TRL's `SFTTrainer`; dasd prepares the data so that:
   assistant text (the student-written prefix) when `mask_student_prefix` is on;
 * a sample longer than `max_length` is dropped and counted, or is an error — never truncated;
 * a stage's samples are tokenized once, by worker processes, into a memory-mapped Arrow dataset cached by
-  content that every rank maps (`dasd.train_data`, which `prepare_examples` shares its per-record logic with);
+  content that every rank maps (`dasd.training.data`, which `prepare_examples` shares its per-record logic with);
 * packing is TRL's best-fit-decreasing `pack_dataset`, padding-free: each packed row carries its
   sequence lengths, the collator flattens rows into one sequence with `position_ids` restarting per
   sample — flash-attention's varlen kernels on GPU, and on CPU the block-diagonal mask transformers
@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from .train_data import tokenize_record
+from .data import tokenize_record
 
 
 @dataclass
@@ -64,7 +64,7 @@ def prepare_examples(
     """SFT records -> `{input_ids, labels[, token_weights]}` (labels -100 outside the trained part), in memory.
 
     `dasd train` streams the same samples (`tokenize_record`) into a cached Arrow dataset instead
-    (`dasd.train_data.prepare_stage_data`); this list form is for small sets and tests."""
+    (`dasd.training.data.prepare_stage_data`); this list form is for small sets and tests."""
     prepared = PreparedData([])
     weights_seen = set()
     for line, record in records:
@@ -414,7 +414,7 @@ def resolve_trackers(names: list[str]) -> list[str] | str:
     """
     from transformers.integrations import is_tensorboard_available, is_trackio_available, is_wandb_available
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     chosen = [name for name in names if name != "none"]
     if not chosen:

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .data.records import PROVENANCE_CLASSES
+from ..data.records import PROVENANCE_CLASSES
 
 # One colour per sentence class, in every figure and on every page.
 CLASS_COLOURS = {"teacher": "#4c72b0", "student": "#dd8452", "shared": "#8c8c8c", "boosted": "#55a868"}

@@ -4,7 +4,7 @@
     data = prepare_stage_data(stage.data, tokenizer, max_length=65536, mask_student_prefix=False, packing=True)
     data.dataset, data.samples, data.rows, data.tokens, data.dropped, data.weighting   # every rank calls it
 
-What a sample is (`tokenize_record`, also behind `dasd.training.prepare_examples`): the prompt rendered with the
+What a sample is (`tokenize_record`, also behind `dasd.training.sft.prepare_examples`): the prompt rendered with the
 student's chat template, the assistant text and its end-of-turn token tokenized on their own, labels -100 on the
 prompt (and on the student-written prefix with `mask_student_prefix`), per-token loss weights from `weight` and
 `loss_weight_spans`; a sample longer than `max_length` is dropped and counted, or is an error.
@@ -54,14 +54,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache.keys import digest, file_sha256
-from .errors import DasdError, InputError
-from .text.render import render_completion
+from ..cache.keys import digest, file_sha256
+from ..errors import DasdError, InputError
+from ..text.render import render_completion
 
 # Bump when the meaning of a cached dataset changes in a way the code digest does not see.
 TRAIN_DATA_VERSION = 1
 # The code between a record and its tokens: an edit to any of these files gives a new key.
-TOKENIZING_CODE = ("train_data.py", "text/render.py", "text/prompts.py")
+TOKENIZING_CODE = ("training/data.py", "text/render.py", "text/prompts.py")
 # A chunk sent to a worker: about this many characters of message text (~1M tokens), or this many records.
 CHUNK_CHARS = 4_000_000
 CHUNK_RECORDS = 1024
@@ -165,7 +165,7 @@ def span_weights(positions: list[int], spans: list[tuple[int, int, float]]) -> l
 
 def cache_root() -> Path:
     """`$DASD_TRAIN_DATA_CACHE`, else `$DASD_CACHE/train-data`."""
-    from .models.assets import cache_dir
+    from ..models.assets import cache_dir
 
     return Path(os.environ.get("DASD_TRAIN_DATA_CACHE") or cache_dir() / "train-data")
 
@@ -174,7 +174,7 @@ def data_files(path: str) -> list[Path]:
     """The files an input names, in reading order: a file; every file of a folder (a saved dataset, Parquet
     parts); a glob's matches in name order; a Hub dataset's files in the local HF cache."""
     if path.startswith("hf://"):
-        from .data.hub import hub_data_files
+        from ..data.hub import hub_data_files
 
         return [Path(item) for item in hub_data_files(path)]
     matches = sorted(glob.glob(path)) if any(char in path for char in "*?[") else [path]
@@ -229,7 +229,7 @@ def _versions() -> dict[str, str]:
 
 
 def _code_digest() -> str:
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     return digest({name: hashlib.sha256((package / name).read_bytes()).hexdigest() for name in TOKENIZING_CODE})
 
 
@@ -337,7 +337,7 @@ def _tokenized_chunks(
     """Every chunk's result in input order (`used["workers"]`: the processes that tokenize). A read error of the
     input (bad JSON, …) anywhere wins over a bad record, as when the whole file was read before tokenizing: after a
     bad record the rest is read, not tokenized."""
-    from .data.io import iter_records
+    from ..data.io import iter_records
 
     chunks = _chunks(iter_records(path))
     first = list(itertools.islice(chunks, 2))
@@ -385,7 +385,7 @@ def _build(
     """Tokenize `path` into `folder` (a fresh one) and return its `prepared.json`."""
     import pyarrow as pa
 
-    from .progress import Progress
+    from ..progress import Progress
 
     folder.mkdir(parents=True)
     started = time.perf_counter()
@@ -469,7 +469,7 @@ class StageData:
 
 def require_records(path: str) -> None:
     """The input's own errors (not found, no match, unreadable first record, empty) before anything else loads."""
-    from .data.io import iter_records
+    from ..data.io import iter_records
 
     for _ in iter_records(path):
         return

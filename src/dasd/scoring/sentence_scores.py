@@ -6,7 +6,7 @@ non-whitespace character; a token made only of whitespace belongs to the next se
 one if none follows). Every token of a part thus lands in exactly one sentence.
 
 Sentence log-prob = mean of its tokens' log-probs, so `exp(logprob)` is the geometric-mean token
-probability. The token log-probs come from the token scorers (`dasd.token_scorers`).
+probability. The token log-probs come from the token scorers (`dasd.scoring.token_scorers`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .data.records import PARTS, SENTENCE_TYPES, reasoning_in_answer, stable_seed
+from ..data.records import PARTS, SENTENCE_TYPES, reasoning_in_answer, stable_seed
 
 
 def assign_tokens(
@@ -59,7 +59,7 @@ def sentence_scores_by_model(
     under every model: `parts_by_model` maps a name to `{reasoning: {offsets, logprobs}, content: …}`.
     Returns `[(part, start, end, {model: mean})]`, or an error naming the first sentence that a model
     has no token in (`sentence_without_<model>_tokens: part[start:end]`)."""
-    from .text.sentences import split_sentences
+    from ..text.sentences import split_sentences
 
     sentences = []
     for part in ("reasoning", "content"):

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 from pydantic import Field
 
-from .backends import GenerationRequest, GenerationResult
-from .config import StageConfig
-from .data.io import ErrorLog, RecordWriter
-from .data.records import Question, Response, response_id, stable_seed
-from .progress import Progress
-from .text.reasoning import map_token_offsets, parse_fields, parse_response
+from ..backends import GenerationRequest, GenerationResult
+from ..config import StageConfig
+from ..data.io import ErrorLog, RecordWriter
+from ..data.records import Question, Response, response_id, stable_seed
+from ..progress import Progress
+from ..text.reasoning import map_token_offsets, parse_fields, parse_response
 
 
 class TemperatureStep(StageConfig):

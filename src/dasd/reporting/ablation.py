@@ -1,15 +1,15 @@
 """Ablation results: each arm's accuracy over its training seeds, and each claim with paired statistics.
 
-    from dasd.ablation import arm_results, claim_results
+    from dasd.reporting.ablation import arm_results, claim_results
     arms = arm_results(seed_runs)                     # {arm: {benchmark: {mean, per_seed, ...}}}
     claims = claim_results(claims, model_runs)        # one row per claim × benchmark, with a verdict
     rows = interaction_rows(claims_x, claims_y)       # (better − worse in X) − (better − worse in Y)
 
 A model's results are an eval folder (`dasd eval`'s output_dir: `<benchmark>/results.jsonl`). A claim
 compares two sides (an arm's seeds, or one evaluated model such as the student) on the questions and
-sample ids both answered (`dasd.metrics.paired_difference`): difference ± standard error, a 95% t
+sample ids both answered (`dasd.reporting.metrics.paired_difference`): difference ± standard error, a 95% t
 interval (df: questions − 1, or Welch–Satterthwaite when training seeds enter), and a verdict against the
-report's direction (`dasd.metrics.verdict`). `dasd eval --compare` reads results with the same
+report's direction (`dasd.reporting.metrics.verdict`). `dasd eval --compare` reads results with the same
 `graded_samples`.
 
 An interaction compares one claim across two independent runs — e.g. (DAS − RS on a world) − (DAS − RS on its
@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .data.io import iter_records
+from ..data.io import iter_records
+from ..naming import EVAL_SUMMARY
 from .metrics import avg_at_k, paired_degrees_of_freedom, paired_difference, satterthwaite_df, t_interval, verdict
-from .naming import EVAL_SUMMARY
 
 
 def graded_samples(run: Path, benchmark: str) -> dict[str, dict[str, bool]] | None:
@@ -164,7 +164,8 @@ def claims_table(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def interaction(x: Mapping[str, Any], y: Mapping[str, Any], *, level: float = 0.95) -> dict[str, Any]:
     """(better − worse in run X) − (better − worse in run Y), two independent paired differences — claim rows of
-    `claim_results` or results of `dasd.metrics.paired_difference` (rows written before t intervals get their df
+    `claim_results` or results of `dasd.reporting.metrics.paired_difference` (rows written before t intervals get
+    their df
     from `with_t_interval`). s.e. = sqrt(s.e.x² + s.e.y²); df = Welch–Satterthwaite over the two sides' own df;
     a t interval and a verdict (`agrees`: X's difference is larger).
 

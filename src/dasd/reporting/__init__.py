@@ -1,0 +1,3 @@
+"""What the results are made into: avg@k / pass@k and paired statistics (`metrics`), the arms' results and claims
+(`ablation`), every plot (`figures`), dataset and model cards (`cards`, with the Markdown templates in
+`dasd/templates/`)."""
