@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dasd import sentence_scores
+from dasd.scoring import sentence_scores
 from dasd.config import load_config
 from dasd.scoring.sentence_scores import assign_tokens, classify, score_sentences
 from dasd.scoring.token_scorers import ModelScorer, ScoringItem, plan_batches

@@ -16,7 +16,7 @@ import tracemalloc
 import pytest
 import torch
 
-from dasd import train_data
+from dasd.training import data as train_data
 from dasd.errors import InputError
 from dasd.stages import train
 from dasd.training.data import load_stage_data, prepare_stage_data

@@ -112,6 +112,94 @@ def seed_dir(workdir: str | os.PathLike, arm: str, seed: int) -> Path:
     return arm_dir(workdir, arm) / f"seed{seed}"
 
 
+class RunLayout:
+    """Every path of a `dasd run` workdir, in one place (`dasd.pipeline` plans with it; `dasd report` reads by it).
+
+    >>> run = RunLayout("runs/x", record_format="parquet")
+    >>> str(run.record("filter")), str(run.select("das")), str(run.sft("rs")), str(run.final("das", "high_temp"))
+    ('runs/x/filter/filtered.parquet', 'runs/x/select/das.parquet', 'runs/x/sft/rs/sft.jsonl', \
+'runs/x/train/das/high_temp/final')
+    >>> str(run.seed("rs", 2)), str(run.arm_select("rs", 2)), str(run.arm_sft("oracle")), str(run.seed_eval("rs", 2))
+    ('runs/x/arms/rs/seed2', 'runs/x/arms/rs/seed2/select.parquet', 'runs/x/arms/oracle/sft/sft.jsonl', \
+'runs/x/arms/rs/seed2/eval')
+    """
+
+    RECORD_FILES = {"sample": "responses", "score": "scored", "filter": "filtered"}
+
+    def __init__(self, workdir: str | os.PathLike, *, record_format: str = "jsonl") -> None:
+        self.work = Path(workdir)
+        self.ext = record_format
+
+    def record(self, step: str) -> Path:
+        """The record file of a big record step (sample, score, filter), in the run's record format."""
+        return self.work / step / f"{self.RECORD_FILES[step]}.{self.ext}"
+
+    def select(self, branch: str) -> Path:
+        return self.work / "select" / f"{branch}.{self.ext}"
+
+    def sft(self, branch: str) -> Path:
+        return self.work / "sft" / branch / "sft.jsonl"
+
+    def train(self, branch: str) -> Path:
+        return self.work / "train" / branch
+
+    def final(self, branch: str, stage: str) -> Path:
+        return final_dir(self.train(branch), stage)
+
+    @property
+    def mix(self) -> Path:
+        return self.work / "mix" / "mixed.jsonl"
+
+    def eval(self, label: str) -> Path:
+        return eval_dir(self.work, label)
+
+    @property
+    def provenance(self) -> Path:
+        return self.work / "provenance"
+
+    @property
+    def state(self) -> Path:
+        return self.work / STATE_DIR
+
+    @property
+    def resolved_config(self) -> Path:
+        return self.work / "pipeline.config.yaml"
+
+    @property
+    def summary(self) -> Path:
+        return self.work / RUN_SUMMARY
+
+    def arm(self, arm: str) -> Path:
+        return arm_dir(self.work, arm)
+
+    def seed(self, arm: str, seed: int) -> Path:
+        return seed_dir(self.work, arm, seed)
+
+    def _arm_or_seed(self, arm: str, seed: int | None) -> Path:
+        return self.arm(arm) if seed is None else self.seed(arm, seed)
+
+    def arm_select(self, arm: str, seed: int | None = None) -> Path:
+        """An arm's selection: once for the arm, or (a random selection, redrawn) once per training seed."""
+        return self._arm_or_seed(arm, seed) / f"select.{self.ext}"
+
+    def arm_sft(self, arm: str, seed: int | None = None) -> Path:
+        return self._arm_or_seed(arm, seed) / "sft" / "sft.jsonl"
+
+    def arm_record(self, arm: str, step: str, seed: int | None = None) -> Path:
+        """An arm's own record file of a record step: its rescoring, its student's rollouts and their filtering."""
+        name = {"sample": "rollouts"}.get(step) or self.RECORD_FILES[step]
+        return self._arm_or_seed(arm, seed) / step / f"{name}.{self.ext}"
+
+    def arm_mix(self, arm: str, seed: int) -> Path:
+        return self.seed(arm, seed) / "mix" / "mixed.jsonl"
+
+    def arm_final(self, arm: str, seed: int, stage: str) -> Path:
+        return final_dir(self.seed(arm, seed), stage)
+
+    def seed_eval(self, arm: str, seed: int) -> Path:
+        return self.seed(arm, seed) / "eval"
+
+
 def step_marker(state_dir: str | os.PathLike, step: str) -> Path:
     """The marker `dasd run` keeps for a step (the same for the local and the Slurm executor)."""
     return Path(state_dir) / f"{step}.json"

@@ -9,7 +9,6 @@ stage's config, validated by the stage's own class when the plan is checked, bef
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
@@ -18,7 +17,7 @@ from ..backends.base import BackendConfig
 from ..config import ADDED, StageConfig
 from ..errors import ConfigError
 from ..models.loading import ModelConfig
-from ..naming import EVAL_MODELS, SFT_STAGES
+from ..naming import EVAL_MODELS, SFT_STAGES, RunLayout
 
 SHARDABLE = ("sample", "score", "eval")  # record stages with shard=i/n and a merging run without it
 # --time of a job whose step gives no time_min. submitit's own default is 5 minutes (submitit/slurm/slurm.py:
@@ -270,8 +269,7 @@ class PipelineConfig(StageConfig):
         # would change the step's fingerprint, and a changed step is redone from scratch.
         # (A run that asks for jsonl itself is a run of this version whatever its files: it is left as it is.)
         self._made_before_parquet = (
-            "record_format" not in self.model_fields_set
-            and (Path(self.workdir) / "sample" / "responses.jsonl").exists()
+            "record_format" not in self.model_fields_set and RunLayout(self.workdir).record("sample").exists()
         )
         if self._made_before_parquet:  # set without validate_assignment, which would run this validator again
             object.__setattr__(self, "record_format", "jsonl")

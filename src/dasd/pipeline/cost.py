@@ -31,7 +31,7 @@ from typing import Any
 
 from ..naming import SFT_STAGES, sft_stage_file, stage_for_temperature, summary_file
 from .config import CostSettings, PipelineConfig
-from .plan import Step
+from .steps import Step
 
 
 @dataclass(frozen=True)

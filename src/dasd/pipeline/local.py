@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .plan import Step
 from .step import StepJob, cached_row, run_step
+from .steps import Step
 from .summary import headline
 
 

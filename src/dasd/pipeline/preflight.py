@@ -24,8 +24,8 @@ from ..data.benchmarks import SHIPPED, _file_and_window, _with_choices
 from ..data.io import iter_records
 from ..data.records import is_released_row, normalize_question, released_row_to_records
 from ..errors import InputError
-from .plan import Step
 from .step import StepJob, is_done
+from .steps import Step
 
 HEAD = 20  # records read from the start of each file
 GENERATED = ("rg:", "reasoning_gym:")  # benchmarks made by reasoning-gym: no file to read

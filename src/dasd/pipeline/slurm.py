@@ -44,7 +44,6 @@ from ..data.io import write_json_atomic
 from ..errors import ConfigError, DasdError
 from ..naming import step_marker
 from .config import DEFAULT_TIME_MIN, SHARDABLE, ExecutorConfig, PipelineConfig, SlurmResources
-from .plan import Step
 from .step import (
     StepJob,
     cached_row,
@@ -55,6 +54,7 @@ from .step import (
     task_done,
     task_marker,
 )
+from .steps import Step
 
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "STAGE_OUT"}
 

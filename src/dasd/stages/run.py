@@ -59,11 +59,11 @@ from pydantic import ValidationError
 from ..config import dump_config, fingerprint_view, format_validation_error
 from ..data.io import write_json_atomic
 from ..errors import ConfigError, DasdError
-from ..naming import RUN_SUMMARY, STATE_DIR
+from ..naming import RunLayout
 from ..pipeline.config import PipelineConfig
 from ..pipeline.cost import render_cost
 from ..pipeline.local import run_local
-from ..pipeline.plan import Step, plan
+from ..pipeline.plan import plan
 from ..pipeline.preflight import input_problems, problems_error, render_inputs
 from ..pipeline.slurm import check_cluster, placement, run_slurm
 from ..pipeline.step import (
@@ -81,6 +81,7 @@ from ..pipeline.step import (
     stale_message,
     status_now,
 )
+from ..pipeline.steps import Step
 from ..pipeline.summary import collect_ablation, collect_evals, render_table
 from . import STAGES
 
@@ -88,13 +89,14 @@ __all__ = ["PipelineConfig", "plan", "run"]
 
 
 def run(config: PipelineConfig) -> dict[str, Any]:
-    work = Path(config.workdir)
+    run_folder = RunLayout(config.workdir)
+    work = run_folder.work
     if config.threads is not None:
         import torch
 
         torch.set_num_threads(config.threads)
     steps = plan(config)
-    jobs = step_jobs(config, steps, work / STATE_DIR)  # every step's config is checked before any work
+    jobs = step_jobs(config, steps, run_folder.state)  # every step's config is checked before any work
     where = placement(config, steps, list(STAGES))
     stale = [step for step in steps if is_stale(jobs[step.name], step.outputs)]
     checked, problems = input_problems(steps, jobs)  # the first records of the files the steps to run will read
@@ -123,14 +125,14 @@ def run(config: PipelineConfig) -> dict[str, Any]:
         raise DasdError(problems_error(problems))
     on_slurm = config.executor.name == "slurm"
     if on_slurm:
-        check_cluster(work / STATE_DIR)  # before anything is written
+        check_cluster(run_folder.state)  # before anything is written
     work.mkdir(parents=True, exist_ok=True)
-    dump_config(config, work / "pipeline.config.yaml")
+    dump_config(config, run_folder.resolved_config)
     moved = {step.name: set_aside(jobs[step.name], step.outputs, work) for step in stale}
     for job in jobs.values():
         adopt_earlier_markers(job)
     started = time.perf_counter()
-    rows, failure = execute(config, steps, jobs, work / STATE_DIR)
+    rows, failure = execute(config, steps, jobs, run_folder.state)
     for row in rows:
         if row["step"] in moved:
             row["moved_aside"] = str(moved[row["step"]])
@@ -144,7 +146,7 @@ def run(config: PipelineConfig) -> dict[str, Any]:
     }
     if failure is not None:
         summary["error"] = one_line(failure)
-    write_json_atomic(work / RUN_SUMMARY, summary)
+    write_json_atomic(run_folder.summary, summary)
     print(render_table(summary), file=sys.stdout, flush=True)
     if failure is not None:
         raise failure  # after the table: the command still ends with the step's one-line error (exit status 2)

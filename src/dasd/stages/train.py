@@ -43,7 +43,7 @@ from ..config import SPEED_ONLY, StageConfig, dump_config
 from ..data.io import write_json_atomic, write_summary
 from ..errors import ConfigError, DasdError, InputError
 from ..models.loading import ModelConfig
-from ..naming import SFT_STAGES, STAGE_MARKER, sft_stage_file
+from ..naming import SFT_STAGES, STAGE_MARKER, final_dir, sft_stage_file
 from ..progress import format_summary
 
 if TYPE_CHECKING:
@@ -427,8 +427,8 @@ def run_stage(
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
 
-    final_dir = stage_dir / "final"
-    save_full_model(trainer, str(final_dir))
+    final = final_dir(stage_dir.parent, stage.name)
+    save_full_model(trainer, str(final))
     history = trainer.state.log_history
     # the rate of every step: those of this run as they happened, and the logged ones of a run resumed from
     peak = max([*rates.rates, *(entry["learning_rate"] for entry in history if "learning_rate" in entry)], default=0.0)
@@ -436,10 +436,10 @@ def run_stage(
     # otherwise the checkpoints may hold the only copy of the trained weights. And a stage whose saved weights
     # are its starting weights trained nothing: an error, not a result. Every process gets process 0's
     # verdicts, so that all of them stop together rather than wait for each other in the next stage.
-    problem = saved_model_problem(final_dir) if is_main else None
+    problem = saved_model_problem(final) if is_main else None
     changed = compared = None
     if is_main and not problem and start is not None:
-        changed, compared = changed_weights(start, saved_weight_digests(final_dir))
+        changed, compared = changed_weights(start, saved_weight_digests(final))
     if world_size > 1:
         from accelerate.utils import broadcast_object_list
 
@@ -451,7 +451,7 @@ def run_stage(
         )
     if compared and not changed:
         if is_main:  # they hold its starting weights: a rerun starts the stage afresh rather than resume them
-            shutil.rmtree(final_dir, ignore_errors=True)
+            shutil.rmtree(final, ignore_errors=True)
             for checkpoint in stage_dir.glob("checkpoint-*"):
                 shutil.rmtree(checkpoint, ignore_errors=True)
         raise DasdError(
@@ -501,17 +501,17 @@ def run_stage(
         **hyper,
     }
     if is_main:
-        tokenizer.save_pretrained(str(final_dir))
+        tokenizer.save_pretrained(str(final))
         write_json_atomic(stage_dir / "metrics.json", metrics)
         write_json_atomic(stage_dir / "log_history.json", history)
         plot_loss_curve(history, stage_dir / "loss.png", f"{stage.name}: training loss")
-        write_json_atomic(final_dir / STAGE_MARKER, metrics)  # written last: the stage is done
+        write_json_atomic(final / STAGE_MARKER, metrics)  # written last: the stage is done
         try:  # the model card: base model, data lineage, stages (dasd push adds the eval table)
             from ..reporting.cards import write_model_card
 
-            write_model_card(final_dir)
+            write_model_card(final)
         except Exception as exc:  # a card is documentation: never undo a finished stage for it
-            print(f"dasd train: warning: no model card for {final_dir}: {exc}", file=sys.stderr)
+            print(f"dasd train: warning: no model card for {final}: {exc}", file=sys.stderr)
         if not config.keep_checkpoints:
             for checkpoint in stage_dir.glob("checkpoint-*"):
                 shutil.rmtree(checkpoint, ignore_errors=True)
@@ -536,17 +536,17 @@ def run(config: TrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
     report: list[dict[str, Any]] = []
     previous: str | None = None
     for stage in config.stages:
-        stage_dir = output_dir / stage.name
-        marker = stage_dir / "final" / STAGE_MARKER
+        stage_dir, final = output_dir / stage.name, final_dir(output_dir, stage.name)
+        marker = final / STAGE_MARKER
         if marker.exists():
-            problem = saved_model_problem(stage_dir / "final")
+            problem = saved_model_problem(final)
             if problem:  # marked done by an older dasd whose FSDP2 final save held no weights
                 raise DasdError(
                     f"stage {stage.name} is marked done but {problem}; delete {marker} to train it again "
                     "(it resumes from its last checkpoint if one is left)"
                 )
             report.append({**json.loads(marker.read_text()), "skipped": True})
-            previous = str(stage_dir / "final")
+            previous = str(final)
             continue
         if stage.init == "previous":
             init = previous or config.student.model
@@ -557,7 +557,7 @@ def run(config: TrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
         report.append(
             run_stage(config, stage, init, stage_dir, world_size=world_size, is_main=is_main, callbacks=callbacks)
         )
-        previous = str(stage_dir / "final")
+        previous = str(final)
 
     if is_main:
         write_summary(output_dir, {"stage": "train", "stages": report})
