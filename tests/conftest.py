@@ -85,9 +85,21 @@ def addition_conversations() -> list[list[dict[str, str]]]:
 
 
 def _cached_model(name: str, build) -> Path:
+    """A model built once per machine, under a name keyed by what makes it: the build function's source, the tiny
+    model builder's, the teaching data's, and the torch and transformers versions — a changed recipe builds anew
+    instead of reading a stale model."""
+    import inspect
+
+    import torch
+    import transformers
+
+    from dasd.cache.keys import digest
+    from dasd.models import tiny
     from dasd.models.assets import _atomic_build, cache_dir
 
-    return _atomic_build(cache_dir() / "test-models" / name, build)
+    recipe = [inspect.getsource(build), inspect.getsource(tiny), inspect.getsource(addition_conversations)]
+    key = digest([*recipe, torch.__version__, transformers.__version__])[:12]
+    return _atomic_build(cache_dir() / "test-models" / f"{name}-{key}", build)
 
 
 @pytest.fixture(scope="session")
