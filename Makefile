@@ -54,10 +54,44 @@ demo: venv
 	$(VENV)/bin/dasd demo workdir=runs/demo
 	$(VENV)/bin/dasd report runs/demo
 
+# The studies (`dasd demo ablation=<study>`, one file each in src/dasd/data/studies/, predictions in
+# benchmarks/PREREGISTERED.md, results in benchmarks/RESULTS.md) and the workdir each runs in. research-transfer and
+# research-schedule run in the ablation's workdir (its recipe, RS and single-temperature arms are reused: the same
+# steps, only the new arms train); research-boosted samples at 0.3 as well, and research-mixing and research-cuts
+# run in its workdir (its samples, recipe and mixed models are reused). The report then shows this run's arms.
+STUDY_WORKDIR.arms := runs/ablation
+STUDY_WORKDIR.research := runs/research
+STUDY_WORKDIR.transfer := runs/ablation
+STUDY_WORKDIR.schedule := runs/ablation
+STUDY_WORKDIR.boosted := runs/open
+STUDY_WORKDIR.mixing := runs/open
+STUDY_WORKDIR.cuts := runs/open
+STUDY_WORKDIR.dev := runs/tune
+# one study in its workdir, then its report
+define run_study
+$(VENV)/bin/dasd demo ablation=$(1) workdir=$(STUDY_WORKDIR.$(1))
+$(VENV)/bin/dasd report $(STUDY_WORKDIR.$(1))
+endef
+
 # The report's claims on the demo world: every ablation arm × 3 training seeds, paired statistics, then the report.
 ablation: venv
-	$(VENV)/bin/dasd demo ablation=arms workdir=runs/ablation
-	$(VENV)/bin/dasd report runs/ablation
+	$(call run_study,arms)
+
+# The report's open questions (issue 29) as arms × 3 seeds against the recipe on equal data: `make research` the loss
+# weights; research-transfer DAS with another student's scores (the real SmolLM2-135M-Instruct); research-schedule
+# 0.6 -> 1.0 against two SFT stages at one temperature (the control make ablation lacked); research-boosted stage 2
+# without the candidates rich in boosted sentences under the stage-1 model (open question 4) and the pair
+# `dasd sample --suggest-temperatures` suggested (0.3 -> 1.0); research-mixing the mixed-policy cut's shape and two
+# teacher continuations per cut (open question 2); research-cuts the cut near 20/40/60/80% of the rollout (+-10%).
+RESEARCH := research-transfer research-schedule research-boosted research-mixing research-cuts
+research: venv
+	$(call run_study,research)
+$(RESEARCH): research-%: venv
+	$(call run_study,$*)
+
+# How the demo's learning rates were chosen: the recipe and its mixed-policy stage at four rates, on the dev split.
+tune: venv
+	$(VENV)/bin/dasd demo ablation=dev workdir=$(STUDY_WORKDIR.dev)
 
 # DAS made testable (issue 37): DAS against the controls that bound a selection rule (random redrawn per seed, the
 # world's oracle, the fewest teacher sentences, the longest, the share, self-distillation) and mixed-policy with
@@ -83,48 +117,6 @@ ablation-das-schedule: venv
 ablation-das-dev: venv
 	$(VENV)/bin/dasd demo world=v7 ablation=das eval_split=dev 'seeds=[1]' 'only_arms=[rs, oracle]' workdir=runs/das-dev
 	$(VENV)/bin/python benchmarks/das_strata.py runs/das-dev --pair oracle rs
-
-# The report's open questions (issue 29) as arms × 3 seeds against the recipe on equal data; predictions are in
-# benchmarks/PREREGISTERED.md, results in benchmarks/RESULTS.md.
-research: venv
-	$(VENV)/bin/dasd demo ablation=research workdir=runs/research
-	$(VENV)/bin/dasd report runs/research
-
-# Does a DAS selection made with another student's scores (the real SmolLM2-135M-Instruct) teach the world's student?
-# Run in the ablation's workdir: its recipe and RS arms are reused (the same steps), only the new arm trains; the
-# report then shows this run's arms.
-research-transfer: venv
-	$(VENV)/bin/dasd demo ablation=transfer workdir=runs/ablation
-	$(VENV)/bin/dasd report runs/ablation
-
-# The control make ablation lacked: 0.6 -> 1.0 against two SFT stages at one temperature (and one stage); in the
-# ablation's workdir, so the recipe and single-temperature arms are the ablation's own models.
-research-schedule: venv
-	$(VENV)/bin/dasd demo ablation=schedule workdir=runs/ablation
-	$(VENV)/bin/dasd report runs/ablation
-
-# Open question 4 and the temperature pair: stage 2 without the candidates rich in boosted sentences under the
-# stage-1 model, and the pair `dasd sample --suggest-temperatures` suggested (0.3 -> 1.0), each against the recipe.
-# Samples at 0.3 as well as 0.6 and 1.0; research-mixing runs in the same workdir and reuses its recipe.
-research-boosted: venv
-	$(VENV)/bin/dasd demo ablation=boosted workdir=runs/open
-	$(VENV)/bin/dasd report runs/open
-
-# Open question 2: the mixed-policy cut's shape (earlier cuts) and two teacher continuations per cut, each against
-# the uniform cut with one; in research-boosted's workdir (its samples and recipe models are reused).
-research-mixing: venv
-	$(VENV)/bin/dasd demo ablation=mixing workdir=runs/open
-	$(VENV)/bin/dasd report runs/open
-
-# Open question 2, the sweep: the cut near 20/40/60/80% of the rollout (+-10%), against each other and the report's
-# uniform cut beyond half; in research-boosted's workdir (its samples, recipe and mixed models are reused).
-research-cuts: venv
-	$(VENV)/bin/dasd demo ablation=cuts workdir=runs/open
-	$(VENV)/bin/dasd report runs/open
-
-# How the demo's learning rates were chosen: the recipe and its mixed-policy stage at four rates, on the dev split.
-tune: venv
-	$(VENV)/bin/dasd demo ablation=dev workdir=runs/tune
 
 # ruff: lint and formatting (line length 120; settings in pyproject.toml).
 lint: venv

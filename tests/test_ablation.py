@@ -13,6 +13,7 @@ import yaml
 
 from dasd.config import load_config
 from dasd.errors import ConfigError, DasdError
+from dasd.pipeline.studies import resolve
 from dasd.reporting.ablation import claim_results
 from dasd.reporting.metrics import paired_difference, satterthwaite_df, t_quantile, verdict
 from dasd.stages import demo
@@ -146,7 +147,7 @@ def test_the_sweeps_plan_every_arm_for_every_seed_on_shared_upstream_steps(tmp_p
     steps = pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(_spec(tmp_path)))
     names = [step.name for step in steps]
     assert names[:3] == ["sample", "score", "filter"] and names.count("sample") == 1
-    arms = demo.arms("sweeps")
+    arms = resolve("sweeps")[0]
     assert len(arms) == 14
     for arm, spec in arms.items():
         for seed in (1, 2, 3):
@@ -210,7 +211,8 @@ def test_the_research_arms_differ_from_their_control_in_the_loss_weights_only(tm
     )
     builds = {arm: steps[f"{arm}.build_sft"].config for arm in selects}
     assert builds["seq_logprob"]["weight_by"] == "teacher_seq_logprob"
-    assert builds["sentence_classes"]["sentence_weights"] == demo.SENTENCE_CLASS_WEIGHTS
+    preregistered = {"teacher": 2.0, "shared": 1.0, "student": 0.5}
+    assert builds["sentence_classes"]["sentence_weights"] == preregistered
     assert "weight_by" not in builds["equal_k2"] and "sentence_weights" not in builds["equal_k2"]
     trains = {arm: steps[f"{arm}.s2.train"].config for arm in selects}
     unrelated = {"output_dir", "stages"}
@@ -293,7 +295,7 @@ def test_the_boosted_filter_scores_with_stage_1_and_trains_only_stage_2_from_it(
         assert score.depends == ["filter", f"recipe.s{seed}.train"]
         chosen = steps[f"boosted_filter.s{seed}.select"].config
         assert chosen["boosted_scores"] == score.config["output"] and chosen["input"] == filtered
-        assert chosen["temperatures"] == [1.0] and chosen["max_boosted_share"] == demo.MAX_BOOSTED_SHARE
+        assert chosen["temperatures"] == [1.0] and chosen["max_boosted_share"] == 0.1
         recipe_select = {k: v for k, v in steps["recipe.select"].config.items() if k not in ("output", "temperatures")}
         assert {k: v for k, v in chosen.items() if k in recipe_select} == recipe_select
         built = steps[f"boosted_filter.s{seed}.build_sft"]
@@ -336,7 +338,7 @@ def test_the_mixing_arms_share_the_boosted_runs_recipe_and_differ_in_one_mix_set
         arm: {k: v for k, v in mixing[f"{arm}.s2.mix"].config.items() if k != "output"}
         for arm in ("mixed", "mixed_early_cut", "mixed_two_continuations")
     }
-    assert mixes["mixed_early_cut"].pop("cut_shape") == list(demo.EARLY_CUT_SHAPE)
+    assert mixes["mixed_early_cut"].pop("cut_shape") == [1.0, 3.0]
     assert mixes["mixed_two_continuations"].pop("continuations_per_cut") == 2
     assert mixes["mixed"] == mixes["mixed_early_cut"] == mixes["mixed_two_continuations"]
     assert mixes["mixed"]["seed"] == 2 and "cut_shape" not in mixes["mixed"]
@@ -353,7 +355,7 @@ def arms_run(tmp_path_factory):
     # 6 records per stage: batches of 2 give each stage 3 optimizer steps — one batch of 8 would be a single step,
     # taken at the warm-up's learning rate 0, and nothing would train
     spec["train"]["global_batch_size"] = 2
-    spec["claims"] = [claim for claim in demo.ARM_CLAIMS if {claim["better"], claim["worse"]} <= {*ARMS, "student"}]
+    spec["claims"] = [claim for claim in resolve("arms")[1] if {claim["better"], claim["worse"]} <= {*ARMS, "student"}]
     spec_file = work.parent / "pipeline.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     command = [sys.executable, "-m", "dasd", "run", str(spec_file)]
@@ -471,7 +473,7 @@ def test_the_report_renders_the_claims_and_the_arms(arms_run, tmp_path):
 
 
 def test_arms_listed_before_the_arm_they_continue_are_planned_after_it(tmp_path):
-    arms = demo.arms("arms")
+    arms = resolve("arms")[0]
     reversed_arms = dict(reversed(list(arms.items())))  # off_policy, mixed, …, recipe
     steps = pipeline_run.plan(pipeline_run.PipelineConfig.model_validate(_spec(tmp_path, arms=reversed_arms)))
     order = [step.name for step in steps]
