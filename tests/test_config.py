@@ -73,11 +73,14 @@ def test_help_lists_every_field():
     parser = build_parser()
     assert set(STAGES) <= set(parser._subparsers._group_actions[0].choices)
     # a mapping of named sections lists its keys: `dasd run --help` explains every arm setting
-    from dasd.pipeline.config import ArmConfig, PipelineConfig
+    from dasd.pipeline.arms import KINDS
+    from dasd.pipeline.config import PipelineConfig
 
     pipeline_help = "\n".join(describe_config(PipelineConfig))
-    for name in ArmConfig.model_fields:
-        assert f"  arms.<name>.{name} (" in pipeline_help
+    for kind, model in KINDS.items():  # … of every kind of arm
+        assert f"  arms.<name> of kind {kind}: " in pipeline_help
+        for name in model.model_fields:
+            assert f"  arms.<name>.{name} (" in pipeline_help
 
 
 def test_overrides_after_a_flag_are_overrides_and_anything_else_is_still_refused(capsys):

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from dasd.config import load_config
+from dasd.config import format_validation_error, load_config
 from dasd.errors import ConfigError
 from dasd.pipeline.config import PipelineConfig
 from dasd.pipeline.plan import plan
@@ -153,14 +154,20 @@ def test_a_self_distillation_arm_samples_filters_and_selects_the_students_own_ro
     "arms, message",
     [
         ({"self": {"sample_from": "student", "select": {"strategy": "count"}}}, "'count' needs scored candidates"),
-        ({"a": {}, "self": {"sample_from": "student", "after": "a", "mix": {}}}, "arms.self.sample_from"),
-        ({"self": {"sample_from": "student", "score_with": {}}}, "arms.self.sample_from"),
-        ({"self": {"sample": {"max_new_tokens": 8}}}, "arms.self.sample: sample settings need sample_from"),
+        # a key of another kind of arm is refused by the arm's kind (`dasd.pipeline.arms`), naming its keys
+        ({"a": {}, "self": {"sample_from": "student", "after": "a", "mix": {}}}, "'arms.self.after': unknown key"),
+        ({"self": {"sample_from": "student", "score_with": {}}}, "'arms.self.score_with': unknown key"),
+        ({"self": {"sample": {"max_new_tokens": 8}}}, "'arms.self.sample': unknown key .*kind selection"),
+        ({"self": {"after": "a"}}, "'arms.self.mix': required"),
     ],
 )
 def test_self_distillation_arm_errors_are_one_line(tmp_path, arms, message):
     with pytest.raises(ConfigError, match=message) as error:
-        pipeline_run.run(PipelineConfig.model_validate(_spec(tmp_path, arms)))
+        try:
+            config = PipelineConfig.model_validate(_spec(tmp_path, arms))
+        except ValidationError as exc:  # what `dasd run PIPELINE.yaml` reports (load_config)
+            raise ConfigError(format_validation_error(exc, "pipeline.yaml", PipelineConfig)) from None
+        pipeline_run.run(config)
     assert "\n" not in str(error.value) and not (tmp_path / "work").exists()
 
 

@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from dasd.sampling import response_checks
 from dasd.config import load_config
+from dasd.sampling import response_checks
 from dasd.stages import build_sft, sample, score, select
 from dasd.stages import filter as filter_stage
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from dasd.scoring import sentence_scores
 from dasd.config import load_config
+from dasd.scoring import sentence_scores
 from dasd.scoring.sentence_scores import assign_tokens, classify, score_sentences
 from dasd.scoring.token_scorers import ModelScorer, ScoringItem, plan_batches
 from dasd.stages import sample, score

@@ -16,9 +16,9 @@ import tracemalloc
 import pytest
 import torch
 
-from dasd.training import data as train_data
 from dasd.errors import InputError
 from dasd.stages import train
+from dasd.training import data as train_data
 from dasd.training.data import load_stage_data, prepare_stage_data
 from dasd.training.sft import prepare_examples
 

@@ -168,11 +168,36 @@ def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
     return f"; did you mean '{prefix}{(swapped or close)[0]}'?" if close else ""
 
 
-def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
-    """The keys of the section a validation error's location points into (through nested sections, lists of them
-    and mappings of named ones: `arms.<name>.…`); None when the location leaves the models."""
+def tagged_members(annotation: Any) -> dict[str, Any]:
+    """The members of a discriminated union (`Annotated[Union[Annotated[Model, Tag(name)], …], Discriminator(…)]`,
+    e.g. `dasd run`'s arm kinds) by tag; empty for any other annotation.
+
+    >>> from pydantic import Discriminator, Tag
+    >>> list(tagged_members(Annotated[Annotated[int, Tag("a")] | Annotated[str, Tag("b")], Discriminator(str)]))
+    ['a', 'b']
+    """
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return {}
+    members = {}
+    for member in typing.get_args(annotation):
+        if typing.get_origin(member) is Annotated:
+            inner, *metadata = typing.get_args(member)
+            members.update({meta.tag: inner for meta in metadata if isinstance(getattr(meta, "tag", None), str)})
+    return members
+
+
+def _keys_at(model: Any, loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys of the section a validation error's location points into (through nested sections, lists of them,
+    mappings of named ones: `arms.<name>.…`, and a discriminated union's member: `arms.<name>.<kind>.…`); None when
+    the location leaves the models."""
     annotation: Any = model
     for part in loc:
+        member = tagged_members(annotation).get(str(part))
+        if member is not None:  # pydantic puts the member's tag in the location
+            annotation = member
+            continue
         annotation = _section_type(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             field = annotation.model_fields.get(str(part))
@@ -185,6 +210,31 @@ def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
             return None
     annotation = _section_type(annotation)
     return list(annotation.model_fields) if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _without_tags(model: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str | None]:
+    """A validation error's location without the discriminated unions' tags pydantic puts in it, and the last tag.
+
+    >>> from dasd.pipeline.config import PipelineConfig
+    >>> _without_tags(PipelineConfig, ("arms", "a", "mixed", "after"))
+    (('arms', 'a', 'after'), 'mixed')
+    """
+    shown, kind, annotation = [], None, model
+    for part in loc:
+        member = tagged_members(annotation).get(str(part))
+        if member is not None:
+            annotation, kind = member, str(part)
+            continue
+        shown.append(part)
+        annotation = _section_type(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            annotation = field.annotation if field is not None else None
+        elif typing.get_origin(annotation) in (dict, list, tuple):
+            annotation = typing.get_args(annotation)[-1 if typing.get_origin(annotation) is dict else 0]
+        else:
+            annotation = None
+    return tuple(shown), kind
 
 
 def _section_type(annotation: Any) -> Any:
@@ -209,7 +259,7 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def format_validation_error(
     error: ValidationError,
     source: str,
-    model: type[BaseModel] | None = None,
+    model: Any = None,
     overrides: dict[str, str] | None = None,
 ) -> str:
     """One line for a config that does not validate: its source, the first field and what is wrong with it. Given
@@ -218,12 +268,14 @@ def format_validation_error(
     (dotted key -> text) has it."""
     first = error.errors()[0]
     loc = tuple(first["loc"])
-    field = ".".join(str(part) for part in loc) or "<root>"
+    shown, kind = _without_tags(model, loc)  # the key as written: pydantic adds a union member's tag to the path
+    field = ".".join(str(part) for part in shown) or "<root>"
     if first["type"] == "extra_forbidden":
         keys = _keys_at(model, loc[:-1]) if model is not None else None
-        prefix = "".join(f"{part}." for part in loc[:-1])
+        prefix = "".join(f"{part}." for part in shown[:-1])
         suggestion = did_you_mean(str(loc[-1]), keys, prefix) if keys and loc else ""
-        message = f"unknown key{suggestion} (see --help for the valid keys)"
+        of_kind = f"the keys of kind {kind}: {', '.join(keys or [])}; " if kind else ""
+        message = f"unknown key{suggestion} ({of_kind}see --help for the valid keys)"
     elif first["type"] == "missing":
         message = "required but not given"
     else:
@@ -317,10 +369,13 @@ def _type_name(annotation: Any) -> str:
     return str(annotation)
 
 
-def describe_config(cls: type[StageConfig], prefix: str = "") -> list[str]:
-    """One help line per field (nested sections expanded): `key  type  default  description`."""
+def describe_config(cls: type[StageConfig], prefix: str = "", only: set[str] | None = None) -> list[str]:
+    """One help line per field (nested sections expanded; `only`: just these fields): `key  type  default
+    description`."""
     lines = []
     for name, field in cls.model_fields.items():
+        if only is not None and name not in only:
+            continue
         key = f"{prefix}{name}"
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -344,4 +399,18 @@ def describe_config(cls: type[StageConfig], prefix: str = "") -> list[str]:
         arguments = typing.get_args(annotation) if typing.get_origin(annotation) is dict else ()
         if len(arguments) == 2 and isinstance(arguments[1], type) and issubclass(arguments[1], BaseModel):
             lines.extend(describe_config(arguments[1], prefix=f"{key}.<name>."))
+        # … or of named sections of several kinds (the arms): each kind, with the keys no kind before it has
+        members = tagged_members(arguments[1] if len(arguments) == 2 else None)
+        if members:
+            lines.append(
+                f"  {key}.<name>.kind ({'|'.join(members)}; default: the kind the entry's keys name)\n"
+                "      which kind of entry it is; each kind's own keys follow it"
+            )
+        seen: set[str] = {"kind"}
+        for tag, member in members.items():
+            fresh = {field_name for field_name in member.model_fields if field_name not in seen}
+            seen |= fresh
+            kind = member.model_fields.get("kind")
+            lines.append(f"  {key}.<name> of kind {kind.description if kind and kind.description else tag}")
+            lines.extend(describe_config(member, prefix=f"{key}.<name>.", only=fresh))
     return lines

@@ -1,366 +1,166 @@
-"""The ablation arms of `dasd run`: each arm's kind checked, and its steps planned — pure, no I/O.
+"""The kinds of ablation arm in `dasd run`'s `arms:` — one pydantic model each, told apart by `kind`.
 
-    steps = plan_arms(config)     # select + build-sft per arm (per seed for RS), then per seed train (or mix) + eval
+    arms:
+      rs: {select: {strategy: random}}                       # kind: selection (inferred)
+      self_distill: {sample_from: student}                   # kind: self_distillation
+      mixed: {after: recipe, mix: {}}                        # kind: mixed
+      off_policy: {after: recipe, control_of: mixed}         # kind: off_policy_control
+      reselect: {after: recipe, stage2_select: {max_boosted_share: 0.1}}   # kind: stage2_select
 
-An arm is one of five kinds, told apart by the fields it sets (`arm_kind`):
-
-* `selection` — selects from the pipeline's filtered candidates (or another student's scores of them: `score_with`)
-  and trains the SFT stages from the student;
-* `self_distillation` — `sample_from: student`: samples, filters and selects its own rollouts of the student;
-* `mixed` — `after` + `mix`: mixed-policy distillation from another arm's weights;
-* `off_policy_control` — `after` + `control_of`: as many off-policy records as that mix arm's data, the same start;
-* `stage2_select` — `after` + `stage2_select`: the other arm's stage 2 again, on a selection scored by its stage 1.
-
-Sample, score and filter are the pipeline's, computed once for all arms.
+`kind` may be written; without it the arm's kind is the one its fields name (`arm_kind`), so every arm written before
+kinds existed reads as it did. Each kind accepts only its own keys: a key of another kind is refused with the kind
+in the error's location (`arms.x.selection.mix: unknown key`). How each kind is planned: `dasd.pipeline.arm_steps`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-from ..errors import ConfigError
-from ..naming import HIGH_TEMP_STAGE, LOW_TEMP_STAGE, MIXED_POLICY_STAGE, SFT_STAGES, sidecar
-from ..text.render import DEFAULT_SYSTEM_PROMPT
-from .config import ArmConfig, PipelineConfig
-from .steps import (
-    Step,
-    build_sft_step,
-    eval_step,
-    layout,
-    mix_step_config,
-    model_path,
-    select_step,
-    sft_stages,
-    student_tokenizer,
-    train_step,
-)
+from pydantic import Discriminator, Field, Tag
 
-UNSCORED_STRATEGIES = ("random", "longest")  # the select strategies that need no `dasd score`
-STUDENT_SAMPLE_SETTINGS = ("schedule", "top_p", "top_k", "max_new_tokens", "seed", "limit", "cache")
-ARM_KINDS = ("selection", "self_distillation", "mixed", "off_policy_control", "stage2_select")
-CONTINUING = {"mix": "mixed", "control_of": "off_policy_control", "stage2_select": "stage2_select"}
+from ..config import ADDED, StageConfig
+from ..naming import SFT_STAGES
 
 
-def arm_kind(arm: str, spec: ArmConfig) -> str:
-    """Which of `ARM_KINDS` an arm is, from the fields it sets; a one-line `ConfigError` for a mix of kinds.
+class ArmBase(StageConfig):
+    """What every arm has: its description and its settings over the pipeline's select, build-sft and train."""
 
-    >>> arm_kind("rs", ArmConfig(select={"strategy": "random"})), arm_kind("m", ArmConfig(after="rs", mix={}))
-    ('selection', 'mixed')
-    >>> arm_kind("x", ArmConfig(mix={}))
-    Traceback (most recent call last):
-    ...
-    dasd.errors.ConfigError: arms.x: `mix`, `control_of` and `stage2_select` need `after` (the arm whose weights \
-they continue)
-    """
-    continuing = [name for name in CONTINUING if getattr(spec, name) is not None]
-    if spec.sample and spec.sample_from is None:
-        raise ConfigError(f"arms.{arm}.sample: sample settings need sample_from: student")
-    if spec.sample_from is not None:
-        if spec.after is not None or spec.score_with is not None:
-            raise ConfigError(
-                f"arms.{arm}.sample_from: an arm that samples from the student trains from the student on its "
-                "own rollouts (no `after`, no `score_with`)"
-            )
-        return "self_distillation"
-    if spec.after is None:
-        if continuing:
-            raise ConfigError(
-                f"arms.{arm}: `mix`, `control_of` and `stage2_select` need `after` (the arm whose weights they "
-                "continue)"
-            )
-        return "selection"
-    if len(continuing) != 1:
-        raise ConfigError(
-            f"arms.{arm}: an arm with `after` needs exactly one of `mix`, `control_of` or `stage2_select`"
-        )
-    return CONTINUING[continuing[0]]
-
-
-def check_arms(config: PipelineConfig) -> dict[str, str]:
-    """Each arm's kind, after the checks that need the other arms (what `after` and `control_of` name)."""
-    kinds = {}
-    for arm, spec in config.arms.items():
-        kind = kinds[arm] = arm_kind(arm, spec)
-        if kind == "self_distillation":
-            strategy = arm_select_settings(config, spec).get("strategy")
-            if strategy not in UNSCORED_STRATEGIES:
-                raise ConfigError(
-                    f"arms.{arm}.select.strategy: {strategy!r} needs scored candidates, and the student's own "
-                    f"rollouts are not scored (choose {' or '.join(UNSCORED_STRATEGIES)})"
-                )
-        if spec.after is not None:
-            if spec.after not in config.arms or config.arms[spec.after].after is not None:
-                raise ConfigError(f"arms.{arm}.after: {spec.after!r} is not an arm that trains from the student")
-            if kind == "stage2_select":
-                stages = config.arms[spec.after].stages
-                if stages != list(SFT_STAGES):
-                    raise ConfigError(
-                        f"arms.{arm}.stage2_select: {spec.after!r} trains {stages}, not both SFT stages "
-                        f"({', '.join(SFT_STAGES)}): there is no stage 1 to score with and continue from"
-                    )
-                _stage2_temperatures(config, arm, spec)  # its one-line error, before anything runs
-            if kind == "off_policy_control":
-                mixed = config.arms.get(str(spec.control_of))
-                if mixed is None or mixed.mix is None or mixed.after != spec.after:
-                    raise ConfigError(
-                        f"arms.{arm}.control_of: {spec.control_of!r} is not a mix arm after {spec.after!r}"
-                    )
-            continue
-        unknown = [stage for stage in spec.stages if stage not in SFT_STAGES]
-        if unknown or not spec.stages:
-            raise ConfigError(f"arms.{arm}.stages: choose among {', '.join(SFT_STAGES)} (got {spec.stages})")
-    return kinds
-
-
-def arm_last_stage(spec: ArmConfig) -> str:
-    if spec.after is None:
-        return spec.stages[-1]
-    if spec.stage2_select is not None:
-        return HIGH_TEMP_STAGE
-    return "off_policy" if spec.control_of else MIXED_POLICY_STAGE
-
-
-def arm_final(config: PipelineConfig, arm: str, seed: int) -> Path:
-    """The weights an arm ends with for one training seed."""
-    return layout(config).arm_final(arm, seed, arm_last_stage(config.arms[arm]))
-
-
-def arm_select_settings(config: PipelineConfig, spec: ArmConfig) -> dict[str, Any]:
-    """An arm's `dasd select` settings over the pipeline's (strategy random for an arm sampling from the student,
-    unless it says otherwise), before its input and output are filled in."""
-    defaults = {"strategy": "random"} if spec.sample_from == "student" else {}
-    return {**config.select, **defaults, **spec.select}
-
-
-def redrawn_per_seed(config: PipelineConfig, spec: ArmConfig) -> bool:
-    """Whether an arm selects at random (RS): then it selects, and builds its SFT data, once per training seed.
-
-    >>> from types import SimpleNamespace
-    >>> arm = lambda **select: SimpleNamespace(select=select, sample_from=None)
-    >>> pipeline = SimpleNamespace(select={})
-    >>> redrawn_per_seed(pipeline, arm(strategy="random")), redrawn_per_seed(pipeline, arm())
-    (True, False)
-    """
-    return arm_select_settings(config, spec).get("strategy", "count") == "random"
-
-
-def arm_sft(config: PipelineConfig, arm: str, seed: int) -> tuple[Path, str]:
-    """The SFT file an arm trains on for one training seed, and the step that builds it: one for every seed, or
-    (RS) the seed's own."""
-    if redrawn_per_seed(config, config.arms[arm]):
-        return layout(config).arm_sft(arm, seed), f"{arm}.s{seed}.build_sft"
-    return layout(config).arm_sft(arm), f"{arm}.build_sft"
-
-
-def plan_arms(config: PipelineConfig) -> list[Step]:
-    """Each arm's steps: select and build-sft once (once per training seed for a random selection), then per
-    training seed train (or mix + train from another arm's weights) and evaluate."""
-    kinds = check_arms(config)
-    run = layout(config)
-    steps: list[Step] = []
-    for arm, spec in config.arms.items():
-        if spec.after is None:
-            steps += _arm_data_steps(config, arm, spec)
-    # dependencies first: arms from the student, then the arms continuing them, then the mix arms' controls
-    rank = {"mixed": 1, "stage2_select": 1, "off_policy_control": 2}
-    ordered = sorted(config.arms.items(), key=lambda item: rank.get(kinds[item[0]], 0))
-    for arm, spec in ordered:
-        for seed in config.seeds:
-            steps += _arm_seed_steps(config, arm, spec, seed)
-            backend = {"name": "hf", "model": str(arm_final(config, arm, seed))}
-            name = f"{arm}.s{seed}"
-            steps.append(
-                eval_step(
-                    config,
-                    f"{name}.eval",
-                    backend,
-                    run.seed_eval(arm, seed),
-                    [f"{name}.train"],
-                    model_name=f"{arm}/seed{seed}",
-                )
-            )
-    return steps
-
-
-def _arm_data_steps(config: PipelineConfig, arm: str, spec: ArmConfig) -> list[Step]:
-    """An arm's selection from the pipeline's filtered records (or another student's scores of them, or its own
-    rollouts of the student), and its SFT files: once, or once per training seed for a random selection."""
-    run = layout(config)
-    filtered = str(run.record("filter"))
-    steps, candidates, compare, upstream = [], {"input": filtered}, {}, "filter"
-    if spec.score_with is not None:
-        # the same candidates, scored by another student: select from those scores, compare with the pipeline's
-        rescored = run.arm_record(arm, "score")
-        settings = {key: value for key, value in spec.score_with.items() if key != "student"}
-        student = {**config.student.model_dump(), "tokenizer": None, **(spec.score_with.get("student") or {})}
-        score_config = {**config.score, **settings, "input": filtered, "output": str(rescored), "student": student}
-        steps.append(Step(f"{arm}.score", "score", score_config, [rescored.parent], ["filter"]))
-        candidates, compare, upstream = {"input": str(rescored)}, {"compare_with": filtered}, f"{arm}.score"
-    if spec.sample_from == "student":
-        steps += _student_sample_steps(config, arm, spec)
-        # select's summary counts the groups where the student had no rollout kept, from the filter's rejected file
-        filtered_rollouts = run.arm_record(arm, "filter")
-        rejected = sidecar(filtered_rollouts, "rejected", f".{config.record_format}")
-        candidates = {"input": str(filtered_rollouts), "rejected": str(rejected)}
-        upstream = f"{arm}.filter"
-    settings = {**arm_select_settings(config, spec), **candidates, **compare}
-    for seed in config.seeds if redrawn_per_seed(config, spec) else [None]:
-        name = arm if seed is None else f"{arm}.s{seed}"
-        selected, sft = run.arm_select(arm, seed), run.arm_sft(arm, seed)
-        steps += [
-            select_step(
-                f"{name}.select", {**settings, **({} if seed is None else {"seed": seed})}, selected, [upstream]
-            ),
-            build_sft_step(config, f"{name}.build_sft", selected, sft, [f"{name}.select"], spec.build_sft),
-        ]
-    return steps
-
-
-def _student_sample_steps(config: PipelineConfig, arm: str, spec: ArmConfig) -> list[Step]:
-    """A self-distillation arm's candidates: the pipeline's student answers the pipeline's questions with its sample
-    schedule (prompted as it is trained and evaluated: the SFT system prompt, think format), and the pipeline's
-    filter (correctness included) keeps its careful, correct rollouts."""
-    run = layout(config)
-    rollouts, filtered = run.arm_record(arm, "sample"), run.arm_record(arm, "filter")
-    student = config.student
-    backend = {
-        "name": "hf",
-        "model": student.model,
-        "tokenizer": student.tokenizer,
-        "device": student.device,
-        "dtype": student.dtype,
-        **config.eval.get("backend", {}),
-        **spec.sample.get("backend", {}),
-    }
-    sample_config = {
-        **{key: value for key, value in config.sample.items() if key in STUDENT_SAMPLE_SETTINGS},
-        "system_prompt": config.build_sft.get("system_prompt", DEFAULT_SYSTEM_PROMPT),
-        "reasoning_format": config.eval.get("reasoning_format", "think"),
-        **{key: value for key, value in spec.sample.items() if key != "backend"},
-        "input": config.questions,
-        "output": str(rollouts),
-        "backend": backend,
-    }
-    filter_config = {
-        "student_tokenizer": student_tokenizer(config),
-        **config.filter,
-        "input": str(rollouts),
-        "output": str(filtered),
-    }
-    inputs = [Path(config.questions)] + ([p] if (p := model_path(student.model)) else [])
-    return [
-        Step(f"{arm}.sample", "sample", sample_config, [rollouts.parent], inputs=inputs),
-        Step(f"{arm}.filter", "filter", filter_config, [filtered.parent], [f"{arm}.sample"]),
-    ]
-
-
-def _arm_seed_steps(config: PipelineConfig, arm: str, spec: ArmConfig, seed: int) -> list[Step]:
-    """One training seed of an arm: its SFT stages from the student, or (with `after`) mix + one stage from the
-    other arm's weights for that seed."""
-    run = layout(config)
-    steps = []
-    if spec.stage2_select is not None:
-        steps, stages = _stage2_steps(config, arm, spec, seed)
-        settings = {**config.train, **config.arms[str(spec.after)].train, **spec.train}
-        depends = [f"{arm}.s{seed}.build_sft"]
-    elif spec.after is None:
-        sft_out, built = arm_sft(config, arm, seed)
-        stages = sft_stages(sft_out, spec.stages)
-        settings = {**config.train, **spec.train}
-        depends = [built]
-    else:
-        base_sft, base_built = arm_sft(config, spec.after, seed)
-        base_final = arm_final(config, spec.after, seed)
-        mix_out = run.arm_mix(arm, seed)
-        arm_mix = spec.mix if spec.mix is not None else config.arms[str(spec.control_of)].mix
-        mix_settings = {**config.mix, **(arm_mix or {}), "seed": seed}
-        teacher = config.teacher.model_dump()
-        mix_config = mix_step_config(config, mix_settings, teacher, base_sft, mix_out, base_final)
-        mix_depends = [f"{spec.after}.s{seed}.train", base_built]
-        if spec.control_of is not None:
-            mix_config["equal_size_as"] = str(run.arm_mix(spec.control_of, seed))
-            mix_depends.append(f"{spec.control_of}.s{seed}.mix")
-        steps.append(Step(f"{arm}.s{seed}.mix", "mix", mix_config, [mix_out.parent], mix_depends))
-        extra = {**config.train_mixed, **spec.train}
-        stages = [
-            {
-                "name": arm_last_stage(spec),
-                "data": str(mix_out),
-                "init": str(base_final),
-                "epochs": extra.pop("epochs", 1),
-            }
-        ]
-        settings = {**config.train, **extra}
-        depends = [f"{arm}.s{seed}.mix"]
-
-    def empty_data(path=Path(stages[-1]["data"])) -> str | None:
-        return None if path.exists() and path.stat().st_size else f"{path} holds no records"
-
-    steps.append(
-        train_step(
-            config,
-            f"{arm}.s{seed}.train",
-            {**settings, "seed": seed},
-            run.seed(arm, seed),
-            stages,
-            depends,
-            skip_if=empty_data,
-        )
+    description: str = Field("", description="what the arm tests, shown in the tables")
+    select: dict[str, Any] = Field(
+        default_factory=dict,
+        description="`dasd select` settings of this arm over the pipeline's `select` (strategy, k, temperatures, "
+        "beta/space for a threshold sweep, budget_order, …). An arm whose strategy is random (RS) selects and "
+        "builds its SFT data once per training seed, with that seed as select's `seed` (under seed<N>/): each seed "
+        "trains on its own draw, so a comparison with RS is not conditional on one; other strategies select once",
     )
-    return steps
+    build_sft: dict[str, Any] = Field(default_factory=dict, description="`dasd build-sft` settings of this arm")
+    train: dict[str, Any] = Field(default_factory=dict, description="`dasd train` settings of this arm")
 
 
-def _stage2_temperatures(config: PipelineConfig, arm: str, spec: ArmConfig) -> list[float]:
-    """The temperatures of a `stage2_select` arm's candidates: its own `temperatures`, else the sampled ones that
-    build-sft puts in stage 2 (above `low_temperature_max`) among those the `after` arm selects from."""
-    assert spec.stage2_select is not None and spec.after is not None
-    given = spec.stage2_select.get("temperatures")
-    if given is not None:
-        return [float(t) for t in given]
-    low_max = float({**config.build_sft, **config.arms[spec.after].build_sft}.get("low_temperature_max", 0.8))
-    allowed = {**config.select, **config.arms[spec.after].select}.get("temperatures")
-    sampled = [float(entry["temperature"]) for entry in config.sample.get("schedule") or [] if "temperature" in entry]
-    high = [t for t in sampled if t > low_max and (allowed is None or any(abs(t - a) < 1e-9 for a in allowed))]
-    if not high:
-        raise ConfigError(
-            f"arms.{arm}.stage2_select: no sampled temperature is above low_temperature_max {low_max:g} (sampled: "
-            f"{sampled or 'none in sample.schedule'}); give `temperatures`"
-        )
-    return high
+class FromStudentArm(ArmBase):
+    """An arm that trains the SFT stages from the pipeline's student."""
+
+    stages: list[str] = Field(
+        default_factory=lambda: list(SFT_STAGES),
+        description="the SFT stages trained, in order (low_temp, high_temp: the report's schedule)",
+    )
 
 
-def _stage2_steps(
-    config: PipelineConfig, arm: str, spec: ArmConfig, seed: int
-) -> tuple[list[Step], list[dict[str, Any]]]:
-    """A `stage2_select` arm's data for one seed: the filtered candidates scored with the `after` arm's stage-1
-    weights, selected with the boosted classes those scores give, built into SFT records — and its one stage,
-    high_temp from those stage-1 weights (the `after` arm's own stage 2 is the control: the same first stage)."""
-    assert spec.after is not None and spec.stage2_select is not None
-    run, base = layout(config), config.arms[spec.after]
-    stage1 = run.arm_final(spec.after, seed, LOW_TEMP_STAGE)
-    filtered = str(run.record("filter"))
-    scored = run.arm_record(arm, "score", seed)
-    selected, sft = run.arm_select(arm, seed), run.arm_sft(arm, seed)
-    score_config = {
-        **config.score,
-        "input": filtered,
-        "output": str(scored),
-        "student": {**config.student.model_dump(), "model": str(stage1)},
-    }
-    settings = {**config.select, **base.select, **spec.stage2_select}
-    select_config = {
-        **settings,
-        **({"seed": seed} if settings.get("strategy") == "random" else {}),  # RS: each seed its own draw
-        "temperatures": _stage2_temperatures(config, arm, spec),
-        "input": filtered,
-        "boosted_scores": str(scored),
-    }
-    name = f"{arm}.s{seed}"
-    steps = [
-        Step(f"{name}.score", "score", score_config, [scored.parent], ["filter", f"{spec.after}.s{seed}.train"]),
-        select_step(f"{name}.select", select_config, selected, [f"{name}.score"]),
-        build_sft_step(config, f"{name}.build_sft", selected, sft, [f"{name}.select"], base.build_sft),
-    ]
-    stage = {**sft_stages(sft, [HIGH_TEMP_STAGE])[0], "init": str(stage1)}
-    return steps, [stage]
+class SelectionArm(FromStudentArm):
+    kind: Literal["selection"] = Field(
+        "selection", description="selection: selects from the pipeline's filtered candidates, trains from the student"
+    )
+    score_with: dict[str, Any] | None = Field(
+        None,
+        description="score the pipeline's filtered candidates again with these `dasd score` settings over the "
+        "pipeline's (e.g. {student: {model: smollm2}}: another student) and select from those scores; the select "
+        "summary compares the selection with the pipeline student's (`compare_with`). The arm still trains the "
+        "pipeline's student: does a DAS selection made with another student's probabilities teach this one?",
+    )
+
+
+class SelfDistillationArm(FromStudentArm):
+    kind: Literal["self_distillation"] = Field(
+        "self_distillation", description="self_distillation: trains on the student's own correct rollouts"
+    )
+    sample_from: Literal["student"] = Field(
+        "student",
+        description="student: self-distillation — the arm samples its own candidates from the pipeline's student "
+        "with the pipeline's sample settings (same questions, schedule of temperatures and n, max_new_tokens, seed; "
+        "the student's system prompt and think format), filters them with the pipeline's filter (correctness "
+        "included), selects with its `select` settings (default strategy random, redrawn per training seed; k as "
+        "the pipeline's) and trains from the student like any other arm: +x from the student's own correct "
+        "rollouts against +y from the teacher's. Its select summary counts the question × temperature groups "
+        "where the student had no rollout the filter kept (`groups`): it trains on fewer records there",
+        json_schema_extra=ADDED,
+    )
+    sample: dict[str, Any] = Field(
+        default_factory=dict,
+        description="`dasd sample` settings over those it takes from the pipeline (e.g. max_new_tokens in student "
+        "tokens, system_prompt, chat_template_kwargs, backend: {batch_size: 8})",
+        json_schema_extra=ADDED,
+    )
+
+
+class ContinuingArm(ArmBase):
+    """An arm that continues another arm's weights (the same training seed) with one more stage."""
+
+    after: str = Field(
+        ...,
+        description="continue from this arm's final weights (the same training seed) instead of the student: an arm "
+        "that trains from the student",
+    )
+
+
+class MixedArm(ContinuingArm):
+    kind: Literal["mixed"] = Field("mixed", description="mixed: one more stage on `dasd mix` output")
+    mix: dict[str, Any] = Field(
+        ..., description="`dasd mix` settings over the pipeline's `mix` (e.g. cut_low, cut_high; {} for the pipeline's)"
+    )
+
+
+class OffPolicyControlArm(ContinuingArm):
+    kind: Literal["off_policy_control"] = Field(
+        "off_policy_control", description="off_policy_control: the equal-size off-policy control of a mixed arm"
+    )
+    control_of: str = Field(
+        ...,
+        description="train instead on as many off-policy records as this (mixed) arm's data holds, from the same "
+        "`after` arm — the equal-size control of mixed-policy distillation",
+    )
+
+
+class Stage2SelectArm(ContinuingArm):
+    kind: Literal["stage2_select"] = Field(
+        "stage2_select", description="stage2_select: the `after` arm's stage 2 again, on a selection of its own"
+    )
+    stage2_select: dict[str, Any] = Field(
+        ...,
+        description="train the `after` arm's stage 2 (high_temp) again, from its stage-1 (low_temp) weights of the "
+        "same seed, on a selection of its own: the pipeline's filtered candidates are scored with those stage-1 "
+        "weights (`dasd score`) and selected with these `dasd select` settings over the `after` arm's, at the "
+        "stage-2 temperatures (above build-sft's low_temperature_max unless `temperatures` is given), with "
+        "`boosted_scores` set to that scoring — e.g. {max_boosted_share: 0.1}: boosted sentences found before "
+        "training, not after (the report's open question 4)",
+    )
+
+
+KINDS: dict[str, type[ArmBase]] = {
+    "selection": SelectionArm,
+    "self_distillation": SelfDistillationArm,
+    "mixed": MixedArm,
+    "off_policy_control": OffPolicyControlArm,
+    "stage2_select": Stage2SelectArm,
+}
+# the key that names a continuing arm's kind, in the order they are read
+CONTINUING = {"control_of": "off_policy_control", "stage2_select": "stage2_select", "mix": "mixed"}
+
+
+def arm_kind(arm: Any) -> str:
+    """The kind of an arm, written (`kind`) or named by its fields: `sample_from` → self_distillation; `after` with
+    `control_of`, `stage2_select` or `mix` → that kind; any of those three alone, or `after` alone, → the kind they
+    name, so the error says what is missing; else selection.
+
+    >>> arm_kind({"select": {"strategy": "random"}}), arm_kind({"after": "recipe", "mix": {}}), arm_kind({"mix": {}})
+    ('selection', 'mixed', 'mixed')
+    >>> arm_kind({"after": "recipe", "control_of": "mixed"}), arm_kind(SelectionArm())
+    ('off_policy_control', 'selection')
+    """
+    if isinstance(arm, ArmBase):
+        return arm.kind  # type: ignore[attr-defined]
+    if not isinstance(arm, dict):
+        return "selection"  # pydantic reports what the value is
+    if arm.get("kind") is not None:
+        return str(arm["kind"])
+    if arm.get("sample_from") is not None:
+        return "self_distillation"
+    named = [kind for key, kind in CONTINUING.items() if arm.get(key) is not None]
+    if named:
+        return named[0]
+    return "mixed" if arm.get("after") is not None else "selection"
+
+
+ArmConfig = Annotated[
+    Union[tuple(Annotated[model, Tag(kind)] for kind, model in KINDS.items())],  # noqa: UP007 (built from KINDS)
+    Discriminator(arm_kind),
+]

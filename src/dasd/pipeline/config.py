@@ -14,10 +14,11 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, model_validator
 
 from ..backends.base import BackendConfig
-from ..config import ADDED, StageConfig
+from ..config import StageConfig
 from ..errors import ConfigError
 from ..models.loading import ModelConfig
-from ..naming import EVAL_MODELS, SFT_STAGES, RunLayout
+from ..naming import EVAL_MODELS, RunLayout
+from .arms import ArmConfig
 
 SHARDABLE = ("sample", "score", "eval")  # record stages with shard=i/n and a merging run without it
 # --time of a job whose step gives no time_min. submitit's own default is 5 minutes (submitit/slurm/slurm.py:
@@ -92,70 +93,6 @@ class ExecutorConfig(StageConfig):
         if (resources.tasks or 1) > 1 and stage not in SHARDABLE:
             raise ConfigError(f"executor.steps: {step} ({stage}) cannot run as several tasks (only {SHARDABLE})")
         return resources
-
-
-class ArmConfig(StageConfig):
-    description: str = Field("", description="what the arm tests, shown in the tables")
-    after: str | None = Field(
-        None,
-        description="continue from this arm's final weights (the same training seed) instead of the student: "
-        "the arm then trains one more stage on `dasd mix` output (`mix`) or on its off-policy control "
-        "(`control_of`)",
-    )
-    select: dict[str, Any] = Field(
-        default_factory=dict,
-        description="`dasd select` settings of this arm over the pipeline's `select` (strategy, k, temperatures, "
-        "beta/space for a threshold sweep, budget_order, …). An arm whose strategy is random (RS) selects and "
-        "builds its SFT data once per training seed, with that seed as select's `seed` (under seed<N>/): each seed "
-        "trains on its own draw, so a comparison with RS is not conditional on one; other strategies select once",
-    )
-    sample_from: Literal["student"] | None = Field(
-        None,
-        description="student: self-distillation — the arm samples its own candidates from the pipeline's student "
-        "with the pipeline's sample settings (same questions, schedule of temperatures and n, max_new_tokens, seed; "
-        "the student's system prompt and think format), filters them with the pipeline's filter (correctness "
-        "included), selects with its `select` settings (default strategy random, redrawn per training seed; k as "
-        "the pipeline's) and trains from the student like any other arm: +x from the student's own correct "
-        "rollouts against +y from the teacher's. Its select summary counts the question × temperature groups "
-        "where the student had no rollout the filter kept (`groups`): it trains on fewer records there",
-        json_schema_extra=ADDED,
-    )
-    sample: dict[str, Any] = Field(
-        default_factory=dict,
-        description="with sample_from: `dasd sample` settings over those it takes from the pipeline (e.g. "
-        "max_new_tokens in student tokens, system_prompt, chat_template_kwargs, backend: {batch_size: 8})",
-        json_schema_extra=ADDED,
-    )
-    score_with: dict[str, Any] | None = Field(
-        None,
-        description="score the pipeline's filtered candidates again with these `dasd score` settings over the "
-        "pipeline's (e.g. {student: {model: smollm2}}: another student) and select from those scores; the select "
-        "summary compares the selection with the pipeline student's (`compare_with`). The arm still trains the "
-        "pipeline's student: does a DAS selection made with another student's probabilities teach this one?",
-    )
-    build_sft: dict[str, Any] = Field(default_factory=dict, description="`dasd build-sft` settings of this arm")
-    stages: list[str] = Field(
-        default_factory=lambda: list(SFT_STAGES),
-        description="the SFT stages trained, in order (low_temp, high_temp: the report's schedule)",
-    )
-    train: dict[str, Any] = Field(default_factory=dict, description="`dasd train` settings of this arm")
-    mix: dict[str, Any] | None = Field(
-        None, description="with `after`: `dasd mix` settings over the pipeline's `mix` (e.g. cut_low, cut_high)"
-    )
-    control_of: str | None = Field(
-        None,
-        description="with `after`: train instead on as many off-policy records as this (mix) arm's mixed data "
-        "holds — the equal-size control of mixed-policy distillation",
-    )
-    stage2_select: dict[str, Any] | None = Field(
-        None,
-        description="with `after`: train the `after` arm's stage 2 (high_temp) again, from its stage-1 (low_temp) "
-        "weights of the same seed, on a selection of its own: the pipeline's filtered candidates are scored with "
-        "those stage-1 weights (`dasd score`) and selected with these `dasd select` settings over the `after` "
-        "arm's, at the stage-2 temperatures (above build-sft's low_temperature_max unless `temperatures` is given), "
-        "with `boosted_scores` set to that scoring — e.g. {max_boosted_share: 0.1}: boosted sentences found before "
-        "training, not after (the report's open question 4)",
-    )
 
 
 class ClaimConfig(StageConfig):

@@ -17,7 +17,7 @@ from typing import Any
 from ..config import did_you_mean
 from ..errors import ConfigError
 from ..naming import EVAL_MODELS, HIGH_TEMP_STAGE, LOW_TEMP_STAGE, MIXED_POLICY_STAGE, SFT_STAGES, final_dir
-from .arms import plan_arms
+from .arm_steps import plan_arms
 from .config import PUSHABLE, STEPS, PipelineConfig
 from .steps import (
     Step,

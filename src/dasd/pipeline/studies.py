@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from ..config import StageConfig, did_you_mean, format_validation_error
 from ..errors import ConfigError
-from .config import ArmConfig, ClaimConfig
+from .arms import ArmConfig
+from .config import ClaimConfig
 
+ARM = TypeAdapter(ArmConfig)  # an arm of any kind, validated as `dasd run` validates `arms.<name>`
 STUDIES = Path(__file__).resolve().parents[1] / "data" / "studies"
 Arms = dict[str, dict[str, Any]]
 Claims = list[dict[str, str]]
@@ -134,7 +136,7 @@ class Study(StageConfig):
     def _arms_validate(cls, arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for name, arm in arms.items():
             try:
-                ArmConfig.model_validate(arm)
+                ARM.validate_python(arm)
             except ValidationError as exc:
                 raise ValueError(format_validation_error(exc, f"arm {name}", ArmConfig)) from None
         return arms

@@ -89,7 +89,11 @@ def collect_ablation(config: PipelineConfig) -> dict[str, Any]:
     return {
         "seeds": list(config.seeds),
         "arms": {
-            arm: {"description": config.arms[arm].description, "after": config.arms[arm].after, "benchmarks": values}
+            arm: {
+                "description": config.arms[arm].description,
+                "after": getattr(config.arms[arm], "after", None),  # a continuing arm's start
+                "benchmarks": values,
+            }
             for arm, values in arm_results(seed_runs).items()
         },
         "claims": claim_results([claim.model_dump() for claim in config.claims], model_runs),
