@@ -282,7 +282,9 @@ def test_weight_by_teacher_sentences(tmp_path):
     assert summary["weights"]["high_temp"] == {"min": 0.0, "mean": 2.0, "max": 4.0}
     config = yaml.safe_load((tmp_path / "sft" / "sft.config.yaml").read_text())
     facts = stage_facts({"stage": "build-sft", "file": "sft.jsonl", "config": config, "summary": summary})
-    assert "loss weights by teacher_sentences" in facts[-1] and "'max': 4.0" in facts[-1]
+    # the config's fact, then the summary's rows as `dasd build-sft` printed them
+    assert "- per-record loss weights by teacher_sentences, each stage scaled to mean 2.0" in facts
+    assert "  - weight high_temp: min 0, mean 2, max 4" in facts
 
 
 def test_weight_by_none_is_the_constant_weight_and_leaves_every_file_as_before(tmp_path):
@@ -368,11 +370,12 @@ def test_sentence_weights_mark_each_sentence_of_the_assistant_turn(tmp_path):
     config = yaml.safe_load((tmp_path / "sft" / "sft.config.yaml").read_text())
     assert config["sentence_weights"] == {"teacher": 2.0, "student": 0.5}
     facts = build_sft_card_facts(config, summary)
-    assert "DAS class of each sentence" in facts[-1] and "high_temp: teacher 1.96" in facts[-1]
+    assert any("DAS class of each sentence" in fact for fact in facts)
+    assert any(fact.startswith("  - sentence weights high_temp: teacher 1.96 (26%)") for fact in facts)
 
 
 def build_sft_card_facts(config, summary):
-    from dasd import cards
+    from dasd.reporting import cards
 
     return cards._build_sft_facts(config, summary)
 

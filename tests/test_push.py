@@ -89,7 +89,8 @@ def test_a_selected_file_becomes_a_dataset_folder_whose_card_carries_its_lineage
     assert "T=0.6 × 2" in text and "top_k 0 (sent explicitly)" in text
     assert "β = 0.1, difference in `prob` space" in text
     scored = json.loads((selected_run / "scored.summary.json").read_text())
-    assert f"sentences by class: {scored['sentences']}" in text
+    for kind in ("teacher", "student", "shared"):  # score's summary rows, as `dasd score` printed them
+        assert f"- {kind} sentences: {scored['sentences'].get(kind, 0):,} (" in text
     assert "DAS (most teacher sentences), k = 1" in text and "histogram" in text
     assert "<summary>resolved config and summary of <code>score</code></summary>" in text
 

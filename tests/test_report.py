@@ -310,3 +310,28 @@ def test_a_selection_compared_with_another_students_shows_its_overlap(tmp_path):
             "teacher 0.900, shared 0.050",
         ]
     ]
+
+
+def test_every_stage_summary_is_shown_as_the_rows_its_stage_printed(tmp_path):
+    """The last section: each summary's rows (`dasd.reporting.summary_rows`), folded, detail rows indented — a new
+    summary field reaches the page through its row, with no section of its own."""
+    _summary(
+        tmp_path / "filter" / "filtered.summary.json",
+        {"stage": "filter", "records": 10, "kept": 7, "rejected": 3, "reasons": {"wrong_answer": 2, "too_long": 1}},
+    )
+    _summary(tmp_path / "mix" / "mixed.summary.json", {"stage": "mix", "kept": 0, "off_policy": 6})
+    _summary(tmp_path / "train" / "train.summary.json", {"stage": "train", "stages": []})  # a table: its own section
+    (html,) = report.section_stage_summaries(_page(tmp_path))
+    assert html.index("filter/filtered.summary.json") < html.index("mix/mixed.summary.json")  # pipeline order
+    assert _cells(html) == [
+        ["records", "10"],
+        ["kept", "7"],
+        ["rejected", "3"],
+        ["\u2003wrong_answer", "2"],
+        ["\u2003too_long", "1"],
+        ["already done (skipped)", "None"],
+        ["records/s", "None"],
+        ["off_policy", "6"],
+    ]
+    assert "train.summary.json" not in html
+    assert report.section_stage_summaries(_page(tmp_path / "train")) == []

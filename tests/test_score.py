@@ -572,7 +572,8 @@ def test_boosted_sentences_found_before_training_leave_their_candidates_out(
     from dasd.reporting.cards import stage_facts
 
     facts = "\n".join(stage_facts({"stage": "select", "config": {"strategy": "count", "k": 1}, "summary": capped}))
-    assert f"max boosted share 0.5: 4 candidates left out (questions left without any: {len(emptied)})" in facts
+    assert "- boosted sentences: mean share kept 0.0, not kept " in facts and "; excluded above 0.5: 4 (0 " in facts
+    assert f"  - questions left without a candidate: {len(emptied)}" in facts
 
 
 def test_unfinished_responses_pass_through_unscored_and_filter_keeps_the_same_records(tmp_path, tiny_llama_smollm2):

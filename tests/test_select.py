@@ -162,7 +162,7 @@ def test_per_temperature_k_and_budgets_keep_the_best_of_each_temperature_and_dom
 
     facts = "\n".join(stage_facts({"stage": "select", "config": {"strategy": "count", "k": 1}, "summary": summary}))
     assert "k per temperature: {'0.6': 1, '1.0': 2}" in facts
-    assert "budget per temperature (or per domain at a temperature): {'0.6': 2, '1.0': {'math': 3, 'code': 1}}" in facts
+    assert "budget per temperature: {'0.6': 2, '1.0': {'math': 3, 'code': 1}}" in facts  # per domain at T=1.0
     # a temperature without a cap is untouched; k per temperature needs per-temperature grouping
     ids, _ = _run(tmp_path, "budget_per_temperature={1.0: 1}", records=records)
     assert sum(":t0.6:" in i for i in ids) == 6 and sum(":t1:" in i for i in ids) == 1

@@ -103,3 +103,40 @@ def test_the_run_table_reads_each_step_by_its_stage_not_by_guessing_from_its_key
     stages = [{"stage": "low_temp", "first_loss": 2.0, "final_loss": 1.25}, {"stage": "x", "skipped": True}]
     assert headline("train", {"stages": stages}) == "low_temp loss 2.00→1.25"
     assert headline("sample", {}) == "" and headline("push", {"stage": "push", "files": []}) == ""
+
+
+def test_each_printout_is_its_written_summarys_rows_and_the_card_lists_them(tmp_path, capsys):
+    """One `summary_rows` per summary type (`dasd.reporting.summary_rows`): what a stage prints is the rows of the
+    summary it wrote (plus what the summary does not keep: filter's workers, build-sft's exports), and its card lists
+    the same rows, less the ones about how the run went."""
+    from dasd.progress import format_summary
+    from dasd.reporting.cards import stage_facts
+    from dasd.reporting.summary_rows import RUN_ROWS, build_sft_rows, filter_rows, row_value, summary_rows
+
+    scored = write_jsonl(tmp_path / "scored.jsonl", _scored(8))
+    off = ["length.enabled=false", "correctness.enabled=false", "structure.enabled=false"]
+    filtered, selected, sft = tmp_path / "filtered.jsonl", tmp_path / "das.jsonl", tmp_path / "sft" / "sft.jsonl"
+    capsys.readouterr()
+    filter_stage.run(load_config(filter_stage.FilterConfig, None, [f"input={scored}", f"output={filtered}", *off]))
+    summary = read_summary(summary_file(filtered, "filter"))
+    rows = filter_rows(summary, workers="none (this process)")
+    assert capsys.readouterr().out.strip() == format_summary(f"dasd filter -> {filtered}", rows)
+    select.run(
+        load_config(
+            select.SelectConfig, None, [f"input={filtered}", f"output={selected}", "k_per_temperature={0.6: 2}"]
+        )
+    )
+    summary = read_summary(summary_file(selected, "select"))
+    printed = capsys.readouterr().out.strip()
+    assert printed == format_summary(f"dasd select (count, k=1) -> {selected}", summary_rows(summary))
+    assert "k per temperature" in printed  # a setting the summary keeps is a row, printed and carded alike
+    facts = stage_facts({"stage": "select", "file": str(selected), "config": {"strategy": "count"}, "summary": summary})
+    rows = [row for row in summary_rows(summary) if row[0].strip() not in RUN_ROWS]
+    assert facts[1:] == [
+        f"{'  ' if label.startswith('  ') else ''}- {label.strip()}: {row_value(value)}" for label, value in rows
+    ]
+    build_sft.run(load_config(build_sft.BuildSFTConfig, None, [f"input={selected}", f"output={sft}"]))
+    summary = read_summary(summary_file(sft, "build-sft"))
+    assert capsys.readouterr().out.strip() == format_summary(
+        f"dasd build-sft -> {sft}", build_sft_rows(summary, exports=[])
+    )

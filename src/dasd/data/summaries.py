@@ -5,7 +5,9 @@ Every stage writes one beside its output (`<name>.summary.json`; where: `dasd.na
 (`dasd.pipeline.summary.headline`) and
 `dasd report` read it back through `dasd.data.io.read_summary`: one TypedDict per stage, told apart by `stage`. As with
 the records, plain JSON objects: a summary written by an older dasd may lack a field, so readers that publish
-(cards, report) use `.get`.
+(cards, report) use `.get`. Each summary type is put into words once, as labelled rows
+(`dasd.reporting.summary_rows`): what the stage prints, the cards list and the report shows — a new field is written
+by its stage, typed here and given its row there.
 
     summary: SelectSummary = {"stage": "select", "output": "runs/x/das.jsonl", …}
     write_summary(output, summary)                       # runs/x/das.summary.json

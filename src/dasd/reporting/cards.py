@@ -40,6 +40,16 @@ from ..errors import InputError
 from ..models.identity import folder_identity
 from ..naming import STAGE_MARKER, is_final_dir, summary_file, train_dir_of
 from ..naming import final_dir as stage_final_dir
+from .summary_rows import (
+    RUN_ROWS,
+    build_sft_rows,
+    filter_rows,
+    mix_rows,
+    row_value,
+    sample_rows,
+    score_rows,
+    select_rows,
+)
 
 REPORT = "Distribution-Aligned Sequence Distillation for Superior Long-CoT Reasoning (arXiv:2601.09088)"
 REPORT_URL = "https://arxiv.org/abs/2601.09088"
@@ -59,6 +69,20 @@ def _get(mapping: dict, dotted: str, default: Any = None) -> Any:
             return default
         mapping = mapping[key]
     return mapping
+
+
+def _summary_facts(rows: list[tuple[str, Any]]) -> list[str]:
+    """A summary's rows (`dasd.reporting.summary_rows`) as Markdown bullets, a detail row (indented) nested under the
+    one above it; the rows about how the run went (`RUN_ROWS`: speed, work an earlier run had done) are left out.
+
+    >>> _summary_facts([("kept", 9), ("  wrong_answer", 2), ("records/s", 41.5), ("template check", "ok: 3")])
+    ['- kept: 9', '  - wrong_answer: 2', '- template check: ok: 3']
+    """
+    return [
+        f"{'  ' if label.startswith('  ') else ''}- {label.strip()}: {row_value(value)}"
+        for label, value in rows
+        if label.strip() not in RUN_ROWS
+    ]
 
 
 def _sample_facts(config: dict[str, Any], summary: SampleSummary) -> list[str]:
@@ -81,19 +105,12 @@ def _sample_facts(config: dict[str, Any], summary: SampleSummary) -> list[str]:
         f"{config.get('top_k')} (sent explicitly), max_new_tokens {config.get('max_new_tokens')}, "
         f"seed {config.get('seed')}"
     )
-    probe = summary.get("logprob_probe")
-    verified = (
-        f"verified raw by teacher-forced rescoring ({json.dumps(probe)})"
-        if probe
-        else f"not probed (logprob_check={backend.get('logprob_check')}; a local hf teacher records raw "
-        "log-probs itself)"
-    )
-    facts.append(f"- log-probs: {verified}")
-    facts.append(
-        f"- {summary.get('responses_written')} responses to {summary.get('questions')} questions, "
-        f"{summary.get('completion_tokens')} completion tokens, finish reasons {summary.get('finish_reasons')}"
-    )
-    return facts
+    if not summary.get("logprob_probe"):  # a probe is one of the summary's rows: verified raw, mean |Δ| over N tokens
+        facts.append(
+            f"- log-probs: not probed (logprob_check={backend.get('logprob_check')}; a local hf teacher records raw "
+            "log-probs itself)"
+        )
+    return facts + _summary_facts(sample_rows(summary))
 
 
 def _score_facts(config: dict[str, Any], summary: ScoreSummary) -> list[str]:
@@ -101,8 +118,7 @@ def _score_facts(config: dict[str, Any], summary: ScoreSummary) -> list[str]:
     return [
         f"- student: `{student.get('model')}` (tokenizer `{student.get('tokenizer') or student.get('model')}`), "
         f"β = {config.get('beta')}, difference in `{config.get('space')}` space",
-        f"- sentences by class: {summary.get('sentences')}; {summary.get('records_scored')} records scored, "
-        f"{summary.get('records_failed')} failed {summary.get('failure_reasons') or ''}".rstrip(),
+        *_summary_facts(score_rows(summary)),
     ]
 
 
@@ -111,80 +127,37 @@ def _select_facts(config: dict[str, Any], summary: SelectSummary) -> list[str]:
     label = (
         "DAS (most teacher sentences)" if strategy == "count" else "RS (random)" if strategy == "random" else strategy
     )
-    facts = [
-        f"- selection: {label}, k = {config.get('k')} per question and temperature — {summary.get('selected')} "
-        f"of {summary.get('candidates')} candidates for {summary.get('questions')} questions"
-    ]
-    if summary.get("k_per_temperature"):
-        facts.append(f"- k per temperature: {summary['k_per_temperature']}")
-    if summary.get("budget_per_temperature"):
-        facts.append(f"- budget per temperature (or per domain at a temperature): {summary['budget_per_temperature']}")
+    facts = [f"- selection: {label}, k = {config.get('k')} per question and temperature"]
     if config.get("budget"):
         facts.append(f"- global budget: {config.get('budget')}")
-    boosted = summary.get("boosted")
-    if boosted:
-        shares = boosted.get("mean_share") or {}
-        facts.append(
-            f"- boosted sentences: candidates classed with the distilled model's scores `{boosted.get('scores')}` "
-            f"(α = {boosted.get('alpha')}); max boosted share {boosted.get('max_share')}: "
-            f"{boosted.get('excluded')} candidates left out (questions left without any: "
-            f"{boosted.get('questions_emptied')}); mean boosted share kept {shares.get('kept')}, not kept "
-            f"{shares.get('not_kept')}"
-        )
-    overlap = summary.get("overlap")
-    if overlap:
-        facts.append(
-            f"- compared with the selection from `{overlap.get('compare_with')}`: Jaccard {overlap.get('jaccard')}, "
-            f"sentence-class agreement {(overlap.get('sentences') or {}).get('agreement')}"
-        )
-    for temperature, groups in sorted((summary.get("per_temperature") or {}).items()):
-        kept, dropped = groups.get("kept", {}), groups.get("dropped", {})
-        facts.append(
-            f"- T={temperature}: kept {kept.get('count')} "
-            f"(mean teacher sentences {kept.get('mean_teacher_sentences')}, "
-            f"histogram {kept.get('histogram')}), dropped {dropped.get('count')} "
-            f"(mean {dropped.get('mean_teacher_sentences')}, histogram {dropped.get('histogram')})"
-        )
-    return facts
+    return facts + _summary_facts(select_rows(summary))
 
 
 def _filter_facts(config: dict[str, Any], summary: FilterSummary) -> list[str]:
-    reasons = ", ".join(f"{reason} {count}" for reason, count in sorted((summary.get("reasons") or {}).items()))
-    return [f"- kept {summary.get('kept')}, rejected {summary.get('rejected')} — by reason: {reasons or 'none'}"]
+    return _summary_facts(filter_rows(summary))
 
 
 def _build_sft_facts(config: dict[str, Any], summary: BuildSFTSummary) -> list[str]:
-    facts = [
-        f"- student tokenizer `{config.get('student_tokenizer')}`; records per training stage "
-        f"{summary.get('per_stage')}; chat-template check {summary.get('template_check')}"
-    ]
+    facts = [f"- student tokenizer `{config.get('student_tokenizer')}`"]
     if summary.get("weight_by"):
-        temperature = f" (temperature {summary['weight_temperature']})" if "weight_temperature" in summary else ""
         facts.append(
-            f"- per-record loss weights by {summary['weight_by']}{temperature}, each stage scaled to mean "
-            f"{config.get('weight')}; min / mean / max per stage {summary.get('weights')}"
+            f"- per-record loss weights by {summary['weight_by']}, each stage scaled to mean {config.get('weight')}"
         )
     if summary.get("sentence_weights"):
-        per_stage = "; ".join(
-            f"{stage}: " + ", ".join(f"{kind} {weight:g}" for kind, weight in stats["weight"].items())
-            for stage, stats in summary["sentence_weights"].items()
-        )
         facts.append(
             f"- per-token loss weights by the DAS class of each sentence ({config.get('sentence_weights')}), "
-            f"scaled to mean 1 over each stage's sentence characters — {per_stage}"
+            "scaled to mean 1 over each stage's sentence characters"
         )
-    return facts
+    return facts + _summary_facts(build_sft_rows(summary, exports=config.get("exports")))
 
 
 def _mix_facts(config: dict[str, Any], summary: MixSummary) -> list[str]:
     shape = config.get("cut_shape") or (1, 1)
     return [
-        f"- mixed-policy: {summary.get('rollouts')} student rollouts, {summary.get('cut')} cut, "
-        f"{summary.get('continued')} continued by the teacher, {summary.get('kept')} kept, "
-        f"{summary.get('off_policy')} off-policy records; dropped {summary.get('drop_reasons')}",
-        f"- cut within [{config.get('cut_low')}, {config.get('cut_high')}] of the rollout, "
+        f"- mixed-policy: cut within [{config.get('cut_low')}, {config.get('cut_high')}] of the rollout, "
         + ("uniform" if tuple(shape) == (1, 1) else f"Beta({shape[0]:g}, {shape[1]:g})")
         + f"; {config.get('continuations_per_cut') or 1} teacher continuation(s) per cut",
+        *_summary_facts(mix_rows(summary)),
     ]
 
 
@@ -201,11 +174,12 @@ STAGE_FACTS = {
 
 
 def stage_facts(step: LineageStep) -> list[str]:
-    """Markdown bullet lines: the facts of one stage a reader of the data needs.
+    """Markdown bullet lines: the facts of one stage a reader of the data needs — what its config says, then its
+    summary's rows (`dasd.reporting.summary_rows`, as the stage printed them).
 
-    >>> stage_facts({"stage": "filter", "file": "f.jsonl", "config": {}, "summary": {"stage": "filter", "kept": 9,
-    ...     "rejected": 3, "reasons": {"wrong_answer": 2, "duplicate": 1}}})
-    ['- kept 9, rejected 3 — by reason: duplicate 1, wrong_answer 2']
+    >>> stage_facts({"stage": "filter", "file": "f.jsonl", "config": {}, "summary": {"stage": "filter",
+    ...     "records": 12, "kept": 9, "rejected": 3, "reasons": {"wrong_answer": 2, "duplicate": 1}}})
+    ['- records: 12', '- kept: 9', '- rejected: 3', '  - wrong_answer: 2', '  - duplicate: 1']
     """
     facts = STAGE_FACTS.get(step["stage"])
     # published text: every fact is read from the redacted config and summary

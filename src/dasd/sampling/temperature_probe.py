@@ -18,6 +18,9 @@ The suggestion, with its reasons:
 * **high** is the eligible temperature above `low` whose density overlaps `low`'s least — the part of the
   distribution stage 1 does not see (within `overlap_tolerance`, 0.02, of the least: the lowest such
   temperature, the safer one).
+
+`temperature_report(output)` measures a response file (graded where its questions have answers) and
+`format_temperature_report` is the table `dasd sample --suggest-temperatures` prints.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from ..data.io import iter_records
 from ..scoring.sentence_scores import mean_teacher_logprob
 
 
@@ -175,3 +179,39 @@ def probe_report(records: list[dict[str, Any]], correct: list[bool | None] | Non
         "overlap": {str(a): {str(b): v for b, v in row.items()} for a, row in overlaps.items()},
         "suggestion": suggest_pair(stats, overlaps),
     }
+
+
+def temperature_report(output: str) -> dict[str, Any]:
+    """`temperature_probe.probe_report` over every response in `output`, graded where they have answers."""
+    from ..grading.answers import BoundedVerifier, grade_records
+
+    records = [record for _, record in iter_records(output)]
+    correct = None
+    if any(record.get("answer") not in (None, "") for record in records):
+        with BoundedVerifier() as verifier:
+            grades = grade_records(records, verifier)
+        correct = [None if grade is None else grade.correct for grade in grades]
+    return probe_report(records, correct)
+
+
+def format_temperature_report(report: dict[str, Any], path) -> str:
+    lines = [f"temperatures -> {path}", "-" * 100]
+    lines.append(
+        f"{'T':>5} {'responses':>9} {'mean lp':>8} {'p10':>8} {'p50':>8} {'p90':>8} {'stop':>6} "
+        f"{'distinct':>8} {'correct':>8}  overlap with the others"
+    )
+    for temperature, stats in report["temperatures"].items():
+        others = ", ".join(
+            f"{other}: {value:.2f}" for other, value in report["overlap"][temperature].items() if other != temperature
+        )
+        accuracy = "-" if stats["accuracy"] is None else f"{stats['accuracy']:.0%}"
+        lines.append(
+            f"{float(temperature):>5g} {stats['responses']:>9} {stats['mean_logprob']!s:>8} {stats['p10']!s:>8} "
+            f"{stats['p50']!s:>8} {stats['p90']!s:>8} {stats['stop_share']:>6.0%} {stats['distinct_share']:>8.0%} "
+            f"{accuracy:>8}  {others}"
+        )
+    suggestion = report["suggestion"]
+    pair = f"low {suggestion['low']}, high {suggestion['high']}" if suggestion["low"] is not None else "none"
+    lines.append(f"suggested pair: {pair}")
+    lines.extend(f"  {reason}" for reason in suggestion["reasons"])
+    return "\n".join(lines)

@@ -37,6 +37,7 @@ from ..errors import ConfigError, InputError
 from ..models.assets import load_tokenizer
 from ..naming import sidecar
 from ..progress import Progress, format_summary
+from ..reporting.summary_rows import filter_rows
 from ..selection.filters import (
     CorrectnessConfig,
     DedupeConfig,
@@ -209,20 +210,7 @@ def run(config: FilterConfig) -> dict[str, Any]:
     if counts["answer_only"]:
         summary["answer_only_kept"] = counts["answer_only"]
     write_summary(config.output, summary)
-    rows = [
-        ("records", counts["records"]),
-        ("kept", counts["kept"]),
-        *(
-            (("  answer only", f"{counts['answer_only']:,} (reasoning_format none: no reasoning needed)"),)
-            if counts["answer_only"]
-            else ()
-        ),
-        ("rejected", counts["rejected"]),
-        *((f"  {reason}", count) for reason, count in summary["reasons"].items()),
-        ("already done (skipped)", counts["already_done"]),
-        ("records/s", summary["records_per_s"]),
-        ("workers", workers if workers > 1 else "none (this process)"),
-    ]
+    rows = filter_rows(summary, workers=workers if workers > 1 else "none (this process)")
     print(format_summary(f"dasd filter -> {config.output}", rows), file=sys.stdout, flush=True)
     for reason, cause in EMPTY_PART_CAUSES.items():
         if reasons[reason]:

@@ -51,6 +51,7 @@ from ..models.assets import load_tokenizer
 from ..naming import MIXED_POLICY_STAGE, sidecar
 from ..progress import Progress, format_summary
 from ..reporting.figures import plot_cutoff
+from ..reporting.summary_rows import mix_rows
 from ..sampling.generation import generate_records
 from ..sampling.mixing import CuratedSet, continuation_prefix, cut_position, student_budget
 from ..selection.filters import CorrectnessConfig, FilterChain, LengthConfig, RepetitionConfig, StructureConfig
@@ -461,9 +462,7 @@ def run(config: MixConfig) -> dict[str, Any]:
         summary: MixSummary = {"stage": "mix", "output": str(output), "kept": 0, "off_policy": len(control)}
         write_summary(output, summary)
         print(
-            format_summary(
-                f"dasd mix (off-policy control of {config.equal_size_as}) -> {output}", [("off_policy", len(control))]
-            ),
+            format_summary(f"dasd mix (off-policy control of {config.equal_size_as}) -> {output}", mix_rows(summary)),
             file=sys.stdout,
             flush=True,
         )
@@ -570,12 +569,5 @@ def run(config: MixConfig) -> dict[str, Any]:
         summary["on_policy_finished"] = counts["on_policy_finished"]
         summary["on_policy_drop_reasons"] = dict(sorted(on_policy_reasons.items(), key=lambda item: -item[1]))
     write_summary(output, summary)
-    rows = [(name, counts[name]) for name in steps]
-    rows += [(f"  dropped: {reason}", count) for reason, count in summary["drop_reasons"].items()]
-    if config.on_policy:
-        rows.append(
-            ("on_policy (finished within the cap, kept)", f"{counts['on_policy']} of {counts['on_policy_finished']}")
-        )
-        rows += [(f"  on-policy dropped: {reason}", count) for reason, count in on_policy_reasons.items()]
-    print(format_summary(f"dasd mix -> {output}", rows), file=sys.stdout, flush=True)
+    print(format_summary(f"dasd mix -> {output}", mix_rows(summary)), file=sys.stdout, flush=True)
     return summary

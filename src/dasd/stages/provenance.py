@@ -51,6 +51,7 @@ from ..grading.answers import BoundedVerifier, grade_records
 from ..progress import Progress, format_summary
 from ..reporting.figures import plot_provenance_example, plot_provenance_positions
 from ..reporting.metrics import cluster_bootstrap
+from ..reporting.summary_rows import provenance_rows
 from ..scoring.sentence_scores import classify_provenance, sentence_scores_by_model
 from ..scoring.token_scorers import ScorerConfig, make_token_scorer
 
@@ -403,37 +404,8 @@ def run(config: ProvenanceConfig) -> dict[str, Any]:
         "figures": figures,
     }
     write_summary(folder, summary)
-    rows = [
-        (
-            "responses analysed",
-            f"{len(responses)} ({summary['responses']['correct']} correct, "
-            f"{summary['responses']['incorrect']} incorrect)",
-        ),
-        *((f"  skipped: {reason}", count) for reason, count in sorted(reasons.items())),
-        ("positions used", f"{len(analysis['positions'])} (≥ {config.min_samples} answers in each group)"),
-    ]
-    for kind in PROVENANCE_CLASSES:
-        share = {group: summary["share"][group][kind] for group in totals}
-        delta = analysis["delta"][kind]
-        rows.append(
-            (
-                f"{kind} sentences",
-                f"correct {_pct(share['correct'])}{_interval(intervals, 'correct', kind)}  "
-                f"incorrect {_pct(share['incorrect'])}{_interval(intervals, 'incorrect', kind)}  "
-                f"Δ {'-' if delta is None else f'{delta:+.3f}'}",
-            )
-        )
-    print(format_summary(f"dasd provenance -> {folder}", rows), file=sys.stdout, flush=True)
+    print(format_summary(f"dasd provenance -> {folder}", provenance_rows(summary)), file=sys.stdout, flush=True)
     return summary
-
-
-def _interval(intervals: dict[str, dict[str, Any]] | None, group: str, kind: str) -> str:
-    bounds = (intervals or {}).get(group, {}).get(kind)
-    return "" if not bounds else f" [{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:5.1f}%"
 
 
 def extra_arguments(parser) -> None:

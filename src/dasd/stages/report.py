@@ -17,7 +17,8 @@ what it finds (a missing section is listed as such, never an error):
 * filtering: kept and rejected, with the reasons;
 * the mixed-policy cut-off ratio (student length / teacher length) against the teacher's length
   (Figure 7);
-* `dasd provenance` results found in the folder: class shares, Δ, Figures 5 and 6.
+* `dasd provenance` results found in the folder: class shares, Δ, Figures 5 and 6;
+* every stage summary's rows, as the stage printed them (`dasd.reporting.summary_rows`), folded.
 
 The PNGs are written beside the HTML and also embedded in it (data URIs), so the HTML alone can be
 mailed or attached to an experiment tracker.
@@ -61,6 +62,7 @@ from ..errors import DasdError, InputError
 from ..naming import EVAL_MODELS, RUN_SUMMARY, STALE_DIR, eval_dir, seed_dir, sidecar
 from ..reporting.ablation import claim_results, interaction_rows, interaction_table, with_t_interval
 from ..reporting.figures import plot_cutoff, plot_response_probability, plot_sentence_types, plot_training_loss
+from ..reporting.summary_rows import SUMMARY_ROWS, row_value, summary_rows
 
 S = TypeVar("S")
 
@@ -590,6 +592,25 @@ def section_provenance(page: Page) -> list[str]:
     return sections
 
 
+def section_stage_summaries(page: Page) -> list[str]:
+    """Each stage summary's rows (`dasd.reporting.summary_rows`: what the stage printed at its end), folded, in the
+    order of the pipeline; a detail row indented under the one above it."""
+    blocks = []
+    for stage in SUMMARY_ROWS:
+        for path, payload in page.of(stage, dict):
+            rows = [
+                [("\u2003" + label.strip()) if label.startswith("  ") else label, row_value(value)]
+                for label, value in summary_rows(payload)
+            ]
+            blocks.append(
+                f"<details><summary><code>dasd {html.escape(stage)}</code> → "
+                f"{html.escape(_relative(path, page.run_dir))}</summary>" + _table(["", ""], rows) + "</details>"
+            )
+    if not blocks:
+        return []
+    return ["<h2>Stage summaries</h2>" + "".join(blocks)]
+
+
 SECTIONS = (
     section_pipeline,
     section_evaluation,
@@ -600,6 +621,7 @@ SECTIONS = (
     section_filtering,
     section_mixed_policy,
     section_provenance,
+    section_stage_summaries,
 )
 
 

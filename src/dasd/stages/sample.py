@@ -40,20 +40,16 @@ from pydantic import Field, field_validator
 
 from ..backends import BackendConfig, make_backend, server_log, with_launch_log
 from ..config import ADDED, SPEED_ONLY, RecordOutput, StageConfig, dump_config, fingerprint_view
-from ..data.io import ErrorLog, iter_records, merge_shards, open_writer, shard_output, write_json_atomic, write_summary
+from ..data.io import ErrorLog, merge_shards, open_writer, shard_output, write_json_atomic, write_summary
 from ..data.records import in_shard, load_questions, parse_shard
 from ..data.summaries import SampleSummary
 from ..naming import sidecar
 from ..progress import format_summary
+from ..reporting.summary_rows import sample_rows
 from ..sampling.generation import GenerationOutcome, TemperatureStep, build_requests, generate_records
-from ..sampling.response_checks import (
-    MISSING_PART_LABELS,
-    RESPONSE_PARTS,
-    MissingPartTally,
-    missing_part_warnings,
-)
+from ..sampling.response_checks import RESPONSE_PARTS, MissingPartTally, missing_part_warnings
 from ..sampling.sample_cache import SampleCache, default_root, settings_for
-from ..sampling.temperature_probe import probe_report
+from ..sampling.temperature_probe import format_temperature_report, temperature_report
 
 
 class SampleConfig(StageConfig):
@@ -223,35 +219,7 @@ def run(config: SampleConfig) -> dict[str, Any]:
         cache_account["stored"] = True
     summary["cache"] = cache_account
     write_summary(output, summary)
-    rows = [
-        ("questions", len(questions)),
-        *(
-            (f"  input questions without {article} {field}", f"{defaulted[field]:,} (given {given})")
-            for field, article, given in (("id", "an", "the hash of their prompt"), ("domain", "a", "domain other"))
-            if defaulted[field]
-        ),
-        ("responses expected", expected),
-        ("already done (skipped)", expected - len(requests)),
-        ("written this run", written),
-        *((f"  finish={reason}", count) for reason, count in summary["finish_reasons"].items()),
-        *(
-            (f"  {MISSING_PART_LABELS[part]}", writer.missing[part])
-            for part in RESPONSE_PARTS
-            if writer.missing[part] and not (part == "no_reasoning" and config.reasoning_format == "none")
-        ),
-        ("failed (see errors file)", summary["failed"]),
-        ("completion tokens", tokens),
-        ("seconds", round(elapsed, 2)),
-        ("responses/s", summary["responses_per_s"]),
-        ("tokens/s", summary["tokens_per_s"]),
-    ]
-    if cache_account["reused"]:
-        rows.append(("copied from the sample cache", f"{cache_account['reused']} ({cache_account['folder']})"))
-    if probe:
-        rows.append(("log-prob probe", f"raw: mean |Δ| {probe['mean_abs_difference']} over {probe['tokens']} tokens"))
-    if "retries" in backend_stats:
-        rows.append(("retries", backend_stats["retries"]))
-    print(format_summary(f"dasd sample -> {output}", rows), file=sys.stdout, flush=True)
+    print(format_summary(f"dasd sample -> {output}", sample_rows(summary)), file=sys.stdout, flush=True)
     for warning in summary["warnings"]:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
 
@@ -293,42 +261,6 @@ def _has_records(output: str) -> bool:
     if path.is_dir():  # a Parquet output: a folder of parts
         return any(path.glob("part-*.parquet"))
     return path.exists() and path.stat().st_size > 0
-
-
-def temperature_report(output: str) -> dict[str, Any]:
-    """`temperature_probe.probe_report` over every response in `output`, graded where they have answers."""
-    from ..grading.answers import BoundedVerifier, grade_records
-
-    records = [record for _, record in iter_records(output)]
-    correct = None
-    if any(record.get("answer") not in (None, "") for record in records):
-        with BoundedVerifier() as verifier:
-            grades = grade_records(records, verifier)
-        correct = [None if grade is None else grade.correct for grade in grades]
-    return probe_report(records, correct)
-
-
-def format_temperature_report(report: dict[str, Any], path) -> str:
-    lines = [f"temperatures -> {path}", "-" * 100]
-    lines.append(
-        f"{'T':>5} {'responses':>9} {'mean lp':>8} {'p10':>8} {'p50':>8} {'p90':>8} {'stop':>6} "
-        f"{'distinct':>8} {'correct':>8}  overlap with the others"
-    )
-    for temperature, stats in report["temperatures"].items():
-        others = ", ".join(
-            f"{other}: {value:.2f}" for other, value in report["overlap"][temperature].items() if other != temperature
-        )
-        accuracy = "-" if stats["accuracy"] is None else f"{stats['accuracy']:.0%}"
-        lines.append(
-            f"{float(temperature):>5g} {stats['responses']:>9} {stats['mean_logprob']!s:>8} {stats['p10']!s:>8} "
-            f"{stats['p50']!s:>8} {stats['p90']!s:>8} {stats['stop_share']:>6.0%} {stats['distinct_share']:>8.0%} "
-            f"{accuracy:>8}  {others}"
-        )
-    suggestion = report["suggestion"]
-    pair = f"low {suggestion['low']}, high {suggestion['high']}" if suggestion["low"] is not None else "none"
-    lines.append(f"suggested pair: {pair}")
-    lines.extend(f"  {reason}" for reason in suggestion["reasons"])
-    return "\n".join(lines)
 
 
 def extra_arguments(parser) -> None:

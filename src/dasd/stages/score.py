@@ -48,11 +48,12 @@ from ..data.io import (
     shard_output,
     write_summary,
 )
-from ..data.records import SENTENCE_TYPES, check_fields, in_shard, parse_shard, reasoning_in_answer, record_count
+from ..data.records import check_fields, in_shard, parse_shard, reasoning_in_answer, record_count
 from ..data.summaries import ScoreSummary
 from ..errors import InputError
 from ..naming import sidecar
 from ..progress import Progress, format_summary
+from ..reporting.summary_rows import score_rows
 from ..scoring.sentence_scores import check_teacher_logprobs, score_sentences
 from ..scoring.token_scorers import make_token_scorer
 from ..text.render import DEFAULT_SYSTEM_PROMPT
@@ -308,27 +309,7 @@ def run(config: ScoreConfig) -> dict[str, Any]:
     if counts["answer_only"]:
         summary["answer_only_scored"] = counts["answer_only"]
     write_summary(output, summary)
-    total_sentences = sum(sentence_types.values()) or 1
-    rows = [
-        ("records scored", counts["scored"]),
-        *(
-            (("  answer only", f"{counts['answer_only']:,} (reasoning_format none: the answer's sentences scored)"),)
-            if counts["answer_only"]
-            else ()
-        ),
-        ("already done (skipped)", counts["already_done"]),
-        ("failed (see errors file)", summary["records_failed"]),
-        *((("unfinished, passed unscored", counts["unscored_unfinished"]),) if config.skip_unfinished else ()),
-        *((f"  {reason}", count) for reason, count in sorted(reasons.items())),
-        *(
-            (f"{kind} sentences", f"{sentence_types[kind]:,} ({sentence_types[kind] / total_sentences:.1%})")
-            for kind in SENTENCE_TYPES
-        ),
-        ("student tokens scored", stats["tokens_scored"]),
-        ("padding fraction", summary["padding_fraction"]),
-        ("student tokens/s", summary["student_tokens_per_s"]),
-    ]
-    print(format_summary(f"dasd score -> {output}", rows), file=sys.stdout, flush=True)
+    print(format_summary(f"dasd score -> {output}", score_rows(summary)), file=sys.stdout, flush=True)
     if reasons["empty_reasoning"]:
         print(
             f"warning: {reasons['empty_reasoning']} of {sum(reasons.values()) + counts['scored']} records have no "

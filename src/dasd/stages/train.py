@@ -45,6 +45,7 @@ from ..errors import ConfigError, DasdError, InputError
 from ..models.loading import ModelConfig
 from ..naming import SFT_STAGES, STAGE_MARKER, final_dir, sft_stage_file
 from ..progress import format_summary
+from ..reporting.summary_rows import train_table
 
 if TYPE_CHECKING:
     from ..training.sft import Schedule
@@ -561,20 +562,6 @@ def run(config: TrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
 
     if is_main:
         write_summary(output_dir, {"stage": "train", "stages": report})
-        header = (
-            f"{'stage':14} {'samples':>8} {'dropped':>8} {'steps':>6} {'peak lr':>9} {'tokens seen':>12} "
-            f"{'tok/s':>9} {'padding':>8} {'first→final loss':>18} {'seconds':>8}"
-        )
-        lines = [header]
-        for item in report:
-            loss = f"{item['first_loss']:.3f}→{item['final_loss']:.3f}" if item.get("final_loss") is not None else "-"
-            peak = f"{item['peak_learning_rate']:.2e}" if item.get("peak_learning_rate") is not None else "-"
-            lines.append(
-                f"{item['stage']:14} {item['samples']:8d} {sum(item['dropped'].values()):8d} "
-                f"{item['optimizer_steps']:6d} {peak:>9} "
-                f"{(item['tokens_seen'] or 0):12,.0f} {(item['tokens_per_s'] or 0):9,.0f} "
-                f"{item['padding_fraction']:8.3f} "
-                f"{loss:>18} {item['seconds']:8.1f}{'  (done before)' if item.get('skipped') else ''}"
-            )
+        lines = train_table(report)
         print(format_summary(f"dasd train -> {output_dir}", []) + "\n" + "\n".join(lines), file=sys.stdout, flush=True)
     return {"stages": report}
