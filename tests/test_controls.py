@@ -211,3 +211,39 @@ def test_a_self_distillation_arm_trains_on_the_students_correct_rollouts(tmp_pat
     built = json.loads((arm / "seed1" / "sft" / "sft.summary.json").read_text())
     assert built["records"] == selected["selected"]
     assert (arm / "seed1" / "eval" / "summary.json").exists() or status["self.s1.train"] != "ran"
+
+
+def test_an_arms_kind_is_named_by_its_keys_and_a_config_resolved_before_kinds_still_loads(tmp_path):
+    """`pipeline.config.yaml` written before arm kinds lists every field of the one old arm schema, other kinds'
+    keys at their defaults: it reads as the kinds its keys name. A kind that does not exist is one line."""
+    old_fields = {
+        "description": "",
+        "after": None,
+        "select": {},
+        "sample_from": None,
+        "sample": {},
+        "score_with": None,
+        "build_sft": {},
+        "stages": ["low_temp", "high_temp"],
+        "train": {},
+        "mix": None,
+        "control_of": None,
+        "stage2_select": None,
+    }
+    arms = {
+        "recipe": old_fields,
+        "rs": {**old_fields, "select": {"strategy": "random"}},
+        "mixed": {**old_fields, "after": "recipe", "mix": {}},
+        "off_policy": {**old_fields, "after": "recipe", "control_of": "mixed"},
+    }
+    config = PipelineConfig.model_validate(_spec(tmp_path, arms))
+    assert {name: arm.kind for name, arm in config.arms.items()} == {
+        "recipe": "selection",
+        "rs": "selection",
+        "mixed": "mixed",
+        "off_policy": "off_policy_control",
+    }
+    with pytest.raises(ValidationError) as error:
+        PipelineConfig.model_validate(_spec(tmp_path, {"a": {"kind": "mix", "after": "b", "mix": {}}}))
+    message = format_validation_error(error.value, "pipeline.yaml", PipelineConfig)
+    assert "field 'arms.a': unknown kind 'mix'; did you mean 'mixed'?" in message, message

@@ -188,10 +188,10 @@ def tagged_members(annotation: Any) -> dict[str, Any]:
     return members
 
 
-def _keys_at(model: Any, loc: tuple[Any, ...]) -> list[str] | None:
-    """The keys of the section a validation error's location points into (through nested sections, lists of them,
-    mappings of named ones: `arms.<name>.…`, and a discriminated union's member: `arms.<name>.<kind>.…`); None when
-    the location leaves the models."""
+def _annotation_at(model: Any, loc: tuple[Any, ...]) -> Any:
+    """The annotation a validation error's location points at (through nested sections, lists of them, mappings of
+    named ones: `arms.<name>.…`, and a discriminated union's member: `arms.<name>.<kind>.…`); None when the location
+    leaves the models."""
     annotation: Any = model
     for part in loc:
         member = tagged_members(annotation).get(str(part))
@@ -208,7 +208,17 @@ def _keys_at(model: Any, loc: tuple[Any, ...]) -> list[str] | None:
             annotation = typing.get_args(annotation)[-1 if typing.get_origin(annotation) is dict else 0]
         else:
             return None
-    annotation = _section_type(annotation)
+    return annotation
+
+
+def _keys_at_fields(model: Any, loc: tuple[Any, ...]) -> dict[str, FieldInfo] | None:
+    annotation = _section_type(_annotation_at(model, loc))
+    return annotation.model_fields if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _keys_at(model: Any, loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys of the section a validation error's location points into; None when it leaves the models."""
+    annotation = _section_type(_annotation_at(model, loc))
     return list(annotation.model_fields) if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
@@ -266,18 +276,31 @@ def format_validation_error(
     the `model`, a misspelt key gets the closest valid one; a text field that got a mapping, a list or a number
     (YAML read `User: hi` as a mapping) gets how to quote it, from the override's own text when `overrides`
     (dotted key -> text) has it."""
-    first = error.errors()[0]
+    errors = error.errors()
+    # an unknown key first: it is what was written wrong (a misspelt key also leaves a required one missing)
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(first["loc"])
     shown, kind = _without_tags(model, loc)  # the key as written: pydantic adds a union member's tag to the path
     field = ".".join(str(part) for part in shown) or "<root>"
+    kinds = tagged_members(_annotation_at(model, loc)) if model is not None else {}
     if first["type"] == "extra_forbidden":
         keys = _keys_at(model, loc[:-1]) if model is not None else None
         prefix = "".join(f"{part}." for part in shown[:-1])
         suggestion = did_you_mean(str(loc[-1]), keys, prefix) if keys and loc else ""
+        siblings = tagged_members(_annotation_at(model, loc[:-2])) if kind and model is not None else {}
+        owners = [tag for tag, member in siblings.items() if str(loc[-1]) in member.model_fields]
+        if kind and not suggestion and not owners:  # a misspelt key of another kind
+            everyone = {key for member in siblings.values() for key in member.model_fields}
+            suggestion = did_you_mean(str(loc[-1]), everyone, prefix)
         of_kind = f"the keys of kind {kind}: {', '.join(keys or [])}; " if kind else ""
-        message = f"unknown key{suggestion} ({of_kind}see --help for the valid keys)"
+        belongs = f" — a key of kind {' or '.join(owners)}" if owners else ""
+        message = f"unknown key{belongs}{suggestion} ({of_kind}see --help for the valid keys)"
+    elif kinds and isinstance(first.get("input"), dict):  # a discriminated union's tag that names no member
+        written = str(first["input"].get("kind"))
+        message = f"unknown kind {written!r}{did_you_mean(written, kinds)} (kinds: {', '.join(kinds)})"
     elif first["type"] == "missing":
-        message = "required but not given"
+        needed = [name for name, info in (_keys_at_fields(model, loc[:-1]) or {}).items() if info.is_required()]
+        message = "required but not given" + (f" (kind {kind} needs {', '.join(needed)})" if kind else "")
     else:
         message = first["msg"]
         value = first.get("input")

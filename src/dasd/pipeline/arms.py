@@ -8,24 +8,31 @@
       reselect: {after: recipe, stage2_select: {max_boosted_share: 0.1}}   # kind: stage2_select
 
 `kind` may be written; without it the arm's kind is the one its fields name (`arm_kind`), so every arm written before
-kinds existed reads as it did. Each kind accepts only its own keys: a key of another kind is refused with the kind
-in the error's location (`arms.x.selection.mix: unknown key`). How each kind is planned: `dasd.pipeline.arm_steps`.
+kinds existed reads as it did (and so does a resolved config an older dasd wrote, whose other kinds' keys hold their
+old defaults: `null`, `{}`). Each kind accepts only its own keys: a key of another kind is refused in one line that
+names the kind the key belongs to (`arms.x.mix: unknown key …`). How each kind is planned: `dasd.pipeline.arm_steps`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import BeforeValidator, Discriminator, Field, Tag
 
 from ..config import ADDED, StageConfig
 from ..naming import SFT_STAGES
 
 
 class ArmBase(StageConfig):
-    """What every arm has: its description and its settings over the pipeline's select, build-sft and train."""
+    """What every arm has: its description and its training settings over the pipeline's."""
 
     description: str = Field("", description="what the arm tests, shown in the tables")
+    train: dict[str, Any] = Field(default_factory=dict, description="`dasd train` settings of this arm")
+
+
+class FromStudentArm(ArmBase):
+    """An arm that selects its own SFT data and trains the SFT stages from the pipeline's student."""
+
     select: dict[str, Any] = Field(
         default_factory=dict,
         description="`dasd select` settings of this arm over the pipeline's `select` (strategy, k, temperatures, "
@@ -34,12 +41,6 @@ class ArmBase(StageConfig):
         "trains on its own draw, so a comparison with RS is not conditional on one; other strategies select once",
     )
     build_sft: dict[str, Any] = Field(default_factory=dict, description="`dasd build-sft` settings of this arm")
-    train: dict[str, Any] = Field(default_factory=dict, description="`dasd train` settings of this arm")
-
-
-class FromStudentArm(ArmBase):
-    """An arm that trains the SFT stages from the pipeline's student."""
-
     stages: list[str] = Field(
         default_factory=lambda: list(SFT_STAGES),
         description="the SFT stages trained, in order (low_temp, high_temp: the report's schedule)",
@@ -160,7 +161,38 @@ def arm_kind(arm: Any) -> str:
     return "mixed" if arm.get("after") is not None else "selection"
 
 
+# What the one arm schema before kinds wrote for a key its arm did not use (`pipeline.config.yaml` lists every field).
+OLD_DEFAULTS: dict[str, Any] = {
+    **dict.fromkeys(("after", "mix", "control_of", "stage2_select", "sample_from", "score_with")),
+    **{key: {} for key in ("select", "build_sft", "sample")},
+    "stages": list(SFT_STAGES),
+}
+
+
+def without_old_defaults(arm: Any) -> Any:
+    """An arm as written, less the keys of other kinds that hold the old schema's defaults (a resolved config written
+    before kinds existed lists them all), so that it reads as the kind its keys name.
+
+    >>> without_old_defaults({"after": "r", "mix": {}, "select": {}, "stages": ["low_temp", "high_temp"], "sample": {}})
+    {'after': 'r', 'mix': {}}
+    >>> without_old_defaults({"select": {"k": 2}, "after": None, "mix": None, "sample_from": None, "selct": {}})
+    {'select': {'k': 2}, 'selct': {}}
+    """
+    if not isinstance(arm, dict):
+        return arm
+    own = KINDS.get(arm_kind(arm))
+    if own is None:
+        return arm
+    return {
+        key: value
+        for key, value in arm.items()
+        if not (key == "kind" and value is None)
+        and (key in own.model_fields or key not in OLD_DEFAULTS or value != OLD_DEFAULTS[key])
+    }
+
+
 ArmConfig = Annotated[
     Union[tuple(Annotated[model, Tag(kind)] for kind, model in KINDS.items())],  # noqa: UP007 (built from KINDS)
-    Discriminator(arm_kind),
+    Discriminator(arm_kind, custom_error_type="arm_kind", custom_error_message="unknown kind of arm"),
+    BeforeValidator(without_old_defaults),
 ]

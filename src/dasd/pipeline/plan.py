@@ -4,9 +4,10 @@
     [step.name for step in steps][:4]      # ['sample', 'score', 'filter', 'select_das']
 
 The recipe's steps are planned here (sample → score → filter → select/build-sft/train per branch → mix → train
-mixed, then the evaluations, provenance and pushes); the ablation arms' in `dasd.pipeline.arms`; the steps both plan,
-and `Step` itself, in `dasd.pipeline.steps`. The executors (`local`, `slurm`) run the steps in plan order, which puts
-every step after the steps it depends on. Every path comes from the run's `dasd.naming.RunLayout`.
+mixed, then the evaluations, provenance and pushes); the ablation arms' in `dasd.pipeline.arm_steps` (their kinds:
+`dasd.pipeline.arms`); the steps both plan, and `Step` itself, in `dasd.pipeline.steps`. The executors (`local`,
+`slurm`) run the steps in plan order, which puts every step after the steps it depends on. Every path comes from the
+run's `dasd.naming.RunLayout`.
 """
 
 from __future__ import annotations
