@@ -226,8 +226,9 @@ def pipeline(config: DemoConfig, world: Path) -> dict[str, Any]:
             unknown = sorted(set(config.only_arms) - set(spec["arms"]))
             if unknown:
                 raise ConfigError(f"only_arms: {', '.join(unknown)} not an arm of ablation={config.ablation}")
-            # an arm trained `after` another needs that one too
-            keep = set(config.only_arms) | {spec["arms"][arm].get("after") for arm in config.only_arms} - {None}
+            # an arm trained `after` another needs that one too, and an off-policy control the mixed arm it matches
+            needed = {spec["arms"][arm].get(key) for arm in config.only_arms for key in ("after", "control_of")}
+            keep = set(config.only_arms) | needed - {None}
             spec["arms"] = {name: arm for name, arm in spec["arms"].items() if name in keep}
             spec["claims"] = [c for c in spec["claims"] if {c["better"], c["worse"]} <= keep | set(spec["eval_models"])]
         spec["seeds"] = list(config.seeds[:1] if study.seeds == "first" else config.seeds)
