@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from dasd.config import load_config
+from dasd.config import format_validation_error, load_config
 from dasd.errors import ConfigError, DasdError
 from dasd.pipeline.studies import resolve
 from dasd.reporting.ablation import claim_results
@@ -115,10 +116,14 @@ def _spec(tmp_path: Path, **changes) -> dict:
     "arms, message",
     [
         ({"a": {"after": "nowhere", "mix": {}}}, "arms.a.after"),
-        ({"a": {"mix": {}}}, "need `after`"),
-        ({"a": {}, "b": {"after": "a"}}, "exactly one of `mix`, `control_of` or `stage2_select`"),
-        ({"a": {}, "b": {"after": "a", "mix": {}, "stage2_select": {}}}, "exactly one of"),
-        ({"a": {"stage2_select": {}}}, "need `after`"),
+        # the arm kinds (`dasd.pipeline.arms`): what a kind needs, and a key of another kind, in the arm's schema
+        ({"a": {"mix": {}}}, "'arms.a.after': required but not given .kind mixed needs after, mix"),
+        ({"a": {}, "b": {"after": "a"}}, "'arms.b.mix': required but not given .kind mixed needs after, mix"),
+        (
+            {"a": {}, "b": {"after": "a", "mix": {}, "stage2_select": {}}},
+            "'arms.b.mix': unknown key — a key of kind mixed",
+        ),
+        ({"a": {"stage2_select": {}}}, "'arms.a.after': required but not given .kind stage2_select"),
         ({"a": {"stages": ["high_temp"]}, "b": {"after": "a", "stage2_select": {}}}, "no stage 1 to score with"),
         (
             {"a": {"build_sft": {"low_temperature_max": 1.5}}, "b": {"after": "a", "stage2_select": {}}},
@@ -132,7 +137,11 @@ def test_arm_errors_are_one_line_before_anything_runs(tmp_path, arms, message):
     # through `dasd run`'s own entry point, which makes the workdir once the plan holds: nothing may exist after
     spec = _spec(tmp_path, arms=arms, claims=[], threads=None)
     with pytest.raises(ConfigError, match=message) as error:
-        pipeline_run.run(pipeline_run.PipelineConfig.model_validate(spec))
+        try:
+            config = pipeline_run.PipelineConfig.model_validate(spec)
+        except ValidationError as exc:  # what `dasd run PIPELINE.yaml` reports (load_config)
+            raise ConfigError(format_validation_error(exc, "pipeline.yaml", pipeline_run.PipelineConfig)) from None
+        pipeline_run.run(config)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "run").exists()
 
