@@ -14,6 +14,7 @@ from dasd.sampling.temperature_probe import suggest_pair
 TEMPERATURES = (0.3, 0.6, 1.0, 1.6)
 
 
+@pytest.mark.integration  # samples the demo world's teacher at four temperatures (~20 s alone)
 def test_a_probe_over_temperatures_measures_the_densities_and_suggests_a_pair(tmp_path, capsys):
     output = tmp_path / "probe" / "responses.jsonl"
     schedule = "[" + ", ".join(f"{{temperature: {t}, n: 2}}" for t in TEMPERATURES) + "]"

@@ -39,6 +39,10 @@ import build_demo_world as builder  # noqa: E402  (scripts/ is not a package)
 
 TERSE_OPENING = "Quick math. "  # the student's terse mental math opens so and goes on with a number
 
+# The demo world's premises sample and score with its real models (~1 min alone on 2 cores, most of `make test-unit`'s
+# time before): in `make test` and CI, not in the quick loop.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def world() -> Path:
