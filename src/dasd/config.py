@@ -188,48 +188,17 @@ def tagged_members(annotation: Any) -> dict[str, Any]:
     return members
 
 
-def _annotation_at(model: Any, loc: tuple[Any, ...]) -> Any:
-    """The annotation a validation error's location points at (through nested sections, lists of them, mappings of
-    named ones: `arms.<name>.…`, and a discriminated union's member: `arms.<name>.<kind>.…`); None when the location
-    leaves the models."""
-    annotation: Any = model
-    for part in loc:
-        member = tagged_members(annotation).get(str(part))
-        if member is not None:  # pydantic puts the member's tag in the location
-            annotation = member
-            continue
-        annotation = _section_type(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(str(part))
-            if field is None:
-                return None
-            annotation = field.annotation
-        elif typing.get_origin(annotation) in (dict, list, tuple):
-            annotation = typing.get_args(annotation)[-1 if typing.get_origin(annotation) is dict else 0]
-        else:
-            return None
-    return annotation
-
-
-def _keys_at_fields(model: Any, loc: tuple[Any, ...]) -> dict[str, FieldInfo] | None:
-    annotation = _section_type(_annotation_at(model, loc))
-    return annotation.model_fields if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-
-
-def _keys_at(model: Any, loc: tuple[Any, ...]) -> list[str] | None:
-    """The keys of the section a validation error's location points into; None when it leaves the models."""
-    annotation = _section_type(_annotation_at(model, loc))
-    return list(annotation.model_fields) if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-
-
-def _without_tags(model: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str | None]:
-    """A validation error's location without the discriminated unions' tags pydantic puts in it, and the last tag.
+def _walk(model: Any, loc: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...], str | None]:
+    """Follow a validation error's location through `model` (nested sections, lists of them, mappings of named ones:
+    `arms.<name>.…`, and a discriminated union's member, whose tag pydantic puts in the location:
+    `arms.<name>.<kind>.…`): the annotation it points at (None once it leaves the models), the location as written
+    (without the tags) and the last tag.
 
     >>> from dasd.pipeline.config import PipelineConfig
-    >>> _without_tags(PipelineConfig, ("arms", "a", "mixed", "after"))
-    (('arms', 'a', 'after'), 'mixed')
+    >>> _walk(PipelineConfig, ("arms", "a", "mixed", "after"))
+    (<class 'str'>, ('arms', 'a', 'after'), 'mixed')
     """
-    shown, kind, annotation = [], None, model
+    annotation, shown, kind = model, [], None
     for part in loc:
         member = tagged_members(annotation).get(str(part))
         if member is not None:
@@ -244,7 +213,18 @@ def _without_tags(model: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], st
             annotation = typing.get_args(annotation)[-1 if typing.get_origin(annotation) is dict else 0]
         else:
             annotation = None
-    return tuple(shown), kind
+    return annotation, tuple(shown), kind
+
+
+def _fields_at(model: Any, loc: tuple[Any, ...]) -> dict[str, FieldInfo] | None:
+    """The fields of the section a validation error's location points into; None when it leaves the models."""
+    annotation = _section_type(_walk(model, loc)[0])
+    return annotation.model_fields if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _keys_at(model: Any, loc: tuple[Any, ...]) -> list[str] | None:
+    fields = _fields_at(model, loc)
+    return None if fields is None else list(fields)
 
 
 def _section_type(annotation: Any) -> Any:
@@ -280,14 +260,14 @@ def format_validation_error(
     # an unknown key first: it is what was written wrong (a misspelt key also leaves a required one missing)
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(first["loc"])
-    shown, kind = _without_tags(model, loc)  # the key as written: pydantic adds a union member's tag to the path
+    _, shown, kind = _walk(model, loc)  # the key as written: pydantic adds a union member's tag to the path
     field = ".".join(str(part) for part in shown) or "<root>"
-    kinds = tagged_members(_annotation_at(model, loc)) if model is not None else {}
+    kinds = tagged_members(_walk(model, loc)[0]) if model is not None else {}
     if first["type"] == "extra_forbidden":
         keys = _keys_at(model, loc[:-1]) if model is not None else None
         prefix = "".join(f"{part}." for part in shown[:-1])
         suggestion = did_you_mean(str(loc[-1]), keys, prefix) if keys and loc else ""
-        siblings = tagged_members(_annotation_at(model, loc[:-2])) if kind and model is not None else {}
+        siblings = tagged_members(_walk(model, loc[:-2])[0]) if kind and model is not None else {}
         owners = [tag for tag, member in siblings.items() if str(loc[-1]) in member.model_fields]
         if kind and not suggestion and not owners:  # a misspelt key of another kind
             everyone = {key for member in siblings.values() for key in member.model_fields}
@@ -299,7 +279,7 @@ def format_validation_error(
         written = str(first["input"].get("kind"))
         message = f"unknown kind {written!r}{did_you_mean(written, kinds)} (kinds: {', '.join(kinds)})"
     elif first["type"] == "missing":
-        needed = [name for name, info in (_keys_at_fields(model, loc[:-1]) or {}).items() if info.is_required()]
+        needed = [name for name, info in (_fields_at(model, loc[:-1]) or {}).items() if info.is_required()]
         message = "required but not given" + (f" (kind {kind} needs {', '.join(needed)})" if kind else "")
     else:
         message = first["msg"]
