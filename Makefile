@@ -128,14 +128,20 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Tests run in one pytest-xdist worker per core (at most 4: each holds torch and its models), the cores shared out
+# among them (tests/conftest.py); PYTEST_WORKERS=0 runs them in this process (for --pdb, or to time one test).
+PYTEST_WORKERS ?= auto
+PARALLEL = -n $(PYTEST_WORKERS) $(if $(filter auto,$(PYTEST_WORKERS)),--maxprocesses 4)
+
 # The developer's loop: no lint, no vLLM venv, no server, no end-to-end run (integration), nothing slow;
 # stops at the first failure. `make test` runs the integration and server tests too.
 test-unit: venv
-	$(PY) -m pytest -m "not slow and not server and not integration" -q -x
+	$(PY) -m pytest -m "not slow and not server and not integration" -q -x $(PARALLEL)
 
-# The default suite: lint, then everything but the tests marked slow (a few minutes on 2 cores).
+# The default suite: lint, then everything but the tests marked slow. Each module's tests on one worker
+# (--dist loadscope): a module's fixture (a server, a demo run) is made once, not once per worker.
 test: venv vllm-venv lint
-	DASD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(PY) -m pytest -m "not slow" -q
+	DASD_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(PY) -m pytest -m "not slow" -q $(PARALLEL) --dist loadscope
 
 # The long integration tests (kill -9 and resume, the real SmolLM2): CI runs them after `make test`.
 test-slow: venv vllm-venv

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["DASD_SAMPLE_CACHE"] = tempfile.mkdtemp(prefix="dasd-sample-cache-")
 os.environ["DASD_EVAL_CACHE"] = tempfile.mkdtemp(prefix="dasd-eval-cache-")
 os.environ["DASD_HASH_CACHE"] = tempfile.mkdtemp(prefix="dasd-hash-cache-")
+# `datasets` caches what it loads from a local folder under a key a later folder of the same name can hit (seen: a test
+# that loads `das.hf` read the numbers an earlier session's `das.hf` held). The session's own, and each test's below.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf-datasets-cache-")
+# Under pytest-xdist each worker gets its share of the cores: two workers each running torch on every core of a
+# 2-core machine run slower together than one alone (measured: `make test-unit` 2:49 that way, 2:07 shared out).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, _threads)
 
 
 def _refuse_remote_connections() -> None:
@@ -48,11 +58,15 @@ _refuse_remote_connections()
 
 @pytest.fixture(autouse=True)
 def _own_caches(tmp_path_factory, monkeypatch):
-    """Each test its own, empty caches of work (`dasd.cache`: sampling, evaluation, file hashes): a test that
-    samples or evaluates generates, as it would on a fresh machine, instead of reading what an earlier test with
-    the same settings made (subprocesses inherit the variables)."""
+    """Each test its own, empty caches of work (`dasd.cache`: sampling, evaluation, file hashes; and `datasets`'
+    cache): a test that samples, evaluates or loads a dataset does it as on a fresh machine, instead of reading what
+    an earlier test with the same settings or folder name made (subprocesses inherit the variables)."""
     for name in ("SAMPLE", "EVAL", "HASH"):
         monkeypatch.setenv(f"DASD_{name}_CACHE", str(tmp_path_factory.mktemp(f"{name.lower()}-cache")))
+    datasets_cache = str(tmp_path_factory.mktemp("hf-datasets-cache"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", datasets_cache)
+    if "datasets" in sys.modules:  # `datasets` reads the variable once, at import
+        monkeypatch.setattr(sys.modules["datasets"].config, "HF_DATASETS_CACHE", datasets_cache)
 
 
 def pytest_collection_modifyitems(config, items):

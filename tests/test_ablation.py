@@ -382,7 +382,7 @@ def demo_world() -> Path:
 
 
 @pytest.mark.timeout(1800)  # the fixture's reduced run: about a minute alone on 2 cores
-@pytest.mark.integration
+@pytest.mark.slow  # shares the module's kill -9 and resume run (3-4 min): make test-slow
 def test_a_killed_arm_resumes_and_the_claims_are_paired_over_seeds(arms_run):
     work, _, killed, stdout = arms_run
     assert killed == {}  # killed before its evaluation started
@@ -416,7 +416,7 @@ def test_a_killed_arm_resumes_and_the_claims_are_paired_over_seeds(arms_run):
     assert claim["degrees_of_freedom"] is not None and claim["t"] > 1.96
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # shares the module's kill -9 and resume run (3-4 min): make test-slow
 def test_stage_2_trained_again_from_stage_1_with_nothing_left_out_is_the_recipes_own_stage_2(arms_run):
     """The boosted filter's control is the recipe's stage 2 (issue 29 item 3): with a threshold that leaves nothing
     out, the separate steps — scoring with the stage-1 weights, selecting at T = 1.0, building, training one stage
@@ -450,7 +450,7 @@ def _by_question(path: Path) -> dict[str, list[bool]]:
     return grouped
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # shares the module's kill -9 and resume run (3-4 min): make test-slow
 def test_changing_one_arm_reruns_only_that_arm(arms_run):
     work, spec_file, _, _ = arms_run
     spec = yaml.safe_load(spec_file.read_text())
@@ -466,7 +466,7 @@ def test_changing_one_arm_reruns_only_that_arm(arms_run):
     assert config["learning_rate"] == 2e-4 and config["seed"] == 1
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # shares the module's kill -9 and resume run (3-4 min): make test-slow
 def test_the_report_renders_the_claims_and_the_arms(arms_run, tmp_path):
     from dasd.stages import report
 

@@ -97,6 +97,7 @@ def test_without_its_shipped_files_the_world_is_a_one_line_error_not_a_46_minute
     assert "\n" not in str(error.value) and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.integration  # restores real models into a fresh cache (~10 s each): make test, not test-unit
 def test_a_cache_restored_from_other_shipped_files_is_restored_anew(tmp_path, monkeypatch):
     # The cache folder is named by the world's version; a rebuild shipped under the same version (as during
     # development) must not be served the old models (world v6's first tuning run was).
@@ -128,6 +129,7 @@ def test_world_v7s_splits_are_fresh_drawn_by_the_code_and_disjoint_from_v6s():
         seen |= set(shipped)
 
 
+@pytest.mark.integration  # restores real models into a fresh cache (~10 s each): make test, not test-unit
 def test_world_v7_and_its_twin_restore_one_teacher_two_students_and_the_skill_labels(tmp_path, monkeypatch):
     monkeypatch.setenv("DASD_CACHE", str(tmp_path / "cache"))
     v7, twin = shipped_world.world_dir("v7"), shipped_world.world_dir("v7-twin")

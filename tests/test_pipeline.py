@@ -76,7 +76,7 @@ def demo_run(tmp_path_factory):
     return work, killed, finished.stdout
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # shares the module's kill -9 and resume run (3-4 min): make test-slow
 def test_killed_demo_resumes_where_it_stopped(demo_run):
     work, killed, stdout = demo_run
     assert killed["sample"] == "done" and killed["train_das"] == "running" and killed["eval_teacher"] is None
@@ -105,7 +105,7 @@ def test_killed_demo_resumes_where_it_stopped(demo_run):
     assert {r["temperature"] for r in responses} == {0.6, 1.0}
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # shares the module's kill -9 and resume run (3-4 min): make test-slow
 def test_rerunning_a_finished_pipeline_does_no_work(demo_run):
     work, _, _ = demo_run
     before = {path: path.stat().st_mtime_ns for path in work.rglob("*") if path.is_file()}
@@ -115,7 +115,7 @@ def test_rerunning_a_finished_pipeline_does_no_work(demo_run):
     assert changed <= {"run.summary.json", "pipeline.config.yaml", "pipeline.yaml"}
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # shares the module's kill -9 and resume run (3-4 min): make test-slow
 def test_speed_settings_and_a_touched_model_leave_every_step_reused(demo_run, capsys):
     work, _, _ = demo_run
     spec = yaml.safe_load((work / "pipeline.yaml").read_text())
@@ -134,7 +134,7 @@ def test_speed_settings_and_a_touched_model_leave_every_step_reused(demo_run, ca
     assert _marker(work, "sample")["status"] == "done" and not (work / "stale").exists()
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # shares the module's kill -9 and resume run (3-4 min): make test-slow
 def test_a_changed_setting_stops_the_run_until_told_to_set_the_stale_outputs_aside(demo_run, capsys):
     work, _, _ = demo_run
     spec = yaml.safe_load((work / "pipeline.yaml").read_text())
@@ -162,7 +162,7 @@ def test_a_changed_setting_stops_the_run_until_told_to_set_the_stale_outputs_asi
     assert str(moved) in capsys.readouterr().out  # named in the run table
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # shares the module's kill -9 and resume run (3-4 min): make test-slow
 def test_report_is_one_self_contained_page_with_the_figures(demo_run, tmp_path):
     work, _, _ = demo_run
     output = tmp_path / "report" / "index.html"
@@ -299,7 +299,7 @@ def test_dry_run_on_slurm_shows_each_steps_jobs_and_the_resources_merge(tmp_path
     assert not (tmp_path / "work").exists()
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # shares the module's kill -9 and resume run (3-4 min): make test-slow
 def test_provenance_on_the_demo_world(demo_run, tmp_path):
     """Teacher, original student and distilled student of the demo on the distilled student's answers."""
     from dasd.models.demo_world import world_dir

@@ -41,6 +41,7 @@ def _prompt_ids(tokenizer) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+@pytest.mark.integration  # runs the real SmolLM2 (135M) both ways (~12 s): make test, not test-unit
 def test_the_restored_smollm2_is_a_plain_folder_that_computes_what_the_gguf_does(restored, capfd):
     """A folder transformers loads as an ordinary (unquantized) model, with the GGUF's tokenizer, chat template
     and end token; its logits are the GGUF-loaded model's. Loading the GGUF shows no de-quantizing bar (only that

@@ -225,13 +225,17 @@ def test_no_process_holds_the_samples(smollm2_tokenizer, tmp_path, monkeypatch):
         as_lists,
     )
 
+    # once untraced, so that what the first read imports (datasets' lazy modules, ~10 MB) is not counted
+    sum(len(row["input_ids"]) for row in load_stage_data(tmp_path / "small").dataset)
     tracemalloc.start()
     data = load_stage_data(tmp_path / "large")
     read = sum(len(row["input_ids"]) for row in data.dataset)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert read == data.tokens == tokens["large"]
-    assert peak < as_lists / 20, (peak, as_lists)
+    # what may be alive is the batch of rows `datasets` decodes at a time (10 rows, up to ~90 KB of lists measured),
+    # never the 800 rows (the bound was as_lists / 20, 64 KB, which held only when a batch was freed in time)
+    assert peak < as_lists / 8, (peak, as_lists)
 
 
 @pytest.mark.integration
