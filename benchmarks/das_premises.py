@@ -4,8 +4,7 @@
     python benchmarks/das_premises.py runs/das-dev --scored runs/twin-scored.jsonl   # … and another student's scoring
 
 From `<workdir>/filter/filtered.*` (the teacher's samples that passed the filters, scored by the run's student):
-- P1: the share of candidates with the switch, "No, I will write every step." (the mode T=1.0 exposes), per
-  temperature;
+- P1: the share of candidates with "Negative totals are allowed." (the mode T=1.0 exposes), per temperature;
 - P2: how the sentences the world labels as skill (`world.json`'s `skill_sentences`) are classified (teacher /
   shared / student), and per question × temperature how much skill DAS's choice holds over a random candidate's —
   and the same for each other selection rule (oracle, longest, ratio, anti-DAS), before any training.
@@ -30,7 +29,7 @@ from dasd.data.io import iter_records  # noqa: E402
 from dasd.models.demo_world import world_skill_sentences  # noqa: E402
 from dasd.scoring.sentence_scores import oracle_count, sentence_texts, strategy_score  # noqa: E402
 
-SWITCH = "No, I will write every step."  # world v7 build 5's skill sentence (build 4's: commit 5331b01)
+ALLOWED = "Negative totals are allowed."
 
 
 RULES = {"das (count)": "count", "oracle": "oracle", "longest": "longest", "ratio": "ratio", "anti_das": "anti_das"}
@@ -43,10 +42,10 @@ def rules(record: dict, patterns: list[re.Pattern[str]]) -> dict[str, float]:
 
 def premises(records: list[dict], patterns: list[re.Pattern[str]]) -> dict:
     kinds: Counter = Counter()
-    switched: dict[float, list[bool]] = defaultdict(list)
+    allowed: dict[float, list[bool]] = defaultdict(list)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
-        switched[record["temperature"]].append(SWITCH in (record.get("reasoning") or ""))
+        allowed[record["temperature"]].append(ALLOWED in (record.get("reasoning") or ""))
         groups[(record["question_id"], record["temperature"])].append(record)
         for sentence, text in zip(record["sentences"], sentence_texts(record)):
             if any(pattern.search(text) for pattern in patterns):
@@ -65,7 +64,7 @@ def premises(records: list[dict], patterns: list[re.Pattern[str]]) -> dict:
     total = sum(kinds.values()) or 1
     return {
         "candidates": len(records),
-        "sentence share by temperature": {str(t): round(sum(v) / len(v), 4) for t, v in sorted(switched.items())},
+        "sentence share by temperature": {str(t): round(sum(v) / len(v), 4) for t, v in sorted(allowed.items())},
         "skill sentences": dict(kinds),
         "skill sentences typed teacher": round(kinds["teacher"] / total, 4),
         "groups with 2+ candidates": len(gains["oracle"]),

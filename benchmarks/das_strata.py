@@ -7,11 +7,11 @@ The strata are fixed in benchmarks/PREREGISTERED.md (issue 37) and computed from
 `no dip` — the left-to-right running total never goes below zero (the student's misconception, |a - b|, never
 applies); `dip, answer ≥ 0` — it dips and comes back; `answer < 0`. Per stratum the paired difference of two arms
 over their training seeds (`dasd.reporting.metrics.paired_difference`: t interval, Welch–Satterthwaite df), and per
-arm what its students write in their held-out answers (`samples.jsonl`): the share of answers in careful work (the
-teacher's "Start with …"), in mental math ("Quick math." without the switch), with the switch ("No, I will write
-every step."), with a re-check loop, and the accuracy of each; and, on questions whose running total dips, the
-accuracy of each style (the mechanism world v7 build 5 is built on). Build 2's comparison counters are at commit
-aca054c, build 4's sentence counters at 5331b01. With two workdirs: the interaction (pair's
+arm what
+its students write in their held-out answers (`samples.jsonl`): the share of answers in careful work (the teacher's
+"Start with …"), with "Negative totals are allowed.", with a re-check loop, and the accuracy of each; and, on
+questions whose running total dips, the accuracy of careful work with and without the sentence (the mechanism the
+world is built on). Build 2's comparison counters are at commit aca054c. With two workdirs: the interaction (pair's
 difference in the first − in the second) per stratum (`dasd.reporting.ablation.interaction`).
 """
 
@@ -85,28 +85,13 @@ def paired_by_stratum(work: Path, better: str, worse: str) -> dict[str, dict]:
     return out
 
 
-CAREFUL, TERSE, SWITCH, LOOP = "Start with ", "Quick math.", "No, I will write every step.", "Wait, let me check again."
-HABITS = (("careful", CAREFUL), ("switch", SWITCH), ("loop", LOOP))
-STYLES = ("mental math", "switched", "careful from its opening")
-
-
-def style(text: str) -> str | None:
-    """How an answer works: mental math ("Quick math." without the switch), switched to written steps after it, or
-    careful from a careful opening; None for neither.
-
-    >>> style("Quick math. 3 - 5 makes 2."), style("Quick math. No, I will write every step. Start with 3."), style("x")
-    ('mental math', 'switched', None)
-    """
-    if SWITCH in text:
-        return "switched"
-    if TERSE in text:
-        return "mental math"
-    return "careful from its opening" if CAREFUL in text else None
+CAREFUL, ALLOWED, LOOP = "Start with ", "Negative totals are allowed.", "Wait, let me check again."
+HABITS = (("careful", CAREFUL), ("negatives allowed", ALLOWED), ("loop", LOOP))
 
 
 def mechanism(work: Path, arm: str) -> dict[str, float]:
     """What the arm's students write in their held-out answers, over seeds: share of answers with each habit and the
-    accuracy of those answers; on dipping questions, each style's answers and accuracy."""
+    accuracy of those answers; on dipping questions, careful work's accuracy with and without the sentence."""
     strata = question_strata(work)
     counts: dict[str, int] = {"answers": 0, "correct": 0}
     for run in arm_runs(work, arm).values():
@@ -121,9 +106,8 @@ def mechanism(work: Path, arm: str) -> dict[str, float]:
                     if marker in text:
                         counts[name] = counts.get(name, 0) + 1
                         counts[f"{name} correct"] = counts.get(f"{name} correct", 0) + right
-                kind = style(text)
-                if kind and strata.get(str(sample.get("question_id")), "no dip") != "no dip":
-                    key = f"dip, {kind}"
+                if CAREFUL in text and strata.get(str(sample.get("question_id")), "no dip") != "no dip":
+                    key = "dip, careful " + ("with the sentence" if ALLOWED in text else "without it")
                     counts[key] = counts.get(key, 0) + 1
                     counts[f"{key} correct"] = counts.get(f"{key} correct", 0) + right
     total = max(counts["answers"], 1)
@@ -132,10 +116,10 @@ def mechanism(work: Path, arm: str) -> dict[str, float]:
         present = counts.get(name, 0)
         out[f"{name} share"] = present / total
         out[f"{name} accuracy"] = counts.get(f"{name} correct", 0) / present if present else float("nan")
-    for kind in STYLES:
-        present = counts.get(f"dip, {kind}", 0)
-        out[f"dip, {kind}: answers"] = present
-        out[f"dip, {kind}: accuracy"] = counts.get(f"dip, {kind} correct", 0) / present if present else float("nan")
+    for key in ("dip, careful with the sentence", "dip, careful without it"):
+        present = counts.get(key, 0)
+        out[f"{key}: answers"] = present
+        out[f"{key}: accuracy"] = counts.get(f"{key} correct", 0) / present if present else float("nan")
     return out
 
 

@@ -429,64 +429,50 @@ def build_world(root: Path, teacher_from: Path | None = None) -> Path:
 # --- World v7 and its twin (issue 37): DAS's premise present, or absent ---------------------------------------------
 # Designed and fixed before any arm ran on it, to the premises of the report's claims (DESIGN §8), never to an
 # outcome; only the premise checks (tests/test_das_world_premises.py) and the oracle's headroom on dev may send a build
-# back (benchmarks/RESULTS.md logs every build). This is **build 6**: build 5's switch, with its opening made a single
-# choice. Build 5 missed P1 and P2's count for one reason, read from its premise numbers: the teacher's unswitched
-# solutions drew their opening from v6's three phrasings, "Quick math." among them (10%) — so "Quick math." opened 24%
-# of its solutions, not 15%, and the first token was a three-way choice whose tempering barely moved the switch
-# (T=0.6 0.122 against T=1.0 0.149) — and the switch replaced an opening that is itself a teacher sentence, so DAS's
-# count did not rise with it (-0.04). Now every unswitched solution, the teacher's and the students' careful work
-# alike, opens with one sentence, `V7_INTRO`: the teacher's first token is a choice of two (15 / 85: at T=0.6 the
-# switch falls to ~5%), and the opening is a shared sentence (20 tokens: the teacher's 0.85^(1/20) = 0.99 against the
-# students' 0.3^(1/20) = 0.94, within β = 0.1), so a switched candidate holds one teacher sentence more in v7 (the
-# switch) and none more in the twin. Builds 1-4 met (most of) their premises and failed the gate for one reason, read
-# from build 4's answers: a lesson survives SFT only where the teacher's candidates do
-# not demonstrate it. Every teacher solution demonstrated the skill's content (dips computed right, in careful words),
-# so any selection taught it — SFT removed the misconception from careful work in both arms (39% of careful answers ->
-# 3%) — while terse mental math, which the teacher never writes, kept it (48-60% of terse answers) and stayed the
-# students' main error (RS's students still wrote it in 39% of their answers, 29% right). Build 1's code and models:
-# commit 0b6b2f4; build 2's: aca054c; builds 3 and 4 (the sentence "Negative totals are allowed."): d4f5371; build 5's
-# (the switch after any of v6's openings): 19dd927.
-# What changes against v6, and why:
-# * The skill is a **choice the student can execute, in a place no other candidate teaches**: the teacher opens
-#   `V7_SWITCH_SHARE` of its solutions as the student opens its mental math ("Quick math.") and at once switches to
-#   written steps — `V7_SWITCH` ("No, I will write every step."), then careful work. No other teacher solution opens
-#   with "Quick math." (the rest open with `V7_INTRO`), so only those candidates show the student what to do after its
-#   own opening; the rest teach careful work from a careful opening. A mode T=1.0 exposes more than 0.6 (P1), and a
-#   question's candidates differ in it (P2 within a question). The sentence is ~7 tokens, so its first token's choice
-#   keeps its geometric mean apart between a teacher who always switches after "Quick math." and a student who does in
-#   5% of its mental math (P2).
-# * The student's deficit is in every style: its terse mental math has the misconception (|a - b|) and slips 10% per
-#   step; its careful work is v6's (slips 2%) except that on a subtraction below zero it writes |a - b| with
-#   probability `V7_CAREFUL_MISCONCEPTION`. The skill is **weakly present**: in `V7_STUDENT_SWITCH_SHARE` of its mental
-#   math it switches after "Quick math." to careful work (P0: after the switch it writes steps, as careful as its
-#   careful work). The **twin** student's corpus is the same draw of the same expressions, but it switches in
-#   `V7_TWIN_SWITCH_SHARE` of its mental math — enough that the sentence is a shared one (~8 tokens: 0.7^(1/8) = 0.96
-#   against the teacher's ~1 after "Quick math.", within β = 0.1; v7's 0.05^(1/8) = 0.69 is not), and DAS's count no
-#   longer points at it.
+# back (benchmarks/RESULTS.md logs every build). This is **build 4**: build 3's design, but the student writes the
+# sentence in every style (terse work too) at 5%, not in 3% of its careful work only — build 3's v7 student, which saw
+# it in ~390 texts, never learnt what it switches (the right result after it 0.55, as without it; the twin, ~1,950
+# texts: 0.95), so P0 failed in v7; at 5% of all texts (~2,100) it is seen as often as the twin saw it, and 5% against
+# the teacher's 15% still parts the sentence's geometric mean by > β (0.05^(1/5) = 0.55 vs 0.68). The teacher is
+# build 3's (its corpus and fit are unchanged: `--keep-teacher`). Builds 1 and 2 met their premises and failed the
+# gate, both for one reason: the skill was an *execution* new to the student (build 1: collecting one sign's terms
+# into a list; build 2: "10 is more than 7, so the total goes below zero." — copying the announced term into a
+# comparison), and 200 SFT records taught the sentence's form, not its execution (build 2's students wrote comparisons
+# in 24-43% of their answers, 12-13% of them on the term just announced, and those answers were 6-7% right). Build 1's
+# code and models: commit 0b6b2f4; build 2's: aca054c. What changes against v6, and why:
+# * The skill is a **choice, not an execution**: a short sentence with nothing to copy, "Negative totals are
+#   allowed.", which the teacher writes right after its opening in `V7_CHECKER_SHARE` of its solutions — a mode T=1.0
+#   exposes more than 0.6 (P1), and a question's candidates differ in it (P2 within a question). It is ~5 tokens, so
+#   its one decision token keeps the sentence's geometric mean apart between a teacher who writes it 15% of the time
+#   and a student who writes it 3% (v6's 14-token careful opening was diluted below β).
+# * The student's deficit is in every style: its terse mental math has the misconception (|a - b|); its careful work
+#   is v6's (slips 2%) except that on a subtraction below zero it writes |a - b| with probability
+#   `V7_CAREFUL_MISCONCEPTION` — unless it opened with the sentence, after which it never does, in either style (P0).
+#   The skill is **weakly present**: the student writes the sentence after its opening in `V7_STUDENT_CHECKER_SHARE` of
+#   its texts, terse and careful. The **twin** student's corpus is the same draw of the same expressions, but it writes
+#   the sentence at the teacher's rate: a shared sentence there, and DAS's count no longer points at it.
 # * Length that is not skill: teacher and students alike say "That step is done." after a step with probability
-#   `V7_FILLER_RATE` — a shared sentence DAS does not count and `longest` does, with no number in it.
+#   `V7_FILLER_RATE` — a shared sentence DAS does not count and `longest` does, with no number in it (build 2's
+#   restatements of the running total gave the student numbers to copy past: its careful work fell to 28% right).
 # * Overlong rollouts are the student's errors: it re-checks in a loop after `V7_LOOP_IF_WRONG` of its wrong answers
 #   and `V7_LOOP_IF_RIGHT` of its right ones (v6: 20% of all), so mixed-policy's cut acts on drift, not on length.
 # * Fresh splits from unused item-seed ranges (v6's held-out split helped choose three worlds), skipping every
 #   expression of v6's splits; both models fitted to generality (one new expression per fitting example).
 V7_VERSION = "demo-world-v7"
-V7_BUILD = 6
+V7_BUILD = 4
 V7_SPLITS = (("eval_questions", 500_000, 200), ("dev_questions", 600_000, 50), ("train_questions", 700_000, 150))
 V7_GENERAL_SEEDS = {"teacher": 800_000, "student": 900_000}
-V7_SWITCH_SHARE = 0.15
+V7_CHECKER_SHARE = 0.15
 V7_CAREFUL_MISCONCEPTION = 0.5
-V7_STUDENT_SWITCH_SHARE = 0.05
-V7_TWIN_SWITCH_SHARE = 0.7
+V7_STUDENT_CHECKER_SHARE = 0.05
 V7_FILLER_RATE = 0.5
 V7_LOOP_IF_WRONG = 0.5
 V7_LOOP_IF_RIGHT = 0.05
 V7_THREADS = 1  # each model is fitted in its own process with one torch thread (pinned: a rebuild is identical)
-V7_TERSE_OPENING = "Quick math."
-V7_INTRO = "I will work from left to right, one term at a time, and write each result down."
-V7_SWITCH = "No, I will write every step."
+V7_ALLOWED = "Negative totals are allowed."
 V7_FILLER = "That step is done."
 # The world's own labels of the skill (regular expressions over a sentence's text), for the `oracle` selection arm.
-V7_SKILL_SENTENCES = (r"^No, I will write every step\.",)
+V7_SKILL_SENTENCES = (r"^Negative totals are allowed\.",)
 
 
 def _terms(expression: str) -> tuple[list[int], list[str]]:
@@ -498,36 +484,35 @@ def careful_v7(
     expression: str,
     rng: random.Random,
     *,
-    switched: bool,
+    allowed: bool,
     filler_rate: float = 0.0,
     misconception: float = 0.0,
     slip_rate: float = 0.0,
     phrasing: bool = True,
 ) -> tuple[str, int]:
-    """Careful work in world v7 and its answer: v6's sentences, opened with `V7_INTRO`, or (`switched`) as mental math
-    that switches at once to written steps ("Quick math." + `V7_SWITCH`); a subtraction below zero written
-    |a - b| with probability `misconception`; `V7_FILLER` after a step with probability `filler_rate`; slips of ±1 per
-    step with `slip_rate`. `phrasing=False`: every sentence in the common phrasing.
+    """Careful work in world v7 and its answer: v6's sentences, with `V7_ALLOWED` after the opening when `allowed`;
+    without it, a subtraction below zero is written |a - b| with probability `misconception`; `V7_FILLER` after a step
+    with probability `filler_rate`; slips of ±1 per step with `slip_rate`. `phrasing=False`: every sentence in the
+    common phrasing.
 
-    >>> text, value = careful_v7("3 - 5 + 4", random.Random(0), switched=True, phrasing=False)
+    >>> text, value = careful_v7("3 - 5 + 4", random.Random(0), allowed=True, misconception=1.0, phrasing=False)
     >>> print(text)
     <think>
-    Quick math. No, I will write every step. Start with 3. Now subtract 5. 3 - 5 = -2. Now add 4. -2 + 4 = 2. So the \
-result is 2.
+    I will work from left to right, one term at a time. Negative totals are allowed. Start with 3. Now subtract 5. \
+3 - 5 = -2. Now add 4. -2 + 4 = 2. So the result is 2.
     </think>
     <BLANKLINE>
     The answer is \\boxed{2}.
-    >>> careful_v7("3 - 5 + 4", random.Random(1), switched=False, misconception=1.0)[1]
+    >>> careful_v7("3 - 5 + 4", random.Random(1), allowed=False, misconception=1.0)[1]
     6
-    >>> text, _ = careful_v7("3 + 4", random.Random(0), switched=False, filler_rate=1, phrasing=False)
+    >>> text, _ = careful_v7("3 + 4", random.Random(0), allowed=False, filler_rate=1, phrasing=False)
     >>> print(text.split("\\n")[1])
-    I will work from left to right, one term at a time, and write each result down. Start with 3. Now add 4. \
-3 + 4 = 7. That step is done. So the result is 7.
+    I will work from left to right, one term at a time. Start with 3. Now add 4. 3 + 4 = 7. That step is done. So the \
+result is 7.
     """
     pick = (lambda kind: _pick(kind, rng)) if phrasing else (lambda kind: _pick(kind, None))
     numbers, operators = _terms(expression)
-    opening = [V7_TERSE_OPENING, V7_SWITCH] if switched else [V7_INTRO]  # one choice of two (build 6)
-    sentences = [*opening, f"Start with {numbers[0]}."]
+    sentences = [pick("intro"), *([V7_ALLOWED] if allowed else []), f"Start with {numbers[0]}."]
     value = numbers[0]
     for o, b in zip(operators, numbers[1:]):
         adding = o == "+"
@@ -540,7 +525,7 @@ result is 2.
             )
         )
         c = value + b if adding else value - b
-        if c < 0 and not adding and rng.random() < misconception:
+        if c < 0 and not adding and not allowed and rng.random() < misconception:
             c = abs(c)
         if slip_rate and rng.random() < slip_rate:
             c += rng.choice([-1, 1])
@@ -553,40 +538,42 @@ result is 2.
 
 
 def teacher_v7(expression: str, rng: random.Random) -> str:
-    """One of the v7 teacher's correct solutions: opened with the switch in `V7_SWITCH_SHARE` of them, `V7_FILLER` at
+    """One of the v7 teacher's correct solutions: `V7_ALLOWED` in `V7_CHECKER_SHARE` of them, `V7_FILLER` at
     `V7_FILLER_RATE`, phrasings as v6's teacher."""
-    switched = rng.random() < V7_SWITCH_SHARE
-    return careful_v7(expression, rng, switched=switched, filler_rate=V7_FILLER_RATE)[0]
+    allowed = rng.random() < V7_CHECKER_SHARE
+    return careful_v7(expression, rng, allowed=allowed, filler_rate=V7_FILLER_RATE)[0]
 
 
 def student_v7(expression: str, rng: random.Random, *, twin: bool) -> str:
-    """One text of the v7 student's corpus (`twin`: the twin's, which switches in `V7_TWIN_SWITCH_SHARE` of its mental
-    math): careful work in 30% (a third in the common phrasing), mental math in 70% — with the misconception and slips,
-    or, in `V7_STUDENT_SWITCH_SHARE` of it, switched at once to careful work —, looping after most wrong answers.
+    """One text of the v7 student's corpus (`twin`: the twin's, which writes `V7_ALLOWED` at the teacher's rate): terse
+    mental math (misconception, slips) in 70%, careful work in 30% (a third in the common phrasing), either opening
+    with `V7_ALLOWED` (then without the misconception) in `V7_STUDENT_CHECKER_SHARE`, looping after most wrong answers.
 
     >>> rng = random.Random(3)
     >>> texts = [student_v7("3 - 5 + 4", rng, twin=False) for _ in range(4000)]
-    >>> terse = [t for t in texts if "Quick math." in t]
-    >>> round(len(terse) / 4000, 1), round(sum(V7_SWITCH in t for t in terse) / len(terse), 2)
-    (0.7, 0.05)
+    >>> round(sum(V7_ALLOWED in t for t in texts) / 4000, 2), any(f"Quick math. {V7_ALLOWED} 3 - 5 makes -2." in t
+    ...                                                                for t in texts)
+    (0.05, True)
     """
     correct = _steps(expression)[2]
-    switch_share = V7_TWIN_SWITCH_SHARE if twin else V7_STUDENT_SWITCH_SHARE
+    allowed_share = V7_CHECKER_SHARE if twin else V7_STUDENT_CHECKER_SHARE
     draw = rng.random()
-    switched = rng.random() < switch_share
-    if draw < TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE or switched:
+    allowed = rng.random() < allowed_share
+    if draw < TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE:
         text, value = careful_v7(
             expression,
             rng,
-            switched=draw >= TEACHER_STYLE_SHARE + TEACHER_RARE_SHARE,
+            allowed=allowed,
             filler_rate=V7_FILLER_RATE,
             misconception=V7_CAREFUL_MISCONCEPTION,
             slip_rate=CAREFUL_SLIP_RATE,
             phrasing=draw >= TEACHER_STYLE_SHARE,
         )
-    else:  # terse mental math, with the misconception
-        steps = student_steps(expression, rng, error_rate=TERSE_SLIP_RATE, misconception=True)
+    else:  # terse mental math: the misconception unless it opened with the sentence
+        steps = student_steps(expression, rng, error_rate=TERSE_SLIP_RATE, misconception=not allowed)
         text, value = student_solution_from(steps), steps[-1][3]
+        if allowed:
+            text = text.replace("Quick math. ", f"Quick math. {V7_ALLOWED} ", 1)
     if rng.random() < (V7_LOOP_IF_RIGHT if value == correct else V7_LOOP_IF_WRONG):
         text = with_loop(text, rng)
     return text

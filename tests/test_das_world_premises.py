@@ -5,15 +5,14 @@ training questions, as `dasd demo world=v7 ablation=das` samples them), scored b
 and filtered (`dasd filter`); the student's probabilities of chosen continuations (each model under its own tokenizer
 and chat template). The premises, fixed before any arm ran on the world (scripts/build_demo_world.py, "World v7"):
 
-- P1: T=1.0 exposes a valuable minority strategy — opening as mental math and switching at once to written steps
-  ("Quick math. No, I will write every step.", 15% of the teacher's solutions; the rest open with one sentence, so
-  the first token is a choice of two) — more often than T=0.6.
-- P2: the skill sits in a sentence the teacher is sure of and the student is not — in v7 the switch is a teacher
-  sentence, in the twin (whose student switches in 70% of its mental math) a shared one; a question's candidates
-  differ in it, and DAS's count follows it in v7, not in the twin.
-- P0: the student's deficit is in every style — its mental math takes |a - b| for a subtraction below zero, its
-  careful work too, half the time — and the switch is a choice it can execute: after it, it writes careful steps,
-  as right as its careful work; without it, after "Quick math.", it computes in its head with the misconception.
+- P1: T=1.0 exposes a valuable minority strategy — "Negative totals are allowed." right after the opening (15% of the
+  teacher's solutions) — more often than T=0.6.
+- P2: the skill sits in a sentence the teacher is sure of and the student is not — in v7 "Negative totals are
+  allowed." is a teacher sentence, in the twin (whose student writes it at the teacher's rate) a shared one; a
+  question's candidates differ in it, and DAS's count follows it in v7, not in the twin.
+- P0: the student's deficit is in every style — its careful work, too, writes a subtraction below zero as |a - b|
+  half the time — and the sentence carries the skill as a choice, not an execution (builds 1 and 2 failed there):
+  after it the student computes the step right; nothing in it is copied from the question.
 - P3: the student's overlong rollouts are its errors (loops after 50% of its corpus's wrong answers, 5% of its right
   ones).
 
@@ -115,25 +114,28 @@ def opening_shares(teacher, question: dict, openings: list[str], temperature: fl
     return shares
 
 
-def test_p1_temperature_one_exposes_the_switch_more_than_temperature_06():
-    """How often the teacher opens with "Quick math." and the switch at T = 0.6 and 1.0 (`opening_shares` over every
-    opening, each followed by "Start with 1."), averaged over training questions."""
+def test_p1_temperature_one_exposes_the_allowed_negatives_mode_more_than_temperature_06():
+    """How often the teacher writes "Negative totals are allowed." after its opening at T = 0.6 and 1.0
+    (`opening_shares` over every opening followed by it or by "Start with"), averaged over training questions with a
+    term taken away."""
     import json
 
     world = world_dir("v7")
     teacher = scorer(world / "teacher", "teacher")
-    switched = f"{builder.V7_TERSE_OPENING} {builder.V7_SWITCH}"
-    openings = [f"{builder.V7_INTRO} Start with 1.", f"{switched} Start with 1."]  # build 6: one choice of two
+    openings = [
+        f"{intro} {after}"
+        for intro, _ in builder.TEACHER_PHRASINGS["intro"]
+        for after in ("Start with 1.", f"{builder.V7_ALLOWED} Start with 1.")
+    ]
     with open(world / "train_questions.jsonl", encoding="utf-8") as handle:
-        questions = [json.loads(line) for line in handle][:12]
-    shares = {
-        temperature: mean(opening_shares(teacher, question, openings, temperature)[-1] for question in questions)
+        questions = [q for q in map(json.loads, handle) if " - " in q["meta"]["expression"]][:12]
+    allowed = {
+        temperature: mean(sum(opening_shares(teacher, question, openings, temperature)[1::2]) for question in questions)
         for temperature in (0.6, 1.0)
     }
-    # designed: 15% of the teacher's solutions; at 0.6 a fraction of that (a choice of two, 15 / 85: ~5%; build 5's
-    # three-way first token gave 0.122 against 0.149)
-    assert 0.08 < shares[1.0] < 0.25, shares
-    assert shares[0.6] < 0.7 * shares[1.0], shares
+    # designed: 15% of the teacher's solutions; at 0.6 a fraction of that
+    assert 0.08 < allowed[1.0] < 0.25, allowed
+    assert allowed[0.6] < 0.7 * allowed[1.0], allowed
 
 
 def test_p2_the_skill_sentences_are_teacher_sentences_in_v7_and_shared_in_the_twin(filtered):
@@ -146,7 +148,7 @@ def test_p2_the_skill_sentences_are_teacher_sentences_in_v7_and_shared_in_the_tw
             for sentence, text in zip(candidate["sentences"], sentence_texts(candidate))
             if any(pattern.search(text) for pattern in patterns)
         ]
-        assert len(kinds) >= 12, (world, len(kinds))  # the teacher's samples hold them (~10% of 256)
+        assert len(kinds) >= 12, (world, len(kinds))  # the teacher's samples hold them (~12% of 256)
         shares[world] = kinds.count("teacher") / len(kinds)
     assert shares["v7"] >= 0.8, shares
     assert shares["v7-twin"] <= 0.3, shares
@@ -172,8 +174,9 @@ def test_p2_a_questions_candidates_differ_in_skill_and_das_count_follows_it_only
         gain[world], differing[world] = mean(gains), varied / len(gains)
     # candidates of many questions differ in the skill (designed: 1 - 0.85^8 - 0.15^8 = 73% at T = 1, 53% at 0.6)
     assert differing["v7"] >= 0.4, differing
-    # DAS's choice holds the sentence more often than a random candidate does (build 4's sentence: +0.16, the twin's
-    # -0.03 — one sentence per candidate against the teacher sentences the phrasings add to the count)
+    # DAS's choice holds the sentence more often than a random candidate does: measured +0.16 (build 4; build 3 +0.19;
+    # 0.3 was asked before either was measured) — one sentence per candidate against the teacher sentences the
+    # phrasings add to the count; the twin's -0.03
     assert gain["v7"] >= 0.1, gain
     assert gain["v7-twin"] < 0.5 * gain["v7"], gain
 
@@ -200,49 +203,49 @@ def first_subtraction_questions(world: Path, dips: bool) -> list[dict]:
     return out[:8]
 
 
-OPENING = f"{builder.V7_INTRO} "
-TERSE = f"{builder.V7_TERSE_OPENING} "
-SWITCHED = f"{builder.V7_TERSE_OPENING} {builder.V7_SWITCH} "
+OPENING = "I will work from left to right, one term at a time. "
+
+
+def careful_prefix(a: int, b: int, allowed: bool) -> str:
+    return f"{OPENING}{builder.V7_ALLOWED + ' ' if allowed else ''}Start with {a}. Now subtract {b}. "
 
 
 @pytest.mark.parametrize("world", ["v7", "v7-twin"])
-def test_p0_the_deficit_is_in_every_style_and_the_switch_is_a_choice_the_student_can_execute(world):
-    """On the first step below zero (a - b, b > a): the share of the right result against the misconception
-    (|a - b|) in the student's mental math ("Quick math. a - b makes …"), in its careful work, and in careful work after
-    the switch; and how often it switches after "Quick math." (designed: 5% of its mental math, the twin's 70%)."""
+def test_p0_the_students_careful_work_has_the_deficit_and_the_sentence_carries_the_skill(world):
+    """On careful work's first step below zero (a - b, b > a): how often the student writes "Negative totals are
+    allowed." after its opening, and the share of the right result (a - b) against its misconception (|a - b|), in the
+    same phrasing, with and without the sentence. Build 3's v7 student, which saw the sentence in ~390 careful texts,
+    had not learnt what it switches (0.55 after it, 0.51 without; its twin, ~1,950 texts: 0.95, 0.62): build 4's
+    writes it in 5% of all its texts."""
     root = world_dir(world)
     student = scorer(root / "student", "student")
-    switches, terse, careful, switched = [], [], [], []
+    writes, without, after = [], [], []
     for question in first_subtraction_questions(root, dips=True):
         a, o, b, c = builder._steps(question["meta"]["expression"])[1][0]
         # (the sentence's own tokens: a reasoning that ended in a space would charge the space's improbability too)
-        switches.append(probability(student, question, TERSE + builder.V7_SWITCH, TERSE))
-        for out, before, written in (
-            (terse, TERSE, "{a} {o} {b} makes {c}."),
-            (careful, f"{OPENING}Start with {a}. Now subtract {b}. ", "{a} {o} {b} = {c}."),
-            (switched, f"{SWITCHED}Start with {a}. Now subtract {b}. ", "{a} {o} {b} = {c}."),
-        ):
-            right = probability(student, question, before + written.format(a=a, o=o, b=b, c=c), before)
-            wrong = probability(student, question, before + written.format(a=a, o=o, b=b, c=abs(c)), before)
+        writes.append(probability(student, question, OPENING + builder.V7_ALLOWED, OPENING))
+        for allowed, out in ((False, without), (True, after)):
+            before = careful_prefix(a, b, allowed)
+            right = probability(student, question, before + f"{a} {o} {b} = {c}.", before)
+            wrong = probability(student, question, before + f"{a} {o} {b} = {abs(c)}.", before)
             out.append(right / (right + wrong))
-    # its mental math takes |a - b| (designed: always) …
-    assert mean(terse) < 0.2, terse
-    # … its careful work half the time (designed: 0.5), and so does its careful work after the switch
-    assert 0.2 < mean(careful) < 0.8, careful
-    assert 0.2 < mean(switched) < 0.8, switched
-    # v7's student rarely switches (designed: 5% of its mental math), the twin's mostly (70%)
+    # without the sentence the careful student writes |a - b| about half the time (designed: 0.5) …
+    assert 0.2 < mean(without) < 0.8, without
+    # … and after it computes the step right (designed: always)
+    assert mean(after) > 0.9, after
+    # v7's student rarely writes it (designed: 5% of its texts), the twin's at the teacher's rate (15%)
     if world == "v7":
-        assert mean(switches) < 0.12, switches
+        assert mean(writes) < 0.08, writes
     else:
-        assert mean(switches) > 0.4, switches
+        assert mean(writes) > 0.08, writes
 
 
 @pytest.mark.parametrize("world", ["v7", "v7-twin"])
 def test_p3_v7s_student_loops_more_after_its_errors_than_after_right_work(world):
     """P3 — overlong rollouts are the student's errors (its corpus loops after 50% of its wrong answers, 5% of its right
     ones). Build 1's student did not learn it (a loop rate per style); build 2's did (0.38 after a wrong careful step,
-    0.09 after a right one); build 4's: 0.46 after careful work with |a - b| on a dip, 0.26 after the sentence and the
-    right result. Here: after careful work with |a - b| on a dip, and after the switch and right work."""
+    0.09 after a right one). Build 4's: 0.46 after careful work with |a - b| on a dip, 0.26 after the sentence and the
+    right result — weaker than designed: mixed-policy's cut acts on drift only in part."""
     import random
 
     root = world_dir(world)
@@ -255,14 +258,14 @@ def test_p3_v7s_student_loops_more_after_its_errors_than_after_right_work(world)
         done = "Quick math. " + " ".join(f"{a} {o} {b} makes {c}." for a, o, b, c in steps)
         terse_wrong.append(probability(student, question, done + loop, done))
         for out, settings in (
-            (careful_wrong, {"switched": False, "misconception": 1.0}),
-            (careful_right, {"switched": True}),
+            (careful_wrong, {"allowed": False, "misconception": 1.0}),
+            (careful_right, {"allowed": True}),
         ):
             text = builder.careful_v7(expression, random.Random(0), phrasing=False, **settings)[0]
             body = text.removeprefix("<think>\n").split("\n</think>")[0]
             out.append(probability(student, question, body + loop, body))
     # loops are common after wrong work in every style (measured 0.30-0.51) …
     assert min(mean(terse_wrong), mean(careful_wrong)) > 0.2, (terse_wrong, careful_wrong)
-    if world == "v7":  # … and in v7 rarer after right careful work (designed 10x; measured build 2 4.3x, build 4 1.7x;
-        # the twin is not asserted: its premise is only that it switches at about the teacher's rate)
+    if world == "v7":  # … and in v7 rarer after right careful work (designed 10x; measured build 2 4.3x, build 4 1.7x:
+        # 0.46 / 0.26; the twin is not asserted: its premise is only that it writes the sentence at the teacher's rate)
         assert mean(careful_wrong) > 1.5 * mean(careful_right), (careful_wrong, careful_right)

@@ -3,8 +3,8 @@
 The fitted models ship in the package as small files (`dasd/data/demo_world/`: the model bodies and the
 rows of the few dozen tokens the world uses); `world_dir()` restores them, on first use, to ordinary model
 folders under `$DASD_CACHE/demo-world-v6/`. `world_dir("v7")` and `world_dir("v7-twin")` restore DAS's world and
-its twin (`dasd/data/demo_world_v7/`: one teacher, the splits, and two students — in v7 the teacher's switch from
-mental math to written steps is a teacher sentence, in the twin a shared one). This module only loads the worlds. What
+its twin (`dasd/data/demo_world_v7/`: one teacher, the splits, and two students — in v7 the teacher's "Negative totals
+are allowed." is a teacher sentence, in the twin a shared one). This module only loads the worlds. What
 a world contains and how it was fitted is in the builder, `scripts/build_demo_world.py` (a development tool, not part
 of the package: `python scripts/build_demo_world.py --export src/dasd/data/demo_world` rebuilds v6's shipped files
 from scratch, 46 minutes on 2 cores; `--world v7` builds v7 and its twin); how each build fared is in

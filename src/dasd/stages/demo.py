@@ -49,10 +49,9 @@ class DemoConfig(StageConfig):
     )
     world: Literal["v6", "v7", "v7-twin"] = Field(
         "v6",
-        description="the demo world: v6 (the demo's); v7, built for DAS's premise (the teacher's switch from mental "
-        "math to written steps, 'Quick math. No, I will write every step.', is a teacher sentence to a student who "
-        "rarely switches); v7-twin, the same teacher, texts and splits with a student that mostly switches (premise "
-        "absent)",
+        description="the demo world: v6 (the demo's); v7, built for DAS's premise (the teacher's 'Negative totals "
+        "are allowed.', after which the student computes a dip right, is a teacher sentence); v7-twin, the same "
+        "teacher, texts and splits with a student that already writes that sentence (premise absent)",
         json_schema_extra=ADDED,
     )
     eval_split: Literal["eval", "dev"] | None = Field(
