@@ -405,6 +405,7 @@ def _filter_outputs(tmp_path, name, records, workers, *extra):
     return read_jsonl(output), read_jsonl(tmp_path / f"{name}.rejected.jsonl"), summary
 
 
+@pytest.mark.integration  # two filter worker processes and a merge (5-9 s): make test, not test-unit
 def test_two_workers_write_what_one_writes_record_for_record(tmp_path):
     records = _records_for_workers()
     one = _filter_outputs(tmp_path, "one", records, 1)
@@ -430,6 +431,7 @@ def test_two_workers_write_what_one_writes_record_for_record(tmp_path):
     assert summary["student_tokens"]["max"] > 300
 
 
+@pytest.mark.integration  # two filter worker processes, killed and rerun (5-9 s): make test, not test-unit
 def test_two_workers_resume_as_one_does(tmp_path):
     records = _records_for_workers()
     for name, workers in (("one", 1), ("two", 2)):

@@ -175,6 +175,7 @@ def test_a_hub_model_id_at_a_revision_loads_from_the_cache(hub_cache, tiny_qwen3
         load_model(ModelConfig(model="dasd-test/tiny-qwen3", revision=OTHER_COMMIT))
 
 
+@pytest.mark.integration  # a whole `dasd sample` run (5-9 s): make test, not test-unit
 def test_dasd_sample_reads_a_hub_dataset_with_a_hub_model_end_to_end(hub_cache, tmp_path, tiny_qwen3):
     """The CLI as a user runs it (a subprocess, HF_HUB_OFFLINE=1 only because this is a test)."""
     files = {path.name: path for path in Path(tiny_qwen3).iterdir() if path.is_file()}

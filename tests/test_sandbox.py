@@ -58,6 +58,7 @@ def test_stdin_and_functional_solutions_are_graded():
     assert grade_code(_answer("raise RuntimeError(3)"), ADD, limits=LIMITS).outcome == "runtime_error"
 
 
+@pytest.mark.integration  # a dozen hostile programs run for real (5-9 s): make test, not test-unit
 def test_hostile_programs_are_contained_counted_and_leave_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setenv("DASD_TEST_SECRET", "hunter2")
     listener = socket.socket()
